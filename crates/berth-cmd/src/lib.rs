@@ -1,0 +1,450 @@
+//! `Cmd`: run an external program with a plain-English summary of why, a
+//! timeout, an exit-status check and, on failure, an error that says what berth
+//! was trying to do plus the tail of the program's output. Arguments marked
+//! secret and registered secret strings are masked in logs and errors.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Lines of output kept for error messages.
+const TAIL_LINES: usize = 20;
+
+/// A program that ran and exited unsuccessfully.
+#[derive(Debug)]
+pub struct Failure {
+    pub summary: String,
+    pub command: String,
+    pub status: String,
+    pub code: Option<i32>,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+}
+
+/// What went wrong running an external program.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("could not {summary}: `{program}` was not found on PATH{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NotFound {
+        summary: String,
+        program: String,
+        hint: Option<String>,
+    },
+    #[error("could not {summary}: failed to start `{command}`: {source}")]
+    Spawn {
+        summary: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not {}: `{}` {}{}", .0.summary, .0.command, .0.status, tail_text(&.0.stderr_tail, &.0.stdout_tail))]
+    Failed(Box<Failure>),
+    #[error(
+        "could not {summary}: `{command}` did not finish within {after:?} and was stopped{}",
+        tail_text(stderr_tail, "")
+    )]
+    TimedOut {
+        summary: String,
+        command: String,
+        after: Duration,
+        stderr_tail: String,
+    },
+}
+
+fn tail_text(stderr: &str, stdout: &str) -> String {
+    let mut s = String::new();
+    for (name, t) in [("stderr", stderr), ("stdout", stdout)] {
+        if !t.trim().is_empty() {
+            s.push_str(&format!("\n  {name}:\n"));
+            for line in t.trim_end().lines() {
+                s.push_str("    ");
+                s.push_str(line);
+                s.push('\n');
+            }
+        }
+    }
+    s.trim_end().to_string()
+}
+
+impl CmdError {
+    /// The child's exit code, when it ran and failed.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            Self::Failed(f) => f.code,
+            _ => None,
+        }
+    }
+}
+
+/// Captured result of a finished command.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// An external program to run, with the reason berth runs it.
+#[derive(Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<(OsString, bool)>,
+    summary: String,
+    cwd: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+    env_remove: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+    secrets: Vec<String>,
+    not_found_hint: Option<String>,
+}
+
+impl fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cmd")
+            .field("summary", &self.summary)
+            .field("command", &self.display())
+            .finish()
+    }
+}
+
+impl Cmd {
+    /// `summary` completes the sentence "could not ...", e.g. "list the files git tracks".
+    pub fn new(program: impl AsRef<OsStr>, summary: impl Into<String>) -> Self {
+        Self {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            summary: summary.into(),
+            cwd: None,
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            stdin: None,
+            timeout: Some(Duration::from_secs(300)),
+            secrets: Vec::new(),
+            not_found_hint: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push((a.as_ref().to_owned(), false));
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| (a.as_ref().to_owned(), false)));
+        self
+    }
+
+    /// An argument that is never shown (logged or in errors) as itself.
+    pub fn secret_arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push((a.as_ref().to_owned(), true));
+        self
+    }
+
+    /// A string (password, token) masked wherever it appears in output shown to people.
+    pub fn redact(mut self, secret: impl Into<String>) -> Self {
+        let s = secret.into();
+        if !s.is_empty() {
+            self.secrets.push(s);
+        }
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.cwd = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(k.as_ref().to_owned());
+        self
+    }
+
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// `None` waits forever (default: 5 minutes).
+    pub fn timeout(mut self, t: Option<Duration>) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// Advice shown when the program is not installed.
+    pub fn hint_if_missing(mut self, hint: impl Into<String>) -> Self {
+        self.not_found_hint = Some(hint.into());
+        self
+    }
+
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    fn mask(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "****");
+        }
+        out
+    }
+
+    /// The command line as shown to people: quoted where needed, secrets masked.
+    pub fn display(&self) -> String {
+        let mut parts = vec![quote(&self.program.to_string_lossy())];
+        for (a, secret) in &self.args {
+            parts.push(if *secret {
+                "****".into()
+            } else {
+                quote(&a.to_string_lossy())
+            });
+        }
+        self.mask(&parts.join(" "))
+    }
+
+    /// Run, capture output, and fail unless the exit status is success.
+    pub fn output(&self) -> Result<Output, CmdError> {
+        let out = self.output_unchecked()?;
+        if out.status.success() {
+            return Ok(out);
+        }
+        Err(CmdError::Failed(Box::new(Failure {
+            summary: self.summary.clone(),
+            command: self.display(),
+            status: describe_status(out.status),
+            code: out.status.code(),
+            stdout_tail: self.mask(&tail(&out.stdout)),
+            stderr_tail: self.mask(&tail(&out.stderr)),
+        })))
+    }
+
+    /// Run and capture output; a non-zero exit is not an error.
+    pub fn output_unchecked(&self) -> Result<Output, CmdError> {
+        let command = self.display();
+        tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
+        let mut c = Command::new(&self.program);
+        c.args(self.args.iter().map(|(a, _)| a));
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        for k in &self.env_remove {
+            c.env_remove(k);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = c.spawn().map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                CmdError::NotFound {
+                    summary: self.summary.clone(),
+                    program: self.program.to_string_lossy().into_owned(),
+                    hint: self.not_found_hint.clone(),
+                }
+            } else {
+                CmdError::Spawn {
+                    summary: self.summary.clone(),
+                    command: command.clone(),
+                    source,
+                }
+            }
+        })?;
+        let stdin_thread = match (child.stdin.take(), self.stdin.clone()) {
+            (Some(mut pipe), Some(data)) => Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            })),
+            _ => None,
+        };
+        let mut so = child.stdout.take().expect("piped stdout");
+        let mut se = child.stderr.take().expect("piped stderr");
+        let t_out = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = so.read_to_end(&mut b);
+            b
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = se.read_to_end(&mut b);
+            b
+        });
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) => {}
+                Err(source) => {
+                    return Err(CmdError::Spawn {
+                        summary: self.summary.clone(),
+                        command,
+                        source,
+                    });
+                }
+            }
+            if let Some(t) = self.timeout
+                && start.elapsed() > t
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr = t_err.join().unwrap_or_default();
+                return Err(CmdError::TimedOut {
+                    summary: self.summary.clone(),
+                    command,
+                    after: t,
+                    stderr_tail: self.mask(&tail(&stderr)),
+                });
+            }
+            std::thread::sleep(poll_interval(start.elapsed()));
+        };
+        if let Some(t) = stdin_thread {
+            let _ = t.join();
+        }
+        let stdout = t_out.join().unwrap_or_default();
+        let stderr = t_err.join().unwrap_or_default();
+        let elapsed = start.elapsed();
+        tracing::trace!(target: "berth::cmd", "{command} -> {} in {elapsed:?}", describe_status(status));
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+            elapsed,
+        })
+    }
+}
+
+/// Poll quickly at first (most commands are short), then back off.
+fn poll_interval(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_millis(20) {
+        Duration::from_micros(200)
+    } else if elapsed < Duration::from_secs(1) {
+        Duration::from_millis(2)
+    } else {
+        Duration::from_millis(20)
+    }
+}
+
+fn describe_status(s: ExitStatus) -> String {
+    match s.code() {
+        Some(c) => format!("exited with code {c}"),
+        None => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(sig) = s.signal() {
+                    return format!("was killed by signal {sig}");
+                }
+            }
+            "ended abnormally".into()
+        }
+    }
+}
+
+fn tail(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    lines[start..].join("\n")
+}
+
+fn quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%^".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_the_intent_and_the_output_tail() {
+        let err = Cmd::new("sh", "say hello")
+            .args(["-c", "echo out; echo boom >&2; exit 3"])
+            .output()
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "could not say hello: `sh -c 'echo out; echo boom >&2; exit 3'` exited with code 3"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("boom") && msg.contains("out"), "{msg}");
+        assert_eq!(err.exit_code(), Some(3));
+    }
+
+    #[test]
+    fn secrets_are_masked_in_display_and_errors() {
+        let err = Cmd::new("sh", "leak nothing")
+            .args(["-c", "echo hunter2 >&2; exit 1"])
+            .redact("hunter2")
+            .output()
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let c = Cmd::new("psql", "connect").arg("-U").secret_arg("pw");
+        assert_eq!(c.display(), "psql -U ****");
+    }
+
+    #[test]
+    fn timeouts_stop_the_child() {
+        let start = Instant::now();
+        let err = Cmd::new("sleep", "wait")
+            .arg("5")
+            .timeout(Some(Duration::from_millis(200)))
+            .output()
+            .unwrap_err();
+        assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn missing_programs_are_named() {
+        let err = Cmd::new("berth-no-such-program", "do a thing")
+            .hint_if_missing("install it")
+            .output()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "could not do a thing: `berth-no-such-program` was not found on PATH (install it)"
+        );
+    }
+
+    #[test]
+    fn stdin_is_fed() {
+        let out = Cmd::new("cat", "echo stdin").stdin("abc").output().unwrap();
+        assert_eq!(out.stdout_str(), "abc");
+    }
+}

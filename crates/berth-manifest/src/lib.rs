@@ -1,0 +1,24 @@
+//! berth.toml: the model, loading with source spans, validation and the
+//! manifest-editing commands (`init`, `product add`).
+
+pub mod diag;
+pub mod duration;
+pub mod init;
+pub mod load;
+pub mod model;
+pub mod product_add;
+pub mod secrets;
+pub mod source;
+pub mod validate;
+
+pub use diag::{Diagnostic, Label, Severity};
+pub use load::{LoadError, Loaded, check_str, load_path, parse_str};
+pub use model::*;
+
+/// The JSON schema of berth.toml, pretty-printed with a trailing newline.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Manifest);
+    let mut s = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    s.push('\n');
+    s
+}

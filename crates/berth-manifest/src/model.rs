@@ -1,0 +1,288 @@
+//! The berth.toml data model. Every table denies unknown keys, so a typo is an
+//! error that points at the key, never a silently ignored setting.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// berth.toml: the single source of truth for every product in the monorepo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The project (the monorepo) as a whole.
+    pub project: Project,
+    /// Commit, branch and task naming conventions enforced by `berth lint`.
+    #[serde(default)]
+    pub conventions: Conventions,
+    /// Shared infrastructure: PostgreSQL and Redis.
+    #[serde(default)]
+    pub infra: Infra,
+    /// The nginx front door. Without it a deploy restarts in place (not zero-downtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<Proxy>,
+    /// What the secret scan of `berth check` looks at.
+    #[serde(default)]
+    pub secret_scan: SecretScan,
+    /// Path groups shared by several products (e.g. `apps/server/**`).
+    #[serde(default)]
+    pub shared: IndexMap<String, SharedGroup>,
+    /// The products, keyed by their slug (`bestays`).
+    #[serde(default)]
+    pub products: IndexMap<String, Product>,
+}
+
+/// `[project]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// Name of the monorepo.
+    pub name: String,
+    /// Product that a commit naming no product is attributed to. Empty by
+    /// default: berth never guesses unless told, and warns when it falls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_product: Option<String>,
+}
+
+/// `[conventions]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Conventions {
+    /// Regex for task references; must capture `number` and `slug`.
+    pub task_pattern: String,
+    /// Regex for story references; must capture `number`.
+    pub story_pattern: String,
+    /// Regex a branch name must match (`berth lint branch`).
+    pub branch_pattern: String,
+    /// Whether every commit must reference a task.
+    pub require_task: bool,
+    /// Git trailers every commit must carry (e.g. `["Product"]`).
+    pub required_trailers: Vec<String>,
+}
+
+pub const DEFAULT_TASK_PATTERN: &str = r"TASK-(?P<number>\d+)-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)";
+pub const DEFAULT_STORY_PATTERN: &str = r"US-(?P<number>\d+)";
+pub const DEFAULT_BRANCH_PATTERN: &str = r"^(feat|fix|chore|docs|refactor|perf|test|build|ci|style|revert|hotfix)/TASK-\d+-[a-z0-9]+(-[a-z0-9]+)*$";
+
+impl Default for Conventions {
+    fn default() -> Self {
+        Self {
+            task_pattern: DEFAULT_TASK_PATTERN.into(),
+            story_pattern: DEFAULT_STORY_PATTERN.into(),
+            branch_pattern: DEFAULT_BRANCH_PATTERN.into(),
+            require_task: true,
+            required_trailers: Vec::new(),
+        }
+    }
+}
+
+/// `[infra]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Infra {
+    /// The PostgreSQL server every product's database lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<InfraService>,
+    /// The Redis server every product's key space lives in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<InfraService>,
+}
+
+/// How a piece of shared infrastructure is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InfraMode {
+    /// berth runs it as a container in the shared infra compose project.
+    Container,
+    /// It runs elsewhere; berth reaches it through an admin URL held in an environment variable.
+    External,
+}
+
+/// `[infra.postgres]` / `[infra.redis]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InfraService {
+    /// `container` (berth runs it) or `external` (admin URL from the environment).
+    pub mode: InfraMode,
+    /// Container image (container mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Host port it is published on (container mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Name of the environment variable holding the admin URL (external mode). Never the URL itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_url_env: Option<String>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// Path of the nginx configuration berth renders and nginx loads.
+    pub nginx_config: String,
+    /// Command that reloads nginx gracefully.
+    #[serde(default = "default_reload")]
+    pub reload_command: String,
+    /// Command that tests the nginx configuration before a reload.
+    #[serde(default = "default_test")]
+    pub test_command: String,
+}
+
+fn default_reload() -> String {
+    "nginx -s reload".into()
+}
+fn default_test() -> String {
+    "nginx -t".into()
+}
+
+/// `[secret_scan]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretScan {
+    /// Globs of tracked files the secret scan skips (e.g. test fixtures with fake keys).
+    pub exclude: Vec<String>,
+}
+
+/// `[shared.<group>]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedGroup {
+    /// Path globs; a change under them affects every product that depends on this group.
+    pub paths: Vec<String>,
+}
+
+/// `[products.<name>]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    /// Human name (`"BeStays"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Path globs this product owns; a path may be owned by one product only.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Words that name this product in task slugs (`login-bestays`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Domains served for this product.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The product's own database and role on the shared PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Database>,
+    /// The product's own Redis database number and key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpace>,
+    /// Names of `[shared.<group>]` entries whose changes affect this product.
+    #[serde(default)]
+    pub depends_on_shared: Vec<String>,
+    /// The product's services (containers or local processes).
+    #[serde(default)]
+    pub services: IndexMap<String, Service>,
+}
+
+/// `[products.<name>.database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Database name (`bestays`).
+    pub name: String,
+    /// Login role that owns it and alone may connect (`bestays_user`).
+    pub role: String,
+}
+
+/// `[products.<name>.redis]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSpace {
+    /// Redis logical database number (0-15).
+    pub db: u8,
+    /// Key prefix; the product's ACL user may touch only keys and channels under it.
+    pub prefix: String,
+}
+
+/// `[products.<name>.services.<service>]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Build the image from source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+    /// Use a prebuilt image instead of building.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Command line for the local-process runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Port the service listens on inside its container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Port published on the host (must be unique across all products).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    /// HTTP health check that gates every deploy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Migration command run in a one-off container of the new version before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<String>,
+    /// Plain (non-secret) environment variables.
+    #[serde(default)]
+    pub env: IndexMap<String, String>,
+    /// Names of secret environment variables; values live in the product's untracked secret file.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// `build = { context = "...", dockerfile = "..." }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// Build context directory, relative to berth.toml.
+    pub context: String,
+    /// Dockerfile path, relative to berth.toml (default: `<context>/Dockerfile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+}
+
+/// `[products.<name>.services.<service>.health]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// HTTP path probed on the service's port; must start with `/`.
+    pub path: String,
+    /// Time between probes.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Time one probe may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive failures before a running service counts as down.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// How long a new deploy may take to become healthy before it is abandoned.
+    #[serde(default = "default_deadline")]
+    pub deadline: HumanDuration,
+}
+
+fn default_interval() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1)
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_deadline() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+impl Product {
+    /// The name shown to people: the display name or the slug.
+    pub fn title<'a>(&'a self, slug: &'a str) -> &'a str {
+        self.display_name.as_deref().unwrap_or(slug)
+    }
+}

@@ -1,0 +1,882 @@
+//! Every rule `berth check` applies to berth.toml. All problems are collected
+//! (never stop at the first), each located at the value that is wrong, with the
+//! place it collides with as a related label.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use globset::{Glob, GlobMatcher};
+use regex::Regex;
+
+use crate::diag::{self, Diagnostic, Label};
+use crate::load::Loaded;
+use crate::model::{InfraMode, InfraService, Manifest};
+use crate::secrets;
+use crate::source::ManifestSource;
+
+static SLUG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$").unwrap());
+static SQL_IDENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]{0,62}$").unwrap());
+static ENV_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+    )
+    .unwrap()
+});
+
+/// Run every rule over a parsed manifest.
+pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
+    let mut v = Validator {
+        m: &loaded.manifest,
+        src: &loaded.source,
+        out: Vec::new(),
+    };
+    v.names();
+    v.ports();
+    v.redis();
+    v.databases();
+    v.domains();
+    v.paths();
+    v.aliases();
+    v.services();
+    v.shared_refs();
+    v.project();
+    v.conventions();
+    v.infra();
+    v.inline_secrets();
+    diag::sort(&mut v.out);
+    v.out
+}
+
+struct Validator<'a> {
+    m: &'a Manifest,
+    src: &'a ManifestSource,
+    out: Vec<Diagnostic>,
+}
+
+/// Remembers the first place each value was seen, to report later duplicates against it.
+struct FirstSeen<K> {
+    seen: HashMap<K, (String, Vec<String>)>,
+}
+
+impl<K: std::hash::Hash + Eq> FirstSeen<K> {
+    fn new() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+    /// Record `key`; if it was seen before, return who had it and where.
+    fn insert(
+        &mut self,
+        key: K,
+        owner: String,
+        path: Vec<String>,
+    ) -> Option<&(String, Vec<String>)> {
+        use std::collections::hash_map::Entry;
+        match self.seen.entry(key) {
+            Entry::Occupied(e) => Some(e.into_mut()),
+            Entry::Vacant(e) => {
+                e.insert((owner, path));
+                None
+            }
+        }
+    }
+}
+
+fn p(path: &[String]) -> Vec<&str> {
+    path.iter().map(String::as_str).collect()
+}
+
+fn vpath(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).collect()
+}
+
+impl Validator<'_> {
+    fn label(&self, path: &[String], msg: impl Into<String>) -> Label {
+        self.src.label(&p(path), msg)
+    }
+
+    fn push(&mut self, d: Diagnostic) {
+        self.out.push(d);
+    }
+
+    fn names(&mut self) {
+        if self.m.products.is_empty() {
+            let d = Diagnostic::warning("no-products", "berth.toml defines no products")
+                .at(self.src.label(&["project"], ""))
+                .help("add one with `berth product add <name>` or a `[products.<name>]` table");
+            self.push(d);
+        }
+        for (name, product) in &self.m.products {
+            if !SLUG.is_match(name) {
+                let d = Diagnostic::error(
+                    "product-name",
+                    format!("product name `{name}` is not a lowercase slug"),
+                )
+                .at(self.src.key_label(&["products", name], "used in container, tag and database names"))
+                .help(format!(
+                    "use lowercase letters, digits and single hyphens, starting with a letter (e.g. `{}`)",
+                    slugify(name)
+                ));
+                self.push(d);
+            }
+            for svc in product.services.keys() {
+                if !SLUG.is_match(svc) {
+                    let d = Diagnostic::error(
+                        "service-name",
+                        format!("service name `{svc}` in product `{name}` is not a lowercase slug"),
+                    )
+                    .at(self.src.key_label(&["products", name, "services", svc], ""))
+                    .help(format!("rename it to `{}`", slugify(svc)));
+                    self.push(d);
+                }
+            }
+        }
+        for group in self.m.shared.keys() {
+            if !SLUG.is_match(group) {
+                let d = Diagnostic::error(
+                    "shared-name",
+                    format!("shared group name `{group}` is not a lowercase slug"),
+                )
+                .at(self.src.key_label(&["shared", group], ""))
+                .help(format!("rename it to `{}`", slugify(group)));
+                self.push(d);
+            }
+        }
+    }
+
+    fn ports(&mut self) {
+        let mut seen = FirstSeen::new();
+        let mut check = |v: &mut Self, port: u16, owner: String, path: Vec<String>| {
+            if port == 0 {
+                let d = Diagnostic::error("port-range", format!("{owner} has port 0"))
+                    .at(v.label(&path, "not a usable port"))
+                    .help("ports run from 1 to 65535");
+                v.push(d);
+                return;
+            }
+            if let Some((first, fpath)) = seen.insert(port, owner.clone(), path.clone()) {
+                let d = Diagnostic::error(
+                    "port-collision",
+                    format!("host port {port} is used by both {first} and {owner}"),
+                )
+                .at(v.label(&path, format!("{owner} binds {port}")))
+                .related(v.label(fpath, format!("already bound by {first}")));
+                v.push(d);
+            }
+        };
+        for (kind, infra) in [
+            ("postgres", &self.m.infra.postgres),
+            ("redis", &self.m.infra.redis),
+        ] {
+            if let Some(InfraService {
+                mode: InfraMode::Container,
+                port: Some(port),
+                ..
+            }) = infra
+            {
+                check(
+                    self,
+                    *port,
+                    format!("infra.{kind}"),
+                    vpath(&["infra", kind, "port"]),
+                );
+            }
+        }
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                if let Some(hp) = svc.host_port {
+                    check(
+                        self,
+                        hp,
+                        format!("{pname}.{sname}"),
+                        vpath(&["products", pname, "services", sname, "host_port"]),
+                    );
+                }
+                if svc.port == Some(0) {
+                    check(
+                        self,
+                        0,
+                        format!("{pname}.{sname}"),
+                        vpath(&["products", pname, "services", sname, "port"]),
+                    );
+                }
+            }
+        }
+    }
+
+    fn redis(&mut self) {
+        let mut dbs = FirstSeen::new();
+        let mut prefixes: Vec<(String, String, Vec<String>)> = Vec::new();
+        for (pname, product) in &self.m.products {
+            let Some(r) = &product.redis else { continue };
+            let dpath = vpath(&["products", pname, "redis", "db"]);
+            if r.db > 15 {
+                let d = Diagnostic::error(
+                    "redis-db-range",
+                    format!("product `{pname}` uses Redis database {}", r.db),
+                )
+                .at(self.label(&dpath, "out of range"))
+                .help("a default Redis server has databases 0-15");
+                self.push(d);
+            }
+            if let Some((first, fpath)) = dbs.insert(r.db, pname.clone(), dpath.clone()) {
+                let d = Diagnostic::error(
+                    "redis-db-duplicate",
+                    format!(
+                        "products `{first}` and `{pname}` both use Redis database {}",
+                        r.db
+                    ),
+                )
+                .at(self.label(&dpath, format!("{pname} uses db {}", r.db)))
+                .related(self.label(fpath, format!("already used by {first}")))
+                .help("give each product its own Redis database number");
+                self.push(d);
+            }
+            let ppath = vpath(&["products", pname, "redis", "prefix"]);
+            let stem = r.prefix.trim_end_matches([':', '-', '_', '.', '/']);
+            if stem.is_empty() {
+                let d = Diagnostic::error(
+                    "redis-prefix-empty",
+                    format!("product `{pname}` has an empty Redis key prefix"),
+                )
+                .at(self.label(&ppath, ""))
+                .help(format!("use `{pname}:`"));
+                self.push(d);
+                continue;
+            }
+            for (other, ostem, opath) in &prefixes {
+                if stem.starts_with(ostem.as_str()) || ostem.starts_with(stem) {
+                    let oprefix = &self.m.products[other].redis.as_ref().unwrap().prefix;
+                    let d = Diagnostic::error(
+                        "redis-prefix-overlap",
+                        format!(
+                            "Redis prefix `{}` of `{pname}` overlaps `{oprefix}` of `{other}`",
+                            r.prefix
+                        ),
+                    )
+                    .at(self.label(&ppath, ""))
+                    .related(self.label(opath, format!("prefix of `{other}`")))
+                    .help(format!(
+                        "`{}` begins with `{}`, so a pattern for one (`{}*`) also matches the other's keys; pick prefixes where neither starts with the other, e.g. `{pname}:`",
+                        if stem.len() >= ostem.len() { stem } else { ostem },
+                        if stem.len() >= ostem.len() { ostem.as_str() } else { stem },
+                        if stem.len() >= ostem.len() { ostem.as_str() } else { stem },
+                    ));
+                    self.push(d);
+                }
+            }
+            prefixes.push((pname.clone(), stem.to_string(), ppath));
+        }
+    }
+
+    fn databases(&mut self) {
+        let mut names = FirstSeen::new();
+        let mut roles = FirstSeen::new();
+        for (pname, product) in &self.m.products {
+            let Some(db) = &product.database else {
+                continue;
+            };
+            for (what, value, seen, code) in [
+                ("database", &db.name, &mut names, "database-duplicate"),
+                ("role", &db.role, &mut roles, "role-duplicate"),
+            ] {
+                let key = if what == "database" { "name" } else { "role" };
+                let path = vpath(&["products", pname, "database", key]);
+                if !SQL_IDENT.is_match(value) {
+                    let d = Diagnostic::error(
+                        "database-identifier",
+                        format!("{what} `{value}` of `{pname}` is not a plain PostgreSQL identifier"),
+                    )
+                    .at(self.label(&path, ""))
+                    .help("use lowercase letters, digits and underscores, starting with a letter (at most 63)");
+                    self.out.push(d);
+                }
+                if let Some((first, fpath)) =
+                    seen.insert(value.clone(), pname.clone(), path.clone())
+                {
+                    let d = Diagnostic::error(
+                        code,
+                        format!("products `{first}` and `{pname}` both use the {what} `{value}`"),
+                    )
+                    .at(self.label(&path, ""))
+                    .related(self.label(fpath, format!("already used by {first}")))
+                    .help(format!("each product needs its own {what} so it cannot reach another product's data"));
+                    self.out.push(d);
+                }
+            }
+        }
+        if self.m.infra.postgres.is_none()
+            && let Some((pname, _)) = self.m.products.iter().find(|(_, p)| p.database.is_some())
+        {
+            let d = Diagnostic::warning(
+                "no-postgres",
+                format!("`{pname}` has a database but there is no [infra.postgres]"),
+            )
+            .at(self.src.label(&["products", pname, "database"], ""))
+            .help("add [infra.postgres] with mode = \"container\" or mode = \"external\"");
+            self.push(d);
+        }
+        if self.m.infra.redis.is_none()
+            && let Some((pname, _)) = self.m.products.iter().find(|(_, p)| p.redis.is_some())
+        {
+            let d = Diagnostic::warning(
+                "no-redis",
+                format!("`{pname}` has a Redis key space but there is no [infra.redis]"),
+            )
+            .at(self.src.label(&["products", pname, "redis"], ""))
+            .help("add [infra.redis] with mode = \"container\" or mode = \"external\"");
+            self.push(d);
+        }
+    }
+
+    fn domains(&mut self) {
+        let mut seen = FirstSeen::new();
+        for (pname, product) in &self.m.products {
+            for (i, domain) in product.domains.iter().enumerate() {
+                let path = vpath(&["products", pname, "domains", &i.to_string()]);
+                let lower = domain.to_ascii_lowercase();
+                if !DOMAIN.is_match(&lower) {
+                    let d = Diagnostic::error("domain-invalid", format!("`{domain}` is not a domain name"))
+                        .at(self.label(&path, ""))
+                        .help("write the bare host name, without scheme, port or path (e.g. `bestays.app`)");
+                    self.push(d);
+                }
+                if let Some((first, fpath)) = seen.insert(lower, pname.clone(), path.clone()) {
+                    let d = Diagnostic::error(
+                        "domain-duplicate",
+                        format!("domain `{domain}` is claimed by both `{first}` and `{pname}`"),
+                    )
+                    .at(self.label(&path, ""))
+                    .related(self.label(fpath, format!("already served for {first}")))
+                    .help("nginx routes a domain to exactly one product");
+                    self.push(d);
+                }
+            }
+        }
+    }
+
+    fn paths(&mut self) {
+        let mut owned: Vec<(String, String, GlobMatcher, Vec<String>)> = Vec::new();
+        for (pname, product) in &self.m.products {
+            for (i, pat) in product.paths.iter().enumerate() {
+                let path = vpath(&["products", pname, "paths", &i.to_string()]);
+                let Some(matcher) = self.glob(pat, &path) else {
+                    continue;
+                };
+                for (other, opat, omatcher, opath) in &owned {
+                    if other == pname {
+                        continue;
+                    }
+                    if globs_overlap(pat, &matcher, opat, omatcher) {
+                        let d = Diagnostic::error(
+                            "path-overlap",
+                            format!("path `{pat}` of `{pname}` overlaps `{opat}` owned by `{other}`"),
+                        )
+                        .at(self.label(&path, ""))
+                        .related(self.label(opath, format!("owned by {other}")))
+                        .help("a path belongs to one product; move code used by several products into a [shared.<group>]");
+                        self.out.push(d);
+                    }
+                }
+                owned.push((pname.clone(), pat.clone(), matcher, path));
+            }
+        }
+        for (group, g) in &self.m.shared {
+            for (i, pat) in g.paths.iter().enumerate() {
+                self.glob(pat, &vpath(&["shared", group, "paths", &i.to_string()]));
+            }
+        }
+        for (i, pat) in self.m.secret_scan.exclude.iter().enumerate() {
+            self.glob(pat, &vpath(&["secret_scan", "exclude", &i.to_string()]));
+        }
+    }
+
+    fn glob(&mut self, pat: &str, path: &[String]) -> Option<GlobMatcher> {
+        match compile_glob(pat) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let d =
+                    Diagnostic::error("glob-invalid", format!("`{pat}` is not a valid glob: {e}"))
+                        .at(self.label(path, ""))
+                        .help("globs are relative to berth.toml, like `apps/bestays/**`");
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    fn aliases(&mut self) {
+        let mut seen: FirstSeen<String> = FirstSeen::new();
+        for pname in self.m.products.keys() {
+            seen.insert(pname.clone(), pname.clone(), vpath(&["products", pname]));
+        }
+        for (pname, product) in &self.m.products {
+            for (i, alias) in product.aliases.iter().enumerate() {
+                let path = vpath(&["products", pname, "aliases", &i.to_string()]);
+                if !SLUG.is_match(alias) {
+                    let d = Diagnostic::error("alias-invalid", format!("alias `{alias}` of `{pname}` is not a lowercase word"))
+                        .at(self.label(&path, ""))
+                        .help("aliases are matched as whole words of task slugs (`login-bestays`), so use lowercase letters and digits");
+                    self.push(d);
+                }
+                if alias == pname {
+                    continue;
+                }
+                match seen.insert(alias.clone(), pname.clone(), path.clone()) {
+                    Some((first, _)) if first == pname => {}
+                    Some((first, fpath)) => {
+                        let what = if alias == first {
+                            "the name"
+                        } else {
+                            "an alias"
+                        };
+                        let d = Diagnostic::error(
+                            "alias-collision",
+                            format!("alias `{alias}` of `{pname}` is also {what} of `{first}`"),
+                        )
+                        .at(self.label(&path, ""))
+                        .related(self.src.key_label(&p(fpath), format!("`{first}`")))
+                        .help(
+                            "a task slug must name exactly one product; remove or rename the alias",
+                        );
+                        self.push(d);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn services(&mut self) {
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                let base = ["products", pname.as_str(), "services", sname.as_str()];
+                let at = |k: &str| {
+                    let mut v = vpath(&base);
+                    v.push(k.to_string());
+                    v
+                };
+                let owner = format!("{pname}.{sname}");
+                if svc.build.is_some() && svc.image.is_some() {
+                    let d = Diagnostic::error(
+                        "service-source",
+                        format!("{owner} has both `build` and `image`"),
+                    )
+                    .at(self.label(&at("image"), ""))
+                    .help("keep `build` to build from source, or `image` to run a prebuilt image");
+                    self.push(d);
+                }
+                if svc.build.is_none() && svc.image.is_none() && svc.command.is_none() {
+                    let d = Diagnostic::error("service-source", format!("{owner} has no `build`, `image` or `command`"))
+                        .at(self.src.key_label(&base, ""))
+                        .help("add `build = { context = \"apps/server\" }`, `image = \"...\"`, or `command = \"...\"` for the local runtime");
+                    self.push(d);
+                }
+                if let Some(h) = &svc.health {
+                    if !h.path.starts_with('/') {
+                        let mut hp = at("health");
+                        hp.push("path".into());
+                        let d = Diagnostic::error(
+                            "health-path",
+                            format!(
+                                "health path `{}` of {owner} does not start with `/`",
+                                h.path
+                            ),
+                        )
+                        .at(self.label(&hp, ""))
+                        .help(format!("write it as `/{}`", h.path.trim_start_matches('/')));
+                        self.push(d);
+                    }
+                    if h.timeout >= h.deadline {
+                        let mut hp = at("health");
+                        hp.push("timeout".into());
+                        let d = Diagnostic::error(
+                            "health-timing",
+                            format!("health timeout ({}) of {owner} is not shorter than its deadline ({})", h.timeout, h.deadline),
+                        )
+                        .at(self.label(&hp, ""))
+                        .help("the deadline bounds the whole wait for a healthy deploy; it must allow several probes");
+                        self.push(d);
+                    }
+                    if svc.port.is_none() {
+                        let d = Diagnostic::error(
+                            "health-port",
+                            format!("{owner} has a health check but no `port` to probe"),
+                        )
+                        .at(self.src.label(&p(&at("health")), ""))
+                        .help("add `port = <the port the service listens on>`");
+                        self.push(d);
+                    }
+                }
+                if svc.host_port.is_some() && svc.port.is_none() {
+                    let d = Diagnostic::error(
+                        "host-port-without-port",
+                        format!("{owner} publishes `host_port` but has no `port`"),
+                    )
+                    .at(self.label(&at("host_port"), ""))
+                    .help("add `port = <container port>`; host_port maps to it");
+                    self.push(d);
+                }
+                let mut names: HashMap<&str, Vec<String>> = HashMap::new();
+                for (k, _) in &svc.env {
+                    let mut e = at("env");
+                    e.push(k.clone());
+                    if !ENV_NAME.is_match(k) {
+                        let d = Diagnostic::error(
+                            "env-name",
+                            format!("`{k}` in {owner} is not an environment variable name"),
+                        )
+                        .at(self.src.key_label(&p(&e), ""))
+                        .help("use letters, digits and underscores");
+                        self.push(d);
+                    }
+                    names.insert(k, e);
+                }
+                for (i, s) in svc.secrets.iter().enumerate() {
+                    let mut sp = at("secrets");
+                    sp.push(i.to_string());
+                    if !ENV_NAME.is_match(s) {
+                        let d = Diagnostic::error("secret-name", format!("secret `{s}` in {owner} is not an environment variable name"))
+                            .at(self.label(&sp, ""))
+                            .help("list the variable's name here (e.g. `CLERK_SECRET_KEY`); its value goes in the product's secret file");
+                        self.push(d);
+                    }
+                    if let Some(epath) = names.get(s.as_str()) {
+                        let d = Diagnostic::error(
+                            "secret-also-env",
+                            format!("`{s}` of {owner} is both a plain env var and a secret"),
+                        )
+                        .at(self.label(&sp, ""))
+                        .related(self.src.key_label(&p(epath), "plain value here"))
+                        .help(
+                            "remove it from `env`; secrets are read from the product's secret file",
+                        );
+                        self.push(d);
+                    }
+                }
+            }
+        }
+    }
+
+    fn shared_refs(&mut self) {
+        for (pname, product) in &self.m.products {
+            for (i, g) in product.depends_on_shared.iter().enumerate() {
+                if !self.m.shared.contains_key(g) {
+                    let known: Vec<_> = self.m.shared.keys().map(|k| format!("`{k}`")).collect();
+                    let help = if known.is_empty() {
+                        format!("define it: [shared.{g}] paths = [\"...\"]")
+                    } else {
+                        format!("known groups: {}", known.join(", "))
+                    };
+                    let d = Diagnostic::error(
+                        "unknown-shared-group",
+                        format!("`{pname}` depends on shared group `{g}`, which is not defined"),
+                    )
+                    .at(self.label(
+                        &vpath(&["products", pname, "depends_on_shared", &i.to_string()]),
+                        "",
+                    ))
+                    .help(help);
+                    self.push(d);
+                }
+            }
+        }
+    }
+
+    fn project(&mut self) {
+        if let Some(f) = &self.m.project.fallback_product
+            && !f.is_empty()
+            && !self.m.products.contains_key(f)
+        {
+            let d = Diagnostic::error(
+                "unknown-fallback",
+                format!("fallback_product `{f}` is not a product"),
+            )
+            .at(self.src.label(&["project", "fallback_product"], ""))
+            .help(format!("products: {}", self.product_list()));
+            self.push(d);
+        }
+    }
+
+    fn product_list(&self) -> String {
+        let v: Vec<_> = self.m.products.keys().map(|k| format!("`{k}`")).collect();
+        if v.is_empty() {
+            "none defined".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    fn conventions(&mut self) {
+        let c = &self.m.conventions;
+        for (key, pat, groups) in [
+            ("task_pattern", &c.task_pattern, &["slug"][..]),
+            ("story_pattern", &c.story_pattern, &[][..]),
+            ("branch_pattern", &c.branch_pattern, &[][..]),
+        ] {
+            let path = vpath(&["conventions", key]);
+            match Regex::new(pat) {
+                Err(e) => {
+                    let msg = e.to_string();
+                    let last = msg.lines().last().unwrap_or("").trim().to_string();
+                    let d = Diagnostic::error(
+                        "regex-invalid",
+                        format!("conventions.{key} is not a valid regex: {last}"),
+                    )
+                    .at(self.label(&path, ""));
+                    self.push(d);
+                }
+                Ok(re) => {
+                    for g in groups {
+                        if !re.capture_names().flatten().any(|n| n == *g) {
+                            let d = Diagnostic::error(
+                                "regex-group",
+                                format!("conventions.{key} has no `(?P<{g}>...)` group"),
+                            )
+                            .at(self.label(&path, ""))
+                            .help(format!(
+                                "berth reads the product from the `{g}` group, e.g. `{}`",
+                                crate::model::DEFAULT_TASK_PATTERN
+                            ));
+                            self.push(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn infra(&mut self) {
+        for (kind, infra) in [
+            ("postgres", &self.m.infra.postgres),
+            ("redis", &self.m.infra.redis),
+        ] {
+            let Some(i) = infra else { continue };
+            let at = |k: &str| vpath(&["infra", kind, k]);
+            match i.mode {
+                InfraMode::External => {
+                    if i.admin_url_env.is_none() {
+                        let d = Diagnostic::error("infra-external", format!("infra.{kind} is external but has no `admin_url_env`"))
+                            .at(self.label(&at("mode"), ""))
+                            .help(format!("name the environment variable that holds the admin URL, e.g. admin_url_env = \"BERTH_{}_ADMIN_URL\"", kind.to_uppercase()));
+                        self.push(d);
+                    }
+                    for k in ["image", "port"] {
+                        let set = if k == "image" {
+                            i.image.is_some()
+                        } else {
+                            i.port.is_some()
+                        };
+                        if set {
+                            let d = Diagnostic::error(
+                                "infra-external",
+                                format!("infra.{kind}.{k} only applies to mode = \"container\""),
+                            )
+                            .at(self.label(&at(k), ""))
+                            .help("remove it, or set mode = \"container\"");
+                            self.push(d);
+                        }
+                    }
+                }
+                InfraMode::Container => {
+                    if i.admin_url_env.is_some() {
+                        let d = Diagnostic::error(
+                            "infra-container",
+                            format!(
+                                "infra.{kind}.admin_url_env only applies to mode = \"external\""
+                            ),
+                        )
+                        .at(self.label(&at("admin_url_env"), ""))
+                        .help("remove it, or set mode = \"external\"");
+                        self.push(d);
+                    }
+                }
+            }
+            if let Some(env) = &i.admin_url_env
+                && !ENV_NAME.is_match(env)
+            {
+                let d = Diagnostic::error("infra-admin-url", format!("infra.{kind}.admin_url_env must name an environment variable, not hold a URL"))
+                    .at(masked_label(self.label(&at("admin_url_env"), ""), env))
+                    .help(format!("export the URL as e.g. BERTH_{}_ADMIN_URL and write admin_url_env = \"BERTH_{}_ADMIN_URL\"", kind.to_uppercase(), kind.to_uppercase()));
+                self.push(d);
+            }
+        }
+    }
+
+    /// No secret value may be written in berth.toml: not in `env`, not in any string.
+    fn inline_secrets(&mut self) {
+        for (path, value, span) in self.src.strings() {
+            if path.first().map(String::as_str) == Some("infra")
+                && path.last().map(String::as_str) == Some("admin_url_env")
+            {
+                continue; // reported by infra() with the right advice
+            }
+            let env_name = (path.len() >= 2 && path[path.len() - 2] == "env")
+                .then(|| path[path.len() - 1].as_str());
+            let hits = secrets::scan_value(&value);
+            let kind = if let Some(h) = hits.first() {
+                Some(h.kind.describe())
+            } else if let Some(name) = env_name.filter(|n| secrets::is_secret_name(n))
+                && !secrets::is_placeholder(&value)
+            {
+                let _ = name;
+                Some(secrets::SecretKind::SecretAssignment.describe())
+            } else {
+                None
+            };
+            let Some(kind) = kind else { continue };
+            let label = masked_label(
+                self.src.label_span(Some(span), "secret value (masked)"),
+                &value,
+            );
+            let owner = path.join(".");
+            let help = match env_name {
+                Some(name) => format!(
+                    "move it out of berth.toml: list `{name}` under `secrets = [...]` of the service and put the value in the product's untracked secret file"
+                ),
+                None => "secret values never belong in berth.toml; reference them by the name of an environment variable".into(),
+            };
+            let d = Diagnostic::error(
+                "inline-secret",
+                format!("{owner} holds {kind}: {}", secrets::mask(&value)),
+            )
+            .at(label)
+            .help(help);
+            self.push(d);
+        }
+    }
+}
+
+/// Replace `value` in the label's line text with its mask, so the snippet never shows it.
+fn masked_label(mut label: Label, value: &str) -> Label {
+    if let Some(t) = &label.line_text
+        && !value.is_empty()
+    {
+        let masked = secrets::mask(value);
+        label.line_text = Some(t.replace(value, &masked));
+        label.width = masked.chars().count() + 2;
+    }
+    label
+}
+
+pub(crate) fn compile_glob(pat: &str) -> Result<GlobMatcher, globset::Error> {
+    globset::GlobBuilder::new(pat)
+        .literal_separator(true)
+        .build()
+        .map(|g: Glob| g.compile_matcher())
+}
+
+/// The literal directory a glob starts with (`apps/bestays` for `apps/bestays/**`).
+fn literal_base(pat: &str) -> &str {
+    let Some(meta) = pat.find(['*', '?', '[', '{']) else {
+        return pat;
+    };
+    pat[..meta].rfind('/').map_or("", |i| &pat[..i])
+}
+
+/// Could two ownership globs claim the same file? Equal patterns, or one
+/// matching a path under the other's literal base.
+fn globs_overlap(a: &str, am: &GlobMatcher, b: &str, bm: &GlobMatcher) -> bool {
+    if a == b {
+        return true;
+    }
+    let probe = |base: &str, m: &GlobMatcher| {
+        !base.is_empty()
+            && (m.is_match(base)
+                || m.is_match(format!("{base}/berth-probe"))
+                || m.is_match(format!("{base}/berth-probe/x")))
+    };
+    probe(literal_base(b), am) || probe(literal_base(a), bm)
+}
+
+/// For each tracked file, the products whose owned paths match it; files
+/// claimed by two or more products are `path-overlap` errors.
+pub fn ownership_conflicts(loaded: &Loaded, files: &[String]) -> Vec<Diagnostic> {
+    let m = &loaded.manifest;
+    let mut matchers = Vec::new();
+    for (pname, product) in &m.products {
+        for (i, pat) in product.paths.iter().enumerate() {
+            if let Ok(g) = compile_glob(pat) {
+                matchers.push((pname.as_str(), i, pat.as_str(), g));
+            }
+        }
+    }
+    let mut reported = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for f in files {
+        let hits: Vec<_> = matchers
+            .iter()
+            .filter(|(_, _, _, g)| g.is_match(f))
+            .collect();
+        let Some(first) = hits.first() else { continue };
+        for h in hits.iter().skip(1).filter(|h| h.0 != first.0) {
+            if !reported.insert((first.0, first.1, h.0, h.1)) {
+                continue;
+            }
+            let d = Diagnostic::error(
+                "path-overlap",
+                format!("tracked file `{f}` is owned by both `{}` (`{}`) and `{}` (`{}`)", first.0, first.2, h.0, h.2),
+            )
+            .at(loaded.source.label(&["products", h.0, "paths", &h.1.to_string()], ""))
+            .related(loaded.source.label(&["products", first.0, "paths", &first.1.to_string()], format!("owned by {}", first.0)))
+            .help("a path belongs to one product; narrow the globs or move the code into a [shared.<group>]");
+            out.push(d);
+        }
+    }
+    out
+}
+
+pub(crate) fn slugify(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_string();
+    if out.is_empty() || !out.as_bytes()[0].is_ascii_alphabetic() {
+        format!("p-{out}")
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_bases() {
+        assert_eq!(literal_base("apps/bestays/**"), "apps/bestays");
+        assert_eq!(literal_base("**/*.py"), "");
+        assert_eq!(
+            literal_base("docker/bestays.Dockerfile"),
+            "docker/bestays.Dockerfile"
+        );
+    }
+
+    #[test]
+    fn overlap_detection() {
+        let o = |a: &str, b: &str| {
+            globs_overlap(a, &compile_glob(a).unwrap(), b, &compile_glob(b).unwrap())
+        };
+        assert!(o("apps/**", "apps/bestays/**"));
+        assert!(o("apps/bestays/**", "apps/bestays/**"));
+        assert!(o("apps/bestays/src/**", "apps/*/src/**"));
+        assert!(!o("apps/bestays/**", "apps/realestate/**"));
+        assert!(!o("products/bestays/**", "products/bestays-admin/**"));
+    }
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Best Stays"), "best-stays");
+        assert_eq!(slugify("real_estate"), "real-estate");
+        assert_eq!(slugify("9lives"), "p-9lives");
+    }
+}

@@ -1,0 +1,166 @@
+//! `berth check`: the manifest rules, path ownership against tracked files, and
+//! the secret scan, all reported at once.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use berth_manifest::diag::{self, Diagnostic};
+use berth_manifest::{Loaded, validate};
+use serde_json::json;
+
+use crate::cli::{CheckArgs, Cli};
+use crate::exit::{CliError, Result};
+use crate::output::{Format, Printer};
+
+/// Everything `berth check` found.
+pub struct Report {
+    pub file: String,
+    pub loaded: Option<Loaded>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Whether the tracked files were scanned.
+    pub scanned_files: Option<usize>,
+}
+
+impl Report {
+    fn count(&self, f: impl Fn(&Diagnostic) -> bool) -> usize {
+        self.diagnostics.iter().filter(|d| f(d)).count()
+    }
+    pub fn errors(&self) -> usize {
+        self.count(Diagnostic::is_error)
+    }
+    pub fn warnings(&self) -> usize {
+        self.count(|d| !d.is_error())
+    }
+    /// Manifest problems are configuration errors (2); committed secrets fail the check (1).
+    pub fn exit_code(&self) -> u8 {
+        let is_secret = |d: &Diagnostic| d.code == "committed-secret";
+        if self
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && !is_secret(d))
+        {
+            2
+        } else if self
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && is_secret(d))
+        {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Run every check on the manifest at `path`.
+pub fn check_path(path: &Path, secret_scan: bool) -> Result<Report> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Config(format!("cannot read {file}: {e}")))?;
+    let mut report = Report {
+        file: file.clone(),
+        loaded: None,
+        diagnostics: Vec::new(),
+        scanned_files: None,
+    };
+    match berth_manifest::parse_str(&file, &text) {
+        Err(diags) => report.diagnostics = diags,
+        Ok(loaded) => {
+            report.diagnostics = validate::validate(&loaded);
+            report.loaded = Some(loaded);
+        }
+    }
+    let dir = super::manifest_dir(path);
+    if let Some(repo) = berth_git::Repo::discover(&dir)? {
+        let files = repo.tracked_files()?;
+        if let Some(loaded) = &report.loaded {
+            report
+                .diagnostics
+                .extend(validate::ownership_conflicts(loaded, &files));
+        }
+        if secret_scan {
+            let exclude = report
+                .loaded
+                .as_ref()
+                .map(|l| l.manifest.secret_scan.exclude.clone())
+                .unwrap_or_default();
+            let found = berth_git::scan::scan_files(&dir, &files, &exclude);
+            report.diagnostics.extend(found.into_iter().map(|mut d| {
+                // Name files relative to where the user stands, like the manifest.
+                if let Some(l) = &mut d.primary
+                    && dir != Path::new(".")
+                {
+                    l.file = dir.join(&l.file).display().to_string();
+                }
+                d
+            }));
+            report.scanned_files = Some(files.len());
+        }
+    } else if secret_scan {
+        report.diagnostics.push(
+            Diagnostic::warning(
+                "no-git",
+                format!(
+                    "{} is not in a git repository, so no tracked files were scanned for secrets",
+                    dir.display()
+                ),
+            )
+            .help("run `git init`, or pass --no-secret-scan to say you meant it"),
+        );
+    }
+    diag::sort(&mut report.diagnostics);
+    Ok(report)
+}
+
+pub fn run(cli: &Cli, args: &CheckArgs, printer: &Printer) -> Result<ExitCode> {
+    let path = super::find_manifest(cli)?;
+    let report = check_path(&path, !args.no_secret_scan)?;
+    let code = report.exit_code();
+    match args.format {
+        Format::Json => printer.json(&to_json(&report)),
+        Format::Text => {
+            printer.diagnostics(&report.diagnostics);
+            let (e, w) = (report.errors(), report.warnings());
+            let plural = |n: usize, s: &str| format!("{n} {s}{}", if n == 1 { "" } else { "s" });
+            if e > 0 {
+                printer.error(&format!(
+                    "{}: {}, {}",
+                    report.file,
+                    plural(e, "error"),
+                    plural(w, "warning")
+                ));
+            } else {
+                let m = &report
+                    .loaded
+                    .as_ref()
+                    .expect("no errors means it parsed")
+                    .manifest;
+                let services: usize = m.products.values().map(|p| p.services.len()).sum();
+                let scanned = match report.scanned_files {
+                    Some(n) => format!(", {} scanned for secrets", plural(n, "tracked file")),
+                    None => String::new(),
+                };
+                println!(
+                    "{}: ok ({}, {}{scanned}; {})",
+                    report.file,
+                    plural(m.products.len(), "product"),
+                    plural(services, "service"),
+                    plural(w, "warning")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn to_json(r: &Report) -> serde_json::Value {
+    json!({
+        "manifest": r.file,
+        "ok": r.errors() == 0,
+        "errors": r.errors(),
+        "warnings": r.warnings(),
+        "products": r.loaded.as_ref().map(|l| l.manifest.products.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        "scanned_files": r.scanned_files,
+        "diagnostics": r.diagnostics,
+    })
+}

@@ -1,0 +1,11 @@
+//! berth: run several products from one monorepo on shared infrastructure.
+
+mod cli;
+mod commands;
+mod demo_files;
+mod exit;
+mod output;
+
+fn main() -> std::process::ExitCode {
+    commands::run()
+}

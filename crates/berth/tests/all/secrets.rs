@@ -1,0 +1,160 @@
+use crate::support::*;
+
+/// The strategy document's `.env` block, verbatim.
+const SEED_ENV: &str = "\
+# ==========================================================================
+# Shared Configuration
+# ==========================================================================
+POSTGRES_USER=postgres
+POSTGRES_PASSWORD=postgres
+
+# ==========================================================================
+# Bestays Product
+# ==========================================================================
+CLERK_SECRET_KEY=sk_test_<redacted>
+VITE_CLERK_PUBLISHABLE_KEY=pk_test_<redacted>
+
+# LLM Configuration (Bestays)
+OPENROUTER_API_KEY=sk-or-v1-...
+LLM_CHAT_MODEL=anthropic/claude-3-sonnet
+
+# ==========================================================================
+# Real Estate Product
+# ==========================================================================
+REALESTATE_CLERK_SECRET_KEY=sk_test_<redacted>
+REALESTATE_CLERK_PUBLISHABLE_KEY=pk_test_<redacted>
+
+# LLM Configuration (Real Estate) - can share or separate
+REALESTATE_OPENROUTER_API_KEY=sk-or-v1-...  # Optional: separate budget tracking
+REALESTATE_LLM_CHAT_MODEL=anthropic/claude-3-sonnet
+";
+
+/// Every line of the seed's `.env` that holds a secret, by line number.
+/// (Clerk *publishable* keys are public by design and are not flagged.)
+const SECRET_LINES: &[usize] = &[5, 10, 14, 20, 24];
+
+#[test]
+fn seed_env_block_is_caught_line_by_line_with_values_masked() {
+    let repo = example_repo();
+    repo.write("config/.env", SEED_ENV);
+    repo.git(&["add", "-f", "config/.env"]);
+    repo.commit_all("chore: share settings (TASK-002-env-bestays)");
+    let out = run(repo.path(), &["check", "--format", "json"]);
+    out.assert_code(1);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let found: Vec<(String, u64)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] == "committed-secret")
+        .map(|d| {
+            (
+                d["primary"]["file"].as_str().unwrap().to_string(),
+                d["primary"]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = SECRET_LINES
+        .iter()
+        .map(|l| ("config/.env".to_string(), *l as u64))
+        .collect();
+    assert_eq!(found, want, "{}", out.snapshot());
+    // The same in text, never showing a value.
+    let out = run(repo.path(), &["check"]);
+    out.assert_code(1);
+    for value in ["sk_test_<redacted>", "sk-or-v1-...", "=postgres\n"] {
+        assert!(
+            !out.all().contains(value),
+            "leaked {value}\n{}",
+            out.snapshot()
+        );
+    }
+    insta::assert_snapshot!(redact_paths(&out.snapshot(), repo.path()));
+}
+
+#[test]
+fn real_looking_keys_anywhere_in_tracked_files() {
+    let repo = example_repo();
+    repo.write("apps/server/app/keys.py", "AWS_KEY = 'AKIAIOSFODNN7EXAMPLE'\nDB_PASSWORD = \"hunter22\"\nother = os.environ['API_KEY']\n");
+    repo.write(
+        "deploy/id_rsa",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n",
+    );
+    repo.write(
+        "docker/compose.yml",
+        "services:\n  db:\n    environment:\n      DATABASE_URL: postgres://app:pa55word@db/app\n",
+    );
+    repo.commit_all("chore: oops (TASK-003-keys-bestays)");
+    let out = run(repo.path(), &["check"]);
+    out.assert_code(1);
+    let locs: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("-->"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        locs,
+        [
+            "--> apps/server/app/keys.py:1:12",
+            "--> apps/server/app/keys.py:2:16",
+            "--> deploy/id_rsa:1:1",
+            "--> docker/compose.yml:4:36",
+        ],
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        !out.all().contains("hunter22")
+            && !out.all().contains("pa55word")
+            && !out.all().contains("AKIAIOSFODNN7EXAMPLE")
+    );
+}
+
+#[test]
+fn untracked_and_excluded_files_are_not_scanned() {
+    let repo = example_repo();
+    // Untracked (ignored by .gitignore): the right place for secrets.
+    repo.write(".env", SEED_ENV);
+    // Tracked but excluded by the manifest.
+    repo.write(
+        "tests/fixtures/fake.env",
+        "CLERK_SECRET_KEY=sk_test_fake_for_tests\n",
+    );
+    let manifest = std::fs::read_to_string(repo.path().join("berth.toml"))
+        .unwrap()
+        .replace("exclude = []", "exclude = [\"tests/fixtures/**\"]");
+    repo.write("berth.toml", &manifest);
+    repo.commit_all("test: fixtures (TASK-004-tests-bestays)");
+    assert!(
+        repo.git(&["ls-files", ".env"]).is_empty(),
+        ".env must stay untracked"
+    );
+    let out = run(repo.path(), &["check"]);
+    out.assert_code(0);
+}
+
+#[test]
+fn allow_marker_accepts_a_deliberate_fake() {
+    let repo = example_repo();
+    repo.write(
+        "docs/example.env",
+        "CLERK_SECRET_KEY=sk_test_documentation_only # berth:allow-secret\n",
+    );
+    repo.commit_all("docs: example (TASK-005-docs-bestays)");
+    run(repo.path(), &["check"]).assert_code(0);
+}
+
+#[test]
+fn no_false_positive_on_the_example_monorepo() {
+    let repo = example_repo();
+    let out = run(repo.path(), &["check", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v["diagnostics"],
+        serde_json::json!([]),
+        "{}",
+        out.snapshot()
+    );
+}

@@ -1,0 +1,88 @@
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use berth_testkit::{GitRepo, copy_dir, workspace_root};
+
+/// The result of one `berth` run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Exit code, stdout and stderr together, for snapshots.
+    pub fn snapshot(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.snapshot());
+        self
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// `berth` with a pinned environment: no colour, fixed width, no user config.
+pub fn berth(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    c.current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .env("HOME", cwd)
+        .env_remove("BERTH_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("BERTH_MANIFEST")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    c
+}
+
+pub fn run(cwd: &Path, args: &[&str]) -> Outcome {
+    let out = berth(cwd)
+        .args(args)
+        .output()
+        .expect("run the berth binary");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn example_dir() -> PathBuf {
+    workspace_root().join("examples/multi-product")
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The example monorepo committed into a fresh git repository.
+pub fn example_repo() -> GitRepo {
+    let repo = GitRepo::new();
+    repo.copy_tree(&example_dir());
+    repo.commit_all("chore: import example (TASK-000-setup-bestays)");
+    repo
+}
+
+/// A plain temp directory (no git).
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// Replace temp paths so snapshots are stable.
+pub fn redact_paths(s: &str, dir: &Path) -> String {
+    s.replace(&dir.display().to_string(), "[DIR]")
+}
