@@ -1,5 +1,11 @@
 //! git, run through [`berth_cmd::Cmd`] with a clean environment.
 
+pub mod affected;
+pub mod attribution;
+pub mod history;
+pub mod hooks;
+pub mod lint;
+pub mod message;
 pub mod scan;
 
 use std::path::{Path, PathBuf};
@@ -85,4 +91,128 @@ fn git_in(dir: &Path, summary: impl Into<String>) -> Cmd {
         c = c.env_remove(k);
     }
     c
+}
+
+impl Repo {
+    /// The commit id `rev` names, or `None` if it names nothing here.
+    pub fn resolve(&self, rev: &str) -> Result<Option<String>, GitError> {
+        let out = self
+            .git(format!("resolve `{rev}`"))
+            .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+            .arg(format!("{rev}^{{commit}}"))
+            .output_unchecked()?;
+        Ok(out
+            .status
+            .success()
+            .then(|| out.stdout_str().trim().to_string()))
+    }
+
+    pub fn is_shallow(&self) -> Result<bool, GitError> {
+        let out = self
+            .git("check whether this is a shallow clone")
+            .args(["rev-parse", "--is-shallow-repository"])
+            .output()?;
+        Ok(out.stdout_str().trim() == "true")
+    }
+
+    /// The best common ancestor of `a` and `b`, or `None` if they share no history here.
+    pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, GitError> {
+        let out = self
+            .git("find the merge base")
+            .args(["merge-base", a, b])
+            .output_unchecked()?;
+        Ok(out
+            .status
+            .success()
+            .then(|| out.stdout_str().trim().to_string()))
+    }
+
+    /// The checked-out branch, or `None` when HEAD is detached.
+    pub fn current_branch(&self) -> Result<Option<String>, GitError> {
+        let out = self
+            .git("read the current branch")
+            .args(["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .output_unchecked()?;
+        Ok(out
+            .status
+            .success()
+            .then(|| out.stdout_str().trim().to_string()))
+    }
+
+    /// Tags matching `pattern` (e.g. `bestays-deploy-*`), newest name first, with the commit each points at.
+    pub fn tags(&self, pattern: &str) -> Result<Vec<(String, String)>, GitError> {
+        let out = self
+            .git("list deploy tags")
+            .args([
+                "for-each-ref",
+                "--sort=-refname",
+                "--format=%(refname:short)%09%(*objectname)%09%(objectname)",
+            ])
+            .arg(format!("refs/tags/{pattern}"))
+            .output()?;
+        Ok(out
+            .stdout_str()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split('\t');
+                let name = it.next()?.to_string();
+                let peeled = it.next().unwrap_or_default();
+                let direct = it.next().unwrap_or_default();
+                let commit = if peeled.is_empty() { direct } else { peeled };
+                Some((name, commit.to_string()))
+            })
+            .collect())
+    }
+
+    /// Paths staged for the next commit (relative to this directory). Inside a
+    /// hook git points GIT_INDEX_FILE at the index being committed (e.g. for
+    /// `git commit -a`); that one is used, made absolute.
+    pub fn staged_files(&self) -> Result<Vec<String>, GitError> {
+        let mut cmd = self.git("list staged files");
+        if let Some(index) = std::env::var_os("GIT_INDEX_FILE") {
+            let p = PathBuf::from(index);
+            let abs = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+            };
+            cmd = cmd.env("GIT_INDEX_FILE", abs);
+        }
+        let out = cmd
+            .args([
+                "-c",
+                "core.quotePath=false",
+                "diff",
+                "--cached",
+                "--name-only",
+                "--no-renames",
+                "--relative",
+                "-z",
+            ])
+            .output()?;
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
+    }
+
+    /// `git rev-parse --git-path <p>` made absolute (honours core.hooksPath for `hooks`).
+    pub fn git_path(&self, p: &str) -> Result<PathBuf, GitError> {
+        let out = self
+            .git("locate the git directory")
+            .args(["rev-parse", "--path-format=absolute", "--git-path", p])
+            .output()?;
+        Ok(PathBuf::from(out.stdout_str().trim()))
+    }
+
+    /// The top of the work tree.
+    pub fn toplevel(&self) -> Result<PathBuf, GitError> {
+        let out = self
+            .git("locate the work tree")
+            .args(["rev-parse", "--show-toplevel"])
+            .output()?;
+        Ok(PathBuf::from(out.stdout_str().trim()))
+    }
 }

@@ -59,11 +59,13 @@ pub struct Conventions {
     pub require_task: bool,
     /// Git trailers every commit must carry (e.g. `["Product"]`).
     pub required_trailers: Vec<String>,
+    /// Long-lived branches exempt from `branch_pattern` (globs).
+    pub branch_exempt: Vec<String>,
 }
 
 pub const DEFAULT_TASK_PATTERN: &str = r"TASK-(?P<number>\d+)-(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)";
 pub const DEFAULT_STORY_PATTERN: &str = r"US-(?P<number>\d+)";
-pub const DEFAULT_BRANCH_PATTERN: &str = r"^(feat|fix|chore|docs|refactor|perf|test|build|ci|style|revert|hotfix)/TASK-\d+-[a-z0-9]+(-[a-z0-9]+)*$";
+pub const DEFAULT_BRANCH_PATTERN: &str = r"^(feat|fix|chore|docs|refactor|perf|test|build|ci|style|revert|hotfix)/TASK-\d+-[a-z0-9]+(-[a-z0-9]+)*(-US-\d+)?$";
 
 impl Default for Conventions {
     fn default() -> Self {
@@ -73,6 +75,9 @@ impl Default for Conventions {
             branch_pattern: DEFAULT_BRANCH_PATTERN.into(),
             require_task: true,
             required_trailers: Vec::new(),
+            branch_exempt: ["main", "master", "develop", "trunk", "release/*", "HEAD"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

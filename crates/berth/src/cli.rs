@@ -59,6 +59,17 @@ pub enum Command {
     /// List products, or add one modelled on an existing product
     #[command(subcommand)]
     Product(ProductCommand),
+    /// Which products a range of commits affects, and why
+    #[command(long_about = AFFECTED_LONG)]
+    Affected(AffectedArgs),
+    /// Check commit messages and branch names against [conventions]
+    #[command(subcommand)]
+    Lint(LintCommand),
+    /// Install or remove the commit-msg and pre-push hooks that run `berth lint`
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+    /// List the commits of a product, task or story (by attribution, not grep)
+    Log(LogArgs),
     /// Print the JSON schema of berth.toml (for editors and CI)
     Schema(SchemaArgs),
     /// Print shell completions
@@ -96,6 +107,23 @@ secret-looking name or value, or one interpolated from the environment, is \
 listed under `secrets` by name only. The result must pass `berth check` before \
 it is written.";
 
+const AFFECTED_LONG: &str = "\
+Which products a range of commits affects, and why.
+
+A commit belongs to the union of: products whose owned paths it changes (both \
+sides of a rename, deletions too), products depending on a shared path group it \
+changes, the product its task slug names (TASK-001-login-bestays), and its \
+Product: trailers. --explain shows, per product, the commits, rules and files.
+
+--base REF compares like `git diff BASE...HEAD`: from the merge base, so a \
+force-pushed base still works (and is reported). --since-deploy compares each \
+product from its latest deploy tag (<product>-deploy-*); a product never \
+deployed is affected. A shallow clone that does not reach the base is an error \
+with the fix, never a silent guess.
+
+Exit status: 0 done, 1 some commit could not be attributed to any product \
+(set fallback_product to accept that), 2 usage error or unusable history.";
+
 const DEMO_LONG: &str = "\
 Run berth's main job end to end on an embedded two-product example (bestays and \
 realestate), in a fresh temporary git repository. Needs only git: no Docker.
@@ -111,6 +139,122 @@ pub struct CheckArgs {
     /// Skip the scan of tracked files for secrets
     #[arg(long)]
     pub no_secret_scan: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AffectedFormat {
+    /// For people
+    Text,
+    /// For machines
+    Json,
+    /// `products=[...]` and `any=` lines for $GITHUB_OUTPUT (use as a job matrix)
+    Github,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("since").required(true).args(["base", "since_deploy"])))]
+pub struct AffectedArgs {
+    /// Compare from the merge base of this ref and --head
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// The newest commit to consider
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
+    pub head: String,
+    /// Compare each product from its latest deploy tag
+    #[arg(long)]
+    pub since_deploy: bool,
+    /// Show, per product, the commits, rules and files that made it affected
+    #[arg(long)]
+    pub explain: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = AffectedFormat::Text)]
+    pub format: AffectedFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LintCommand {
+    /// Check commit messages: a file (commit-msg hook), a range (CI), or a message on stdin
+    Commit(LintCommitArgs),
+    /// Check a branch name (default: the current branch)
+    Branch(LintBranchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").args(["edit", "range"])))]
+pub struct LintCommitArgs {
+    /// Check the message in this file (what the commit-msg hook passes)
+    #[arg(long, value_name = "FILE")]
+    pub edit: Option<PathBuf>,
+    /// Check every commit in a range, e.g. origin/main..HEAD, with the files each changes
+    #[arg(long, value_name = "A..B")]
+    pub range: Option<String>,
+    /// With --edit: judge the staged files too (the commit being made)
+    #[arg(long, requires = "edit")]
+    pub staged: bool,
+    /// Also check merge, revert, fixup! and squash! commits
+    #[arg(long)]
+    pub include_skipped: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LintBranchArgs {
+    /// The branch name [default: the current branch]
+    pub name: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Install commit-msg and pre-push hooks (honours core.hooksPath; an existing hook is kept and run first)
+    Install(HooksArgs),
+    /// Remove berth's hooks and restore any hook they had chained to
+    Uninstall(HooksArgs),
+    /// Run a hook's checks (called by the installed hooks)
+    #[command(hide = true)]
+    Run(HooksRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HooksArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct HooksRunArgs {
+    /// The hook: pre-push
+    pub hook: String,
+    /// Arguments git passed to the hook
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("filter").required(true).args(["product", "task", "story"])))]
+pub struct LogArgs {
+    /// Commits attributed to this product (name or alias)
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Commits referencing this task (TASK-001 or TASK-001-login-bestays)
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Commits referencing this story (US-001)
+    #[arg(long)]
+    pub story: Option<String>,
+    /// Search all branches and tags, not only HEAD
+    #[arg(long)]
+    pub all: bool,
+    /// Revisions to walk [default: HEAD]
+    #[arg(value_name = "REV")]
+    pub revs: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,14 @@
 //! One module per subcommand; `run` parses arguments, sets up logging and
 //! maps results to exit codes.
 
+mod affected;
 mod check;
 mod completions;
 mod demo;
+mod hooks;
 mod init;
+mod lint;
+mod log;
 mod product;
 mod schema;
 
@@ -13,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ProductCommand};
+use crate::cli::{Cli, Command, HooksCommand, LintCommand, ProductCommand};
 use crate::exit::{CliError, Result};
 use crate::output::Printer;
 
@@ -27,6 +31,13 @@ pub fn run() -> ExitCode {
         Command::Init(a) => init::run(a, &printer),
         Command::Product(ProductCommand::Add(a)) => product::add(&cli, a, &printer),
         Command::Product(ProductCommand::List(a)) => product::list(&cli, a, &printer),
+        Command::Affected(a) => affected::run(&cli, a, &printer),
+        Command::Lint(LintCommand::Commit(a)) => lint::commit(&cli, a, &printer),
+        Command::Lint(LintCommand::Branch(a)) => lint::branch(&cli, a, &printer),
+        Command::Hooks(HooksCommand::Install(a)) => hooks::install(&cli, a, &printer),
+        Command::Hooks(HooksCommand::Uninstall(a)) => hooks::uninstall(&cli, a, &printer),
+        Command::Hooks(HooksCommand::Run(a)) => hooks::run(&cli, a, &printer),
+        Command::Log(a) => log::run(&cli, a, &printer),
         Command::Schema(a) => schema::run(a, &printer),
         Command::Completions(a) => completions::run(a),
         Command::Demo(a) => demo::run(a, &printer),
@@ -107,4 +118,83 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| CliError::Config(format!("cannot write {}: {}", path.display(), e.error)))?;
     Ok(())
+}
+
+/// The git repository holding the manifest.
+pub fn repo_for(manifest: &Path) -> Result<berth_git::Repo> {
+    let dir = manifest_dir(manifest);
+    berth_git::Repo::discover(&dir)?.ok_or_else(|| {
+        CliError::Config(format!("{} is not inside a git repository", dir.display()))
+    })
+}
+
+/// A loaded manifest and its repository, for commands that read git history.
+pub struct Context {
+    pub manifest: berth_manifest::Manifest,
+    pub repo: berth_git::Repo,
+}
+
+impl Context {
+    /// Load and fully validate the manifest; invalid manifests are reported (exit 2).
+    pub fn load(cli: &Cli, printer: &Printer) -> Result<Self> {
+        let path = find_manifest(cli)?;
+        let manifest = match berth_manifest::load_path(&path) {
+            Ok((loaded, _warnings)) => loaded.manifest,
+            Err(berth_manifest::LoadError::Invalid { diagnostics, path }) => {
+                printer.diagnostics(&diagnostics);
+                printer.error(&format!(
+                    "{path} is invalid; `berth check` lists every problem"
+                ));
+                return Err(CliError::Reported(2));
+            }
+            Err(e) => return Err(CliError::Config(e.to_string())),
+        };
+        let repo = repo_for(&path)?;
+        Ok(Self { manifest, repo })
+    }
+
+    /// Load the manifest with the fast path only (for hooks that must start in
+    /// milliseconds); falls back to full diagnostics if it does not parse.
+    pub fn load_quick(cli: &Cli, printer: &Printer) -> Result<QuickContext> {
+        let path = find_manifest(cli)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?;
+        match toml::from_str::<berth_manifest::Manifest>(&text) {
+            Ok(manifest) => Ok(QuickContext { manifest, path }),
+            Err(_) => {
+                let diags = match berth_manifest::parse_str(&path.display().to_string(), &text) {
+                    Err(d) => d,
+                    Ok(_) => Vec::new(),
+                };
+                printer.diagnostics(&diags);
+                printer.error(&format!(
+                    "{} is invalid; `berth check` lists every problem",
+                    path.display()
+                ));
+                Err(CliError::Reported(2))
+            }
+        }
+    }
+
+    pub fn attributor(&self) -> Result<berth_git::attribution::Attributor<'_>> {
+        berth_git::attribution::Attributor::new(&self.manifest)
+            .map_err(|e| CliError::Config(e.to_string()))
+    }
+}
+
+/// A manifest parsed without span tracking; git is opened only when needed.
+pub struct QuickContext {
+    pub manifest: berth_manifest::Manifest,
+    pub path: PathBuf,
+}
+
+impl QuickContext {
+    pub fn attributor(&self) -> Result<berth_git::attribution::Attributor<'_>> {
+        berth_git::attribution::Attributor::new(&self.manifest)
+            .map_err(|e| CliError::Config(e.to_string()))
+    }
+
+    pub fn repo(&self) -> Result<berth_git::Repo> {
+        repo_for(&self.path)
+    }
 }

@@ -1,10 +1,14 @@
 //! Integration tests: drive the real `berth` binary in temp directories with a
 //! pinned environment, against real git repositories.
 
+mod affected;
 mod check;
 mod cli;
 mod demo;
+mod hooks;
 mod init;
+mod lint;
+mod log;
 mod product;
 mod schema;
 mod secrets;

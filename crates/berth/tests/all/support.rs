@@ -86,3 +86,42 @@ pub fn temp_dir() -> tempfile::TempDir {
 pub fn redact_paths(s: &str, dir: &Path) -> String {
     s.replace(&dir.display().to_string(), "[DIR]")
 }
+
+/// A small two-product manifest for attribution tests.
+pub const ATTRIBUTION_MANIFEST: &str = r#"[project]
+name = "shop"
+
+[shared.server]
+paths = ["apps/server/**"]
+
+[products.bestays]
+paths = ["products/bestays/**"]
+aliases = ["bestays"]
+depends_on_shared = ["server"]
+
+[products.realestate]
+paths = ["products/realestate/**"]
+aliases = ["realestate", "re"]
+depends_on_shared = ["server"]
+
+[products.docs]
+paths = ["docs/**"]
+"#;
+
+/// A repository with the attribution manifest committed as its first commit.
+pub fn attribution_repo() -> GitRepo {
+    let repo = GitRepo::new();
+    repo.write("berth.toml", ATTRIBUTION_MANIFEST);
+    repo.commit_all("chore: berth manifest (TASK-000-setup-docs)");
+    repo
+}
+
+/// `berth <args> --format json`, parsed; asserts the exit code.
+pub fn json(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    let out = run(dir, &a);
+    out.assert_code(code);
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.snapshot()))
+}

@@ -1,0 +1,305 @@
+//! `berth affected`: which products a range of commits touches, and why.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::attribution::{Attribution, Attributor, Commit, Evidence, Finding, Level};
+use crate::message::Message;
+use crate::{GitError, Repo};
+
+/// What to compare against.
+#[derive(Debug, Clone)]
+pub enum Since {
+    /// `base...head`: commits on head since its merge base with base.
+    Range { base: String, head: String },
+    /// Per product, commits on head since the product's latest deploy tag.
+    Deploy { head: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitExplain {
+    pub id: String,
+    pub short: String,
+    pub subject: String,
+    pub rules: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductAffected {
+    pub product: String,
+    pub affected: bool,
+    /// The deploy tag or base this product was compared from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    pub never_deployed: bool,
+    pub commits: Vec<CommitExplain>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitFinding {
+    pub commit: String,
+    pub subject: String,
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Affected {
+    pub head: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_base: Option<String>,
+    /// Commits read.
+    pub commits: usize,
+    /// The affected products, in manifest order.
+    pub affected: Vec<String>,
+    pub products: Vec<ProductAffected>,
+    pub findings: Vec<CommitFinding>,
+    pub notes: Vec<String>,
+}
+
+impl Affected {
+    /// Commits no product could be derived for (and no fallback is set).
+    pub fn unattributed(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.finding.rule == "no-product")
+            .count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AffectedError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("`{rev}` names no commit in this repository{}", if *shallow { " (this is a shallow clone)" } else { "" })]
+    UnknownRev { rev: String, shallow: bool },
+    #[error(
+        "this is a shallow clone and its history does not reach `{base}`, so berth cannot tell which commits are new; \
+         fetch the full history with `git fetch --unshallow` (GitHub Actions: `actions/checkout` with `fetch-depth: 0`)"
+    )]
+    Shallow { base: String },
+    #[error("`{base}` and `{head}` share no history (no merge base)")]
+    Unrelated { base: String, head: String },
+}
+
+struct Resolver<'r> {
+    repo: &'r Repo,
+    shallow: Option<bool>,
+}
+
+impl Resolver<'_> {
+    fn shallow(&mut self) -> Result<bool, GitError> {
+        if self.shallow.is_none() {
+            self.shallow = Some(self.repo.is_shallow()?);
+        }
+        Ok(self.shallow.unwrap_or(false))
+    }
+
+    fn resolve(&mut self, rev: &str) -> Result<String, AffectedError> {
+        match self.repo.resolve(rev)? {
+            Some(id) => Ok(id),
+            None => {
+                let shallow = self.shallow()?;
+                if shallow {
+                    Err(AffectedError::Shallow {
+                        base: rev.to_string(),
+                    })
+                } else {
+                    Err(AffectedError::UnknownRev {
+                        rev: rev.to_string(),
+                        shallow,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Merge base of `base` and `head`, with a note when base is not an ancestor.
+    fn merge_base(
+        &mut self,
+        base_name: &str,
+        base: &str,
+        head_name: &str,
+        head: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<String, AffectedError> {
+        match self.repo.merge_base(base, head)? {
+            Some(mb) => {
+                if mb != base {
+                    notes.push(format!(
+                        "`{base_name}` ({}) is not an ancestor of `{head_name}` (force-pushed or rebased?); comparing from their merge base {}",
+                        &base[..7.min(base.len())],
+                        &mb[..7.min(mb.len())]
+                    ));
+                }
+                Ok(mb)
+            }
+            None if self.shallow()? => Err(AffectedError::Shallow {
+                base: base_name.to_string(),
+            }),
+            None => Err(AffectedError::Unrelated {
+                base: base_name.to_string(),
+                head: head_name.to_string(),
+            }),
+        }
+    }
+}
+
+/// Attribute every commit once, however many product ranges it falls in.
+struct Cache<'a, 'm> {
+    attributor: &'a Attributor<'m>,
+    seen: HashMap<String, Attribution>,
+}
+
+impl Cache<'_, '_> {
+    fn get(&mut self, c: &Commit) -> &Attribution {
+        self.seen.entry(c.id.clone()).or_insert_with(|| {
+            let mut a = self.attributor.attribute(c);
+            // Merges, reverts, fixups restate other commits: their paths count, their messages are not judged.
+            if Message::parse(&c.message)
+                .skip_kind(c.parents.len())
+                .is_some()
+            {
+                a.findings
+                    .retain(|f| f.level != Level::Error || f.rule != "no-product");
+                if a.products.is_empty() {
+                    a.findings.clear();
+                }
+            }
+            a
+        })
+    }
+}
+
+pub fn affected(
+    repo: &Repo,
+    attributor: &Attributor<'_>,
+    since: &Since,
+) -> Result<Affected, AffectedError> {
+    let mut r = Resolver {
+        repo,
+        shallow: None,
+    };
+    let mut cache = Cache {
+        attributor,
+        seen: HashMap::new(),
+    };
+    let mut notes = Vec::new();
+    let products: Vec<String> = attributor.manifest.products.keys().cloned().collect();
+    let mut findings: Vec<CommitFinding> = Vec::new();
+    let mut finding_seen: BTreeSet<(String, &'static str)> = BTreeSet::new();
+    let mut per_product: BTreeMap<String, ProductAffected> = products
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                ProductAffected {
+                    product: p.clone(),
+                    affected: false,
+                    since: None,
+                    never_deployed: false,
+                    commits: Vec::new(),
+                },
+            )
+        })
+        .collect();
+    let mut total = BTreeSet::new();
+    let mut record = |commits: &[Commit],
+                      only: Option<&str>,
+                      cache: &mut Cache,
+                      per_product: &mut BTreeMap<String, ProductAffected>| {
+        // Oldest first: explanations and findings read in the order things happened.
+        for c in commits.iter().rev() {
+            total.insert(c.id.clone());
+            let a = cache.get(c);
+            for f in &a.findings {
+                if finding_seen.insert((c.id.clone(), f.rule)) {
+                    findings.push(CommitFinding {
+                        commit: c.short().to_string(),
+                        subject: c.subject().to_string(),
+                        finding: f.clone(),
+                    });
+                }
+            }
+            for p in &a.products {
+                if only.is_some_and(|o| o != p) {
+                    continue;
+                }
+                if let Some(pa) = per_product.get_mut(p) {
+                    pa.affected = true;
+                    pa.commits.push(CommitExplain {
+                        id: c.id.clone(),
+                        short: c.short().to_string(),
+                        subject: c.subject().to_string(),
+                        rules: a
+                            .evidence
+                            .iter()
+                            .filter(|e| &e.product == p)
+                            .cloned()
+                            .collect(),
+                    });
+                }
+            }
+        }
+    };
+
+    let (head_name, base_name, mb_out) = match since {
+        Since::Range { base, head } => {
+            let head_id = r.resolve(head)?;
+            let base_id = r.resolve(base)?;
+            let mb = r.merge_base(base, &base_id, head, &head_id, &mut notes)?;
+            let commits = repo.commits(&[&format!("{mb}..{head_id}")])?;
+            record(&commits, None, &mut cache, &mut per_product);
+            for pa in per_product.values_mut() {
+                pa.since = Some(base.clone());
+            }
+            (head.clone(), Some(base.clone()), Some(mb))
+        }
+        Since::Deploy { head } => {
+            let head_id = r.resolve(head)?;
+            let mut by_base: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for p in &products {
+                match repo.tags(&format!("{p}-deploy-*"))?.into_iter().next() {
+                    None => {
+                        let pa = per_product.get_mut(p).expect("known product");
+                        pa.affected = true;
+                        pa.never_deployed = true;
+                    }
+                    Some((tag, commit)) => {
+                        let mb = r.merge_base(&tag, &commit, head, &head_id, &mut notes)?;
+                        per_product.get_mut(p).expect("known product").since = Some(tag);
+                        by_base.entry(mb).or_default().push(p.clone());
+                    }
+                }
+            }
+            for (mb, ps) in &by_base {
+                let commits = repo.commits(&[&format!("{mb}..{head_id}")])?;
+                for p in ps {
+                    record(&commits, Some(p), &mut cache, &mut per_product);
+                }
+            }
+            (head.clone(), None, None)
+        }
+    };
+    let affected: Vec<String> = products
+        .iter()
+        .filter(|p| per_product[*p].affected)
+        .cloned()
+        .collect();
+    Ok(Affected {
+        head: head_name,
+        base: base_name,
+        merge_base: mb_out,
+        commits: total.len(),
+        affected,
+        products: products
+            .iter()
+            .map(|p| per_product.remove(p).expect("known product"))
+            .collect(),
+        findings,
+        notes,
+    })
+}

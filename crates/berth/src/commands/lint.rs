@@ -1,0 +1,143 @@
+//! `berth lint commit|branch`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use berth_git::attribution::{Commit, Finding, Level};
+use berth_git::lint::{CommitLint, lint_branch, lint_commit};
+use serde_json::json;
+
+use crate::cli::{Cli, LintBranchArgs, LintCommitArgs};
+use crate::exit::{CliError, Result};
+use crate::output::{Format, Printer};
+
+pub fn commit(cli: &Cli, args: &LintCommitArgs, printer: &Printer) -> Result<ExitCode> {
+    let ctx = super::Context::load_quick(cli, printer)?;
+    let attributor = ctx.attributor()?;
+    let results: Vec<CommitLint> = if let Some(range) = &args.range {
+        let repo = ctx.repo()?;
+        let commits = repo.commits(&[range.as_str()])?;
+        commits
+            .iter()
+            .rev()
+            .map(|c| lint_commit(&attributor, c, true, args.include_skipped))
+            .collect()
+    } else {
+        let message = match &args.edit {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?,
+            None => {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map_err(|e| {
+                    CliError::Config(format!("cannot read the message from stdin: {e}"))
+                })?;
+                s
+            }
+        };
+        let files = if args.staged {
+            ctx.repo()?.staged_files()?
+        } else {
+            Vec::new()
+        };
+        let commit = Commit {
+            message,
+            files,
+            ..Commit::default()
+        };
+        vec![lint_commit(
+            &attributor,
+            &commit,
+            args.staged,
+            args.include_skipped,
+        )]
+    };
+    report(&results, args.format, args.range.is_some(), printer)
+}
+
+pub fn report(
+    results: &[CommitLint],
+    format: Format,
+    range: bool,
+    printer: &Printer,
+) -> Result<ExitCode> {
+    let failed = results.iter().filter(|r| r.failed()).count();
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+    match format {
+        Format::Json => printer.json(&json!({
+            "ok": failed == 0,
+            "checked": results.len(),
+            "failed": failed,
+            "skipped": skipped,
+            "commits": results,
+        })),
+        Format::Text => {
+            for r in results.iter().filter(|r| !r.findings.is_empty()) {
+                let id = r.commit.as_deref().unwrap_or("message");
+                let mark = if r.failed() {
+                    printer.styles.error.paint("✗")
+                } else {
+                    printer.styles.warning.paint("!")
+                };
+                println!("{mark} {id} {}", r.subject);
+                print_findings(&r.findings, printer);
+            }
+            if range || failed > 0 {
+                println!(
+                    "{} commit(s) checked: {failed} failed, {skipped} skipped (merge/revert/fixup/squash)",
+                    results.len()
+                );
+            }
+        }
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_findings(findings: &[Finding], printer: &Printer) {
+    for f in findings {
+        let rule = match f.level {
+            Level::Error => printer.styles.error.paint(f.rule),
+            Level::Warning => printer.styles.warning.paint(f.rule),
+        };
+        println!("    {rule}: {}", f.message);
+        println!("      expected: {}", f.expected);
+        if let Some(h) = &f.hint {
+            println!("      {} {h}", printer.styles.help.paint("hint:"));
+        }
+    }
+}
+
+pub fn branch(cli: &Cli, args: &LintBranchArgs, printer: &Printer) -> Result<ExitCode> {
+    let ctx = super::Context::load_quick(cli, printer)?;
+    let attributor = ctx.attributor()?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => ctx
+            .repo()?
+            .current_branch()?
+            .ok_or_else(|| CliError::Config("HEAD is detached: name the branch to check".into()))?,
+    };
+    let findings = lint_branch(&attributor, &name);
+    let failed = findings.iter().any(|f| f.level == Level::Error);
+    match args.format {
+        Format::Json => {
+            printer.json(&json!({ "branch": name, "ok": !failed, "findings": findings }))
+        }
+        Format::Text => {
+            if findings.is_empty() {
+                println!("branch `{name}`: ok");
+            } else {
+                println!("{} branch `{name}`", printer.styles.error.paint("✗"));
+                print_findings(&findings, printer);
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,303 @@
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::support::*;
+
+/// (message, expected failing rules; empty = passes). Run against the example manifest.
+const TABLE: &[(&str, &[&str])] = &[
+    // The strategy document's own examples.
+    ("feat: implement login (US-001 TASK-001-login-bestays)", &[]),
+    ("TASK-050-port-login-realestate", &[]),
+    ("TASK-002-database-schema", &["no-product"]),
+    (
+        "feat: implement login flow (US-001 TASK-001-login-bestays)\n\nSubagent: dev-frontend-svelte\nProduct: bestays\nFiles: apps/frontend/src/routes/login/+page.svelte\n\nStory: US-001\nTask: TASK-001-login-bestays",
+        &[],
+    ),
+    // Task references.
+    ("fix: typo", &["task-required", "no-product"]),
+    ("fix: typo in login page", &["task-required", "no-product"]),
+    (
+        "feat: login (task-12 login bestays)",
+        &["task-required", "no-product"],
+    ),
+    ("feat: login (TASK-12)", &["task-required", "no-product"]),
+    ("feat: login TASK-7-login-bestays", &[]),
+    ("feat(auth): login (TASK-7-login-bestays)", &[]),
+    ("feat(auth)!: drop v1 login (TASK-8-login-v2-bestays)", &[]),
+    ("chore: bump deps (TASK-9-deps-bestays-realestate)", &[]),
+    (
+        "chore: bump deps (TASK-9-deps-bestays) (TASK-10-deps-realestate)",
+        &[],
+    ),
+    ("feat: x (TASK-11-search-re)", &[]),
+    ("feat: x (TASK-11-search-real)", &["no-product"]),
+    ("feat: x (TASK-12-search-bestayss)", &["no-product"]),
+    ("feat: x (TASK-13-bestays)", &[]),
+    ("feat: x (TASK-14-realestate-search)", &[]),
+    ("feat: x (TASK-15-port-search-bestays)", &[]),
+    ("feat: x (TASK-16-port-search-bestays-realestate)", &[]),
+    ("feat: x (TASK-17-bestaysish-search)", &["no-product"]),
+    (
+        "feat: x (TASK-18-Search-Bestays)",
+        &["task-required", "no-product"],
+    ),
+    ("feat: x (TASK-019-login-bestays US-002)", &[]),
+    // Trailers.
+    ("feat: x (TASK-20-login)\n\nProduct: bestays", &[]),
+    ("feat: x (TASK-21-login)\n\nProduct: realestate", &[]),
+    ("feat: x (TASK-22-login)\n\nProduct: re", &[]),
+    (
+        "feat: x (TASK-23-login)\n\nProduct: bestay",
+        &["unknown-product", "no-product"],
+    ),
+    (
+        "feat: x (TASK-24-login)\n\nProduct: shop",
+        &["unknown-product", "no-product"],
+    ),
+    (
+        "feat: x (TASK-25-login-bestays)\n\nProduct: realestate",
+        &["trailer-contradicts-slug"],
+    ),
+    ("feat: x (TASK-26-login-bestays)\n\nProduct: bestays", &[]),
+    (
+        "feat: x (TASK-27-login-bestays)\n\nProduct: bestays, realestate",
+        &[],
+    ),
+    ("feat: x (TASK-28-login-bestays)\n\nProduct: Bestays", &[]),
+    (
+        "feat: x (TASK-29-login)\n\nThis mentions Product: bestays in prose.\nNot a trailer.",
+        &["no-product"],
+    ),
+    ("feat: x\n\nTask: TASK-30-login-bestays", &[]),
+    // Skipped kinds.
+    ("Merge branch 'feat/TASK-1-x' into main", &[]),
+    ("Merge pull request #12 from org/feat", &[]),
+    ("Revert \"feat: x (TASK-25-login-bestays)\"", &[]),
+    ("fixup! feat: login (TASK-7-login-bestays)", &[]),
+    ("squash! anything at all", &[]),
+    ("amend! feat: x", &[]),
+    // Shape.
+    ("", &["empty-message", "task-required", "no-product"]),
+    (
+        "# only a comment\n",
+        &["empty-message", "task-required", "no-product"],
+    ),
+    (
+        "feat: x (TASK-31-login-bestays)\n# Please enter the commit message for your changes.\n# Lines starting with '#' will be ignored.",
+        &[],
+    ),
+    ("WIP", &["task-required", "no-product"]),
+];
+
+fn lint_stdin(dir: &std::path::Path, message: &str) -> Outcome {
+    let mut child = berth(dir)
+        .args(["lint", "commit", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn table_of_messages() {
+    assert!(TABLE.len() >= 40, "{} messages", TABLE.len());
+    let repo = example_repo();
+    let mut failures = Vec::new();
+    for (message, want) in TABLE {
+        let out = lint_stdin(repo.path(), message);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{message:?}: {e}\n{}", out.snapshot()));
+        let got: Vec<String> = v["commits"][0]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["level"] == "error")
+            .map(|f| f["rule"].as_str().unwrap().to_string())
+            .collect();
+        let want_code = if want.is_empty() { 0 } else { 1 };
+        if got != *want || out.code != want_code {
+            failures.push(format!(
+                "{message:?}: want {want:?} (exit {want_code}), got {got:?} (exit {})",
+                out.code
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn failures_say_what_was_expected_with_a_hint() {
+    let repo = example_repo();
+    let mut child = berth(repo.path())
+        .args(["lint", "commit"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"feat: search (TASK-12-search-bestyas)")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn edit_file_and_staged_paths() {
+    let repo = example_repo();
+    let msg = repo.write(
+        ".git/COMMIT_EDITMSG",
+        "feat: listing (TASK-40-listing-bestays)\n# comment\n",
+    );
+    run(
+        repo.path(),
+        &["lint", "commit", "--edit", msg.to_str().unwrap()],
+    )
+    .assert_code(0);
+    // Staged files owned by realestate contradict a message naming bestays.
+    repo.write("products/realestate/x.yaml", "a: 1");
+    repo.git(&["add", "products/realestate/x.yaml"]);
+    let out = run(
+        repo.path(),
+        &[
+            "lint",
+            "commit",
+            "--edit",
+            msg.to_str().unwrap(),
+            "--staged",
+        ],
+    );
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("message-contradicts-paths"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stdout.contains("did you mean `realestate`?"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn range_in_one_process_with_short_shas_and_subjects() {
+    let repo = example_repo();
+    let base = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    repo.write("products/bestays/a.yaml", "a: 1");
+    repo.commit_all("feat: a (TASK-41-a-bestays)");
+    repo.write("products/realestate/b.yaml", "b: 1");
+    repo.commit_all("feat: b (TASK-42-b-bestays)");
+    repo.commit_all("fixup! feat: b (TASK-42-b-bestays)");
+    let bad = repo
+        .git(&["rev-parse", "--short=7", "HEAD~1"])
+        .trim()
+        .to_string();
+    let out = run(
+        repo.path(),
+        &["lint", "commit", "--range", &format!("{base}..HEAD")],
+    );
+    out.assert_code(1);
+    assert!(
+        out.stdout
+            .contains(&format!("✗ {bad} feat: b (TASK-42-b-bestays)")),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stdout
+            .contains("3 commit(s) checked: 1 failed, 1 skipped"),
+        "{}",
+        out.snapshot()
+    );
+    let out = run(
+        repo.path(),
+        &[
+            "lint",
+            "commit",
+            "--range",
+            &format!("{base}..HEAD"),
+            "--include-skipped",
+        ],
+    );
+    // The empty fixup commit names bestays and changes nothing: it passes when checked too.
+    assert!(
+        out.stdout
+            .contains("3 commit(s) checked: 1 failed, 0 skipped"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn required_trailers_from_conventions() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml"))
+        .unwrap()
+        .replace(
+            "required_trailers = []",
+            "required_trailers = [\"Product\"]",
+        );
+    repo.write("berth.toml", &m);
+    let out = lint_stdin(repo.path(), "feat: x (TASK-1-x-bestays)");
+    out.assert_code(1);
+    assert!(out.stdout.contains("missing-trailer"), "{}", out.snapshot());
+    lint_stdin(
+        repo.path(),
+        "feat: x (TASK-1-x-bestays)\n\nProduct: bestays",
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn branches() {
+    let repo = example_repo();
+    for (name, code) in [
+        ("feat/TASK-001-login-bestays-US-001", 0),
+        ("fix/TASK-2-typo-realestate", 0),
+        ("main", 0),
+        ("release/2026-11", 0),
+        ("feature/login", 1),
+        ("feat/TASK-3-database-schema", 1),
+        ("feat/login-bestays", 1),
+    ] {
+        let out = run(repo.path(), &["lint", "branch", name]);
+        assert_eq!(out.code, code, "{name}\n{}", out.snapshot());
+    }
+    repo.git(&["checkout", "-q", "-b", "feat/TASK-4-search-bestays"]);
+    let out = run(repo.path(), &["lint", "branch"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout, "branch `feat/TASK-4-search-bestays`: ok\n");
+    let out = run(
+        repo.path(),
+        &[
+            "lint",
+            "branch",
+            "feat/TASK-5-search-bestyas",
+            "--format",
+            "json",
+        ],
+    );
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("did you mean `bestays`?"),
+        "{}",
+        out.snapshot()
+    );
+}
