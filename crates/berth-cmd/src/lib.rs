@@ -338,6 +338,108 @@ impl Cmd {
     }
 }
 
+impl Cmd {
+    /// Run, handing stdout to `f` record by record (records end with `sep`) while
+    /// the program is still writing, so parsing overlaps with its work. Fails
+    /// like [`Cmd::output`] on a non-zero exit; the timeout kills the program.
+    pub fn for_each_record(&self, sep: u8, mut f: impl FnMut(&[u8])) -> Result<(), CmdError> {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex};
+        let command = self.display();
+        tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
+        let mut c = Command::new(&self.program);
+        c.args(self.args.iter().map(|(a, _)| a));
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        for k in &self.env_remove {
+            c.env_remove(k);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = c.spawn().map_err(|source| CmdError::Spawn {
+            summary: self.summary.clone(),
+            command: command.clone(),
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut se = child.stderr.take().expect("piped stderr");
+        let t_err = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = se.read_to_end(&mut b);
+            b
+        });
+        let child = Arc::new(Mutex::new(child));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = self.timeout.map(|t| {
+            let (child, done, timed_out) = (child.clone(), done.clone(), timed_out.clone());
+            std::thread::spawn(move || {
+                while start.elapsed() < t {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                timed_out.store(true, std::sync::atomic::Ordering::Relaxed);
+                if let Ok(mut c) = child.lock() {
+                    let _ = c.kill();
+                }
+            })
+        });
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(sep, &mut buf) {
+                Ok(0) => break,
+                Ok(_) => f(&buf),
+                Err(_) => break,
+            }
+        }
+        let status = child
+            .lock()
+            .map_err(|_| CmdError::Spawn {
+                summary: self.summary.clone(),
+                command: command.clone(),
+                source: std::io::Error::other("child lock poisoned"),
+            })?
+            .wait();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(w) = watchdog {
+            let _ = w.join();
+        }
+        let stderr = t_err.join().unwrap_or_default();
+        let status = status.map_err(|source| CmdError::Spawn {
+            summary: self.summary.clone(),
+            command: command.clone(),
+            source,
+        })?;
+        if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(CmdError::TimedOut {
+                summary: self.summary.clone(),
+                command,
+                after: self.timeout.unwrap_or_default(),
+                stderr_tail: self.mask(&tail(&stderr)),
+            });
+        }
+        if !status.success() {
+            return Err(CmdError::Failed(Box::new(Failure {
+                summary: self.summary.clone(),
+                command,
+                status: describe_status(status),
+                code: status.code(),
+                stdout_tail: String::new(),
+                stderr_tail: self.mask(&tail(&stderr)),
+            })));
+        }
+        Ok(())
+    }
+}
+
 /// Poll quickly at first (most commands are short), then back off.
 fn poll_interval(elapsed: Duration) -> Duration {
     if elapsed < Duration::from_millis(20) {
@@ -440,6 +542,28 @@ mod tests {
             err,
             "could not do a thing: `berth-no-such-program` was not found on PATH (install it)"
         );
+    }
+
+    #[test]
+    fn records_are_streamed_and_failures_reported() {
+        let mut got = Vec::new();
+        Cmd::new("printf", "print records")
+            .arg("a\\036b\\036c")
+            .for_each_record(0x1e, |r| got.push(String::from_utf8_lossy(r).into_owned()))
+            .unwrap();
+        assert_eq!(got, ["a\u{1e}", "b\u{1e}", "c"]);
+        let err = Cmd::new("sh", "fail late")
+            .args(["-c", "echo x; echo bad >&2; exit 4"])
+            .for_each_record(b'\n', |_| {})
+            .unwrap_err();
+        assert_eq!(err.exit_code(), Some(4));
+        assert!(err.to_string().contains("bad"));
+        let err = Cmd::new("sleep", "wait")
+            .arg("5")
+            .timeout(Some(Duration::from_millis(100)))
+            .for_each_record(b'\n', |_| {})
+            .unwrap_err();
+        assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
     }
 
     #[test]

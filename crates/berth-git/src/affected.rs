@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::attribution::{Attribution, Attributor, Commit, Evidence, Finding, Level};
-use crate::message::Message;
+use crate::attribution::{Attribution, Attributor, Commit, Evidence, Finding};
 use crate::{GitError, Repo};
 
 /// What to compare against.
@@ -33,6 +32,10 @@ pub struct ProductAffected {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
     pub never_deployed: bool,
+    /// How many commits affected it.
+    pub commit_count: usize,
+    /// The commits and the rules that matched (with `explain`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub commits: Vec<CommitExplain>,
 }
 
@@ -126,7 +129,20 @@ impl Resolver<'_> {
         head: &str,
         notes: &mut Vec<String>,
     ) -> Result<String, AffectedError> {
-        match self.repo.merge_base(base, head)? {
+        let found = self.repo.merge_base(base, head)?;
+        self.check_merge_base(found, base_name, base, head_name, notes)
+    }
+
+    /// Judge a merge base already looked up.
+    fn check_merge_base(
+        &mut self,
+        found: Option<String>,
+        base_name: &str,
+        base: &str,
+        head_name: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<String, AffectedError> {
+        match found {
             Some(mb) => {
                 if mb != base {
                     notes.push(format!(
@@ -148,49 +164,71 @@ impl Resolver<'_> {
     }
 }
 
-/// Attribute every commit once, however many product ranges it falls in.
-struct Cache<'a, 'm> {
-    attributor: &'a Attributor<'m>,
-    seen: HashMap<String, Attribution>,
+/// How to walk the history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Walk {
+    /// Follow only first parents: a merge counts with everything it brought in
+    /// (diffed against its first parent), the merged branch's own commits are not read.
+    pub first_parent: bool,
+    /// Keep, per product, the commits and rules that affected it.
+    pub explain: bool,
 }
 
-impl Cache<'_, '_> {
-    fn get(&mut self, c: &Commit) -> &Attribution {
-        self.seen.entry(c.id.clone()).or_insert_with(|| {
-            let mut a = self.attributor.attribute(c);
-            // Merges, reverts, fixups restate other commits: their paths count, their messages are not judged.
-            if Message::parse(&c.message)
-                .skip_kind(c.parents.len())
-                .is_some()
-            {
-                a.findings
-                    .retain(|f| f.level != Level::Error || f.rule != "no-product");
-                if a.products.is_empty() {
-                    a.findings.clear();
-                }
-            }
-            a
-        })
+/// One commit read and attributed, without its message and file list.
+struct Attributed {
+    id: String,
+    subject: String,
+    attribution: Attribution,
+}
+
+/// Merges, reverts, fixups restate other commits: their paths count, their messages are not judged.
+fn attribute(attributor: &Attributor<'_>, c: &Commit) -> Attribution {
+    let mut a = attributor.attribute(c);
+    if a.skip.is_some() {
+        a.findings.retain(|f| f.rule != "no-product");
+        if a.products.is_empty() {
+            a.findings.clear();
+        }
     }
+    a
 }
 
 pub fn affected(
     repo: &Repo,
     attributor: &Attributor<'_>,
     since: &Since,
+    walk: Walk,
 ) -> Result<Affected, AffectedError> {
+    // Commits are attributed as git streams them, so the two overlap; each commit once.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut attributed: Vec<Attributed> = Vec::new();
+    let mut read = |range: String| -> Result<Vec<usize>, GitError> {
+        let mut revs = vec![range.as_str()];
+        if walk.first_parent {
+            revs.insert(0, "--first-parent");
+        }
+        let mut order = Vec::new();
+        repo.for_each_commit(&revs, |c| {
+            let i = *seen.entry(c.id.clone()).or_insert_with(|| {
+                attributed.push(Attributed {
+                    id: c.id.clone(),
+                    subject: c.subject().to_string(),
+                    attribution: attribute(attributor, &c),
+                });
+                attributed.len() - 1
+            });
+            order.push(i);
+        })?;
+        // Oldest first: explanations and findings read in the order things happened.
+        order.reverse();
+        Ok(order)
+    };
     let mut r = Resolver {
         repo,
         shallow: None,
     };
-    let mut cache = Cache {
-        attributor,
-        seen: HashMap::new(),
-    };
     let mut notes = Vec::new();
     let products: Vec<String> = attributor.manifest.products.keys().cloned().collect();
-    let mut findings: Vec<CommitFinding> = Vec::new();
-    let mut finding_seen: BTreeSet<(String, &'static str)> = BTreeSet::new();
     let mut per_product: BTreeMap<String, ProductAffected> = products
         .iter()
         .map(|p| {
@@ -201,58 +239,26 @@ pub fn affected(
                     affected: false,
                     since: None,
                     never_deployed: false,
+                    commit_count: 0,
                     commits: Vec::new(),
                 },
             )
         })
         .collect();
-    let mut total = BTreeSet::new();
-    let mut record = |commits: &[Commit],
-                      only: Option<&str>,
-                      cache: &mut Cache,
-                      per_product: &mut BTreeMap<String, ProductAffected>| {
-        // Oldest first: explanations and findings read in the order things happened.
-        for c in commits.iter().rev() {
-            total.insert(c.id.clone());
-            let a = cache.get(c);
-            for f in &a.findings {
-                if finding_seen.insert((c.id.clone(), f.rule)) {
-                    findings.push(CommitFinding {
-                        commit: c.short().to_string(),
-                        subject: c.subject().to_string(),
-                        finding: f.clone(),
-                    });
-                }
-            }
-            for p in &a.products {
-                if only.is_some_and(|o| o != p) {
-                    continue;
-                }
-                if let Some(pa) = per_product.get_mut(p) {
-                    pa.affected = true;
-                    pa.commits.push(CommitExplain {
-                        id: c.id.clone(),
-                        short: c.short().to_string(),
-                        subject: c.subject().to_string(),
-                        rules: a
-                            .evidence
-                            .iter()
-                            .filter(|e| &e.product == p)
-                            .cloned()
-                            .collect(),
-                    });
-                }
-            }
-        }
-    };
-
+    let mut ranges: Vec<(Vec<usize>, Option<Vec<String>>)> = Vec::new();
     let (head_name, base_name, mb_out) = match since {
         Since::Range { base, head } => {
             let head_id = r.resolve(head)?;
             let base_id = r.resolve(base)?;
-            let mb = r.merge_base(base, &base_id, head, &head_id, &mut notes)?;
-            let commits = repo.commits(&[&format!("{mb}..{head_id}")])?;
-            record(&commits, None, &mut cache, &mut per_product);
+            // `base..head` is exactly the commits since their merge base, so the log
+            // need not wait for it: the merge base is found alongside, for the report.
+            let (mb, order) = std::thread::scope(|s| {
+                let finder = s.spawn(|| repo.merge_base(&base_id, &head_id));
+                let order = read(format!("{base_id}..{head_id}"));
+                (finder.join().expect("merge-base thread"), order)
+            });
+            let mb = r.check_merge_base(mb?, base, &base_id, head, &mut notes)?;
+            ranges.push((order?, None));
             for pa in per_product.values_mut() {
                 pa.since = Some(base.clone());
             }
@@ -276,14 +282,53 @@ pub fn affected(
                 }
             }
             for (mb, ps) in &by_base {
-                let commits = repo.commits(&[&format!("{mb}..{head_id}")])?;
-                for p in ps {
-                    record(&commits, Some(p), &mut cache, &mut per_product);
-                }
+                ranges.push((read(format!("{mb}..{head_id}"))?, Some(ps.clone())));
             }
             (head.clone(), None, None)
         }
     };
+    let mut findings: Vec<CommitFinding> = Vec::new();
+    let mut finding_seen: BTreeSet<(usize, &'static str)> = BTreeSet::new();
+    let mut total = BTreeSet::new();
+    for (order, only) in &ranges {
+        for &i in order {
+            total.insert(i);
+            let c = &attributed[i];
+            for f in &c.attribution.findings {
+                if finding_seen.insert((i, f.rule)) {
+                    findings.push(CommitFinding {
+                        commit: c.id[..7.min(c.id.len())].to_string(),
+                        subject: c.subject.clone(),
+                        finding: f.clone(),
+                    });
+                }
+            }
+            for p in &c.attribution.products {
+                if only.as_ref().is_some_and(|o| !o.contains(p)) {
+                    continue;
+                }
+                let Some(pa) = per_product.get_mut(p) else {
+                    continue;
+                };
+                pa.affected = true;
+                pa.commit_count += 1;
+                if walk.explain {
+                    pa.commits.push(CommitExplain {
+                        id: c.id.clone(),
+                        short: c.id[..7.min(c.id.len())].to_string(),
+                        subject: c.subject.clone(),
+                        rules: c
+                            .attribution
+                            .evidence
+                            .iter()
+                            .filter(|e| &e.product == p)
+                            .cloned()
+                            .collect(),
+                    });
+                }
+            }
+        }
+    }
     let affected: Vec<String> = products
         .iter()
         .filter(|p| per_product[*p].affected)

@@ -2,7 +2,8 @@
 //! shared path groups, the task slug and `Product:` trailers, with
 //! contradictions reported instead of silently resolved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_manifest::Manifest;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -10,6 +11,9 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::message::{Message, TaskRef, task_refs};
+
+/// Paths remembered by [`Attributor::from_paths`] before the memo starts over.
+const MEMO_LIMIT: usize = 500_000;
 
 /// One commit as read from git.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +92,9 @@ pub struct Finding {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Attribution {
+    /// Merge, revert, fixup or squash: the commit restates others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip: Option<crate::message::SkipKind>,
     pub products: BTreeSet<String>,
     pub evidence: Vec<Evidence>,
     pub findings: Vec<Finding>,
@@ -107,8 +114,13 @@ pub struct Attributor<'m> {
     owned_set: GlobSet,
     shared: Vec<(String, String)>,
     shared_set: GlobSet,
-    dependents: BTreeMap<String, Vec<String>>,
     names: Vec<(String, Vec<String>)>,
+    product_names: Vec<String>,
+    /// For each owned glob, the index of its product.
+    owned_product: Vec<usize>,
+    /// For each shared glob, the indices of the products depending on its group.
+    shared_dependents: Vec<Vec<usize>>,
+    memo: RefCell<HashMap<String, Vec<(Rule, usize)>>>,
     pub task_re: Regex,
     pub story_re: Regex,
 }
@@ -178,14 +190,39 @@ impl<'m> Attributor<'m> {
             b.build()
                 .map_err(|e| AttributorError::Glob("(set)".into(), e))
         };
+        let product_names: Vec<String> = manifest.products.keys().cloned().collect();
+        let index = |p: &str| {
+            product_names
+                .iter()
+                .position(|n| n == p)
+                .expect("known product")
+        };
+        let owned_product = owned
+            .iter()
+            .map(|(p, _): &(String, String)| index(p))
+            .collect();
+        let shared_dependents = shared
+            .iter()
+            .map(|(g, _): &(String, String)| {
+                dependents
+                    .get(g)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| index(p))
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             manifest,
             owned,
             owned_set: build(ob)?,
             shared,
             shared_set: build(sb)?,
-            dependents,
             names,
+            product_names,
+            owned_product,
+            shared_dependents,
+            memo: RefCell::new(HashMap::new()),
             task_re,
             story_re,
         })
@@ -305,7 +342,10 @@ impl<'m> Attributor<'m> {
     /// Attribute one commit: message and paths.
     pub fn attribute(&self, commit: &Commit) -> Attribution {
         let msg = Message::parse(&commit.message);
-        let mut out = Attribution::default();
+        let mut out = Attribution {
+            skip: msg.skip_kind(commit.parents.len()),
+            ..Attribution::default()
+        };
         self.from_message(&msg, &mut out);
         let named: BTreeSet<String> = out.products.clone();
         self.from_paths(&commit.files, &mut out);
@@ -316,35 +356,69 @@ impl<'m> Attributor<'m> {
 
     /// Products whose owned or shared paths `files` touch.
     pub fn from_paths(&self, files: &[String], out: &mut Attribution) {
-        let mut seen = BTreeSet::new();
+        // One piece of evidence per (product, rule, glob): its first file and how many more.
+        let mut first: HashMap<(usize, Rule, usize), (usize, usize)> = HashMap::new();
+        let mut memo = self.memo.borrow_mut();
+        if memo.len() > MEMO_LIMIT {
+            memo.clear();
+        }
         for f in files {
-            for i in self.owned_set.matches(f) {
-                let (p, pat) = &self.owned[i];
-                if seen.insert((p.clone(), Rule::OwnedPath)) || out.evidence.len() < 64 {
-                    out.evidence.push(Evidence {
-                        product: p.clone(),
-                        rule: Rule::OwnedPath,
-                        detail: format!("{f} ({pat})"),
-                    });
-                }
-                out.products.insert(p.clone());
-            }
-            for i in self.shared_set.matches(f) {
-                let (g, pat) = &self.shared[i];
-                for p in self.dependents.get(g).into_iter().flatten() {
-                    if seen.insert((p.clone(), Rule::SharedPath)) || out.evidence.len() < 64 {
-                        out.evidence.push(Evidence {
-                            product: p.clone(),
-                            rule: Rule::SharedPath,
-                            detail: format!("{f} (shared.{g}: {pat})"),
-                        });
+            let hits = memo.entry(f.clone()).or_insert_with(|| self.classify(f));
+            for &(rule, pat_idx) in hits.iter() {
+                let (group_or_product, pat) = match rule {
+                    Rule::OwnedPath => &self.owned[pat_idx],
+                    _ => &self.shared[pat_idx],
+                };
+                let products: &[usize] = match rule {
+                    Rule::OwnedPath => std::slice::from_ref(&self.owned_product[pat_idx]),
+                    _ => &self.shared_dependents[pat_idx],
+                };
+                for &pi in products {
+                    let product = &self.product_names[pi];
+                    match first.entry((pi, rule, pat_idx)) {
+                        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 += 1,
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let detail = match rule {
+                                Rule::OwnedPath => format!("{f} ({pat})"),
+                                _ => format!("{f} (shared.{group_or_product}: {pat})"),
+                            };
+                            e.insert((out.evidence.len(), 0));
+                            out.evidence.push(Evidence {
+                                product: product.clone(),
+                                rule,
+                                detail,
+                            });
+                            out.products.insert(product.clone());
+                        }
                     }
-                    out.products.insert(p.clone());
                 }
+            }
+        }
+        for (idx, more) in first.into_values() {
+            if more > 0 {
+                let e = &mut out.evidence[idx];
+                e.detail = format!("{} and {more} more file(s)", e.detail);
             }
         }
         out.evidence.sort();
         out.evidence.dedup();
+    }
+
+    /// Which owned and shared globs a path matches (memoised: paths repeat across commits).
+    fn classify(&self, f: &str) -> Vec<(Rule, usize)> {
+        let mut v: Vec<(Rule, usize)> = self
+            .owned_set
+            .matches(f)
+            .into_iter()
+            .map(|i| (Rule::OwnedPath, i))
+            .collect();
+        v.extend(
+            self.shared_set
+                .matches(f)
+                .into_iter()
+                .map(|i| (Rule::SharedPath, i)),
+        );
+        v
     }
 
     /// The message names products, but the commit only touches other products' own paths.

@@ -13,8 +13,18 @@ impl Repo {
     /// old and the new path; deletions are included. Paths are relative to the
     /// directory this `Repo` was opened in, and only paths under it are listed.
     pub fn commits(&self, revs: &[&str]) -> Result<Vec<Commit>, GitError> {
-        let out = self
-            .git("read the commits and the files they change")
+        let mut all = Vec::new();
+        self.for_each_commit(revs, |c| all.push(c))?;
+        Ok(all)
+    }
+
+    /// Like [`Repo::commits`], handing each commit to `f` as git produces it.
+    pub fn for_each_commit(
+        &self,
+        revs: &[&str],
+        mut f: impl FnMut(Commit),
+    ) -> Result<(), GitError> {
+        self.git("read the commits and the files they change")
             .args([
                 "-c",
                 "core.quotePath=false",
@@ -29,8 +39,12 @@ impl Repo {
             .args(revs)
             .arg("--")
             .timeout(Some(std::time::Duration::from_secs(600)))
-            .output()?;
-        Ok(parse_log(&String::from_utf8_lossy(&out.stdout)))
+            .for_each_record(RS as u8, |record| {
+                for c in parse_log(&String::from_utf8_lossy(record)) {
+                    f(c);
+                }
+            })?;
+        Ok(())
     }
 
     /// Commits in `revs` without the files (fast: no diffs).

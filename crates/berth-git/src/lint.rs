@@ -110,8 +110,10 @@ fn example_product(a: &Attributor<'_>) -> String {
 
 /// `task-12 login` or `TASK-12` without a slug: say what it should look like.
 fn near_miss_task(text: &str, re: &Regex) -> Option<String> {
-    let loose = Regex::new(r"(?i)\btask[-_ ]?(\d+)(?:[-_ ]([a-z0-9-]+))?").expect("static regex");
-    let c = loose.captures(text)?;
+    static LOOSE: std::sync::LazyLock<Regex> = std::sync::LazyLock::new(|| {
+        Regex::new(r"(?i)\btask[-_ ]?(\d+)(?:[-_ ]([a-z0-9-]+))?").expect("static regex")
+    });
+    let c = LOOSE.captures(text)?;
     let n = c.get(1)?.as_str();
     let slug = c.get(2).map_or("<slug-naming-the-product>", |m| m.as_str());
     let candidate = format!("TASK-{n}-{slug}");

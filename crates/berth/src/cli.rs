@@ -166,6 +166,10 @@ pub struct AffectedArgs {
     /// Show, per product, the commits, rules and files that made it affected
     #[arg(long)]
     pub explain: bool,
+    /// Read only first-parent commits (what landed on the branch): merges count with all
+    /// they brought in, the merged branches' own commit messages are not read
+    #[arg(long)]
+    pub first_parent: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = AffectedFormat::Text)]
     pub format: AffectedFormat,

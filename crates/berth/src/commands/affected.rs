@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use berth_git::affected::{Affected, Since, affected};
+use berth_git::affected::{Affected, Since, Walk, affected};
 use berth_git::attribution::Level;
 
 use crate::cli::{AffectedArgs, AffectedFormat, Cli};
@@ -21,7 +21,11 @@ pub fn run(cli: &Cli, args: &AffectedArgs, printer: &Printer) -> Result<ExitCode
             head: args.head.clone(),
         },
     };
-    let result = affected(&ctx.repo, &attributor, &since).map_err(|e| match e {
+    let walk = Walk {
+        first_parent: args.first_parent,
+        explain: args.explain,
+    };
+    let result = affected(&ctx.repo, &attributor, &since, walk).map_err(|e| match e {
         berth_git::affected::AffectedError::Git(g) => CliError::from(g),
         other => CliError::Config(other.to_string()),
     })?;
@@ -39,7 +43,23 @@ pub fn run(cli: &Cli, args: &AffectedArgs, printer: &Printer) -> Result<ExitCode
         }
         AffectedFormat::Text => print_text(&result, args.explain),
     }
-    for f in &result.findings {
+    // Fallbacks are expected in bulk (that is what fallback_product is for): one line, not one per commit.
+    let fallbacks = result
+        .findings
+        .iter()
+        .filter(|f| f.finding.rule == "fallback")
+        .count();
+    if fallbacks > 0 && args.format != AffectedFormat::Json {
+        printer.status(
+            "Note",
+            &format!("{fallbacks} commit(s) name no product and touch no product's paths; attributed to fallback_product (`--format json` lists them)"),
+        );
+    }
+    for f in result
+        .findings
+        .iter()
+        .filter(|f| f.finding.rule != "fallback")
+    {
         let word = match f.finding.level {
             Level::Error => printer.styles.error.paint("error"),
             Level::Warning => printer.styles.warning.paint("warning"),
@@ -97,7 +117,7 @@ fn print_text(r: &Affected, explain: bool) {
         let state = if p.never_deployed {
             "affected: never deployed".to_string()
         } else if p.affected {
-            format!("affected by {} commit(s){since}", p.commits.len())
+            format!("affected by {} commit(s){since}", p.commit_count)
         } else {
             format!("not affected{since}")
         };

@@ -44,7 +44,7 @@ fn path_only() {
     let b = base(&repo);
     repo.write("products/bestays/listing.py", "x");
     repo.commit_all("refactor: tidy listing");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["bestays"]);
     assert_eq!(
         rules(&v, "bestays"),
@@ -57,7 +57,7 @@ fn task_only() {
     let repo = attribution_repo();
     let b = base(&repo);
     repo.commit_all("feat: login (US-001 TASK-001-login-bestays)");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["bestays"]);
     assert_eq!(rules(&v, "bestays"), ["task-slug TASK-001-login-bestays"]);
 }
@@ -67,7 +67,7 @@ fn porting_task_targets_the_named_product() {
     let repo = attribution_repo();
     let b = base(&repo);
     repo.commit_all("feat: port login (TASK-050-port-login-realestate)");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["realestate"]);
 }
 
@@ -76,7 +76,7 @@ fn trailer_only() {
     let repo = attribution_repo();
     let b = base(&repo);
     repo.commit_all("chore: bump settings\n\nProduct: realestate");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["realestate"]);
     assert_eq!(rules(&v, "realestate"), ["trailer Product: realestate"]);
 }
@@ -87,7 +87,7 @@ fn shared_paths_affect_every_dependent() {
     let b = base(&repo);
     repo.write("apps/server/main.py", "x");
     repo.commit_all("fix: server (TASK-002-server-bestays)");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["bestays", "realestate"]);
     assert_eq!(
         rules(&v, "realestate"),
@@ -111,7 +111,7 @@ fn rename_across_product_dirs_counts_both_sides() {
         "products/realestate/search.py",
     ]);
     repo.commit_all("refactor: move search (TASK-004-search-realestate)\n\nProduct: realestate");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["bestays", "realestate"]);
     assert!(
         rules(&v, "bestays")
@@ -127,7 +127,7 @@ fn deleted_files_count() {
     let b = base(&repo);
     repo.git(&["rm", "-q", "products/realestate/old.py"]);
     repo.commit_all("chore: drop old code (TASK-006-cleanup-realestate)");
-    let v = json(repo.path(), &["affected", "--base", &b, "--explain"], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert!(
         rules(&v, "realestate").contains(
             &"owned-path products/realestate/old.py (products/realestate/**)".to_string()
@@ -153,7 +153,7 @@ fn merge_commits_count_their_first_parent_diff() {
         "Merge branch 'feat/TASK-007-docs-docs'",
         "feat/TASK-007-docs-docs",
     ]);
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     assert_eq!(affected(&v), ["bestays", "docs"]);
     assert_eq!(v["commits"], 3);
     // The merge commit itself is attributed by the paths it brings in, without a finding for its message.
@@ -178,7 +178,7 @@ fn contradictions_are_reported() {
     repo.commit_all("feat: x (TASK-009-x-bestays)\n\nProduct: realestate");
     repo.write("products/realestate/y.py", "y");
     repo.commit_all("feat: y (TASK-010-y-bestays)");
-    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    let v = json(repo.path(), &["affected", "--explain", "--base", &b], 0);
     let rules: Vec<&str> = v["findings"]
         .as_array()
         .unwrap()
@@ -218,8 +218,19 @@ fn unattributable_commits_fail_without_fallback_and_warn_with_it() {
     out.assert_code(0);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(affected(&v), ["docs"]);
+    assert_eq!(v["findings"][0]["rule"], "fallback", "{v}");
     assert!(
-        out.stderr.contains("warning[fallback]") && out.stderr.contains("fallback_product `docs`"),
+        v["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fallback_product `docs`"),
+        "{v}"
+    );
+    let out = run(repo.path(), &["affected", "--base", &b]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("1 commit(s) name no product")
+            && out.stderr.contains("fallback_product"),
         "{}",
         out.snapshot()
     );
@@ -386,4 +397,40 @@ fn explain_text() {
     let text = out.stdout.replace(&b, "[BASE]").replace(&b[..7], "[BASE]");
     let re = regex::Regex::new(r"\n  [0-9a-f]{7} ").unwrap();
     insta::assert_snapshot!(re.replace_all(&text, "\n  [SHA] "));
+}
+
+#[test]
+fn first_parent_reads_what_landed_and_json_without_explain_is_compact() {
+    let repo = attribution_repo();
+    let b = base(&repo);
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("products/realestate/s.py", "x");
+    repo.commit_all("feat: s (TASK-30-s-realestate)");
+    repo.commit_all("chore: note (TASK-31-note-docs)");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&[
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "Merge branch 'side'",
+        "side",
+    ]);
+    // All commits: the side branch's messages count (docs is named by a task slug).
+    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    assert_eq!(affected(&v), ["realestate", "docs"]);
+    assert_eq!(v["commits"], 3);
+    assert_eq!(v["products"][1]["commit_count"], 2);
+    assert!(
+        v["products"][1].get("commits").is_none(),
+        "no explanation unless asked: {v}"
+    );
+    // First parent only: the merge, with the files it brought in.
+    let v = json(
+        repo.path(),
+        &["affected", "--base", &b, "--first-parent"],
+        0,
+    );
+    assert_eq!(affected(&v), ["realestate"]);
+    assert_eq!(v["commits"], 1);
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `berth lint commit --edit FILE` as a commit-msg hook, side by side with
+# commitlint (config-conventional) and cocogitto's `cog verify`, on the same
+# messages. Whole-process wall time, hyperfine without a shell (-N).
+# Usage: bench/lint.sh [RUNS]   (after bench/setup.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/bench/.cache
+RUNS=${1:-300}
+BERTH=$ROOT/target/release/berth
+COMMITLINT=$CACHE/node/node_modules/.bin/commitlint
+COG=$CACHE/cargo/bin/cog
+for b in "$BERTH" "$COMMITLINT" "$COG"; do [ -x "$b" ] || { echo "missing $b: run bench/setup.sh" >&2; exit 2; }; done
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cp -r "$ROOT/examples/multi-product/." "$WORK/"
+cd "$WORK"
+git init -q -b main && git -c user.name=b -c user.email=b@b add -A && git -c user.name=b -c user.email=b@b commit -qm "chore: init (TASK-0-init-bestays)"
+echo '{"extends": ["@commitlint/config-conventional"]}' > .commitlintrc.json
+ln -s "$CACHE/node/node_modules" node_modules
+MSG="feat: implement login (US-001 TASK-001-login-bestays)"
+printf '%s\n' "$MSG" > msg.txt
+# Every tool must accept the message, or the comparison is meaningless.
+"$BERTH" lint commit --edit msg.txt >/dev/null
+"$COMMITLINT" --edit msg.txt >/dev/null
+"$COG" verify "$MSG" >/dev/null 2>&1
+
+hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$WORK/lint.json" \
+    -n "berth lint commit --edit" "$BERTH lint commit --edit msg.txt" \
+    -n "berth lint commit --edit --staged (installed hook)" "$BERTH lint commit --edit msg.txt --staged" \
+    -n "commitlint --edit" "$COMMITLINT --edit msg.txt" \
+    -n "cog verify" "$COG verify '$MSG'" >&2
+
+python3 - "$WORK/lint.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+base = r[0]["median"]
+print("| command | median | mean ± σ | min | ratio to berth (median) |")
+print("|---|---:|---:|---:|---:|")
+for x in r:
+    print(f"| `{x['command']}` | {x['median']*1000:.2f} ms | {x['mean']*1000:.2f} ± {x['stddev']*1000:.2f} ms | {x['min']*1000:.2f} ms | {x['median']/base:.1f}x |")
+PY

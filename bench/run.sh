@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every benchmark and write bench/RESULTS.md.
+# Usage: bench/run.sh ASTRO_REPO    (a local clone or mirror of withastro/astro)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ASTRO=${1:?usage: bench/run.sh ASTRO_REPO}
+./bench/setup.sh
+OUT=bench/RESULTS.md
+{
+    echo "# Benchmark results"
+    echo
+    echo "Produced by \`bench/run.sh <astro clone>\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(uname -m), $(git --version), commit $(git rev-parse --short HEAD))."
+    echo "Times are whole-process wall clock from hyperfine (\`-N\`, no shell); ratios compare medians from the same run."
+    echo
+    echo "## Commit-msg hook: \`berth lint commit --edit\` vs commitlint vs cocogitto"
+    echo
+    echo "Target: berth's median at most 5 ms."
+    echo
+    ./bench/lint.sh
+    echo
+    echo "## \`berth affected\` over 10,000+ commits of withastro/astro"
+    echo
+    echo "Target: at most 1.5x the time of \`git log --name-only --first-parent\` over the same range."
+    echo
+    ./bench/affected.sh "$ASTRO"
+} > "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
