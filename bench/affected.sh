@@ -15,9 +15,13 @@ BERTH=$ROOT/target/release/berth
 TURBO=$ROOT/bench/.cache/node/node_modules/.bin/turbo
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-git clone -q "$SRC" "$WORK/astro" 2>/dev/null || git clone -q --no-checkout "$SRC" "$WORK/astro"
-cp "$ROOT/bench/fixtures/astro.berth.toml" "$WORK/astro/berth.toml"
+git clone -q --no-checkout "$SRC" "$WORK/astro"
 cd "$WORK/astro"
+# Only what turbo reads (package manifests, lockfile, turbo.json) is checked out;
+# the rest stays in git (mirrors may lack large blobs, which a full checkout needs).
+git sparse-checkout set --no-cone 'package.json' 'turbo.json' '/pnpm-lock.yaml' '/pnpm-workspace.yaml' '/.npmrc' >/dev/null 2>&1 || true
+git checkout -q HEAD >/dev/null 2>&1 || true
+cp "$ROOT/bench/fixtures/astro.berth.toml" berth.toml
 BASE=$(git rev-list --first-parent HEAD | sed -n 10001p)
 [ -n "$BASE" ] || { echo "the repository has fewer than 10,001 first-parent commits" >&2; exit 2; }
 FP=$(git rev-list --count --first-parent "$BASE..HEAD")
@@ -26,12 +30,12 @@ echo "range $BASE..HEAD: $FP first-parent commits, $ALL commits in all" >&2
 # Rename detection needs blob contents; berth lists both sides of a rename with
 # --no-renames, so the peer runs the same diff (and mirrors may lack large blobs).
 PEER="git log --no-renames --name-only --first-parent $BASE..HEAD"
-"$BERTH" affected --base "$BASE" --format github 2>/dev/null
+"$BERTH" affected --base "$BASE" --format github >&2 2>/dev/null
 cmds=(-n "git log --name-only --first-parent" "$PEER"
       -n "berth affected --base" "$BERTH affected --base $BASE --format github"
       -n "berth affected --base --first-parent" "$BERTH affected --base $BASE --first-parent --format github")
 TURBO_OK=0
-if [ -x "$TURBO" ] && git checkout -q HEAD -- . 2>/dev/null && \
+if [ -x "$TURBO" ] && \
    TURBO_TELEMETRY_DISABLED=1 TURBO_SCM_BASE=$BASE "$TURBO" ls --affected --output=json >/dev/null 2>"$WORK/turbo.err"; then
     TURBO_OK=1
     cmds+=(-n "turbo ls --affected" "env TURBO_TELEMETRY_DISABLED=1 TURBO_SCM_BASE=$BASE $TURBO ls --affected --output=json")
@@ -39,11 +43,14 @@ else
     echo "turbo ls --affected could not run here: $(tail -3 "$WORK/turbo.err" 2>/dev/null)" >&2
 fi
 hyperfine -N --warmup 2 --runs "$RUNS" --export-json "$WORK/aff.json" "${cmds[@]}" >&2
-python3 - "$WORK/aff.json" "$FP" "$ALL" <<'PY'
+TURBO_N=$(TURBO_TELEMETRY_DISABLED=1 TURBO_SCM_BASE=$BASE "$TURBO" ls --affected --output=json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["packages"]["count"])' 2>/dev/null || echo "?")
+BERTH_N=$("$BERTH" affected --base "$BASE" --format json 2>/dev/null | python3 -c 'import json,sys; v=json.load(sys.stdin); print("%d of %d products affected, %d commits read" % (len(v["affected"]), len(v["products"]), v["commits"]))')
+python3 - "$WORK/aff.json" "$FP" "$ALL" "$BERTH_N" "$TURBO_N" "$BASE" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 base = r[0]["median"]
-print(f"Range: {sys.argv[2]} first-parent commits ({sys.argv[3]} in all).")
+print(f"Range `{sys.argv[6][:12]}..HEAD`: {sys.argv[2]} first-parent commits ({sys.argv[3]} in all).")
+print(f"berth: {sys.argv[4]}; turbo: {sys.argv[5]} packages affected.")
 print()
 print("| command | median | mean ± σ | ratio to git log (median) |")
 print("|---|---:|---:|---:|")

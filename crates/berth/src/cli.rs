@@ -129,7 +129,8 @@ Run berth's main job end to end on an embedded two-product example (bestays and 
 realestate), in a fresh temporary git repository. Needs only git: no Docker.
 
 The demo checks the manifest, adds a third product modelled on the first, \
-and shows the secret scan catching a committed .env file.";
+lints the strategy document's commit messages, explains which products two new \
+commits affect, and shows the secret scan catching a committed .env file.";
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -101,6 +101,90 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     step(
         printer,
         4,
+        "berth lint commit: the strategy document's commit messages",
+    );
+    let (loaded, _) =
+        berth_manifest::load_path(&manifest).map_err(|e| CliError::Failed(e.to_string()))?;
+    let attributor = berth_git::attribution::Attributor::new(&loaded.manifest)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut failed = 0;
+    for message in [
+        "feat: implement login (US-001 TASK-001-login-bestays)",
+        "TASK-050-port-login-realestate",
+        "TASK-002-database-schema",
+    ] {
+        let commit = berth_git::attribution::Commit {
+            message: message.into(),
+            ..Default::default()
+        };
+        let r = berth_git::lint::lint_commit(&attributor, &commit, false, false);
+        if r.failed() {
+            failed += 1;
+            let f = r
+                .findings
+                .iter()
+                .find(|f| f.level == berth_git::attribution::Level::Error)
+                .expect("a failing finding");
+            println!(
+                "    ✗ {message}\n        {}: {}\n        hint: {}",
+                f.rule,
+                f.message,
+                f.hint.as_deref().unwrap_or("-")
+            );
+        } else {
+            println!("    ✓ {message}  -> {}", r.products.join(", "));
+        }
+    }
+    expect(failed == 1, "exactly the message naming no product to fail")?;
+
+    step(
+        printer,
+        5,
+        "berth affected --explain: a shared fix and a realestate feature",
+    );
+    let base = repo.resolve("HEAD")?.expect("HEAD exists");
+    std::fs::write(
+        dir.join("apps/server/app/health.py"),
+        "def ok():\n    return True\n",
+    )
+    .map_err(io)?;
+    commit(&repo, "fix: health check (TASK-003-health-bestays)")?;
+    std::fs::write(
+        dir.join("products/realestate/listings.yaml"),
+        "kinds: [house]\n",
+    )
+    .map_err(io)?;
+    commit(&repo, "feat: listings (TASK-004-listings-realestate)")?;
+    let since = berth_git::affected::Since::Range {
+        base,
+        head: "HEAD".into(),
+    };
+    let walk = berth_git::affected::Walk {
+        first_parent: false,
+        explain: true,
+    };
+    let result = berth_git::affected::affected(&repo, &attributor, &since, walk)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("    affected: {}", result.affected.join(", "));
+    for p in &result.products {
+        for c in &p.commits {
+            let rules: Vec<&str> = c.rules.iter().map(|e| e.rule.describe()).collect();
+            println!(
+                "      {:<11} {} ({})",
+                p.product,
+                c.subject,
+                rules.join(", ")
+            );
+        }
+    }
+    expect(
+        result.affected.len() == 3,
+        "the shared fix to affect every product",
+    )?;
+
+    step(
+        printer,
+        6,
         "force-commit the strategy document's .env, as it was, and run berth check again",
     );
     std::fs::write(dir.join(".env"), SEED_ENV).map_err(io)?;
@@ -122,9 +206,9 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     )?;
     println!("    caught {secrets} committed secrets, values masked; `berth check` exits 1");
 
-    step(printer, 5, "done");
+    step(printer, 7, "done");
     println!(
-        "    berth check, berth init and berth product add ran for real in {}.",
+        "    check, product add, lint, affected and the secret scan ran for real in {}.",
         dir.display()
     );
     if args.dir.is_none() {
