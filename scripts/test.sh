@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # Install what berth's tests need, then run every test, formatting and lint check.
 # Usage: ./scripts/test.sh        (from a fresh clone on Debian 12, as root or with sudo)
+#
+# Tests start their own PostgreSQL clusters and Redis servers on free ports in
+# temp directories and stop them when done; this script only installs programs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_rust
 ensure_cmd git git
+ensure_cmd python3 python3
+ensure_cmd openssl openssl
+ensure_cmd nginx nginx
+ensure_cmd redis-server redis-server
+ensure_cmd redis-cli redis-tools
+ensure_cmd promtool prometheus
+ensure_postgres
+ensure_compose
+ensure_actionlint
 
 log "cargo fmt --check"
 cargo fmt --all --check

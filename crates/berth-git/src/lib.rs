@@ -216,3 +216,14 @@ impl Repo {
         Ok(PathBuf::from(out.stdout_str().trim()))
     }
 }
+
+impl Repo {
+    /// Whether git ignores `path` (relative to this directory).
+    pub fn is_ignored(&self, path: &str) -> Result<bool, GitError> {
+        let out = self
+            .git("check whether a path is git-ignored")
+            .args(["check-ignore", "-q", "--no-index", path])
+            .output_unchecked()?;
+        Ok(out.status.code() == Some(0))
+    }
+}

@@ -22,3 +22,8 @@ pub fn json_schema() -> String {
     s.push('\n');
     s
 }
+
+/// A lowercase slug of `s` (`Best Stays` -> `best-stays`), as product, image and project names need.
+pub fn slug(s: &str) -> String {
+    validate::slugify(s)
+}

@@ -119,6 +119,24 @@ pub struct InfraService {
     /// Name of the environment variable holding the admin URL (external mode). Never the URL itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_url_env: Option<String>,
+    /// Host the products' containers use to reach it [default: the service name
+    /// (`postgres`, `redis`) in container mode, `localhost` when external].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_host: Option<String>,
+    /// Port the products' containers use to reach it [default: 5432 / 6379].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_port: Option<u16>,
+}
+
+impl InfraService {
+    /// Host and port the products use, with the defaults applied.
+    pub fn app_address(&self, service: &str, default_port: u16) -> (String, u16) {
+        let host = self.app_host.clone().unwrap_or_else(|| match self.mode {
+            InfraMode::Container => service.to_string(),
+            InfraMode::External => "localhost".to_string(),
+        });
+        (host, self.app_port.unwrap_or(default_port))
+    }
 }
 
 /// `[proxy]`
@@ -133,6 +151,25 @@ pub struct Proxy {
     /// Command that tests the nginx configuration before a reload.
     #[serde(default = "default_test")]
     pub test_command: String,
+    /// Port nginx listens on for HTTP.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// Port nginx listens on for HTTPS (prod).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// Directory holding `<domain>/fullchain.pem` and `<domain>/privkey.pem` (prod TLS).
+    #[serde(default = "default_certs_dir")]
+    pub certs_dir: String,
+}
+
+fn default_http_port() -> u16 {
+    80
+}
+fn default_https_port() -> u16 {
+    443
+}
+fn default_certs_dir() -> String {
+    "/etc/letsencrypt/live".into()
 }
 
 fn default_reload() -> String {
@@ -227,6 +264,10 @@ pub struct Service {
     /// Port published on the host (must be unique across all products).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// nginx location routed to this service (`"/api/"`) [default: `/` for the first
+    /// service with a port, `/<service>/` for the others].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// HTTP health check that gates every deploy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
@@ -270,6 +311,10 @@ pub struct Health {
     /// How long a new deploy may take to become healthy before it is abandoned.
     #[serde(default = "default_deadline")]
     pub deadline: HumanDuration,
+    /// Command the container runs to check itself (compose healthcheck) [default:
+    /// curl or wget of `path`]. Images without a shell (`FROM scratch`) need one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
 }
 
 fn default_interval() -> HumanDuration {

@@ -100,3 +100,345 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
         .to_path_buf()
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("find a free port")
+}
+
+/// Find a program on PATH or in the given extra directories, or panic saying how to get it.
+pub fn require_program(name: &str, extra: &[&str], install: &str) -> PathBuf {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    for pattern in extra {
+        for dir in glob_dirs(pattern) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "`{name}` is required for this test but is not installed ({install}); ./scripts/test.sh installs it"
+    )
+}
+
+/// Directories matching a pattern with one `*` component (e.g. `/usr/lib/postgresql/*/bin`), newest first.
+fn glob_dirs(pattern: &str) -> Vec<PathBuf> {
+    let Some((head, tail)) = pattern.split_once('*') else {
+        return vec![PathBuf::from(pattern)];
+    };
+    let mut out: Vec<PathBuf> = std::fs::read_dir(head)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| PathBuf::from(format!("{}{}", e.path().display(), tail)))
+        .filter(|p| p.is_dir())
+        .collect();
+    out.sort();
+    out.reverse();
+    out
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not start listening on 127.0.0.1:{port} within 30s; its log ({}):\n{}",
+        log.display(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// A throwaway PostgreSQL cluster on a free port, run as the `postgres` user
+/// (PostgreSQL refuses to run as root). The superuser is `postgres` with a
+/// password; host connections use scram-sha-256. Stopped on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pg_ctl: PathBuf,
+    pub port: u16,
+    pub password: String,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        const PG: &[&str] = &["/usr/lib/postgresql/*/bin"];
+        let install = "apt-get install postgresql";
+        let initdb = require_program("initdb", PG, install);
+        let pg_ctl = require_program("pg_ctl", PG, install);
+        let dir = tempfile::Builder::new()
+            .prefix("berth-pg-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let password = "admin-pw-for-tests".to_string();
+        std::fs::write(dir.path().join("pw"), &password).expect("write pwfile");
+        as_postgres_owner(dir.path());
+        let port = free_port();
+        let out = postgres_cmd(&initdb)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .arg(format!("--pwfile={}", dir.path().join("pw").display()))
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.path().join("postgres.log");
+        let out = postgres_cmd(&pg_ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+            ])
+            .arg(format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                dir.path().display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        wait_for_port(port, "PostgreSQL", &log);
+        Self {
+            dir,
+            pg_ctl,
+            port,
+            password,
+        }
+    }
+
+    /// The admin URL (superuser `postgres`).
+    pub fn admin_url(&self) -> String {
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
+    }
+
+    /// Run SQL with psql as `user`/`password` against `db`; returns (success, stdout+stderr).
+    pub fn psql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> (bool, String) {
+        let psql = require_program(
+            "psql",
+            &["/usr/lib/postgresql/*/bin"],
+            "apt-get install postgresql-client",
+        );
+        let out = Command::new(psql)
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("run psql");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Run SQL as the superuser; panics on failure.
+    pub fn admin(&self, sql: &str) -> String {
+        let (ok, out) = self.psql_as("postgres", &self.password, "postgres", sql);
+        assert!(ok, "admin SQL failed: {sql}\n{out}");
+        out
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = postgres_cmd(&self.pg_ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid() == 0
+        })
+        .unwrap_or(false)
+}
+
+/// A command that runs as the `postgres` user when we are root.
+fn postgres_cmd(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn as_postgres_owner(dir: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("run chown");
+        assert!(
+            status.success(),
+            "chown {} to postgres failed (does the postgres user exist? apt-get install postgresql)",
+            dir.display()
+        );
+    }
+}
+
+/// A throwaway Redis on a free port, with an ACL file. Killed on drop.
+pub struct Redis {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Redis {
+    /// Start redis-server loading `acl` (a users.acl file) as its ACL file.
+    pub fn start_with_acl(acl: &str) -> Self {
+        let server = require_program("redis-server", &[], "apt-get install redis-server");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-redis-")
+            .tempdir()
+            .expect("temp dir");
+        let acl_path = dir.path().join("users.acl");
+        std::fs::write(&acl_path, acl).expect("write ACL");
+        let port = free_port();
+        let log = dir.path().join("redis.log");
+        let child = Command::new(server)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--logfile",
+                log.to_str().unwrap(),
+            ])
+            .args(["--aclfile", acl_path.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let mut this = Self {
+            child,
+            _dir: dir,
+            port,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = this.child.try_wait().ok().flatten();
+            if exited.is_some() || std::time::Instant::now() > deadline {
+                panic!(
+                    "Redis did not start on 127.0.0.1:{port} ({}); its log:\n{}",
+                    exited.map_or("timed out".to_string(), |s| format!("exited: {s}")),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        this
+    }
+
+    /// Run a command with redis-cli as `user`; returns its output (errors included).
+    pub fn cli(&self, user: Option<(&str, &str)>, args: &[&str]) -> String {
+        let cli = require_program("redis-cli", &[], "apt-get install redis-tools");
+        let mut c = Command::new(cli);
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "--no-auth-warning",
+        ]);
+        if let Some((u, p)) = user {
+            c.args(["--user", u, "--pass", p]);
+        }
+        let out = c.args(args).output().expect("run redis-cli");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

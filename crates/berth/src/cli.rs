@@ -70,6 +70,12 @@ pub enum Command {
     Hooks(HooksCommand),
     /// List the commits of a product, task or story (by attribution, not grep)
     Log(LogArgs),
+    /// Render compose, nginx, SQL, Redis ACL, .env.example, Prometheus, Grafana and CI files
+    #[command(long_about = RENDER_LONG)]
+    Render(RenderArgs),
+    /// Create each product's database, role and Redis user on the shared servers
+    #[command(long_about = PROVISION_LONG)]
+    Provision(ProvisionArgs),
     /// Print the JSON schema of berth.toml (for editors and CI)
     Schema(SchemaArgs),
     /// Print shell completions
@@ -123,6 +129,32 @@ with the fix, never a silent guess.
 
 Exit status: 0 done, 1 some commit could not be attributed to any product \
 (set fallback_product to accept that), 2 usage error or unusable history.";
+
+const RENDER_LONG: &str = "\
+Render every file berth derives from berth.toml into --out (default deploy/<env>):
+  compose/<product>.yml, compose/infra.yml   one compose project per product (+ shared infra)
+  nginx/nginx.conf, nginx/berth.conf         front door; upstreams/<product>.conf point at live slots
+  postgres/provision.sql                     databases and roles, idempotent (psql)
+  redis/users.acl                            one ACL user per product, confined to its prefix
+  env/<product>.env.example                  the names each product reads, never values
+  prometheus/prometheus.yml, alerts.yml      product and service as target labels
+  grafana/berth-dashboard.json               requests, errors, p95 per product
+  github/workflows/berth.yml                 lint, affected, a deploy job per product
+
+Output depends only on berth.toml: byte-identical across runs and machines, so \
+--check (exit 1 listing stale files) works as a CI drift check. Secrets never \
+enter these files: each product's passwords are generated into \
+.berth/secrets/<product>.env (mode 0600, git-ignored; berth adds the ignore rule).";
+
+const PROVISION_LONG: &str = "\
+Create each product's database and login role on the shared PostgreSQL (with \
+psql, from postgres/provision.sql) and its Redis ACL user, idempotently. Prints \
+what was created and what already existed. Passwords come from the product's \
+secret file; they change only with --rotate-passwords.
+
+The admin connection comes from the environment variable named by \
+[infra.*] admin_url_env (default BERTH_POSTGRES_ADMIN_URL / BERTH_REDIS_ADMIN_URL); \
+in container mode without it, the infra secret file and published port are used.";
 
 const DEMO_LONG: &str = "\
 Run berth's main job end to end on an embedded two-product example (bestays and \
@@ -257,6 +289,47 @@ pub struct LogArgs {
     /// Revisions to walk [default: HEAD]
     #[arg(value_name = "REV")]
     pub revs: Vec<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnvArg {
+    Dev,
+    Prod,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Environment to render for
+    #[arg(long, value_enum, default_value_t = EnvArg::Prod)]
+    pub env: EnvArg,
+    /// Output directory [default: deploy/<env> beside berth.toml]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write nothing; exit 1 listing files that differ from what would be rendered
+    #[arg(long)]
+    pub check: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["product", "all"])))]
+pub struct ProvisionArgs {
+    /// The product to provision
+    pub product: Option<String>,
+    /// Provision every product
+    #[arg(long)]
+    pub all: bool,
+    /// Environment whose rendered files to use
+    #[arg(long, value_enum, default_value_t = EnvArg::Prod)]
+    pub env: EnvArg,
+    /// Generate new database and Redis passwords (updates the secret files)
+    #[arg(long)]
+    pub rotate_passwords: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -71,6 +71,14 @@ impl Printer {
         );
     }
 
+    pub fn warn(&self, msg: &str) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{}: {msg}",
+            self.styles.warning.paint("warning")
+        );
+    }
+
     /// A progress or status line (stderr).
     pub fn status(&self, verb: &str, msg: &str) {
         let _ = writeln!(

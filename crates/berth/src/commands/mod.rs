@@ -10,6 +10,8 @@ mod init;
 mod lint;
 mod log;
 mod product;
+mod provision;
+mod render;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,8 @@ pub fn run() -> ExitCode {
         Command::Hooks(HooksCommand::Uninstall(a)) => hooks::uninstall(&cli, a, &printer),
         Command::Hooks(HooksCommand::Run(a)) => hooks::run(&cli, a, &printer),
         Command::Log(a) => log::run(&cli, a, &printer),
+        Command::Render(a) => render::run(&cli, a, &printer),
+        Command::Provision(a) => provision::run(&cli, a, &printer),
         Command::Schema(a) => schema::run(a, &printer),
         Command::Completions(a) => completions::run(a),
         Command::Demo(a) => demo::run(a, &printer),
@@ -108,6 +112,30 @@ pub fn manifest_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Load and fully validate the manifest at `path`; problems are printed (exit 2).
+pub fn load_manifest(path: &Path, printer: &Printer) -> Result<berth_manifest::Manifest> {
+    match berth_manifest::load_path(path) {
+        Ok((loaded, _warnings)) => Ok(loaded.manifest),
+        Err(berth_manifest::LoadError::Invalid { diagnostics, path }) => {
+            printer.diagnostics(&diagnostics);
+            printer.error(&format!(
+                "{path} is invalid; `berth check` lists every problem"
+            ));
+            Err(CliError::Reported(2))
+        }
+        Err(e) => Err(CliError::Config(e.to_string())),
+    }
+}
+
+/// Like [`write_atomic`], creating parent directories first.
+pub fn write_atomic_mkdir(path: &Path, contents: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    write_atomic(path, contents)
+}
+
 /// Write `contents` to `path` atomically: a temp file beside it, then rename.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     let dir = manifest_dir(path);
@@ -115,6 +143,15 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
         .map_err(|e| CliError::Config(format!("cannot write in {}: {e}", dir.display())))?;
     std::io::Write::write_all(&mut tmp, contents.as_bytes())
         .map_err(|e| CliError::Config(format!("cannot write {}: {e}", path.display())))?;
+    // Keep the mode of the file being replaced (temp files start as 0600); new files get 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
+        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode));
+    }
     tmp.persist(path)
         .map_err(|e| CliError::Config(format!("cannot write {}: {}", path.display(), e.error)))?;
     Ok(())

@@ -7,8 +7,16 @@ fn demo_runs_end_to_end() {
     let out = run(tmp.path(), &["demo", "--dir", "demo"]);
     out.assert_code(0);
     assert!(out.stdout.contains("[7] done"), "{}", out.snapshot());
-    assert!(out.stdout.contains("✗ TASK-002-database-schema"), "{}", out.snapshot());
-    assert!(out.stdout.contains("affected: bestays, realestate, villas"), "{}", out.snapshot());
+    assert!(
+        out.stdout.contains("✗ TASK-002-database-schema"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stdout.contains("affected: bestays, realestate, villas"),
+        "{}",
+        out.snapshot()
+    );
     assert!(
         out.stdout.contains("caught 3 committed secrets"),
         "{}",

@@ -10,6 +10,8 @@ mod init;
 mod lint;
 mod log;
 mod product;
+mod provision;
+mod render;
 mod schema;
 mod secrets;
 mod support;

@@ -1,0 +1,421 @@
+//! `berth provision`: each product's database, login role and Redis ACL user,
+//! created on the shared servers idempotently, with passwords taken from (or,
+//! on rotation, written to) the product's secret file.
+
+pub mod resp;
+pub mod url;
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_cmd::Cmd;
+use berth_manifest::{InfraMode, Manifest};
+use berth_render::secrets::{self, SecretFile};
+use serde::Serialize;
+
+use crate::resp::{Connection, Reply};
+use crate::url::ServiceUrl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Cmd(#[from] berth_cmd::CmdError),
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
+    #[error("could not {action} Redis at {url}: {detail}")]
+    Redis {
+        action: String,
+        url: String,
+        detail: String,
+    },
+}
+
+/// What happened to one product.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProductReport {
+    pub product: String,
+    /// `created` or `existing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// `set` (new role), `rotated`, or `unchanged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_password: Option<&'static str>,
+    /// `created` or `existing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_user: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<&'static str>,
+}
+
+/// The admin URL for a piece of infrastructure: the environment variable named by
+/// `admin_url_env` (or the default name), else, in container mode, the published
+/// port with the infra secret.
+fn admin_url(
+    infra: &berth_manifest::InfraService,
+    default_env: &str,
+    scheme_user: (&str, &str),
+    secret_key: &str,
+    root: &Path,
+) -> Result<ServiceUrl, ProvisionError> {
+    let var = infra
+        .admin_url_env
+        .clone()
+        .unwrap_or_else(|| default_env.to_string());
+    if let Ok(v) = std::env::var(&var)
+        && !v.is_empty()
+    {
+        return ServiceUrl::parse(&v).ok_or_else(|| {
+            ProvisionError::Config(format!(
+                "${var} is not a URL like {}://user:password@host:port",
+                scheme_user.0
+            ))
+        });
+    }
+    if infra.mode == InfraMode::Container
+        && let Some(port) = infra.port
+    {
+        let f = SecretFile::load(&secrets::infra_secret_path(root))?;
+        if let Some(pw) = f.get(secret_key) {
+            return Ok(ServiceUrl {
+                scheme: scheme_user.0.into(),
+                user: Some(scheme_user.1.into()),
+                password: Some(pw.to_string()),
+                host: "127.0.0.1".into(),
+                port: Some(port),
+                path: String::new(),
+            });
+        }
+    }
+    Err(ProvisionError::Config(format!(
+        "no admin connection: set ${var} (e.g. {}://{}:<password>@<host>:<port>), or run `berth render` so container mode has its infra secrets",
+        scheme_user.0, scheme_user.1
+    )))
+}
+
+/// psql against the admin URL; the password goes through PGPASSWORD, never argv.
+fn psql(url: &ServiceUrl, summary: &str) -> Cmd {
+    let mut conn = format!(
+        "host={} dbname={}",
+        url.host,
+        if url.path.is_empty() {
+            "postgres"
+        } else {
+            url.path.split('?').next().unwrap_or("postgres")
+        }
+    );
+    if let Some(p) = url.port {
+        conn.push_str(&format!(" port={p}"));
+    }
+    if let Some(u) = &url.user {
+        conn.push_str(&format!(" user={u}"));
+    }
+    let mut c = Cmd::new("psql", summary)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d"])
+        .arg(conn)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .hint_if_missing("install the PostgreSQL client: apt-get install postgresql-client");
+    if let Some(pw) = &url.password {
+        c = c.env("PGPASSWORD", pw).redact(pw.clone());
+    }
+    c
+}
+
+pub struct Options<'a> {
+    pub manifest: &'a Manifest,
+    /// The manifest directory (secret files live under it).
+    pub root: &'a Path,
+    /// The products to provision.
+    pub products: Vec<String>,
+    pub rotate_passwords: bool,
+}
+
+pub fn provision(opts: &Options<'_>) -> Result<Vec<ProductReport>, ProvisionError> {
+    let m = opts.manifest;
+    let mut reports: Vec<ProductReport> = opts
+        .products
+        .iter()
+        .map(|p| ProductReport {
+            product: p.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let with_db: Vec<&String> = opts
+        .products
+        .iter()
+        .filter(|p| m.products[*p].database.is_some())
+        .collect();
+    if !with_db.is_empty() {
+        let infra = m.infra.postgres.as_ref().ok_or_else(|| {
+            ProvisionError::Config(
+                "products have databases but berth.toml has no [infra.postgres]".into(),
+            )
+        })?;
+        let url = admin_url(
+            infra,
+            "BERTH_POSTGRES_ADMIN_URL",
+            ("postgresql", "postgres"),
+            "POSTGRES_PASSWORD",
+            opts.root,
+        )?;
+        provision_postgres(opts, &url, &with_db, &mut reports)?;
+    }
+    let with_redis: Vec<&String> = opts
+        .products
+        .iter()
+        .filter(|p| m.products[*p].redis.is_some())
+        .collect();
+    if !with_redis.is_empty() {
+        let infra = m.infra.redis.as_ref().ok_or_else(|| {
+            ProvisionError::Config(
+                "products have Redis key spaces but berth.toml has no [infra.redis]".into(),
+            )
+        })?;
+        let url = admin_url(
+            infra,
+            "BERTH_REDIS_ADMIN_URL",
+            ("redis", "berth-admin"),
+            "REDIS_ADMIN_PASSWORD",
+            opts.root,
+        )?;
+        provision_redis(opts, &url, &with_redis, &mut reports)?;
+    }
+    Ok(reports)
+}
+
+fn report<'a>(reports: &'a mut [ProductReport], p: &str) -> &'a mut ProductReport {
+    reports
+        .iter_mut()
+        .find(|r| r.product == p)
+        .expect("report for every product")
+}
+
+fn provision_postgres(
+    opts: &Options<'_>,
+    url: &ServiceUrl,
+    products: &[&String],
+    reports: &mut [ProductReport],
+) -> Result<(), ProvisionError> {
+    let m = opts.manifest;
+    let dbs: Vec<_> = products
+        .iter()
+        .map(|p| m.products[*p].database.clone().expect("filtered"))
+        .collect();
+    let quote = |v: Vec<&str>| {
+        v.iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let query = format!(
+        "SELECT 'role:' || rolname FROM pg_roles WHERE rolname IN ({}) UNION ALL SELECT 'db:' || datname FROM pg_database WHERE datname IN ({})",
+        quote(dbs.iter().map(|d| d.role.as_str()).collect()),
+        quote(dbs.iter().map(|d| d.name.as_str()).collect()),
+    );
+    let out = psql(
+        url,
+        &format!("read existing databases and roles on {}", url.redacted()),
+    )
+    .args(["-At", "-c", &query])
+    .timeout(Some(Duration::from_secs(30)))
+    .output()?;
+    let existing: std::collections::HashSet<String> =
+        out.stdout_str().lines().map(str::to_string).collect();
+
+    // The rendered SQL for just these products, then the passwords (as SCRAM verifiers:
+    // the plain password never reaches the server, its logs or psql's command line).
+    let mut subset = m.clone();
+    subset.products.retain(|k, _| products.contains(&k));
+    let files = berth_render::render(&berth_render::RenderInput {
+        manifest: &subset,
+        env: berth_render::Env::Prod,
+        root_from_out: ".".into(),
+        out_from_root: ".".into(),
+    })
+    .map_err(|e| ProvisionError::Config(e.to_string()))?;
+    let mut script = files
+        .into_iter()
+        .find(|f| f.path == "postgres/provision.sql")
+        .map(|f| f.contents)
+        .unwrap_or_default();
+    let mut restore: Vec<SecretFile> = Vec::new();
+    let mut password_lines = Vec::new();
+    for (p, db) in products.iter().zip(&dbs) {
+        let role_existed = existing.contains(&format!("role:{}", db.role));
+        let known = SecretFile::load(&secrets::product_secret_path(opts.root, p))?
+            .get("DATABASE_PASSWORD")
+            .is_some();
+        let (mut file, _) = secrets::ensure_product(m, opts.root, p)?;
+        let r = report(reports, p);
+        r.database = Some(if existing.contains(&format!("db:{}", db.name)) {
+            "existing"
+        } else {
+            "created"
+        });
+        r.role = Some(if role_existed { "existing" } else { "created" });
+        let action = if opts.rotate_passwords {
+            restore.push(file.clone());
+            let pw = secrets::generate_password();
+            file.set("DATABASE_PASSWORD", &pw);
+            file.save(&format!("secrets of product {p}"))?;
+            let (f2, _) = secrets::ensure_product(m, opts.root, p)?;
+            file = f2;
+            "rotated"
+        } else if role_existed && !known {
+            // Someone else made this role: its password is not berth's to change unasked.
+            "unknown"
+        } else if role_existed {
+            "unchanged"
+        } else {
+            "set"
+        };
+        r.db_password = Some(action);
+        if action == "set" || action == "rotated" {
+            let pw = file
+                .get("DATABASE_PASSWORD")
+                .expect("ensure_product made one");
+            let verifier = postgres_protocol::password::scram_sha_256(pw.as_bytes());
+            password_lines.push(format!(
+                "ALTER ROLE \"{}\" PASSWORD '{verifier}';\n",
+                db.role
+            ));
+        }
+    }
+    script.push_str("\n-- passwords (SCRAM verifiers)\n");
+    for l in &password_lines {
+        script.push_str(l);
+    }
+    let applied = psql(
+        url,
+        &format!("apply the provisioning SQL on {}", url.redacted()),
+    )
+    .args(["-f", "-"])
+    .stdin(script)
+    .timeout(Some(Duration::from_secs(120)))
+    .output();
+    if let Err(e) = applied {
+        // Nothing half-done: a rotated password the server did not take is put back.
+        for f in &restore {
+            let _ = f.save(&format!(
+                "secrets of product {}",
+                f.path.file_stem().and_then(|s| s.to_str()).unwrap_or("")
+            ));
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> ProvisionError {
+    let (u, a) = (url.redacted(), action.to_string());
+    move |detail| ProvisionError::Redis {
+        action: a.clone(),
+        url: u.clone(),
+        detail,
+    }
+}
+
+fn expect_ok(
+    reply: std::io::Result<Reply>,
+    err: &dyn Fn(String) -> ProvisionError,
+) -> Result<Reply, ProvisionError> {
+    match reply {
+        Ok(Reply::Error(e)) => Err(err(e)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// The password hashes `ACL GETUSER` lists for a user.
+fn password_hashes(user: &Reply) -> Vec<String> {
+    let Reply::Array(Some(items)) = user else {
+        return Vec::new();
+    };
+    let mut it = items.iter();
+    while let Some(k) = it.next() {
+        let v = it.next();
+        if matches!(k, Reply::Bulk(Some(b)) if b == b"passwords")
+            && let Some(Reply::Array(Some(pws))) = v
+        {
+            return pws
+                .iter()
+                .filter_map(|p| match p {
+                    Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+fn provision_redis(
+    opts: &Options<'_>,
+    url: &ServiceUrl,
+    products: &[&String],
+    reports: &mut [ProductReport],
+) -> Result<(), ProvisionError> {
+    let m = opts.manifest;
+    let connect_err = redis_err(url, "connect to");
+    let mut conn =
+        Connection::connect(&url.host, url.port.unwrap_or(6379), Duration::from_secs(10))
+            .map_err(|e| connect_err(e.to_string()))?;
+    if let Some(pw) = &url.password {
+        let auth = redis_err(url, "authenticate with");
+        let reply = match &url.user {
+            Some(u) => conn.command(&["AUTH", u.as_str(), pw.as_str()]),
+            None => conn.command(&["AUTH", pw.as_str()]),
+        };
+        expect_ok(reply, &auth)?;
+    }
+    let acl = redis_err(url, "set ACL users on");
+    for p in products {
+        let prefix = &m.products[*p].redis.as_ref().expect("filtered").prefix;
+        let user = expect_ok(conn.command(&["ACL", "GETUSER", p.as_str()]), &acl)?;
+        let existed = !user.is_nil();
+        let current = password_hashes(&user);
+        let (mut file, _) = secrets::ensure_product(m, opts.root, p)?;
+        let mut hash =
+            secrets::sha256_hex(file.get("REDIS_PASSWORD").expect("ensure_product made one"));
+        let action = if opts.rotate_passwords {
+            file.set("REDIS_PASSWORD", &secrets::generate_password());
+            file.save(&format!("secrets of product {p}"))?;
+            file = secrets::ensure_product(m, opts.root, p)?.0;
+            hash = secrets::sha256_hex(file.get("REDIS_PASSWORD").expect("just set"));
+            "rotated"
+        } else if current.contains(&hash) {
+            "unchanged"
+        } else if current.is_empty() {
+            "set"
+        } else {
+            // A password berth does not know: not berth's to replace unasked.
+            "unknown"
+        };
+        let mut args: Vec<String> = vec!["ACL".into(), "SETUSER".into(), p.to_string()];
+        if action != "unknown" {
+            args.extend(["reset".into(), format!("#{hash}")]);
+        }
+        args.push("on".into());
+        args.extend(
+            berth_render::redis_user_rules(prefix)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        expect_ok(conn.command(&args), &acl)?;
+        let r = report(reports, p);
+        r.redis_user = Some(if existed { "existing" } else { "created" });
+        r.redis_password = Some(action);
+    }
+    // Persist when the server has an ACL file; a server without one keeps users in memory.
+    match conn.command(&["ACL", "SAVE"]) {
+        Ok(Reply::Error(e)) => {
+            tracing::info!("ACL SAVE: {e} (users stay in memory until the server restarts)")
+        }
+        Err(e) => return Err(acl(e.to_string())),
+        Ok(_) => {}
+    }
+    Ok(())
+}

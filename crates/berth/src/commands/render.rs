@@ -1,0 +1,227 @@
+//! `berth render`: write (or --check) every derived file, and make sure each
+//! product's secret file exists and is git-ignored.
+
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use berth_render::secrets;
+use berth_render::{Env, RenderInput, render};
+use serde_json::json;
+
+use crate::cli::{Cli, EnvArg, RenderArgs};
+use crate::exit::{CliError, Result};
+use crate::output::{Format, Printer};
+
+pub fn env_of(e: EnvArg) -> Env {
+    match e {
+        EnvArg::Dev => Env::Dev,
+        EnvArg::Prod => Env::Prod,
+    }
+}
+
+/// `path` made absolute against the current directory, with `.` and `..` resolved lexically.
+pub fn absolute(path: &Path) -> PathBuf {
+    let base = if path.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().unwrap_or_default()
+    };
+    let mut out = PathBuf::new();
+    for c in base.join(path).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The relative path leading from directory `from` to directory `to` (both absolute).
+pub fn relative(from: &Path, to: &Path) -> String {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), f.len() - common).collect();
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
+}
+
+/// Where rendered files go: `--out`, or `deploy/<env>` beside the manifest.
+pub fn out_dir(manifest: &Path, env: Env, out: Option<&Path>) -> PathBuf {
+    match out {
+        Some(o) => absolute(o),
+        None => absolute(&super::manifest_dir(manifest))
+            .join("deploy")
+            .join(env.name()),
+    }
+}
+
+pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> {
+    let path = super::find_manifest(cli)?;
+    let ctx = super::load_manifest(&path, printer)?;
+    let root = absolute(&super::manifest_dir(&path));
+    let env = env_of(args.env);
+    let out = out_dir(&path, env, args.out.as_deref());
+    let files = render(&RenderInput {
+        manifest: &ctx,
+        env,
+        root_from_out: relative(&out, &root),
+        out_from_root: relative(&root, &out),
+    })
+    .map_err(|e| CliError::Failed(e.to_string()))?;
+
+    let mut stale = Vec::new();
+    for f in &files {
+        let p = out.join(&f.path);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(f.contents.as_str()) {
+            stale.push(f.path.clone());
+        }
+    }
+    let shown = |p: &str| out.join(p).display().to_string();
+    if args.check {
+        match args.format {
+            Format::Json => {
+                printer.json(&json!({ "out": out, "files": files.len(), "stale": stale }))
+            }
+            Format::Text => {
+                for s in &stale {
+                    println!("stale: {}", shown(s));
+                }
+                if stale.is_empty() {
+                    println!(
+                        "{} rendered files in {} are up to date",
+                        files.len(),
+                        out.display()
+                    );
+                }
+            }
+        }
+        if !stale.is_empty() {
+            printer.error(&format!(
+                "{} of {} rendered files are stale; run `berth render --env {}` and commit the result",
+                stale.len(),
+                files.len(),
+                env.name()
+            ));
+            return Ok(ExitCode::from(1));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    for f in files.iter().filter(|f| stale.contains(&f.path)) {
+        let p = out.join(&f.path);
+        super::write_atomic_mkdir(&p, &f.contents)?;
+    }
+    // Runtime directory for the rendered nginx.conf (pid, logs, temp files).
+    for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
+        let dir = root.join(".berth/nginx").join(d);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let secret_changes = ensure_secrets(&ctx, &root, env)?;
+    let ignore_note = ensure_ignored(&root)?;
+    match args.format {
+        Format::Json => printer.json(&json!({
+            "out": out,
+            "files": files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            "changed": stale,
+            "secrets_changed": secret_changes,
+            "gitignore": ignore_note,
+        })),
+        Format::Text => {
+            for s in &stale {
+                printer.status("Wrote", &shown(s));
+            }
+            for (file, keys) in &secret_changes {
+                printer.status("Secrets", &format!("{file}: set {}", keys.join(", ")));
+            }
+            if let Some(n) = &ignore_note {
+                printer.status("Ignored", n);
+            }
+            println!(
+                "rendered {} files for {} into {} ({} changed)",
+                files.len(),
+                env.name(),
+                out.display(),
+                stale.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Generate missing secrets and the Redis ACL copy with password hashes.
+/// Returns, per secret file changed, the names set (never the values).
+pub fn ensure_secrets(
+    m: &berth_manifest::Manifest,
+    root: &Path,
+    env: Env,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let err = |e: secrets::SecretError| CliError::Failed(e.to_string());
+    let mut changes = Vec::new();
+    let mut redis_pw = std::collections::HashMap::new();
+    for name in m.products.keys() {
+        let (f, changed) = secrets::ensure_product(m, root, name).map_err(err)?;
+        if let Some(pw) = f.get("REDIS_PASSWORD") {
+            redis_pw.insert(name.clone(), secrets::sha256_hex(pw));
+        }
+        if !changed.is_empty() {
+            changes.push((relative(root, &f.path).replace("../", ""), changed));
+        }
+    }
+    let (infra, changed) = secrets::ensure_infra(m, root).map_err(err)?;
+    if let Some(pw) = infra.get("REDIS_ADMIN_PASSWORD") {
+        redis_pw.insert("berth-admin".to_string(), secrets::sha256_hex(pw));
+    }
+    if !changed.is_empty() {
+        changes.push((format!("{}/infra.env", secrets::SECRETS_DIR), changed));
+    }
+    if m.infra.redis.is_some() {
+        let lookup = |u: &str| redis_pw.get(u).cloned();
+        // Redis ACL files allow no comments: this copy (with password hashes) is explained
+        // by the tracked redis/users.acl's place in the docs, not by a header.
+        let mut body = String::new();
+        for l in berth_render::redis_acl_lines(m, env, Some(&lookup)) {
+            body.push_str(&l);
+            body.push('\n');
+        }
+        let p = root
+            .join(secrets::SECRETS_DIR)
+            .join(format!("redis-users.{}.acl", env.name()));
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(body.as_str()) {
+            secrets::write_private(&p, &body).map_err(err)?;
+            changes.push((relative(root, &p).replace("../", ""), vec!["users".into()]));
+        }
+    }
+    Ok(changes)
+}
+
+/// Make sure git ignores `.berth/`; returns a note when a rule was added.
+fn ensure_ignored(root: &Path) -> Result<Option<String>> {
+    let Some(repo) = berth_git::Repo::discover(root)? else {
+        return Ok(None);
+    };
+    if repo.is_ignored(".berth/secrets/probe.env")? {
+        return Ok(None);
+    }
+    let gi = root.join(".gitignore");
+    let mut text = std::fs::read_to_string(&gi).unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("# berth: secrets and runtime state, never committed\n/.berth/\n");
+    std::fs::write(&gi, text)
+        .map_err(|e| CliError::Failed(format!("cannot update {}: {e}", gi.display())))?;
+    Ok(Some(format!("added /.berth/ to {}", gi.display())))
+}

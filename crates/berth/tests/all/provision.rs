@@ -1,0 +1,265 @@
+use berth_testkit::{Postgres, Redis};
+
+use crate::support::*;
+
+fn secret(repo: &GitRepo, product: &str, key: &str) -> String {
+    let text =
+        std::fs::read_to_string(repo.path().join(format!(".berth/secrets/{product}.env"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing from {product}.env"))
+        .to_string()
+}
+
+fn provision(repo: &GitRepo, env: &[(&str, String)], args: &[&str]) -> Outcome {
+    let mut c = berth(repo.path());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The state provisioning controls, to compare before and after a second run.
+fn pg_state(pg: &Postgres) -> String {
+    pg.admin(
+        "SELECT r.rolname, r.rolcanlogin, r.rolsuper, coalesce(a.rolpassword, '') FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid \
+         WHERE r.rolname LIKE '%_user' ORDER BY 1; \
+         SELECT datname, pg_get_userbyid(datdba), datacl::text FROM pg_database WHERE datname IN ('bestays','realestate') ORDER BY 1",
+    )
+}
+
+#[test]
+fn postgres_roles_are_isolated_and_provision_is_idempotent() {
+    let pg = Postgres::start();
+    let repo = example_repo();
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        ("BERTH_REDIS_ADMIN_URL", String::new()),
+    ];
+    // Only the database side here: drop Redis from the manifest.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m
+        .replace("redis = { db = 0, prefix = \"bestays:\" }\n", "")
+        .replace("redis = { db = 1, prefix = \"realestate:\" }\n", "");
+    repo.write("berth.toml", &m);
+
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(
+            "bestays: database bestays created, role bestays_user created (password set)"
+        ),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stdout.contains(
+            "realestate: database realestate created, role realestate_user created (password set)"
+        ),
+        "{}",
+        out.snapshot()
+    );
+    // No password in anything berth printed.
+    let bpw = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    assert!(
+        !out.all().contains(&bpw) && !out.all().contains(&pg.password),
+        "{}",
+        out.snapshot()
+    );
+
+    // Each role works in its own database...
+    let (ok, text) = pg.psql_as("bestays_user", &bpw, "bestays", "CREATE TABLE listings (id int); INSERT INTO listings VALUES (1); SELECT count(*) FROM listings");
+    assert!(ok && text.trim() == "1", "{text}");
+    let (ok, text) = pg.psql_as(
+        "realestate_user",
+        &rpw,
+        "realestate",
+        "CREATE TABLE houses (id int)",
+    );
+    assert!(ok, "{text}");
+    // ...and cannot even connect to the other's.
+    let (ok, text) = pg.psql_as("realestate_user", &rpw, "bestays", "SELECT 1");
+    assert!(
+        !ok && text.contains("permission denied for database \"bestays\""),
+        "{text}"
+    );
+    let (ok, text) = pg.psql_as("bestays_user", &bpw, "realestate", "SELECT 1");
+    assert!(
+        !ok && text.contains("permission denied for database \"realestate\""),
+        "{text}"
+    );
+    // Nor into the shared postgres database's public schema.
+    let (ok, _) = pg.psql_as("bestays_user", "wrong-password", "bestays", "SELECT 1");
+    assert!(!ok, "a wrong password must be refused");
+
+    // A second run changes nothing.
+    let before = pg_state(&pg);
+    let out = provision(&repo, &env, &["provision", "--all", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for p in v["products"].as_array().unwrap() {
+        assert_eq!(
+            (
+                p["database"].as_str(),
+                p["role"].as_str(),
+                p["db_password"].as_str()
+            ),
+            (Some("existing"), Some("existing"), Some("unchanged")),
+            "{p}"
+        );
+    }
+    assert_eq!(
+        pg_state(&pg),
+        before,
+        "a second provision changed the server"
+    );
+    let (ok, text) = pg.psql_as(
+        "bestays_user",
+        &bpw,
+        "bestays",
+        "SELECT count(*) FROM listings",
+    );
+    assert!(ok && text.trim() == "1", "data survives: {text}");
+
+    // Rotation changes the password, in the server and in the secret file, and only for the product asked.
+    let out = provision(&repo, &env, &["provision", "bestays", "--rotate-passwords"]);
+    out.assert_code(0);
+    let new = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    assert_ne!(new, bpw);
+    assert!(secret(&repo, "bestays", "DATABASE_URL").contains(&new));
+    assert!(
+        !pg.psql_as("bestays_user", &bpw, "bestays", "SELECT 1").0,
+        "the old password must stop working"
+    );
+    assert!(pg.psql_as("bestays_user", &new, "bestays", "SELECT 1").0);
+    assert_eq!(secret(&repo, "realestate", "DATABASE_PASSWORD"), rpw);
+}
+
+#[test]
+fn provision_without_an_admin_connection_is_a_configuration_error() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml"))
+        .unwrap()
+        .replace(
+            "mode = \"container\"\nimage = \"postgres:15\"\nport = 5433",
+            "mode = \"external\"\nadmin_url_env = \"SHOP_PG_ADMIN\"",
+        );
+    repo.write("berth.toml", &m);
+    let out = provision(
+        &repo,
+        &[("SHOP_PG_ADMIN", String::new())],
+        &["provision", "--all"],
+    );
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("set $SHOP_PG_ADMIN"),
+        "{}",
+        out.snapshot()
+    );
+    let out = provision(&repo, &[], &["provision", "nope"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("there is no product `nope`"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn redis_users_are_confined_to_their_prefix() {
+    let repo = example_repo();
+    // Without PostgreSQL here: drop the databases.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m
+        .replace(
+            "database = { name = \"bestays\", role = \"bestays_user\" }\n",
+            "",
+        )
+        .replace(
+            "database = { name = \"realestate\", role = \"realestate_user\" }\n",
+            "",
+        );
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    // A Redis started with the rendered (dev) ACL: the default user administers it.
+    let acl = std::fs::read_to_string(repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let env = [(
+        "BERTH_REDIS_ADMIN_URL",
+        format!("redis://127.0.0.1:{}", redis.port),
+    )];
+    let out = provision(&repo, &env, &["provision", "--all", "--env", "dev"]);
+    out.assert_code(0);
+    // The rendered ACL declares the user (without a password); provision gives it one.
+    assert!(
+        out.stdout
+            .contains("bestays: redis user bestays existing (password set)"),
+        "{}",
+        out.snapshot()
+    );
+    let pw = secret(&repo, "bestays", "REDIS_PASSWORD");
+    let me = Some(("bestays", pw.as_str()));
+    assert_eq!(redis.cli(me, &["SET", "bestays:greeting", "hello"]), "OK");
+    assert_eq!(redis.cli(me, &["GET", "bestays:greeting"]), "hello");
+    assert!(
+        redis
+            .cli(me, &["SET", "realestate:x", "1"])
+            .contains("NOPERM"),
+        "other prefix must be refused"
+    );
+    assert!(redis.cli(me, &["GET", "realestate:x"]).contains("NOPERM"));
+    assert!(redis.cli(me, &["FLUSHALL"]).contains("NOPERM"));
+    assert!(redis.cli(me, &["KEYS", "*"]).contains("NOPERM"));
+    assert!(redis.cli(me, &["CONFIG", "GET", "*"]).contains("NOPERM"));
+    assert!(
+        redis
+            .cli(Some(("bestays", "wrong")), &["PING"])
+            .contains("WRONGPASS")
+    );
+    // Idempotent: a second run keeps the password.
+    let out = provision(&repo, &env, &["provision", "--all", "--env", "dev"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("redis user bestays existing (password unchanged)"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(redis.cli(me, &["GET", "bestays:greeting"]), "hello");
+}
+
+#[test]
+fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    // The untracked copy berth rendered for the infra container, with password hashes.
+    let acl =
+        std::fs::read_to_string(repo.path().join(".berth/secrets/redis-users.prod.acl")).unwrap();
+    let tracked = std::fs::read_to_string(repo.path().join("deploy/prod/redis/users.acl")).unwrap();
+    assert!(
+        !tracked.contains('#')
+            || tracked
+                .lines()
+                .filter(|l| l.starts_with("user"))
+                .all(|l| !l.contains(" #")),
+        "no hashes in the tracked file"
+    );
+    let redis = Redis::start_with_acl(&acl);
+    assert!(
+        redis.cli(None, &["PING"]).contains("NOAUTH")
+            || redis.cli(None, &["PING"]).contains("NOPERM"),
+        "the default user is off"
+    );
+    let pw = secret(&repo, "realestate", "REDIS_PASSWORD");
+    let me = Some(("realestate", pw.as_str()));
+    assert_eq!(redis.cli(me, &["SET", "realestate:k", "v"]), "OK");
+    assert!(redis.cli(me, &["GET", "bestays:k"]).contains("NOPERM"));
+    assert!(redis.cli(me, &["FLUSHDB"]).contains("NOPERM"));
+}

