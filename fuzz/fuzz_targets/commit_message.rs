@@ -50,5 +50,5 @@ fn run(a: &Attributor<'static>, text: &str) {
     let _ = berth_git::lint::lint_commit(a, &commit, true, false);
     let _ = berth_git::lint::lint_branch(a, message.lines().next().unwrap_or(""));
     let _ = berth_git::history::parse_log(text);
-    let _ = berth_git::hooks::pre_push_ranges(text);
+    let _ = berth_git::hooks::pre_push_ranges(text, &|s| s.len() % 2 == 0);
 }

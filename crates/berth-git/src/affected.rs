@@ -77,13 +77,21 @@ impl Affected {
 pub enum AffectedError {
     #[error(transparent)]
     Git(#[from] GitError),
-    #[error("`{rev}` names no commit in this repository{}", if *shallow { " (this is a shallow clone)" } else { "" })]
+    #[error(
+        "`{rev}` names no commit in this repository{}",
+        if *shallow { " (this is a shallow clone)" } else { "; if it was force-pushed away or is not fetched yet, `git fetch origin` (or `git fetch origin <sha>`) may bring it back" }
+    )]
     UnknownRev { rev: String, shallow: bool },
     #[error(
         "this is a shallow clone and its history does not reach `{base}`, so berth cannot tell which commits are new; \
          fetch the full history with `git fetch --unshallow` (GitHub Actions: `actions/checkout` with `fetch-depth: 0`)"
     )]
     Shallow { base: String },
+    #[error(
+        "this is a shallow clone, so deploy tags and the history since them may be missing and berth cannot tell what changed since each deploy; \
+         fetch everything with `git fetch --unshallow --tags` (GitHub Actions: `actions/checkout` with `fetch-depth: 0`)"
+    )]
+    ShallowDeploy,
     #[error("`{base}` and `{head}` share no history (no merge base)")]
     Unrelated { base: String, head: String },
 }
@@ -265,6 +273,11 @@ pub fn affected(
             (head.clone(), Some(base.clone()), Some(mb))
         }
         Since::Deploy { head } => {
+            // Deploy tags and the history behind them may be missing from a shallow
+            // clone; "never deployed, so affected" would then be a silent guess.
+            if r.shallow()? {
+                return Err(AffectedError::ShallowDeploy);
+            }
             let head_id = r.resolve(head)?;
             let mut by_base: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for p in &products {

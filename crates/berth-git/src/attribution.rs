@@ -138,7 +138,7 @@ pub enum AttributorError {
 }
 
 fn glob(p: &str) -> Result<globset::Glob, AttributorError> {
-    GlobBuilder::new(p)
+    GlobBuilder::new(&berth_manifest::glob_source(p))
         .literal_separator(true)
         .build()
         .map_err(|e| AttributorError::Glob(p.to_string(), e))
@@ -494,8 +494,9 @@ impl<'m> Attributor<'m> {
                         match guess {
                             Some((i, g)) => {
                                 let fixed: Vec<&str> = words.iter().enumerate().map(|(j, w)| if i == j { g.as_str() } else { w }).collect();
-                                let prefix = &t.full[..t.full.len() - t.slug.len()];
-                                format!("did you mean `{prefix}{}`? or add a `Product: {g}` trailer", fixed.join("-"))
+                                // The slug may sit anywhere in a custom task pattern.
+                                let corrected = t.full.replacen(&t.slug, &fixed.join("-"), 1);
+                                format!("did you mean `{corrected}`? or add a `Product: {g}` trailer")
                             }
                             None => format!(
                                 "name the product in the slug (`{}-<product>`) or add a `Product: <product>` trailer",

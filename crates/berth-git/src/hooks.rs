@@ -14,6 +14,11 @@ pub const HOOKS: &[&str] = &["commit-msg", "pre-push"];
 pub enum HookError {
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error(
+        "core.hooksPath is set in the {scope} git config ({path}), so hooks there run in every repository; \
+         set it for this repository only (`git config core.hooksPath .githooks`) or unset the {scope} one, then run `berth hooks install` again"
+    )]
+    SharedHooksPath { scope: String, path: String },
     #[error("could not {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -77,6 +82,22 @@ pub fn install(
     berth: &Path,
     manifest_from_root: &str,
 ) -> Result<Vec<HookChange>, HookError> {
+    // A hooks path from the global or system config is shared by every repository:
+    // berth's hooks there would run (and fail) in repositories without a berth.toml.
+    let scope = repo
+        .git("read where core.hooksPath is set")
+        .args(["config", "--show-scope", "--get", "core.hooksPath"])
+        .output_unchecked()
+        .map_err(GitError::from)?;
+    let line = scope.stdout_str();
+    if let Some((where_, path)) = line.trim().split_once('\t')
+        && !matches!(where_, "local" | "worktree")
+    {
+        return Err(HookError::SharedHooksPath {
+            scope: where_.to_string(),
+            path: path.to_string(),
+        });
+    }
     let dir = hooks_dir(repo)?;
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     let mut changes = Vec::new();
@@ -163,8 +184,7 @@ fn write_executable(path: &Path, body: &str) -> Result<(), HookError> {
 
 /// The ranges a pre-push hook must check, from the lines git writes on its stdin:
 /// `<local ref> <local sha> <remote ref> <remote sha>`.
-pub fn pre_push_ranges(stdin: &str) -> Vec<Vec<String>> {
-    const ZERO: &str = "0000000000000000000000000000000000000000";
+pub fn pre_push_ranges(stdin: &str, known: &dyn Fn(&str) -> bool) -> Vec<Vec<String>> {
     stdin
         .lines()
         .filter_map(|l| {
@@ -173,8 +193,9 @@ pub fn pre_push_ranges(stdin: &str) -> Vec<Vec<String>> {
             if local.trim_matches('0').is_empty() {
                 return None; // deleting a remote branch
             }
-            Some(if remote == ZERO || remote.trim_matches('0').is_empty() {
-                // A new branch: everything not already on a remote.
+            Some(if remote.trim_matches('0').is_empty() || !known(remote) {
+                // A new branch, or a force push over a tip this clone never fetched:
+                // everything not already on a remote.
                 vec![local.to_string(), "--not".into(), "--remotes".into()]
             } else {
                 vec![format!("{remote}..{local}")]
@@ -195,7 +216,7 @@ mod tests {
         let input = format!(
             "refs/heads/x {a} refs/heads/x {b}\nrefs/heads/new {a} refs/heads/new {z}\n(delete) {z} refs/heads/old {b}\n"
         );
-        let r = pre_push_ranges(&input);
+        let r = pre_push_ranges(&input, &|_| true);
         assert_eq!(
             r,
             vec![
@@ -203,5 +224,8 @@ mod tests {
                 vec![a.clone(), "--not".into(), "--remotes".into()]
             ]
         );
+        // A force push over a remote tip this clone never fetched.
+        let r = pre_push_ranges(&format!("refs/heads/x {a} refs/heads/x {b}\n"), &|_| false);
+        assert_eq!(r, vec![vec![a.clone(), "--not".into(), "--remotes".into()]]);
     }
 }

@@ -52,7 +52,10 @@ pub fn lint_commit(
             rule: "empty-message",
             message: "the commit message is empty".into(),
             expected: "a subject line".into(),
-            hint: None,
+            hint: Some(format!(
+                "e.g. `feat: short summary (TASK-123-login-{})`",
+                example_product(a)
+            )),
         });
     }
     let conv = &a.manifest.conventions;
@@ -75,7 +78,13 @@ pub fn lint_commit(
                 conv.task_pattern,
                 example_product(a)
             ),
-            hint: near_miss_task(&msg.text(), &a.task_re),
+            hint: near_miss_task(&msg.text(), &a.task_re).or_else(|| {
+                Some(format!(
+                    "add the task to the subject, e.g. `{} (TASK-123-<what>-{})`",
+                    msg.subject,
+                    example_product(a)
+                ))
+            }),
         });
     }
     for t in &conv.required_trailers {
@@ -85,7 +94,7 @@ pub fn lint_commit(
                 rule: "missing-trailer",
                 message: format!("no `{t}:` trailer"),
                 expected: format!("a `{t}: <value>` line in the last paragraph"),
-                hint: None,
+                hint: Some(format!("end the message with a blank line and `{t}: ...`")),
             });
         }
     }

@@ -33,14 +33,31 @@ pub enum SkipKind {
 }
 
 impl Message {
+    /// A message as the commit-msg hook receives it (`.git/COMMIT_EDITMSG`): when git
+    /// opened an editor, its `#` comment lines and everything below the scissors line
+    /// (`git commit -v` puts the diff there) are not part of the message. A message
+    /// given with `-m` keeps lines starting with `#` (`#42 fix crash`), as git does.
+    pub fn parse_edit_file(raw: &str) -> Self {
+        let mut lines: Vec<&str> = Vec::new();
+        for l in raw.lines() {
+            if is_scissors(l) {
+                break;
+            }
+            lines.push(l);
+        }
+        let edited = lines.iter().any(|l| {
+            l.starts_with("# Please enter the commit message")
+                || l.starts_with("# Please enter a commit message")
+        }) || raw.lines().any(is_scissors);
+        if edited {
+            lines.retain(|l| !l.starts_with('#'));
+        }
+        Self::parse(&lines.join("\n"))
+    }
+
+    /// A message as stored in a commit (already cleaned up by git).
     pub fn parse(raw: &str) -> Self {
-        // Drop comment lines the way `git commit` does (for --edit files).
-        let text: String = raw
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let text = text.trim();
+        let text = raw.trim();
         let (subject, body) = match text.split_once('\n') {
             Some((s, b)) => (s.trim().to_string(), b.trim().to_string()),
             None => (text.to_string(), String::new()),
@@ -91,7 +108,16 @@ impl Message {
     /// Whether this is a merge, revert, fixup! or squash! commit.
     pub fn skip_kind(&self, parents: usize) -> Option<SkipKind> {
         let s = self.subject.as_str();
-        if parents > 1 || s.starts_with("Merge ") {
+        // Only git's own merge subjects: "Merge user data" is an ordinary commit.
+        const MERGE: &[&str] = &[
+            "Merge branch '",
+            "Merge branches '",
+            "Merge remote-tracking branch '",
+            "Merge pull request #",
+            "Merge tag '",
+            "Merge commit '",
+        ];
+        if parents > 1 || MERGE.iter().any(|m| s.starts_with(m)) {
             Some(SkipKind::Merge)
         } else if s.starts_with("Revert \"") || s.starts_with("revert:") || s.starts_with("revert(")
         {
@@ -113,6 +139,12 @@ impl Message {
             format!("{}\n\n{}", self.subject, self.body)
         }
     }
+}
+
+/// git's scissors line: `# ------------------------ >8 ------------------------`.
+fn is_scissors(line: &str) -> bool {
+    let t = line.trim_start_matches('#').trim();
+    t.contains(">8") && t.starts_with("---")
 }
 
 fn parse_trailer(line: &str) -> Option<(String, String)> {
@@ -251,9 +283,33 @@ mod tests {
 
     #[test]
     fn comments_are_dropped_like_git_does() {
-        let m = Message::parse("feat: x\n# Please enter the commit message\n# On branch main\n");
+        let m = Message::parse_edit_file(
+            "feat: x\n# Please enter the commit message\n# On branch main\n",
+        );
         assert_eq!(m.subject, "feat: x");
         assert_eq!(m.body, "");
+        // `-m "#42 ..."`: git keeps the line, so does berth.
+        let m = Message::parse_edit_file("#42 fix crash (TASK-9-crash-bestays)\n");
+        assert_eq!(m.subject, "#42 fix crash (TASK-9-crash-bestays)");
+    }
+
+    #[test]
+    fn the_diff_below_the_scissors_is_not_the_message() {
+        let raw = "fix: typo\n# Please enter the commit message for your changes.\n# ------------------------ >8 ------------------------\n# Do not modify or remove the line above.\ndiff --git a/x b/x\n+TASK-77-fix-bestays\n";
+        let m = Message::parse_edit_file(raw);
+        assert_eq!(m.text(), "fix: typo");
+    }
+
+    #[test]
+    fn only_git_merge_subjects_are_merges() {
+        assert_eq!(
+            Message::parse("Merge user data (no task)").skip_kind(1),
+            None
+        );
+        assert_eq!(
+            Message::parse("Merge pull request #12 from org/feat").skip_kind(1),
+            Some(SkipKind::Merge)
+        );
     }
 
     #[test]

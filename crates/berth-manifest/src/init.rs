@@ -34,6 +34,8 @@ struct Svc {
     port: Option<u16>,
     host_port: Option<u16>,
     health_path: Option<String>,
+    /// `interval`, `timeout`, `retries` of the compose health check, as berth.toml writes them.
+    health_timing: Vec<(&'static str, String)>,
     env: IndexMap<String, String>,
     secrets: Vec<String>,
 }
@@ -164,6 +166,18 @@ pub fn from_compose(
             .get("healthcheck")
             .and_then(|h| h.get("test"))
             .and_then(health_path);
+        if let Some(h) = def.get("healthcheck") {
+            for key in ["interval", "timeout"] {
+                if let Some(d) = h.get(key).and_then(Yaml::as_str)
+                    && let Ok(parsed) = d.parse::<crate::duration::HumanDuration>()
+                {
+                    svc.health_timing.push((key, q(&parsed.to_string())));
+                }
+            }
+            if let Some(r) = h.get("retries").and_then(Yaml::as_u64) {
+                svc.health_timing.push(("retries", r.to_string()));
+            }
+        }
         if def.get("volumes").is_some() {
             notes.push(format!(
                 "{name}: volumes (dev bind mounts) are not part of a deploy and were left out"
@@ -361,7 +375,9 @@ pub fn from_compose(
         }
         t.push_str(&format!("secrets = {}\n", list(&svc.secrets)));
         if let Some(h) = &svc.health_path {
-            t.push_str(&format!("health = {{ path = {} }}\n", q(h)));
+            let mut fields = vec![format!("path = {}", q(h))];
+            fields.extend(svc.health_timing.iter().map(|(k, v)| format!("{k} = {v}")));
+            t.push_str(&format!("health = {{ {} }}\n", fields.join(", ")));
         }
     }
     // Nothing is written unless it passes berth's own check.

@@ -27,3 +27,14 @@ pub fn json_schema() -> String {
 pub fn slug(s: &str) -> String {
     validate::slugify(s)
 }
+
+/// The glob berth matches for a path pattern of berth.toml: a plain path
+/// (`products/a`, `products/a/`) means that file or everything under that
+/// directory; anything with `*`, `?`, `[` or `{` is a glob as written.
+pub fn glob_source(pattern: &str) -> String {
+    if pattern.contains(['*', '?', '[', '{']) {
+        return pattern.to_string();
+    }
+    let p = pattern.trim_end_matches('/');
+    format!("{{{p},{p}/**}}")
+}

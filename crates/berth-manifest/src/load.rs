@@ -33,6 +33,14 @@ pub enum LoadError {
 /// Parse `text` (named `file` in messages). Only syntax and schema errors
 /// (unknown keys, wrong types, missing keys) are reported here; see [`check_str`].
 pub fn parse_str(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
+    parse_unmasked(file, text).map_err(|mut diags| {
+        // The source line of a syntax or type error may hold a secret: never show it.
+        diags.iter_mut().for_each(crate::secrets::mask_diagnostic);
+        diags
+    })
+}
+
+fn parse_unmasked(file: &str, text: &str) -> Result<Loaded, Vec<Diagnostic>> {
     let source = ManifestSource::parse(file, text).map_err(|e| {
         let label = crate::diag::label_for(file, text, e.span().unwrap_or(0..0), "");
         vec![

@@ -109,6 +109,57 @@ static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 
+static QUOTED_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)["'](?P<name>[a-z0-9_.\-]*(?:secret|password|passwd|api_?key|access_?key|private_?key|auth_?token|client_?secret)[a-z0-9_.\-]*)["']\s*:\s*["'](?P<value>[^"']+)["']"#,
+    )
+    .unwrap()
+});
+
+/// Names that mention a secret but configure something about it (`PASSWORD_MIN_LENGTH`,
+/// `SECRET_FILE`, `API_KEY_HEADER`): their values are settings, not secrets.
+fn names_a_setting(name: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "_file",
+        "_path",
+        "_dir",
+        "_url",
+        "_uri",
+        "_length",
+        "_len",
+        "_min",
+        "_max",
+        "_ttl",
+        "_timeout",
+        "_enabled",
+        "_policy",
+        "_rounds",
+        "_cost",
+        "_header",
+        "_name",
+        "_env",
+        "_var",
+        "_id",
+        "_hint",
+        "_reset_url",
+        "_expiry",
+    ];
+    let n = name.to_ascii_lowercase();
+    SUFFIXES.iter().any(|s| n.ends_with(s))
+}
+
+/// Values that cannot be secrets: numbers, booleans, file paths.
+fn is_plain_setting(value: &str) -> bool {
+    let v = value.trim();
+    v.parse::<f64>().is_ok()
+        || matches!(
+            v.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off"
+        )
+        || v.starts_with('/')
+        || v.starts_with("./")
+}
+
 /// Does this environment-variable name look like it holds a secret?
 pub fn is_secret_name(name: &str) -> bool {
     SECRET_NAME.is_match(name)
@@ -158,10 +209,30 @@ pub fn scan_line(line: &str, kind: FileKind) -> Vec<SecretHit> {
         let v = c.name("value").unwrap();
         if let Some(span) = literal_span(v.as_str(), kind) {
             let span = v.start() + span.start..v.start() + span.end;
-            if !is_placeholder(&line[span.clone()]) {
+            if !is_placeholder(&line[span.clone()])
+                && !names_a_setting(name)
+                && !is_plain_setting(&line[span.clone()])
+            {
                 hits.push(SecretHit {
                     kind: SecretKind::SecretAssignment,
                     span,
+                    name: Some(name.to_string()),
+                });
+            }
+        }
+    }
+    if hits.is_empty() {
+        // `"client_secret": "..."` inside a line of JSON (or a JS/Python dict).
+        for c in QUOTED_KEY.captures_iter(line) {
+            let name = c.name("name").unwrap().as_str();
+            let v = c.name("value").unwrap();
+            if !is_placeholder(v.as_str())
+                && !names_a_setting(name)
+                && !is_plain_setting(v.as_str())
+            {
+                hits.push(SecretHit {
+                    kind: SecretKind::SecretAssignment,
+                    span: v.range(),
                     name: Some(name.to_string()),
                 });
             }
@@ -191,6 +262,30 @@ fn literal_span(v: &str, kind: FileKind) -> Option<Range<usize>> {
         return None;
     }
     Some(off..off + word.len())
+}
+
+/// `line` with every secret in it replaced by its mask (for showing source lines).
+pub fn mask_line(line: &str) -> String {
+    let mut hits = scan_line(line, FileKind::Config);
+    if hits.is_empty() {
+        return line.to_string();
+    }
+    hits.sort_by_key(|h| std::cmp::Reverse(h.span.start));
+    let mut out = line.to_string();
+    for h in hits {
+        let masked = mask(&line[h.span.clone()]);
+        out.replace_range(h.span, &masked);
+    }
+    out
+}
+
+/// Mask secrets in the source lines a diagnostic shows.
+pub fn mask_diagnostic(d: &mut crate::diag::Diagnostic) {
+    for l in d.primary.iter_mut().chain(d.related.iter_mut()) {
+        if let Some(t) = &l.line_text {
+            l.line_text = Some(mask_line(t));
+        }
+    }
 }
 
 /// Show a secret without revealing it: its recognised prefix, then its length.
@@ -252,6 +347,30 @@ mod tests {
     }
 
     #[test]
+    fn settings_about_secrets_are_not_secrets() {
+        let c = FileKind::Config;
+        for line in [
+            "PASSWORD_MIN_LENGTH=8",
+            "PASSWORD_RESET_URL=/reset",
+            "SECRET_FILE=/run/secrets/db",
+            "API_KEY_HEADER=X-Api-Key",
+            "REQUIRE_PASSWORD=true",
+        ] {
+            assert!(scan_line(line, c).is_empty(), "{line}");
+        }
+    }
+
+    #[test]
+    fn json_keys_anywhere_in_a_line() {
+        let hits = scan_line(
+            r#"{"client_id": "abc", "client_secret": "9f8e7d6c5b4a"}"#,
+            FileKind::Config,
+        );
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].name.as_deref(), Some("client_secret"));
+    }
+
+    #[test]
     fn code_string_literals_count() {
         assert_eq!(
             kinds("DB_PASSWORD = \"hunter22\"", FileKind::Code),
@@ -284,6 +403,15 @@ mod tests {
     #[test]
     fn allow_marker_silences_a_line() {
         assert!(scan_line("TOKEN_SECRET=abc123 # berth:allow-secret", FileKind::Config).is_empty());
+    }
+
+    #[test]
+    fn lines_are_masked_in_place() {
+        assert_eq!(
+            mask_line("env = { KEY = \"sk_live_abcdefghij\", PORT = 1 }"),
+            "env = { KEY = \"sk_live_****(18 chars)\", PORT = 1 }"
+        );
+        assert_eq!(mask_line("port = 8011"), "port = 8011");
     }
 
     #[test]

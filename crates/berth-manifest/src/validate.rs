@@ -48,6 +48,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.infra();
     v.inline_secrets();
     diag::sort(&mut v.out);
+    v.out.iter_mut().for_each(secrets::mask_diagnostic);
     v.out
 }
 
@@ -423,6 +424,12 @@ impl Validator<'_> {
                         .help("aliases are matched as whole words of task slugs (`login-bestays`), so use lowercase letters and digits");
                     self.push(d);
                 }
+                if alias.len() < 3 {
+                    let d = Diagnostic::warning("alias-short", format!("alias `{alias}` of `{pname}` is very short"))
+                        .at(self.label(&path, ""))
+                        .help(format!("a task slug word like `{alias}` (`TASK-5-{alias}-index`) would name `{pname}` by accident; prefer a longer alias"));
+                    self.push(d);
+                }
                 if alias == pname {
                     continue;
                 }
@@ -764,7 +771,7 @@ fn masked_label(mut label: Label, value: &str) -> Label {
 }
 
 pub(crate) fn compile_glob(pat: &str) -> Result<GlobMatcher, globset::Error> {
-    globset::GlobBuilder::new(pat)
+    globset::GlobBuilder::new(&crate::glob_source(pat))
         .literal_separator(true)
         .build()
         .map(|g: Glob| g.compile_matcher())
@@ -871,6 +878,18 @@ mod tests {
         assert!(o("apps/bestays/src/**", "apps/*/src/**"));
         assert!(!o("apps/bestays/**", "apps/realestate/**"));
         assert!(!o("products/bestays/**", "products/bestays-admin/**"));
+        // A plain directory owns what is under it.
+        assert!(o("products/a", "products/a/src/**"));
+        assert!(
+            compile_glob("products/a")
+                .unwrap()
+                .is_match("products/a/f.py")
+        );
+        assert!(
+            !compile_glob("products/a")
+                .unwrap()
+                .is_match("products/ab/f.py")
+        );
     }
 
     #[test]

@@ -528,11 +528,7 @@ pub type PasswordHashes<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
 /// ACL file lines. With `hashes`, each user gets `#<sha256>` of its password
 /// (for the untracked copy the infra container loads); without, no password.
-pub fn redis_acl_lines(
-    m: &Manifest,
-    env: Env,
-    hashes: Option<&PasswordHashes<'_>>,
-) -> Vec<String> {
+pub fn redis_acl_lines(m: &Manifest, env: Env, hashes: Option<&PasswordHashes<'_>>) -> Vec<String> {
     let mut lines = Vec::new();
     let hash_of = |user: &str| {
         hashes

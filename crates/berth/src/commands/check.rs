@@ -79,22 +79,36 @@ pub fn check_path(path: &Path, secret_scan: bool) -> Result<Report> {
                 .extend(validate::ownership_conflicts(loaded, &files));
         }
         if secret_scan {
-            let exclude = report
+            // Every file the repository tracks, not only those under berth.toml: a key
+            // committed at the root of the monorepo is just as leaked.
+            let top = super::render::absolute(&repo.toplevel()?);
+            let all = berth_git::Repo::open(&top)?.tracked_files()?;
+            let manifest_dir = super::render::absolute(&dir);
+            let prefix = super::render::relative(&top, &manifest_dir);
+            let exclude: Vec<String> = report
                 .loaded
                 .as_ref()
                 .map(|l| l.manifest.secret_scan.exclude.clone())
-                .unwrap_or_default();
-            let found = berth_git::scan::scan_files(&dir, &files, &exclude);
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| {
+                    if prefix == "." {
+                        g
+                    } else {
+                        format!("{prefix}/{g}")
+                    }
+                })
+                .collect();
+            let cwd = super::render::absolute(Path::new("."));
+            let found = berth_git::scan::scan_files(&top, &all, &exclude);
             report.diagnostics.extend(found.into_iter().map(|mut d| {
                 // Name files relative to where the user stands, like the manifest.
-                if let Some(l) = &mut d.primary
-                    && dir != Path::new(".")
-                {
-                    l.file = dir.join(&l.file).display().to_string();
+                if let Some(l) = &mut d.primary {
+                    l.file = super::render::relative(&cwd, &top.join(&l.file));
                 }
                 d
             }));
-            report.scanned_files = Some(files.len());
+            report.scanned_files = Some(all.len());
         }
     } else if secret_scan {
         report.diagnostics.push(
@@ -123,12 +137,18 @@ pub fn run(cli: &Cli, args: &CheckArgs, printer: &Printer) -> Result<ExitCode> {
             let (e, w) = (report.errors(), report.warnings());
             let plural = |n: usize, s: &str| format!("{n} {s}{}", if n == 1 { "" } else { "s" });
             if e > 0 {
-                printer.error(&format!(
-                    "{}: {}, {}",
-                    report.file,
-                    plural(e, "error"),
-                    plural(w, "warning")
-                ));
+                let secrets = report.count(|d| d.is_error() && d.code == "committed-secret");
+                let mut parts = Vec::new();
+                if e > secrets {
+                    parts.push(format!("{}: {}", report.file, plural(e - secrets, "error")));
+                }
+                if secrets > 0 {
+                    parts.push(format!(
+                        "{} in tracked files",
+                        plural(secrets, "committed secret")
+                    ));
+                }
+                printer.error(&format!("{}; {}", parts.join("; "), plural(w, "warning")));
             } else {
                 let m = &report
                     .loaded

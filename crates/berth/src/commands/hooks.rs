@@ -13,7 +13,10 @@ use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
 
 fn hook_err(e: hooks::HookError) -> CliError {
-    CliError::Failed(e.to_string())
+    match e {
+        hooks::HookError::SharedHooksPath { .. } => CliError::Config(e.to_string()),
+        other => CliError::Failed(other.to_string()),
+    }
 }
 
 pub fn install(cli: &Cli, args: &HooksArgs, printer: &Printer) -> Result<ExitCode> {
@@ -68,7 +71,8 @@ pub fn run(cli: &Cli, args: &HooksRunArgs, printer: &Printer) -> Result<ExitCode
     let attributor = ctx.attributor()?;
     let repo = ctx.repo()?;
     let mut results = Vec::new();
-    for revs in hooks::pre_push_ranges(&input) {
+    let known = |sha: &str| repo.resolve(sha).ok().flatten().is_some();
+    for revs in hooks::pre_push_ranges(&input, &known) {
         let revs: Vec<&str> = revs.iter().map(String::as_str).collect();
         for c in repo.commits(&revs)?.iter().rev() {
             results.push(lint_commit(&attributor, c, true, false));

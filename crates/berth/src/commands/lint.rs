@@ -16,6 +16,7 @@ pub fn commit(cli: &Cli, args: &LintCommitArgs, printer: &Printer) -> Result<Exi
     let attributor = ctx.attributor()?;
     let results: Vec<CommitLint> = if let Some(range) = &args.range {
         let repo = ctx.repo()?;
+        super::validate_revs(&repo, &[range.as_str()])?;
         let commits = repo.commits(&[range.as_str()])?;
         commits
             .iter()
@@ -24,8 +25,13 @@ pub fn commit(cli: &Cli, args: &LintCommitArgs, printer: &Printer) -> Result<Exi
             .collect()
     } else {
         let message = match &args.edit {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| CliError::Config(format!("cannot read {}: {e}", path.display())))?,
+            // What git will keep of the file: no editor comments, nothing below the scissors.
+            Some(path) => berth_git::message::Message::parse_edit_file(
+                &std::fs::read_to_string(path).map_err(|e| {
+                    CliError::Config(format!("cannot read {}: {e}", path.display()))
+                })?,
+            )
+            .text(),
             None => {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).map_err(|e| {
@@ -115,10 +121,18 @@ pub fn branch(cli: &Cli, args: &LintBranchArgs, printer: &Printer) -> Result<Exi
     let attributor = ctx.attributor()?;
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => ctx
-            .repo()?
-            .current_branch()?
-            .ok_or_else(|| CliError::Config("HEAD is detached: name the branch to check".into()))?,
+        None => match ctx.repo()?.current_branch()? {
+            Some(b) => b,
+            // CI checkouts are detached: the CI names the branch in the environment.
+            None => ["GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BUILDKITE_BRANCH", "BRANCH_NAME"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+                .ok_or_else(|| {
+                    CliError::Config(
+                        "HEAD is detached and no CI variable (GITHUB_HEAD_REF, GITHUB_REF_NAME, CI_COMMIT_REF_NAME) names the branch: pass the branch name".into(),
+                    )
+                })?,
+        },
     };
     let findings = lint_branch(&attributor, &name);
     let failed = findings.iter().any(|f| f.level == Level::Error);

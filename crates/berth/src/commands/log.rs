@@ -26,6 +26,12 @@ pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
         None => None,
     };
     let mut revs: Vec<&str> = args.revs.iter().map(String::as_str).collect();
+    super::validate_revs(&ctx.repo, &revs)?;
+    if revs.is_empty() && !args.all && ctx.repo.resolve("HEAD")?.is_none() {
+        return Err(CliError::Config(
+            "this repository has no commits yet".into(),
+        ));
+    }
     if args.all {
         revs.push("--all");
     }

@@ -235,3 +235,37 @@ impl QuickContext {
         repo_for(&self.path)
     }
 }
+
+/// Check revisions a user passed before they reach `git log`: no options smuggled in
+/// (`--output=...`), and every side of a range names a commit here.
+pub fn validate_revs(repo: &berth_git::Repo, revs: &[&str]) -> Result<()> {
+    for rev in revs {
+        if rev.starts_with('-') {
+            return Err(CliError::Config(format!(
+                "`{rev}` is not a revision (revisions cannot start with `-`)"
+            )));
+        }
+        let sides: Vec<&str> = if let Some((a, b)) = rev.split_once("...") {
+            vec![a, b]
+        } else if let Some((a, b)) = rev.split_once("..") {
+            vec![a, b]
+        } else {
+            vec![rev.trim_start_matches('^')]
+        };
+        for side in sides.into_iter().filter(|s| !s.is_empty()) {
+            if repo.resolve(side)?.is_none() {
+                let hint = if side.chars().all(|c| c.is_ascii_hexdigit()) && side.len() >= 7 {
+                    format!(
+                        "; if it was force-pushed away or not fetched yet, `git fetch origin {side}` may bring it back"
+                    )
+                } else {
+                    String::new()
+                };
+                return Err(CliError::Config(format!(
+                    "`{side}` names no commit in this repository{hint}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -434,3 +434,54 @@ fn first_parent_reads_what_landed_and_json_without_explain_is_compact() {
     assert_eq!(affected(&v), ["realestate"]);
     assert_eq!(v["commits"], 1);
 }
+
+#[test]
+fn shallow_clone_with_since_deploy_is_an_error_not_everything_affected() {
+    let repo = attribution_repo();
+    repo.write("products/bestays/a.py", "x");
+    repo.commit_all("feat: a (TASK-40-a-bestays)");
+    repo.git(&[
+        "tag",
+        "-a",
+        "bestays-deploy-20260101-000000",
+        "-m",
+        "deploy",
+    ]);
+    repo.commit_all("feat: b (TASK-41-b-bestays)");
+    let tmp = temp_dir();
+    let url = format!("file://{}", repo.path().display());
+    let ok = std::process::Command::new("git")
+        .args(["clone", "-q", "--depth", "1", "--no-tags", &url, "shallow"])
+        .current_dir(tmp.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = run(
+        &tmp.path().join("shallow"),
+        &["affected", "--since-deploy", "--format", "github"],
+    );
+    out.assert_code(2);
+    assert_eq!(out.stdout, "", "no products line: {}", out.snapshot());
+    assert!(
+        out.stderr.contains("git fetch --unshallow --tags")
+            && out.stderr.contains("fetch-depth: 0"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn a_plain_directory_path_owns_what_is_under_it() {
+    let repo = GitRepo::new();
+    repo.write(
+        "berth.toml",
+        &ATTRIBUTION_MANIFEST.replace("paths = [\"docs/**\"]", "paths = [\"docs\"]"),
+    );
+    repo.commit_all("chore: init (TASK-0-init-docs)");
+    let b = base(&repo);
+    repo.write("docs/guide/intro.md", "x");
+    repo.commit_all("chore: intro");
+    let v = json(repo.path(), &["affected", "--base", &b], 0);
+    assert_eq!(affected(&v), ["docs"]);
+}

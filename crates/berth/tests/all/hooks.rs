@@ -189,3 +189,82 @@ fn hooks_work_for_a_manifest_in_a_subdirectory() {
     let (ok, text) = git(&repo, &["commit", "-q", "--allow-empty", "-m", "nope"]);
     assert!(!ok && text.contains("task-required"), "{text}");
 }
+
+#[test]
+fn a_global_hooks_path_is_refused() {
+    let repo = example_repo();
+    let shared = temp_dir();
+    // `run` points HOME at the repository, so this is berth's global git config.
+    repo.write(
+        ".gitconfig",
+        &format!("[core]\n\thooksPath = {}\n", shared.path().display()),
+    );
+    let out = run(repo.path(), &["hooks", "install"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("core.hooksPath is set in the global git config"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        std::fs::read_dir(shared.path()).unwrap().count(),
+        0,
+        "nothing written to the shared directory"
+    );
+}
+
+#[test]
+fn pre_push_after_someone_else_pushed_does_not_break() {
+    let repo = example_repo();
+    let remote = temp_dir();
+    git(
+        &repo,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.path().to_str().unwrap(),
+        ],
+    );
+    repo.git(&["remote", "add", "origin", remote.path().to_str().unwrap()]);
+    assert!(git(&repo, &["push", "-q", "origin", "main"]).0);
+    // Another clone pushes a commit this one never fetches.
+    let other = temp_dir();
+    let ok = Command::new("git")
+        .args(["clone", "-q", remote.path().to_str().unwrap(), "o"])
+        .current_dir(other.path())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let o = other.path().join("o");
+    for args in [
+        &["config", "user.name", "o"][..],
+        &["config", "user.email", "o@o"],
+        &[
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "chore: x (TASK-8-x-bestays)",
+        ],
+        &["push", "-q", "origin", "main"],
+    ] {
+        assert!(
+            Command::new("git")
+                .args(args)
+                .current_dir(&o)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    run(repo.path(), &["hooks", "install"]).assert_code(0);
+    repo.commit_all("feat: mine (TASK-9-mine-bestays)");
+    let (ok, text) = git(&repo, &["push", "-q", "--force", "origin", "main"]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("Invalid revision range"), "{text}");
+}

@@ -29,7 +29,8 @@ const TABLE: &[(&str, &[&str])] = &[
         "chore: bump deps (TASK-9-deps-bestays) (TASK-10-deps-realestate)",
         &[],
     ),
-    ("feat: x (TASK-11-search-re)", &[]),
+    ("feat: x (TASK-11-search-real-estate)", &[]),
+    ("feat: x (TASK-11-re-index-bestays)", &[]),
     ("feat: x (TASK-11-search-real)", &["no-product"]),
     ("feat: x (TASK-12-search-bestayss)", &["no-product"]),
     ("feat: x (TASK-13-bestays)", &[]),
@@ -45,7 +46,7 @@ const TABLE: &[(&str, &[&str])] = &[
     // Trailers.
     ("feat: x (TASK-20-login)\n\nProduct: bestays", &[]),
     ("feat: x (TASK-21-login)\n\nProduct: realestate", &[]),
-    ("feat: x (TASK-22-login)\n\nProduct: re", &[]),
+    ("feat: x (TASK-22-login)\n\nProduct: real-estate", &[]),
     (
         "feat: x (TASK-23-login)\n\nProduct: bestay",
         &["unknown-product", "no-product"],
@@ -75,13 +76,15 @@ const TABLE: &[(&str, &[&str])] = &[
     ("Revert \"feat: x (TASK-25-login-bestays)\"", &[]),
     ("fixup! feat: login (TASK-7-login-bestays)", &[]),
     ("squash! anything at all", &[]),
+    (
+        "Merge user data (no task)",
+        &["task-required", "no-product"],
+    ),
     ("amend! feat: x", &[]),
     // Shape.
     ("", &["empty-message", "task-required", "no-product"]),
-    (
-        "# only a comment\n",
-        &["empty-message", "task-required", "no-product"],
-    ),
+    // On stdin a `#` line is text (git keeps `-m "#42 ..."`); the --edit file strips git's comments.
+    ("# only a comment\n", &["task-required", "no-product"]),
     (
         "feat: x (TASK-31-login-bestays)\n# Please enter the commit message for your changes.\n# Lines starting with '#' will be ignored.",
         &[],
@@ -300,4 +303,83 @@ fn branches() {
         "{}",
         out.snapshot()
     );
+}
+
+#[test]
+fn bad_revisions_are_usage_errors_and_options_cannot_be_smuggled_in() {
+    let repo = example_repo();
+    let out = run(repo.path(), &["lint", "commit", "--range", "nope..HEAD"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("`nope` names no commit"),
+        "{}",
+        out.snapshot()
+    );
+    let target = repo.path().join("leak.txt");
+    let out = run(
+        repo.path(),
+        &[
+            "lint",
+            "commit",
+            &format!("--range=--output={}", target.display()),
+        ],
+    );
+    out.assert_code(2);
+    assert!(!target.exists(), "git must not have been handed the option");
+    let out = run(
+        repo.path(),
+        &[
+            "log",
+            "--product",
+            "bestays",
+            "--",
+            &format!("--output={}", target.display()),
+        ],
+    );
+    out.assert_code(2);
+    assert!(!target.exists());
+    let empty = GitRepo::new();
+    empty.write("berth.toml", "[project]\nname = \"x\"\n\n[products.a]\n");
+    let out = run(empty.path(), &["log", "--product", "a"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("no commits yet"), "{}", out.snapshot());
+}
+
+#[test]
+fn a_custom_task_pattern_with_the_slug_first_gets_a_correct_hint() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap().replace(
+        "[conventions]\n",
+        "[conventions]\ntask_pattern = '(?P<slug>[a-z]+(?:-[a-z]+)*)/TASK-(?P<number>\\d+)é*'\n",
+    );
+    repo.write("berth.toml", &m);
+    let out = lint_stdin(repo.path(), "search-bestyas/TASK-1ééééé");
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("search-bestays/TASK-1"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn git_commit_v_diff_below_the_scissors_is_not_linted() {
+    let repo = example_repo();
+    run(repo.path(), &["hooks", "install"]).assert_code(0);
+    repo.write("products/bestays/notes.md", "see TASK-77-fix-bestays\n");
+    repo.git(&["add", "-A"]);
+    let out = std::process::Command::new("git")
+        .args(["commit", "-q", "-v", "-e", "-m", "fix: typo"])
+        .current_dir(repo.path())
+        .env("GIT_EDITOR", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the task in the diff must not count");
+    // git sends a hook's output to stderr.
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("task-required"), "{text}");
 }

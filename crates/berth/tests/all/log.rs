@@ -46,7 +46,7 @@ fn log_by_product_task_and_story() {
     let v = json(repo.path(), &["log", "--story", "US-001"], 0);
     assert_eq!(subjects(&v).len(), 2);
     // Aliases resolve; unknown names are usage errors with a hint.
-    let v = json(repo.path(), &["log", "--product", "re"], 0);
+    let v = json(repo.path(), &["log", "--product", "real-estate"], 0);
     assert_eq!(subjects(&v).len(), 2);
     let out = run(repo.path(), &["log", "--product", "bestay"]);
     out.assert_code(2);

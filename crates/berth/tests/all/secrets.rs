@@ -158,3 +158,43 @@ fn no_false_positive_on_the_example_monorepo() {
         out.snapshot()
     );
 }
+
+#[test]
+fn a_secret_anywhere_in_the_repository_is_found_not_only_under_berth_toml() {
+    let repo = GitRepo::new();
+    repo.write(
+        "mono/berth.toml",
+        "[project]\nname = \"shop\"\n\n[products.bestays]\n",
+    );
+    repo.write(".env", "CLERK_SECRET_KEY=sk_live_0123456789abcdef\n");
+    repo.git(&["add", "-f", ".env"]);
+    repo.commit_all("chore: init (TASK-1-init-bestays)");
+    let out = run(repo.path(), &["--manifest", "mono/berth.toml", "check"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("--> .env:1:18"), "{}", out.snapshot());
+    let out = run(&repo.path().join("mono"), &["check"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("--> ../.env:1:18"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+#[test]
+fn a_secret_on_a_manifest_line_with_a_syntax_or_type_error_is_masked() {
+    let tmp = temp_dir();
+    for text in [
+        "[project]\nname = \"x\"\n[products.a.services.s]\nimage = \"i\"\nenv = { CLERK_SECRET_KEY = \"sk_live_REALKEY123456\", PORT = 1 }\n",
+        "[project]\nname = \"x\"\nenv = { KEY = \"sk-or-v1-abcdef123456\"\n",
+    ] {
+        std::fs::write(tmp.path().join("berth.toml"), text).unwrap();
+        let out = run(tmp.path(), &["check", "--no-secret-scan"]);
+        out.assert_code(2);
+        assert!(
+            !out.all().contains("REALKEY123456") && !out.all().contains("abcdef123456"),
+            "{}",
+            out.snapshot()
+        );
+    }
+}

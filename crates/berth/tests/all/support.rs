@@ -101,7 +101,7 @@ depends_on_shared = ["server"]
 
 [products.realestate]
 paths = ["products/realestate/**"]
-aliases = ["realestate", "re"]
+aliases = ["realestate", "real-estate"]
 depends_on_shared = ["server"]
 
 [products.docs]
