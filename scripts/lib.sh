@@ -33,7 +33,7 @@ ensure_cmd() {
 
 ensure_rust() {
     command -v cargo >/dev/null 2>&1 \
-        || die "cargo is not installed: berth needs Rust 1.85 or newer (https://rustup.rs)"
+        || die "cargo is not installed: berth needs Rust 1.89 or newer (https://rustup.rs)"
 }
 
 # PostgreSQL server binaries live outside PATH on Debian.

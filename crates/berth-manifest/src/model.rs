@@ -22,6 +22,9 @@ pub struct Manifest {
     /// The nginx front door. Without it a deploy restarts in place (not zero-downtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
+    /// How deploys run.
+    #[serde(default)]
+    pub deploy: Deploy,
     /// What the secret scan of `berth check` looks at.
     #[serde(default)]
     pub secret_scan: SecretScan,
@@ -143,14 +146,19 @@ impl InfraService {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
-    /// Path of the nginx configuration berth renders and nginx loads.
+    /// The nginx main configuration berth manages, relative to berth.toml (e.g.
+    /// `deploy/prod/nginx/nginx.conf` from `berth render`). Deploys rewrite the
+    /// `upstreams/<product>.conf` beside it.
     pub nginx_config: String,
-    /// Command that reloads nginx gracefully.
+    /// Command that reloads nginx gracefully; `{root}` is the directory of berth.toml, `{config}` the config.
     #[serde(default = "default_reload")]
     pub reload_command: String,
     /// Command that tests the nginx configuration before a reload.
     #[serde(default = "default_test")]
     pub test_command: String,
+    /// Command that starts nginx when it is not running.
+    #[serde(default = "default_start")]
+    pub start_command: String,
     /// Port nginx listens on for HTTP.
     #[serde(default = "default_http_port")]
     pub http_port: u16,
@@ -173,10 +181,51 @@ fn default_certs_dir() -> String {
 }
 
 fn default_reload() -> String {
-    "nginx -s reload".into()
+    "nginx -p {root} -c {config} -s reload".into()
 }
 fn default_test() -> String {
-    "nginx -t".into()
+    "nginx -p {root} -c {config} -t -q".into()
+}
+fn default_start() -> String {
+    "nginx -p {root} -c {config}".into()
+}
+
+/// Which runtime runs the services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// `compose` when a Docker Engine answers, `local` otherwise.
+    #[default]
+    Auto,
+    /// Local processes from each service's `command` (pid and log files under `.berth/run/`).
+    Local,
+    /// Docker Compose v2 on a Docker Engine (`DOCKER_HOST` or the current docker context).
+    Compose,
+}
+
+/// `[deploy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deploy {
+    /// The runtime: `auto`, `local` or `compose`.
+    pub runtime: RuntimeKind,
+    /// Images (versions) kept per product for instant rollbacks.
+    pub keep: usize,
+    /// Time the old slot keeps serving in-flight requests after the switch.
+    pub drain: HumanDuration,
+    /// The green slot listens on `host_port + slot_port_offset` (blue on `host_port`).
+    pub slot_port_offset: u16,
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeKind::Auto,
+            keep: 5,
+            drain: HumanDuration::from_secs(2),
+            slot_port_offset: 10000,
+        }
+    }
 }
 
 /// `[secret_scan]`

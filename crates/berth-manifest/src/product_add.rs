@@ -224,10 +224,9 @@ fn set_value(item: &mut Item, path: &[&str], v: Value) {
         *slot = Item::Value(v);
     } else if let Some((last, parent)) = path.split_last()
         && let Some(p) = slot(item, parent)
+        && let Some(t) = p.as_table_like_mut()
     {
-        if let Some(t) = p.as_table_like_mut() {
-            t.insert(last, Item::Value(v));
-        }
+        t.insert(last, Item::Value(v));
     }
 }
 

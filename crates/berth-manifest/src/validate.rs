@@ -187,6 +187,55 @@ impl Validator<'_> {
                 );
             }
         }
+        // Green slots listen at host_port + offset: those must be free too.
+        let offset = self.m.deploy.slot_port_offset;
+        let mut blue: Vec<(u16, String)> = Vec::new();
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                if let Some(hp) = svc.host_port {
+                    blue.push((hp, format!("{pname}.{sname}")));
+                }
+            }
+        }
+        for (kind, infra) in [
+            ("postgres", &self.m.infra.postgres),
+            ("redis", &self.m.infra.redis),
+        ] {
+            if let Some(InfraService {
+                mode: InfraMode::Container,
+                port: Some(port),
+                ..
+            }) = infra
+            {
+                blue.push((*port, format!("infra.{kind}")));
+            }
+        }
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                let Some(hp) = svc.host_port else { continue };
+                let path = vpath(&["products", pname, "services", sname, "host_port"]);
+                match hp.checked_add(offset) {
+                    None => {
+                        let d = Diagnostic::error("slot-port-range", format!("{pname}.{sname}: the green slot port {hp} + {offset} is above 65535"))
+                            .at(self.label(&path, ""))
+                            .help("use a lower host_port or a smaller [deploy] slot_port_offset");
+                        self.push(d);
+                    }
+                    Some(green) if offset > 0 => {
+                        if let Some((_, owner)) = blue.iter().find(|(p, _)| *p == green) {
+                            let d = Diagnostic::error(
+                                "slot-port-collision",
+                                format!("the green slot of {pname}.{sname} would listen on {green}, which {owner} uses"),
+                            )
+                            .at(self.label(&path, ""))
+                            .help("change a host_port or [deploy] slot_port_offset");
+                            self.push(d);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         for (pname, product) in &self.m.products {
             for (sname, svc) in &product.services {
                 if let Some(hp) = svc.host_port {

@@ -37,6 +37,9 @@ impl Env {
 pub struct RenderedFile {
     pub path: String,
     pub contents: String,
+    /// Written once, then owned by deploys (the live-slot upstreams): never
+    /// overwritten by `berth render`, never reported stale by `--check`.
+    pub state: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ pub fn go_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();
@@ -345,7 +348,14 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     let bind = if prod { "127.0.0.1:" } else { "" };
     let network = infra_network(m);
     let mut files = Vec::new();
-    let mut add = |path: String, contents: String| files.push(RenderedFile { path, contents });
+    let mut add = |path: String, contents: String| {
+        let state = path.starts_with("nginx/upstreams/");
+        files.push(RenderedFile {
+            path,
+            contents,
+            state,
+        })
+    };
 
     let products: Vec<ProductCtx> = m
         .products
@@ -456,6 +466,13 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             render_upstream(m, name, p, "blue", &|_, hp| hp)?,
         );
     }
+    // Which slot is live is runtime state, rewritten by every deploy: never committed.
+    add(
+        "nginx/upstreams/.gitignore".into(),
+        format!(
+            "# {HEADER}\n# The live-slot upstreams change with every deploy: they are state, not source.\n*.conf\n"
+        ),
+    );
 
     // Monitoring and CI.
     add(

@@ -31,13 +31,7 @@ Start here:
 #[command(propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Path to berth.toml [default: berth.toml in this directory or the nearest parent]
-    #[arg(
-        long,
-        short = 'm',
-        global = true,
-        env = "BERTH_MANIFEST",
-        value_name = "PATH"
-    )]
+    #[arg(long, global = true, env = "BERTH_MANIFEST", value_name = "PATH")]
     pub manifest: Option<PathBuf>,
 
     /// When to colour output
@@ -76,6 +70,18 @@ pub enum Command {
     /// Create each product's database, role and Redis user on the shared servers
     #[command(long_about = PROVISION_LONG)]
     Provision(ProvisionArgs),
+    /// Deploy a product: zero-downtime, health-gated, tagged, audited
+    #[command(long_about = DEPLOY_LONG)]
+    Deploy(DeployArgs),
+    /// Roll a product back to an earlier deploy through the same health-gated switch
+    Rollback(RollbackArgs),
+    /// List a product's deploys (from its deploy tags) with their tasks
+    History(HistoryArgs),
+    /// Every product's live slot, version, health, uptime and last deploy, read from the runtime
+    Status(StatusArgs),
+    /// Show, take or release a product's deploy lock
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Print the JSON schema of berth.toml (for editors and CI)
     Schema(SchemaArgs),
     /// Print shell completions
@@ -155,6 +161,21 @@ secret file; they change only with --rotate-passwords.
 The admin connection comes from the environment variable named by \
 [infra.*] admin_url_env (default BERTH_POSTGRES_ADMIN_URL / BERTH_REDIS_ADMIN_URL); \
 in container mode without it, the infra secret file and published port are used.";
+
+const DEPLOY_LONG: &str = "\
+Deploy a product. berth prints the plan, then runs it step by step:
+  lock -> resolve the version (commit of --ref) -> build -> migrate (one-off, new version)
+  -> start the idle slot -> health-check it -> switch nginx to it (nginx -t, graceful
+  reload) -> drain and stop the old slot -> tag <product>-deploy-YYYYMMDD-HHMMSS -> unlock.
+Each step is appended to .berth/audit.jsonl.
+
+If a step fails before the switch, the old version keeps serving untouched and the new \
+slot is stopped; the error names the step and shows the new service's last 50 log lines \
+and its health-check responses. If the switch or the check after it fails, traffic goes \
+back to the old slot. Without [proxy] the new version replaces the old in place: not \
+zero-downtime, and the plan says so.
+
+Exit status: 0 deployed, 1 the deploy failed or the product is locked, 2 usage error.";
 
 const DEMO_LONG: &str = "\
 Run berth's main job end to end on an embedded two-product example (bestays and \
@@ -295,6 +316,119 @@ pub struct LogArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    /// berth.toml's [deploy] runtime
+    Manifest,
+    /// Local processes from each service's `command`
+    Local,
+    /// Docker Compose v2
+    Compose,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The product to deploy
+    pub product: String,
+    /// The commit to deploy
+    #[arg(long = "ref", value_name = "REF", default_value = "HEAD")]
+    pub git_ref: String,
+    /// Print the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Deploy even though the work tree has uncommitted changes
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Wait this long for the product's deploy lock instead of failing at once (e.g. "2m")
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_wait: berth_manifest::duration::HumanDuration,
+    /// Push the deploy tag to origin
+    #[arg(long)]
+    pub push_tags: bool,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The product to roll back
+    pub product: String,
+    /// The deploy tag to return to [default: the deploy before the live one]
+    #[arg(long, value_name = "TAG")]
+    pub to: Option<String>,
+    /// Print the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Wait this long for the product's deploy lock
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_wait: berth_manifest::duration::HumanDuration,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The product
+    pub product: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this product
+    pub product: Option<String>,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds a product's lock (a running deploy or a manual hold)
+    Status(LockArgs),
+    /// Hold a product: deploys refuse until `berth lock release`
+    Acquire(LockAcquireArgs),
+    /// Release a manual hold
+    Release(LockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The product [default: every product, for status]
+    pub product: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct LockAcquireArgs {
+    /// The product
+    pub product: String,
+    /// Why (shown to whoever tries to deploy)
+    #[arg(long, short)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum EnvArg {
     Dev,
     Prod,
@@ -412,4 +546,14 @@ pub struct DemoArgs {
     /// Run in this directory (must be empty or absent) instead of a temp directory, and keep it
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

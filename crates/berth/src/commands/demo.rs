@@ -1,10 +1,14 @@
-//! `berth demo`: the main job, end to end, on an embedded example in a temp
-//! git repository. Each step runs the same code as the real command.
+//! `berth demo`: berth's main job, end to end, on the embedded example in a
+//! fresh git repository: check, add a product, render, deploy two products on
+//! the local runtime behind nginx, redeploy with zero downtime, roll back, show
+//! history and status, lint, affected, and the secret scan. Every step runs the
+//! real command (this binary); services and nginx are stopped at the end.
 
-use std::path::Path;
-use std::process::ExitCode;
-
-use berth_manifest::product_add::add_product;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use crate::cli::DemoArgs;
 use crate::demo_files::EXAMPLE;
@@ -21,6 +25,154 @@ OPENROUTER_API_KEY=sk-or-v1-...
 LLM_CHAT_MODEL=anthropic/claude-3-sonnet
 ";
 
+/// Stops the demo's services and nginx, whatever happens.
+struct Cleanup {
+    dir: PathBuf,
+    nginx: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.nginx {
+            let _ = Command::new("nginx")
+                .args([
+                    "-p",
+                    &self.dir.display().to_string(),
+                    "-c",
+                    "deploy/dev/nginx/nginx.conf",
+                    "-s",
+                    "stop",
+                ])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        stop_all(&self.dir.join(".berth/run"));
+    }
+}
+
+fn stop_all(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            stop_all(&p);
+        } else if p.extension().is_some_and(|x| x == "json")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(
+                &std::fs::read_to_string(&p).unwrap_or_default(),
+            )
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+struct Demo<'a> {
+    dir: PathBuf,
+    exe: PathBuf,
+    printer: &'a Printer,
+    step: usize,
+}
+
+impl Demo<'_> {
+    fn step(&mut self, what: &str) {
+        self.step += 1;
+        println!();
+        println!(
+            "{}",
+            self.printer
+                .styles
+                .bold
+                .paint(&format!("[{}] {what}", self.step))
+        );
+    }
+
+    /// Run `berth <args>` in the demo repository, show its output indented; returns (code, output).
+    fn berth(&self, args: &[&str]) -> Result<(i32, String)> {
+        let out = Command::new(&self.exe)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("NO_COLOR", "1")
+            .env("BERTH_OPERATOR", "demo")
+            .output()
+            .map_err(|e| CliError::Failed(format!("cannot run berth: {e}")))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        println!("    $ berth {}", args.join(" "));
+        for l in text.lines() {
+            println!("      {l}");
+        }
+        Ok((out.status.code().unwrap_or(-1), text))
+    }
+
+    fn must(&self, args: &[&str], code: i32) -> Result<String> {
+        let (c, text) = self.berth(args)?;
+        if c != code {
+            return Err(CliError::Failed(format!(
+                "demo step failed: `berth {}` exited {c}, expected {code}",
+                args.join(" ")
+            )));
+        }
+        Ok(text)
+    }
+
+    fn git(&self, args: &[&str]) -> Result<()> {
+        berth_cmd::Cmd::new("git", "run git in the demo repository")
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_AUTHOR_NAME", "berth demo")
+            .env("GIT_AUTHOR_EMAIL", "demo@berth.invalid")
+            .env("GIT_COMMITTER_NAME", "berth demo")
+            .env("GIT_COMMITTER_EMAIL", "demo@berth.invalid")
+            .hint_if_missing("berth demo needs git: apt-get install git")
+            .output()?;
+        Ok(())
+    }
+
+    fn commit(&self, message: &str) -> Result<()> {
+        self.git(&["add", "-A"])?;
+        self.git(&["-c", "commit.gpgsign=false", "commit", "-q", "-m", message])
+    }
+}
+
+fn io(e: std::io::Error) -> CliError {
+    CliError::Failed(format!("demo: {e}"))
+}
+
+/// GET through nginx; the version header the product answered with.
+fn through_nginx(port: u16, host: &str) -> String {
+    (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET /api/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string())
+    })()
+    .unwrap_or_else(|e| format!("no answer: {e}"))
+}
+
+fn nginx_installed() -> bool {
+    Command::new("nginx")
+        .arg("-v")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     let (_tmp, dir) = match &args.dir {
         Some(d) => {
@@ -32,7 +184,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
             }
             std::fs::create_dir_all(d)
                 .map_err(|e| CliError::Config(format!("cannot create {}: {e}", d.display())))?;
-            (None, d.clone())
+            (None, super::render::absolute(d))
         }
         None => {
             let t = tempfile::Builder::new()
@@ -43,230 +195,173 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
             (Some(t), p)
         }
     };
-    step(
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot locate berth: {e}")))?;
+    let nginx = nginx_installed();
+    let _cleanup = Cleanup {
+        dir: dir.clone(),
+        nginx,
+    };
+    let mut d = Demo {
+        dir: dir.clone(),
+        exe,
         printer,
-        1,
-        &format!(
-            "create a two-product monorepo (bestays, realestate) in {}",
-            dir.display()
-        ),
-    );
+        step: 0,
+    };
+
+    d.step(&format!(
+        "a two-product monorepo (bestays, realestate) shaped like the strategy document's, in {}",
+        dir.display()
+    ));
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(io)?;
     for (rel, body) in EXAMPLE {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("file has a parent")).map_err(io)?;
+        let body = if *rel == "berth.toml" {
+            let b = body.replace(
+                "[secret_scan]",
+                "[deploy]\nruntime = \"local\"\ndrain = \"300ms\"\n\n[secret_scan]",
+            );
+            if nginx {
+                b.replace(
+                    "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+                    &format!(
+                        "nginx_config = \"deploy/dev/nginx/nginx.conf\"\nhttp_port = {http_port}"
+                    ),
+                )
+            } else {
+                println!(
+                    "    nginx is not installed: deploys will restart in place (NOT zero-downtime); apt-get install nginx to see the switch"
+                );
+                b.replace(
+                    "[proxy]\nnginx_config = \"deploy/prod/nginx/nginx.conf\"\n",
+                    "",
+                )
+            }
+        } else {
+            body.to_string()
+        };
         std::fs::write(&p, body).map_err(io)?;
     }
-    let repo = git_init(&dir)?;
-    commit(
-        &repo,
-        "chore: import the multi-product example (TASK-000-setup-bestays)",
-    )?;
+    d.git(&["init", "-q", "-b", "main"])?;
+    d.commit("chore: import the multi-product example (TASK-000-setup-bestays)")?;
 
-    let manifest = dir.join("berth.toml");
-    step(
-        printer,
-        2,
-        "berth check: validate berth.toml and scan tracked files for secrets",
-    );
-    let report = super::check::check_path(&manifest, true)?;
-    printer.diagnostics(&report.diagnostics);
-    expect(report.exit_code() == 0, "the example passes `berth check`")?;
-    println!(
-        "    ok: {} products, {} tracked files scanned, no secrets",
-        product_count(&manifest)?,
-        report.scanned_files.unwrap_or(0)
-    );
+    d.step("berth check: the manifest's rules, and every tracked file scanned for secrets");
+    d.must(&["check"], 0)?;
 
-    step(printer, 3, "berth product add villas --like bestays");
-    let text = std::fs::read_to_string(&manifest).map_err(io)?;
-    let added = add_product("berth.toml", &text, "villas", "bestays", false).map_err(|d| {
-        printer.diagnostics(&d);
-        CliError::Failed("product add failed".into())
-    })?;
-    std::fs::write(&manifest, &added.toml).map_err(io)?;
-    for c in &added.changes {
-        println!("    {c}");
+    d.step("berth product add villas --like bestays: next free ports, Redis db, prefix, database, domains");
+    d.must(&["product", "add", "villas", "--like", "bestays"], 0)?;
+    d.must(&["render", "--env", "dev"], 0)?;
+    d.commit("feat: add the villas product (TASK-001-add-villas)")?;
+
+    d.step(
+        "berth deploy bestays and realestate: local processes behind nginx, health-gated, tagged",
+    );
+    d.must(&["deploy", "bestays", "--yes"], 0)?;
+    d.must(&["deploy", "realestate", "--yes"], 0)?;
+    if nginx {
+        println!(
+            "    through nginx: {}",
+            through_nginx(http_port, "bestays.app")
+        );
     }
-    let report = super::check::check_path(&manifest, true)?;
-    expect(
-        report.exit_code() == 0,
-        "the manifest with three products passes `berth check`",
-    )?;
-    commit(&repo, "feat: add the villas product (TASK-001-add-villas)")?;
-    println!(
-        "    ok: {} products, still no collisions",
-        product_count(&manifest)?
-    );
 
-    step(
-        printer,
-        4,
-        "berth lint commit: the strategy document's commit messages",
+    d.step(
+        "a change to bestays, redeployed: the idle slot starts, is checked, then takes the traffic",
     );
-    let (loaded, _) =
-        berth_manifest::load_path(&manifest).map_err(|e| CliError::Failed(e.to_string()))?;
-    let attributor = berth_git::attribution::Attributor::new(&loaded.manifest)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    let mut failed = 0;
+    std::fs::write(
+        dir.join("products/bestays/listings.yaml"),
+        "kinds: [villa, condo]\n",
+    )
+    .map_err(io)?;
+    d.commit("feat: listing kinds (US-002 TASK-002-listings-bestays)")?;
+    d.must(&["deploy", "bestays", "--yes"], 0)?;
+    if nginx {
+        println!(
+            "    through nginx: {}",
+            through_nginx(http_port, "bestays.app")
+        );
+    }
+
+    d.step("berth rollback bestays: back to the previous deploy, no rebuild");
+    d.must(&["rollback", "bestays", "--yes"], 0)?;
+    if nginx {
+        println!(
+            "    through nginx: {}",
+            through_nginx(http_port, "bestays.app")
+        );
+    }
+
+    d.step("berth history and berth status: from the deploy tags and the runtime");
+    d.must(&["history", "bestays"], 0)?;
+    d.must(&["status"], 0)?;
+
+    d.step("guard rails: the strategy document's commit messages, and what a push affects");
     for message in [
         "feat: implement login (US-001 TASK-001-login-bestays)",
         "TASK-050-port-login-realestate",
         "TASK-002-database-schema",
     ] {
-        let commit = berth_git::attribution::Commit {
-            message: message.into(),
-            ..Default::default()
-        };
-        let r = berth_git::lint::lint_commit(&attributor, &commit, false, false);
-        if r.failed() {
-            failed += 1;
-            let f = r
-                .findings
-                .iter()
-                .find(|f| f.level == berth_git::attribution::Level::Error)
-                .expect("a failing finding");
-            println!(
-                "    ✗ {message}\n        {}: {}\n        hint: {}",
-                f.rule,
-                f.message,
-                f.hint.as_deref().unwrap_or("-")
-            );
+        let mut child = Command::new(&d.exe)
+            .args(["lint", "commit"])
+            .current_dir(&dir)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(io)?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(message.as_bytes())
+            .map_err(io)?;
+        let out = child.wait_with_output().map_err(io)?;
+        let verdict = if out.status.success() {
+            "ok    "
         } else {
-            println!("    ✓ {message}  -> {}", r.products.join(", "));
+            "REJECT"
+        };
+        println!("    {verdict} {message}");
+        if !out.status.success() {
+            for l in String::from_utf8_lossy(&out.stdout).lines().skip(1).take(3) {
+                println!("           {l}");
+            }
         }
     }
-    expect(failed == 1, "exactly the message naming no product to fail")?;
-
-    step(
-        printer,
-        5,
-        "berth affected --explain: a shared fix and a realestate feature",
-    );
-    let base = repo.resolve("HEAD")?.expect("HEAD exists");
     std::fs::write(
         dir.join("apps/server/app/health.py"),
         "def ok():\n    return True\n",
     )
     .map_err(io)?;
-    commit(&repo, "fix: health check (TASK-003-health-bestays)")?;
-    std::fs::write(
-        dir.join("products/realestate/listings.yaml"),
-        "kinds: [house]\n",
-    )
-    .map_err(io)?;
-    commit(&repo, "feat: listings (TASK-004-listings-realestate)")?;
-    let since = berth_git::affected::Since::Range {
-        base,
-        head: "HEAD".into(),
-    };
-    let walk = berth_git::affected::Walk {
-        first_parent: false,
-        explain: true,
-    };
-    let result = berth_git::affected::affected(&repo, &attributor, &since, walk)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("    affected: {}", result.affected.join(", "));
-    for p in &result.products {
-        for c in &p.commits {
-            let rules: Vec<&str> = c.rules.iter().map(|e| e.rule.describe()).collect();
-            println!(
-                "      {:<11} {} ({})",
-                p.product,
-                c.subject,
-                rules.join(", ")
-            );
-        }
-    }
-    expect(
-        result.affected.len() == 3,
-        "the shared fix to affect every product",
-    )?;
+    d.commit("fix: health check (TASK-003-health-bestays)")?;
+    d.must(&["affected", "--base", "HEAD~1", "--explain"], 0)?;
 
-    step(
-        printer,
-        6,
-        "force-commit the strategy document's .env, as it was, and run berth check again",
+    d.step(
+        "the strategy document's .env, force-committed as it was: berth check fails, values masked",
     );
     std::fs::write(dir.join(".env"), SEED_ENV).map_err(io)?;
-    // .gitignore lists .env; the seed's repository committed it anyway.
-    repo.git("stage .env past .gitignore")
-        .args(["add", "-f", ".env"])
-        .output()?;
-    commit(&repo, "chore: share dev settings (TASK-002-env-bestays)")?;
-    let report = super::check::check_path(&manifest, true)?;
-    printer.diagnostics(&report.diagnostics);
-    let secrets = report
-        .diagnostics
-        .iter()
-        .filter(|d| d.code == "committed-secret")
-        .count();
-    expect(
-        report.exit_code() == 1 && secrets == 3,
-        "the secret scan fails on the committed .env",
-    )?;
-    println!("    caught {secrets} committed secrets, values masked; `berth check` exits 1");
+    d.git(&["add", "-f", ".env"])?;
+    d.commit("chore: share dev settings (TASK-004-env-bestays)")?;
+    let text = d.must(&["check"], 1)?;
+    let caught = text.matches("error[committed-secret]").count();
+    if caught != 3 {
+        return Err(CliError::Failed(format!(
+            "demo step failed: expected 3 committed secrets, found {caught}"
+        )));
+    }
 
-    step(printer, 7, "done");
+    d.step("done");
     println!(
-        "    check, product add, lint, affected and the secret scan ran for real in {}.",
+        "    check, product add, render, deploy, rollback, history, status, lint, affected and the secret scan ran for real in {}.",
         dir.display()
     );
+    println!("    The demo's services and nginx are stopped now.");
     if args.dir.is_none() {
         println!("    (a temp directory, removed now; pass --dir DIR to keep it)");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn step(printer: &Printer, n: usize, what: &str) {
-    println!();
-    println!("{}", printer.styles.bold.paint(&format!("[{n}] {what}")));
-}
-
-fn io(e: std::io::Error) -> CliError {
-    CliError::Failed(format!("demo: {e}"))
-}
-
-fn expect(ok: bool, what: &str) -> Result<()> {
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::Failed(format!(
-            "demo step failed: expected {what}"
-        )))
-    }
-}
-
-fn product_count(manifest: &Path) -> Result<usize> {
-    let (loaded, _) =
-        berth_manifest::load_path(manifest).map_err(|e| CliError::Failed(e.to_string()))?;
-    Ok(loaded.manifest.products.len())
-}
-
-fn git_init(dir: &Path) -> Result<berth_git::Repo> {
-    berth_cmd::Cmd::new("git", "create the demo repository")
-        .args(["init", "-q", "-b", "main"])
-        .current_dir(dir)
-        .hint_if_missing("berth demo needs git: apt-get install git")
-        .output()?;
-    let repo = berth_git::Repo::open(dir)?;
-    for (k, v) in [
-        ("user.name", "berth demo"),
-        ("user.email", "demo@berth.invalid"),
-        ("commit.gpgsign", "false"),
-    ] {
-        repo.git("configure the demo repository")
-            .args(["config", k, v])
-            .output()?;
-    }
-    Ok(repo)
-}
-
-fn commit(repo: &berth_git::Repo, message: &str) -> Result<()> {
-    repo.git("stage the demo files")
-        .args(["add", "-A"])
-        .output()?;
-    repo.git("commit in the demo repository")
-        .args(["commit", "-q", "-m", message])
-        .output()?;
-    Ok(())
 }

@@ -5,6 +5,7 @@ mod affected;
 mod check;
 mod completions;
 mod demo;
+mod deploy;
 mod hooks;
 mod init;
 mod lint;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, HooksCommand, LintCommand, ProductCommand};
+use crate::cli::{Cli, Command, HooksCommand, LintCommand, LockCommand, ProductCommand};
 use crate::exit::{CliError, Result};
 use crate::output::Printer;
 
@@ -42,6 +43,13 @@ pub fn run() -> ExitCode {
         Command::Log(a) => log::run(&cli, a, &printer),
         Command::Render(a) => render::run(&cli, a, &printer),
         Command::Provision(a) => provision::run(&cli, a, &printer),
+        Command::Deploy(a) => deploy::deploy(&cli, a, &printer),
+        Command::Rollback(a) => deploy::rollback(&cli, a, &printer),
+        Command::History(a) => deploy::history(&cli, a, &printer),
+        Command::Status(a) => deploy::status(&cli, a, &printer),
+        Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
+        Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
+        Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
         Command::Schema(a) => schema::run(a, &printer),
         Command::Completions(a) => completions::run(a),
         Command::Demo(a) => demo::run(a, &printer),

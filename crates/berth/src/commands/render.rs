@@ -84,7 +84,14 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
     let mut stale = Vec::new();
     for f in &files {
         let p = out.join(&f.path);
-        if std::fs::read_to_string(&p).ok().as_deref() != Some(f.contents.as_str()) {
+        let current = std::fs::read_to_string(&p).ok();
+        // Live-slot upstreams belong to deploys once written.
+        let differs = if f.state {
+            current.is_none()
+        } else {
+            current.as_deref() != Some(f.contents.as_str())
+        };
+        if differs {
             stale.push(f.path.clone());
         }
     }

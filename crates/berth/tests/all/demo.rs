@@ -6,31 +6,46 @@ fn demo_runs_end_to_end() {
     let dir = tmp.path().join("demo");
     let out = run(tmp.path(), &["demo", "--dir", "demo"]);
     out.assert_code(0);
-    assert!(out.stdout.contains("[7] done"), "{}", out.snapshot());
-    assert!(
-        out.stdout.contains("✗ TASK-002-database-schema"),
-        "{}",
-        out.snapshot()
-    );
-    assert!(
-        out.stdout.contains("affected: bestays, realestate, villas"),
-        "{}",
-        out.snapshot()
-    );
-    assert!(
-        out.stdout.contains("caught 3 committed secrets"),
-        "{}",
-        out.snapshot()
-    );
-    // The kept directory is a real repository with three products.
-    let log = std::process::Command::new("git")
-        .args(["log", "--oneline"])
+    for expected in [
+        "[10] done",
+        "ok     feat: implement login",
+        "is live in blue",
+        "is live in green",
+        "REJECT TASK-002-database-schema",
+        "affected: bestays, realestate, villas",
+        "rollback",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing `{expected}`:\n{}",
+            out.snapshot()
+        );
+    }
+    // The kept directory is a real repository with deploy tags, and nothing is left running.
+    let tags = std::process::Command::new("git")
+        .args(["tag"])
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&log.stdout).lines().count(), 5);
+    assert_eq!(
+        String::from_utf8_lossy(&tags.stdout).lines().count(),
+        4,
+        "3 bestays deploys + 1 realestate"
+    );
     let m = std::fs::read_to_string(dir.join("berth.toml")).unwrap();
     assert!(m.contains("[products.villas]"));
+    for json in ["bestays/blue/server.json", "realestate/blue/server.json"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(".berth/run").join(json)) {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let pid = v["pid"].as_u64().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            assert!(
+                stat.is_empty() || stat.contains(") Z"),
+                "demo left {json} running"
+            );
+        }
+    }
     // A non-empty directory is refused.
     run(tmp.path(), &["demo", "--dir", "demo"]).assert_code(2);
 }

@@ -5,6 +5,7 @@ mod affected;
 mod check;
 mod cli;
 mod demo;
+mod deploy;
 mod hooks;
 mod init;
 mod lint;

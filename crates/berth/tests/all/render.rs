@@ -30,9 +30,9 @@ fn example_with_certs() -> GitRepo {
     }
     let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
     let m = m.replace(
-        "nginx_config = \"docker/nginx/berth.conf\"",
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
         &format!(
-            "nginx_config = \"docker/nginx/berth.conf\"\ncerts_dir = \"{}\"",
+            "nginx_config = \"deploy/prod/nginx/nginx.conf\"\ncerts_dir = \"{}\"",
             certs.display()
         ),
     );

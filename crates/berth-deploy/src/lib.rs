@@ -1,0 +1,669 @@
+//! Deploys as a plan, then its execution: every mutating command first lists
+//! typed steps (what `--dry-run` prints), then runs them in order, recording
+//! each in the audit log. Nothing is done that the plan did not name.
+
+pub mod health;
+pub mod lock;
+pub mod proxy;
+pub mod tags;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_git::Repo;
+use berth_manifest::Manifest;
+use berth_runtime::{Runtime, Slot, slot_port};
+use serde::Serialize;
+
+use crate::health::Probe;
+use crate::lock::{DeployLock, Holder};
+use crate::proxy::Nginx;
+
+/// One step of a deploy, with its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    Lock,
+    ResolveVersion {
+        commit: String,
+        version: String,
+    },
+    Build {
+        runtime: String,
+    },
+    Migrate {
+        service: String,
+    },
+    StartSlot {
+        slot: Slot,
+    },
+    HealthCheck {
+        slot: Slot,
+    },
+    /// Rewrite the upstreams, `nginx -t`, graceful reload.
+    Switch {
+        from: Option<Slot>,
+        to: Slot,
+    },
+    /// No proxy: stop the old version, start the new one (not zero-downtime).
+    RestartInPlace {
+        slot: Slot,
+    },
+    DrainAndStop {
+        slot: Slot,
+        drain_ms: u64,
+    },
+    Tag {
+        name: String,
+    },
+    Unlock,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Lock => write!(f, "take the deploy lock"),
+            Self::ResolveVersion { version, .. } => write!(f, "resolve the version: {version}"),
+            Self::Build { runtime } if runtime == "local" => write!(
+                f,
+                "build: nothing to build (local runtime runs the working tree)"
+            ),
+            Self::Build { runtime } => write!(f, "build images ({runtime})"),
+            Self::Migrate { service } => write!(
+                f,
+                "run the migration of {service} in a one-off process of the new version"
+            ),
+            Self::StartSlot { slot } => write!(f, "start the {slot} slot with the new version"),
+            Self::HealthCheck { slot } => write!(f, "health-check the {slot} slot"),
+            Self::Switch {
+                from: Some(from),
+                to,
+            } => write!(
+                f,
+                "switch traffic {from} -> {to} (nginx -t, graceful reload)"
+            ),
+            Self::Switch { from: None, to } => write!(f, "send traffic to {to} (nginx -t, reload)"),
+            Self::RestartInPlace { slot } => write!(
+                f,
+                "restart in place in {slot} (no [proxy]: NOT zero-downtime)"
+            ),
+            Self::DrainAndStop { slot, drain_ms } => {
+                write!(f, "drain {drain_ms}ms, then stop the {slot} slot")
+            }
+            Self::Tag { name } => write!(f, "tag the deploy: {name}"),
+            Self::Unlock => write!(f, "release the deploy lock"),
+        }
+    }
+}
+
+/// What is being deployed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub product: String,
+    pub commit: String,
+    pub version: String,
+    pub live: Option<Slot>,
+    pub target: Slot,
+    pub zero_downtime: bool,
+    pub rollback_of: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Git(#[from] berth_git::GitError),
+    /// A step failed; the report says which, with logs and probes.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Everything a deploy works with.
+pub struct Context<'a> {
+    pub manifest: &'a Manifest,
+    pub root: PathBuf,
+    pub repo: Repo,
+    pub runtime: &'a dyn Runtime,
+    pub operator: String,
+    pub lock_wait: Duration,
+    /// Progress lines (stderr in the CLI).
+    pub progress: &'a mut dyn Write,
+}
+
+/// The person or job deploying: BERTH_OPERATOR, git's user.name, or $USER.
+pub fn operator(repo: &Repo) -> String {
+    if let Ok(o) = std::env::var("BERTH_OPERATOR")
+        && !o.is_empty()
+    {
+        return o;
+    }
+    repo.git("read user.name")
+        .args(["config", "user.name"])
+        .output()
+        .ok()
+        .map(|o| o.stdout_str().trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The slot traffic goes to now: the proxy's upstream, or (without a proxy) the slot that runs.
+pub fn live_slot(ctx: &Context<'_>, product: &str) -> Result<Option<Slot>, DeployError> {
+    let instances = ctx
+        .runtime
+        .instances(product)
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    if let Some(nginx) = Nginx::new(ctx.manifest, &ctx.root) {
+        // The proxy says where traffic goes; a slot with nothing running serves nothing
+        // (before the first deploy the rendered upstream points at an empty blue).
+        let slot = nginx
+            .live_slot(product)
+            .map_err(|e| DeployError::Config(e.to_string()))?;
+        return Ok(slot.filter(|s| instances.iter().any(|i| i.slot == *s && i.alive)));
+    }
+    Ok(instances.iter().find(|i| i.alive).map(|i| i.slot))
+}
+
+/// Build the plan for deploying `commit` (already resolved) of `product`.
+pub fn plan(
+    ctx: &Context<'_>,
+    product: &str,
+    commit: &str,
+    rollback_of: Option<String>,
+) -> Result<Plan, DeployError> {
+    let m = ctx.manifest;
+    let p = m.products.get(product).ok_or_else(|| {
+        DeployError::Config(format!("there is no product `{product}` in berth.toml"))
+    })?;
+    let version = commit[..12.min(commit.len())].to_string();
+    let live = live_slot(ctx, product)?;
+    let zero_downtime = m.proxy.is_some();
+    let target = match (zero_downtime, live) {
+        (true, Some(l)) => l.other(),
+        (true, None) => Slot::Blue,
+        (false, l) => l.unwrap_or(Slot::Blue),
+    };
+    let mut steps = vec![
+        Step::Lock,
+        Step::ResolveVersion {
+            commit: commit.to_string(),
+            version: version.clone(),
+        },
+        Step::Build {
+            runtime: ctx.runtime.name().to_string(),
+        },
+    ];
+    for (name, svc) in &p.services {
+        if svc.migrate.is_some() {
+            steps.push(Step::Migrate {
+                service: name.clone(),
+            });
+        }
+    }
+    if zero_downtime {
+        steps.push(Step::StartSlot { slot: target });
+        steps.push(Step::HealthCheck { slot: target });
+        steps.push(Step::Switch {
+            from: live,
+            to: target,
+        });
+        if let Some(l) = live {
+            steps.push(Step::DrainAndStop {
+                slot: l,
+                drain_ms: m.deploy.drain.0.as_millis() as u64,
+            });
+        }
+    } else {
+        steps.push(Step::RestartInPlace { slot: target });
+        steps.push(Step::HealthCheck { slot: target });
+    }
+    steps.push(Step::Tag {
+        name: format!("{product}-deploy-{}", tags::utc_stamp(now_secs()).0),
+    });
+    steps.push(Step::Unlock);
+    Ok(Plan {
+        product: product.to_string(),
+        commit: commit.to_string(),
+        version,
+        live,
+        target,
+        zero_downtime,
+        rollback_of,
+        steps,
+    })
+}
+
+/// The audit log: one JSON line per step.
+fn audit(root: &Path, record: &serde_json::Value) {
+    let path = root.join(".berth/audit.jsonl");
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = writeln!(f, "{record}");
+    }
+}
+
+/// Wait until every service with a health check answers 2xx on its slot port, or
+/// its deadline passes. Returns the probes made (the last few per service).
+fn wait_healthy(
+    ctx: &Context<'_>,
+    product: &str,
+    slot: Slot,
+) -> Result<Vec<Probe>, (String, Vec<Probe>)> {
+    let p = &ctx.manifest.products[product];
+    let mut probes = Vec::new();
+    for (name, svc) in &p.services {
+        let Some(h) = &svc.health else { continue };
+        let Some(port) = slot_port(ctx.manifest, svc, slot) else {
+            continue;
+        };
+        let start = Instant::now();
+        loop {
+            let pr = health::probe(port, &h.path, h.timeout.0);
+            let ok = pr.ok();
+            probes.push(pr);
+            if ok {
+                break;
+            }
+            // A service that exited will never become healthy: say so now.
+            let dead = ctx
+                .runtime
+                .instances(product)
+                .map(|is| {
+                    is.iter()
+                        .any(|i| i.slot == slot && i.service == *name && !i.alive)
+                })
+                .unwrap_or(false);
+            if dead {
+                return Err((
+                    format!("{product}.{name} exited before it became healthy"),
+                    probes,
+                ));
+            }
+            if start.elapsed() >= h.deadline.0 {
+                return Err((
+                    format!(
+                        "{product}.{name} did not become healthy within {} ({} probes of {})",
+                        h.deadline,
+                        probes.len(),
+                        h.path
+                    ),
+                    probes,
+                ));
+            }
+            std::thread::sleep(h.interval.0.min(Duration::from_millis(250)));
+        }
+    }
+    Ok(probes)
+}
+
+/// Every port of the slot must be free before it starts: a stranger listening there
+/// would answer the health check in the new version's place.
+fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String> {
+    for (name, svc) in &ctx.manifest.products[product].services {
+        if let Some(port) = slot_port(ctx.manifest, svc, slot)
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+        {
+            return Err(format!(
+                "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The failure report: the step, the new slot's last 50 log lines, the last probes.
+fn failure(
+    ctx: &Context<'_>,
+    product: &str,
+    slot: Slot,
+    step: &Step,
+    why: &str,
+    probes: &[Probe],
+    started: bool,
+) -> String {
+    let mut s = format!("deploy of {product} failed at step `{step}`: {why}\n");
+    if started {
+        s.push_str("the old version kept serving; the new slot was stopped\n");
+    }
+    for svc in ctx.manifest.products[product]
+        .services
+        .keys()
+        .filter(|_| started)
+    {
+        let logs = ctx.runtime.logs(product, slot, svc, 50);
+        s.push_str(&format!("\nlast log lines of {product}.{svc} ({slot}):\n"));
+        if logs.trim().is_empty() {
+            s.push_str("    (empty)\n");
+        }
+        for l in logs.lines() {
+            s.push_str(&format!("    {l}\n"));
+        }
+    }
+    if !probes.is_empty() {
+        s.push_str("\nhealth checks:\n");
+        for p in probes
+            .iter()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            s.push_str(&format!("    {p}\n"));
+        }
+    }
+    s
+}
+
+/// The result of a successful deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub product: String,
+    pub version: String,
+    pub slot: Slot,
+    pub tag: String,
+    pub tasks: Vec<String>,
+    pub duration_ms: u128,
+    pub steps: Vec<(String, u128)>,
+}
+
+/// Run a plan.
+pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployError> {
+    let start = Instant::now();
+    let product = plan.product.as_str();
+    let total = plan.steps.len();
+    let mut lock: Option<DeployLock> = None;
+    let mut timings: Vec<(String, u128)> = Vec::new();
+    let mut tag_name = String::new();
+    let mut tasks: Vec<String> = Vec::new();
+    let mut started_new = false;
+    let mut switched = false;
+    let base = serde_json::json!({
+        "product": product, "version": plan.version, "commit": plan.commit, "operator": ctx.operator,
+    });
+    for (i, step) in plan.steps.iter().enumerate() {
+        let t = Instant::now();
+        let _ = writeln!(ctx.progress, "[{product}] {}/{total} {step}", i + 1);
+        let result: Result<(), (String, Vec<Probe>)> = (|| match step {
+            Step::Lock => {
+                let holder = Holder {
+                    operator: ctx.operator.clone(),
+                    pid: std::process::id(),
+                    since: tags::utc_stamp(now_secs()).1,
+                    message: format!("deploying {}", plan.version),
+                };
+                lock = Some(
+                    DeployLock::acquire(&ctx.root, product, &holder, ctx.lock_wait)
+                        .map_err(|e| (e.to_string(), vec![]))?,
+                );
+                Ok(())
+            }
+            Step::ResolveVersion { .. } => Ok(()),
+            Step::Build { .. } => match ctx.runtime.build(product, &plan.version) {
+                Ok(Some(note)) => {
+                    let _ = writeln!(ctx.progress, "[{product}]     {note}");
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err((e.to_string(), vec![])),
+            },
+            Step::Migrate { service } => ctx
+                .runtime
+                .migrate(product, service, &plan.version, plan.target)
+                .map(|_| ())
+                .map_err(|e| (e.to_string(), vec![])),
+            Step::StartSlot { slot } => {
+                // Leftovers of an interrupted deploy in the idle slot go first.
+                ctx.runtime
+                    .stop(product, *slot)
+                    .map_err(|e| (e.to_string(), vec![]))?;
+                ports_free(ctx, product, *slot).map_err(|e| (e, vec![]))?;
+                started_new = true;
+                ctx.runtime
+                    .start(product, *slot, &plan.version)
+                    .map_err(|e| (e.to_string(), vec![]))
+            }
+            Step::RestartInPlace { slot } => {
+                ctx.runtime
+                    .stop(product, *slot)
+                    .map_err(|e| (e.to_string(), vec![]))?;
+                started_new = true;
+                ctx.runtime
+                    .start(product, *slot, &plan.version)
+                    .map_err(|e| (e.to_string(), vec![]))
+            }
+            Step::HealthCheck { slot } => wait_healthy(ctx, product, *slot).map(|_| ()),
+            Step::Switch { to, .. } => {
+                let nginx =
+                    Nginx::new(ctx.manifest, &ctx.root).expect("a switch step means a proxy");
+                nginx
+                    .switch(product, *to)
+                    .map_err(|e| (e.to_string(), vec![]))?;
+                switched = true;
+                // After the switch: the new slot must still answer, or traffic goes back.
+                wait_healthy(ctx, product, *to).map(|_| ())
+            }
+            Step::DrainAndStop { slot, drain_ms } => {
+                std::thread::sleep(Duration::from_millis(*drain_ms));
+                ctx.runtime
+                    .stop(product, *slot)
+                    .map_err(|e| (e.to_string(), vec![]))
+            }
+            Step::Tag { name } => {
+                let (n, t) = write_tag(ctx, plan, name, start.elapsed())
+                    .map_err(|e| (e.to_string(), vec![]))?;
+                tag_name = n;
+                tasks = t;
+                Ok(())
+            }
+            Step::Unlock => {
+                lock.take();
+                Ok(())
+            }
+        })();
+        // Test hook: hold still after a step so a test can kill berth right there.
+        if let Ok(n) = std::env::var("BERTH_DEBUG_PAUSE_AFTER_STEP")
+            && n.parse::<usize>().ok() == Some(i + 1)
+        {
+            let _ = writeln!(
+                ctx.progress,
+                "[{product}] paused after step {} (BERTH_DEBUG_PAUSE_AFTER_STEP)",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        let ms = t.elapsed().as_millis();
+        let mut record = base.clone();
+        record["step"] = serde_json::to_value(step).expect("serializable")["step"].clone();
+        record["detail"] = serde_json::Value::String(step.to_string());
+        record["duration_ms"] = (ms as u64).into();
+        record["at"] = tags::utc_stamp(now_secs()).1.into();
+        record["tag"] = tag_name.clone().into();
+        record["tasks"] = serde_json::json!(tasks);
+        match result {
+            Ok(()) => {
+                record["result"] = "ok".into();
+                audit(&ctx.root, &record);
+                timings.push((step.to_string(), ms));
+            }
+            Err((why, probes)) => {
+                record["result"] = "failed".into();
+                record["error"] = why.clone().into();
+                audit(&ctx.root, &record);
+                if matches!(step, Step::Lock) {
+                    return Err(DeployError::Failed(why));
+                }
+                let report = failure(ctx, product, plan.target, step, &why, &probes, started_new);
+                // Put things back: traffic to the old slot, the new slot stopped.
+                if switched
+                    && let (Some(nginx), Some(old)) =
+                        (Nginx::new(ctx.manifest, &ctx.root), plan.live)
+                {
+                    let _ = writeln!(ctx.progress, "[{product}] switching traffic back to {old}");
+                    if let Err(e) = nginx.switch(product, old) {
+                        let _ = writeln!(ctx.progress, "[{product}] could not switch back: {e}");
+                    }
+                }
+                if started_new && plan.zero_downtime && plan.live != Some(plan.target) {
+                    let _ = ctx.runtime.stop(product, plan.target);
+                }
+                let mut record = base.clone();
+                record["step"] = "deploy".into();
+                record["result"] = "failed".into();
+                record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
+                record["at"] = tags::utc_stamp(now_secs()).1.into();
+                audit(&ctx.root, &record);
+                return Err(DeployError::Failed(report));
+            }
+        }
+    }
+    let mut record = base.clone();
+    record["step"] = "deploy".into();
+    record["result"] = "ok".into();
+    record["tag"] = tag_name.clone().into();
+    record["tasks"] = serde_json::json!(tasks);
+    record["rollback_of"] = plan.rollback_of.clone().into();
+    record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
+    record["at"] = tags::utc_stamp(now_secs()).1.into();
+    audit(&ctx.root, &record);
+    Ok(Outcome {
+        product: product.to_string(),
+        version: plan.version.clone(),
+        slot: plan.target,
+        tag: tag_name,
+        tasks,
+        duration_ms: start.elapsed().as_millis(),
+        steps: timings,
+    })
+}
+
+/// Tasks in commits since the previous deploy attributed to the product, then the annotated tag.
+fn write_tag(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    name: &str,
+    elapsed: Duration,
+) -> Result<(String, Vec<String>), DeployError> {
+    let product = &plan.product;
+    let history = tags::history(&ctx.repo, product)?;
+    let previous = history.first().map(|r| r.tag.clone());
+    let range = match history.first() {
+        Some(prev) => format!("{}..{}", prev.commit, plan.commit),
+        None => plan.commit.clone(),
+    };
+    let attributor = berth_git::attribution::Attributor::new(ctx.manifest)
+        .map_err(|e| DeployError::Config(e.to_string()))?;
+    let mut tasks: Vec<String> = Vec::new();
+    if plan.rollback_of.is_none() {
+        for c in ctx.repo.commits(&[&range])? {
+            let a = attributor.attribute(&c);
+            if a.products.contains(product) {
+                for t in a.tasks {
+                    if !tasks.contains(&t.full) {
+                        tasks.push(t.full);
+                    }
+                }
+            }
+        }
+    }
+    tasks.reverse();
+    // Two deploys in one second get distinct tags.
+    let mut tag = name.to_string();
+    let mut n = 2;
+    while ctx.repo.resolve(&format!("refs/tags/{tag}"))?.is_some() {
+        tag = format!("{name}-{n}");
+        n += 1;
+    }
+    let mut msg = match &plan.rollback_of {
+        Some(from) => format!("Rollback {product} to {} (from {from})\n\n", plan.version),
+        None => format!("Deploy {product} {}\n\n", plan.version),
+    };
+    msg.push_str(&format!("Product: {product}\nVersion: {}\n", plan.version));
+    msg.push_str(&format!(
+        "Tasks: {}\n",
+        if tasks.is_empty() {
+            "none".to_string()
+        } else {
+            tasks.join(", ")
+        }
+    ));
+    msg.push_str(&format!(
+        "Previous: {}\n",
+        previous.as_deref().unwrap_or("none")
+    ));
+    msg.push_str(&format!("Duration: {}ms\n", elapsed.as_millis()));
+    msg.push_str(&format!("Operator: {}\n", ctx.operator));
+    if let Some(from) = &plan.rollback_of {
+        msg.push_str(&format!("Rollback-Of: {from}\n"));
+    }
+    ctx.repo
+        .git("write the deploy tag")
+        .args([
+            "-c",
+            &format!("user.name={}", ctx.operator),
+            "-c",
+            "user.email=berth@localhost",
+        ])
+        .args(["tag", "-a", &tag, "-m", &msg, &plan.commit])
+        .output()
+        .map_err(berth_git::GitError::from)?;
+    Ok((tag, tasks))
+}
+
+/// The deploy to roll back to: `to`, or the newest deploy older than the live one with another version.
+pub fn rollback_target(
+    ctx: &Context<'_>,
+    product: &str,
+    to: Option<&str>,
+) -> Result<tags::DeployRecord, DeployError> {
+    let history = tags::history(&ctx.repo, product)?;
+    if let Some(t) = to {
+        return history.into_iter().find(|r| r.tag == t).ok_or_else(|| {
+            DeployError::Config(format!(
+                "`{t}` is not a deploy tag of {product} (see `berth history {product}`)"
+            ))
+        });
+    }
+    let live = live_slot(ctx, product)?;
+    let instances = ctx
+        .runtime
+        .instances(product)
+        .map_err(|e| DeployError::Failed(e.to_string()))?;
+    let live_version = instances
+        .iter()
+        .find(|i| Some(i.slot) == live && i.alive)
+        .map(|i| i.version.clone())
+        .or_else(|| history.first().map(|r| r.version.clone()))
+        .ok_or_else(|| DeployError::Config(format!("{product} has never been deployed")))?;
+    let current = history
+        .iter()
+        .position(|r| r.version == live_version)
+        .unwrap_or(0);
+    history
+        .into_iter()
+        .skip(current + 1)
+        .find(|r| r.version != live_version)
+        .ok_or_else(|| {
+            DeployError::Config(format!(
+                "{product} has no earlier deploy with another version to roll back to"
+            ))
+        })
+}

@@ -1,0 +1,162 @@
+//! The nginx front door: which slot each product's upstream points at (read
+//! from the upstream include nginx loads), and the switch: rewrite, `nginx -t`,
+//! graceful reload — restoring the previous file if nginx rejects the new one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_cmd::Cmd;
+use berth_manifest::{Manifest, Proxy};
+use berth_runtime::{Slot, slot_of_port, slot_port};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Cmd(#[from] berth_cmd::CmdError),
+    #[error("could not {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Nginx<'a> {
+    pub manifest: &'a Manifest,
+    pub proxy: &'a Proxy,
+    pub root: PathBuf,
+}
+
+impl<'a> Nginx<'a> {
+    pub fn new(manifest: &'a Manifest, root: &Path) -> Option<Self> {
+        manifest.proxy.as_ref().map(|proxy| Self {
+            manifest,
+            proxy,
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn config(&self) -> PathBuf {
+        self.root.join(&self.proxy.nginx_config)
+    }
+
+    pub fn upstream_file(&self, product: &str) -> PathBuf {
+        self.config()
+            .parent()
+            .unwrap_or(&self.root)
+            .join("upstreams")
+            .join(format!("{product}.conf"))
+    }
+
+    /// The slot the product's upstream points at, read from the include nginx loads.
+    pub fn live_slot(&self, product: &str) -> Result<Option<Slot>, ProxyError> {
+        let path = self.upstream_file(product);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ProxyError::Config(format!(
+                    "{} does not exist: run `berth render` (it writes the nginx config and upstreams) before deploying",
+                    path.display()
+                )));
+            }
+            Err(source) => {
+                return Err(ProxyError::Io {
+                    action: "read",
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let p = &self.manifest.products[product];
+        for line in text.lines() {
+            let Some(addr) = line.trim().strip_prefix("server 127.0.0.1:") else {
+                continue;
+            };
+            let port: u16 = addr
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            for svc in p.services.values() {
+                if let Some(slot) = slot_of_port(self.manifest, svc, port) {
+                    return Ok(Some(slot));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn command(&self, template: &str, summary: &str) -> Cmd {
+        let line = template
+            .replace("{root}", &self.root.display().to_string())
+            .replace("{config}", &self.config().display().to_string());
+        let mut parts = line.split_whitespace();
+        let program = parts.next().unwrap_or("nginx").to_string();
+        Cmd::new(program, summary)
+            .args(parts)
+            .current_dir(&self.root)
+            .timeout(Some(Duration::from_secs(30)))
+            .hint_if_missing("install nginx (apt-get install nginx) or set [proxy] commands")
+    }
+
+    /// Point the product's upstreams at `slot`, test the config, reload gracefully.
+    /// nginx keeps serving the previous configuration if anything fails.
+    pub fn switch(&self, product: &str, slot: Slot) -> Result<(), ProxyError> {
+        let p = &self.manifest.products[product];
+        let path = self.upstream_file(product);
+        let previous = std::fs::read_to_string(&path).ok();
+        let body =
+            berth_render::render_upstream(self.manifest, product, p, slot.name(), &|svc, _hp| {
+                slot_port(self.manifest, &p.services[svc], slot).unwrap_or(0)
+            })
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let restore = |prev: &Option<String>| {
+            if let Some(prev) = prev {
+                let _ = std::fs::write(&path, prev);
+            }
+        };
+        write_atomic(&path, &body)?;
+        if let Err(e) = self
+            .command(&self.proxy.test_command, "test the nginx configuration")
+            .output()
+        {
+            restore(&previous);
+            return Err(e.into());
+        }
+        self.reload().inspect_err(|_| restore(&previous))
+    }
+
+    /// Reload nginx, starting it when it is not running.
+    pub fn reload(&self) -> Result<(), ProxyError> {
+        match self
+            .command(&self.proxy.reload_command, "reload nginx")
+            .output()
+        {
+            Ok(_) => Ok(()),
+            Err(reload) => {
+                // Not running yet (first deploy): start it.
+                self.command(&self.proxy.start_command, "start nginx")
+                    .output()
+                    .map_err(|_| reload)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, body: &str) -> Result<(), ProxyError> {
+    let tmp = path.with_extension("conf.berth-tmp");
+    let ioe = |action, source| ProxyError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| ioe("create", e))?;
+    }
+    std::fs::write(&tmp, body).map_err(|e| ioe("write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| ioe("write", e))
+}

@@ -1,0 +1,438 @@
+//! `berth deploy|rollback|history|status|lock`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use berth_deploy::lock::{self, Holder};
+use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
+use berth_manifest::{Manifest, RuntimeKind};
+use berth_runtime::local::LocalRuntime;
+use berth_runtime::{Runtime, slot_port};
+use serde_json::json;
+
+use crate::cli::{
+    Cli, DeployArgs, HistoryArgs, LockAcquireArgs, LockArgs, RollbackArgs, RuntimeArg, StatusArgs,
+};
+use crate::exit::{CliError, Result};
+use crate::output::{Format, Printer};
+
+struct Loaded {
+    manifest: Manifest,
+    root: PathBuf,
+    repo: berth_git::Repo,
+}
+
+fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
+    let path = super::find_manifest(cli)?;
+    let manifest = super::load_manifest(&path, printer)?;
+    let root = super::render::absolute(&super::manifest_dir(&path));
+    let repo = super::repo_for(&path)?;
+    Ok(Loaded {
+        manifest,
+        root,
+        repo,
+    })
+}
+
+fn product_known(m: &Manifest, product: &str) -> Result<()> {
+    if m.products.contains_key(product) {
+        return Ok(());
+    }
+    let known: Vec<_> = m.products.keys().map(|k| format!("`{k}`")).collect();
+    Err(CliError::Config(format!(
+        "there is no product `{product}`; products: {}",
+        known.join(", ")
+    )))
+}
+
+/// The runtime to use. The compose runtime is not part of this build yet: asking for it
+/// is an error, and `auto` uses local processes.
+fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime>> {
+    let kind = match arg {
+        RuntimeArg::Manifest => l.manifest.deploy.runtime,
+        RuntimeArg::Local => RuntimeKind::Local,
+        RuntimeArg::Compose => RuntimeKind::Compose,
+    };
+    match kind {
+        RuntimeKind::Compose => Err(CliError::Config(
+            "the compose runtime is not available in this build of berth; use --runtime local (services run from their `command`)".into(),
+        )),
+        RuntimeKind::Local | RuntimeKind::Auto => {
+            let mut rt = LocalRuntime::new(l.manifest.clone(), l.root.clone());
+            // Programs built beside berth (demo-app) are found without being installed.
+            if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+                rt.path_prefix.push(dir);
+            }
+            Ok(Box::new(rt))
+        }
+    }
+}
+
+fn confirm(question: &str, yes: bool) -> Result<bool> {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+fn print_plan(plan: &Plan, printer: &Printer) {
+    let what = match &plan.rollback_of {
+        Some(from) => format!(
+            "roll back {} to {} (from {from})",
+            plan.product, plan.version
+        ),
+        None => format!("deploy {} {}", plan.product, plan.version),
+    };
+    printer.status("Plan", &what);
+    if !plan.zero_downtime {
+        printer.warn("no [proxy] in berth.toml: the new version replaces the old in place, NOT zero-downtime");
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        eprintln!("  {:>2}. {s}", i + 1);
+    }
+}
+
+fn deploy_err(e: DeployError) -> CliError {
+    match e {
+        DeployError::Config(m) => CliError::Config(m),
+        other => CliError::Failed(other.to_string()),
+    }
+}
+
+fn run_plan(
+    l: &Loaded,
+    rt: &dyn Runtime,
+    plan: &Plan,
+    lock_wait: Duration,
+    format: Format,
+    printer: &Printer,
+) -> Result<ExitCode> {
+    let mut stderr = std::io::stderr();
+    let mut ctx = Context {
+        manifest: &l.manifest,
+        root: l.root.clone(),
+        repo: l.repo.clone(),
+        runtime: rt,
+        operator: berth_deploy::operator(&l.repo),
+        lock_wait,
+        progress: &mut stderr,
+    };
+    let outcome = execute(&mut ctx, plan).map_err(deploy_err)?;
+    match format {
+        Format::Json => printer.json(&serde_json::to_value(&outcome).expect("serializable")),
+        Format::Text => {
+            println!(
+                "{} {} is live in {} ({}; {} ms){}",
+                outcome.product,
+                outcome.version,
+                outcome.slot,
+                outcome.tag,
+                outcome.duration_ms,
+                if outcome.tasks.is_empty() {
+                    String::new()
+                } else {
+                    format!("; tasks: {}", outcome.tasks.join(", "))
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    product_known(&l.manifest, &args.product)?;
+    super::validate_revs(&l.repo, &[args.git_ref.as_str()])?;
+    let commit = l.repo.resolve(&args.git_ref)?.expect("validated");
+    let dirty = l
+        .repo
+        .git("check for uncommitted changes")
+        .args(["status", "--porcelain"])
+        .output()
+        .map_err(berth_git::GitError::from)?
+        .stdout_str();
+    if !dirty.trim().is_empty() && !args.allow_dirty {
+        return Err(CliError::Config(format!(
+            "the work tree has uncommitted changes, so the deploy would not match any commit:\n{}\ncommit them, or pass --allow-dirty",
+            dirty
+                .lines()
+                .take(10)
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    let rt = runtime(&l, args.runtime)?;
+    if rt.name() == "local" && l.repo.resolve("HEAD")?.as_deref() != Some(commit.as_str()) {
+        return Err(CliError::Config(format!(
+            "the local runtime runs the work tree, which is not `{}`: check it out first",
+            args.git_ref
+        )));
+    }
+    let mut stderr = std::io::stderr();
+    let ctx = Context {
+        manifest: &l.manifest,
+        root: l.root.clone(),
+        repo: l.repo.clone(),
+        runtime: rt.as_ref(),
+        operator: berth_deploy::operator(&l.repo),
+        lock_wait: args.lock_wait.0,
+        progress: &mut stderr,
+    };
+    let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
+    print_plan(&p, printer);
+    if args.dry_run {
+        if args.format == Format::Json {
+            printer.json(&serde_json::to_value(&p).expect("serializable"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !confirm(&format!("deploy {} {}?", p.product, p.version), args.yes)? {
+        return Err(CliError::Failed("cancelled".into()));
+    }
+    let code = run_plan(&l, rt.as_ref(), &p, args.lock_wait.0, args.format, printer)?;
+    if args.push_tags {
+        let tag = tags::history(&l.repo, &args.product)?
+            .into_iter()
+            .next()
+            .map(|r| r.tag);
+        if let Some(tag) = tag {
+            l.repo
+                .git("push the deploy tag")
+                .args(["push", "origin", &format!("refs/tags/{tag}")])
+                .output()?;
+            printer.status("Pushed", &tag);
+        }
+    }
+    Ok(code)
+}
+
+pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    product_known(&l.manifest, &args.product)?;
+    let rt = runtime(&l, args.runtime)?;
+    let mut stderr = std::io::stderr();
+    let ctx = Context {
+        manifest: &l.manifest,
+        root: l.root.clone(),
+        repo: l.repo.clone(),
+        runtime: rt.as_ref(),
+        operator: berth_deploy::operator(&l.repo),
+        lock_wait: args.lock_wait.0,
+        progress: &mut stderr,
+    };
+    let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
+    let live = tags::history(&l.repo, &args.product)?
+        .into_iter()
+        .next()
+        .map(|r| r.tag)
+        .unwrap_or_default();
+    if !rt.has_version(&args.product, &target.version) {
+        printer.warn(&format!(
+            "{} is no longer retained: it will be rebuilt from {}",
+            target.version, target.tag
+        ));
+    }
+    let p = plan(&ctx, &args.product, &target.commit, Some(live)).map_err(deploy_err)?;
+    print_plan(&p, printer);
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !confirm(
+        &format!("roll {} back to {}?", p.product, target.tag),
+        args.yes,
+    )? {
+        return Err(CliError::Failed("cancelled".into()));
+    }
+    run_plan(&l, rt.as_ref(), &p, args.lock_wait.0, args.format, printer)
+}
+
+pub fn history(cli: &Cli, args: &HistoryArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    product_known(&l.manifest, &args.product)?;
+    let records = tags::history(&l.repo, &args.product)?;
+    match args.format {
+        Format::Json => printer.json(&json!({ "product": args.product, "deploys": records })),
+        Format::Text => {
+            if records.is_empty() {
+                println!("{} has not been deployed", args.product);
+            }
+            for r in &records {
+                let kind = if r.rollback_of.is_some() {
+                    "rollback"
+                } else {
+                    "deploy"
+                };
+                let tasks = if r.tasks.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.tasks.join(", ")
+                };
+                println!(
+                    "{}  {:<8} {}  {}  by {}  tasks: {tasks}",
+                    r.tag,
+                    kind,
+                    r.version,
+                    r.duration.as_deref().unwrap_or("?"),
+                    r.operator.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    if let Some(p) = &args.product {
+        product_known(&l.manifest, p)?;
+    }
+    let rt = runtime(&l, args.runtime)?;
+    let nginx = berth_deploy::proxy::Nginx::new(&l.manifest, &l.root);
+    let mut rows = Vec::new();
+    for (name, p) in l
+        .manifest
+        .products
+        .iter()
+        .filter(|(n, _)| args.product.as_ref().is_none_or(|x| x == *n))
+    {
+        let instances = rt
+            .instances(name)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        let live = match &nginx {
+            Some(n) => n
+                .live_slot(name)
+                .ok()
+                .flatten()
+                .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive)),
+            None => instances.iter().find(|i| i.alive).map(|i| i.slot),
+        };
+        let last = tags::history(&l.repo, name)?.into_iter().next();
+        for (svc_name, svc) in &p.services {
+            let inst = live.and_then(|s| {
+                instances
+                    .iter()
+                    .find(|i| i.slot == s && &i.service == svc_name)
+            });
+            let health = match (live, &svc.health) {
+                (Some(s), Some(h)) => slot_port(&l.manifest, svc, s)
+                    .map(|port| berth_deploy::health::probe(port, &h.path, h.timeout.0)),
+                _ => None,
+            };
+            rows.push(json!({
+                "product": name,
+                "service": svc_name,
+                "slot": live,
+                "version": inst.map(|i| i.version.clone()),
+                "running": inst.is_some_and(|i| i.alive),
+                "uptime_s": inst.and_then(|i| i.uptime()).map(|d| d.as_secs()),
+                "health": health.as_ref().map(|h| if h.ok() { "up" } else { "down" }),
+                "health_ms": health.as_ref().map(|h| h.millis as u64),
+                "last_deploy": last.as_ref().map(|r| r.tag.clone()),
+            }));
+        }
+    }
+    match args.format {
+        Format::Json => printer.json(&json!({ "services": rows })),
+        Format::Text => {
+            println!(
+                "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} LAST DEPLOY",
+                "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME"
+            );
+            for r in &rows {
+                let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                let uptime = r["uptime_s"]
+                    .as_u64()
+                    .map(|u| format!("{u}s"))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {}",
+                    s("product"),
+                    s("service"),
+                    s("slot"),
+                    s("version"),
+                    s("health"),
+                    uptime,
+                    s("last_deploy")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn lock_status(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    let products: Vec<String> = match &args.product {
+        Some(p) => {
+            product_known(&l.manifest, p)?;
+            vec![p.clone()]
+        }
+        None => l.manifest.products.keys().cloned().collect(),
+    };
+    let mut out = Vec::new();
+    for p in &products {
+        let deploy = lock::current_holder(&l.root, p);
+        let hold = lock::read_hold(&l.root, p);
+        if args.format == Format::Text {
+            match (&deploy, &hold) {
+                (None, None) => println!("{p}: free"),
+                (Some(h), _) => println!("{p}: {h}"),
+                (None, Some(h)) => println!(
+                    "{p}: held by {} since {}: {}",
+                    h.operator, h.since, h.message
+                ),
+            }
+        }
+        out.push(json!({ "product": p, "deploy": deploy, "hold": hold }));
+    }
+    if args.format == Format::Json {
+        printer.json(&json!({ "locks": out }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn lock_acquire(cli: &Cli, args: &LockAcquireArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    product_known(&l.manifest, &args.product)?;
+    let holder = Holder {
+        operator: berth_deploy::operator(&l.repo),
+        pid: std::process::id(),
+        since: tags::utc_stamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+        .1,
+        message: args.message.clone(),
+    };
+    lock::hold(&l.root, &args.product, &holder).map_err(|e| CliError::Failed(e.to_string()))?;
+    println!(
+        "{} is held: deploys refuse until `berth lock release {}`",
+        args.product, args.product
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    let Some(p) = &args.product else {
+        return Err(CliError::Config("name the product to release".into()));
+    };
+    product_known(&l.manifest, p)?;
+    match lock::release(&l.root, p).map_err(|e| CliError::Failed(e.to_string()))? {
+        Some(h) => println!("{p}: released the hold of {} ({})", h.operator, h.message),
+        None => println!("{p}: was not held"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,627 @@
+//! Deploys on the local runtime behind a real nginx: zero downtime under load,
+//! rollbacks, broken releases, kill -9 at every step, concurrent deploys.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Two adjacent free ports (blue and green with slot_port_offset = 1).
+fn port_pair() -> u16 {
+    loop {
+        let p = 20000 + (std::process::id() as u16 % 97) * 50 + (rand_u16() % 5000);
+        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
+        if p < 60000 && free(p) && free(p + 1) {
+            return p;
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let mut b = [0u8; 2];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
+    u16::from_le_bytes(b)
+}
+
+/// The example monorepo, deployable: demo-app services on free ports behind an
+/// nginx of its own on a free port. Everything is stopped on drop.
+pub struct Site {
+    pub repo: GitRepo,
+    pub http_port: u16,
+}
+
+impl Site {
+    pub fn new(boot_delay_ms: u64) -> Self {
+        let repo = GitRepo::new();
+        repo.copy_tree(&example_dir());
+        let mut m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+        let http_port = free_port_pair_single();
+        m = m.replace(
+            "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+            &format!("nginx_config = \"deploy/dev/nginx/nginx.conf\"\nhttp_port = {http_port}"),
+        );
+        m = m.replace(
+            "[secret_scan]",
+            "[deploy]\nslot_port_offset = 1\ndrain = \"1s\"\n\n[secret_scan]",
+        );
+        for old in [
+            "host_port = 8011",
+            "host_port = 5183",
+            "host_port = 8012",
+            "host_port = 5184",
+        ] {
+            m = m.replace(old, &format!("host_port = {}", port_pair()));
+        }
+        // Real servers take seconds to boot; instant ones hide downtime.
+        m = m.replace(
+            "PRODUCT_ID = \"bestays\",",
+            &format!("PRODUCT_ID = \"bestays\", DEMO_BOOT_DELAY_MS = \"{boot_delay_ms}\","),
+        );
+        m = m.replace(
+            "PRODUCT_ID = \"realestate\",",
+            &format!("PRODUCT_ID = \"realestate\", DEMO_BOOT_DELAY_MS = \"{boot_delay_ms}\","),
+        );
+        m = m.replace("interval = \"2s\"", "interval = \"200ms\"");
+        repo.write("berth.toml", &m);
+        let site = Self { repo, http_port };
+        site.berth(&["render", "--env", "dev"]).assert_code(0);
+        site.repo
+            .commit_all("chore: the example, rendered (TASK-0-setup-bestays)");
+        site
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Outcome {
+        self.berth_env(args, &[])
+    }
+
+    pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut c = berth(self.repo.path());
+        c.args(args).env("BERTH_OPERATOR", "test-operator");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A new commit touching `product`'s files.
+    pub fn change(&self, product: &str, n: u32) {
+        self.repo
+            .write(&format!("products/{product}/change-{n}.md"), "x");
+        self.repo
+            .commit_all(&format!("feat: change {n} (TASK-{n}-change-{product})"));
+    }
+
+    /// GET through nginx: (status, version header).
+    pub fn get(&self, host: &str, path: &str) -> (u16, String) {
+        get(self.http_port, host, path)
+    }
+
+    /// pid and start of every running service process of a product.
+    pub fn processes(&self, product: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for slot in ["blue", "green"] {
+            let dir = self.repo.path().join(".berth/run").join(product).join(slot);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "json") {
+                    let text = std::fs::read_to_string(e.path()).unwrap();
+                    let modified = std::fs::metadata(e.path()).unwrap().modified().unwrap();
+                    out.push((text, format!("{modified:?}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn free_port_pair_single() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let root = self.repo.path();
+        let _ = std::process::Command::new("nginx")
+            .args([
+                "-p",
+                root.to_str().unwrap(),
+                "-c",
+                "deploy/dev/nginx/nginx.conf",
+                "-s",
+                "stop",
+            ])
+            .stderr(std::process::Stdio::null())
+            .status();
+        kill_all(&root.join(".berth/run"));
+    }
+}
+
+fn kill_all(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            kill_all(&p);
+        } else if p.extension().is_some_and(|x| x == "json")
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(
+                &std::fs::read_to_string(&p).unwrap_or_default(),
+            )
+            && let Some(pid) = v["pid"].as_u64()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+pub fn get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let r = (|| -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let version = buf
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("X-Berth-Version: ")
+                    .or_else(|| l.strip_prefix("x-berth-version: "))
+            })
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        Ok((status, version))
+    })();
+    r.unwrap_or((0, String::new()))
+}
+
+/// Requests sent, the failed responses (status, version), and how long it ran.
+type LoadResult = (u64, Vec<(u16, String)>, Duration);
+
+/// Requests sent through nginx until stopped, at least 100 per second.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<LoadResult>>,
+}
+
+impl Load {
+    pub fn start(port: u16, host: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut n = 0;
+            let mut failures = Vec::new();
+            let mut versions: Vec<(u16, String)> = Vec::new();
+            while !flag.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+                let (status, version) = get(port, host, "/api/health");
+                n += 1;
+                if status != 200 {
+                    failures.push((status, version.clone()));
+                }
+                if versions.last().map(|v| &v.1) != Some(&version) {
+                    versions.push((status, version));
+                }
+                std::thread::sleep(Duration::from_millis(4));
+            }
+            eprintln!(
+                "load: {n} requests, {} failed, versions seen: {versions:?}",
+                failures.len()
+            );
+            (n, failures, start.elapsed())
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop; returns (requests, failed responses, elapsed).
+    pub fn finish(mut self) -> LoadResult {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn deploy_redeploy_rollback_with_zero_dropped_requests_and_realestate_untouched() {
+    let site = Site::new(2000);
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site
+        .repo
+        .git(&["rev-parse", "--short=12", "HEAD"])
+        .trim()
+        .to_string();
+    assert_eq!(site.get("bestays.app", "/api/health").1, v1);
+    let realestate_before = site.processes("realestate");
+    assert_eq!(realestate_before.len(), 2);
+
+    site.change("bestays", 1);
+    let v2 = site
+        .repo
+        .git(&["rev-parse", "--short=12", "HEAD"])
+        .trim()
+        .to_string();
+    let load = Load::start(site.http_port, "bestays.app");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("is live in green"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(site.get("bestays.app", "/api/health").1, v2);
+    let rollback_start = Instant::now();
+    let out = site.berth(&["rollback", "bestays", "--yes"]);
+    out.assert_code(0);
+    let rollback_time = rollback_start.elapsed();
+    assert_eq!(site.get("bestays.app", "/api/health").1, v1, "rolled back");
+    std::thread::sleep(Duration::from_millis(300));
+    let (n, failures, elapsed) = load.finish();
+    let rate = n as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "zero-downtime: {n} requests in {elapsed:?} ({rate:.0} req/s), {} failed; rollback took {rollback_time:?}",
+        failures.len()
+    );
+    assert!(
+        rate >= 100.0,
+        "the load must be at least 100 req/s, was {rate:.0}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during deploy/rollback: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+
+    // realestate's processes were never touched.
+    assert_eq!(site.processes("realestate"), realestate_before);
+
+    // History from tags, with tasks; status from the runtime; the audit log per step.
+    let h = site.berth(&["history", "bestays", "--format", "json"]);
+    h.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&h.stdout).unwrap();
+    let deploys = v["deploys"].as_array().unwrap();
+    assert_eq!(deploys.len(), 3);
+    assert_eq!(deploys[0]["version"], v1.as_str());
+    assert!(deploys[0]["rollback_of"].is_string());
+    assert_eq!(
+        deploys[1]["tasks"],
+        serde_json::json!(["TASK-1-change-bestays"])
+    );
+    assert_eq!(deploys[1]["previous"], deploys[2]["tag"]);
+    assert_eq!(deploys[1]["operator"], "test-operator");
+    let s = site.berth(&["status", "bestays", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    for svc in v["services"].as_array().unwrap() {
+        assert_eq!(svc["version"], v1.as_str());
+        assert_eq!(svc["health"], "up");
+        assert_eq!(svc["slot"], "blue");
+    }
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|r| r["step"] == "switch" && r["product"] == "bestays" && r["result"] == "ok")
+    );
+    assert!(steps.iter().all(|r| r["operator"] == "test-operator"));
+}
+
+#[test]
+fn a_stop_start_deploy_drops_requests_which_is_what_berth_avoids() {
+    let site = Site::new(2000);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    // The seed's way: no proxy switch, stop the old process and start the new one.
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let without_proxy = m
+        .replace("[proxy]", "[unused]")
+        .replace("[unused]\n", "# no proxy\n[x_removed_proxy]\n");
+    let without_proxy = strip_table(&without_proxy, "[x_removed_proxy]");
+    site.repo.write("berth.toml", &without_proxy);
+    site.repo
+        .commit_all("chore: no proxy (TASK-2-noproxy-bestays)");
+    let load = Load::start(site.http_port, "bestays.app");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("NOT zero-downtime"),
+        "{}",
+        out.snapshot()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (n, failures, _) = load.finish();
+    eprintln!("stop/start deploy: {n} requests, {} failed", failures.len());
+    assert!(
+        !failures.is_empty(),
+        "a stop/start deploy of a 2 s boot must drop requests"
+    );
+}
+
+fn strip_table(text: &str, header: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.trim() == header {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with('[') {
+            skipping = false;
+        }
+        if !skipping {
+            out.push(line);
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// Each broken release leaves the old version serving (no failed request) and exits 1
+/// naming the step, with the new service's log tail.
+#[test]
+fn broken_releases_leave_the_old_version_serving() {
+    let site = Site::new(500);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let live = site.get("bestays.app", "/api/health").1;
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "DEMO_FAIL_HEALTH",
+            "health-check the green slot",
+            "did not become healthy",
+        ),
+        (
+            "DEMO_FAIL_MIGRATE",
+            "run the migration of server",
+            "migration 0002_add_listings failed",
+        ),
+        (
+            "DEMO_EXIT_AT_START",
+            "health-check the green slot",
+            "exited before it became healthy",
+        ),
+        ("BAD_NGINX", "switch traffic", "nginx"),
+    ];
+    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    for (i, (switch, step, why)) in cases.iter().enumerate() {
+        let conf = site.repo.path().join("deploy/dev/nginx/berth.conf");
+        let conf_before = std::fs::read_to_string(&conf).unwrap();
+        if *switch == "BAD_NGINX" {
+            std::fs::write(
+                &conf,
+                format!("{conf_before}\nthis_is_not_a_directive on;\n"),
+            )
+            .unwrap();
+        } else {
+            let m = base.replace(
+                "PRODUCT_ID = \"bestays\",",
+                &format!("PRODUCT_ID = \"bestays\", {switch} = \"1\","),
+            );
+            site.repo.write("berth.toml", &m);
+        }
+        site.repo.commit_all(&format!(
+            "feat: broken {i} (TASK-{}-broken-bestays)",
+            10 + i
+        ));
+        let load = Load::start(site.http_port, "bestays.app");
+        let out = site.berth(&["deploy", "bestays", "--yes"]);
+        let (_, failures, _) = load.finish();
+        out.assert_code(1);
+        assert!(
+            out.stderr.contains(&format!("failed at step `{step}")),
+            "{switch}:\n{}",
+            out.snapshot()
+        );
+        assert!(out.stderr.contains(why), "{switch}:\n{}", out.snapshot());
+        if *switch != "DEMO_FAIL_MIGRATE" {
+            assert!(
+                out.stderr
+                    .contains("last log lines of bestays.server (green)"),
+                "{switch}:\n{}",
+                out.snapshot()
+            );
+        }
+        assert!(
+            failures.is_empty(),
+            "{switch}: {} requests failed",
+            failures.len()
+        );
+        assert_eq!(
+            site.get("bestays.app", "/api/health"),
+            (200, live.clone()),
+            "{switch}: the old version still serves"
+        );
+        // The new slot was stopped.
+        let green: Vec<_> = site
+            .processes("bestays")
+            .into_iter()
+            .filter(|(t, _)| !t.contains(&live))
+            .collect();
+        assert!(green.is_empty(), "{switch}: leftovers {green:?}");
+        // Restore for the next case.
+        std::fs::write(&conf, conf_before).unwrap();
+        site.repo.write("berth.toml", &base);
+        site.repo
+            .commit_all(&format!("fix: unbreak {i} (TASK-{}-fix-bestays)", 20 + i));
+    }
+    // After all that, a good deploy goes through.
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+}
+
+#[test]
+fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges() {
+    let site = Site::new(300);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let steps = 10;
+    for step in 1..=steps {
+        site.change("bestays", 100 + step);
+        let mut child = berth(site.repo.path())
+            .args(["deploy", "bestays", "--yes"])
+            .env("BERTH_DEBUG_PAUSE_AFTER_STEP", step.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the pause (or the end, for steps past the plan).
+        let mut err = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let mut buf = [0u8; 256];
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                match err.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        if s.contains("paused after step") {
+                            break;
+                        }
+                    }
+                }
+            }
+            s
+        });
+        let progress = reader.join().unwrap();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let (status, _) = site.get("bestays.app", "/api/health");
+        assert_eq!(
+            status, 200,
+            "after kill -9 at step {step} the product must keep serving:\n{progress}"
+        );
+        // No manual unlock: the next deploy runs and converges.
+        let out = site.berth(&["deploy", "bestays", "--yes"]);
+        out.assert_code(0);
+        let head = site
+            .repo
+            .git(&["rev-parse", "--short=12", "HEAD"])
+            .trim()
+            .to_string();
+        assert_eq!(
+            site.get("bestays.app", "/api/health"),
+            (200, head),
+            "converged after a kill at step {step}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_deploys_of_one_product_lock_and_other_products_proceed() {
+    let site = Site::new(1500);
+    site.change("bestays", 1);
+    let mut children = Vec::new();
+    for _ in 0..10 {
+        children.push(
+            berth(site.repo.path())
+                .args(["deploy", "bestays", "--yes"])
+                .env("BERTH_OPERATOR", "ci-job")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let other = site.berth(&["deploy", "realestate", "--yes"]);
+    other.assert_code(0);
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.code() == Some(0)).count();
+    let locked: Vec<String> = outs
+        .iter()
+        .filter(|o| o.status.code() == Some(1))
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert_eq!(ok, 1, "exactly one deploy runs");
+    assert_eq!(locked.len(), 9);
+    for e in &locked {
+        assert!(
+            e.contains("bestays is locked by ci-job (pid ") && e.contains(" since 20"),
+            "{e}"
+        );
+    }
+    // --lock-wait waits its turn instead.
+    site.change("bestays", 2);
+    let a = berth(site.repo.path())
+        .args(["deploy", "bestays", "--yes"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let b = site.berth(&["deploy", "bestays", "--yes", "--lock-wait", "60s"]);
+    let a = a.wait_with_output().unwrap();
+    assert_eq!(a.status.code(), Some(0));
+    b.assert_code(0);
+    // A manual hold stops deploys with its message.
+    site.berth(&["lock", "acquire", "bestays", "-m", "database maintenance"])
+        .assert_code(0);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("database maintenance"),
+        "{}",
+        out.snapshot()
+    );
+    site.berth(&["lock", "release", "bestays"]).assert_code(0);
+}
+
+#[test]
+fn dry_run_plans_without_doing_and_dirty_trees_are_refused() {
+    let site = Site::new(0);
+    let out = site.berth(&["deploy", "bestays", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("start the blue slot")
+            && out.stderr.contains("tag the deploy: bestays-deploy-"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        site.processes("bestays").is_empty(),
+        "a dry run starts nothing"
+    );
+    assert!(site.repo.git(&["tag"]).is_empty(), "a dry run tags nothing");
+    site.repo.write("products/bestays/wip.md", "uncommitted");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("uncommitted changes") && out.stderr.contains("--allow-dirty"),
+        "{}",
+        out.snapshot()
+    );
+    site.berth(&["deploy", "bestays", "--yes", "--allow-dirty"])
+        .assert_code(0);
+}
