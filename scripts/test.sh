@@ -2,8 +2,9 @@
 # Install what berth's tests need, then run every test, formatting and lint check.
 # Usage: ./scripts/test.sh        (from a fresh clone on Debian 12, as root or with sudo)
 #
-# Tests start their own PostgreSQL clusters and Redis servers on free ports in
-# temp directories and stop them when done; this script only installs programs.
+# Tests start their own PostgreSQL clusters, Redis servers and nginx instances on
+# free ports in temp directories and stop them when done. This script installs
+# the programs and runs one Docker Engine for the compose tests, stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,6 +20,8 @@ ensure_cmd promtool prometheus
 ensure_postgres
 ensure_compose
 ensure_actionlint
+trap stop_dockerd EXIT
+start_dockerd
 
 log "cargo fmt --check"
 cargo fmt --all --check

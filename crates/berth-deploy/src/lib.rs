@@ -32,6 +32,10 @@ pub enum Step {
     Build {
         runtime: String,
     },
+    /// The images of this version are still there: nothing to build.
+    Retained {
+        version: String,
+    },
     Migrate {
         service: String,
     },
@@ -70,6 +74,9 @@ impl std::fmt::Display for Step {
                 "build: nothing to build (local runtime runs the working tree)"
             ),
             Self::Build { runtime } => write!(f, "build images ({runtime})"),
+            Self::Retained { version } => {
+                write!(f, "reuse the retained images of {version} (no build)")
+            }
             Self::Migrate { service } => write!(
                 f,
                 "run the migration of {service} in a one-off process of the new version"
@@ -201,10 +208,16 @@ pub fn plan(
             commit: commit.to_string(),
             version: version.clone(),
         },
-        Step::Build {
-            runtime: ctx.runtime.name().to_string(),
-        },
     ];
+    if ctx.runtime.name() != "local" && ctx.runtime.has_version(product, &version) {
+        steps.push(Step::Retained {
+            version: version.clone(),
+        });
+    } else {
+        steps.push(Step::Build {
+            runtime: ctx.runtime.name().to_string(),
+        });
+    }
     for (name, svc) in &p.services {
         if svc.migrate.is_some() {
             steps.push(Step::Migrate {
@@ -416,7 +429,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 );
                 Ok(())
             }
-            Step::ResolveVersion { .. } => Ok(()),
+            Step::ResolveVersion { .. } | Step::Retained { .. } => Ok(()),
             Step::Build { .. } => match ctx.runtime.build(product, &plan.version) {
                 Ok(Some(note)) => {
                     let _ = writeln!(ctx.progress, "[{product}]     {note}");

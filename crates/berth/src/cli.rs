@@ -24,6 +24,8 @@ Start here:
   berth init --from docker-compose.dev.yml      import today's single-product setup
   berth product add realestate --like bestays   add a second product
   berth check                                   validate berth.toml, scan git for secrets
+  berth render && berth deploy bestays          zero-downtime, health-gated, tagged deploy
+  berth rollback bestays                        back to the previous deploy in seconds
   berth demo                                    see it all run in a temp directory";
 
 #[derive(Debug, Parser)]
@@ -179,7 +181,10 @@ Exit status: 0 deployed, 1 the deploy failed or the product is locked, 2 usage e
 
 const DEMO_LONG: &str = "\
 Run berth's main job end to end on an embedded two-product example (bestays and \
-realestate), in a fresh temporary git repository. Needs only git: no Docker.
+realestate), in a fresh temporary git repository: deploy both products on the \
+local-process runtime behind nginx, redeploy one with zero downtime, roll it back, \
+and show history and status. Needs git and nginx (without nginx, deploys restart \
+in place); no Docker. Services and nginx are stopped when it ends.
 
 The demo checks the manifest, adds a third product modelled on the first, \
 lints the strategy document's commit messages, explains which products two new \

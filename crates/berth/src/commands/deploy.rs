@@ -8,6 +8,7 @@ use std::time::Duration;
 use berth_deploy::lock::{self, Holder};
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
 use berth_manifest::{Manifest, RuntimeKind};
+use berth_runtime::compose::ComposeRuntime;
 use berth_runtime::local::LocalRuntime;
 use berth_runtime::{Runtime, slot_port};
 use serde_json::json;
@@ -47,22 +48,76 @@ fn product_known(m: &Manifest, product: &str) -> Result<()> {
     )))
 }
 
-/// The runtime to use. The compose runtime is not part of this build yet: asking for it
-/// is an error, and `auto` uses local processes.
+/// Where deploys find the rendered compose files: beside the nginx config's
+/// directory (`deploy/<env>/compose`), or `deploy/prod/compose` without a proxy.
+fn compose_dir(l: &Loaded) -> PathBuf {
+    match &l.manifest.proxy {
+        Some(p) => l
+            .root
+            .join(&p.nginx_config)
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("compose"))
+            .unwrap_or_else(|| l.root.join("deploy/prod/compose")),
+        None => l.root.join("deploy/prod/compose"),
+    }
+}
+
+/// The compose file a deploy starts must say what berth.toml says now.
+fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
+    let dir = compose_dir(l);
+    let out = dir.parent().unwrap_or(&l.root).to_path_buf();
+    let env = if out.file_name().is_some_and(|n| n == "dev") {
+        berth_render::Env::Dev
+    } else {
+        berth_render::Env::Prod
+    };
+    let files = berth_render::render(&berth_render::RenderInput {
+        manifest: &l.manifest,
+        env,
+        root_from_out: super::render::relative(&out, &l.root),
+        out_from_root: super::render::relative(&l.root, &out),
+    })
+    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let want = files
+        .iter()
+        .find(|f| f.path == format!("compose/{product}.yml"))
+        .map(|f| f.contents.as_str());
+    let path = dir.join(format!("{product}.yml"));
+    if std::fs::read_to_string(&path).ok().as_deref() != want {
+        return Err(CliError::Config(format!(
+            "{} does not match berth.toml: run `berth render --env {}` and commit it before deploying",
+            path.display(),
+            env.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The runtime to use: `auto` is compose when a Docker Engine answers, local processes otherwise.
 fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime>> {
     let kind = match arg {
         RuntimeArg::Manifest => l.manifest.deploy.runtime,
         RuntimeArg::Local => RuntimeKind::Local,
         RuntimeArg::Compose => RuntimeKind::Compose,
     };
+    let kind = match kind {
+        RuntimeKind::Auto if ComposeRuntime::available() => RuntimeKind::Compose,
+        RuntimeKind::Auto => RuntimeKind::Local,
+        k => k,
+    };
     match kind {
-        RuntimeKind::Compose => Err(CliError::Config(
-            "the compose runtime is not available in this build of berth; use --runtime local (services run from their `command`)".into(),
-        )),
+        RuntimeKind::Compose => Ok(Box::new(ComposeRuntime::new(
+            l.manifest.clone(),
+            compose_dir(l),
+        ))),
         RuntimeKind::Local | RuntimeKind::Auto => {
             let mut rt = LocalRuntime::new(l.manifest.clone(), l.root.clone());
             // Programs built beside berth (demo-app) are found without being installed.
-            if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+            if let Some(dir) = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf))
+            {
                 rt.path_prefix.push(dir);
             }
             Ok(Box::new(rt))
@@ -172,6 +227,9 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         )));
     }
     let rt = runtime(&l, args.runtime)?;
+    if rt.name() == "compose" {
+        compose_file_current(&l, &args.product)?;
+    }
     if rt.name() == "local" && l.repo.resolve("HEAD")?.as_deref() != Some(commit.as_str()) {
         return Err(CliError::Config(format!(
             "the local runtime runs the work tree, which is not `{}`: check it out first",

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Two adjacent free ports (blue and green with slot_port_offset = 1).
-fn port_pair() -> u16 {
+/// Two adjacent free ports (blue and green with slot_port_offset = 1), below the
+/// ephemeral range so no outgoing connection takes one while a slot is down.
+pub fn port_pair() -> u16 {
     loop {
-        let p = 20000 + (std::process::id() as u16 % 97) * 50 + (rand_u16() % 5000);
+        let p = 20000 + (rand_u16() % 12000);
         let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
-        if p < 60000 && free(p) && free(p + 1) {
+        if free(p) && free(p + 1) {
             return p;
         }
     }
@@ -49,7 +50,7 @@ impl Site {
         );
         m = m.replace(
             "[secret_scan]",
-            "[deploy]\nslot_port_offset = 1\ndrain = \"1s\"\n\n[secret_scan]",
+            "[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\n\n[secret_scan]",
         );
         for old in [
             "host_port = 8011",

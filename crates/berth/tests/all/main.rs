@@ -4,6 +4,7 @@
 mod affected;
 mod check;
 mod cli;
+mod compose;
 mod demo;
 mod deploy;
 mod hooks;

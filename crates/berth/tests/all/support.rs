@@ -42,7 +42,12 @@ pub fn berth(cwd: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("BERTH_MANIFEST")
         .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
+        .env_remove("GIT_WORK_TREE")
+        // docker keeps its client config under $HOME; keep it out of the test repositories.
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("berth-test-docker-config"),
+        );
     c
 }
 

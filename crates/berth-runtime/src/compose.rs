@@ -1,0 +1,277 @@
+//! The compose runtime: Docker Compose v2 on a Docker Engine (local, or remote
+//! through `DOCKER_HOST` / the docker context). One compose project per product
+//! and slot (`<project>-<product>-<slot>`), from the files `berth render` wrote;
+//! state is read back from container labels.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use berth_cmd::Cmd;
+use berth_manifest::Manifest;
+
+use crate::{Instance, Runtime, RuntimeError, Slot, slot_port};
+
+pub struct ComposeRuntime {
+    manifest: Manifest,
+    /// The rendered `compose/` directory.
+    compose_dir: PathBuf,
+    project: String,
+}
+
+impl ComposeRuntime {
+    pub fn new(manifest: Manifest, compose_dir: PathBuf) -> Self {
+        let project = berth_manifest::slug(&manifest.project.name);
+        Self {
+            manifest,
+            compose_dir,
+            project,
+        }
+    }
+
+    /// Is a Docker Engine answering?
+    pub fn available() -> bool {
+        Cmd::new("docker", "ask the Docker Engine for its version")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .timeout(Some(Duration::from_secs(5)))
+            .output()
+            .is_ok()
+    }
+
+    fn project_name(&self, product: &str, slot: Slot) -> String {
+        format!("{}-{product}-{slot}", self.project)
+    }
+
+    fn compose(
+        &self,
+        product: &str,
+        slot: Slot,
+        version: &str,
+        summary: String,
+    ) -> Result<Cmd, RuntimeError> {
+        let file = self.compose_dir.join(format!("{product}.yml"));
+        if !file.exists() {
+            return Err(RuntimeError::Failed(format!(
+                "{} does not exist: run `berth render` first",
+                file.display()
+            )));
+        }
+        let mut c = Cmd::new("docker", summary)
+            .args(["compose", "-p", &self.project_name(product, slot), "-f"])
+            .arg(&file)
+            .env("BERTH_SLOT", slot.name())
+            .env("BERTH_VERSION", version)
+            .timeout(Some(Duration::from_secs(900)))
+            .hint_if_missing("install Docker and Compose v2, or use the local runtime");
+        for (name, svc) in &self.manifest.products[product].services {
+            if let Some(p) = slot_port(&self.manifest, svc, slot) {
+                c = c.env(
+                    format!("BERTH_PORT_{}", berth_render::ident(name).to_uppercase()),
+                    p.to_string(),
+                );
+            }
+        }
+        Ok(c)
+    }
+
+    fn images(&self, product: &str, version: &str) -> Vec<String> {
+        self.manifest.products[product]
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+            .map(|(n, s)| {
+                format!(
+                    "{}:{version}",
+                    berth_render::image_name(&self.manifest, product, n, s)
+                )
+            })
+            .collect()
+    }
+
+    fn shared_network(&self) -> Result<(), RuntimeError> {
+        use berth_manifest::InfraMode;
+        let m = &self.manifest;
+        let container = |i: &Option<berth_manifest::InfraService>| {
+            i.as_ref().is_some_and(|i| i.mode == InfraMode::Container)
+        };
+        if !(container(&m.infra.postgres) || container(&m.infra.redis)) {
+            return Ok(());
+        }
+        let name = format!("{}-shared", self.project);
+        let exists = Cmd::new("docker", "look for the shared network")
+            .args(["network", "inspect", &name])
+            .output()
+            .is_ok();
+        if !exists {
+            Cmd::new("docker", "create the shared network")
+                .args(["network", "create", &name])
+                .output()?;
+        }
+        Ok(())
+    }
+}
+
+impl Runtime for ComposeRuntime {
+    fn name(&self) -> &'static str {
+        "compose"
+    }
+
+    fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
+        let images = self.images(product, version);
+        if images.is_empty() {
+            return Ok(None);
+        }
+        self.compose(
+            product,
+            Slot::Blue,
+            version,
+            format!("build the images of {product} {version}"),
+        )?
+        .arg("build")
+        .output()?;
+        Ok(Some(format!("built {}", images.join(", "))))
+    }
+
+    fn has_version(&self, product: &str, version: &str) -> bool {
+        self.images(product, version).iter().all(|i| {
+            Cmd::new("docker", "look for a retained image")
+                .args(["image", "inspect", "--format", "{{.Id}}", i])
+                .output()
+                .is_ok()
+        })
+    }
+
+    fn migrate(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+        slot: Slot,
+    ) -> Result<String, RuntimeError> {
+        let Some(migrate) = self.manifest.products[product].services[service]
+            .migrate
+            .clone()
+        else {
+            return Ok(String::new());
+        };
+        self.shared_network()?;
+        let out = self
+            .compose(
+                product,
+                slot,
+                version,
+                format!("run the migration of {product}.{service}"),
+            )?
+            .args(["run", "--rm", "--no-deps", "-T", service])
+            .args(migrate.split_whitespace())
+            .output()?;
+        Ok(format!("{}{}", out.stdout_str(), out.stderr_str()))
+    }
+
+    fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        self.shared_network()?;
+        self.compose(
+            product,
+            slot,
+            version,
+            format!("start {product} {version} in the {slot} slot"),
+        )?
+        .args(["up", "-d", "--no-build", "--remove-orphans"])
+        .output()?;
+        Ok(())
+    }
+
+    fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        // `down` keeps images: they are what a rollback starts again.
+        self.compose(
+            product,
+            slot,
+            "latest",
+            format!("stop the {slot} slot of {product}"),
+        )?
+        .args(["down", "--timeout", "10"])
+        .output()?;
+        Ok(())
+    }
+
+    fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError> {
+        let out = Cmd::new("docker", format!("list the containers of {product}"))
+            .args(["ps", "-a", "--no-trunc", "--filter"])
+            .arg(format!("label=berth.product={product}"))
+            .args(["--format", "{{json .}}"])
+            .output()?;
+        let mut instances = Vec::new();
+        for line in out.stdout_str().lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let labels: std::collections::HashMap<&str, &str> = v["Labels"]
+                .as_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            let (Some(service), Some(slot)) = (
+                labels.get("berth.service"),
+                labels.get("berth.slot").and_then(|s| Slot::parse(s)),
+            ) else {
+                continue;
+            };
+            // Only this project's containers (another checkout may run a product of the same name).
+            if labels.get("com.docker.compose.project")
+                != Some(&self.project_name(product, slot).as_str())
+            {
+                continue;
+            }
+            let svc = self.manifest.products[product].services.get(*service);
+            instances.push(Instance {
+                service: service.to_string(),
+                slot,
+                version: labels.get("berth.version").unwrap_or(&"").to_string(),
+                alive: v["State"].as_str() == Some("running"),
+                id: v["ID"].as_str().unwrap_or("").chars().take(12).collect(),
+                started: Some(
+                    SystemTime::now() - parse_running_for(v["RunningFor"].as_str().unwrap_or("")),
+                ),
+                port: svc.and_then(|s| slot_port(&self.manifest, s, slot)),
+            });
+        }
+        Ok(instances)
+    }
+
+    fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
+        let Ok(c) = self.compose(
+            product,
+            slot,
+            "latest",
+            format!("read the logs of {product}.{service}"),
+        ) else {
+            return String::new();
+        };
+        c.args(["logs", "--no-color", "--tail", &lines.to_string(), service])
+            .output_unchecked()
+            .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
+            .unwrap_or_default()
+    }
+}
+
+/// `docker ps`'s "5 minutes ago" as a duration (coarse; for uptime display only).
+fn parse_running_for(s: &str) -> Duration {
+    let mut parts = s.split_whitespace();
+    let n: u64 = match parts.next() {
+        Some("About") | Some("an") | Some("a") => 1,
+        Some(x) => x.parse().unwrap_or(0),
+        None => 0,
+    };
+    let unit = parts
+        .find(|p| p.chars().all(|c| c.is_ascii_alphabetic()) && *p != "an" && *p != "a")
+        .unwrap_or("seconds");
+    let secs = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 604_800,
+        _ => 1,
+    };
+    Duration::from_secs(n * secs)
+}
