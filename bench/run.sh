@@ -23,6 +23,12 @@ OUT=bench/RESULTS.md
     echo "Target: at most 1.5x the time of \`git log --name-only --first-parent\` over the same range."
     echo
     ./bench/affected.sh "$ASTRO"
+    echo
+    echo "## Rollback and deploy overhead (compose runtime, real Docker Engine)"
+    echo
+    echo "Targets: a rollback to a retained image answers within 3 s (median); berth adds at most 10% over the operations it runs."
+    echo
+    ./bench/deploy.sh
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"

@@ -218,7 +218,8 @@ pub fn plan(
             runtime: ctx.runtime.name().to_string(),
         });
     }
-    for (name, svc) in &p.services {
+    // Migrations move forward only: a rollback starts the old code on the current schema.
+    for (name, svc) in p.services.iter().filter(|_| rollback_of.is_none()) {
         if svc.migrate.is_some() {
             steps.push(Step::Migrate {
                 service: name.clone(),
@@ -478,7 +479,34 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 std::thread::sleep(Duration::from_millis(*drain_ms));
                 ctx.runtime
                     .stop(product, *slot)
-                    .map_err(|e| (e.to_string(), vec![]))
+                    .map_err(|e| (e.to_string(), vec![]))?;
+                // The newest `keep` deployed versions keep their images; older ones go.
+                let mut keep: Vec<String> = vec![plan.version.clone()];
+                for r in tags::history(&ctx.repo, product).unwrap_or_default() {
+                    if keep.len() >= ctx.manifest.deploy.keep.max(1) {
+                        break;
+                    }
+                    if !keep.contains(&r.version) {
+                        keep.push(r.version);
+                    }
+                }
+                match ctx.runtime.prune(product, &keep) {
+                    Ok(removed) if !removed.is_empty() => {
+                        let _ = writeln!(
+                            ctx.progress,
+                            "[{product}]     removed old images: {}",
+                            removed.join(", ")
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = writeln!(
+                            ctx.progress,
+                            "[{product}]     could not prune old images: {e}"
+                        );
+                    }
+                }
+                Ok(())
             }
             Step::Tag { name } => {
                 let (n, t) = write_tag(ctx, plan, name, start.elapsed())

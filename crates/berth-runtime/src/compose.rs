@@ -3,7 +3,7 @@
 //! and slot (`<project>-<product>-<slot>`), from the files `berth render` wrote;
 //! state is read back from container labels.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use berth_cmd::Cmd;
@@ -120,15 +120,87 @@ impl Runtime for ComposeRuntime {
         if images.is_empty() {
             return Ok(None);
         }
-        self.compose(
-            product,
-            Slot::Blue,
-            version,
-            format!("build the images of {product} {version}"),
-        )?
-        .arg("build")
-        .output()?;
-        Ok(Some(format!("built {}", images.join(", "))))
+        let git = |args: &[&str], summary: &str| {
+            Cmd::new("git", summary.to_string())
+                .args(args)
+                .current_dir(&self.compose_dir)
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .output()
+        };
+        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
+        if head.trim().starts_with(version) {
+            self.compose(
+                product,
+                Slot::Blue,
+                version,
+                format!("build the images of {product} {version}"),
+            )?
+            .arg("build")
+            .output()?;
+            return Ok(Some(format!("built {}", images.join(", "))));
+        }
+        // Another commit (a rollback whose images are gone): build from a checkout of it.
+        let top = PathBuf::from(
+            git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
+                .stdout_str()
+                .trim(),
+        );
+        let rel = self
+            .compose_dir
+            .strip_prefix(&top)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let tmp = std::env::temp_dir().join(format!(
+            "berth-build-{product}-{version}-{}",
+            std::process::id()
+        ));
+        let tmp_s = tmp.display().to_string();
+        git(
+            &["worktree", "add", "--detach", "--force", &tmp_s, version],
+            "check out the commit to rebuild",
+        )?;
+        let result = (|| -> Result<(), RuntimeError> {
+            // Secret files stay where they are; the checkout points at them.
+            let root = self
+                .compose_dir
+                .ancestors()
+                .nth(3)
+                .unwrap_or(&top)
+                .to_path_buf();
+            let root_rel = root
+                .strip_prefix(&top)
+                .unwrap_or(Path::new(""))
+                .to_path_buf();
+            let _ =
+                std::os::unix::fs::symlink(root.join(".berth"), tmp.join(&root_rel).join(".berth"));
+            let file = tmp.join(&rel).join(format!("{product}.yml"));
+            // The checkout's compose file: the build contexts of that commit.
+            Cmd::new(
+                "docker",
+                format!("rebuild the images of {product} {version} from its commit"),
+            )
+            .args([
+                "compose",
+                "-p",
+                &self.project_name(product, Slot::Blue),
+                "-f",
+            ])
+            .arg(&file)
+            .arg("build")
+            .env("BERTH_VERSION", version)
+            .timeout(Some(Duration::from_secs(900)))
+            .output()?;
+            Ok(())
+        })();
+        let _ = git(
+            &["worktree", "remove", "--force", &tmp_s],
+            "remove the build checkout",
+        );
+        result?;
+        Ok(Some(format!(
+            "rebuilt {} from commit {version}",
+            images.join(", ")
+        )))
     }
 
     fn has_version(&self, product: &str, version: &str) -> bool {
@@ -236,6 +308,35 @@ impl Runtime for ComposeRuntime {
             });
         }
         Ok(instances)
+    }
+
+    fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for (name, svc) in self.manifest.products[product]
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+        {
+            let repo = berth_render::image_name(&self.manifest, product, name, svc);
+            let out = Cmd::new("docker", format!("list the images of {product}.{name}"))
+                .args(["image", "ls", &repo, "--format", "{{.Tag}}"])
+                .output()?;
+            for tag in out
+                .stdout_str()
+                .lines()
+                .filter(|t| *t != "<none>" && *t != "latest" && !keep.iter().any(|k| k == t))
+            {
+                let image = format!("{repo}:{tag}");
+                if Cmd::new("docker", format!("remove the old image {image}"))
+                    .args(["image", "rm", &image])
+                    .output()
+                    .is_ok()
+                {
+                    removed.push(image);
+                }
+            }
+        }
+        Ok(removed)
     }
 
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {

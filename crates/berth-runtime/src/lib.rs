@@ -122,6 +122,10 @@ pub trait Runtime {
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError>;
     /// The last `lines` lines a service wrote in a slot.
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String;
+    /// Remove the product's images of every version not in `keep`; returns what was removed.
+    fn prune(&self, _product: &str, _keep: &[String]) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Instances grouped by slot.

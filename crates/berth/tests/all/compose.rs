@@ -334,3 +334,43 @@ fn compose_broken_release_leaves_the_old_version_serving() {
         "the green containers were removed"
     );
 }
+
+#[test]
+fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_gone() {
+    let site = ComposeSite::new(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml"))
+        .unwrap()
+        .replace("runtime = \"compose\"", "runtime = \"compose\"\nkeep = 1");
+    site.repo.write("berth.toml", &m);
+    site.repo
+        .commit_all("chore: keep one image (TASK-5-keep-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site
+        .repo
+        .git(&["rev-parse", "--short=12", "HEAD"])
+        .trim()
+        .to_string();
+    site.repo.write("products/bestays/c.md", "x");
+    site.repo.commit_all("feat: c (TASK-6-c-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("removed old images") && out.stderr.contains(&v1),
+        "{}",
+        out.snapshot()
+    );
+    let out = site.berth(&["rollback", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("is no longer retained: it will be rebuilt"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stderr.contains(&format!("from commit {v1}")),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(get(site.http_port, "bestays.app", "/api/health"), (200, v1));
+}
