@@ -97,6 +97,24 @@ impl ComposeRuntime {
             return Ok(());
         }
         let name = format!("{}-shared", self.project);
+        // Two products deploying at once must not both create it (docker would make two
+        // networks of one name): creation is serialized by a file lock.
+        let locks = self
+            .compose_dir
+            .ancestors()
+            .nth(3)
+            .unwrap_or(&self.compose_dir)
+            .join(".berth/locks");
+        let _ = std::fs::create_dir_all(&locks);
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join("shared-network.lock"))
+            .ok();
+        if let Some(f) = &guard {
+            let _ = f.lock();
+        }
         let exists = Cmd::new("docker", "look for the shared network")
             .args(["network", "inspect", &name])
             .output()
@@ -105,6 +123,9 @@ impl ComposeRuntime {
             Cmd::new("docker", "create the shared network")
                 .args(["network", "create", &name])
                 .output()?;
+        }
+        if let Some(f) = &guard {
+            let _ = f.unlock();
         }
         Ok(())
     }

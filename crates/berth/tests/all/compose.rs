@@ -6,11 +6,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::deploy::{Load, get};
+use crate::deploy::{Load, Site};
 use crate::support::*;
 
 /// demo-app linked statically (it is one file with no dependencies: rustc alone builds it).
-fn static_demo_app() -> PathBuf {
+pub fn static_demo_app() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("berth-static-demo-{}", std::process::id()));
@@ -37,7 +37,7 @@ fn static_demo_app() -> PathBuf {
     .clone()
 }
 
-fn docker_required() {
+pub fn docker_required() {
     let ok = Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output()
@@ -56,153 +56,33 @@ fn docker_required() {
     );
 }
 
-struct ComposeSite {
-    repo: GitRepo,
-    http_port: u16,
-    project: String,
-}
-
-impl ComposeSite {
-    fn new(boot_delay_ms: u64) -> Self {
-        docker_required();
-        let repo = GitRepo::new();
-        repo.copy_tree(&example_dir());
-        let project = format!(
-            "bt{}",
-            std::process::id() as u64 * 1000 + crate::deploy::port_pair() as u64 % 1000
-        );
-        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
-        m = m.replace(
-            "name = \"bestays-monorepo\"",
-            &format!("name = \"{project}\""),
-        );
-        m = m.replace(
-            "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
-            &format!("nginx_config = \"deploy/dev/nginx/nginx.conf\"\nhttp_port = {http_port}"),
-        );
-        m = m.replace("[secret_scan]", "[deploy]\nruntime = \"compose\"\nslot_port_offset = 1\ndrain = \"1s\"\n\n[secret_scan]");
-        for old in [
-            "host_port = 8011",
-            "host_port = 5183",
-            "host_port = 8012",
-            "host_port = 5184",
-        ] {
-            m = m.replace(old, &format!("host_port = {}", crate::deploy::port_pair()));
-        }
-        for p in ["bestays", "realestate"] {
-            m = m.replace(
-                &format!("PRODUCT_ID = \"{p}\","),
-                &format!("PRODUCT_ID = \"{p}\", DEMO_BOOT_DELAY_MS = \"{boot_delay_ms}\","),
-            );
-        }
-        m = m.replace(
-            "migrate = \"demo-app migrate\"",
-            "migrate = \"/demo-app migrate\"",
-        );
-        m = m.replace("interval = \"2s\"", "interval = \"200ms\"");
-        m = m.replace(
-            "deadline = \"60s\" }",
-            "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
-        );
-        repo.write("berth.toml", &m);
-        let bin = static_demo_app();
-        for app in ["apps/server", "apps/frontend"] {
-            std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
-        }
-        let dockerfile = "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n";
-        repo.write("docker/server.Dockerfile", dockerfile);
-        repo.write("docker/frontend.Dockerfile", dockerfile);
-        let site = Self {
-            repo,
-            http_port,
-            project,
-        };
-        site.berth(&["render", "--env", "dev"]).assert_code(0);
-        site.repo
-            .commit_all("chore: the example on Docker (TASK-0-setup-bestays)");
-        site
-    }
-
-    fn berth(&self, args: &[&str]) -> Outcome {
-        let out = berth(self.repo.path())
-            .args(args)
-            .env("BERTH_OPERATOR", "test-operator")
-            .output()
-            .unwrap();
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+/// Stop and remove every compose project of a site (containers and images).
+pub fn down_all(root: &Path, project: &str) {
+    for product in ["bestays", "realestate"] {
+        for slot in ["blue", "green"] {
+            let _ = Command::new("docker")
+                .args([
+                    "compose",
+                    "-p",
+                    &format!("{project}-{product}-{slot}"),
+                    "-f",
+                ])
+                .arg(root.join(format!("deploy/dev/compose/{product}.yml")))
+                .args(["down", "--timeout", "1", "--rmi", "all"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
-
-    fn containers(&self, product: &str) -> Vec<String> {
-        let out = Command::new("docker")
-            .args([
-                "ps",
-                "--no-trunc",
-                "--filter",
-                &format!("label=berth.product={product}"),
-                "--format",
-                "{{.ID}} {{.CreatedAt}} {{.Label \"com.docker.compose.project\"}}",
-            ])
-            .output()
-            .unwrap();
-        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains(&format!("{}-{product}-", self.project)))
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for ComposeSite {
-    fn drop(&mut self) {
-        let root: &Path = self.repo.path();
-        let _ = Command::new("nginx")
-            .args([
-                "-p",
-                root.to_str().unwrap(),
-                "-c",
-                "deploy/dev/nginx/nginx.conf",
-                "-s",
-                "stop",
-            ])
-            .stderr(std::process::Stdio::null())
-            .status();
-        for product in ["bestays", "realestate"] {
-            for slot in ["blue", "green"] {
-                let _ = Command::new("docker")
-                    .args([
-                        "compose",
-                        "-p",
-                        &format!("{}-{product}-{slot}", self.project),
-                        "-f",
-                    ])
-                    .arg(root.join(format!("deploy/dev/compose/{product}.yml")))
-                    .args(["down", "--timeout", "1", "--rmi", "all"])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("{}-shared", self.project)])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{project}-shared")])
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 #[test]
 fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
-    let site = ComposeSite::new(2000);
+    let site = Site::compose(2000);
     site.berth(&["deploy", "realestate", "--yes"])
         .assert_code(0);
     let out = site.berth(&["deploy", "bestays", "--yes"]);
@@ -217,11 +97,8 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         .git(&["rev-parse", "--short=12", "HEAD"])
         .trim()
         .to_string();
-    assert_eq!(
-        get(site.http_port, "bestays.app", "/api/health"),
-        (200, v1.clone())
-    );
-    let realestate = site.containers("realestate");
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v1.clone()));
+    let realestate = site.processes("realestate");
     assert_eq!(realestate.len(), 2, "{realestate:?}");
 
     site.repo.write("products/bestays/change.md", "x");
@@ -234,7 +111,7 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
     let load = Load::start(site.http_port, "bestays.app");
     std::thread::sleep(Duration::from_millis(300));
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    assert_eq!(get(site.http_port, "bestays.app", "/api/health").1, v2);
+    assert_eq!(site.get("bestays.app", "/api/health").1, v2);
     let start = Instant::now();
     let out = site.berth(&["rollback", "bestays", "--yes"]);
     out.assert_code(0);
@@ -249,7 +126,7 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         "a rollback does not rebuild: {}",
         out.snapshot()
     );
-    assert_eq!(get(site.http_port, "bestays.app", "/api/health").1, v1);
+    assert_eq!(site.get("bestays.app", "/api/health").1, v1);
     std::thread::sleep(Duration::from_millis(300));
     let (n, failures, elapsed) = load.finish();
     let rate = n as f64 / elapsed.as_secs_f64();
@@ -265,7 +142,7 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         &failures[..failures.len().min(5)]
     );
     assert_eq!(
-        site.containers("realestate"),
+        site.processes("realestate"),
         realestate,
         "realestate's containers were touched"
     );
@@ -279,65 +156,8 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
 }
 
 #[test]
-fn compose_broken_release_leaves_the_old_version_serving() {
-    let site = ComposeSite::new(300);
-    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    let live = get(site.http_port, "bestays.app", "/api/health").1;
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml"))
-        .unwrap()
-        .replace(
-            "PRODUCT_ID = \"bestays\",",
-            "PRODUCT_ID = \"bestays\", DEMO_FAIL_HEALTH = \"1\",",
-        )
-        .replace(
-            "interval = \"200ms\", timeout = \"1s\", retries = 3, deadline = \"60s\"",
-            "interval = \"200ms\", timeout = \"1s\", retries = 3, deadline = \"4s\"",
-        );
-    site.repo.write("berth.toml", &m);
-    // The compose file must follow berth.toml: a deploy refuses a stale one.
-    site.repo.commit_all("feat: broken (TASK-2-broken-bestays)");
-    let out = site.berth(&["deploy", "bestays", "--yes"]);
-    out.assert_code(2);
-    assert!(
-        out.stderr.contains("does not match berth.toml"),
-        "{}",
-        out.snapshot()
-    );
-    site.berth(&["render", "--env", "dev"]).assert_code(0);
-    site.repo
-        .commit_all("chore: render (TASK-3-render-bestays)");
-    let load = Load::start(site.http_port, "bestays.app");
-    let out = site.berth(&["deploy", "bestays", "--yes"]);
-    let (_, failures, _) = load.finish();
-    out.assert_code(1);
-    assert!(
-        out.stderr
-            .contains("failed at step `health-check the green slot`"),
-        "{}",
-        out.snapshot()
-    );
-    assert!(
-        out.stderr
-            .contains("last log lines of bestays.server (green)")
-            && out.stderr.contains("503"),
-        "{}",
-        out.snapshot()
-    );
-    assert!(failures.is_empty(), "{} requests failed", failures.len());
-    assert_eq!(
-        get(site.http_port, "bestays.app", "/api/health"),
-        (200, live)
-    );
-    assert_eq!(
-        site.containers("bestays").len(),
-        2,
-        "the green containers were removed"
-    );
-}
-
-#[test]
 fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_gone() {
-    let site = ComposeSite::new(0);
+    let site = Site::compose(0);
     let m = std::fs::read_to_string(site.repo.path().join("berth.toml"))
         .unwrap()
         .replace("runtime = \"compose\"", "runtime = \"compose\"\nkeep = 1");
@@ -372,5 +192,5 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         "{}",
         out.snapshot()
     );
-    assert_eq!(get(site.http_port, "bestays.app", "/api/health"), (200, v1));
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v1));
 }

@@ -36,10 +36,24 @@ fn rand_u16() -> u16 {
 pub struct Site {
     pub repo: GitRepo,
     pub http_port: u16,
+    /// The project name, when the site runs on Docker Compose.
+    pub compose: Option<String>,
 }
 
 impl Site {
     pub fn new(boot_delay_ms: u64) -> Self {
+        Self::with(false, boot_delay_ms)
+    }
+
+    /// The same site on a real Docker Engine: images `FROM scratch` around a static demo-app.
+    pub fn compose(boot_delay_ms: u64) -> Self {
+        Self::with(true, boot_delay_ms)
+    }
+
+    fn with(compose: bool, boot_delay_ms: u64) -> Self {
+        if compose {
+            crate::compose::docker_required();
+        }
         let repo = GitRepo::new();
         repo.copy_tree(&example_dir());
         let mut m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
@@ -70,8 +84,35 @@ impl Site {
             &format!("PRODUCT_ID = \"realestate\", DEMO_BOOT_DELAY_MS = \"{boot_delay_ms}\","),
         );
         m = m.replace("interval = \"2s\"", "interval = \"200ms\"");
+        let project = compose.then(|| format!("bt{}x{}", std::process::id(), port_pair()));
+        if let Some(project) = &project {
+            m = m.replace(
+                "name = \"bestays-monorepo\"",
+                &format!("name = \"{project}\""),
+            );
+            m = m.replace("runtime = \"local\"", "runtime = \"compose\"");
+            m = m.replace(
+                "migrate = \"demo-app migrate\"",
+                "migrate = \"/demo-app migrate\"",
+            );
+            m = m.replace(
+                "deadline = \"60s\" }",
+                "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
+            );
+            let bin = crate::compose::static_demo_app();
+            for app in ["apps/server", "apps/frontend"] {
+                std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
+            }
+            let dockerfile = "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n";
+            repo.write("docker/server.Dockerfile", dockerfile);
+            repo.write("docker/frontend.Dockerfile", dockerfile);
+        }
         repo.write("berth.toml", &m);
-        let site = Self { repo, http_port };
+        let site = Self {
+            repo,
+            http_port,
+            compose: project,
+        };
         site.berth(&["render", "--env", "dev"]).assert_code(0);
         site.repo
             .commit_all("chore: the example, rendered (TASK-0-setup-bestays)");
@@ -109,8 +150,25 @@ impl Site {
         get(self.http_port, host, path)
     }
 
-    /// pid and start of every running service process of a product.
+    /// Every running instance of a product (pid or container id, version, start), sorted.
     pub fn processes(&self, product: &str) -> Vec<(String, String)> {
+        if let Some(project) = &self.compose {
+            let out = std::process::Command::new("docker")
+                .args(["ps", "--no-trunc", "--filter", &format!("label=berth.product={product}")])
+                .args(["--format", "{{.ID}} {{.Label \"berth.version\"}} {{.Label \"com.docker.compose.project\"}}\t{{.CreatedAt}}"])
+                .output()
+                .unwrap();
+            let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(&format!(" {project}-{product}-")))
+                .filter_map(|l| {
+                    l.split_once('\t')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                })
+                .collect();
+            v.sort();
+            return v;
+        }
         let mut out = Vec::new();
         for slot in ["blue", "green"] {
             let dir = self.repo.path().join(".berth/run").join(product).join(slot);
@@ -150,6 +208,9 @@ impl Drop for Site {
             .stderr(std::process::Stdio::null())
             .status();
         kill_all(&root.join(".berth/run"));
+        if let Some(project) = &self.compose {
+            crate::compose::down_all(root, project);
+        }
     }
 }
 
@@ -211,27 +272,47 @@ pub struct Load {
 }
 
 impl Load {
+    /// Four clients, each sending one request after another.
     pub fn start(port: u16, host: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let start = Instant::now();
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut n = 0u64;
+                        let mut failures = Vec::new();
+                        let mut versions: Vec<(u16, String)> = Vec::new();
+                        while !flag.load(Ordering::Relaxed)
+                            && start.elapsed() < Duration::from_secs(180)
+                        {
+                            let (status, version) = get(port, host, "/api/health");
+                            n += 1;
+                            if status != 200 {
+                                failures.push((status, version.clone()));
+                            }
+                            if versions.last().map(|v| &v.1) != Some(&version) {
+                                versions.push((status, version));
+                            }
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        (n, failures, versions)
+                    })
+                })
+                .collect();
             let mut n = 0;
             let mut failures = Vec::new();
-            let mut versions: Vec<(u16, String)> = Vec::new();
-            while !flag.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
-                let (status, version) = get(port, host, "/api/health");
-                n += 1;
-                if status != 200 {
-                    failures.push((status, version.clone()));
-                }
-                if versions.last().map(|v| &v.1) != Some(&version) {
-                    versions.push((status, version));
-                }
-                std::thread::sleep(Duration::from_millis(4));
+            let mut versions = Vec::new();
+            for c in clients {
+                let (cn, cf, cv) = c.join().unwrap();
+                n += cn;
+                failures.extend(cf);
+                versions.push(cv);
             }
             eprintln!(
-                "load: {n} requests, {} failed, versions seen: {versions:?}",
+                "load: {n} requests, {} failed, versions seen per client: {versions:?}",
                 failures.len()
             );
             (n, failures, start.elapsed())
@@ -393,7 +474,15 @@ fn strip_table(text: &str, header: &str) -> String {
 /// naming the step, with the new service's log tail.
 #[test]
 fn broken_releases_leave_the_old_version_serving() {
-    let site = Site::new(500);
+    broken_releases_leave_the_old_version_serving_on(Site::new(500));
+}
+
+#[test]
+fn broken_releases_leave_the_old_version_serving_on_compose() {
+    broken_releases_leave_the_old_version_serving_on(Site::compose(500));
+}
+
+fn broken_releases_leave_the_old_version_serving_on(site: Site) {
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let live = site.get("bestays.app", "/api/health").1;
     let cases: &[(&str, &str, &str)] = &[
@@ -430,6 +519,8 @@ fn broken_releases_leave_the_old_version_serving() {
                 &format!("PRODUCT_ID = \"bestays\", {switch} = \"1\","),
             );
             site.repo.write("berth.toml", &m);
+            // The compose files follow berth.toml.
+            site.berth(&["render", "--env", "dev"]).assert_code(0);
         }
         site.repo.commit_all(&format!(
             "feat: broken {i} (TASK-{}-broken-bestays)",
@@ -473,6 +564,7 @@ fn broken_releases_leave_the_old_version_serving() {
         // Restore for the next case.
         std::fs::write(&conf, conf_before).unwrap();
         site.repo.write("berth.toml", &base);
+        site.berth(&["render", "--env", "dev"]).assert_code(0);
         site.repo
             .commit_all(&format!("fix: unbreak {i} (TASK-{}-fix-bestays)", 20 + i));
     }
@@ -482,7 +574,15 @@ fn broken_releases_leave_the_old_version_serving() {
 
 #[test]
 fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges() {
-    let site = Site::new(300);
+    kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(Site::new(300));
+}
+
+#[test]
+fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on_compose() {
+    kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(Site::compose(300));
+}
+
+fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Site) {
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let steps = 10;
     for step in 1..=steps {
@@ -539,7 +639,15 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges() {
 
 #[test]
 fn concurrent_deploys_of_one_product_lock_and_other_products_proceed() {
-    let site = Site::new(1500);
+    concurrent_deploys_of_one_product_lock_and_other_products_proceed_on(Site::new(1500));
+}
+
+#[test]
+fn concurrent_deploys_of_one_product_lock_and_other_products_proceed_on_compose() {
+    concurrent_deploys_of_one_product_lock_and_other_products_proceed_on(Site::compose(1500));
+}
+
+fn concurrent_deploys_of_one_product_lock_and_other_products_proceed_on(site: Site) {
     site.change("bestays", 1);
     let mut children = Vec::new();
     for _ in 0..10 {
