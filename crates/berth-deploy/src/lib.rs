@@ -5,10 +5,11 @@
 pub mod health;
 pub mod lock;
 pub mod proxy;
+pub mod store;
 pub mod tags;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_git::Repo;
@@ -17,8 +18,9 @@ use berth_runtime::{Runtime, Slot, slot_port};
 use serde::Serialize;
 
 use crate::health::Probe;
-use crate::lock::{DeployLock, Holder};
+use crate::lock::Holder;
 use crate::proxy::Nginx;
+use crate::store::{Guard, Store};
 
 /// One step of a deploy, with its inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,6 +140,8 @@ pub struct Context<'a> {
     pub runtime: &'a dyn Runtime,
     pub operator: String,
     pub lock_wait: Duration,
+    /// Where the lock and the audit log live.
+    pub store: &'a Store,
     /// Progress lines (stderr in the CLI).
     pub progress: &'a mut dyn Write,
 }
@@ -257,21 +261,6 @@ pub fn plan(
         rollback_of,
         steps,
     })
-}
-
-/// The audit log: one JSON line per step.
-fn audit(root: &Path, record: &serde_json::Value) {
-    let path = root.join(".berth/audit.jsonl");
-    if let Some(d) = path.parent() {
-        let _ = std::fs::create_dir_all(d);
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
-        let _ = writeln!(f, "{record}");
-    }
 }
 
 /// Wait until every service with a health check answers 2xx on its slot port, or
@@ -404,7 +393,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
     let start = Instant::now();
     let product = plan.product.as_str();
     let total = plan.steps.len();
-    let mut lock: Option<DeployLock> = None;
+    let mut lock: Option<Guard> = None;
     let mut timings: Vec<(String, u128)> = Vec::new();
     let mut tag_name = String::new();
     let mut tasks: Vec<String> = Vec::new();
@@ -425,7 +414,8 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     message: format!("deploying {}", plan.version),
                 };
                 lock = Some(
-                    DeployLock::acquire(&ctx.root, product, &holder, ctx.lock_wait)
+                    ctx.store
+                        .acquire(product, &holder, ctx.lock_wait)
                         .map_err(|e| (e.to_string(), vec![]))?,
                 );
                 Ok(())
@@ -542,13 +532,13 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
         match result {
             Ok(()) => {
                 record["result"] = "ok".into();
-                audit(&ctx.root, &record);
+                ctx.store.audit(lock.as_mut(), product, &record);
                 timings.push((step.to_string(), ms));
             }
             Err((why, probes)) => {
                 record["result"] = "failed".into();
                 record["error"] = why.clone().into();
-                audit(&ctx.root, &record);
+                ctx.store.audit(lock.as_mut(), product, &record);
                 if matches!(step, Step::Lock) {
                     return Err(DeployError::Failed(why));
                 }
@@ -571,7 +561,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 record["result"] = "failed".into();
                 record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
                 record["at"] = tags::utc_stamp(now_secs()).1.into();
-                audit(&ctx.root, &record);
+                ctx.store.audit(lock.as_mut(), product, &record);
                 return Err(DeployError::Failed(report));
             }
         }
@@ -584,7 +574,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
     record["rollback_of"] = plan.rollback_of.clone().into();
     record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
     record["at"] = tags::utc_stamp(now_secs()).1.into();
-    audit(&ctx.root, &record);
+    ctx.store.audit(lock.as_mut(), product, &record);
     Ok(Outcome {
         product: product.to_string(),
         version: plan.version.clone(),

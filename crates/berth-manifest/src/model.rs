@@ -25,6 +25,9 @@ pub struct Manifest {
     /// How deploys run.
     #[serde(default)]
     pub deploy: Deploy,
+    /// Where deploy locks and the audit log live.
+    #[serde(default)]
+    pub state: State,
     /// What the secret scan of `berth check` looks at.
     #[serde(default)]
     pub secret_scan: SecretScan,
@@ -224,6 +227,36 @@ impl Default for Deploy {
             keep: 5,
             drain: HumanDuration::from_secs(2),
             slot_port_offset: 10000,
+        }
+    }
+}
+
+/// Where locks and the audit log live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// OS file locks and `.berth/audit.jsonl` on this machine.
+    #[default]
+    Local,
+    /// PostgreSQL advisory locks and a `berth_audit` table on a shared server (team and CI use).
+    Postgres,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    /// `local` or `postgres`.
+    pub backend: StateBackend,
+    /// Environment variable holding the PostgreSQL URL (postgres backend). Never the URL itself.
+    pub url_env: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Local,
+            url_env: "BERTH_STATE_URL".into(),
         }
     }
 }

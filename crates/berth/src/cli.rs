@@ -546,8 +546,17 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoRuntime {
+    Local,
+    Compose,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// Run the services as local processes (no Docker), or as containers on a Docker Engine
+    #[arg(long, value_enum, default_value_t = DemoRuntime::Local)]
+    pub runtime: DemoRuntime,
     /// Run in this directory (must be empty or absent) instead of a temp directory, and keep it
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

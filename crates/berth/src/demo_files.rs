@@ -46,3 +46,6 @@ pub const EXAMPLE: &[(&str, &str)] = &[
         include_str!("../../../examples/multi-product/products/realestate/settings.yaml"),
     ),
 ];
+
+/// The demo's product server, compiled statically for `FROM scratch` images on `--runtime compose`.
+pub const DEMO_APP_SOURCE: &str = include_str!("../../../examples/demo-app/src/main.rs");

@@ -29,6 +29,8 @@ LLM_CHAT_MODEL=anthropic/claude-3-sonnet
 struct Cleanup {
     dir: PathBuf,
     nginx: bool,
+    /// The compose project prefix, when the demo ran on Docker.
+    compose: Option<String>,
 }
 
 impl Drop for Cleanup {
@@ -47,7 +49,56 @@ impl Drop for Cleanup {
                 .status();
         }
         stop_all(&self.dir.join(".berth/run"));
+        if let Some(project) = &self.compose {
+            for product in ["bestays", "realestate", "villas"] {
+                for slot in ["blue", "green"] {
+                    let _ = Command::new("docker")
+                        .args([
+                            "compose",
+                            "-p",
+                            &format!("{project}-{product}-{slot}"),
+                            "-f",
+                        ])
+                        .arg(self.dir.join(format!("deploy/dev/compose/{product}.yml")))
+                        .args(["down", "--timeout", "2", "--rmi", "all"])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+            let _ = Command::new("docker")
+                .args(["network", "rm", &format!("{project}-shared")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
+}
+
+/// A static build of demo-app (rustc alone: it is one file without dependencies).
+fn static_demo_app(dir: &Path) -> Result<PathBuf> {
+    let build = dir.join(".berth/build");
+    std::fs::create_dir_all(&build).map_err(io)?;
+    let src = build.join("demo-app.rs");
+    std::fs::write(&src, crate::demo_files::DEMO_APP_SOURCE).map_err(io)?;
+    let out = build.join("demo-app");
+    berth_cmd::Cmd::new("rustc", "build a static demo-app for FROM scratch images")
+        .args([
+            "--edition",
+            "2024",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .timeout(Some(Duration::from_secs(300)))
+        .hint_if_missing("the compose demo compiles its product server with rustc (install Rust)")
+        .output()?;
+    Ok(out)
 }
 
 fn stop_all(dir: &Path) {
@@ -198,9 +249,17 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Failed(format!("cannot locate berth: {e}")))?;
     let nginx = nginx_installed();
+    let compose = args.runtime == crate::cli::DemoRuntime::Compose;
+    if compose && !berth_runtime::compose::ComposeRuntime::available() {
+        return Err(CliError::Config(
+            "--runtime compose needs a Docker Engine (docker version could not reach one; set DOCKER_HOST or start dockerd)".into(),
+        ));
+    }
+    let project = format!("berth-demo-{}", std::process::id());
     let _cleanup = Cleanup {
         dir: dir.clone(),
         nginx,
+        compose: compose.then(|| project.clone()),
     };
     let mut d = Demo {
         dir: dir.clone(),
@@ -221,10 +280,26 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().expect("file has a parent")).map_err(io)?;
         let body = if *rel == "berth.toml" {
-            let b = body.replace(
+            let mut b = body.replace(
                 "[secret_scan]",
                 "[deploy]\nruntime = \"local\"\ndrain = \"300ms\"\n\n[secret_scan]",
             );
+            if compose {
+                b = b
+                    .replace("runtime = \"local\"", "runtime = \"compose\"")
+                    .replace(
+                        "name = \"bestays-monorepo\"",
+                        &format!("name = \"{project}\""),
+                    )
+                    .replace(
+                        "migrate = \"demo-app migrate\"",
+                        "migrate = \"/demo-app migrate\"",
+                    )
+                    .replace(
+                        "deadline = \"60s\" }",
+                        "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
+                    );
+            }
             if nginx {
                 b.replace(
                     "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
@@ -246,6 +321,18 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         };
         std::fs::write(&p, body).map_err(io)?;
     }
+    if compose {
+        println!("    containers on Docker: images FROM scratch around a static build of demo-app");
+        let bin = static_demo_app(&dir)?;
+        let dockerfile = "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n";
+        for (app, df) in [
+            ("apps/server", "docker/server.Dockerfile"),
+            ("apps/frontend", "docker/frontend.Dockerfile"),
+        ] {
+            std::fs::copy(&bin, dir.join(app).join("demo-app")).map_err(io)?;
+            std::fs::write(dir.join(df), dockerfile).map_err(io)?;
+        }
+    }
     d.git(&["init", "-q", "-b", "main"])?;
     d.commit("chore: import the multi-product example (TASK-000-setup-bestays)")?;
 
@@ -257,9 +344,11 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     d.must(&["render", "--env", "dev"], 0)?;
     d.commit("feat: add the villas product (TASK-001-add-villas)")?;
 
-    d.step(
-        "berth deploy bestays and realestate: local processes behind nginx, health-gated, tagged",
-    );
+    d.step(if compose {
+        "berth deploy bestays and realestate: containers behind nginx, health-gated, tagged"
+    } else {
+        "berth deploy bestays and realestate: local processes behind nginx, health-gated, tagged"
+    });
     d.must(&["deploy", "bestays", "--yes"], 0)?;
     d.must(&["deploy", "realestate", "--yes"], 0)?;
     if nginx {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use berth_deploy::lock::{self, Holder};
+use berth_deploy::lock::Holder;
+use berth_deploy::store::Store;
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
 use berth_manifest::{Manifest, RuntimeKind};
 use berth_runtime::compose::ComposeRuntime;
@@ -23,6 +24,7 @@ struct Loaded {
     manifest: Manifest,
     root: PathBuf,
     repo: berth_git::Repo,
+    store: Store,
 }
 
 fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
@@ -30,10 +32,12 @@ fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
     let manifest = super::load_manifest(&path, printer)?;
     let root = super::render::absolute(&super::manifest_dir(&path));
     let repo = super::repo_for(&path)?;
+    let store = Store::from_manifest(&manifest, &root).map_err(CliError::Config)?;
     Ok(Loaded {
         manifest,
         root,
         repo,
+        store,
     })
 }
 
@@ -179,6 +183,7 @@ fn run_plan(
         runtime: rt,
         operator: berth_deploy::operator(&l.repo),
         lock_wait,
+        store: &l.store,
         progress: &mut stderr,
     };
     let outcome = execute(&mut ctx, plan).map_err(deploy_err)?;
@@ -244,6 +249,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         runtime: rt.as_ref(),
         operator: berth_deploy::operator(&l.repo),
         lock_wait: args.lock_wait.0,
+        store: &l.store,
         progress: &mut stderr,
     };
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
@@ -286,6 +292,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
         runtime: rt.as_ref(),
         operator: berth_deploy::operator(&l.repo),
         lock_wait: args.lock_wait.0,
+        store: &l.store,
         progress: &mut stderr,
     };
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
@@ -439,8 +446,8 @@ pub fn lock_status(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exit
     };
     let mut out = Vec::new();
     for p in &products {
-        let deploy = lock::current_holder(&l.root, p);
-        let hold = lock::read_hold(&l.root, p);
+        let deploy = l.store.current_holder(p);
+        let hold = l.store.read_hold(p);
         if args.format == Format::Text {
             match (&deploy, &hold) {
                 (None, None) => println!("{p}: free"),
@@ -474,7 +481,9 @@ pub fn lock_acquire(cli: &Cli, args: &LockAcquireArgs, printer: &Printer) -> Res
         .1,
         message: args.message.clone(),
     };
-    lock::hold(&l.root, &args.product, &holder).map_err(|e| CliError::Failed(e.to_string()))?;
+    l.store
+        .hold(&args.product, &holder)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     println!(
         "{} is held: deploys refuse until `berth lock release {}`",
         args.product, args.product
@@ -488,7 +497,11 @@ pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exi
         return Err(CliError::Config("name the product to release".into()));
     };
     product_known(&l.manifest, p)?;
-    match lock::release(&l.root, p).map_err(|e| CliError::Failed(e.to_string()))? {
+    match l
+        .store
+        .release(p)
+        .map_err(|e| CliError::Failed(e.to_string()))?
+    {
         Some(h) => println!("{p}: released the hold of {} ({})", h.operator, h.message),
         None => println!("{p}: was not held"),
     }

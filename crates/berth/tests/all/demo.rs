@@ -49,3 +49,41 @@ fn demo_runs_end_to_end() {
     // A non-empty directory is refused.
     run(tmp.path(), &["demo", "--dir", "demo"]).assert_code(2);
 }
+
+#[test]
+fn demo_runs_on_docker_with_runtime_compose() {
+    crate::compose::docker_required();
+    let tmp = temp_dir();
+    let out = run(tmp.path(), &["demo", "--runtime", "compose"]);
+    out.assert_code(0);
+    for expected in [
+        "containers behind nginx",
+        "build images (compose)",
+        "is live in green",
+        "reuse the retained images",
+        "[10] done",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing `{expected}`:\n{}",
+            out.snapshot()
+        );
+    }
+    // Nothing of the demo is left running.
+    let ps = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            "label=berth.product",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}",
+        ])
+        .output()
+        .unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.starts_with("berth-demo-"))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "demo containers left running: {left:?}");
+}

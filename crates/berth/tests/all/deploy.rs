@@ -723,6 +723,31 @@ fn dry_run_plans_without_doing_and_dirty_trees_are_refused() {
         "a dry run starts nothing"
     );
     assert!(site.repo.git(&["tag"]).is_empty(), "a dry run tags nothing");
+    // --push-tags pushes the deploy tag to origin.
+    let remote = temp_dir();
+    assert!(
+        std::process::Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(remote.path())
+            .status()
+            .unwrap()
+            .success()
+    );
+    site.repo
+        .git(&["remote", "add", "origin", remote.path().to_str().unwrap()]);
+    let out = site.berth(&["deploy", "bestays", "--yes", "--push-tags"]);
+    out.assert_code(0);
+    let pushed = std::process::Command::new("git")
+        .args(["tag"])
+        .current_dir(remote.path())
+        .output()
+        .unwrap();
+    let pushed = String::from_utf8_lossy(&pushed.stdout).to_string();
+    assert!(
+        pushed.starts_with("bestays-deploy-"),
+        "{pushed}\n{}",
+        out.snapshot()
+    );
     site.repo.write("products/bestays/wip.md", "uncommitted");
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(2);
@@ -732,5 +757,111 @@ fn dry_run_plans_without_doing_and_dirty_trees_are_refused() {
         out.snapshot()
     );
     site.berth(&["deploy", "bestays", "--yes", "--allow-dirty"])
+        .assert_code(0);
+}
+
+/// `[state] backend = "postgres"`: advisory locks and the audit table on a real PostgreSQL.
+#[test]
+fn postgres_state_backend_locks_and_audits() {
+    let pg = berth_testkit::Postgres::start();
+    let site = Site::new(800);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "[secret_scan]",
+            "[state]\nbackend = \"postgres\"\n\n[secret_scan]",
+        ),
+    );
+    site.repo
+        .commit_all("chore: shared state (TASK-30-state-bestays)");
+    let env = [("BERTH_STATE_URL", pg.admin_url())];
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    // Without the URL: a configuration error, nothing done.
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("needs $BERTH_STATE_URL"),
+        "{}",
+        out.snapshot()
+    );
+
+    site.berth_env(&["deploy", "bestays", "--yes"], &env_ref)
+        .assert_code(0);
+    assert!(
+        !site.repo.path().join(".berth/audit.jsonl").exists(),
+        "the audit goes to PostgreSQL"
+    );
+    let rows = pg.admin(
+        "SELECT count(*) FROM berth_audit WHERE product = 'bestays' AND record->>'result' = 'ok'",
+    );
+    assert!(rows.trim().parse::<u32>().unwrap() >= 8, "{rows}");
+    let sw =
+        pg.admin("SELECT record->>'operator' FROM berth_audit WHERE record->>'step' = 'switch'");
+    assert_eq!(sw.trim(), "test-operator");
+
+    // Concurrent deploys: the advisory lock lets one through.
+    site.change("bestays", 31);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            berth(site.repo.path())
+                .args(["deploy", "bestays", "--yes"])
+                .env("BERTH_STATE_URL", pg.admin_url())
+                .env("BERTH_OPERATOR", "ci-job")
+                .stderr(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert_eq!(outs.iter().filter(|o| o.status.success()).count(), 1);
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("bestays is locked by ci-job (pid "), "{e}");
+    }
+
+    // kill -9 while holding the lock: the session ends, the lock with it.
+    site.change("bestays", 32);
+    let mut child = berth(site.repo.path())
+        .args(["deploy", "bestays", "--yes"])
+        .env("BERTH_STATE_URL", pg.admin_url())
+        .env("BERTH_DEBUG_PAUSE_AFTER_STEP", "2")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let locked = site.berth_env(&["lock", "status", "bestays"], &env_ref);
+    assert!(
+        locked.stdout.contains("bestays: locked by"),
+        "{}",
+        locked.snapshot()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    site.berth_env(&["deploy", "bestays", "--yes"], &env_ref)
+        .assert_code(0);
+
+    // A manual hold lives in the shared database too.
+    site.berth_env(
+        &["lock", "acquire", "bestays", "-m", "migrating the database"],
+        &env_ref,
+    )
+    .assert_code(0);
+    let out = site.berth_env(&["deploy", "bestays", "--yes"], &env_ref);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("migrating the database"),
+        "{}",
+        out.snapshot()
+    );
+    site.berth_env(&["lock", "release", "bestays"], &env_ref)
+        .assert_code(0);
+    site.berth_env(&["lock", "status", "bestays"], &env_ref)
         .assert_code(0);
 }

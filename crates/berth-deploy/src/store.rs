@@ -1,0 +1,344 @@
+//! Where deploy locks, manual holds and the audit log live: this machine
+//! (`local`: OS file locks, `.berth/audit.jsonl`) or a shared PostgreSQL
+//! (`postgres`: advisory locks held by a psql session for the whole deploy, so
+//! they vanish with the session if berth dies; the audit in a `berth_audit` table).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_manifest::{Manifest, StateBackend};
+use berth_provision::url::ServiceUrl;
+
+use crate::lock::{self, DeployLock, Holder, LockError};
+
+const SENTINEL: &str = "__berth_end_of_reply__";
+
+/// A live psql session; its advisory locks last as long as it does.
+pub struct PgSession {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl PgSession {
+    fn open(url: &ServiceUrl) -> Result<Self, String> {
+        let db = url
+            .path
+            .split('?')
+            .next()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("postgres");
+        let mut conn = format!("host={} dbname={db}", url.host);
+        if let Some(p) = url.port {
+            conn.push_str(&format!(" port={p}"));
+        }
+        if let Some(u) = &url.user {
+            conn.push_str(&format!(" user={u}"));
+        }
+        let mut c = Command::new("psql");
+        c.args(["-X", "-q", "-At", "--no-password", "-d", &conn])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(pw) = &url.password {
+            c.env("PGPASSWORD", pw);
+        }
+        let mut child = c.spawn().map_err(|e| {
+            format!(
+                "could not start psql for the state database at {}: {e}",
+                url.redacted()
+            )
+        })?;
+        let stdin = child.stdin.take().expect("piped");
+        let out = BufReader::new(child.stdout.take().expect("piped"));
+        let mut s = Self { child, stdin, out };
+        s.query(
+            "CREATE TABLE IF NOT EXISTS berth_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), product text NOT NULL, record jsonb NOT NULL); \
+             CREATE TABLE IF NOT EXISTS berth_locks (product text PRIMARY KEY, holder jsonb NOT NULL); \
+             CREATE TABLE IF NOT EXISTS berth_holds (product text PRIMARY KEY, holder jsonb NOT NULL)",
+        )
+        .map_err(|e| format!("the state database at {} is not usable: {e}", url.redacted()))?;
+        Ok(s)
+    }
+
+    /// Run SQL and return its output lines.
+    fn query(&mut self, sql: &str) -> Result<Vec<String>, String> {
+        writeln!(self.stdin, "{sql};\n\\echo {SENTINEL}")
+            .map_err(|e| format!("psql went away: {e}"))?;
+        self.stdin
+            .flush()
+            .map_err(|e| format!("psql went away: {e}"))?;
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.out.read_line(&mut line) {
+                Ok(0) => {
+                    return Err(
+                        "the state database connection closed (check the URL and credentials)"
+                            .into(),
+                    );
+                }
+                Ok(_) => {
+                    let l = line.trim_end().to_string();
+                    if l == SENTINEL {
+                        return Ok(lines);
+                    }
+                    lines.push(l);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "\\q");
+        let _ = self.child.wait();
+    }
+}
+
+fn dollar(s: &str) -> String {
+    format!("$berth${}$berth$", s.replace("$berth$", ""))
+}
+
+/// The store configured by `[state]`.
+pub enum Store {
+    Local(PathBuf),
+    Postgres { url: ServiceUrl, project: String },
+}
+
+/// Holds a product's deploy lock until dropped.
+pub enum Guard {
+    Local(DeployLock),
+    Postgres(PgSession),
+}
+
+impl Store {
+    pub fn from_manifest(m: &Manifest, root: &Path) -> Result<Self, String> {
+        match m.state.backend {
+            StateBackend::Local => Ok(Self::Local(root.to_path_buf())),
+            StateBackend::Postgres => {
+                let var = &m.state.url_env;
+                let value = std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| format!("[state] backend = \"postgres\" needs ${var}: the URL of the shared PostgreSQL"))?;
+                let url = ServiceUrl::parse(&value).ok_or_else(|| {
+                    format!("${var} is not a URL like postgresql://user:password@host:port/db")
+                })?;
+                Ok(Self::Postgres {
+                    url,
+                    project: berth_manifest::slug(&m.project.name),
+                })
+            }
+        }
+    }
+
+    fn key(project: &str, product: &str) -> String {
+        format!(
+            "hashtext({})",
+            dollar(&format!("berth:{project}:{product}"))
+        )
+    }
+
+    pub fn acquire(
+        &self,
+        product: &str,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Guard, LockError> {
+        match self {
+            Self::Local(root) => DeployLock::acquire(root, product, holder, wait).map(Guard::Local),
+            Self::Postgres { url, project } => {
+                let io = |e: String| LockError::Io {
+                    path: url.redacted(),
+                    source: std::io::Error::other(e),
+                };
+                let mut s = PgSession::open(url).map_err(io)?;
+                let held = s
+                    .query(&format!(
+                        "SELECT holder FROM berth_holds WHERE product = {}",
+                        dollar(product)
+                    ))
+                    .map_err(io)?;
+                if let Some(h) = held.first().and_then(|h| serde_json::from_str(h).ok()) {
+                    return Err(LockError::Held {
+                        product: product.to_string(),
+                        holder: h,
+                    });
+                }
+                let start = Instant::now();
+                loop {
+                    let got = s
+                        .query(&format!(
+                            "SELECT pg_try_advisory_lock({})",
+                            Self::key(project, product)
+                        ))
+                        .map_err(io)?;
+                    if got.first().map(String::as_str) == Some("t") {
+                        let h = serde_json::to_string(holder).expect("serializable");
+                        s.query(&format!(
+                            "INSERT INTO berth_locks (product, holder) VALUES ({}, {}::jsonb) ON CONFLICT (product) DO UPDATE SET holder = EXCLUDED.holder",
+                            dollar(product),
+                            dollar(&h)
+                        ))
+                        .map_err(io)?;
+                        return Ok(Guard::Postgres(s));
+                    }
+                    if start.elapsed() >= wait {
+                        let h = s
+                            .query(&format!(
+                                "SELECT holder FROM berth_locks WHERE product = {}",
+                                dollar(product)
+                            ))
+                            .map_err(io)?;
+                        let holder = h
+                            .first()
+                            .and_then(|h| serde_json::from_str(h).ok())
+                            .unwrap_or(Holder {
+                                operator: "another berth process".into(),
+                                pid: 0,
+                                since: "unknown".into(),
+                                message: String::new(),
+                            });
+                        return Err(LockError::Locked {
+                            product: product.to_string(),
+                            holder,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// Append one audit record (through the lock's session when there is one).
+    pub fn audit(&self, guard: Option<&mut Guard>, product: &str, record: &serde_json::Value) {
+        match self {
+            Self::Local(root) => {
+                let path = root.join(".berth/audit.jsonl");
+                if let Some(d) = path.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                {
+                    let _ = writeln!(f, "{record}");
+                }
+            }
+            Self::Postgres { url, .. } => {
+                let sql = format!(
+                    "INSERT INTO berth_audit (product, record) VALUES ({}, {}::jsonb)",
+                    dollar(product),
+                    dollar(&record.to_string())
+                );
+                let result = match guard {
+                    Some(Guard::Postgres(s)) => s.query(&sql),
+                    _ => PgSession::open(url).and_then(|mut s| s.query(&sql)),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(
+                        "could not write the audit record to {}: {e}",
+                        url.redacted()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Who holds the deploy lock now.
+    pub fn current_holder(&self, product: &str) -> Option<Holder> {
+        match self {
+            Self::Local(root) => lock::current_holder(root, product),
+            Self::Postgres { url, project } => {
+                let mut s = PgSession::open(url).ok()?;
+                let got = s
+                    .query(&format!(
+                        "SELECT pg_try_advisory_lock({})",
+                        Self::key(project, product)
+                    ))
+                    .ok()?;
+                if got.first().map(String::as_str) == Some("t") {
+                    return None; // free (and released when this session ends)
+                }
+                let h = s
+                    .query(&format!(
+                        "SELECT holder FROM berth_locks WHERE product = {}",
+                        dollar(product)
+                    ))
+                    .ok()?;
+                h.first().and_then(|h| serde_json::from_str(h).ok())
+            }
+        }
+    }
+
+    pub fn read_hold(&self, product: &str) -> Option<Holder> {
+        match self {
+            Self::Local(root) => lock::read_hold(root, product),
+            Self::Postgres { url, .. } => {
+                let mut s = PgSession::open(url).ok()?;
+                let h = s
+                    .query(&format!(
+                        "SELECT holder FROM berth_holds WHERE product = {}",
+                        dollar(product)
+                    ))
+                    .ok()?;
+                h.first().and_then(|h| serde_json::from_str(h).ok())
+            }
+        }
+    }
+
+    pub fn hold(&self, product: &str, holder: &Holder) -> Result<(), LockError> {
+        match self {
+            Self::Local(root) => lock::hold(root, product, holder),
+            Self::Postgres { url, .. } => {
+                if let Some(h) = self.read_hold(product) {
+                    return Err(LockError::Held {
+                        product: product.to_string(),
+                        holder: h,
+                    });
+                }
+                let mut s = PgSession::open(url).map_err(|e| LockError::Io {
+                    path: url.redacted(),
+                    source: std::io::Error::other(e),
+                })?;
+                s.query(&format!(
+                    "INSERT INTO berth_holds (product, holder) VALUES ({}, {}::jsonb)",
+                    dollar(product),
+                    dollar(&serde_json::to_string(holder).expect("serializable"))
+                ))
+                .map(|_| ())
+                .map_err(|e| LockError::Io {
+                    path: url.redacted(),
+                    source: std::io::Error::other(e),
+                })
+            }
+        }
+    }
+
+    pub fn release(&self, product: &str) -> Result<Option<Holder>, LockError> {
+        match self {
+            Self::Local(root) => lock::release(root, product),
+            Self::Postgres { url, .. } => {
+                let h = self.read_hold(product);
+                if h.is_some() {
+                    let mut s = PgSession::open(url).map_err(|e| LockError::Io {
+                        path: url.redacted(),
+                        source: std::io::Error::other(e),
+                    })?;
+                    let _ = s.query(&format!(
+                        "DELETE FROM berth_holds WHERE product = {}",
+                        dollar(product)
+                    ));
+                }
+                Ok(h)
+            }
+        }
+    }
+}
