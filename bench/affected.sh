@@ -31,7 +31,9 @@ echo "range $BASE..HEAD: $FP first-parent commits, $ALL commits in all" >&2
 # --no-renames, so the peer runs the same diff (and mirrors may lack large blobs).
 PEER="git log --no-renames --name-only --first-parent $BASE..HEAD"
 "$BERTH" affected --base "$BASE" --format github >&2 2>/dev/null
+ALL_PEER="git log --no-renames --name-only $BASE..HEAD"
 cmds=(-n "git log --name-only --first-parent" "$PEER"
+      -n "git log --name-only (every commit, the walk berth does by default)" "$ALL_PEER"
       -n "berth affected --base" "$BERTH affected --base $BASE --format github"
       -n "berth affected --base --first-parent" "$BERTH affected --base $BASE --first-parent --format github")
 TURBO_OK=0
@@ -55,5 +57,5 @@ print()
 print("| command | median | mean ± σ | ratio to git log (median) |")
 print("|---|---:|---:|---:|")
 for x in r:
-    print(f"| `{x['command'].split(' /')[0][:60]}` | {x['median']*1000:.0f} ms | {x['mean']*1000:.0f} ± {x['stddev']*1000:.0f} ms | {x['median']/base:.2f}x |")
+    print(f"| `{x['command'].split(' /')[0][:70]}` | {x['median']*1000:.0f} ms | {x['mean']*1000:.0f} ± {x['stddev']*1000:.0f} ms | {x['median']/base:.2f}x |")
 PY

@@ -21,6 +21,9 @@ OUT=bench/RESULTS.md
     echo "## \`berth affected\` over 10,000+ commits of withastro/astro"
     echo
     echo "Target: at most 1.5x the time of \`git log --name-only --first-parent\` over the same range."
+    echo "\`berth affected --first-parent\` walks the same commits as that peer; by default berth also reads the"
+    echo "commits of merged branches (their messages name tasks), which \`git log --name-only\` without"
+    echo "--first-parent shows costs git itself."
     echo
     ./bench/affected.sh "$ASTRO"
     echo

@@ -321,12 +321,18 @@ fn wait_healthy(
 /// would answer the health check in the new version's place.
 fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String> {
     for (name, svc) in &ctx.manifest.products[product].services {
-        if let Some(port) = slot_port(ctx.manifest, svc, slot)
-            && std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
-        {
-            return Err(format!(
-                "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
-            ));
+        let Some(port) = slot_port(ctx.manifest, svc, slot) else {
+            continue;
+        };
+        // A process just stopped may take a moment to let go of its socket.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     Ok(())

@@ -219,6 +219,10 @@ impl Runtime for LocalRuntime {
             }
             if pid_alive(pid) {
                 signal(pid, "KILL");
+                let gone = Instant::now() + Duration::from_secs(3);
+                while pid_alive(pid) && Instant::now() < gone {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             let _ =
                 std::fs::remove_file(self.dir(product, slot).join(format!("{}.json", i.service)));

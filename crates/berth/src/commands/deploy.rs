@@ -41,6 +41,26 @@ fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
     })
 }
 
+impl Loaded {
+    fn context<'a>(
+        &'a self,
+        runtime: &'a dyn Runtime,
+        lock_wait: Duration,
+        progress: &'a mut dyn Write,
+    ) -> Context<'a> {
+        Context {
+            manifest: &self.manifest,
+            root: self.root.clone(),
+            repo: self.repo.clone(),
+            runtime,
+            operator: berth_deploy::operator(&self.repo),
+            lock_wait,
+            store: &self.store,
+            progress,
+        }
+    }
+}
+
 fn product_known(m: &Manifest, product: &str) -> Result<()> {
     if m.products.contains_key(product) {
         return Ok(());
@@ -176,16 +196,7 @@ fn run_plan(
     printer: &Printer,
 ) -> Result<ExitCode> {
     let mut stderr = std::io::stderr();
-    let mut ctx = Context {
-        manifest: &l.manifest,
-        root: l.root.clone(),
-        repo: l.repo.clone(),
-        runtime: rt,
-        operator: berth_deploy::operator(&l.repo),
-        lock_wait,
-        store: &l.store,
-        progress: &mut stderr,
-    };
+    let mut ctx = l.context(rt, lock_wait, &mut stderr);
     let outcome = execute(&mut ctx, plan).map_err(deploy_err)?;
     match format {
         Format::Json => printer.json(&serde_json::to_value(&outcome).expect("serializable")),
@@ -242,16 +253,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         )));
     }
     let mut stderr = std::io::stderr();
-    let ctx = Context {
-        manifest: &l.manifest,
-        root: l.root.clone(),
-        repo: l.repo.clone(),
-        runtime: rt.as_ref(),
-        operator: berth_deploy::operator(&l.repo),
-        lock_wait: args.lock_wait.0,
-        store: &l.store,
-        progress: &mut stderr,
-    };
+    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
     print_plan(&p, printer);
     if args.dry_run {
@@ -285,16 +287,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     product_known(&l.manifest, &args.product)?;
     let rt = runtime(&l, args.runtime)?;
     let mut stderr = std::io::stderr();
-    let ctx = Context {
-        manifest: &l.manifest,
-        root: l.root.clone(),
-        repo: l.repo.clone(),
-        runtime: rt.as_ref(),
-        operator: berth_deploy::operator(&l.repo),
-        lock_wait: args.lock_wait.0,
-        store: &l.store,
-        progress: &mut stderr,
-    };
+    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
     let live = tags::history(&l.repo, &args.product)?
         .into_iter()

@@ -13,10 +13,18 @@ use crate::support::*;
 /// Two adjacent free ports (blue and green with slot_port_offset = 1), below the
 /// ephemeral range so no outgoing connection takes one while a slot is down.
 pub fn port_pair() -> u16 {
+    // Pairs start on even ports, and no pair is handed out twice in this process,
+    // so one site's green port is never another service's blue port.
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let p = 20000 + (rand_u16() % 12000);
+        let p = 20000 + (rand_u16() % 6000) * 2;
+        let mut taken = TAKEN.lock().unwrap();
+        if taken.contains(&p) {
+            continue;
+        }
         let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
         if free(p) && free(p + 1) {
+            taken.push(p);
             return p;
         }
     }
