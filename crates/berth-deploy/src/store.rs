@@ -101,6 +101,14 @@ impl Drop for PgSession {
     }
 }
 
+/// A failure talking to the state database, as a lock error naming it (password hidden).
+fn io_err(url: &ServiceUrl) -> impl Fn(String) -> LockError + '_ {
+    move |e| LockError::Io {
+        path: url.redacted(),
+        source: std::io::Error::other(e),
+    }
+}
+
 fn dollar(s: &str) -> String {
     format!("$berth${}$berth$", s.replace("$berth$", ""))
 }
@@ -154,17 +162,14 @@ impl Store {
         match self {
             Self::Local(root) => DeployLock::acquire(root, product, holder, wait).map(Guard::Local),
             Self::Postgres { url, project } => {
-                let io = |e: String| LockError::Io {
-                    path: url.redacted(),
-                    source: std::io::Error::other(e),
-                };
-                let mut s = PgSession::open(url).map_err(io)?;
+                let io = io_err(url);
+                let mut s = PgSession::open(url).map_err(&io)?;
                 let held = s
                     .query(&format!(
                         "SELECT holder FROM berth_holds WHERE product = {}",
                         dollar(product)
                     ))
-                    .map_err(io)?;
+                    .map_err(&io)?;
                 if let Some(h) = held.first().and_then(|h| serde_json::from_str(h).ok()) {
                     return Err(LockError::Held {
                         product: product.to_string(),
@@ -178,7 +183,7 @@ impl Store {
                             "SELECT pg_try_advisory_lock({})",
                             Self::key(project, product)
                         ))
-                        .map_err(io)?;
+                        .map_err(&io)?;
                     if got.first().map(String::as_str) == Some("t") {
                         let h = serde_json::to_string(holder).expect("serializable");
                         s.query(&format!(
@@ -186,7 +191,7 @@ impl Store {
                             dollar(product),
                             dollar(&h)
                         ))
-                        .map_err(io)?;
+                        .map_err(&io)?;
                         return Ok(Guard::Postgres(s));
                     }
                     if start.elapsed() >= wait {
@@ -195,7 +200,7 @@ impl Store {
                                 "SELECT holder FROM berth_locks WHERE product = {}",
                                 dollar(product)
                             ))
-                            .map_err(io)?;
+                            .map_err(&io)?;
                         let holder = h
                             .first()
                             .and_then(|h| serde_json::from_str(h).ok())
@@ -304,20 +309,14 @@ impl Store {
                         holder: h,
                     });
                 }
-                let mut s = PgSession::open(url).map_err(|e| LockError::Io {
-                    path: url.redacted(),
-                    source: std::io::Error::other(e),
-                })?;
+                let mut s = PgSession::open(url).map_err(io_err(url))?;
                 s.query(&format!(
                     "INSERT INTO berth_holds (product, holder) VALUES ({}, {}::jsonb)",
                     dollar(product),
                     dollar(&serde_json::to_string(holder).expect("serializable"))
                 ))
                 .map(|_| ())
-                .map_err(|e| LockError::Io {
-                    path: url.redacted(),
-                    source: std::io::Error::other(e),
-                })
+                .map_err(io_err(url))
             }
         }
     }
@@ -328,10 +327,7 @@ impl Store {
             Self::Postgres { url, .. } => {
                 let h = self.read_hold(product);
                 if h.is_some() {
-                    let mut s = PgSession::open(url).map_err(|e| LockError::Io {
-                        path: url.redacted(),
-                        source: std::io::Error::other(e),
-                    })?;
+                    let mut s = PgSession::open(url).map_err(io_err(url))?;
                     let _ = s.query(&format!(
                         "DELETE FROM berth_holds WHERE product = {}",
                         dollar(product)

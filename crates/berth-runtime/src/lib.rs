@@ -5,7 +5,6 @@
 pub mod compose;
 pub mod local;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use berth_manifest::{Manifest, Service};
@@ -126,13 +125,4 @@ pub trait Runtime {
     fn prune(&self, _product: &str, _keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         Ok(Vec::new())
     }
-}
-
-/// Instances grouped by slot.
-pub fn by_slot(instances: &[Instance]) -> BTreeMap<Slot, Vec<&Instance>> {
-    let mut m: BTreeMap<Slot, Vec<&Instance>> = BTreeMap::new();
-    for i in instances {
-        m.entry(i.slot).or_default().push(i);
-    }
-    m
 }

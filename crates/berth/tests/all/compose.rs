@@ -92,22 +92,14 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         "{}",
         out.snapshot()
     );
-    let v1 = site
-        .repo
-        .git(&["rev-parse", "--short=12", "HEAD"])
-        .trim()
-        .to_string();
+    let v1 = site.head_version();
     assert_eq!(site.get("bestays.app", "/api/health"), (200, v1.clone()));
     let realestate = site.processes("realestate");
     assert_eq!(realestate.len(), 2, "{realestate:?}");
 
     site.repo.write("products/bestays/change.md", "x");
     site.repo.commit_all("feat: change (TASK-1-change-bestays)");
-    let v2 = site
-        .repo
-        .git(&["rev-parse", "--short=12", "HEAD"])
-        .trim()
-        .to_string();
+    let v2 = site.head_version();
     let load = Load::start(site.http_port, "bestays.app");
     std::thread::sleep(Duration::from_millis(300));
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
@@ -165,11 +157,7 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
     site.repo
         .commit_all("chore: keep one image (TASK-5-keep-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    let v1 = site
-        .repo
-        .git(&["rev-parse", "--short=12", "HEAD"])
-        .trim()
-        .to_string();
+    let v1 = site.head_version();
     site.repo.write("products/bestays/c.md", "x");
     site.repo.commit_all("feat: c (TASK-6-c-bestays)");
     let out = site.berth(&["deploy", "bestays", "--yes"]);

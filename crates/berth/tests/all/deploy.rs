@@ -145,6 +145,14 @@ impl Site {
         }
     }
 
+    /// The version a deploy of HEAD gets (its 12-character commit id).
+    pub fn head_version(&self) -> String {
+        self.repo
+            .git(&["rev-parse", "--short=12", "HEAD"])
+            .trim()
+            .to_string()
+    }
+
     /// A new commit touching `product`'s files.
     pub fn change(&self, product: &str, n: u32) {
         self.repo
@@ -344,21 +352,13 @@ fn deploy_redeploy_rollback_with_zero_dropped_requests_and_realestate_untouched(
     site.berth(&["deploy", "realestate", "--yes"])
         .assert_code(0);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    let v1 = site
-        .repo
-        .git(&["rev-parse", "--short=12", "HEAD"])
-        .trim()
-        .to_string();
+    let v1 = site.head_version();
     assert_eq!(site.get("bestays.app", "/api/health").1, v1);
     let realestate_before = site.processes("realestate");
     assert_eq!(realestate_before.len(), 2);
 
     site.change("bestays", 1);
-    let v2 = site
-        .repo
-        .git(&["rev-parse", "--short=12", "HEAD"])
-        .trim()
-        .to_string();
+    let v2 = site.head_version();
     let load = Load::start(site.http_port, "bestays.app");
     std::thread::sleep(Duration::from_millis(300));
     let out = site.berth(&["deploy", "bestays", "--yes"]);
@@ -632,11 +632,7 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Sit
         // No manual unlock: the next deploy runs and converges.
         let out = site.berth(&["deploy", "bestays", "--yes"]);
         out.assert_code(0);
-        let head = site
-            .repo
-            .git(&["rev-parse", "--short=12", "HEAD"])
-            .trim()
-            .to_string();
+        let head = site.head_version();
         assert_eq!(
             site.get("bestays.app", "/api/health"),
             (200, head),
