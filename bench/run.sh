@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ASTRO=${1:?usage: bench/run.sh ASTRO_REPO}
 ./bench/setup.sh
+. scripts/lib.sh
+# One Docker Engine for the deploy benchmark and the load tests, stopped at the end.
+if [ -z "${DOCKER_HOST:-}" ]; then
+    trap stop_dockerd EXIT
+    start_dockerd
+fi
 OUT=bench/RESULTS.md
 {
     echo "# Benchmark results"
@@ -32,6 +38,16 @@ OUT=bench/RESULTS.md
     echo "Targets: a rollback to a retained image answers within 3 s (median); berth adds at most 10% over the operations it runs."
     echo
     ./bench/deploy.sh
+    echo
+    echo "## Requests dropped during deploys and rollbacks (integration tests, four clients through nginx)"
+    echo
+    echo "From \`cargo test -p berth --test all -- --nocapture deploy_redeploy_rollback a_stop_start compose_deploy_redeploy\`:"
+    echo "berth's deploy + rollback on both runtimes, and the seed's stop/start deploy of the same 2 s-boot app."
+    echo
+    echo '```'
+    cargo test -q -p berth --test all -- --nocapture deploy_redeploy_rollback a_stop_start compose_deploy_redeploy 2>&1 \
+        | grep -E "^(zero-downtime|compose zero-downtime|stop/start deploy):"
+    echo '```'
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
