@@ -38,3 +38,13 @@ pub fn glob_source(pattern: &str) -> String {
     let p = pattern.trim_end_matches('/');
     format!("{{{p},{p}/**}}")
 }
+
+/// `HH:MM` (a daily UTC time, as `[backup] schedule` takes) as (hour, minute).
+pub fn parse_daily_time(s: &str) -> Option<(u8, u8)> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}

@@ -31,6 +31,9 @@ pub struct Manifest {
     /// What the secret scan of `berth check` looks at.
     #[serde(default)]
     pub secret_scan: SecretScan,
+    /// Backups: where they go, when they run, how long they are kept.
+    #[serde(default)]
+    pub backup: Backup,
     /// Path groups shared by several products (e.g. `apps/server/**`).
     #[serde(default)]
     pub shared: IndexMap<String, SharedGroup>,
@@ -261,6 +264,131 @@ impl Default for State {
     }
 }
 
+/// Which scheduler runs the nightly backups `berth render` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// A systemd service and timer per product (`deploy/<env>/systemd/`).
+    #[default]
+    Systemd,
+    /// One cron file (`deploy/<env>/cron/berth-backups`) for `/etc/cron.d`.
+    Cron,
+}
+
+/// `[backup]`: defaults for every product's backups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backup {
+    /// Directory (relative to berth.toml, or absolute) under which each product gets
+    /// `<dir>/<product>/`.
+    pub dir: String,
+    /// Daily time (UTC, `HH:MM`) the scheduled backup runs.
+    pub schedule: String,
+    /// `systemd` (a timer per product) or `cron`.
+    pub scheduler: Scheduler,
+    /// zstd compression level (1-19; 3 is fast and small).
+    pub level: i32,
+    /// Compression threads (0: one per CPU core).
+    pub threads: u32,
+    /// Keep the newest backup of each of the last N days.
+    pub keep_days: u32,
+    /// Keep the newest backup of each of the last N ISO weeks.
+    pub keep_weeks: u32,
+    /// Keep the newest backup of each of the last N months.
+    pub keep_months: u32,
+    /// age recipients (`age1...` public keys): when set, backups are encrypted to them.
+    pub recipients: Vec<String>,
+    /// Also save the product's Redis keys (SCAN on its prefix, DUMP) into a second file.
+    pub redis: bool,
+}
+
+impl Default for Backup {
+    fn default() -> Self {
+        Self {
+            dir: "backups".into(),
+            schedule: "03:00".into(),
+            scheduler: Scheduler::Systemd,
+            level: 3,
+            threads: 0,
+            keep_days: 7,
+            keep_weeks: 4,
+            keep_months: 6,
+            recipients: Vec::new(),
+            redis: false,
+        }
+    }
+}
+
+/// `[products.<name>.backup]`: per-product overrides of `[backup]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductBackup {
+    /// Schedule and keep this product's backups (default true when it has a database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// This product's backup directory (instead of `<[backup] dir>/<product>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Daily time (UTC, `HH:MM`), e.g. to stagger products.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_weeks: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_months: Option<u32>,
+    /// age recipients for this product (replace `[backup] recipients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    /// Also save the product's Redis keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<bool>,
+}
+
+/// A product's backup settings with the overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupSettings {
+    pub enabled: bool,
+    /// As written (relative to berth.toml unless absolute).
+    pub dir: String,
+    pub schedule: String,
+    pub scheduler: Scheduler,
+    pub level: i32,
+    pub threads: u32,
+    pub keep_days: u32,
+    pub keep_weeks: u32,
+    pub keep_months: u32,
+    pub recipients: Vec<String>,
+    pub redis: bool,
+}
+
+impl Manifest {
+    /// The backup settings of `product` (`[backup]` with its overrides).
+    pub fn backup_settings(&self, product: &str) -> BackupSettings {
+        let b = &self.backup;
+        let p = self.products.get(product);
+        let o = p.and_then(|p| p.backup.clone()).unwrap_or_default();
+        BackupSettings {
+            enabled: o
+                .enabled
+                .unwrap_or_else(|| p.is_some_and(|p| p.database.is_some())),
+            dir: o
+                .dir
+                .unwrap_or_else(|| format!("{}/{product}", b.dir.trim_end_matches('/'))),
+            schedule: o.schedule.unwrap_or_else(|| b.schedule.clone()),
+            scheduler: b.scheduler,
+            level: b.level,
+            threads: b.threads,
+            keep_days: o.keep_days.unwrap_or(b.keep_days),
+            keep_weeks: o.keep_weeks.unwrap_or(b.keep_weeks),
+            keep_months: o.keep_months.unwrap_or(b.keep_months),
+            recipients: o.recipients.unwrap_or_else(|| b.recipients.clone()),
+            redis: o.redis.unwrap_or(b.redis),
+        }
+    }
+}
+
 /// `[secret_scan]`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -305,6 +433,9 @@ pub struct Product {
     /// The product's services (containers or local processes).
     #[serde(default)]
     pub services: IndexMap<String, Service>,
+    /// Overrides of `[backup]` for this product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ProductBackup>,
 }
 
 /// `[products.<name>.database]`

@@ -46,6 +46,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.project();
     v.conventions();
     v.infra();
+    v.backup();
     v.inline_secrets();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
@@ -654,6 +655,77 @@ impl Validator<'_> {
             )
             .at(self.src.label(&["project", "fallback_product"], ""))
             .help(format!("products: {}", self.product_list()));
+            self.push(d);
+        }
+    }
+
+    fn backup(&mut self) {
+        let b = &self.m.backup;
+        let mut schedules = vec![(vpath(&["backup", "schedule"]), b.schedule.clone())];
+        let mut recipients: Vec<(Vec<String>, usize, String)> = b
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (vpath(&["backup", "recipients"]), i, r.clone()))
+            .collect();
+        for (name, p) in &self.m.products {
+            if let Some(o) = &p.backup {
+                if let Some(s) = &o.schedule {
+                    schedules.push((vpath(&["products", name, "backup", "schedule"]), s.clone()));
+                }
+                for (i, r) in o.recipients.iter().flatten().enumerate() {
+                    recipients.push((
+                        vpath(&["products", name, "backup", "recipients"]),
+                        i,
+                        r.clone(),
+                    ));
+                }
+                if o.enabled == Some(true) && p.database.is_none() && o.redis != Some(true) {
+                    let d = Diagnostic::error(
+                        "backup-nothing",
+                        format!(
+                            "product `{name}` enables backups but has no database or Redis backup"
+                        ),
+                    )
+                    .at(self.label(&vpath(&["products", name, "backup", "enabled"]), ""))
+                    .help("add [products.<name>.database], or set `redis = true`");
+                    self.push(d);
+                }
+            }
+        }
+        for (path, s) in schedules {
+            if crate::parse_daily_time(&s).is_none() {
+                let d = Diagnostic::error(
+                    "backup-schedule",
+                    format!("backup schedule `{s}` is not a daily UTC time like `03:00`"),
+                )
+                .at(self.label(&path, "expected HH:MM (00:00-23:59)"));
+                self.push(d);
+            }
+        }
+        for (path, i, r) in recipients {
+            let ok = r.starts_with("age1")
+                && r.len() > 50
+                && r[4..]
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            if !ok {
+                let mut path = path;
+                path.push(i.to_string());
+                let d = Diagnostic::error(
+                    "backup-recipient",
+                    format!("backup recipient `{r}` is not an age public key"),
+                )
+                .at(self.label(&path, "expected `age1...` (see `age-keygen -y`)"));
+                self.push(d);
+            }
+        }
+        if !(1..=19).contains(&b.level) {
+            let d = Diagnostic::error(
+                "backup-level",
+                format!("backup level {} is out of range", b.level),
+            )
+            .at(self.label(&vpath(&["backup", "level"]), "zstd levels run 1-19"));
             self.push(d);
         }
     }
