@@ -565,6 +565,9 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 let mut record = base.clone();
                 record["step"] = "deploy".into();
                 record["result"] = "failed".into();
+                record["failed_step"] =
+                    serde_json::to_value(step).expect("serializable")["step"].clone();
+                record["rollback_of"] = plan.rollback_of.clone().into();
                 record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
                 record["at"] = tags::utc_stamp(now_secs()).1.into();
                 ctx.store.audit(lock.as_mut(), product, &record);

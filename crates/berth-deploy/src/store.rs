@@ -257,6 +257,39 @@ impl Store {
         }
     }
 
+    /// Every audit record of `product` (every product when `None`), oldest first.
+    /// Unreadable lines are skipped: the log is a record, not a source of truth.
+    pub fn read_audit(&self, product: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+        match self {
+            Self::Local(root) => {
+                let path = root.join(".berth/audit.jsonl");
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(format!("could not read {}: {e}", path.display())),
+                };
+                Ok(text
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|r| product.is_none_or(|p| r["product"].as_str() == Some(p)))
+                    .collect())
+            }
+            Self::Postgres { url, .. } => {
+                let mut s = PgSession::open(url)?;
+                let filter = product
+                    .map(|p| format!(" WHERE product = {}", dollar(p)))
+                    .unwrap_or_default();
+                let rows = s.query(&format!(
+                    "SELECT record::text FROM berth_audit{filter} ORDER BY id"
+                ))?;
+                Ok(rows
+                    .iter()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect())
+            }
+        }
+    }
+
     /// Who holds the deploy lock now.
     pub fn current_holder(&self, product: &str) -> Option<Holder> {
         match self {

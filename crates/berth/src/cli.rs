@@ -81,6 +81,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Every product's live slot, version, health, uptime and last deploy, read from the runtime
     Status(StatusArgs),
+    /// Serve /metrics, a JSON API and a dashboard page, probing every product's health
+    #[command(long_about = SERVE_LONG)]
+    Serve(ServeArgs),
     /// Show, take or release a product's deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
@@ -560,6 +563,48 @@ pub struct DemoArgs {
     /// Run in this directory (must be empty or absent) instead of a temp directory, and keep it
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+const SERVE_LONG: &str = "\
+Serve what berth knows, read-only, until interrupted (SIGINT or SIGTERM).
+
+  GET /                          dashboard: a card per product (live version, health,
+                                 last deploy, last backup) and its deploy timeline
+  GET /metrics                   Prometheus text (OpenMetrics when the Accept header asks)
+  GET /api/products              every product as JSON
+  GET /api/products/NAME         one product
+  GET /api/products/NAME/deploys its deploys, rollbacks and failures (audit log), newest first
+  GET /healthz                   answers while the server runs
+
+A prober checks every service's live slot on its health path at its interval, with \
+its timeout. The runtime, deploy tags, audit log and backup records are re-read \
+every --refresh.
+
+berth serve listens on loopback unless --listen says otherwise; a non-loopback \
+address needs --token-env, naming the environment variable that holds a bearer \
+token every request must send (`Authorization: Bearer ...`). The token itself \
+never goes on the command line.";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
+    pub listen: std::net::SocketAddr,
+    /// Environment variable holding the bearer token every request must carry
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Listen on a non-loopback address without a token (anyone who can reach it reads it)
+    #[arg(long)]
+    pub no_token: bool,
+    /// How often to re-read the runtime, deploy tags, audit log and backups
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub refresh: berth_manifest::duration::HumanDuration,
+    /// How often the dashboard page reloads itself
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub page_refresh: berth_manifest::duration::HumanDuration,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
 }
 
 #[cfg(test)]

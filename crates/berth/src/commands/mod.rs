@@ -14,6 +14,7 @@ mod product;
 mod provision;
 mod render;
 mod schema;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,6 +48,7 @@ pub fn run() -> ExitCode {
         Command::Rollback(a) => deploy::rollback(&cli, a, &printer),
         Command::History(a) => deploy::history(&cli, a, &printer),
         Command::Status(a) => deploy::status(&cli, a, &printer),
+        Command::Serve(a) => serve::run(&cli, a, &printer),
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),

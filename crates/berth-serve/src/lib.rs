@@ -1,0 +1,337 @@
+//! `berth serve`: a read-only HTTP server over what berth knows.
+//!
+//! - a health prober (one task per service with a health check, on the live slot),
+//! - `GET /metrics` (Prometheus text, or OpenMetrics when asked for),
+//! - `GET /api/products`, `/api/products/{name}`, `/api/products/{name}/deploys` (JSON),
+//! - `GET /` (the dashboard page), `GET /healthz`.
+//!
+//! Binds to loopback unless told otherwise; with a token, every request must carry
+//! `Authorization: Bearer <token>` (or the `berth_token` cookie the sign-in form sets).
+
+pub mod metrics;
+pub mod page;
+pub mod probe;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::state::{Probes, Shared, Snapshot, Sources};
+
+/// How to serve.
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Required on every request when set. Never logged or shown.
+    pub token: Option<String>,
+    /// How often the collector re-reads the runtime, tags, audit log and backups.
+    pub refresh: Duration,
+    /// How often the page reloads itself.
+    pub page_refresh: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+    #[error("could not start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+#[derive(Clone)]
+struct App {
+    snapshot: Shared,
+    probes: Probes,
+    metrics: Metrics,
+    project: Arc<str>,
+    token: Option<Arc<str>>,
+    page_refresh: u64,
+}
+
+/// Run until SIGINT or SIGTERM. `ready` is called with the bound address.
+pub fn run(
+    sources: Sources,
+    config: Config,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth-serve")
+        .build()
+        .map_err(ServeError::Runtime)?;
+    rt.block_on(serve(sources, config, ready))
+}
+
+async fn serve(
+    sources: Sources,
+    config: Config,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let sources = Arc::new(sources);
+    let first = {
+        let s = sources.clone();
+        tokio::task::spawn_blocking(move || state::collect(&s, &Snapshot::default()))
+            .await
+            .unwrap_or_default()
+    };
+    log_problems(&first.problems, &[]);
+    let snapshot: Shared = Arc::new(RwLock::new(first));
+    let probes: Probes = Arc::new(Mutex::new(Default::default()));
+    let metrics = Metrics::new(snapshot.clone());
+    probe::spawn_all(
+        snapshot.clone(),
+        probes.clone(),
+        metrics.clone(),
+        Arc::new(sources.manifest.clone()),
+        sources.root.clone(),
+    );
+    spawn_collector(sources.clone(), snapshot.clone(), config.refresh);
+
+    let app = App {
+        snapshot,
+        probes,
+        metrics,
+        project: Arc::from(sources.manifest.project.name.as_str()),
+        token: config.token.map(Arc::from),
+        page_refresh: config.page_refresh.as_secs().max(1),
+    };
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics_text))
+        .route("/api/products", get(api_products))
+        .route("/api/products/{name}", get(api_product))
+        .route("/api/products/{name}/deploys", get(api_deploys))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Server)?;
+    ready(addr);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(ServeError::Server)
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+fn log_problems(now: &[String], before: &[String]) {
+    for p in now.iter().filter(|p| !before.contains(p)) {
+        tracing::warn!("{p}");
+    }
+}
+
+/// Re-read every source each `refresh`, off the async threads (git, docker, files).
+fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let previous = snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let s = sources.clone();
+            let next = match tokio::task::spawn_blocking(move || {
+                let next = state::collect(&s, &previous);
+                (next, previous.problems)
+            })
+            .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("the collector failed: {e}");
+                    continue;
+                }
+            };
+            log_problems(&next.0.problems, &next.1);
+            *snapshot.write().unwrap_or_else(|e| e.into_inner()) = next.0;
+        }
+    });
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix("berth_token="))
+}
+
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    match presented_token(req.headers()) {
+        Some(t) if same(t.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                "this berth serve needs a bearer token: send `Authorization: Bearer <token>`\n",
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"berth\""),
+            );
+            r
+        }
+    }
+}
+
+async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let body = app.metrics.encode(openmetrics);
+    let ctype = if openmetrics {
+        metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        metrics::TEXT_CONTENT_TYPE
+    };
+    ([(header::CONTENT_TYPE, ctype)], body).into_response()
+}
+
+fn json_response(v: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn unknown(name: &str, app: &App) -> Response {
+    let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
+    let known: Vec<&str> = snap.products.iter().map(|p| p.view.name.as_str()).collect();
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "error": format!("there is no product `{name}`"), "products": known }).to_string(),
+    )
+        .into_response()
+}
+
+async fn api_products(State(app): State<App>) -> Response {
+    let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
+    let views = state::views(&snap, &app.probes);
+    json_response(&json!({ "products": views, "collected_unix": snap.taken_unix }))
+}
+
+async fn api_product(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let found = {
+        let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let probes = app.probes.lock().unwrap_or_else(|e| e.into_inner());
+        snap.products
+            .iter()
+            .find(|p| p.view.name == name)
+            .map(|p| state::with_probes(&p.view, &probes))
+    };
+    match found {
+        Some(v) => json_response(&v),
+        None => unknown(&name, &app),
+    }
+}
+
+async fn api_deploys(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let found = {
+        let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        snap.products
+            .iter()
+            .find(|p| p.view.name == name)
+            .map(|p| json!({ "product": name, "deploys": p.events }))
+    };
+    match found {
+        Some(v) => json_response(&v),
+        None => unknown(&name, &app),
+    }
+}
+
+async fn page(State(app): State<App>) -> Response {
+    let (products, problems) = {
+        let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let probes = app.probes.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            snap.products
+                .iter()
+                .map(|p| (state::with_probes(&p.view, &probes), p.events.clone()))
+                .collect::<Vec<_>>(),
+            snap.problems.clone(),
+        )
+    };
+    let html = page::render(
+        &app.project,
+        &products,
+        &problems,
+        app.page_refresh,
+        state::now_unix(),
+    );
+    let mut r = Html(html).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// Whether an address is loopback (where serving without a token is safe).
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

@@ -1,0 +1,235 @@
+//! `/metrics`: the prober's live metrics, plus metrics derived on each scrape from
+//! the collector's snapshot (deploys, rollbacks, live versions, backups).
+//!
+//! Labels are bounded: `product` and `service` come from berth.toml, `result` is
+//! `success` or `failure`, and `version` appears only on the `_info` gauge, one
+//! series per live service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::state::Shared;
+
+type Labels = Vec<(&'static str, String)>;
+
+const PROBE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const DEPLOY_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+fn probe_histogram() -> Histogram {
+    Histogram::new(PROBE_BUCKETS)
+}
+
+/// The registry and the live metric handles (cheap to clone).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    probe_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    up: Family<Labels, Gauge>,
+}
+
+fn service_labels(product: &str, service: &str) -> Labels {
+    vec![("product", product.to_string()), ("service", service.to_string())]
+}
+
+impl Metrics {
+    pub fn new(snapshot: Shared) -> Self {
+        let mut registry = Registry::default();
+        let probe_seconds: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(probe_histogram);
+        let up: Family<Labels, Gauge> = Family::default();
+        registry.register(
+            "berth_product_up",
+            "Whether the service's live slot answered its last health probe with 2xx (1) or not (0)",
+            up.clone(),
+        );
+        registry.register_with_unit(
+            "berth_probe_duration",
+            "Time a health probe of a service's live slot took, failures included",
+            Unit::Seconds,
+            probe_seconds.clone(),
+        );
+        registry.register_collector(Box::new(Derived { snapshot }));
+        Self {
+            registry: Arc::new(registry),
+            probe_seconds,
+            up,
+        }
+    }
+
+    pub fn observe_probe(&self, product: &str, service: &str, took: Duration, up: bool) {
+        let l = service_labels(product, service);
+        self.probe_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.up.get_or_create(&l).set(i64::from(up));
+    }
+
+    /// A service with nothing to probe has no `up` series (rather than a false 0).
+    pub fn forget_up(&self, product: &str, service: &str) {
+        self.up.remove(&service_labels(product, service));
+    }
+
+    /// The exposition: OpenMetrics text, or the Prometheus text format 0.0.4.
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let r = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        };
+        if let Err(e) = r {
+            tracing::error!("could not encode the metrics: {e}");
+        }
+        out
+    }
+}
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Metrics computed from the snapshot at scrape time.
+#[derive(Debug)]
+struct Derived {
+    snapshot: Shared,
+}
+
+impl Collector for Derived {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
+        let products = &snap.products;
+        let product = |name: &str| -> Labels { vec![("product", name.to_string())] };
+
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_deploys",
+                "Deploys and rollbacks by outcome, from the audit log",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in products {
+                for (result, n) in [
+                    ("success", p.view.deploys.success),
+                    ("failure", p.view.deploys.failure),
+                ] {
+                    let l: Labels = vec![
+                        ("product", p.view.name.clone()),
+                        ("result", result.to_string()),
+                    ];
+                    ConstCounter::new(n).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_rollbacks",
+                "Rollbacks (successful or not), from the audit log",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in products {
+                let l = product(&p.view.name);
+                ConstCounter::new(p.view.deploys.rollbacks).encode(m.encode_family(&l)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_deploy_duration",
+                "Wall time of deploys and rollbacks, from lock to unlock, failures included",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for p in products {
+                let h = Histogram::new(DEPLOY_BUCKETS);
+                for e in &p.events {
+                    h.observe(e.duration_ms as f64 / 1000.0);
+                }
+                let l = product(&p.view.name);
+                h.encode(m.encode_family(&l)?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_live_version_info",
+                "The version each service's live slot runs (always 1)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                for s in &p.view.services {
+                    let Some(v) = s.version.as_ref().or(p.view.live_version.as_ref()) else {
+                        continue;
+                    };
+                    if p.view.live_slot.is_none() {
+                        continue;
+                    }
+                    let l: Labels = vec![
+                        ("product", p.view.name.clone()),
+                        ("service", s.name.clone()),
+                        ("version", v.clone()),
+                    ];
+                    ConstGauge::new(1i64).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_last_deploy_timestamp",
+                "Unix time of the product's last successful deploy or rollback",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                let last = p
+                    .events
+                    .iter()
+                    .find(|e| e.result == "success")
+                    .map(|e| e.unix)
+                    .into_iter()
+                    .chain(p.view.last_deploy.as_ref().map(|d| d.unix))
+                    .max();
+                if let Some(t) = last.filter(|t| *t > 0) {
+                    ConstGauge::new(t as i64).encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_last_backup_timestamp",
+                "Unix time the product's newest backup finished",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(b) = &p.view.last_backup {
+                    ConstGauge::new(b.finished_unix as i64)
+                        .encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_backup_size",
+                "Size of the product's newest backup file",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(b) = &p.view.last_backup {
+                    ConstGauge::new(b.file_bytes as i64)
+                        .encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! The dashboard: one server-rendered HTML page, CSS inline, the deploy timelines
+//! as inline SVG, no scripts and no external assets (it works offline). It
+//! reloads itself with a meta refresh and reflows to one column on a phone.
+
+use std::fmt::Write;
+
+use crate::state::{DeployEvent, ProductView};
+
+/// Escape text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// "42s", "5m", "3h 10m", "2d 4h".
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+const CSS: &str = r#"
+:root{--bg:#f5f6f8;--card:#fff;--fg:#1c2330;--mute:#5d6878;--line:#dde1e7;--up:#1a7f37;--down:#c62828;--warn:#b26a00;--unk:#6e7781}
+@media (prefers-color-scheme:dark){:root{--bg:#12151a;--card:#1b2027;--fg:#e6e9ee;--mute:#9aa4b2;--line:#2c333d;--up:#3fb950;--down:#f85149;--warn:#d29922;--unk:#8b949e}}
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
+header{padding:14px 18px;border-bottom:1px solid var(--line);display:flex;flex-wrap:wrap;gap:6px 18px;align-items:baseline}
+header h1{font-size:18px;margin:0}
+header span{color:var(--mute);font-size:13px}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:14px;padding:14px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;min-width:0}
+.card h2{font-size:17px;margin:0 0 2px;display:flex;justify-content:space-between;gap:8px;align-items:center}
+.slug{color:var(--mute);font-size:12px;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
+.badge{font-size:12px;font-weight:600;padding:2px 9px;border-radius:99px;color:#fff;white-space:nowrap}
+.up{background:var(--up)}.down{background:var(--down)}.unknown{background:var(--unk)}
+dl{display:grid;grid-template-columns:auto 1fr;gap:3px 12px;margin:10px 0 8px;font-size:14px}
+dt{color:var(--mute)}dd{margin:0;overflow-wrap:anywhere}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
+ul.svc{list-style:none;padding:0;margin:6px 0;font-size:13px}
+ul.svc li{display:flex;justify-content:space-between;gap:8px;border-top:1px solid var(--line);padding:4px 0}
+.ok{color:var(--up)}.bad{color:var(--down)}.muted{color:var(--mute)}
+svg{display:block;width:100%;height:46px;margin-top:6px}
+.legend{font-size:12px;color:var(--mute);display:flex;gap:12px;flex-wrap:wrap}
+.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:4px;vertical-align:middle}
+.problems{margin:14px;padding:10px 14px;border:1px solid var(--warn);border-radius:8px;color:var(--warn);font-size:13px}
+"#;
+
+const COLOR_SUCCESS: &str = "#2da44e";
+const COLOR_FAILURE: &str = "#cf222e";
+const COLOR_ROLLBACK: &str = "#d4a72c";
+
+/// The deploy timeline: the last `max` outcomes, oldest left, placed by time.
+fn timeline(events: &[DeployEvent], now: u64) -> String {
+    const MAX: usize = 40;
+    let shown: Vec<&DeployEvent> = events.iter().take(MAX).collect();
+    let mut s = String::from(
+        r#"<svg viewBox="0 0 300 46" preserveAspectRatio="none" role="img" aria-label="deploy timeline">"#,
+    );
+    s.push_str(r#"<line x1="4" y1="23" x2="296" y2="23" stroke="currentColor" stroke-opacity=".25" stroke-width="1"/>"#);
+    if shown.is_empty() {
+        s.push_str(r#"<text x="150" y="40" font-size="10" text-anchor="middle" fill="currentColor" fill-opacity=".6">no deploys yet</text>"#);
+        s.push_str("</svg>");
+        return s;
+    }
+    let first = shown.iter().map(|e| e.unix).min().unwrap_or(now);
+    let span = now.saturating_sub(first).max(1) as f64;
+    for e in shown.iter().rev() {
+        let x = 8.0 + 284.0 * (e.unix.saturating_sub(first) as f64 / span);
+        let (color, shape) = match (e.result, e.kind) {
+            ("failure", _) => (COLOR_FAILURE, "x"),
+            (_, "rollback") => (COLOR_ROLLBACK, "tri"),
+            _ => (COLOR_SUCCESS, "dot"),
+        };
+        let title = format!(
+            "{} {} {} at {}{}",
+            e.kind,
+            e.version,
+            e.result,
+            e.at,
+            e.failed_step
+                .as_ref()
+                .map(|f| format!(" (failed at {f})"))
+                .unwrap_or_default()
+        );
+        let _ = match shape {
+            "x" => write!(
+                s,
+                r#"<g><title>{t}</title><path d="M{a:.1} 17 L{b:.1} 29 M{b:.1} 17 L{a:.1} 29" stroke="{color}" stroke-width="2.5"/></g>"#,
+                t = esc(&title),
+                a = x - 5.0,
+                b = x + 5.0
+            ),
+            "tri" => write!(
+                s,
+                r#"<g><title>{t}</title><path d="M{x:.1} 16 L{r:.1} 29 L{l:.1} 29 Z" fill="{color}"/></g>"#,
+                t = esc(&title),
+                r = x + 6.0,
+                l = x - 6.0
+            ),
+            _ => write!(
+                s,
+                r#"<g><title>{t}</title><circle cx="{x:.1}" cy="23" r="5" fill="{color}"/></g>"#,
+                t = esc(&title)
+            ),
+        };
+    }
+    let _ = write!(
+        s,
+        r#"<text x="4" y="44" font-size="9" fill="currentColor" fill-opacity=".6">{} ago</text><text x="296" y="44" font-size="9" text-anchor="end" fill="currentColor" fill-opacity=".6">now</text></svg>"#,
+        esc(&age(now.saturating_sub(first)))
+    );
+    s
+}
+
+fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<section class="card" data-product="{name}" data-health="{health}" data-version="{version}"><h2><span>{title}</span><span class="badge {health}">{health_text}</span></h2><div class="slug">{name}</div><dl>"#,
+        name = esc(&p.name),
+        title = esc(&p.display_name),
+        health = p.health,
+        version = esc(p.live_version.as_deref().unwrap_or("")),
+        health_text = match p.health {
+            "up" => "up",
+            "down" => "down",
+            _ if !p.deployed => "not deployed",
+            _ => "unknown",
+        },
+    );
+    let live = match (&p.live_version, p.live_slot) {
+        (Some(v), Some(slot)) => format!(r#"<code class="version">{}</code> <span class="muted">({slot})</span>"#, esc(v)),
+        _ => r#"<span class="muted">not deployed</span>"#.to_string(),
+    };
+    let _ = write!(s, "<dt>Live</dt><dd>{live}</dd>");
+    let deploy = match &p.last_deploy {
+        Some(d) => format!(
+            r#"{} ago by {}{}<br><span class="muted">{}{}</span>"#,
+            esc(&age(now.saturating_sub(d.unix))),
+            esc(d.operator.as_deref().unwrap_or("unknown")),
+            d.rollback_of
+                .as_ref()
+                .map(|_| " (rollback)".to_string())
+                .unwrap_or_default(),
+            if d.tasks.is_empty() {
+                "no tasks".to_string()
+            } else {
+                esc(&d.tasks.join(", "))
+            },
+            ""
+        ),
+        None => r#"<span class="muted">never</span>"#.into(),
+    };
+    let _ = write!(s, "<dt>Last deploy</dt><dd>{deploy}</dd>");
+    let backup = match &p.last_backup {
+        Some(b) => format!(
+            "{} ago <span class=\"muted\">({})</span>",
+            esc(&age(now.saturating_sub(b.finished_unix))),
+            esc(&bytes(b.file_bytes))
+        ),
+        None => r#"<span class="muted">none</span>"#.into(),
+    };
+    let _ = write!(s, "<dt>Last backup</dt><dd>{backup}</dd>");
+    let _ = write!(
+        s,
+        r#"<dt>Deploys</dt><dd>{} ok, {} failed, {} rollbacks</dd></dl><ul class="svc">"#,
+        p.deploys.success, p.deploys.failure, p.deploys.rollbacks
+    );
+    for svc in &p.services {
+        let h = match (&svc.health_path, &svc.health) {
+            (None, _) => r#"<span class="muted">no health check</span>"#.to_string(),
+            (Some(_), None) => r#"<span class="muted">not probed</span>"#.to_string(),
+            (Some(_), Some(h)) if h.status == "up" => {
+                format!(r#"<span class="ok">up</span> {} ms"#, h.latency_ms)
+            }
+            (Some(_), Some(h)) => format!(
+                r#"<span class="bad">down</span> {} ms <span class="muted">{}</span>"#,
+                h.latency_ms,
+                esc(h.detail.as_deref().unwrap_or(""))
+            ),
+        };
+        let _ = write!(
+            s,
+            r#"<li data-service="{n}"><span>{n}</span><span>{h}</span></li>"#,
+            n = esc(&svc.name)
+        );
+    }
+    s.push_str("</ul>");
+    s.push_str(&timeline(events, now));
+    s.push_str("</section>");
+    s
+}
+
+/// The whole page.
+pub fn render(
+    project: &str,
+    products: &[(ProductView, Vec<DeployEvent>)],
+    problems: &[String],
+    refresh_secs: u64,
+    now: u64,
+) -> String {
+    let up = products.iter().filter(|(p, _)| p.health == "up").count();
+    let down = products.iter().filter(|(p, _)| p.health == "down").count();
+    let mut s = String::with_capacity(8 * 1024 + products.len() * 2048);
+    let _ = write!(
+        s,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta http-equiv="refresh" content="{refresh_secs}"><link rel="icon" href="data:,"><title>{t} · berth</title><style>{CSS}</style></head><body><header><h1>{t}</h1><span>{n} products · {up} up · {down} down</span><span>updated {at} · refreshes every {refresh_secs}s</span></header>"#,
+        t = esc(project),
+        n = products.len(),
+        at = berth_deploy::tags::utc_stamp(now).1,
+    );
+    if !problems.is_empty() {
+        s.push_str(r#"<div class="problems">"#);
+        for p in problems {
+            let _ = write!(s, "<div>{}</div>", esc(p));
+        }
+        s.push_str("</div>");
+    }
+    s.push_str("<main>");
+    for (p, events) in products {
+        s.push_str(&card(p, events, now));
+    }
+    let _ = write!(
+        s,
+        r#"</main><footer class="legend" style="padding:0 18px 18px"><span><span class="dot" style="background:{COLOR_SUCCESS}"></span>deploy</span><span><span class="dot" style="background:{COLOR_ROLLBACK}"></span>rollback</span><span><span class="dot" style="background:{COLOR_FAILURE}"></span>failed</span><span>· JSON: <a href="api/products">/api/products</a> · <a href="metrics">/metrics</a></span></footer></body></html>"#
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_ages() {
+        assert_eq!(esc(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(3700), "1h 1m");
+        assert_eq!(age(90_000), "1d 1h");
+        assert_eq!(bytes(2048), "2.0 KiB");
+    }
+}

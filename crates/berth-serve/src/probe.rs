@@ -1,0 +1,151 @@
+//! The health prober: one task per service with a health check, probing the live
+//! slot's port on the service's health path at its interval, with its timeout.
+//! Results go to [`Probes`] and to the probe metrics.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_deploy::proxy::Nginx;
+use berth_manifest::Manifest;
+use berth_runtime::slot_port;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+use crate::state::{Health, Probes, Shared, now_unix};
+
+/// The shortest interval probes run at, whatever berth.toml says.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Outcome of one probe: HTTP status (or the connection error) and how long it took.
+pub struct ProbeResult {
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+/// `GET http://127.0.0.1:{port}{path}`, reading only the status line, within `timeout`.
+pub async fn probe(port: u16, path: &str, timeout: Duration) -> ProbeResult {
+    let start = Instant::now();
+    let attempt = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: berth-serve\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        while n < buf.len() {
+            let got = s.read(&mut buf[n..]).await?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+            if buf[..n].contains(&b'\n') {
+                break;
+            }
+        }
+        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+    };
+    let result = tokio::time::timeout(timeout, attempt).await;
+    let elapsed = start.elapsed();
+    match result {
+        Ok(Ok(status)) => ProbeResult {
+            status: Some(status),
+            error: None,
+            elapsed,
+        },
+        Ok(Err(e)) => ProbeResult {
+            status: None,
+            error: Some(e.to_string()),
+            elapsed,
+        },
+        Err(_) => ProbeResult {
+            status: None,
+            error: Some(format!("no answer within {} ms", timeout.as_millis())),
+            elapsed,
+        },
+    }
+}
+
+/// Start one probing task per service with a health check. They run until the runtime stops.
+pub fn spawn_all(
+    snapshot: Shared,
+    probes: Probes,
+    metrics: Metrics,
+    manifest: Arc<Manifest>,
+    root: PathBuf,
+) {
+    for (product, p) in &manifest.products {
+        for (service, svc) in &p.services {
+            let Some(h) = &svc.health else { continue };
+            let (product, service) = (product.clone(), service.clone());
+            let path = h.path.clone();
+            let interval = h.interval.0.max(MIN_INTERVAL);
+            let timeout = h.timeout.0.min(interval).max(Duration::from_millis(50));
+            let (snapshot, probes, metrics) = (snapshot.clone(), probes.clone(), metrics.clone());
+            let (manifest, root) = (manifest.clone(), root.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    // The proxy's upstream file says where traffic goes now (read every
+                    // probe, so a switch is followed at once); without a proxy, the
+                    // collector's live slot.
+                    let deployed_slot = {
+                        let s = snapshot.read().unwrap_or_else(|e| e.into_inner());
+                        s.products
+                            .iter()
+                            .find(|x| x.view.name == product)
+                            .filter(|x| x.view.deployed)
+                            .map(|x| x.view.live_slot)
+                    };
+                    let target = deployed_slot.and_then(|known| {
+                        let slot = match Nginx::new(&manifest, &root) {
+                            Some(n) => n.live_slot(&product).ok().flatten().or(known),
+                            None => known,
+                        }?;
+                        slot_port(&manifest, &manifest.products[&product].services[&service], slot)
+                    });
+                    let Some(port) = target else {
+                        // Not deployed (or no live slot known yet): nothing to probe.
+                        probes
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&(product.clone(), service.clone()));
+                        metrics.forget_up(&product, &service);
+                        continue;
+                    };
+                    let r = probe(port, &path, timeout).await;
+                    let up = r.status.is_some_and(|s| (200..300).contains(&s));
+                    metrics.observe_probe(&product, &service, r.elapsed, up);
+                    let now = now_unix();
+                    let health = Health {
+                        status: if up { "up" } else { "down" },
+                        latency_ms: (r.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+                        http_status: r.status,
+                        checked_at: berth_deploy::tags::utc_stamp(now).1,
+                        checked_unix: now,
+                        detail: match (&r.error, r.status) {
+                            (Some(e), _) => Some(e.chars().take(120).collect()),
+                            (None, Some(s)) if !up => Some(format!("HTTP {s}")),
+                            _ => None,
+                        },
+                        port,
+                    };
+                    probes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((product.clone(), service.clone()), health);
+                }
+            });
+        }
+    }
+}
