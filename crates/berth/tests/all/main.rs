@@ -16,4 +16,5 @@ mod provision;
 mod render;
 mod schema;
 mod secrets;
+mod serve;
 mod support;

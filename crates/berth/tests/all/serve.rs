@@ -1,0 +1,525 @@
+//! `berth serve` against real deploys on the local runtime behind a real nginx:
+//! metrics checked by promtool, the prober against processes that die and come
+//! back, the dashboard in a real headless Chromium, bearer tokens.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::deploy::{Site, port_pair};
+use crate::support::*;
+
+/// A running `berth serve`, stopped (SIGTERM) on drop.
+pub struct Serve {
+    child: Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    pub fn start(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = port_pair();
+        std::fs::create_dir_all(dir.join(".berth")).unwrap();
+        let log = dir.join(format!(".berth/serve-{port}.log"));
+        let mut c = berth(dir);
+        c.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("start berth serve");
+        let mut s = Self { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http(port, "GET", "/healthz", &[], "").0 == 200 {
+                return s;
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("berth serve exited with {status}:\n{}", s.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth serve did not answer on {port} within 20s:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.port, "GET", path, &[], "")
+    }
+
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Poll the product's JSON until `ok` holds, or fail after `within`.
+    pub fn wait_product(
+        &self,
+        product: &str,
+        within: Duration,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let v = self.json(&format!("/api/products/{product}"));
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{product}: {what} did not happen within {within:?}; last: {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on loopback: (status, body). Status 0 when nothing answered.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let r = (|| -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        s.write_all(req.as_bytes())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        Ok((status, if chunked { dechunk(rest) } else { rest.to_string() }))
+    })();
+    r.unwrap_or((0, String::new()))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of one sample in Prometheus text, e.g. `berth_rollbacks_total{product="bestays"}`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let promtool = berth_testkit::require_program("promtool", &[], "Debian package prometheus");
+    let mut c = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics rejected /metrics:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Poll /metrics until every expected sample has its value.
+fn wait_metrics(serve: &Serve, expected: &[(String, f64)]) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, text) = serve.get("/metrics");
+        assert_eq!(status, 200);
+        let wrong: Vec<_> = expected
+            .iter()
+            .filter(|(s, v)| sample(&text, s) != Some(*v))
+            .map(|(s, v)| format!("{s}: want {v}, got {:?}", sample(&text, s)))
+            .collect();
+        if wrong.is_empty() {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "metrics did not settle:\n{}\n---\n{text}",
+            wrong.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_backup_record(site: &Site, product: &str, finished_unix: u64, file_bytes: u64) {
+    let dir = site.repo.path().join("backups").join(product);
+    std::fs::create_dir_all(&dir).unwrap();
+    let stamp = berth_deploy_stamp(finished_unix);
+    let file = format!("{product}_{stamp}.dump.zst");
+    std::fs::write(dir.join(&file), vec![0u8; file_bytes as usize]).unwrap();
+    let rfc = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let record = berth_backup::Record {
+        format: 1,
+        product: product.into(),
+        database: product.into(),
+        file: file.clone(),
+        started: rfc.clone(),
+        started_unix: finished_unix - 2,
+        finished: rfc,
+        finished_unix,
+        duration_ms: 2000,
+        server_version: "15".into(),
+        pg_dump_version: "15".into(),
+        dump_bytes: file_bytes * 3,
+        file_bytes,
+        sha256: "0".repeat(64),
+        compression: "zstd".into(),
+        level: 3,
+        encrypted: false,
+        recipients: vec![],
+        table_count: 0,
+        tables: vec![],
+        redis: None,
+        verified: None,
+        dir: Default::default(),
+    };
+    std::fs::write(
+        dir.join(format!("{file}.json")),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+}
+
+/// `YYYYMMDD-HHMMSS` for a Unix time, through `date` (GNU coreutils).
+fn berth_deploy_stamp(secs: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{secs}"), "+%Y%m%d-%H%M%S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
+    let site = Site::new(0);
+    let serve = Serve::start(site.repo.path(), &["--refresh", "200ms"], &[]);
+    let text = serve.get("/metrics").1;
+    promtool_check(&text);
+    assert_eq!(
+        sample(&text, r#"berth_deploys_total{product="bestays",result="success"}"#),
+        Some(0.0)
+    );
+    assert!(!text.contains("berth_last_deploy_timestamp_seconds{product=\"bestays\"}"));
+    assert!(!text.contains("berth_product_up{"), "nothing deployed, nothing probed:\n{text}");
+
+    let t0 = now();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site.head_version();
+    site.change("bestays", 1);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v2 = site.head_version();
+    // A release that dies at start: the deploy fails, v2 keeps serving.
+    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &base.replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
+        ),
+    );
+    site.repo
+        .commit_all("feat: broken (TASK-2-broken-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(1);
+    site.repo.write("berth.toml", &base);
+    site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
+    let before_rollback = now();
+    site.berth(&["rollback", "bestays", "--yes"]).assert_code(0);
+    let backup_at = now() - 30;
+    write_backup_record(&site, "bestays", backup_at, 4321);
+
+    let expected: Vec<(String, f64)> = vec![
+        (r#"berth_deploys_total{product="bestays",result="success"}"#.into(), 3.0),
+        (r#"berth_deploys_total{product="bestays",result="failure"}"#.into(), 1.0),
+        (r#"berth_rollbacks_total{product="bestays"}"#.into(), 1.0),
+        (r#"berth_deploys_total{product="realestate",result="success"}"#.into(), 0.0),
+        (r#"berth_rollbacks_total{product="realestate"}"#.into(), 0.0),
+        (r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(), 4.0),
+        (format!(r#"berth_live_version_info{{product="bestays",service="server",version="{v1}"}}"#), 1.0),
+        (r#"berth_product_up{product="bestays",service="server"}"#.into(), 1.0),
+        (r#"berth_product_up{product="bestays",service="frontend"}"#.into(), 1.0),
+        (r#"berth_last_backup_timestamp_seconds{product="bestays"}"#.into(), backup_at as f64),
+        (r#"berth_backup_size_bytes{product="bestays"}"#.into(), 4321.0),
+    ];
+    let text = wait_metrics(&serve, &expected);
+    promtool_check(&text);
+    let last = sample(&text, r#"berth_last_deploy_timestamp_seconds{product="bestays"}"#)
+        .expect("a last deploy timestamp") as u64;
+    assert!(
+        last >= before_rollback && last <= now(),
+        "the last deploy is the rollback ({before_rollback}..now), not {last}"
+    );
+    assert!(last >= t0);
+    assert!(!text.contains(&format!("version=\"{v2}\"")), "v2 is no longer live:\n{text}");
+    assert!(!text.contains("product=\"realestate\",service=\"server\",version="));
+    assert!(!text.contains("berth_last_backup_timestamp_seconds{product=\"realestate\"}"));
+    let probes = sample(
+        &text,
+        r#"berth_probe_duration_seconds_count{product="bestays",service="server"}"#,
+    )
+    .unwrap();
+    assert!(probes >= 1.0);
+
+    // OpenMetrics when asked for.
+    let (status, om) = http(
+        serve.port,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# UNIT berth_backup_size_bytes bytes"));
+
+    // The JSON API says the same.
+    let p = serve.json("/api/products/bestays");
+    assert_eq!(p["live_version"], v1.as_str());
+    assert_eq!(p["health"], "up");
+    assert_eq!(p["last_deploy"]["operator"], "test-operator");
+    assert!(p["last_deploy"]["rollback_of"].is_string(), "{p:#}");
+    assert_eq!(p["last_backup"]["file_bytes"], 4321);
+    let d = serve.json("/api/products/bestays/deploys");
+    let kinds: Vec<(String, String)> = d["deploys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("rollback", "success"),
+            ("deploy", "failure"),
+            ("deploy", "success"),
+            ("deploy", "success")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    assert_eq!(d["deploys"][1]["failed_step"], "health-check");
+    assert_eq!(d["deploys"][3]["tasks"][0], "TASK-0-setup-bestays");
+    let all = serve.json("/api/products");
+    assert_eq!(all["products"].as_array().unwrap().len(), 2);
+    let (status, body) = serve.get("/api/products/nope");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("there is no product `nope`"), "{body}");
+    let (status, _) = http(serve.port, "POST", "/api/products", &[], "{}");
+    assert_eq!(status, 405, "read-only");
+}
+
+/// The pid of a product's service in a slot (local runtime).
+fn pid_of(site: &Site, product: &str, slot: &str, service: &str) -> u32 {
+    let f = site
+        .repo
+        .path()
+        .join(".berth/run")
+        .join(product)
+        .join(slot)
+        .join(format!("{service}.json"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    v["pid"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn prober_marks_a_stopped_service_down_within_two_intervals_and_up_when_it_returns() {
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let version = site.head_version();
+    // Probe every second (the deploy above used the site's 200ms).
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo
+        .write("berth.toml", &m.replace("interval = \"200ms\"", "interval = \"1s\""));
+    let interval = Duration::from_secs(1);
+    let serve = Serve::start(site.repo.path(), &["--refresh", "500ms"], &[]);
+    let p = serve.wait_product("bestays", Duration::from_secs(10), "up", |v| {
+        v["health"] == "up"
+    });
+    let slot = p["live_slot"].as_str().unwrap().to_string();
+    let server = p["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "server")
+        .unwrap()
+        .clone();
+    let port = server["port"].as_u64().unwrap() as u16;
+    assert!(server["health"]["latency_ms"].as_f64().is_some());
+
+    // Stop the server process (its whole process group, as a crash would).
+    let pid = pid_of(&site, "bestays", &slot, "server");
+    let killed = Instant::now();
+    Command::new("kill")
+        .args(["-9", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    serve.wait_product("bestays", 2 * interval, "down", |v| v["health"] == "down");
+    let down_after = killed.elapsed();
+    eprintln!("prober: down {down_after:?} after the kill (interval {interval:?})");
+    let s = serve.json("/api/products/bestays");
+    let svc = s["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "server")
+        .unwrap();
+    assert_eq!(svc["health"]["status"], "down");
+    assert_eq!(s["live_version"], version.as_str(), "still the live version");
+    let (_, text) = serve.get("/metrics");
+    assert_eq!(
+        sample(&text, r#"berth_product_up{product="bestays",service="server"}"#),
+        Some(0.0)
+    );
+
+    // It comes back on the same port.
+    let mut back = Command::new(env!("CARGO_BIN_EXE_demo-app"))
+        .env("PORT", port.to_string())
+        .env("BIND", "127.0.0.1")
+        .env("BERTH_PRODUCT", "bestays")
+        .env("BERTH_VERSION", &version)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let returned = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "demo-app did not listen again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve.wait_product("bestays", 2 * interval, "up again", |v| v["health"] == "up");
+    }));
+    let _ = back.kill();
+    let _ = back.wait();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+    eprintln!("prober: up {:?} after it returned", returned.elapsed());
+    // realestate was never deployed: nothing probed, no false "down".
+    let r = serve.json("/api/products/realestate");
+    assert_eq!(r["health"], "unknown");
+    assert_eq!(r["deployed"], false);
+}
+
+#[test]
+fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
+    let repo = example_repo();
+    let out = run(repo.path(), &["serve", "--listen", "0.0.0.0:9"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("--token-env"), "{}", out.snapshot());
+    let out = run(
+        repo.path(),
+        &["serve", "--listen", "127.0.0.1:9", "--token-env", "BERTH_TEST_UNSET_TOKEN"],
+    );
+    out.assert_code(2);
+    assert!(out.stderr.contains("BERTH_TEST_UNSET_TOKEN is not set"), "{}", out.snapshot());
+
+    let token = "s3cret-token-for-the-test-0123456789";
+    let serve = Serve::start(
+        repo.path(),
+        &["--token-env", "BERTH_SERVE_TOKEN"],
+        &[("BERTH_SERVE_TOKEN", token)],
+    );
+    for path in ["/", "/metrics", "/api/products", "/api/products/bestays/deploys"] {
+        let (status, body) = serve.get(path);
+        assert_eq!(status, 401, "{path} without a token");
+        assert!(!body.contains(token));
+        let (status, _) = http(serve.port, "GET", path, &[("Authorization", "Bearer wrong")], "");
+        assert_eq!(status, 401, "{path} with a wrong token");
+        let (status, body) = http(
+            serve.port,
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            "",
+        );
+        assert_eq!(status, 200, "{path} with the token");
+        assert!(!body.contains(token), "{path} shows the token");
+    }
+    assert_eq!(serve.get("/healthz").0, 200);
+    assert!(!serve.log().contains(token), "the log shows the token");
+}
