@@ -127,8 +127,35 @@ pub fn http(
         req.push_str("\r\n");
         req.push_str(body);
         s.write_all(req.as_bytes())?;
+        // Read by Content-Length: some servers (chromedriver) say `close` and keep the socket open.
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
+        let mut chunk = [0u8; 16 * 1024];
+        let mut body_start = None;
+        loop {
+            if body_start.is_none()
+                && let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+            {
+                body_start = Some(i + 4);
+            }
+            if let Some(b) = body_start {
+                let head = String::from_utf8_lossy(&buf[..b]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if len.is_some_and(|n| buf.len() >= b + n)
+                    || (head.contains("transfer-encoding: chunked")
+                        && buf.ends_with(b"0\r\n\r\n"))
+                {
+                    break;
+                }
+            }
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let status = head
@@ -522,4 +549,242 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
     }
     assert_eq!(serve.get("/healthz").0, 200);
     assert!(!serve.log().contains(token), "the log shows the token");
+}
+
+/// A chromedriver session on real headless Chromium, both stopped on drop.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start(width: u32, height: u32) -> Self {
+        let chromium = berth_testkit::require_program("chromium", &[], "Debian package chromium");
+        let driver = berth_testkit::require_program(
+            "chromedriver",
+            &[],
+            "Debian package chromium-driver",
+        );
+        let port = port_pair();
+        let driver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(port, "GET", "/status", &[], "").0 != 200 {
+            assert!(Instant::now() < deadline, "chromedriver did not start on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": { "browser": "ALL" },
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--no-first-run",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--window-size={width},{height}"),
+                ],
+            },
+        }}});
+        let mut b = Self {
+            driver,
+            port,
+            session: String::new(),
+            _profile: profile,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no chromedriver session: {v}"))
+            .to_string();
+        b
+    }
+
+    /// A WebDriver call; panics on a WebDriver error. Returns `value`.
+    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let (status, text) = http(self.port, method, path, &[], &body);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: {status} {e}: {text}"));
+        assert_eq!(status, 200, "{method} {path}: {v:#}");
+        v["value"].clone()
+    }
+
+    fn session_call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+
+    fn goto(&self, url: &str) {
+        self.session_call("POST", "/url", Some(serde_json::json!({ "url": url })));
+    }
+
+    fn eval(&self, script: &str) -> serde_json::Value {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// Console messages since the last call (levels SEVERE, WARNING, INFO...).
+    fn console(&self) -> Vec<(String, String)> {
+        self.session_call("POST", "/se/log", Some(serde_json::json!({ "type": "browser" })))
+            .as_array()
+            .expect("the browser log")
+            .iter()
+            .map(|e| {
+                (
+                    e["level"].as_str().unwrap_or("").to_string(),
+                    e["message"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        let b64 = self.session_call("GET", "/screenshot", None);
+        let png = base64_decode(b64.as_str().expect("a screenshot"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), &[], "");
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+const CARDS_JS: &str = r#"return Array.from(document.querySelectorAll('section.card')).map(c => ({
+  product: c.dataset.product,
+  version: (c.querySelector('code.version') || {}).textContent || null,
+  health: c.querySelector('.badge').textContent,
+  services: Array.from(c.querySelectorAll('li[data-service]')).map(l => l.textContent),
+  timeline: c.querySelectorAll('svg circle, svg path').length,
+  lastDeploy: c.querySelector('dl').textContent,
+}));"#;
+
+#[test]
+fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors() {
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.berth(&["deploy", "realestate", "--yes"]).assert_code(0);
+    let version = site.head_version();
+    write_backup_record(&site, "bestays", now() - 7200, 10_000_000);
+    let serve = Serve::start(site.repo.path(), &["--refresh", "300ms", "--page-refresh", "30s"], &[]);
+    serve.wait_product("bestays", Duration::from_secs(10), "up", |v| v["health"] == "up");
+    let re = serve.wait_product("realestate", Duration::from_secs(10), "up", |v| v["health"] == "up");
+    // realestate's frontend dies: its card must say down.
+    let slot = re["live_slot"].as_str().unwrap().to_string();
+    let pid = pid_of(&site, "realestate", &slot, "frontend");
+    Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().unwrap();
+    serve.wait_product("realestate", Duration::from_secs(5), "down", |v| v["health"] == "down");
+
+    let browser = Browser::start(1280, 900);
+    let url = format!("http://127.0.0.1:{}/", serve.port);
+    browser.goto(&url);
+    let cards = browser.eval(CARDS_JS);
+    let cards = cards.as_array().expect("cards");
+    assert_eq!(cards.len(), 2, "{cards:#?}");
+    let api = serve.json("/api/products");
+    for p in api["products"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let card = cards
+            .iter()
+            .find(|c| c["product"] == name)
+            .unwrap_or_else(|| panic!("no card for {name}: {cards:#?}"));
+        assert_eq!(card["version"], p["live_version"], "{name}: {card:#}");
+        assert_eq!(card["version"], version.as_str(), "{name}");
+        assert_eq!(card["health"], p["health"], "{name}: {card:#}");
+        assert!(card["timeline"].as_u64().unwrap() >= 1, "{name}: a deploy on the timeline");
+        assert!(
+            card["lastDeploy"].as_str().unwrap().contains("by test-operator"),
+            "{name}: {card:#}"
+        );
+    }
+    let by = |n: &str| cards.iter().find(|c| c["product"] == n).unwrap().clone();
+    assert_eq!(by("bestays")["health"], "up");
+    assert_eq!(by("realestate")["health"], "down");
+    assert!(by("bestays")["lastDeploy"].as_str().unwrap().contains("2h 0m ago"), "{:#}", by("bestays"));
+    assert!(
+        by("realestate")["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().starts_with("frontenddown")),
+        "{:#}",
+        by("realestate")
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector('meta[http-equiv=refresh]').content"),
+        "30",
+        "the page refreshes itself"
+    );
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('script, link[rel=stylesheet], img').length"),
+        0,
+        "no scripts or external assets"
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let desktop = dir.join("berth-serve-dashboard.png");
+    browser.screenshot(&desktop);
+    let errors: Vec<_> = browser.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors on the dashboard: {errors:?}");
+
+    // Readable on a phone: one column, nothing wider than the screen.
+    let phone = Browser::start(390, 844);
+    phone.goto(&url);
+    let fits = phone.eval(
+        "return [document.documentElement.scrollWidth, window.innerWidth, \
+         getComputedStyle(document.querySelector('main')).gridTemplateColumns.split(' ').length]",
+    );
+    assert!(
+        fits[0].as_u64() <= fits[1].as_u64() && fits[2] == 1,
+        "the page overflows a phone screen or is not one column: {fits}"
+    );
+    phone.screenshot(&dir.join("berth-serve-dashboard-phone.png"));
+    let errors: Vec<_> = phone.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors on the phone: {errors:?}");
+    eprintln!("screenshots: {} and the -phone one beside it", desktop.display());
+
+    // The check can fail: a page that errors is seen.
+    browser.goto(&format!("http://127.0.0.1:{}/no-such-page", serve.port));
+    let errors: Vec<_> = browser.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
+    assert!(!errors.is_empty(), "a 404 must show up as a console error");
 }
