@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod lock;
+pub mod notify;
 pub mod proxy;
 pub mod store;
 pub mod tags;

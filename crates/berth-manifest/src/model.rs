@@ -28,6 +28,9 @@ pub struct Manifest {
     /// Where deploy locks and the audit log live.
     #[serde(default)]
     pub state: State,
+    /// Who hears about deploys: a JSON webhook, Grafana annotations, Sentry deploys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
     /// What the secret scan of `berth check` looks at.
     #[serde(default)]
     pub secret_scan: SecretScan,
@@ -262,6 +265,105 @@ impl Default for State {
             url_env: "BERTH_STATE_URL".into(),
         }
     }
+}
+
+/// A deploy outcome that can notify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyEvent {
+    /// A deploy went live.
+    Success,
+    /// A deploy or rollback failed (the old version kept serving).
+    Failure,
+    /// A rollback went live.
+    Rollback,
+}
+
+/// `[notify]`: notifications sent after every deploy or rollback outcome. A failed
+/// notification is logged and never fails the deploy. Secrets are named by the
+/// environment variable holding them, never written here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Which outcomes notify [default: all of `success`, `failure`, `rollback`].
+    #[serde(default = "all_notify_events")]
+    pub on: Vec<NotifyEvent>,
+    /// How long each notification may take before it is given up.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: HumanDuration,
+    /// A generic JSON webhook (POST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<NotifyWebhook>,
+    /// A Grafana annotation per outcome (`POST /api/annotations`, tagged with the product).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana: Option<NotifyGrafana>,
+    /// A Sentry deploy of the product's release (`<product>@<version>`) per successful deploy or rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry: Option<NotifySentry>,
+}
+
+fn all_notify_events() -> Vec<NotifyEvent> {
+    vec![
+        NotifyEvent::Success,
+        NotifyEvent::Failure,
+        NotifyEvent::Rollback,
+    ]
+}
+fn default_notify_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+/// `[notify.webhook]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhook {
+    /// Environment variable holding the webhook URL (such URLs are often secrets themselves).
+    pub url_env: String,
+}
+
+/// `[notify.grafana]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyGrafana {
+    /// Base URL of Grafana, e.g. `https://grafana.example.com`.
+    pub url: String,
+    /// Environment variable holding a Grafana service-account token.
+    pub token_env: String,
+    /// Put the annotations on this dashboard only [default: organisation-wide].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_uid: Option<String>,
+    /// Extra tags on every annotation (the product, `berth` and the outcome are always there).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// `[notify.sentry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySentry {
+    /// Base URL of Sentry.
+    #[serde(default = "default_sentry_url")]
+    pub url: String,
+    /// The organisation slug.
+    pub org: String,
+    /// The Sentry project of every product; `{product}` is replaced by the product's name [default: `{product}`].
+    #[serde(default = "default_sentry_project")]
+    pub project: String,
+    /// Environment variable holding a Sentry auth token (scope `project:releases`).
+    pub token_env: String,
+    /// The Sentry environment deploys go to.
+    #[serde(default = "default_sentry_environment")]
+    pub environment: String,
+}
+
+fn default_sentry_url() -> String {
+    "https://sentry.io".into()
+}
+fn default_sentry_project() -> String {
+    "{product}".into()
+}
+fn default_sentry_environment() -> String {
+    "production".into()
 }
 
 /// Which scheduler runs the nightly backups `berth render` writes.

@@ -20,6 +20,9 @@ static SQL_IDENT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z_][a-z0-9_]{0,62}$").unwrap());
 static ENV_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").unwrap());
+/// Notification secrets are named by upper-case variables (a token such as
+/// `glsa_...` would pass as a lower-case "name").
+static NOTIFY_ENV: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Z_][A-Z0-9_]*$").unwrap());
 static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
@@ -47,6 +50,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.conventions();
     v.infra();
     v.backup();
+    v.notify();
     v.inline_secrets();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
@@ -830,6 +834,62 @@ impl Validator<'_> {
                 let d = Diagnostic::error("infra-admin-url", format!("infra.{kind}.admin_url_env must name an environment variable, not hold a URL"))
                     .at(masked_label(self.label(&at("admin_url_env"), ""), env))
                     .help(format!("export the URL as e.g. BERTH_{}_ADMIN_URL and write admin_url_env = \"BERTH_{}_ADMIN_URL\"", kind.to_uppercase(), kind.to_uppercase()));
+                self.push(d);
+            }
+        }
+    }
+
+    /// `[notify]`: secrets only by environment variable name; URLs are http(s) without credentials.
+    fn notify(&mut self) {
+        let Some(n) = &self.m.notify else { return };
+        let mut envs: Vec<(Vec<String>, &str)> = Vec::new();
+        let mut urls: Vec<(Vec<String>, &str)> = Vec::new();
+        if let Some(w) = &n.webhook {
+            envs.push((vpath(&["notify", "webhook", "url_env"]), &w.url_env));
+        }
+        if let Some(g) = &n.grafana {
+            envs.push((vpath(&["notify", "grafana", "token_env"]), &g.token_env));
+            urls.push((vpath(&["notify", "grafana", "url"]), &g.url));
+        }
+        if let Some(se) = &n.sentry {
+            envs.push((vpath(&["notify", "sentry", "token_env"]), &se.token_env));
+            urls.push((vpath(&["notify", "sentry", "url"]), &se.url));
+            if se.org.trim().is_empty() {
+                let d = Diagnostic::error("notify-sentry", "notify.sentry.org is empty")
+                    .at(self.label(&vpath(&["notify", "sentry", "org"]), ""))
+                    .help("write the organisation slug from the Sentry URL");
+                self.push(d);
+            }
+        }
+        for (path, env) in envs {
+            if !NOTIFY_ENV.is_match(env) {
+                let key = path.last().cloned().unwrap_or_default();
+                let d = Diagnostic::error(
+                    "notify-env",
+                    format!(
+                        "notify `{key}` must name an environment variable (upper case), not hold the secret"
+                    ),
+                )
+                .at(masked_label(self.label(&path, "not a variable name"), env))
+                .help("export the value as e.g. BERTH_NOTIFY_TOKEN and write the variable's name here");
+                self.push(d);
+            }
+        }
+        for (path, url) in urls {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+            let problem = match host {
+                None => Some("is not an http(s) URL"),
+                Some(h) if h.contains('@') => Some("holds credentials; name them in token_env instead"),
+                Some("") => Some("has no host"),
+                Some(_) => None,
+            };
+            if let Some(why) = problem {
+                let d = Diagnostic::error("notify-url", format!("this URL {why}"))
+                    .at(masked_label(self.label(&path, why), url))
+                    .help("write the base URL, e.g. https://grafana.example.com");
                 self.push(d);
             }
         }

@@ -218,6 +218,8 @@ struct SvcCtx {
     build: Option<BuildCtx>,
     port: Option<u16>,
     host_port: Option<u16>,
+    /// The green slot's host port (blue is `host_port`).
+    green_port: Option<u16>,
     env: Vec<(String, String)>,
     health: Option<HealthCtx>,
 }
@@ -284,6 +286,10 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
             }),
             port: s.port,
             host_port: s.host_port.or(s.port),
+            green_port: s
+                .host_port
+                .or(s.port)
+                .and_then(|p| p.checked_add(m.deploy.slot_port_offset)),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             health: s.health.as_ref().and_then(|h| {
                 let port = s.port?;

@@ -4,6 +4,11 @@
 //! (real servers take seconds to start; zero-downtime tests use at least 2000) and serves
 //!   GET /api/health  {"status":"ok","product":...,"version":...,"database":...,"redis":...}
 //!   GET /            a line naming the product and version
+//!   GET /api/listings/{id}  a pretend listing (a route with a path parameter)
+//!   GET /metrics     RED metrics in the Prometheus text format: requests and latency
+//!                    by method, route *template* (never the raw path; anything
+//!                    unmatched is `route="other"`) and status. No `product` label:
+//!                    the scrape config berth renders attaches it as a target label.
 //! `demo-app migrate` runs the (pretend) migration.
 //!
 //! Switches for tests: DEMO_FAIL_HEALTH=1 (health answers 503), DEMO_FAIL_MIGRATE=1,
@@ -12,7 +17,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -80,6 +85,92 @@ fn health_body() -> (u16, String) {
     (if failing { 503 } else { 200 }, body)
 }
 
+/// The route templates this app serves; a request matches one, or is `other`.
+const ROUTES: [&str; 5] = ["/", "/api/health", "/health", "/api/listings/{id}", "/metrics"];
+
+/// The template `path` matches (`{x}` matches one non-empty segment), or `other`.
+fn route_of(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.split('/').collect();
+    ROUTES
+        .iter()
+        .find(|r| {
+            let t: Vec<&str> = r.split('/').collect();
+            t.len() == segs.len()
+                && t.iter().zip(&segs).all(|(t, s)| {
+                    if t.starts_with('{') && t.ends_with('}') {
+                        !s.is_empty()
+                    } else {
+                        t == s
+                    }
+                })
+        })
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Methods outside the standard set collapse to `other`, so clients cannot mint label values.
+fn method_label(m: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
+}
+
+const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+#[derive(Default)]
+struct Red {
+    /// (method, route, status) -> requests
+    requests: std::collections::BTreeMap<(&'static str, &'static str, u16), u64>,
+    /// (method, route) -> (bucket counts, sum of seconds, count)
+    latency: std::collections::BTreeMap<(&'static str, &'static str), ([u64; BUCKETS.len()], f64, u64)>,
+}
+
+static RED: std::sync::Mutex<Option<Red>> = std::sync::Mutex::new(None);
+
+fn record(method: &'static str, route: &'static str, status: u16, took: Duration) {
+    let mut g = RED.lock().unwrap_or_else(|e| e.into_inner());
+    let red = g.get_or_insert_with(Red::default);
+    *red.requests.entry((method, route, status)).or_default() += 1;
+    let secs = took.as_secs_f64();
+    let h = red
+        .latency
+        .entry((method, route))
+        .or_insert(([0; BUCKETS.len()], 0.0, 0));
+    for (i, b) in BUCKETS.iter().enumerate() {
+        if secs <= *b {
+            h.0[i] += 1;
+        }
+    }
+    h.1 += secs;
+    h.2 += 1;
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+fn metrics_text() -> String {
+    let g = RED.lock().unwrap_or_else(|e| e.into_inner());
+    let empty = Red::default();
+    let red = g.as_ref().unwrap_or(&empty);
+    let mut s = String::new();
+    s.push_str("# HELP http_requests_total HTTP requests served, by method, route template and status.\n");
+    s.push_str("# TYPE http_requests_total counter\n");
+    for ((m, r, st), n) in &red.requests {
+        s.push_str(&format!(
+            "http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{st}\"}} {n}\n"
+        ));
+    }
+    s.push_str("# HELP http_request_duration_seconds Time to serve a request, by method and route template.\n");
+    s.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for ((m, r), (buckets, sum, count)) in &red.latency {
+        let l = format!("method=\"{m}\",route=\"{r}\"");
+        for (b, n) in BUCKETS.iter().zip(buckets) {
+            s.push_str(&format!("http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {n}\n"));
+        }
+        s.push_str(&format!("http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}\n"));
+        s.push_str(&format!("http_request_duration_seconds_sum{{{l}}} {sum}\n"));
+        s.push_str(&format!("http_request_duration_seconds_count{{{l}}} {count}\n"));
+    }
+    s
+}
+
 fn respond(mut stream: TcpStream) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(match stream.try_clone() {
@@ -87,7 +178,8 @@ fn respond(mut stream: TcpStream) {
         Err(_) => return,
     });
     let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
+    // A connection closed without a request (a port check) is not a request.
+    if reader.read_line(&mut request_line).is_err() || request_line.trim().is_empty() {
         return;
     }
     // Drain the headers.
@@ -99,8 +191,13 @@ fn respond(mut stream: TcpStream) {
             Ok(_) => {}
         }
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let (status, ctype, body) = match path.split('?').next().unwrap_or("/") {
+    let started = Instant::now();
+    let mut parts = request_line.split_whitespace();
+    let method = method_label(parts.next().unwrap_or(""));
+    let path = parts.next().unwrap_or("/");
+    let path = path.split('?').next().unwrap_or("/");
+    let route = route_of(path);
+    let (status, ctype, body) = match route {
         "/api/health" | "/health" => {
             let (s, b) = health_body();
             (s, "application/json", b)
@@ -110,8 +207,29 @@ fn respond(mut stream: TcpStream) {
             "text/plain",
             format!("hello from {} {}\n", product(), version()),
         ),
+        "/api/listings/{id}" => {
+            let id = path.rsplit('/').next().unwrap_or("");
+            if id.bytes().all(|b| b.is_ascii_digit()) {
+                (
+                    200,
+                    "application/json",
+                    format!("{{\"id\":{id},\"product\":\"{}\"}}", product()),
+                )
+            } else {
+                (404, "text/plain", "no such listing\n".to_string())
+            }
+        }
+        "/metrics" => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics_text(),
+        ),
         _ => (404, "text/plain", "not found\n".to_string()),
     };
+    // The scrape itself is not a request of the app's users.
+    if route != "/metrics" {
+        record(method, route, status, started.elapsed());
+    }
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
@@ -192,5 +310,21 @@ fn main() {
             eprintln!("demo-app: unknown command `{other}` (serve, migrate, health)");
             std::process::exit(2);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_collapse_to_route_templates() {
+        assert_eq!(route_of("/"), "/");
+        assert_eq!(route_of("/api/listings/42"), "/api/listings/{id}");
+        assert_eq!(route_of("/api/listings/"), "other");
+        assert_eq!(route_of("/api/listings/42/photos"), "other");
+        assert_eq!(route_of("/wp-admin/setup.php"), "other");
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("BREW"), "other");
     }
 }

@@ -197,7 +197,11 @@ fn run_plan(
 ) -> Result<ExitCode> {
     let mut stderr = std::io::stderr();
     let mut ctx = l.context(rt, lock_wait, &mut stderr);
-    let outcome = execute(&mut ctx, plan).map_err(deploy_err)?;
+    let operator = ctx.operator.clone();
+    let started = std::time::Instant::now();
+    let result = execute(&mut ctx, plan);
+    notify(l, plan, &result, operator, started.elapsed(), printer);
+    let outcome = result.map_err(deploy_err)?;
     match format {
         Format::Json => printer.json(&serde_json::to_value(&outcome).expect("serializable")),
         Format::Text => {
@@ -217,6 +221,58 @@ fn run_plan(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[notify]` after the outcome is known: failures to notify are warnings, never errors.
+fn notify(
+    l: &Loaded,
+    plan: &Plan,
+    result: &std::result::Result<berth_deploy::Outcome, DeployError>,
+    operator: String,
+    took: Duration,
+    printer: &Printer,
+) {
+    if l.manifest.notify.is_none() {
+        return;
+    }
+    let event = berth_deploy::notify::Event {
+        product: plan.product.clone(),
+        version: plan.version.clone(),
+        ok: result.is_ok(),
+        rollback_of: plan.rollback_of.clone(),
+        tag: result.as_ref().ok().map(|o| o.tag.clone()),
+        operator,
+        tasks: result
+            .as_ref()
+            .map(|o| o.tasks.clone())
+            .unwrap_or_default(),
+        duration_ms: result
+            .as_ref()
+            .map(|o| o.duration_ms as u64)
+            .unwrap_or(took.as_millis() as u64),
+        error: result.as_ref().err().map(|e| {
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect()
+        }),
+        at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    for s in berth_deploy::notify::send(&l.manifest, &event) {
+        match s.error {
+            None => printer.status("Notified", s.target),
+            Some(e) => printer.warn(&format!(
+                "could not notify {} (the deploy is not affected): {e}",
+                s.target
+            )),
+        }
+    }
 }
 
 pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCode> {

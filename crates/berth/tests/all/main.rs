@@ -11,6 +11,7 @@ mod hooks;
 mod init;
 mod lint;
 mod log;
+mod notify;
 mod product;
 mod provision;
 mod render;

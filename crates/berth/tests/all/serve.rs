@@ -788,3 +788,73 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
     let errors: Vec<_> = browser.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
     assert!(!errors.is_empty(), "a 404 must show up as a console error");
 }
+
+#[test]
+fn demo_app_exports_red_metrics_by_route_template_without_a_product_label() {
+    let port = port_pair();
+    let mut app = Command::new(env!("CARGO_BIN_EXE_demo-app"))
+        .env("PORT", port.to_string())
+        .env("BIND", "127.0.0.1")
+        .env("BERTH_PRODUCT", "bestays")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "demo-app did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = std::panic::catch_unwind(|| {
+        for (method, path, want) in [
+            ("GET", "/", 200),
+            ("GET", "/api/health", 200),
+            ("GET", "/api/listings/1", 200),
+            ("GET", "/api/listings/2?x=1", 200),
+            ("GET", "/api/listings/abc", 404),
+            ("GET", "/wp-admin/setup.php", 404),
+            ("GET", "/random/path/12345", 404),
+            ("BREW", "/", 200),
+        ] {
+            assert_eq!(http(port, method, path, &[], "").0, want, "{method} {path}");
+        }
+        let (status, text) = http(port, "GET", "/metrics", &[], "");
+        assert_eq!(status, 200);
+        promtool_check(&text);
+        let count = |l: &str| sample(&text, &format!("http_requests_total{{{l}}}"));
+        assert_eq!(count(r#"method="GET",route="/api/listings/{id}",status="200""#), Some(2.0));
+        assert_eq!(count(r#"method="GET",route="/api/listings/{id}",status="404""#), Some(1.0));
+        assert_eq!(count(r#"method="GET",route="other",status="404""#), Some(2.0));
+        assert_eq!(count(r#"method="other",route="/",status="200""#), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"http_request_duration_seconds_count{method="GET",route="/api/listings/{id}"}"#),
+            Some(3.0)
+        );
+        for raw in ["wp-admin", "12345", "listings/1", "abc", "product=", "/metrics"] {
+            assert!(!text.contains(raw), "`{raw}` leaked into the labels:\n{text}");
+        }
+    });
+    let _ = app.kill();
+    let _ = app.wait();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
+    let repo = example_repo();
+    let out = repo.path().join("out");
+    run(repo.path(), &["render", "--env", "prod", "--out", out.to_str().unwrap()]).assert_code(0);
+    let text = std::fs::read_to_string(out.join("prometheus/prometheus.yml")).unwrap();
+    let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let jobs = yaml["scrape_configs"].as_array().unwrap();
+    assert_eq!(jobs[0]["job_name"], "berth");
+    let server = jobs.iter().find(|j| j["job_name"] == "bestays-server").unwrap();
+    let sc = server["static_configs"].as_array().unwrap();
+    assert_eq!(sc.len(), 2, "blue and green: {server:#}");
+    assert_eq!(sc[0]["labels"]["product"], "bestays");
+    assert_eq!(sc[0]["labels"]["slot"], "blue");
+    assert_eq!(sc[0]["targets"][0], "127.0.0.1:8011");
+    assert_eq!(sc[1]["labels"]["slot"], "green");
+    assert_eq!(sc[1]["targets"][0], "127.0.0.1:18011");
+}
