@@ -36,6 +36,12 @@ ensure_rust() {
         || die "cargo is not installed: berth needs Rust 1.89 or newer (https://rustup.rs)"
 }
 
+# Headless Chromium and its WebDriver, for the dashboard's browser test.
+ensure_chromium() {
+    ensure_cmd chromium chromium
+    ensure_cmd chromedriver chromium-driver
+}
+
 # PostgreSQL server binaries live outside PATH on Debian.
 ensure_postgres() {
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

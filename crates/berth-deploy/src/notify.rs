@@ -224,7 +224,9 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
             )
             .map_err(|e| secrets.mask(&e))?;
             if !(200..300).contains(&created) && created != 400 {
-                return Err(format!("creating release {release} answered HTTP {created}"));
+                return Err(format!(
+                    "creating release {release} answered HTTP {created}"
+                ));
             }
             let body = json!({
                 "environment": s.environment,
@@ -242,7 +244,12 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
     }
     for s in &out {
         match &s.error {
-            None => tracing::info!("notified {} of the {} of {}", s.target, ev.name(), ev.product),
+            None => tracing::info!(
+                "notified {} of the {} of {}",
+                s.target,
+                ev.name(),
+                ev.product
+            ),
             Some(e) => tracing::warn!("could not notify {}: {e}", s.target),
         }
     }

@@ -882,7 +882,9 @@ impl Validator<'_> {
             let host = rest.map(|r| r.split('/').next().unwrap_or(""));
             let problem = match host {
                 None => Some("is not an http(s) URL"),
-                Some(h) if h.contains('@') => Some("holds credentials; name them in token_env instead"),
+                Some(h) if h.contains('@') => {
+                    Some("holds credentials; name them in token_env instead")
+                }
                 Some("") => Some("has no host"),
                 Some(_) => None,
             };

@@ -249,11 +249,7 @@ async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {
 
 fn json_response(v: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(v) {
-        Ok(body) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -324,10 +320,8 @@ async fn page(State(app): State<App>) -> Response {
         state::now_unix(),
     );
     let mut r = Html(html).into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

@@ -39,7 +39,10 @@ pub struct Metrics {
 }
 
 fn service_labels(product: &str, service: &str) -> Labels {
-    vec![("product", product.to_string()), ("service", service.to_string())]
+    vec![
+        ("product", product.to_string()),
+        ("service", service.to_string()),
+    ]
 }
 
 impl Metrics {
@@ -69,7 +72,9 @@ impl Metrics {
 
     pub fn observe_probe(&self, product: &str, service: &str, took: Duration, up: bool) {
         let l = service_labels(product, service);
-        self.probe_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.probe_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
         self.up.get_or_create(&l).set(i64::from(up));
     }
 

@@ -157,7 +157,10 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         },
     );
     let live = match (&p.live_version, p.live_slot) {
-        (Some(v), Some(slot)) => format!(r#"<code class="version">{}</code> <span class="muted">({slot})</span>"#, esc(v)),
+        (Some(v), Some(slot)) => format!(
+            r#"<code class="version">{}</code> <span class="muted">({slot})</span>"#,
+            esc(v)
+        ),
         _ => r#"<span class="muted">not deployed</span>"#.to_string(),
     };
     let _ = write!(s, "<dt>Live</dt><dd>{live}</dd>");
@@ -261,7 +264,10 @@ mod tests {
 
     #[test]
     fn escaping_and_ages() {
-        assert_eq!(esc(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(age(5), "5s");
         assert_eq!(age(3700), "1h 1m");
         assert_eq!(age(90_000), "1d 1h");

@@ -51,7 +51,9 @@ pub async fn probe(port: u16, path: &str, timeout: Duration) -> ProbeResult {
         line.split_whitespace()
             .nth(1)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response"))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+            })
     };
     let result = tokio::time::timeout(timeout, attempt).await;
     let elapsed = start.elapsed();
@@ -112,7 +114,11 @@ pub fn spawn_all(
                             Some(n) => n.live_slot(&product).ok().flatten().or(known),
                             None => known,
                         }?;
-                        slot_port(&manifest, &manifest.products[&product].services[&service], slot)
+                        slot_port(
+                            &manifest,
+                            &manifest.products[&product].services[&service],
+                            slot,
+                        )
                     });
                     let Some(port) = target else {
                         // Not deployed (or no live slot known yet): nothing to probe.

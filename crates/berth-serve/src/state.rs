@@ -245,22 +245,18 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
                     rollback_of: e.rollback_of.clone(),
                 })
         });
-        let live_version = services
-            .iter()
-            .find_map(|s| s.version.clone())
-            .or_else(|| {
-                live_slot
-                    .is_some()
-                    .then(|| last_deploy.as_ref().map(|d| d.version.clone()))
-                    .flatten()
-            });
-        let last_backup =
-            berth_backup::latest(m, &src.root, name).map(|r| LastBackup {
-                finished: r.finished.clone(),
-                finished_unix: r.finished_unix,
-                file_bytes: r.file_bytes,
-                file: r.file.clone(),
-            });
+        let live_version = services.iter().find_map(|s| s.version.clone()).or_else(|| {
+            live_slot
+                .is_some()
+                .then(|| last_deploy.as_ref().map(|d| d.version.clone()))
+                .flatten()
+        });
+        let last_backup = berth_backup::latest(m, &src.root, name).map(|r| LastBackup {
+            finished: r.finished.clone(),
+            finished_unix: r.finished_unix,
+            file_bytes: r.file_bytes,
+            file: r.file.clone(),
+        });
         let deploys = DeployCounts {
             success: events.iter().filter(|e| e.result == "success").count() as u64,
             failure: events.iter().filter(|e| e.result == "failure").count() as u64,
@@ -342,10 +338,7 @@ pub fn views(snapshot: &Snapshot, probes: &Probes) -> Vec<ProductView> {
         .collect()
 }
 
-pub fn with_probes(
-    view: &ProductView,
-    probes: &HashMap<(String, String), Health>,
-) -> ProductView {
+pub fn with_probes(view: &ProductView, probes: &HashMap<(String, String), Health>) -> ProductView {
     let mut v = view.clone();
     let mut any = false;
     let mut all_up = true;

@@ -86,7 +86,13 @@ fn health_body() -> (u16, String) {
 }
 
 /// The route templates this app serves; a request matches one, or is `other`.
-const ROUTES: [&str; 5] = ["/", "/api/health", "/health", "/api/listings/{id}", "/metrics"];
+const ROUTES: [&str; 5] = [
+    "/",
+    "/api/health",
+    "/health",
+    "/api/listings/{id}",
+    "/metrics",
+];
 
 /// The template `path` matches (`{x}` matches one non-empty segment), or `other`.
 fn route_of(path: &str) -> &'static str {
@@ -114,14 +120,17 @@ fn method_label(m: &str) -> &'static str {
     KNOWN.iter().find(|k| **k == m).copied().unwrap_or("other")
 }
 
-const BUCKETS: [f64; 11] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 #[derive(Default)]
 struct Red {
     /// (method, route, status) -> requests
     requests: std::collections::BTreeMap<(&'static str, &'static str, u16), u64>,
     /// (method, route) -> (bucket counts, sum of seconds, count)
-    latency: std::collections::BTreeMap<(&'static str, &'static str), ([u64; BUCKETS.len()], f64, u64)>,
+    latency:
+        std::collections::BTreeMap<(&'static str, &'static str), ([u64; BUCKETS.len()], f64, u64)>,
 }
 
 static RED: std::sync::Mutex<Option<Red>> = std::sync::Mutex::new(None);
@@ -150,7 +159,9 @@ fn metrics_text() -> String {
     let empty = Red::default();
     let red = g.as_ref().unwrap_or(&empty);
     let mut s = String::new();
-    s.push_str("# HELP http_requests_total HTTP requests served, by method, route template and status.\n");
+    s.push_str(
+        "# HELP http_requests_total HTTP requests served, by method, route template and status.\n",
+    );
     s.push_str("# TYPE http_requests_total counter\n");
     for ((m, r, st), n) in &red.requests {
         s.push_str(&format!(
@@ -162,11 +173,17 @@ fn metrics_text() -> String {
     for ((m, r), (buckets, sum, count)) in &red.latency {
         let l = format!("method=\"{m}\",route=\"{r}\"");
         for (b, n) in BUCKETS.iter().zip(buckets) {
-            s.push_str(&format!("http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {n}\n"));
+            s.push_str(&format!(
+                "http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {n}\n"
+            ));
         }
-        s.push_str(&format!("http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}\n"));
+        s.push_str(&format!(
+            "http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}\n"
+        ));
         s.push_str(&format!("http_request_duration_seconds_sum{{{l}}} {sum}\n"));
-        s.push_str(&format!("http_request_duration_seconds_count{{{l}}} {count}\n"));
+        s.push_str(&format!(
+            "http_request_duration_seconds_count{{{l}}} {count}\n"
+        ));
     }
     s
 }

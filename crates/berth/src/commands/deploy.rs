@@ -242,10 +242,7 @@ fn notify(
         rollback_of: plan.rollback_of.clone(),
         tag: result.as_ref().ok().map(|o| o.tag.clone()),
         operator,
-        tasks: result
-            .as_ref()
-            .map(|o| o.tasks.clone())
-            .unwrap_or_default(),
+        tasks: result.as_ref().map(|o| o.tasks.clone()).unwrap_or_default(),
         duration_ms: result
             .as_ref()
             .map(|o| o.duration_ms as u64)

@@ -46,7 +46,9 @@ pub fn run(cli: &Cli, args: &ServeArgs, printer: &Printer) -> Result<ExitCode> {
     berth_serve::run(sources, config, |addr| {
         printer.status(
             "Serving",
-            &format!("{products} products on http://{addr}/ (metrics: /metrics, API: /api/products)"),
+            &format!(
+                "{products} products on http://{addr}/ (metrics: /metrics, API: /api/products)"
+            ),
         );
     })
     .map_err(|e| match e {

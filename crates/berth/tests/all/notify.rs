@@ -89,7 +89,8 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
         p = rx.port
     );
     site.repo.write("berth.toml", &with_notify);
-    site.repo.commit_all("chore: notify (TASK-5-notify-bestays)");
+    site.repo
+        .commit_all("chore: notify (TASK-5-notify-bestays)");
     let webhook = format!("http://127.0.0.1:{}/hooks/T0/SECRETPATH", rx.port);
     let env = [
         ("BERTH_TEST_WEBHOOK_URL", webhook.as_str()),
@@ -108,19 +109,50 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
     no_secrets(&out);
     let v1 = site.head_version();
     let got = rx.take();
-    let hook = got.iter().find(|r| r.path == "/hooks/T0/SECRETPATH").expect("webhook");
+    let hook = got
+        .iter()
+        .find(|r| r.path == "/hooks/T0/SECRETPATH")
+        .expect("webhook");
     assert_eq!(hook.method, "POST");
     assert_eq!(hook.authorization, None);
     assert_eq!(hook.body["event"], "deploy.success");
     assert_eq!(hook.body["product"], "bestays");
     assert_eq!(hook.body["version"], v1.as_str());
     assert_eq!(hook.body["operator"], "test-operator");
-    assert!(hook.body["tag"].as_str().unwrap().starts_with("bestays-deploy-"));
-    let ann = got.iter().find(|r| r.path == "/grafana/api/annotations").expect("grafana");
-    assert_eq!(ann.authorization.as_deref(), Some(format!("Bearer {GRAFANA_TOKEN}").as_str()));
-    let tags: Vec<&str> = ann.body["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert_eq!(tags, ["berth", "bestays", "product:bestays", "result:success", "prod"]);
-    assert!(ann.body["time"].as_u64().unwrap() > 1_600_000_000_000, "milliseconds");
+    assert!(
+        hook.body["tag"]
+            .as_str()
+            .unwrap()
+            .starts_with("bestays-deploy-")
+    );
+    let ann = got
+        .iter()
+        .find(|r| r.path == "/grafana/api/annotations")
+        .expect("grafana");
+    assert_eq!(
+        ann.authorization.as_deref(),
+        Some(format!("Bearer {GRAFANA_TOKEN}").as_str())
+    );
+    let tags: Vec<&str> = ann.body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "berth",
+            "bestays",
+            "product:bestays",
+            "result:success",
+            "prod"
+        ]
+    );
+    assert!(
+        ann.body["time"].as_u64().unwrap() > 1_600_000_000_000,
+        "milliseconds"
+    );
     let release = format!("bestays@{v1}");
     let rel = got
         .iter()
@@ -132,13 +164,17 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
         .iter()
         .find(|r| r.path == format!("/sentry/api/0/organizations/acme/releases/{release}/deploys/"))
         .expect("sentry deploy");
-    assert_eq!(dep.authorization.as_deref(), Some(format!("Bearer {SENTRY_TOKEN}").as_str()));
+    assert_eq!(
+        dep.authorization.as_deref(),
+        Some(format!("Bearer {SENTRY_TOKEN}").as_str())
+    );
     assert_eq!(dep.body["environment"], "production");
     assert_eq!(got.len(), 4, "{got:#?}");
 
     // 2. A second deploy, then a failing one: webhook and Grafana hear the failure, Sentry does not.
     site.change("bestays", 1);
-    site.berth_env(&["deploy", "bestays", "--yes"], &env).assert_code(0);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
     rx.take();
     site.repo.write(
         "berth.toml",
@@ -155,7 +191,14 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
     assert_eq!(got.len(), 2, "{got:#?}");
     let hook = got.iter().find(|r| r.path.starts_with("/hooks/")).unwrap();
     assert_eq!(hook.body["event"], "deploy.failure");
-    assert!(hook.body["error"].as_str().unwrap().contains("failed at step"), "{:#}", hook.body);
+    assert!(
+        hook.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed at step"),
+        "{:#}",
+        hook.body
+    );
     assert!(got.iter().all(|r| !r.path.starts_with("/sentry/")));
     site.repo.write("berth.toml", &with_notify);
     site.repo.commit_all("fix: unbroken (TASK-7-fix-bestays)");
@@ -168,7 +211,11 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
     assert_eq!(hook.body["event"], "deploy.rollback");
     assert_eq!(hook.body["version"], v1.as_str());
     assert!(hook.body["rollback_of"].is_string());
-    assert!(got.iter().any(|r| r.path == format!("/sentry/api/0/organizations/acme/releases/{release}/deploys/")));
+    assert!(
+        got.iter()
+            .any(|r| r.path
+                == format!("/sentry/api/0/organizations/acme/releases/{release}/deploys/"))
+    );
 
     // 4. Targets that are down, or whose secret is missing: warnings, the deploy goes through.
     let dead = format!("http://127.0.0.1:{}/hooks/T0/SECRETPATH", port_pair());
@@ -182,7 +229,12 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
     );
     out.assert_code(0);
     no_secrets(&out);
-    assert!(out.stderr.contains("could not notify webhook (the deploy is not affected)"), "{}", out.snapshot());
+    assert!(
+        out.stderr
+            .contains("could not notify webhook (the deploy is not affected)"),
+        "{}",
+        out.snapshot()
+    );
     assert!(out.stderr.contains("could not notify grafana (the deploy is not affected): $BERTH_TEST_GRAFANA_TOKEN is not set"), "{}", out.snapshot());
     assert!(out.stderr.contains("Notified sentry"), "{}", out.snapshot());
 }

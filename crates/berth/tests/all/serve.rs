@@ -144,8 +144,7 @@ pub fn http(
                     .find_map(|l| l.strip_prefix("content-length:"))
                     .and_then(|v| v.trim().parse::<usize>().ok());
                 if len.is_some_and(|n| buf.len() >= b + n)
-                    || (head.contains("transfer-encoding: chunked")
-                        && buf.ends_with(b"0\r\n\r\n"))
+                    || (head.contains("transfer-encoding: chunked") && buf.ends_with(b"0\r\n\r\n"))
                 {
                     break;
                 }
@@ -163,10 +162,18 @@ pub fn http(
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let chunked = head
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-        Ok((status, if chunked { dechunk(rest) } else { rest.to_string() }))
+        let chunked = head.lines().any(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("transfer-encoding: chunked")
+        });
+        Ok((
+            status,
+            if chunked {
+                dechunk(rest)
+            } else {
+                rest.to_string()
+            },
+        ))
     })();
     r.unwrap_or((0, String::new()))
 }
@@ -303,11 +310,17 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
     let text = serve.get("/metrics").1;
     promtool_check(&text);
     assert_eq!(
-        sample(&text, r#"berth_deploys_total{product="bestays",result="success"}"#),
+        sample(
+            &text,
+            r#"berth_deploys_total{product="bestays",result="success"}"#
+        ),
         Some(0.0)
     );
     assert!(!text.contains("berth_last_deploy_timestamp_seconds{product=\"bestays\"}"));
-    assert!(!text.contains("berth_product_up{"), "nothing deployed, nothing probed:\n{text}");
+    assert!(
+        !text.contains("berth_product_up{"),
+        "nothing deployed, nothing probed:\n{text}"
+    );
 
     let t0 = now();
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
@@ -324,8 +337,7 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
             "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
         ),
     );
-    site.repo
-        .commit_all("feat: broken (TASK-2-broken-bestays)");
+    site.repo.commit_all("feat: broken (TASK-2-broken-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(1);
     site.repo.write("berth.toml", &base);
     site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
@@ -335,28 +347,63 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
     write_backup_record(&site, "bestays", backup_at, 4321);
 
     let expected: Vec<(String, f64)> = vec![
-        (r#"berth_deploys_total{product="bestays",result="success"}"#.into(), 3.0),
-        (r#"berth_deploys_total{product="bestays",result="failure"}"#.into(), 1.0),
+        (
+            r#"berth_deploys_total{product="bestays",result="success"}"#.into(),
+            3.0,
+        ),
+        (
+            r#"berth_deploys_total{product="bestays",result="failure"}"#.into(),
+            1.0,
+        ),
         (r#"berth_rollbacks_total{product="bestays"}"#.into(), 1.0),
-        (r#"berth_deploys_total{product="realestate",result="success"}"#.into(), 0.0),
+        (
+            r#"berth_deploys_total{product="realestate",result="success"}"#.into(),
+            0.0,
+        ),
         (r#"berth_rollbacks_total{product="realestate"}"#.into(), 0.0),
-        (r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(), 4.0),
-        (format!(r#"berth_live_version_info{{product="bestays",service="server",version="{v1}"}}"#), 1.0),
-        (r#"berth_product_up{product="bestays",service="server"}"#.into(), 1.0),
-        (r#"berth_product_up{product="bestays",service="frontend"}"#.into(), 1.0),
-        (r#"berth_last_backup_timestamp_seconds{product="bestays"}"#.into(), backup_at as f64),
-        (r#"berth_backup_size_bytes{product="bestays"}"#.into(), 4321.0),
+        (
+            r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(),
+            4.0,
+        ),
+        (
+            format!(
+                r#"berth_live_version_info{{product="bestays",service="server",version="{v1}"}}"#
+            ),
+            1.0,
+        ),
+        (
+            r#"berth_product_up{product="bestays",service="server"}"#.into(),
+            1.0,
+        ),
+        (
+            r#"berth_product_up{product="bestays",service="frontend"}"#.into(),
+            1.0,
+        ),
+        (
+            r#"berth_last_backup_timestamp_seconds{product="bestays"}"#.into(),
+            backup_at as f64,
+        ),
+        (
+            r#"berth_backup_size_bytes{product="bestays"}"#.into(),
+            4321.0,
+        ),
     ];
     let text = wait_metrics(&serve, &expected);
     promtool_check(&text);
-    let last = sample(&text, r#"berth_last_deploy_timestamp_seconds{product="bestays"}"#)
-        .expect("a last deploy timestamp") as u64;
+    let last = sample(
+        &text,
+        r#"berth_last_deploy_timestamp_seconds{product="bestays"}"#,
+    )
+    .expect("a last deploy timestamp") as u64;
     assert!(
         last >= before_rollback && last <= now(),
         "the last deploy is the rollback ({before_rollback}..now), not {last}"
     );
     assert!(last >= t0);
-    assert!(!text.contains(&format!("version=\"{v2}\"")), "v2 is no longer live:\n{text}");
+    assert!(
+        !text.contains(&format!("version=\"{v2}\"")),
+        "v2 is no longer live:\n{text}"
+    );
     assert!(!text.contains("product=\"realestate\",service=\"server\",version="));
     assert!(!text.contains("berth_last_backup_timestamp_seconds{product=\"realestate\"}"));
     let probes = sample(
@@ -427,8 +474,7 @@ fn pid_of(site: &Site, product: &str, slot: &str, service: &str) -> u32 {
         .join(product)
         .join(slot)
         .join(format!("{service}.json"));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
     v["pid"].as_u64().unwrap() as u32
 }
 
@@ -439,8 +485,10 @@ fn prober_marks_a_stopped_service_down_within_two_intervals_and_up_when_it_retur
     let version = site.head_version();
     // Probe every second (the deploy above used the site's 200ms).
     let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo
-        .write("berth.toml", &m.replace("interval = \"200ms\"", "interval = \"1s\""));
+    site.repo.write(
+        "berth.toml",
+        &m.replace("interval = \"200ms\"", "interval = \"1s\""),
+    );
     let interval = Duration::from_secs(1);
     let serve = Serve::start(site.repo.path(), &["--refresh", "500ms"], &[]);
     let p = serve.wait_product("bestays", Duration::from_secs(10), "up", |v| {
@@ -475,10 +523,17 @@ fn prober_marks_a_stopped_service_down_within_two_intervals_and_up_when_it_retur
         .find(|s| s["name"] == "server")
         .unwrap();
     assert_eq!(svc["health"]["status"], "down");
-    assert_eq!(s["live_version"], version.as_str(), "still the live version");
+    assert_eq!(
+        s["live_version"],
+        version.as_str(),
+        "still the live version"
+    );
     let (_, text) = serve.get("/metrics");
     assert_eq!(
-        sample(&text, r#"berth_product_up{product="bestays",service="server"}"#),
+        sample(
+            &text,
+            r#"berth_product_up{product="bestays",service="server"}"#
+        ),
         Some(0.0)
     );
 
@@ -520,10 +575,20 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
     assert!(out.stderr.contains("--token-env"), "{}", out.snapshot());
     let out = run(
         repo.path(),
-        &["serve", "--listen", "127.0.0.1:9", "--token-env", "BERTH_TEST_UNSET_TOKEN"],
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:9",
+            "--token-env",
+            "BERTH_TEST_UNSET_TOKEN",
+        ],
     );
     out.assert_code(2);
-    assert!(out.stderr.contains("BERTH_TEST_UNSET_TOKEN is not set"), "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("BERTH_TEST_UNSET_TOKEN is not set"),
+        "{}",
+        out.snapshot()
+    );
 
     let token = "s3cret-token-for-the-test-0123456789";
     let serve = Serve::start(
@@ -531,11 +596,22 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
         &["--token-env", "BERTH_SERVE_TOKEN"],
         &[("BERTH_SERVE_TOKEN", token)],
     );
-    for path in ["/", "/metrics", "/api/products", "/api/products/bestays/deploys"] {
+    for path in [
+        "/",
+        "/metrics",
+        "/api/products",
+        "/api/products/bestays/deploys",
+    ] {
         let (status, body) = serve.get(path);
         assert_eq!(status, 401, "{path} without a token");
         assert!(!body.contains(token));
-        let (status, _) = http(serve.port, "GET", path, &[("Authorization", "Bearer wrong")], "");
+        let (status, _) = http(
+            serve.port,
+            "GET",
+            path,
+            &[("Authorization", "Bearer wrong")],
+            "",
+        );
         assert_eq!(status, 401, "{path} with a wrong token");
         let (status, body) = http(
             serve.port,
@@ -562,11 +638,8 @@ struct Browser {
 impl Browser {
     fn start(width: u32, height: u32) -> Self {
         let chromium = berth_testkit::require_program("chromium", &[], "Debian package chromium");
-        let driver = berth_testkit::require_program(
-            "chromedriver",
-            &[],
-            "Debian package chromium-driver",
-        );
+        let driver =
+            berth_testkit::require_program("chromedriver", &[], "Debian package chromium-driver");
         let port = port_pair();
         let driver = Command::new(driver)
             .arg(format!("--port={port}"))
@@ -576,7 +649,10 @@ impl Browser {
             .expect("start chromedriver");
         let deadline = Instant::now() + Duration::from_secs(20);
         while http(port, "GET", "/status", &[], "").0 != 200 {
-            assert!(Instant::now() < deadline, "chromedriver did not start on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let profile = tempfile::tempdir().unwrap();
@@ -617,7 +693,12 @@ impl Browser {
         v["value"].clone()
     }
 
-    fn session_call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    fn session_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
@@ -635,17 +716,21 @@ impl Browser {
 
     /// Console messages since the last call (levels SEVERE, WARNING, INFO...).
     fn console(&self) -> Vec<(String, String)> {
-        self.session_call("POST", "/se/log", Some(serde_json::json!({ "type": "browser" })))
-            .as_array()
-            .expect("the browser log")
-            .iter()
-            .map(|e| {
-                (
-                    e["level"].as_str().unwrap_or("").to_string(),
-                    e["message"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
+        self.session_call(
+            "POST",
+            "/se/log",
+            Some(serde_json::json!({ "type": "browser" })),
+        )
+        .as_array()
+        .expect("the browser log")
+        .iter()
+        .map(|e| {
+            (
+                e["level"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
     }
 
     fn screenshot(&self, path: &std::path::Path) {
@@ -659,7 +744,13 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if !self.session.is_empty() {
-            let _ = http(self.port, "DELETE", &format!("/session/{}", self.session), &[], "");
+            let _ = http(
+                self.port,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                &[],
+                "",
+            );
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -704,17 +795,31 @@ const CARDS_JS: &str = r#"return Array.from(document.querySelectorAll('section.c
 fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors() {
     let site = Site::new(0);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    site.berth(&["deploy", "realestate", "--yes"]).assert_code(0);
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
     let version = site.head_version();
     write_backup_record(&site, "bestays", now() - 7200, 10_000_000);
-    let serve = Serve::start(site.repo.path(), &["--refresh", "300ms", "--page-refresh", "30s"], &[]);
-    serve.wait_product("bestays", Duration::from_secs(10), "up", |v| v["health"] == "up");
-    let re = serve.wait_product("realestate", Duration::from_secs(10), "up", |v| v["health"] == "up");
+    let serve = Serve::start(
+        site.repo.path(),
+        &["--refresh", "300ms", "--page-refresh", "30s"],
+        &[],
+    );
+    serve.wait_product("bestays", Duration::from_secs(10), "up", |v| {
+        v["health"] == "up"
+    });
+    let re = serve.wait_product("realestate", Duration::from_secs(10), "up", |v| {
+        v["health"] == "up"
+    });
     // realestate's frontend dies: its card must say down.
     let slot = re["live_slot"].as_str().unwrap().to_string();
     let pid = pid_of(&site, "realestate", &slot, "frontend");
-    Command::new("kill").args(["-9", "--", &format!("-{pid}")]).status().unwrap();
-    serve.wait_product("realestate", Duration::from_secs(5), "down", |v| v["health"] == "down");
+    Command::new("kill")
+        .args(["-9", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    serve.wait_product("realestate", Duration::from_secs(5), "down", |v| {
+        v["health"] == "down"
+    });
 
     let browser = Browser::start(1280, 900);
     let url = format!("http://127.0.0.1:{}/", serve.port);
@@ -732,16 +837,29 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
         assert_eq!(card["version"], p["live_version"], "{name}: {card:#}");
         assert_eq!(card["version"], version.as_str(), "{name}");
         assert_eq!(card["health"], p["health"], "{name}: {card:#}");
-        assert!(card["timeline"].as_u64().unwrap() >= 1, "{name}: a deploy on the timeline");
         assert!(
-            card["lastDeploy"].as_str().unwrap().contains("by test-operator"),
+            card["timeline"].as_u64().unwrap() >= 1,
+            "{name}: a deploy on the timeline"
+        );
+        assert!(
+            card["lastDeploy"]
+                .as_str()
+                .unwrap()
+                .contains("by test-operator"),
             "{name}: {card:#}"
         );
     }
     let by = |n: &str| cards.iter().find(|c| c["product"] == n).unwrap().clone();
     assert_eq!(by("bestays")["health"], "up");
     assert_eq!(by("realestate")["health"], "down");
-    assert!(by("bestays")["lastDeploy"].as_str().unwrap().contains("2h 0m ago"), "{:#}", by("bestays"));
+    assert!(
+        by("bestays")["lastDeploy"]
+            .as_str()
+            .unwrap()
+            .contains("2h 0m ago"),
+        "{:#}",
+        by("bestays")
+    );
     assert!(
         by("realestate")["services"]
             .as_array()
@@ -757,15 +875,23 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
         "the page refreshes itself"
     );
     assert_eq!(
-        browser.eval("return document.querySelectorAll('script, link[rel=stylesheet], img').length"),
+        browser
+            .eval("return document.querySelectorAll('script, link[rel=stylesheet], img').length"),
         0,
         "no scripts or external assets"
     );
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let desktop = dir.join("berth-serve-dashboard.png");
     browser.screenshot(&desktop);
-    let errors: Vec<_> = browser.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
-    assert!(errors.is_empty(), "console errors on the dashboard: {errors:?}");
+    let errors: Vec<_> = browser
+        .console()
+        .into_iter()
+        .filter(|(l, _)| l == "SEVERE")
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "console errors on the dashboard: {errors:?}"
+    );
 
     // Readable on a phone: one column, nothing wider than the screen.
     let phone = Browser::start(390, 844);
@@ -779,13 +905,24 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
         "the page overflows a phone screen or is not one column: {fits}"
     );
     phone.screenshot(&dir.join("berth-serve-dashboard-phone.png"));
-    let errors: Vec<_> = phone.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
+    let errors: Vec<_> = phone
+        .console()
+        .into_iter()
+        .filter(|(l, _)| l == "SEVERE")
+        .collect();
     assert!(errors.is_empty(), "console errors on the phone: {errors:?}");
-    eprintln!("screenshots: {} and the -phone one beside it", desktop.display());
+    eprintln!(
+        "screenshots: {} and the -phone one beside it",
+        desktop.display()
+    );
 
     // The check can fail: a page that errors is seen.
     browser.goto(&format!("http://127.0.0.1:{}/no-such-page", serve.port));
-    let errors: Vec<_> = browser.console().into_iter().filter(|(l, _)| l == "SEVERE").collect();
+    let errors: Vec<_> = browser
+        .console()
+        .into_iter()
+        .filter(|(l, _)| l == "SEVERE")
+        .collect();
     assert!(!errors.is_empty(), "a 404 must show up as a console error");
 }
 
@@ -821,16 +958,38 @@ fn demo_app_exports_red_metrics_by_route_template_without_a_product_label() {
         assert_eq!(status, 200);
         promtool_check(&text);
         let count = |l: &str| sample(&text, &format!("http_requests_total{{{l}}}"));
-        assert_eq!(count(r#"method="GET",route="/api/listings/{id}",status="200""#), Some(2.0));
-        assert_eq!(count(r#"method="GET",route="/api/listings/{id}",status="404""#), Some(1.0));
-        assert_eq!(count(r#"method="GET",route="other",status="404""#), Some(2.0));
+        assert_eq!(
+            count(r#"method="GET",route="/api/listings/{id}",status="200""#),
+            Some(2.0)
+        );
+        assert_eq!(
+            count(r#"method="GET",route="/api/listings/{id}",status="404""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            count(r#"method="GET",route="other",status="404""#),
+            Some(2.0)
+        );
         assert_eq!(count(r#"method="other",route="/",status="200""#), Some(1.0));
         assert_eq!(
-            sample(&text, r#"http_request_duration_seconds_count{method="GET",route="/api/listings/{id}"}"#),
+            sample(
+                &text,
+                r#"http_request_duration_seconds_count{method="GET",route="/api/listings/{id}"}"#
+            ),
             Some(3.0)
         );
-        for raw in ["wp-admin", "12345", "listings/1", "abc", "product=", "/metrics"] {
-            assert!(!text.contains(raw), "`{raw}` leaked into the labels:\n{text}");
+        for raw in [
+            "wp-admin",
+            "12345",
+            "listings/1",
+            "abc",
+            "product=",
+            "/metrics",
+        ] {
+            assert!(
+                !text.contains(raw),
+                "`{raw}` leaked into the labels:\n{text}"
+            );
         }
     });
     let _ = app.kill();
@@ -844,12 +1003,19 @@ fn demo_app_exports_red_metrics_by_route_template_without_a_product_label() {
 fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
     let repo = example_repo();
     let out = repo.path().join("out");
-    run(repo.path(), &["render", "--env", "prod", "--out", out.to_str().unwrap()]).assert_code(0);
+    run(
+        repo.path(),
+        &["render", "--env", "prod", "--out", out.to_str().unwrap()],
+    )
+    .assert_code(0);
     let text = std::fs::read_to_string(out.join("prometheus/prometheus.yml")).unwrap();
     let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
     let jobs = yaml["scrape_configs"].as_array().unwrap();
     assert_eq!(jobs[0]["job_name"], "berth");
-    let server = jobs.iter().find(|j| j["job_name"] == "bestays-server").unwrap();
+    let server = jobs
+        .iter()
+        .find(|j| j["job_name"] == "bestays-server")
+        .unwrap();
     let sc = server["static_configs"].as_array().unwrap();
     assert_eq!(sc.len(), 2, "blue and green: {server:#}");
     assert_eq!(sc[0]["labels"]["product"], "bestays");
