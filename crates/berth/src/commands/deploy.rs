@@ -20,14 +20,14 @@ use crate::cli::{
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
 
-struct Loaded {
-    manifest: Manifest,
-    root: PathBuf,
-    repo: berth_git::Repo,
-    store: Store,
+pub(super) struct Loaded {
+    pub(super) manifest: Manifest,
+    pub(super) root: PathBuf,
+    pub(super) repo: berth_git::Repo,
+    pub(super) store: Store,
 }
 
-fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
+pub(super) fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
     let path = super::find_manifest(cli)?;
     let manifest = super::load_manifest(&path, printer)?;
     let root = super::render::absolute(&super::manifest_dir(&path));
@@ -61,7 +61,7 @@ impl Loaded {
     }
 }
 
-fn product_known(m: &Manifest, product: &str) -> Result<()> {
+pub(super) fn product_known(m: &Manifest, product: &str) -> Result<()> {
     if m.products.contains_key(product) {
         return Ok(());
     }
@@ -119,7 +119,7 @@ fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
 }
 
 /// The runtime to use: `auto` is compose when a Docker Engine answers, local processes otherwise.
-fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime>> {
+pub(super) fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime>> {
     let kind = match arg {
         RuntimeArg::Manifest => l.manifest.deploy.runtime,
         RuntimeArg::Local => RuntimeKind::Local,
