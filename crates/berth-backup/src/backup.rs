@@ -42,12 +42,10 @@ fn now_unix() -> u64 {
 /// Create the product's backup directory, private to the owner.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| {
-        BackupError::Failed(format!("could not create {}: {e}", dir.display()))
-    })?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-        BackupError::Failed(format!("could not restrict {}: {e}", dir.display()))
-    })
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))
 }
 
 /// A file name in `dir` starting with `base` that is not taken yet.
@@ -139,9 +137,8 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
     let tmp = stream::partial_path(&dir, &name);
     let _ = std::fs::remove_file(&tmp);
     let mut partial = Partial(Some(tmp.clone()));
-    let file = stream::create_private(&tmp).map_err(|e| {
-        BackupError::Failed(format!("could not create {}: {e}", tmp.display()))
-    })?;
+    let file = stream::create_private(&tmp)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
     let written = (|| -> Result<(u64, stream::Encoded), BackupError> {
         let mut enc = Encoder::new(file, settings.level, settings.threads, &recipients)?;
         let mut reader = CountingReader {
@@ -188,7 +185,15 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
     partial.0 = None;
 
     let redis = if settings.redis && p.redis.is_some() {
-        Some(redis::dump(m, opts.root, product, &dir, &compact, &settings, &recipients)?)
+        Some(redis::dump(
+            m,
+            opts.root,
+            product,
+            &dir,
+            &compact,
+            &settings,
+            &recipients,
+        )?)
     } else {
         None
     };
@@ -228,7 +233,6 @@ pub fn write_record(r: &Record) -> Result<(), BackupError> {
     let mut json = serde_json::to_string_pretty(r).expect("record serializes");
     json.push('\n');
     let path = r.record_path();
-    stream::write_atomic(&path, json.as_bytes()).map_err(|e| {
-        BackupError::Failed(format!("could not write {}: {e}", path.display()))
-    })
+    stream::write_atomic(&path, json.as_bytes())
+        .map_err(|e| BackupError::Failed(format!("could not write {}: {e}", path.display())))
 }

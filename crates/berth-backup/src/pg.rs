@@ -89,7 +89,11 @@ pub fn table_counts(s: &mut PgSession) -> Result<Vec<TableCount>, BackupError> {
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let rows = query(s, &format!("SELECT i, n FROM ({sql}) x ORDER BY i"), "count the rows")?;
+    let rows = query(
+        s,
+        &format!("SELECT i, n FROM ({sql}) x ORDER BY i"),
+        "count the rows",
+    )?;
     let mut out = Vec::with_capacity(tables.len());
     for (line, (schema, name)) in rows.iter().zip(&tables) {
         let rows = line

@@ -193,36 +193,75 @@ mod tests {
                 // 7 days; weeks: Sundays of the 3 previous ISO weeks (11-22 is also a kept
                 // day; this week's newest is today); months: the last day of each of the
                 // 5 previous months (11-01 belongs to week 2026-W44, outside 4 weeks).
-                Policy { keep_days: 7, keep_weeks: 4, keep_months: 6 },
+                Policy {
+                    keep_days: 7,
+                    keep_weeks: 4,
+                    keep_months: 6,
+                },
                 vec![
-                    "2026-06-30T03", "2026-07-31T03", "2026-08-31T03", "2026-09-30T03",
-                    "2026-10-31T03", "2026-11-08T03", "2026-11-15T03",
-                    "2026-11-19T03", "2026-11-20T03", "2026-11-21T03", "2026-11-22T03",
-                    "2026-11-23T03", "2026-11-24T03", "2026-11-25T03",
+                    "2026-06-30T03",
+                    "2026-07-31T03",
+                    "2026-08-31T03",
+                    "2026-09-30T03",
+                    "2026-10-31T03",
+                    "2026-11-08T03",
+                    "2026-11-15T03",
+                    "2026-11-19T03",
+                    "2026-11-20T03",
+                    "2026-11-21T03",
+                    "2026-11-22T03",
+                    "2026-11-23T03",
+                    "2026-11-24T03",
+                    "2026-11-25T03",
                 ],
             ),
             (
-                Policy { keep_days: 1, keep_weeks: 0, keep_months: 0 },
+                Policy {
+                    keep_days: 1,
+                    keep_weeks: 0,
+                    keep_months: 0,
+                },
                 vec!["2026-11-25T03"],
             ),
             (
                 // Nothing kept by policy: the newest backup still is.
-                Policy { keep_days: 0, keep_weeks: 0, keep_months: 0 },
+                Policy {
+                    keep_days: 0,
+                    keep_weeks: 0,
+                    keep_months: 0,
+                },
                 vec!["2026-11-25T03"],
             ),
             (
                 // 13 months reach back into 2025-11: its newest is 2025-11-30.
-                Policy { keep_days: 0, keep_weeks: 0, keep_months: 13 },
+                Policy {
+                    keep_days: 0,
+                    keep_weeks: 0,
+                    keep_months: 13,
+                },
                 vec![
-                    "2025-11-30T03", "2025-12-31T03", "2026-01-31T03", "2026-02-28T03",
-                    "2026-03-31T03", "2026-04-30T03", "2026-05-31T03", "2026-06-30T03",
-                    "2026-07-31T03", "2026-08-31T03", "2026-09-30T03", "2026-10-31T03",
+                    "2025-11-30T03",
+                    "2025-12-31T03",
+                    "2026-01-31T03",
+                    "2026-02-28T03",
+                    "2026-03-31T03",
+                    "2026-04-30T03",
+                    "2026-05-31T03",
+                    "2026-06-30T03",
+                    "2026-07-31T03",
+                    "2026-08-31T03",
+                    "2026-09-30T03",
+                    "2026-10-31T03",
                     "2026-11-25T03",
                 ],
             ),
             (
                 // 2 weeks: this week (newest today) and last week's Sunday.
-                Policy { keep_days: 0, keep_weeks: 2, keep_months: 0 },
+                Policy {
+                    keep_days: 0,
+                    keep_weeks: 2,
+                    keep_months: 0,
+                },
                 vec!["2026-11-22T03", "2026-11-25T03"],
             ),
         ];
@@ -243,12 +282,22 @@ mod tests {
             }
         }
         let now = at(2026, 11, 25, 20);
-        let p = Policy { keep_days: 2, keep_weeks: 0, keep_months: 0 };
+        let p = Policy {
+            keep_days: 2,
+            keep_weeks: 0,
+            keep_months: 0,
+        };
         assert_eq!(kept(&items, now, p), vec!["2026-11-24T17", "2026-11-25T17"]);
         let d = select(&items, now, p);
-        let first = items.iter().position(|i| i.unix == at(2026, 11, 24, 9)).unwrap();
+        let first = items
+            .iter()
+            .position(|i| i.unix == at(2026, 11, 24, 9))
+            .unwrap();
         assert_eq!(d[first].reason, "a newer backup of 2026-11-24 is kept");
-        let old = items.iter().position(|i| i.unix == at(2026, 11, 23, 17)).unwrap();
+        let old = items
+            .iter()
+            .position(|i| i.unix == at(2026, 11, 23, 17))
+            .unwrap();
         assert_eq!(d[old].reason, "older than 2 days, 0 weeks and 0 months");
     }
 
@@ -257,7 +306,11 @@ mod tests {
         let (mut items, now) = daily_400();
         // Only an old one was verified.
         items[300].verified = true;
-        let p = Policy { keep_days: 7, keep_weeks: 0, keep_months: 0 };
+        let p = Policy {
+            keep_days: 7,
+            keep_weeks: 0,
+            keep_months: 0,
+        };
         let d = select(&items, now, p);
         assert!(d[300].keep);
         assert_eq!(d[300].reason, "newest verified backup");
@@ -268,10 +321,24 @@ mod tests {
     fn a_future_backup_is_kept() {
         let now = at(2026, 11, 25, 12);
         let items = [
-            Item { unix: now + 3 * DAY, verified: false },
-            Item { unix: now - 1, verified: false },
+            Item {
+                unix: now + 3 * DAY,
+                verified: false,
+            },
+            Item {
+                unix: now - 1,
+                verified: false,
+            },
         ];
-        let d = select(&items, now, Policy { keep_days: 0, keep_weeks: 0, keep_months: 0 });
+        let d = select(
+            &items,
+            now,
+            Policy {
+                keep_days: 0,
+                keep_weeks: 0,
+                keep_months: 0,
+            },
+        );
         assert!(d[0].keep && d[0].reason.contains("future"));
         assert!(!d[1].keep);
     }

@@ -47,7 +47,11 @@ fn connect(m: &Manifest, root: &Path, db: u8) -> Result<Connection, BackupError>
         .map_err(|e| BackupError::Config(e.to_string()))?;
     let mut conn =
         berth_provision::redis_connect(&url).map_err(|e| BackupError::Failed(e.to_string()))?;
-    cmd(&mut conn, &[b"SELECT", db.to_string().as_bytes()], "select the database")?;
+    cmd(
+        &mut conn,
+        &[b"SELECT", db.to_string().as_bytes()],
+        "select the database",
+    )?;
     Ok(conn)
 }
 
@@ -69,9 +73,8 @@ pub fn dump(
     let tmp = stream::partial_path(dir, &name);
     let _ = std::fs::remove_file(&tmp);
     let mut partial = Partial(Some(tmp.clone()));
-    let file = stream::create_private(&tmp).map_err(|e| {
-        BackupError::Failed(format!("could not create {}: {e}", tmp.display()))
-    })?;
+    let file = stream::create_private(&tmp)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
     let mut enc = Encoder::new(file, settings.level, 1, recipients)?;
     let w = stream::io_failed("write the Redis backup");
     enc.write_all(MAGIC).map_err(&w)?;
@@ -81,7 +84,14 @@ pub fn dump(
     loop {
         let reply = cmd(
             &mut conn,
-            &[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"],
+            &[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ],
             "scan keys",
         )?;
         let Reply::Array(Some(parts)) = reply else {
@@ -102,10 +112,12 @@ pub fn dump(
                 Reply::Int(-2) => continue,
                 _ => -1,
             };
-            enc.write_all(&(key.len() as u32).to_be_bytes()).map_err(&w)?;
+            enc.write_all(&(key.len() as u32).to_be_bytes())
+                .map_err(&w)?;
             enc.write_all(key).map_err(&w)?;
             enc.write_all(&ttl.to_be_bytes()).map_err(&w)?;
-            enc.write_all(&(value.len() as u32).to_be_bytes()).map_err(&w)?;
+            enc.write_all(&(value.len() as u32).to_be_bytes())
+                .map_err(&w)?;
             enc.write_all(&value).map_err(&w)?;
             keys += 1;
         }
@@ -139,7 +151,9 @@ pub fn restore(
     let mut conn = connect(m, root, space.db)?;
     let bad = |what: &str| BackupError::Failed(format!("the Redis backup is damaged: {what}"));
     let mut magic = vec![0u8; MAGIC.len()];
-    input.read_exact(&mut magic).map_err(|e| bad(&e.to_string()))?;
+    input
+        .read_exact(&mut magic)
+        .map_err(|e| bad(&e.to_string()))?;
     if magic != MAGIC {
         return Err(bad("not a berth Redis backup"));
     }
@@ -147,24 +161,40 @@ pub fn restore(
     let mut u32buf = [0u8; 4];
     let mut i64buf = [0u8; 8];
     loop {
-        input.read_exact(&mut u32buf).map_err(|e| bad(&e.to_string()))?;
+        input
+            .read_exact(&mut u32buf)
+            .map_err(|e| bad(&e.to_string()))?;
         let klen = u32::from_be_bytes(u32buf);
         if klen == u32::MAX {
             break;
         }
         let mut key = vec![0u8; klen as usize];
-        input.read_exact(&mut key).map_err(|e| bad(&e.to_string()))?;
+        input
+            .read_exact(&mut key)
+            .map_err(|e| bad(&e.to_string()))?;
         if !key.starts_with(space.prefix.as_bytes()) {
             return Err(bad("a key outside the product's prefix"));
         }
-        input.read_exact(&mut i64buf).map_err(|e| bad(&e.to_string()))?;
+        input
+            .read_exact(&mut i64buf)
+            .map_err(|e| bad(&e.to_string()))?;
         let ttl = i64::from_be_bytes(i64buf).max(0);
-        input.read_exact(&mut u32buf).map_err(|e| bad(&e.to_string()))?;
+        input
+            .read_exact(&mut u32buf)
+            .map_err(|e| bad(&e.to_string()))?;
         let mut value = vec![0u8; u32::from_be_bytes(u32buf) as usize];
-        input.read_exact(&mut value).map_err(|e| bad(&e.to_string()))?;
+        input
+            .read_exact(&mut value)
+            .map_err(|e| bad(&e.to_string()))?;
         cmd(
             &mut conn,
-            &[b"RESTORE", &key, ttl.to_string().as_bytes(), &value, b"REPLACE"],
+            &[
+                b"RESTORE",
+                &key,
+                ttl.to_string().as_bytes(),
+                &value,
+                b"REPLACE",
+            ],
             "restore a key",
         )?;
         n += 1;

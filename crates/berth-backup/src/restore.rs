@@ -89,7 +89,10 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     // 1. Everything that can fail without touching the live database.
     (opts.progress)(&format!("check the checksum of {}", r.file));
     check_checksum(r).map_err(|e| BackupError::Failed(format!("{e}; nothing was changed")))?;
-    (opts.progress)(&format!("restore into a new database {fresh} (pg_restore -j {})", opts.jobs));
+    (opts.progress)(&format!(
+        "restore into a new database {fresh} (pg_restore -j {})",
+        opts.jobs
+    ));
     let restored = (|| {
         let (_guard, plain) = decode(r, opts.identities, "restore")?;
         restore_new(&url, r, &plain, &fresh, Some(&db.role), opts.jobs)
@@ -101,6 +104,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             db.name
         )));
     }
+
+    debug_pause("restored", opts.progress);
 
     // 2. Stop the product's services so nothing writes to the old database.
     let mut live: Option<(Slot, String)> = None;
@@ -136,12 +141,17 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         let (Some(rt), Some((slot, version))) = (opts.runtime, &live) else {
             return Ok(());
         };
-        progress(&format!("start {product} ({slot} slot, {version}) and health-check it"));
-        rt.start(product, *slot, version).map_err(|e| e.to_string())?;
+        progress(&format!(
+            "start {product} ({slot} slot, {version}) and health-check it"
+        ));
+        rt.start(product, *slot, version)
+            .map_err(|e| e.to_string())?;
         berth_deploy::wait_healthy(m, rt, product, *slot)
             .map(|_| ())
             .map_err(|(e, _)| e)
     };
+
+    debug_pause("stopped", opts.progress);
 
     // 3. Swap: terminate what still connects, then both renames in one transaction.
     (opts.progress)(&format!(
@@ -236,7 +246,11 @@ fn swap(
         pg::query(&mut s, "BEGIN", "begin the swap")?;
         let renamed = pg::query(
             &mut s,
-            &format!("ALTER DATABASE {} RENAME TO {}", pg::ident(live), pg::ident(aside)),
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                pg::ident(live),
+                pg::ident(aside)
+            ),
             "rename",
         )
         .and_then(|_| {
@@ -265,4 +279,13 @@ fn swap(
     Err(BackupError::Failed(format!(
         "could not swap the databases after {SWAP_TRIES} tries: {last}"
     )))
+}
+
+/// Test hook: `BERTH_DEBUG_PAUSE_RESTORE=restored|stopped` holds still at that point so
+/// a test can kill berth right there.
+fn debug_pause(point: &str, progress: &mut dyn FnMut(&str)) {
+    if std::env::var("BERTH_DEBUG_PAUSE_RESTORE").is_ok_and(|p| p == point) {
+        progress(&format!("paused: {point} (BERTH_DEBUG_PAUSE_RESTORE)"));
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }

@@ -82,7 +82,9 @@ pub fn recipients(keys: &[String]) -> Result<Vec<age::x25519::Recipient>, Backup
     keys.iter()
         .map(|k| {
             k.parse::<age::x25519::Recipient>().map_err(|e| {
-                BackupError::Config(format!("backup recipient `{k}` is not an age public key: {e}"))
+                BackupError::Config(format!(
+                    "backup recipient `{k}` is not an age public key: {e}"
+                ))
             })
         })
         .collect()
@@ -227,9 +229,8 @@ pub fn decoder(
 ) -> Result<Box<dyn Read>, BackupError> {
     let f = BufReader::with_capacity(
         1 << 20,
-        File::open(path).map_err(|e| {
-            BackupError::Failed(format!("could not open {}: {e}", path.display()))
-        })?,
+        File::open(path)
+            .map_err(|e| BackupError::Failed(format!("could not open {}: {e}", path.display())))?,
     );
     let inner: Box<dyn Read> = if encrypted {
         if identities.is_empty() {

@@ -27,8 +27,8 @@ pub fn check_checksum(r: &Record) -> Result<(), String> {
     }
     if let Some(redis) = &r.redis {
         let p = r.dir.join(&redis.file);
-        let got = stream::sha256_file(&p)
-            .map_err(|e| format!("could not read {}: {e}", p.display()))?;
+        let got =
+            stream::sha256_file(&p).map_err(|e| format!("could not read {}: {e}", p.display()))?;
         if got != redis.sha256 {
             return Err(format!(
                 "checksum mismatch: {} has sha256 {got}, its record says {}",
@@ -50,9 +50,8 @@ pub(crate) fn decode(
     let tmp = stream::partial_path(&r.dir, &format!("{}.{tag}", r.file));
     let _ = std::fs::remove_file(&tmp);
     let guard = Partial(Some(tmp.clone()));
-    let mut out = stream::create_private(&tmp).map_err(|e| {
-        BackupError::Failed(format!("could not create {}: {e}", tmp.display()))
-    })?;
+    let mut out = stream::create_private(&tmp)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
     io::copy(&mut input, &mut out).map_err(|e| {
         BackupError::Failed(format!(
             "{} does not decompress (damaged or truncated): {e}",
@@ -161,8 +160,8 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
         check_checksum(&r).map_err(BackupError::Failed)?;
         let (_guard, plain) = decode(&r, opts.identities, "verify")?;
         let result = restore_new(&url, &r, &plain, &scratch, None, opts.jobs);
-        let dropped = pg::session(&url, "postgres")
-            .and_then(|mut s| pg::drop_database(&mut s, &scratch));
+        let dropped =
+            pg::session(&url, "postgres").and_then(|mut s| pg::drop_database(&mut s, &scratch));
         result?;
         dropped
     })();

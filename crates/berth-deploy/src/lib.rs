@@ -460,7 +460,9 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .start(product, *slot, &plan.version)
                     .map_err(|e| (e.to_string(), vec![]))
             }
-            Step::HealthCheck { slot } => wait_healthy(ctx.manifest, ctx.runtime, product, *slot).map(|_| ()),
+            Step::HealthCheck { slot } => {
+                wait_healthy(ctx.manifest, ctx.runtime, product, *slot).map(|_| ())
+            }
             Step::Switch { to, .. } => {
                 let nginx =
                     Nginx::new(ctx.manifest, &ctx.root).expect("a switch step means a proxy");

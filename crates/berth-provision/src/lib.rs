@@ -101,7 +101,9 @@ fn admin_url(
 /// container's published port with the infra secret.
 pub fn postgres_admin_url(m: &Manifest, root: &Path) -> Result<ServiceUrl, ProvisionError> {
     let infra = m.infra.postgres.as_ref().ok_or_else(|| {
-        ProvisionError::Config("products have databases but berth.toml has no [infra.postgres]".into())
+        ProvisionError::Config(
+            "products have databases but berth.toml has no [infra.postgres]".into(),
+        )
     })?;
     admin_url(
         infra,

@@ -59,9 +59,8 @@ impl PgSession {
         let stdin = child.stdin.take().expect("piped");
         let out = BufReader::new(child.stdout.take().expect("piped"));
         let mut s = Self { child, stdin, out };
-        s.query("SELECT 1").map_err(|e| {
-            format!("could not connect to {} database {db}: {e}", url.redacted())
-        })?;
+        s.query("SELECT 1")
+            .map_err(|e| format!("could not connect to {} database {db}: {e}", url.redacted()))?;
         Ok(s)
     }
 

@@ -15,8 +15,7 @@ use berth_manifest::Manifest;
 use serde_json::json;
 
 use crate::cli::{
-    BackupArgs, BackupCommand, BackupListArgs, BackupPruneArgs, BackupVerifyArgs, Cli,
-    RestoreArgs,
+    BackupArgs, BackupCommand, BackupListArgs, BackupPruneArgs, BackupVerifyArgs, Cli, RestoreArgs,
 };
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
@@ -243,7 +242,11 @@ fn list(cli: &Cli, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode>
                     Some(_) => "FAILED",
                     None => "-",
                 };
-                let missing = if r.path().exists() { "" } else { " (file missing)" };
+                let missing = if r.path().exists() {
+                    ""
+                } else {
+                    " (file missing)"
+                };
                 println!(
                     "{:<12} {:<20} {:>6} {:>10} {:>7} {:<9} {}{}{missing}",
                     r.product,
@@ -409,7 +412,11 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
             if going.is_empty() {
                 println!("nothing to prune");
             } else if args.yes {
-                println!("deleted {} backups, {} freed", going.len(), human_bytes(freed));
+                println!(
+                    "deleted {} backups, {} freed",
+                    going.len(),
+                    human_bytes(freed)
+                );
             } else {
                 println!(
                     "dry run: {} backups ({}) would be deleted; run again with --yes to delete them",
@@ -438,9 +445,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         .database
         .as_ref()
         .map(|d| d.name.clone())
-        .ok_or_else(|| {
-            CliError::Config(format!("product `{}` has no database", args.product))
-        })?;
+        .ok_or_else(|| CliError::Config(format!("product `{}` has no database", args.product)))?;
     if !args.yes {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::Config(format!(
@@ -455,7 +460,9 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if answer.trim() != args.product {
-            return Err(CliError::Config("not confirmed; nothing was changed".into()));
+            return Err(CliError::Config(
+                "not confirmed; nothing was changed".into(),
+            ));
         }
     }
     let rt = super::deploy::runtime(&l, args.runtime)?;
