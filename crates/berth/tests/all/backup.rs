@@ -415,6 +415,26 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
     assert_eq!((code, v.as_str()), (200, version.as_str()));
     let status = db.run(&["status", "bestays", "--format", "json"]);
     status.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let age = v["services"][0]["last_backup_age_s"].as_u64().unwrap();
+    assert!(age < 600, "{age}");
+    let text = db.run(&["status"]);
+    assert!(text.stdout.contains("BACKUP"), "{}", text.snapshot());
+    let real_row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("realestate"))
+        .unwrap();
+    assert!(
+        real_row.contains("never"),
+        "realestate was never backed up: {real_row}"
+    );
+    let best_row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bestays"))
+        .unwrap();
+    assert!(best_row.contains("s ago"), "{best_row}");
     assert!(
         status.stdout.contains("\"running\": true"),
         "{}",
