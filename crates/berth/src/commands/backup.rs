@@ -109,7 +109,7 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
             .manifest
             .products
             .iter()
-            .filter(|(_, p)| p.database.is_some())
+            .filter(|(n, p)| p.database.is_some() && l.manifest.backup_settings(n).enabled)
             .map(|(n, _)| n.clone())
             .collect(),
     };
@@ -363,6 +363,36 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
             keep_weeks: args.keep_weeks.unwrap_or(s.keep_weeks),
             keep_months: args.keep_months.unwrap_or(s.keep_months),
         };
+        // Files of interrupted backups (berth killed mid-write) older than a day.
+        let dir = berth_backup::catalog::backup_dir(&l.manifest, &l.root, product);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > Duration::from_secs(86_400));
+            if name.starts_with('.') && name.ends_with(".partial") && old {
+                let mut deleted = false;
+                if args.yes {
+                    match std::fs::remove_file(e.path()) {
+                        Ok(()) => deleted = true,
+                        Err(err) => {
+                            errors.push(format!("could not delete {}: {err}", e.path().display()))
+                        }
+                    }
+                }
+                rows.push(json!({
+                    "product": product,
+                    "file": e.path().display().to_string(),
+                    "keep": false,
+                    "deleted": deleted,
+                    "reason": "left by an interrupted backup",
+                    "bytes": e.metadata().map(|m| m.len()).unwrap_or(0),
+                }));
+            }
+        }
         let records = berth_backup::list(&l.manifest, &l.root, Some(product));
         let items: Vec<Item> = records
             .iter()

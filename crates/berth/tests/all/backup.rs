@@ -658,8 +658,22 @@ fn prune_lists_then_deletes_exactly_what_the_policy_selects() {
         text.snapshot()
     );
 
+    // Leftovers of interrupted backups go once they are a day old.
+    let stale = dir.join(".bestays_20250101T030000Z.dump.zst.partial");
+    let fresh = dir.join(".bestays_20990101T030000Z.dump.zst.partial");
+    for p in [&stale, &fresh] {
+        std::fs::write(p, b"half").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+        .unwrap();
     let out = site.berth(&["backup", "prune", "bestays", "--yes"]);
     out.assert_code(0);
+    assert!(!stale.exists() && fresh.exists(), "{}", out.snapshot());
+    assert!(out.stdout.contains("left by an interrupted backup"));
     for (f, d) in files.iter().zip(&expected) {
         assert_eq!(f.exists(), d.keep, "{} ({})", f.display(), d.reason);
         assert_eq!(
