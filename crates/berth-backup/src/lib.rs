@@ -5,8 +5,42 @@
 //! `<dir>/<product>_<UTC stamp>.dump.zst[.age]`, written under a temporary name,
 //! mode 0600, renamed only when complete, with a JSON record beside it
 //! (`<file>.json`) holding its checksum, sizes, versions and the row count of every
-//! table at the dump's snapshot.
+//! table at the dump's snapshot. `verify` restores into a scratch database and
+//! compares; `restore` restores into a new database and swaps it in by renaming;
+//! `prune` keeps the newest backup of each recent day, week and month.
 
+pub mod backup;
 pub mod catalog;
+pub mod pg;
+pub mod prune;
+pub mod redis;
+pub mod restore;
+pub mod stream;
+pub mod verify;
 
+pub use backup::{Options, backup};
 pub use catalog::{Record, TableCount, latest, list};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Bad input or configuration (exit 2).
+    #[error("{0}")]
+    Config(String),
+    /// The operation failed (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// `20261125T103000Z` and `2026-11-25T10:30:00Z` for a Unix time.
+pub fn stamp(secs: u64) -> (String, String) {
+    let ts = jiff::Timestamp::from_second(secs as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    (
+        ts.strftime("%Y%m%dT%H%M%SZ").to_string(),
+        ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// Default parallel jobs for pg_restore: the CPU count.
+pub fn default_jobs() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}

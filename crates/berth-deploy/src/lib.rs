@@ -266,16 +266,17 @@ pub fn plan(
 
 /// Wait until every service with a health check answers 2xx on its slot port, or
 /// its deadline passes. Returns the probes made (the last few per service).
-fn wait_healthy(
-    ctx: &Context<'_>,
+pub fn wait_healthy(
+    manifest: &Manifest,
+    runtime: &dyn Runtime,
     product: &str,
     slot: Slot,
 ) -> Result<Vec<Probe>, (String, Vec<Probe>)> {
-    let p = &ctx.manifest.products[product];
+    let p = &manifest.products[product];
     let mut probes = Vec::new();
     for (name, svc) in &p.services {
         let Some(h) = &svc.health else { continue };
-        let Some(port) = slot_port(ctx.manifest, svc, slot) else {
+        let Some(port) = slot_port(manifest, svc, slot) else {
             continue;
         };
         let start = Instant::now();
@@ -287,8 +288,7 @@ fn wait_healthy(
                 break;
             }
             // A service that exited will never become healthy: say so now.
-            let dead = ctx
-                .runtime
+            let dead = runtime
                 .instances(product)
                 .map(|is| {
                     is.iter()
@@ -461,7 +461,9 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .start(product, *slot, &plan.version)
                     .map_err(|e| (e.to_string(), vec![]))
             }
-            Step::HealthCheck { slot } => wait_healthy(ctx, product, *slot).map(|_| ()),
+            Step::HealthCheck { slot } => {
+                wait_healthy(ctx.manifest, ctx.runtime, product, *slot).map(|_| ())
+            }
             Step::Switch { to, .. } => {
                 let nginx =
                     Nginx::new(ctx.manifest, &ctx.root).expect("a switch step means a proxy");
@@ -470,7 +472,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .map_err(|e| (e.to_string(), vec![]))?;
                 switched = true;
                 // After the switch: the new slot must still answer, or traffic goes back.
-                wait_healthy(ctx, product, *to).map(|_| ())
+                wait_healthy(ctx.manifest, ctx.runtime, product, *to).map(|_| ())
             }
             Step::DrainAndStop { slot, drain_ms } => {
                 std::thread::sleep(Duration::from_millis(*drain_ms));

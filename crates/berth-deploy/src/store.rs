@@ -3,102 +3,27 @@
 //! (`postgres`: advisory locks held by a psql session for the whole deploy, so
 //! they vanish with the session if berth dies; the audit in a `berth_audit` table).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_manifest::{Manifest, StateBackend};
+use berth_provision::session::PgSession;
 use berth_provision::url::ServiceUrl;
 
 use crate::lock::{self, DeployLock, Holder, LockError};
 
-const SENTINEL: &str = "__berth_end_of_reply__";
-
-/// A live psql session; its advisory locks last as long as it does.
-pub struct PgSession {
-    child: Child,
-    stdin: ChildStdin,
-    out: BufReader<ChildStdout>,
-}
-
-impl PgSession {
-    fn open(url: &ServiceUrl) -> Result<Self, String> {
-        let db = url
-            .path
-            .split('?')
-            .next()
-            .filter(|d| !d.is_empty())
-            .unwrap_or("postgres");
-        let mut conn = format!("host={} dbname={db}", url.host);
-        if let Some(p) = url.port {
-            conn.push_str(&format!(" port={p}"));
-        }
-        if let Some(u) = &url.user {
-            conn.push_str(&format!(" user={u}"));
-        }
-        let mut c = Command::new("psql");
-        c.args(["-X", "-q", "-At", "--no-password", "-d", &conn])
-            .env("PGCONNECT_TIMEOUT", "10")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(pw) = &url.password {
-            c.env("PGPASSWORD", pw);
-        }
-        let mut child = c.spawn().map_err(|e| {
-            format!(
-                "could not start psql for the state database at {}: {e}",
-                url.redacted()
-            )
-        })?;
-        let stdin = child.stdin.take().expect("piped");
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        let mut s = Self { child, stdin, out };
-        s.query(
-            "CREATE TABLE IF NOT EXISTS berth_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), product text NOT NULL, record jsonb NOT NULL); \
-             CREATE TABLE IF NOT EXISTS berth_locks (product text PRIMARY KEY, holder jsonb NOT NULL); \
-             CREATE TABLE IF NOT EXISTS berth_holds (product text PRIMARY KEY, holder jsonb NOT NULL)",
-        )
-        .map_err(|e| format!("the state database at {} is not usable: {e}", url.redacted()))?;
-        Ok(s)
-    }
-
-    /// Run SQL and return its output lines.
-    fn query(&mut self, sql: &str) -> Result<Vec<String>, String> {
-        writeln!(self.stdin, "{sql};\n\\echo {SENTINEL}")
-            .map_err(|e| format!("psql went away: {e}"))?;
-        self.stdin
-            .flush()
-            .map_err(|e| format!("psql went away: {e}"))?;
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            match self.out.read_line(&mut line) {
-                Ok(0) => {
-                    return Err(
-                        "the state database connection closed (check the URL and credentials)"
-                            .into(),
-                    );
-                }
-                Ok(_) => {
-                    let l = line.trim_end().to_string();
-                    if l == SENTINEL {
-                        return Ok(lines);
-                    }
-                    lines.push(l);
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-    }
-}
-
-impl Drop for PgSession {
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "\\q");
-        let _ = self.child.wait();
-    }
+/// A session on the state database, its tables created.
+fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
+    let mut s = PgSession::open(url, None)
+        .map_err(|e| format!("the state database is not reachable: {e}"))?;
+    s.query(
+        "CREATE TABLE IF NOT EXISTS berth_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), product text NOT NULL, record jsonb NOT NULL); \
+         CREATE TABLE IF NOT EXISTS berth_locks (product text PRIMARY KEY, holder jsonb NOT NULL); \
+         CREATE TABLE IF NOT EXISTS berth_holds (product text PRIMARY KEY, holder jsonb NOT NULL)",
+    )
+    .map_err(|e| format!("the state database at {} is not usable: {e}", url.redacted()))?;
+    Ok(s)
 }
 
 /// A failure talking to the state database, as a lock error naming it (password hidden).
@@ -163,7 +88,7 @@ impl Store {
             Self::Local(root) => DeployLock::acquire(root, product, holder, wait).map(Guard::Local),
             Self::Postgres { url, project } => {
                 let io = io_err(url);
-                let mut s = PgSession::open(url).map_err(&io)?;
+                let mut s = open_state(url).map_err(&io)?;
                 let held = s
                     .query(&format!(
                         "SELECT holder FROM berth_holds WHERE product = {}",
@@ -245,7 +170,7 @@ impl Store {
                 );
                 let result = match guard {
                     Some(Guard::Postgres(s)) => s.query(&sql),
-                    _ => PgSession::open(url).and_then(|mut s| s.query(&sql)),
+                    _ => open_state(url).and_then(|mut s| s.query(&sql)),
                 };
                 if let Err(e) = result {
                     tracing::warn!(
@@ -275,7 +200,7 @@ impl Store {
                     .collect())
             }
             Self::Postgres { url, .. } => {
-                let mut s = PgSession::open(url)?;
+                let mut s = open_state(url)?;
                 let filter = product
                     .map(|p| format!(" WHERE product = {}", dollar(p)))
                     .unwrap_or_default();
@@ -295,7 +220,7 @@ impl Store {
         match self {
             Self::Local(root) => lock::current_holder(root, product),
             Self::Postgres { url, project } => {
-                let mut s = PgSession::open(url).ok()?;
+                let mut s = open_state(url).ok()?;
                 let got = s
                     .query(&format!(
                         "SELECT pg_try_advisory_lock({})",
@@ -320,7 +245,7 @@ impl Store {
         match self {
             Self::Local(root) => lock::read_hold(root, product),
             Self::Postgres { url, .. } => {
-                let mut s = PgSession::open(url).ok()?;
+                let mut s = open_state(url).ok()?;
                 let h = s
                     .query(&format!(
                         "SELECT holder FROM berth_holds WHERE product = {}",
@@ -342,7 +267,7 @@ impl Store {
                         holder: h,
                     });
                 }
-                let mut s = PgSession::open(url).map_err(io_err(url))?;
+                let mut s = open_state(url).map_err(io_err(url))?;
                 s.query(&format!(
                     "INSERT INTO berth_holds (product, holder) VALUES ({}, {}::jsonb)",
                     dollar(product),
@@ -360,7 +285,7 @@ impl Store {
             Self::Postgres { url, .. } => {
                 let h = self.read_hold(product);
                 if h.is_some() {
-                    let mut s = PgSession::open(url).map_err(io_err(url))?;
+                    let mut s = open_state(url).map_err(io_err(url))?;
                     let _ = s.query(&format!(
                         "DELETE FROM berth_holds WHERE product = {}",
                         dollar(product)

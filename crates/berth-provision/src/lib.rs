@@ -3,6 +3,7 @@
 //! on rotation, written to) the product's secret file.
 
 pub mod resp;
+pub mod session;
 pub mod url;
 
 use std::path::Path;
@@ -96,8 +97,59 @@ fn admin_url(
     )))
 }
 
+/// The PostgreSQL admin URL: `$BERTH_POSTGRES_ADMIN_URL` (or `admin_url_env`), else the
+/// container's published port with the infra secret.
+pub fn postgres_admin_url(m: &Manifest, root: &Path) -> Result<ServiceUrl, ProvisionError> {
+    let infra = m.infra.postgres.as_ref().ok_or_else(|| {
+        ProvisionError::Config(
+            "products have databases but berth.toml has no [infra.postgres]".into(),
+        )
+    })?;
+    admin_url(
+        infra,
+        "BERTH_POSTGRES_ADMIN_URL",
+        ("postgresql", "postgres"),
+        "POSTGRES_PASSWORD",
+        root,
+    )
+}
+
+/// The Redis admin URL: `$BERTH_REDIS_ADMIN_URL` (or `admin_url_env`), else the
+/// container's published port with the infra secret.
+pub fn redis_admin_url(m: &Manifest, root: &Path) -> Result<ServiceUrl, ProvisionError> {
+    let infra = m.infra.redis.as_ref().ok_or_else(|| {
+        ProvisionError::Config(
+            "products have Redis key spaces but berth.toml has no [infra.redis]".into(),
+        )
+    })?;
+    admin_url(
+        infra,
+        "BERTH_REDIS_ADMIN_URL",
+        ("redis", "berth-admin"),
+        "REDIS_ADMIN_PASSWORD",
+        root,
+    )
+}
+
+/// Connect to Redis at `url` and authenticate.
+pub fn redis_connect(url: &ServiceUrl) -> Result<Connection, ProvisionError> {
+    let connect_err = redis_err(url, "connect to");
+    let mut conn =
+        Connection::connect(&url.host, url.port.unwrap_or(6379), Duration::from_secs(10))
+            .map_err(|e| connect_err(e.to_string()))?;
+    if let Some(pw) = &url.password {
+        let auth = redis_err(url, "authenticate with");
+        let reply = match &url.user {
+            Some(u) => conn.command(&["AUTH", u.as_str(), pw.as_str()]),
+            None => conn.command(&["AUTH", pw.as_str()]),
+        };
+        expect_ok(reply, &auth)?;
+    }
+    Ok(conn)
+}
+
 /// psql against the admin URL; the password goes through PGPASSWORD, never argv.
-fn psql(url: &ServiceUrl, summary: &str) -> Cmd {
+pub fn psql(url: &ServiceUrl, summary: &str) -> Cmd {
     let mut conn = format!(
         "host={} dbname={}",
         url.host,
@@ -149,18 +201,7 @@ pub fn provision(opts: &Options<'_>) -> Result<Vec<ProductReport>, ProvisionErro
         .filter(|p| m.products[*p].database.is_some())
         .collect();
     if !with_db.is_empty() {
-        let infra = m.infra.postgres.as_ref().ok_or_else(|| {
-            ProvisionError::Config(
-                "products have databases but berth.toml has no [infra.postgres]".into(),
-            )
-        })?;
-        let url = admin_url(
-            infra,
-            "BERTH_POSTGRES_ADMIN_URL",
-            ("postgresql", "postgres"),
-            "POSTGRES_PASSWORD",
-            opts.root,
-        )?;
+        let url = postgres_admin_url(m, opts.root)?;
         provision_postgres(opts, &url, &with_db, &mut reports)?;
     }
     let with_redis: Vec<&String> = opts
@@ -169,18 +210,7 @@ pub fn provision(opts: &Options<'_>) -> Result<Vec<ProductReport>, ProvisionErro
         .filter(|p| m.products[*p].redis.is_some())
         .collect();
     if !with_redis.is_empty() {
-        let infra = m.infra.redis.as_ref().ok_or_else(|| {
-            ProvisionError::Config(
-                "products have Redis key spaces but berth.toml has no [infra.redis]".into(),
-            )
-        })?;
-        let url = admin_url(
-            infra,
-            "BERTH_REDIS_ADMIN_URL",
-            ("redis", "berth-admin"),
-            "REDIS_ADMIN_PASSWORD",
-            opts.root,
-        )?;
+        let url = redis_admin_url(m, opts.root)?;
         provision_redis(opts, &url, &with_redis, &mut reports)?;
     }
     Ok(reports)
@@ -309,7 +339,7 @@ fn provision_postgres(
     Ok(())
 }
 
-fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> ProvisionError {
+pub fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> ProvisionError {
     let (u, a) = (url.redacted(), action.to_string());
     move |detail| ProvisionError::Redis {
         action: a.clone(),
@@ -318,7 +348,7 @@ fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> ProvisionErro
     }
 }
 
-fn expect_ok(
+pub fn expect_ok(
     reply: std::io::Result<Reply>,
     err: &dyn Fn(String) -> ProvisionError,
 ) -> Result<Reply, ProvisionError> {
@@ -359,18 +389,7 @@ fn provision_redis(
     reports: &mut [ProductReport],
 ) -> Result<(), ProvisionError> {
     let m = opts.manifest;
-    let connect_err = redis_err(url, "connect to");
-    let mut conn =
-        Connection::connect(&url.host, url.port.unwrap_or(6379), Duration::from_secs(10))
-            .map_err(|e| connect_err(e.to_string()))?;
-    if let Some(pw) = &url.password {
-        let auth = redis_err(url, "authenticate with");
-        let reply = match &url.user {
-            Some(u) => conn.command(&["AUTH", u.as_str(), pw.as_str()]),
-            None => conn.command(&["AUTH", pw.as_str()]),
-        };
-        expect_ok(reply, &auth)?;
-    }
+    let mut conn = redis_connect(url)?;
     let acl = redis_err(url, "set ACL users on");
     for p in products {
         let prefix = &m.products[*p].redis.as_ref().expect("filtered").prefix;

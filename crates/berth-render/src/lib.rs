@@ -94,6 +94,12 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/grafana-dashboard.json.j2"),
     ),
     ("workflow.yml", include_str!("../templates/workflow.yml.j2")),
+    (
+        "backup.service",
+        include_str!("../templates/backup.service.j2"),
+    ),
+    ("backup.timer", include_str!("../templates/backup.timer.j2")),
+    ("backup.cron", include_str!("../templates/backup.cron.j2")),
 ];
 
 fn environment() -> Environment<'static> {
@@ -479,6 +485,49 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             "# {HEADER}\n# The live-slot upstreams change with every deploy: they are state, not source.\n*.conf\n"
         ),
     );
+
+    // Backup schedules: a systemd timer per product, or one cron file.
+    let env_file = format!("/etc/berth/{project}.env");
+    let scheduled: Vec<(&String, berth_manifest::BackupSettings)> = m
+        .products
+        .keys()
+        .map(|n| (n, m.backup_settings(n)))
+        .filter(|(_, b)| b.enabled)
+        .collect();
+    match m.backup.scheduler {
+        berth_manifest::Scheduler::Systemd => {
+            for (name, b) in &scheduled {
+                let ctx = context! { header => HEADER, product => name, project => project,
+                env_file => env_file, schedule => b.schedule };
+                add(
+                    format!("systemd/berth-backup-{name}.service"),
+                    render_one(&tpl, "backup.service", ctx.clone())?,
+                );
+                add(
+                    format!("systemd/berth-backup-{name}.timer"),
+                    render_one(&tpl, "backup.timer", ctx)?,
+                );
+            }
+        }
+        berth_manifest::Scheduler::Cron if !scheduled.is_empty() => {
+            let jobs: Vec<_> = scheduled
+                .iter()
+                .map(|(name, b)| {
+                    let (h, mi) = berth_manifest::parse_daily_time(&b.schedule).unwrap_or((3, 0));
+                    context! { product => name, hour => h, minute => mi }
+                })
+                .collect();
+            add(
+                format!("cron/berth-{project}"),
+                render_one(
+                    &tpl,
+                    "backup.cron",
+                    context! { header => HEADER, project => project, env_file => env_file, jobs => jobs },
+                )?,
+            );
+        }
+        berth_manifest::Scheduler::Cron => {}
+    }
 
     // Monitoring and CI.
     add(

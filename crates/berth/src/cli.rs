@@ -87,6 +87,12 @@ pub enum Command {
     /// Show, take or release a product's deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Back up a product's database (and Redis keys); list, verify and prune backups
+    #[command(long_about = BACKUP_LONG)]
+    Backup(BackupArgs),
+    /// Replace a product's database with a backup, without a window of data loss
+    #[command(long_about = RESTORE_LONG)]
+    Restore(RestoreArgs),
     /// Print the JSON schema of berth.toml (for editors and CI)
     Schema(SchemaArgs),
     /// Print shell completions
@@ -615,4 +621,141 @@ mod tests {
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+const BACKUP_LONG: &str = "\
+Back up a product's database (and, with `[backup] redis = true`, its Redis keys).
+
+pg_dump runs in one snapshot (its row counts are taken in the same snapshot) and \
+streams through multithreaded zstd (and age, when `[backup] recipients` are set) into \
+<dir>/<product>_<UTC stamp>.dump.zst, written under a temporary name with mode 0600 \
+and renamed only when complete. A record beside it (<file>.json) holds the product, \
+database, server and pg_dump versions, times, sizes, sha256 and the tables with \
+their row counts; never a password.
+
+  berth backup bestays                 one product
+  berth backup --all                   every product with a database
+  berth backup list [bestays]          what is there, newest last
+  berth backup verify --latest bestays restore into a scratch database and compare
+  berth backup prune bestays           what the 7/4/6 policy would delete (dry run)
+  berth backup prune bestays --yes     delete it
+
+Connects with $BERTH_POSTGRES_ADMIN_URL (or [infra.postgres] admin_url_env). \
+Exit status: 0 done, 1 a backup or verification failed, 2 usage or configuration error.";
+
+const RESTORE_LONG: &str = "\
+Replace a product's database with a backup, without a window of data loss.
+
+Steps: check the sha256 -> restore into a new database <db>_restore_<ts> with \
+pg_restore -j and compare its tables and row counts with the backup record -> stop \
+the product's live services -> terminate remaining connections -> in one \
+transaction rename the live database to <db>_pre_restore_<ts> and the restored one \
+to the live name -> start the product and health-check it. A failure before the \
+rename leaves the live database untouched; a failure after it renames back. The \
+replaced database is kept (drop it yourself when satisfied). Other products, their \
+databases and connections are never touched.
+
+Asks you to type the product name unless --yes. FILE is a backup file, its record \
+(.json), or `latest`.
+Exit status: 0 restored, 1 the restore failed (and what was undone), 2 usage error.";
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub command: Option<BackupCommand>,
+    /// The product to back up
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub product: Option<String>,
+    /// Back up every product that has a database
+    #[arg(long)]
+    pub all: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// List backups (oldest first) with size, age and verification
+    List(BackupListArgs),
+    /// Check a backup's sha256, restore it into a scratch database and compare row counts
+    Verify(BackupVerifyArgs),
+    /// Delete backups outside the keep policy (dry run unless --yes)
+    Prune(BackupPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// Only this product
+    pub product: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["file", "latest"])))]
+pub struct BackupVerifyArgs {
+    /// The backup file (or its .json record)
+    pub file: Option<PathBuf>,
+    /// Verify the newest backup of this product
+    #[arg(long, value_name = "PRODUCT")]
+    pub latest: Option<String>,
+    /// age identity file for encrypted backups
+    #[arg(long, env = "BERTH_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Parallel pg_restore jobs [default: CPU count]
+    #[arg(long, short)]
+    pub jobs: Option<u32>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupPruneArgs {
+    /// Only this product [default: every product]
+    pub product: Option<String>,
+    /// Keep the newest backup of each of the last N days [default: from berth.toml]
+    #[arg(long, value_name = "N")]
+    pub keep_days: Option<u32>,
+    /// Keep the newest backup of each of the last N ISO weeks [default: from berth.toml]
+    #[arg(long, value_name = "N")]
+    pub keep_weeks: Option<u32>,
+    /// Keep the newest backup of each of the last N months [default: from berth.toml]
+    #[arg(long, value_name = "N")]
+    pub keep_months: Option<u32>,
+    /// Delete (without it, only list what would be deleted and why)
+    #[arg(long)]
+    pub yes: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The product whose database is replaced
+    pub product: String,
+    /// The backup file, its .json record, or `latest`
+    pub file: PathBuf,
+    /// Do not ask for confirmation
+    #[arg(long)]
+    pub yes: bool,
+    /// age identity file for encrypted backups
+    #[arg(long, env = "BERTH_AGE_IDENTITY", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Parallel pg_restore jobs [default: CPU count]
+    #[arg(long, short)]
+    pub jobs: Option<u32>,
+    /// Also put back the product's Redis keys from the backup
+    #[arg(long)]
+    pub with_redis: bool,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }

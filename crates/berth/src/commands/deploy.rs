@@ -61,7 +61,7 @@ impl Loaded {
     }
 }
 
-fn product_known(m: &Manifest, product: &str) -> Result<()> {
+pub(super) fn product_known(m: &Manifest, product: &str) -> Result<()> {
     if m.products.contains_key(product) {
         return Ok(());
     }
@@ -428,6 +428,11 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
             None => instances.iter().find(|i| i.alive).map(|i| i.slot),
         };
         let last = tags::history(&l.repo, name)?.into_iter().next();
+        let backup = berth_backup::latest(&l.manifest, &l.root, name);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         for (svc_name, svc) in &p.services {
             let inst = live.and_then(|s| {
                 instances
@@ -449,6 +454,8 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                 "health": health.as_ref().map(|h| if h.ok() { "up" } else { "down" }),
                 "health_ms": health.as_ref().map(|h| h.millis as u64),
                 "last_deploy": last.as_ref().map(|r| r.tag.clone()),
+                "last_backup": backup.as_ref().map(|b| b.finished.clone()),
+                "last_backup_age_s": backup.as_ref().map(|b| now.saturating_sub(b.finished_unix)),
             }));
         }
     }
@@ -456,8 +463,8 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         Format::Json => printer.json(&json!({ "services": rows })),
         Format::Text => {
             println!(
-                "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} LAST DEPLOY",
-                "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME"
+                "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
+                "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME", "BACKUP"
             );
             for r in &rows {
                 let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
@@ -465,14 +472,19 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     .as_u64()
                     .map(|u| format!("{u}s"))
                     .unwrap_or_else(|| "-".into());
+                let backup = r["last_backup_age_s"]
+                    .as_u64()
+                    .map(|a| format!("{} ago", super::backup::human_age(a)))
+                    .unwrap_or_else(|| "never".into());
                 println!(
-                    "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {}",
+                    "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {}",
                     s("product"),
                     s("service"),
                     s("slot"),
                     s("version"),
                     s("health"),
                     uptime,
+                    backup,
                     s("last_deploy")
                 );
             }

@@ -2,6 +2,7 @@
 //! maps results to exit codes.
 
 mod affected;
+mod backup;
 mod check;
 mod completions;
 mod demo;
@@ -52,6 +53,8 @@ pub fn run() -> ExitCode {
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
+        Command::Backup(a) => backup::run(&cli, a, &printer),
+        Command::Restore(a) => backup::restore(&cli, a, &printer),
         Command::Schema(a) => schema::run(a, &printer),
         Command::Completions(a) => completions::run(a),
         Command::Demo(a) => demo::run(a, &printer),

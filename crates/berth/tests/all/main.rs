@@ -2,6 +2,7 @@
 //! pinned environment, against real git repositories.
 
 mod affected;
+mod backup;
 mod check;
 mod cli;
 mod compose;

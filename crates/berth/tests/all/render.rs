@@ -130,6 +130,35 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
             repo.path(),
         );
         assert!(ok, "actionlint:\n{text}");
+        // The backup units: systemd-analyze verify, with berth where the unit expects it.
+        let units = tempfile::tempdir().unwrap();
+        let mut names = Vec::new();
+        for f in rendered(&out).iter().filter(|f| f.starts_with("systemd/")) {
+            let text = std::fs::read_to_string(out.join(f))
+                .unwrap()
+                .replace("/usr/local/bin/berth", env!("CARGO_BIN_EXE_berth"));
+            let name = f.trim_start_matches("systemd/").to_string();
+            std::fs::write(units.path().join(&name), text).unwrap();
+            names.push(format!("./{name}"));
+        }
+        assert_eq!(
+            names.len(),
+            4,
+            "a service and a timer per product: {names:?}"
+        );
+        let mut args = vec!["verify"];
+        args.extend(names.iter().map(String::as_str));
+        let (ok, text) = tool("systemd-analyze", &args, units.path());
+        assert!(
+            ok && text.trim().is_empty(),
+            "systemd-analyze verify:\n{text}"
+        );
+        let (ok, text) = tool(
+            "systemd-analyze",
+            &["calendar", "*-*-* 03:00:00 UTC"],
+            units.path(),
+        );
+        assert!(ok, "{text}");
         let dash: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join("grafana/berth-dashboard.json")).unwrap(),
         )
@@ -320,4 +349,35 @@ fn snapshots_of_every_rendered_file() {
             insta::assert_snapshot!(format!("render_{env}_{}", f.replace('/', "_")), text);
         }
     }
+}
+
+#[test]
+fn backup_schedules_follow_the_manifest() {
+    let repo = crate::support::example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    repo.write(
+        "berth.toml",
+        &m.replace(
+            "[secret_scan]",
+            "[backup]\nscheduler = \"cron\"\nschedule = \"02:30\"\n\n[products.realestate.backup]\nschedule = \"04:05\"\n\n[secret_scan]",
+        ),
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let out = repo.path().join("deploy/prod");
+    assert!(!out.join("systemd").exists(), "cron instead of systemd");
+    let cron = std::fs::read_to_string(out.join("cron/berth-bestays-monorepo")).unwrap();
+    let jobs: Vec<&str> = cron.lines().filter(|l| l.contains(" root ")).collect();
+    assert_eq!(jobs.len(), 2, "{cron}");
+    assert!(
+        jobs[0].starts_with("30 2 * * * root ") && jobs[0].contains("berth backup bestays &&"),
+        "{cron}"
+    );
+    assert!(
+        jobs[1].starts_with("5 4 * * * root ")
+            && jobs[1].contains("berth backup prune realestate --yes"),
+        "{cron}"
+    );
+    assert!(cron.contains(". /etc/berth/bestays-monorepo.env"), "{cron}");
+    // Nothing secret in it: the admin URL comes from the root-only env file.
+    assert!(!cron.contains("postgresql://"));
 }

@@ -1,0 +1,238 @@
+//! `berth backup <product>`: pg_dump in one snapshot, streamed through zstd (and age)
+//! into a temporary file that is renamed only when complete, plus its record.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use berth_manifest::Manifest;
+
+use crate::catalog::{self, Record};
+use crate::stream::{self, CountingReader, Encoder};
+use crate::{BackupError, pg, redis, stamp};
+
+pub struct Options<'a> {
+    pub manifest: &'a Manifest,
+    /// The manifest directory.
+    pub root: &'a Path,
+    pub product: &'a str,
+    /// Called with the bytes pg_dump has written so far.
+    pub progress: &'a dyn Fn(u64),
+}
+
+/// Removes a partial file unless disarmed.
+pub(crate) struct Partial(pub Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Create the product's backup directory, private to the owner.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))
+}
+
+/// A file name in `dir` starting with `base` that is not taken yet.
+fn free_name(dir: &Path, base: &str, ext: &str) -> String {
+    let mut name = format!("{base}{ext}");
+    let mut n = 1;
+    while dir.join(&name).exists() || catalog::record_path_of(&dir.join(&name)).exists() {
+        n += 1;
+        name = format!("{base}-{n}{ext}");
+    }
+    name
+}
+
+pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
+    let m = opts.manifest;
+    let product = opts.product;
+    let p = m.products.get(product).ok_or_else(|| {
+        let known: Vec<_> = m.products.keys().map(|k| format!("`{k}`")).collect();
+        BackupError::Config(format!(
+            "there is no product `{product}`; products: {}",
+            known.join(", ")
+        ))
+    })?;
+    let db = p.database.as_ref().ok_or_else(|| {
+        BackupError::Config(format!(
+            "product `{product}` has no [products.{product}.database]: nothing to back up"
+        ))
+    })?;
+    let settings = m.backup_settings(product);
+    let recipients = stream::recipients(&settings.recipients)?;
+    let url = berth_provision::postgres_admin_url(m, opts.root)
+        .map_err(|e| BackupError::Config(e.to_string()))?;
+    let dir = catalog::backup_dir(m, opts.root, product);
+    ensure_dir(&dir)?;
+
+    let started_unix = now_unix();
+    let clock = Instant::now();
+    let (compact, started) = stamp(started_unix);
+    let age_ext = if recipients.is_empty() { "" } else { ".age" };
+    let name = free_name(
+        &dir,
+        &format!("{product}_{compact}"),
+        &format!(".dump.zst{age_ext}"),
+    );
+    let pg_dump_version = pg::pg_dump_version()?;
+
+    // One snapshot for the dump and the row counts: a transaction exports it and stays
+    // open (in its own session) until pg_dump is done.
+    let mut snap_session = pg::session(&url, &db.name)?;
+    pg::query(
+        &mut snap_session,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        "start the snapshot transaction",
+    )?;
+    let snapshot = pg::query(
+        &mut snap_session,
+        "SELECT pg_export_snapshot()",
+        "export a snapshot",
+    )?
+    .pop()
+    .unwrap_or_default();
+    let server_version = pg::query(&mut snap_session, "SHOW server_version", "read the version")?
+        .pop()
+        .unwrap_or_default();
+
+    let mut dump = pg::client("pg_dump", &url, &db.name);
+    dump.args(["--format=custom", "--compress=0", "--no-sync"])
+        .arg(format!("--snapshot={snapshot}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = dump.spawn().map_err(|e| {
+        BackupError::Failed(format!(
+            "could not run pg_dump (install postgresql-client): {e}"
+        ))
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // Count rows in the same snapshot while pg_dump streams.
+    let counter = std::thread::spawn(move || {
+        let counts = pg::table_counts(&mut snap_session);
+        (snap_session, counts)
+    });
+
+    let tmp = stream::partial_path(&dir, &name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut partial = Partial(Some(tmp.clone()));
+    let file = stream::create_private(&tmp)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
+    let written = (|| -> Result<(u64, stream::Encoded), BackupError> {
+        let mut enc = Encoder::new(file, settings.level, settings.threads, &recipients)?;
+        let mut reader = CountingReader {
+            inner: io::BufReader::with_capacity(1 << 20, stdout),
+            bytes: 0,
+            progress: opts.progress,
+        };
+        io::copy(&mut reader, &mut enc).map_err(stream::io_failed("write the backup"))?;
+        let encoded = enc
+            .finish()
+            .map_err(stream::io_failed("finish the backup file"))?;
+        Ok((reader.bytes, encoded))
+    })();
+    if written.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait();
+    let dump_err = err_reader.join().unwrap_or_default();
+    let (session, counts) = counter
+        .join()
+        .map_err(|_| BackupError::Failed("the row counter panicked".into()))?;
+    drop(session);
+    let (dump_bytes, encoded) = written?;
+    match status {
+        Ok(s) if s.success() => {}
+        other => {
+            let tail: Vec<&str> = dump_err.lines().rev().take(8).collect();
+            return Err(BackupError::Failed(format!(
+                "pg_dump of {} failed ({}):\n{}",
+                db.name,
+                other.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )));
+        }
+    }
+    let tables = counts?;
+    let final_path = dir.join(&name);
+    std::fs::rename(&tmp, &final_path).map_err(|e| {
+        BackupError::Failed(format!(
+            "could not move the backup into place at {}: {e}",
+            final_path.display()
+        ))
+    })?;
+    partial.0 = None;
+
+    let redis = if settings.redis && p.redis.is_some() {
+        Some(redis::dump(
+            m,
+            opts.root,
+            product,
+            &dir,
+            &compact,
+            &settings,
+            &recipients,
+        )?)
+    } else {
+        None
+    };
+
+    let finished_unix = now_unix();
+    let record = Record {
+        format: 1,
+        product: product.to_string(),
+        database: db.name.clone(),
+        file: name,
+        started,
+        started_unix,
+        finished: stamp(finished_unix).1,
+        finished_unix,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        server_version,
+        pg_dump_version,
+        dump_bytes,
+        file_bytes: encoded.file_bytes,
+        sha256: encoded.sha256,
+        compression: "zstd".into(),
+        level: settings.level,
+        encrypted: !recipients.is_empty(),
+        recipients: settings.recipients.clone(),
+        table_count: tables.len(),
+        tables,
+        redis,
+        verified: None,
+        dir: dir.clone(),
+    };
+    write_record(&record)?;
+    Ok(record)
+}
+
+/// Write (or rewrite) a record beside its backup, atomically, mode 0600.
+pub fn write_record(r: &Record) -> Result<(), BackupError> {
+    let mut json = serde_json::to_string_pretty(r).expect("record serializes");
+    json.push('\n');
+    let path = r.record_path();
+    stream::write_atomic(&path, json.as_bytes())
+        .map_err(|e| BackupError::Failed(format!("could not write {}: {e}", path.display())))
+}

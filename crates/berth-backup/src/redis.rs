@@ -1,0 +1,203 @@
+//! The Redis part of a backup: every key under the product's prefix (SCAN + DUMP +
+//! PTTL), in a small framed format, through the same zstd (and age) pipeline.
+//!
+//! Format: `BERTH-REDIS 1\n`, then per key `u32 key length, key, i64 pttl (-1: none),
+//! u32 value length, DUMP payload` (big-endian), then `u32::MAX`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use berth_manifest::{BackupSettings, Manifest};
+use berth_provision::resp::{Connection, Reply};
+
+use crate::BackupError;
+use crate::backup::Partial;
+use crate::catalog::RedisPart;
+use crate::stream::{self, Encoder};
+
+const MAGIC: &[u8] = b"BERTH-REDIS 1\n";
+
+fn failed(what: &str) -> impl Fn(String) -> BackupError + '_ {
+    move |e| BackupError::Failed(format!("could not {what} on Redis: {e}"))
+}
+
+fn cmd(conn: &mut Connection, args: &[&[u8]], what: &str) -> Result<Reply, BackupError> {
+    match conn.command(args) {
+        Ok(Reply::Error(e)) => Err(failed(what)(e)),
+        Ok(r) => Ok(r),
+        Err(e) => Err(failed(what)(e.to_string())),
+    }
+}
+
+/// `prefix*` with the glob characters of the prefix escaped.
+fn match_pattern(prefix: &str) -> String {
+    let mut s = String::new();
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('*');
+    s
+}
+
+fn connect(m: &Manifest, root: &Path, db: u8) -> Result<Connection, BackupError> {
+    let url = berth_provision::redis_admin_url(m, root)
+        .map_err(|e| BackupError::Config(e.to_string()))?;
+    let mut conn =
+        berth_provision::redis_connect(&url).map_err(|e| BackupError::Failed(e.to_string()))?;
+    cmd(
+        &mut conn,
+        &[b"SELECT", db.to_string().as_bytes()],
+        "select the database",
+    )?;
+    Ok(conn)
+}
+
+pub fn dump(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    dir: &Path,
+    compact: &str,
+    settings: &BackupSettings,
+    recipients: &[age::x25519::Recipient],
+) -> Result<RedisPart, BackupError> {
+    let space = m.products[product].redis.as_ref().expect("checked");
+    let mut conn = connect(m, root, space.db)?;
+    let name = format!(
+        "{product}_{compact}.redis.zst{}",
+        if recipients.is_empty() { "" } else { ".age" }
+    );
+    let tmp = stream::partial_path(dir, &name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut partial = Partial(Some(tmp.clone()));
+    let file = stream::create_private(&tmp)
+        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
+    let mut enc = Encoder::new(file, settings.level, 1, recipients)?;
+    let w = stream::io_failed("write the Redis backup");
+    enc.write_all(MAGIC).map_err(&w)?;
+    let pattern = match_pattern(&space.prefix);
+    let mut cursor = b"0".to_vec();
+    let mut keys = 0u64;
+    loop {
+        let reply = cmd(
+            &mut conn,
+            &[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ],
+            "scan keys",
+        )?;
+        let Reply::Array(Some(parts)) = reply else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(Some(batch)))) =
+            (parts.first(), parts.get(1))
+        else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        for k in batch {
+            let Reply::Bulk(Some(key)) = k else { continue };
+            let Reply::Bulk(Some(value)) = cmd(&mut conn, &[b"DUMP", key], "dump a key")? else {
+                continue; // expired between SCAN and DUMP
+            };
+            let ttl = match cmd(&mut conn, &[b"PTTL", key], "read a key's TTL")? {
+                Reply::Int(t) if t >= 0 => t,
+                Reply::Int(-2) => continue,
+                _ => -1,
+            };
+            enc.write_all(&(key.len() as u32).to_be_bytes())
+                .map_err(&w)?;
+            enc.write_all(key).map_err(&w)?;
+            enc.write_all(&ttl.to_be_bytes()).map_err(&w)?;
+            enc.write_all(&(value.len() as u32).to_be_bytes())
+                .map_err(&w)?;
+            enc.write_all(&value).map_err(&w)?;
+            keys += 1;
+        }
+        cursor = next.clone();
+        if cursor == b"0" {
+            break;
+        }
+    }
+    enc.write_all(&u32::MAX.to_be_bytes()).map_err(&w)?;
+    let encoded = enc.finish().map_err(&w)?;
+    std::fs::rename(&tmp, dir.join(&name)).map_err(&w)?;
+    partial.0 = None;
+    Ok(RedisPart {
+        file: name,
+        keys,
+        file_bytes: encoded.file_bytes,
+        sha256: encoded.sha256,
+    })
+}
+
+/// Put the keys of a Redis backup back (RESTORE ... REPLACE, with their TTLs).
+pub fn restore(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    mut input: Box<dyn Read>,
+) -> Result<u64, BackupError> {
+    let space = m.products[product].redis.as_ref().ok_or_else(|| {
+        BackupError::Config(format!("product `{product}` has no Redis key space"))
+    })?;
+    let mut conn = connect(m, root, space.db)?;
+    let bad = |what: &str| BackupError::Failed(format!("the Redis backup is damaged: {what}"));
+    let mut magic = vec![0u8; MAGIC.len()];
+    input
+        .read_exact(&mut magic)
+        .map_err(|e| bad(&e.to_string()))?;
+    if magic != MAGIC {
+        return Err(bad("not a berth Redis backup"));
+    }
+    let mut n = 0u64;
+    let mut u32buf = [0u8; 4];
+    let mut i64buf = [0u8; 8];
+    loop {
+        input
+            .read_exact(&mut u32buf)
+            .map_err(|e| bad(&e.to_string()))?;
+        let klen = u32::from_be_bytes(u32buf);
+        if klen == u32::MAX {
+            break;
+        }
+        let mut key = vec![0u8; klen as usize];
+        input
+            .read_exact(&mut key)
+            .map_err(|e| bad(&e.to_string()))?;
+        if !key.starts_with(space.prefix.as_bytes()) {
+            return Err(bad("a key outside the product's prefix"));
+        }
+        input
+            .read_exact(&mut i64buf)
+            .map_err(|e| bad(&e.to_string()))?;
+        let ttl = i64::from_be_bytes(i64buf).max(0);
+        input
+            .read_exact(&mut u32buf)
+            .map_err(|e| bad(&e.to_string()))?;
+        let mut value = vec![0u8; u32::from_be_bytes(u32buf) as usize];
+        input
+            .read_exact(&mut value)
+            .map_err(|e| bad(&e.to_string()))?;
+        cmd(
+            &mut conn,
+            &[
+                b"RESTORE",
+                &key,
+                ttl.to_string().as_bytes(),
+                &value,
+                b"REPLACE",
+            ],
+            "restore a key",
+        )?;
+        n += 1;
+    }
+    Ok(n)
+}

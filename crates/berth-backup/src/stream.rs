@@ -1,0 +1,259 @@
+//! The byte pipelines: dump -> zstd (multithreaded) -> [age] -> sha256 -> file, and back.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::BackupError;
+
+/// Counts and hashes what passes through to the file.
+pub struct HashWriter<W> {
+    inner: W,
+    hash: Sha256,
+    pub bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Counts what is read and reports progress.
+pub struct CountingReader<'a, R> {
+    pub inner: R,
+    pub bytes: u64,
+    pub progress: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        (self.progress)(self.bytes);
+        Ok(n)
+    }
+}
+
+/// Create `path` for writing with mode 0600 (refusing to follow an existing file).
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `dir/.name.partial`: where a file is written before it is renamed into place.
+pub fn partial_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.partial"))
+}
+
+/// Write `contents` to `path` atomically (temp file + rename), mode 0600.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("record");
+    let tmp = partial_path(dir, name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = create_private(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Parse age recipients (public keys).
+pub fn recipients(keys: &[String]) -> Result<Vec<age::x25519::Recipient>, BackupError> {
+    keys.iter()
+        .map(|k| {
+            k.parse::<age::x25519::Recipient>().map_err(|e| {
+                BackupError::Config(format!(
+                    "backup recipient `{k}` is not an age public key: {e}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Where the encoded stream goes: the file, through sha256, maybe through age.
+pub enum Sink {
+    Plain(HashWriter<File>),
+    Age(age::stream::StreamWriter<HashWriter<File>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Age(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Age(w) => w.flush(),
+        }
+    }
+}
+
+/// What an encode wrote.
+pub struct Encoded {
+    pub file_bytes: u64,
+    pub sha256: String,
+}
+
+/// A compressing (and maybe encrypting) writer into `file`.
+pub struct Encoder {
+    z: zstd::stream::write::Encoder<'static, Sink>,
+}
+
+impl Encoder {
+    pub fn new(
+        file: File,
+        level: i32,
+        threads: u32,
+        recipients: &[age::x25519::Recipient],
+    ) -> Result<Self, BackupError> {
+        let hw = HashWriter {
+            inner: file,
+            hash: Sha256::new(),
+            bytes: 0,
+        };
+        let sink = if recipients.is_empty() {
+            Sink::Plain(hw)
+        } else {
+            let enc = age::Encryptor::with_recipients(
+                recipients.iter().map(|r| r as &dyn age::Recipient),
+            )
+            .map_err(|e| BackupError::Failed(format!("could not set up encryption: {e}")))?;
+            Sink::Age(enc.wrap_output(hw).map_err(io_failed("start encryption"))?)
+        };
+        let mut z = zstd::stream::write::Encoder::new(sink, level)
+            .map_err(io_failed("start compression"))?;
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        } else {
+            threads
+        };
+        if threads > 1 {
+            z.multithread(threads)
+                .map_err(io_failed("start compression threads"))?;
+        }
+        z.include_checksum(true)
+            .map_err(io_failed("start compression"))?;
+        Ok(Self { z })
+    }
+
+    /// Finish the stream, sync the file and return its size and checksum.
+    pub fn finish(self) -> io::Result<Encoded> {
+        let hw = match self.z.finish()? {
+            Sink::Plain(w) => w,
+            Sink::Age(w) => w.finish()?,
+        };
+        hw.inner.sync_all()?;
+        Ok(Encoded {
+            file_bytes: hw.bytes,
+            sha256: hex(&hw.hash.finalize()),
+        })
+    }
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.z.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.z.flush()
+    }
+}
+
+pub fn io_failed(action: &'static str) -> impl Fn(io::Error) -> BackupError {
+    move |e| BackupError::Failed(format!("could not {action}: {e}"))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Load age identities from a file (`age-keygen` output).
+pub fn identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, BackupError> {
+    let f = age::IdentityFile::from_file(path.display().to_string()).map_err(|e| {
+        BackupError::Config(format!(
+            "could not read the age identity file {}: {e}",
+            path.display()
+        ))
+    })?;
+    f.into_identities().map_err(|e| {
+        BackupError::Config(format!(
+            "{} holds no usable age identity: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// A reader of the plain stream inside a backup file (decrypting when needed).
+pub fn decoder(
+    path: &Path,
+    encrypted: bool,
+    identities: &[Box<dyn age::Identity>],
+) -> Result<Box<dyn Read>, BackupError> {
+    let f = BufReader::with_capacity(
+        1 << 20,
+        File::open(path)
+            .map_err(|e| BackupError::Failed(format!("could not open {}: {e}", path.display())))?,
+    );
+    let inner: Box<dyn Read> = if encrypted {
+        if identities.is_empty() {
+            return Err(BackupError::Config(format!(
+                "{} is encrypted: pass the age identity with --identity FILE (or BERTH_AGE_IDENTITY)",
+                path.display()
+            )));
+        }
+        let d = age::Decryptor::new(f).map_err(|e| {
+            BackupError::Failed(format!("{} is not a valid age file: {e}", path.display()))
+        })?;
+        Box::new(
+            d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+                .map_err(|e| {
+                    BackupError::Failed(format!(
+                        "could not decrypt {} with the given identity: {e}",
+                        path.display()
+                    ))
+                })?,
+        )
+    } else {
+        Box::new(f)
+    };
+    let z = zstd::stream::read::Decoder::new(inner).map_err(io_failed("start decompression"))?;
+    Ok(Box::new(z))
+}

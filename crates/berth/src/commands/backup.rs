@@ -1,0 +1,570 @@
+//! `berth backup [list|verify|prune]` and `berth restore`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_backup::prune::{self, Item, Policy};
+use berth_backup::restore::RestoreOptions;
+use berth_backup::verify::{VerifyOptions, verify};
+use berth_backup::{BackupError, Record};
+use berth_deploy::lock::Holder;
+use berth_deploy::store::Store;
+use berth_manifest::Manifest;
+use serde_json::json;
+
+use crate::cli::{
+    BackupArgs, BackupCommand, BackupListArgs, BackupPruneArgs, BackupVerifyArgs, Cli, RestoreArgs,
+};
+use crate::exit::{CliError, Result};
+use crate::output::{Format, Printer};
+
+struct Loaded {
+    manifest: Manifest,
+    root: PathBuf,
+}
+
+fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
+    let path = super::find_manifest(cli)?;
+    let manifest = super::load_manifest(&path, printer)?;
+    let root = super::render::absolute(&super::manifest_dir(&path));
+    Ok(Loaded { manifest, root })
+}
+
+fn cli_err(e: BackupError) -> CliError {
+    match e {
+        BackupError::Config(m) => CliError::Config(m),
+        BackupError::Failed(m) => CliError::Failed(m),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `3.2 MiB`
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `3h`, `2d`: how long ago.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn audit(l: &Loaded, product: &str, record: serde_json::Value) {
+    match Store::from_manifest(&l.manifest, &l.root) {
+        Ok(store) => store.audit(None, product, &record),
+        Err(e) => tracing::warn!("no audit record written: {e}"),
+    }
+}
+
+fn operator(root: &Path) -> String {
+    match berth_git::Repo::discover(root) {
+        Ok(Some(r)) => berth_deploy::operator(&r),
+        _ => std::env::var("BERTH_OPERATOR")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "unknown".into()),
+    }
+}
+
+fn known(m: &Manifest, product: &str) -> Result<()> {
+    super::deploy::product_known(m, product)
+}
+
+pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> {
+    match &args.command {
+        Some(BackupCommand::List(a)) => return list(cli, a, printer),
+        Some(BackupCommand::Verify(a)) => return verify_cmd(cli, a, printer),
+        Some(BackupCommand::Prune(a)) => return prune_cmd(cli, a, printer),
+        None => {}
+    }
+    let l = load(cli, printer)?;
+    let products: Vec<String> = match &args.product {
+        Some(p) => {
+            known(&l.manifest, p)?;
+            vec![p.clone()]
+        }
+        None => l
+            .manifest
+            .products
+            .iter()
+            .filter(|(n, p)| p.database.is_some() && l.manifest.backup_settings(n).enabled)
+            .map(|(n, _)| n.clone())
+            .collect(),
+    };
+    if products.is_empty() {
+        return Err(CliError::Config(
+            "no product has a database: nothing to back up".into(),
+        ));
+    }
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for product in &products {
+        let bar = progress_bar(product);
+        let progress = |n: u64| {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        };
+        let result = berth_backup::backup(&berth_backup::Options {
+            manifest: &l.manifest,
+            root: &l.root,
+            product,
+            progress: &progress,
+        });
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let mut entry = json!({
+            "step": "backup",
+            "product": product,
+            "operator": operator(&l.root),
+            "at": berth_backup::stamp(now()).1,
+        });
+        match result {
+            Ok(r) => {
+                entry["result"] = "ok".into();
+                entry["file"] = r.path().display().to_string().into();
+                entry["bytes"] = r.file_bytes.into();
+                audit(&l, product, entry);
+                if args.format == Format::Text {
+                    println!(
+                        "{product}: {} ({} from {} dumped, {} tables, {:.1}s{})",
+                        r.path().display(),
+                        human_bytes(r.file_bytes),
+                        human_bytes(r.dump_bytes),
+                        r.table_count,
+                        r.duration_ms as f64 / 1000.0,
+                        if r.encrypted { ", encrypted" } else { "" }
+                    );
+                    if let Some(redis) = &r.redis {
+                        println!(
+                            "{product}: {} ({} Redis keys)",
+                            r.dir.join(&redis.file).display(),
+                            redis.keys
+                        );
+                    }
+                }
+                done.push(record_json(&r));
+            }
+            Err(e) => {
+                entry["result"] = "failed".into();
+                entry["error"] = e.to_string().into();
+                audit(&l, product, entry);
+                if products.len() == 1 || matches!(e, BackupError::Config(_)) {
+                    if args.format == Format::Json {
+                        printer.json(&json!({ "backups": done, "failed": [{"product": product, "error": e.to_string()}] }));
+                    }
+                    return Err(cli_err(e));
+                }
+                printer.error(&format!("{product}: {e}"));
+                failed.push(json!({"product": product, "error": e.to_string()}));
+            }
+        }
+    }
+    if args.format == Format::Json {
+        printer.json(&json!({ "backups": done, "failed": failed }));
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn progress_bar(product: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {prefix}: dumped {bytes} ({bytes_per_sec}, {elapsed})",
+        )
+        .expect("valid template"),
+    );
+    b.set_prefix(product.to_string());
+    b.enable_steady_tick(Duration::from_millis(120));
+    Some(b)
+}
+
+fn record_json(r: &Record) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("record serializes");
+    v["path"] = r.path().display().to_string().into();
+    v
+}
+
+fn list(cli: &Cli, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    if let Some(p) = &args.product {
+        known(&l.manifest, p)?;
+    }
+    let records = berth_backup::list(&l.manifest, &l.root, args.product.as_deref());
+    match args.format {
+        Format::Json => {
+            let v: Vec<_> = records.iter().map(record_json).collect();
+            printer.json(&json!({ "backups": v }));
+        }
+        Format::Text => {
+            if records.is_empty() {
+                println!("no backups");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<12} {:<20} {:>6} {:>10} {:>7} {:<9} FILE",
+                "PRODUCT", "FINISHED", "AGE", "SIZE", "TABLES", "VERIFIED"
+            );
+            let now = now();
+            for r in &records {
+                let verified = match &r.verified {
+                    Some(v) if v.ok => "ok",
+                    Some(_) => "FAILED",
+                    None => "-",
+                };
+                let missing = if r.path().exists() {
+                    ""
+                } else {
+                    " (file missing)"
+                };
+                println!(
+                    "{:<12} {:<20} {:>6} {:>10} {:>7} {:<9} {}{}{missing}",
+                    r.product,
+                    r.finished,
+                    human_age(now.saturating_sub(r.finished_unix)),
+                    human_bytes(r.file_bytes),
+                    r.table_count,
+                    verified,
+                    r.file,
+                    if r.encrypted { " (age)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identities(path: &Option<PathBuf>) -> Result<Vec<Box<dyn age::Identity>>> {
+    match path {
+        Some(p) => berth_backup::stream::identities(p).map_err(cli_err),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A backup named on the command line: a file, its record, or `latest` of a product.
+fn resolve_record(l: &Loaded, product: Option<&str>, file: &Path) -> Result<Record> {
+    if file == Path::new("latest") {
+        let p = product.expect("latest needs a product");
+        return berth_backup::latest(&l.manifest, &l.root, p)
+            .ok_or_else(|| CliError::Config(format!("{p} has no backups yet")));
+    }
+    if !file.exists() {
+        return Err(CliError::Config(format!(
+            "{}: no such backup file",
+            file.display()
+        )));
+    }
+    Record::read(file).map_err(CliError::Config)
+}
+
+fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    if let Some(p) = &args.latest {
+        known(&l.manifest, p)?;
+    }
+    let r = match (&args.file, &args.latest) {
+        (Some(f), _) => resolve_record(&l, None, f)?,
+        (None, Some(p)) => resolve_record(&l, Some(p), Path::new("latest"))?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let ids = identities(&args.identity)?;
+    let product = r.product.clone();
+    let report = verify(
+        &VerifyOptions {
+            manifest: &l.manifest,
+            root: &l.root,
+            identities: &ids,
+            jobs: args.jobs.unwrap_or_else(berth_backup::default_jobs),
+        },
+        r,
+    )
+    .map_err(cli_err)?;
+    audit(
+        &l,
+        &product,
+        json!({
+            "step": "backup-verify",
+            "product": product,
+            "operator": operator(&l.root),
+            "at": berth_backup::stamp(now()).1,
+            "file": report.file,
+            "result": if report.ok { "ok" } else { "failed" },
+            "error": report.problem,
+        }),
+    );
+    match args.format {
+        Format::Json => printer.json(&serde_json::to_value(&report).expect("serializes")),
+        Format::Text if report.ok => println!(
+            "{}: ok (sha256 matches; restored into {} and dropped; {} tables, {} rows match; {:.1}s)",
+            report.file,
+            report.scratch_database,
+            report.tables,
+            report.rows,
+            report.duration_ms as f64 / 1000.0
+        ),
+        Format::Text => {}
+    }
+    if let Some(p) = &report.problem {
+        return Err(CliError::Failed(format!(
+            "{} failed verification: {p}",
+            report.file
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    if let Some(p) = &args.product {
+        known(&l.manifest, p)?;
+    }
+    let now = now();
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for product in l
+        .manifest
+        .products
+        .keys()
+        .filter(|k| args.product.as_ref().is_none_or(|p| p == *k))
+    {
+        let s = l.manifest.backup_settings(product);
+        let policy = Policy {
+            keep_days: args.keep_days.unwrap_or(s.keep_days),
+            keep_weeks: args.keep_weeks.unwrap_or(s.keep_weeks),
+            keep_months: args.keep_months.unwrap_or(s.keep_months),
+        };
+        // Files of interrupted backups (berth killed mid-write) older than a day.
+        let dir = berth_backup::catalog::backup_dir(&l.manifest, &l.root, product);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > Duration::from_secs(86_400));
+            if name.starts_with('.') && name.ends_with(".partial") && old {
+                let mut deleted = false;
+                if args.yes {
+                    match std::fs::remove_file(e.path()) {
+                        Ok(()) => deleted = true,
+                        Err(err) => {
+                            errors.push(format!("could not delete {}: {err}", e.path().display()))
+                        }
+                    }
+                }
+                rows.push(json!({
+                    "product": product,
+                    "file": e.path().display().to_string(),
+                    "keep": false,
+                    "deleted": deleted,
+                    "reason": "left by an interrupted backup",
+                    "bytes": e.metadata().map(|m| m.len()).unwrap_or(0),
+                }));
+            }
+        }
+        let records = berth_backup::list(&l.manifest, &l.root, Some(product));
+        let items: Vec<Item> = records
+            .iter()
+            .map(|r| Item {
+                unix: r.started_unix,
+                verified: r.verified_ok(),
+            })
+            .collect();
+        let decisions = prune::select(&items, now, policy);
+        for (r, d) in records.iter().zip(decisions) {
+            let mut deleted = false;
+            if !d.keep && args.yes {
+                match prune::delete(r) {
+                    Ok(()) => deleted = true,
+                    Err(e) => errors.push(format!("could not delete {}: {e}", r.path().display())),
+                }
+            }
+            rows.push(json!({
+                "product": product,
+                "file": r.path().display().to_string(),
+                "started": r.started,
+                "keep": d.keep,
+                "deleted": deleted,
+                "reason": d.reason,
+                "bytes": r.file_bytes,
+            }));
+        }
+    }
+    let going: Vec<_> = rows.iter().filter(|r| r["keep"] == false).collect();
+    let freed: u64 = going.iter().filter_map(|r| r["bytes"].as_u64()).sum();
+    match args.format {
+        Format::Json => printer.json(&json!({ "dry_run": !args.yes, "backups": rows })),
+        Format::Text => {
+            for r in &rows {
+                let verb = match (r["keep"].as_bool(), r["deleted"].as_bool()) {
+                    (Some(true), _) => "keep",
+                    (_, Some(true)) => "deleted",
+                    _ if args.yes => "FAILED",
+                    _ => "would delete",
+                };
+                println!(
+                    "{verb:<12} {}  ({})",
+                    r["file"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                );
+            }
+            if going.is_empty() {
+                println!("nothing to prune");
+            } else if args.yes {
+                println!(
+                    "deleted {} backups, {} freed",
+                    going.len(),
+                    human_bytes(freed)
+                );
+            } else {
+                println!(
+                    "dry run: {} backups ({}) would be deleted; run again with --yes to delete them",
+                    going.len(),
+                    human_bytes(freed)
+                );
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(CliError::Failed(errors.join("\n")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = super::deploy::load(cli, printer)?;
+    known(&l.manifest, &args.product)?;
+    let light = Loaded {
+        manifest: l.manifest.clone(),
+        root: l.root.clone(),
+    };
+    let r = resolve_record(&light, Some(&args.product), &args.file)?;
+    let ids = identities(&args.identity)?;
+    let db = l.manifest.products[&args.product]
+        .database
+        .as_ref()
+        .map(|d| d.name.clone())
+        .ok_or_else(|| CliError::Config(format!("product `{}` has no database", args.product)))?;
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Config(format!(
+                "restore replaces the database {db} of {}: pass --yes to confirm (stdin is not a terminal)",
+                args.product
+            )));
+        }
+        eprintln!(
+            "This replaces the database {db} of {} with {} (taken {}).\nThe current database is kept as {db}_pre_restore_<ts>. Type the product name to continue:",
+            args.product, r.file, r.finished
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if answer.trim() != args.product {
+            return Err(CliError::Config(
+                "not confirmed; nothing was changed".into(),
+            ));
+        }
+    }
+    let rt = super::deploy::runtime(&l, args.runtime)?;
+    let op = berth_deploy::operator(&l.repo);
+    let holder = Holder {
+        operator: op.clone(),
+        pid: std::process::id(),
+        since: berth_backup::stamp(now()).1,
+        message: format!("restore from {}", r.file),
+    };
+    // No deploy may start (or run) while the database is swapped.
+    let mut guard = l
+        .store
+        .acquire(&args.product, &holder, Duration::from_secs(0))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut err = std::io::stderr();
+    let product = args.product.clone();
+    let mut progress = |line: &str| {
+        let _ = writeln!(err, "[{product}] {line}");
+    };
+    let result = berth_backup::restore::restore(
+        &mut RestoreOptions {
+            manifest: &l.manifest,
+            root: &l.root,
+            product: &args.product,
+            identities: &ids,
+            jobs: args.jobs.unwrap_or_else(berth_backup::default_jobs),
+            runtime: Some(rt.as_ref()),
+            with_redis: args.with_redis,
+            progress: &mut progress,
+        },
+        &r,
+    );
+    let mut entry = json!({
+        "step": "restore",
+        "product": args.product,
+        "operator": op,
+        "at": berth_backup::stamp(now()).1,
+        "file": r.path().display().to_string(),
+    });
+    match &result {
+        Ok(rep) => {
+            entry["result"] = "ok".into();
+            entry["previous_database"] = rep.previous_database.clone().into();
+        }
+        Err(e) => {
+            entry["result"] = "failed".into();
+            entry["error"] = e.to_string().into();
+        }
+    }
+    l.store.audit(Some(&mut guard), &args.product, &entry);
+    drop(guard);
+    let rep = result.map_err(cli_err)?;
+    match args.format {
+        Format::Json => printer.json(&serde_json::to_value(&rep).expect("serializes")),
+        Format::Text => {
+            println!(
+                "{}: restored {} from {} ({} tables, {} rows{}) in {:.1}s",
+                rep.product,
+                rep.database,
+                rep.from,
+                rep.tables,
+                rep.rows,
+                rep.redis_keys
+                    .map_or(String::new(), |k| format!(", {k} Redis keys")),
+                rep.duration_ms as f64 / 1000.0
+            );
+            println!(
+                "the previous database is kept as {}; drop it when satisfied: DROP DATABASE \"{}\";",
+                rep.previous_database, rep.previous_database
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,826 @@
+//! `berth backup`, `verify`, `prune` and `restore` against a real PostgreSQL (and
+//! Redis) started by the test, on the example monorepo.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use berth_testkit::{Postgres, Redis};
+
+use crate::deploy::Site;
+use crate::support::{Outcome, berth};
+
+/// The example site with its databases provisioned on a fresh PostgreSQL and
+/// bestays filled with several tables, indexes, sequences, a view and 100k rows.
+struct Db {
+    pg: Postgres,
+    redis: Redis,
+    site: Site,
+}
+
+const SEED: &str = "
+SET ROLE bestays_user;
+CREATE SEQUENCE booking_ref START 1000;
+CREATE TABLE guests (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL, name text, created timestamptz NOT NULL);
+CREATE TABLE bookings (id bigserial PRIMARY KEY, guest_id bigint REFERENCES guests(id), ref bigint DEFAULT nextval('booking_ref'),
+  nights int CHECK (nights > 0), price numeric(10,2), meta jsonb);
+CREATE TABLE audit_log (at timestamptz, line text);
+CREATE INDEX bookings_guest ON bookings (guest_id);
+CREATE INDEX bookings_meta ON bookings USING gin (meta);
+INSERT INTO guests (email, name, created)
+  SELECT 'g' || g || '@example.com', 'Guest ' || g, timestamptz '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 20000) g;
+INSERT INTO bookings (guest_id, nights, price, meta)
+  SELECT 1 + g % 20000, 1 + g % 14, (g % 500) + 0.99, jsonb_build_object('src', CASE WHEN g % 3 = 0 THEN 'web' ELSE 'app' END, 'n', g)
+  FROM generate_series(1, 70000) g;
+INSERT INTO audit_log SELECT timestamptz '2026-01-01' + g * interval '1 second', md5(g::text) FROM generate_series(1, 10000) g;
+CREATE VIEW revenue AS SELECT guest_id, sum(price) AS total FROM bookings GROUP BY guest_id;
+";
+
+impl Db {
+    fn new() -> Self {
+        Self::with_site(Site::new(300))
+    }
+
+    fn with_site(site: Site) -> Self {
+        let pg = Postgres::start();
+        let redis = Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+        let db = Self { pg, redis, site };
+        db.run(&["provision", "--all", "--env", "dev"])
+            .assert_code(0);
+        db.sql("bestays", SEED);
+        db.sql(
+            "realestate",
+            "SET ROLE realestate_user; CREATE TABLE listings (id serial PRIMARY KEY, title text); \
+             INSERT INTO listings (title) SELECT 'listing ' || g FROM generate_series(1, 500) g;",
+        );
+        db
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("BERTH_POSTGRES_ADMIN_URL", self.pg.admin_url()),
+            (
+                "BERTH_REDIS_ADMIN_URL",
+                format!("redis://127.0.0.1:{}", self.redis.port),
+            ),
+        ]
+    }
+
+    fn run(&self, args: &[&str]) -> Outcome {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Outcome {
+        let env = self.env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.extend_from_slice(extra);
+        self.site.berth_env(args, &all)
+    }
+
+    fn sql(&self, db: &str, sql: &str) -> String {
+        let (ok, out) = self.pg.psql_as("postgres", &self.pg.password, db, sql);
+        assert!(ok, "SQL on {db} failed: {sql}\n{out}");
+        out.trim().to_string()
+    }
+
+    /// Everything that makes a database's content: per-table row counts and
+    /// checksums (computed in SQL), the view, sequences, indexes, constraints, owners.
+    fn fingerprint(&self, db: &str) -> BTreeMap<String, String> {
+        let mut f = BTreeMap::new();
+        let tables = self.sql(
+            db,
+            "SELECT string_agg(relname, ' ' ORDER BY relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v')",
+        );
+        for t in tables.split_whitespace() {
+            f.insert(
+                format!("rows {t}"),
+                self.sql(
+                    db,
+                    &format!(
+                        "SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"
+                    ),
+                ),
+            );
+        }
+        for (k, q) in [
+            (
+                "sequences",
+                "SELECT string_agg(sequencename || '=' || coalesce(last_value::text, 'unused'), ' ' ORDER BY sequencename) FROM pg_sequences WHERE schemaname = 'public'",
+            ),
+            (
+                "indexes",
+                "SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'public'",
+            ),
+            (
+                "constraints",
+                "SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname) FROM pg_constraint WHERE connamespace = 'public'::regnamespace",
+            ),
+            (
+                "owners",
+                "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+            ),
+            (
+                "view",
+                "SELECT coalesce((SELECT pg_get_viewdef(oid) FROM pg_class WHERE relname = 'revenue'), 'none')",
+            ),
+        ] {
+            f.insert(k.to_string(), self.sql(db, q));
+        }
+        f
+    }
+
+    fn databases(&self) -> Vec<String> {
+        self.sql(
+            "postgres",
+            "SELECT string_agg(datname, ' ' ORDER BY datname) FROM pg_database WHERE NOT datistemplate",
+        )
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+    }
+
+    fn backups_dir(&self) -> PathBuf {
+        self.site.repo.path().join("backups/bestays")
+    }
+
+    fn latest_backup(&self) -> (PathBuf, serde_json::Value) {
+        let out = self.run(&["backup", "list", "bestays", "--format", "json"]);
+        out.assert_code(0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let last = v["backups"].as_array().unwrap().last().unwrap().clone();
+        (PathBuf::from(last["path"].as_str().unwrap()), last)
+    }
+
+    fn secret(&self, product: &str, key: &str) -> String {
+        let text = std::fs::read_to_string(
+            self.site
+                .repo
+                .path()
+                .join(format!(".berth/secrets/{product}.env")),
+        )
+        .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn zstd_decompress(p: &Path) -> Vec<u8> {
+    zstd::decode_all(std::fs::File::open(p).unwrap()).unwrap()
+}
+
+#[test]
+fn round_trip_of_100k_rows_is_identical_and_nothing_secret_is_written() {
+    let db = Db::new();
+    let before = db.fingerprint("bestays");
+    assert_eq!(before["rows guests"].split(' ').next(), Some("20000"));
+    assert_eq!(before["rows bookings"].split(' ').next(), Some("70000"));
+
+    let out = db.run(&["backup", "bestays"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("5 tables") || out.stdout.contains("3 tables"),
+        "{}",
+        out.snapshot()
+    );
+    let (file, rec) = db.latest_backup();
+    assert!(file.to_string_lossy().ends_with(".dump.zst"), "{file:?}");
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(
+        mode(&PathBuf::from(format!("{}.json", file.display()))),
+        0o600
+    );
+    assert_eq!(mode(&db.backups_dir()), 0o700);
+    assert_eq!(rec["product"], "bestays");
+    assert_eq!(rec["database"], "bestays");
+    assert_eq!(rec["table_count"], 3);
+    let rows: u64 = rec["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, 100_000);
+    assert!(rec["server_version"].as_str().unwrap().starts_with("1"));
+    assert!(rec["pg_dump_version"].as_str().unwrap().starts_with("1"));
+    assert!(rec["file_bytes"].as_u64().unwrap() < rec["dump_bytes"].as_u64().unwrap() / 2);
+    assert_eq!(
+        rec["sha256"].as_str().unwrap(),
+        sha256_hex(&std::fs::read(&file).unwrap())
+    );
+    // No leftovers of the temporary write.
+    let names: Vec<String> = std::fs::read_dir(db.backups_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // No password anywhere: not the admin's, not the product role's.
+    let plain = zstd_decompress(&file);
+    assert!(plain.starts_with(b"PGDMP"), "a pg_dump custom archive");
+    let record_text = std::fs::read_to_string(format!("{}.json", file.display())).unwrap();
+    for pw in [
+        db.pg.password.clone(),
+        db.secret("bestays", "DATABASE_PASSWORD"),
+    ] {
+        assert!(!record_text.contains(&pw));
+        assert!(!contains(&plain, pw.as_bytes()));
+        assert!(!contains(&std::fs::read(&file).unwrap(), pw.as_bytes()));
+        assert!(!out.all().contains(&pw));
+    }
+
+    // Damage the live database, then restore.
+    db.sql(
+        "bestays",
+        "SET ROLE bestays_user; DELETE FROM bookings WHERE id % 7 = 0; DROP VIEW revenue; \
+         UPDATE guests SET name = 'changed' WHERE id < 100; SELECT nextval('booking_ref');",
+    );
+    assert_ne!(db.fingerprint("bestays"), before);
+    let real_before = db.fingerprint("realestate");
+    let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("restored bestays from"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        db.fingerprint("bestays"),
+        before,
+        "identical content after restore"
+    );
+    assert_eq!(db.fingerprint("realestate"), real_before);
+
+    // The product role owns and uses it; other roles cannot connect.
+    let pw = db.secret("bestays", "DATABASE_PASSWORD");
+    let (ok, n) = db.pg.psql_as(
+        "bestays_user",
+        &pw,
+        "bestays",
+        "SELECT count(*) FROM bookings",
+    );
+    assert!(ok, "{n}");
+    assert_eq!(n.trim(), "70000");
+    let (ok, n) = db.pg.psql_as(
+        "bestays_user",
+        &pw,
+        "bestays",
+        "INSERT INTO audit_log VALUES (now(), 'after restore')",
+    );
+    assert!(ok, "the product role can write: {n}");
+    let rpw = db.secret("realestate", "DATABASE_PASSWORD");
+    let (ok, _) = db
+        .pg
+        .psql_as("realestate_user", &rpw, "bestays", "SELECT 1");
+    assert!(!ok, "another product's role may not connect");
+
+    // The replaced database is kept aside, named in the output.
+    let dbs = db.databases();
+    let aside: Vec<_> = dbs
+        .iter()
+        .filter(|d| d.starts_with("bestays_pre_restore_"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{dbs:?}");
+    assert!(out.stdout.contains(aside[0].as_str()));
+    assert!(
+        !dbs.iter()
+            .any(|d| d.contains("_restore_") && !d.contains("pre_restore"))
+    );
+
+    // The audit has it.
+    let audit = std::fs::read_to_string(db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(audit.contains("\"step\":\"backup\"") && audit.contains("\"step\":\"restore\""));
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A psql session that stays connected; `pid()` asks the server for its backend.
+struct Conn {
+    child: std::process::Child,
+}
+
+impl Conn {
+    fn open(pg: &Postgres, db: &str) -> Self {
+        let child = std::process::Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .env("PGPASSWORD", &pg.password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    /// The backend pid, or None when the connection is gone.
+    fn pid(&mut self) -> Option<String> {
+        use std::io::{BufRead, Write};
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "SELECT pg_backend_pid();").ok()?;
+        stdin.flush().ok()?;
+        let mut line = String::new();
+        let stdout = self.child.stdout.as_mut().unwrap();
+        let mut r = std::io::BufReader::new(stdout);
+        r.read_line(&mut line).ok()?;
+        let l = line.trim();
+        (!l.is_empty()).then(|| l.to_string())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
+    let db = Db::new();
+    db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
+    db.run(&["deploy", "realestate", "--yes"]).assert_code(0);
+    let version = db.site.head_version();
+    assert_eq!(db.site.get("bestays.app", "/api/health").0, 200);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let before = db.fingerprint("bestays");
+    db.sql("bestays", "SET ROLE bestays_user; TRUNCATE audit_log");
+
+    let mut best_conn = Conn::open(&db.pg, "bestays");
+    let mut real_conn = Conn::open(&db.pg, "realestate");
+    let real_pid = real_conn.pid().expect("connected");
+    assert!(best_conn.pid().is_some());
+    let real_procs = db.site.processes("realestate");
+    let real_before = db.fingerprint("realestate");
+
+    let out = db.run(&["restore", "bestays", "latest", "--yes", "--format", "json"]);
+    out.assert_code(0);
+    let rep: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(rep["version"], version.as_str());
+    assert!(out.stderr.contains("stop bestays"), "{}", out.snapshot());
+    assert!(out.stderr.contains("health-check"), "{}", out.snapshot());
+
+    assert_eq!(
+        db.fingerprint("bestays"),
+        before,
+        "the product's database is replaced"
+    );
+    assert_eq!(db.fingerprint("realestate"), real_before);
+    assert_eq!(
+        real_conn.pid(),
+        Some(real_pid),
+        "the other product's connection survives"
+    );
+    assert_eq!(
+        best_conn.pid(),
+        None,
+        "the product's old connections were terminated"
+    );
+    assert_eq!(
+        db.site.processes("realestate"),
+        real_procs,
+        "the other product kept running"
+    );
+    // The product serves again, same version.
+    let (code, v) = db.site.get("bestays.app", "/api/health");
+    assert_eq!((code, v.as_str()), (200, version.as_str()));
+    let status = db.run(&["status", "bestays", "--format", "json"]);
+    status.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let age = v["services"][0]["last_backup_age_s"].as_u64().unwrap();
+    assert!(age < 600, "{age}");
+    let text = db.run(&["status"]);
+    assert!(text.stdout.contains("BACKUP"), "{}", text.snapshot());
+    let real_row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("realestate"))
+        .unwrap();
+    assert!(
+        real_row.contains("never"),
+        "realestate was never backed up: {real_row}"
+    );
+    let best_row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bestays"))
+        .unwrap();
+    assert!(best_row.contains("s ago"), "{best_row}");
+    assert!(
+        status.stdout.contains("\"running\": true"),
+        "{}",
+        status.snapshot()
+    );
+}
+
+#[test]
+fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
+    let db = Db::new();
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let (file, _) = db.latest_backup();
+    db.sql("bestays", "SET ROLE bestays_user; DELETE FROM guests WHERE id > 19990 AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.guest_id = guests.id)");
+    db.sql(
+        "bestays",
+        "SET ROLE bestays_user; INSERT INTO audit_log VALUES (now(), 'written after the backup')",
+    );
+    let live = db.fingerprint("bestays");
+    let dbs = db.databases();
+
+    // A good backup verifies (and the record says so).
+    let out = db.run(&["backup", "verify", file.to_str().unwrap()]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("ok (sha256 matches"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(db.latest_backup().1["verified"]["ok"].as_bool().unwrap());
+    assert_eq!(db.databases(), dbs, "the scratch database is dropped");
+
+    // One flipped byte: verify and restore fail before anything changes.
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    let i = bad.len() / 2;
+    bad[i] ^= 0x01;
+    std::fs::write(&file, &bad).unwrap();
+    let out = db.run(&["backup", "verify", "--latest", "bestays"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("checksum mismatch"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(!db.latest_backup().1["verified"]["ok"].as_bool().unwrap());
+    let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("checksum mismatch") && out.stderr.contains("nothing was changed"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(db.fingerprint("bestays"), live);
+    assert_eq!(db.databases(), dbs);
+
+    // Damage that matches its (rewritten) checksum: decompression catches it.
+    let rec_path = PathBuf::from(format!("{}.json", file.display()));
+    let mut rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rec_path).unwrap()).unwrap();
+    rec["sha256"] = sha256_hex(&bad).into();
+    std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
+    let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("does not decompress"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stderr
+            .contains("the live database bestays was not touched"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(db.fingerprint("bestays"), live);
+    assert_eq!(db.databases(), dbs);
+    std::fs::write(&file, &good).unwrap();
+    rec["sha256"] = sha256_hex(&good).into();
+    std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
+
+    // kill -9 midway (after the new database is restored, and after the services
+    // stopped): the live database is intact; the next restore completes.
+    for point in ["restored", "stopped"] {
+        let env = db.env();
+        let mut child = berth(db.site.repo.path())
+            .args(["restore", "bestays", file.to_str().unwrap(), "--yes"])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("BERTH_DEBUG_PAUSE_RESTORE", point)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("restore progress");
+            if line.contains("paused") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no pause");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            db.fingerprint("bestays"),
+            live,
+            "killed at {point}: live intact"
+        );
+        let pw = db.secret("bestays", "DATABASE_PASSWORD");
+        let (ok, out) = db.pg.psql_as(
+            "bestays_user",
+            &pw,
+            "bestays",
+            "SELECT count(*) FROM guests",
+        );
+        assert!(ok, "the product can still use its database: {out}");
+    }
+    let out = db.run(&["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(0);
+    assert_ne!(
+        db.fingerprint("bestays"),
+        live,
+        "the backup's content is live now"
+    );
+}
+
+/// Synthetic backups (a record and a file each) once a day for 400 days.
+fn synthetic_backups(dir: &Path, now: u64, verified_day: u64) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files = Vec::new();
+    for day in 0..400u64 {
+        let t = now - day * 86_400 - 3600;
+        let (compact, rfc) = berth_backup::stamp(t);
+        let name = format!("bestays_{compact}.dump.zst");
+        std::fs::write(dir.join(&name), b"x").unwrap();
+        let rec = serde_json::json!({
+            "format": 1, "product": "bestays", "database": "bestays", "file": name,
+            "started": rfc, "started_unix": t, "finished": rfc, "finished_unix": t,
+            "duration_ms": 1, "server_version": "15", "pg_dump_version": "15",
+            "dump_bytes": 1, "file_bytes": 1, "sha256": "00", "compression": "zstd", "level": 3,
+            "encrypted": false, "table_count": 0, "tables": [],
+            "verified": if day == verified_day { serde_json::json!({"at": rfc, "at_unix": t, "ok": true, "detail": ""}) } else { serde_json::Value::Null },
+        });
+        let mut rec = rec;
+        if day != verified_day {
+            rec.as_object_mut().unwrap().remove("verified");
+        }
+        std::fs::write(dir.join(format!("{name}.json")), rec.to_string()).unwrap();
+        files.push(dir.join(name));
+    }
+    files
+}
+
+#[test]
+fn prune_lists_then_deletes_exactly_what_the_policy_selects() {
+    let site = Site::new(0);
+    let dir = site.repo.path().join("backups/bestays");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Day 300 is the only verified backup: it must survive any policy.
+    let files = synthetic_backups(&dir, now, 300);
+    let out = site.berth(&["backup", "prune", "bestays", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    let rows = v["backups"].as_array().unwrap();
+    assert_eq!(rows.len(), 400);
+    let expected = berth_backup::prune::select(
+        &files
+            .iter()
+            .enumerate()
+            .map(|(i, _)| berth_backup::prune::Item {
+                unix: now - i as u64 * 86_400 - 3600,
+                verified: i == 300,
+            })
+            .collect::<Vec<_>>(),
+        now,
+        berth_backup::prune::Policy {
+            keep_days: 7,
+            keep_weeks: 4,
+            keep_months: 6,
+        },
+    );
+    let kept: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["keep"] == true)
+        .map(|r| r["file"].as_str().unwrap())
+        .collect();
+    // 7 days + up to 4 weeks + up to 6 months, overlapping; plus the verified one.
+    assert!((12..=18).contains(&kept.len()), "{kept:?}");
+    assert_eq!(kept.len(), expected.iter().filter(|d| d.keep).count());
+    let verified = files[300].display().to_string();
+    assert!(
+        kept.contains(&verified.as_str()),
+        "never the newest verified backup"
+    );
+    assert!(
+        files.iter().all(|f| f.exists()),
+        "a dry run deletes nothing"
+    );
+
+    let text = site.berth(&["backup", "prune", "bestays"]);
+    assert!(text.stdout.contains("would delete"), "{}", text.snapshot());
+    assert!(
+        text.stdout.contains("run again with --yes"),
+        "{}",
+        text.snapshot()
+    );
+
+    // Leftovers of interrupted backups go once they are a day old.
+    let stale = dir.join(".bestays_20250101T030000Z.dump.zst.partial");
+    let fresh = dir.join(".bestays_20990101T030000Z.dump.zst.partial");
+    for p in [&stale, &fresh] {
+        std::fs::write(p, b"half").unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(2 * 86_400))
+        .unwrap();
+    let out = site.berth(&["backup", "prune", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(!stale.exists() && fresh.exists(), "{}", out.snapshot());
+    assert!(out.stdout.contains("left by an interrupted backup"));
+    for (f, d) in files.iter().zip(&expected) {
+        assert_eq!(f.exists(), d.keep, "{} ({})", f.display(), d.reason);
+        assert_eq!(
+            PathBuf::from(format!("{}.json", f.display())).exists(),
+            d.keep
+        );
+    }
+    // Flags override the manifest: keep one day only (plus the verified one).
+    site.berth(&[
+        "backup",
+        "prune",
+        "bestays",
+        "--keep-days",
+        "1",
+        "--keep-weeks",
+        "0",
+        "--keep-months",
+        "0",
+        "--yes",
+    ])
+    .assert_code(0);
+    let left: Vec<_> = files.iter().filter(|f| f.exists()).collect();
+    assert_eq!(left, vec![&files[0], &files[300]]);
+}
+
+#[test]
+fn encrypted_backups_cannot_be_restored_without_the_identity() {
+    let site = Site::new(0);
+    let id = age::x25519::Identity::generate();
+    let other = age::x25519::Identity::generate();
+    use age::secrecy::ExposeSecret;
+    let id_file = site.repo.path().join(".berth/backup.key");
+    std::fs::create_dir_all(id_file.parent().unwrap()).unwrap();
+    std::fs::write(&id_file, format!("{}\n", id.to_string().expose_secret())).unwrap();
+    let other_file = site.repo.path().join(".berth/other.key");
+    std::fs::write(
+        &other_file,
+        format!("{}\n", other.to_string().expose_secret()),
+    )
+    .unwrap();
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "[secret_scan]",
+            &format!(
+                "[backup]\nrecipients = [\"{}\"]\n\n[secret_scan]",
+                id.to_public()
+            ),
+        ),
+    );
+    site.repo
+        .commit_all("chore: encrypted backups (TASK-40-backup-bestays)");
+    let db = Db::with_site(site);
+    let live = db.fingerprint("bestays");
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let (file, rec) = db.latest_backup();
+    assert!(file.to_string_lossy().ends_with(".dump.zst.age"));
+    assert_eq!(rec["encrypted"], true);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"));
+    assert!(!contains(&bytes, b"PGDMP") && !contains(&bytes, b"Guest 1"));
+
+    let dbs = db.databases();
+    let out = db.run(&["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("is encrypted: pass the age identity"),
+        "{}",
+        out.snapshot()
+    );
+    let out = db.run(&[
+        "restore",
+        "bestays",
+        "latest",
+        "--yes",
+        "--identity",
+        other_file.to_str().unwrap(),
+    ]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("could not decrypt"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(db.databases(), dbs, "nothing created");
+    assert_eq!(db.fingerprint("bestays"), live);
+
+    let out = db.run_env(
+        &["backup", "verify", "--latest", "bestays"],
+        &[("BERTH_AGE_IDENTITY", id_file.to_str().unwrap())],
+    );
+    out.assert_code(0);
+    db.sql("bestays", "SET ROLE bestays_user; DELETE FROM audit_log");
+    db.run(&[
+        "restore",
+        "bestays",
+        "latest",
+        "--yes",
+        "--identity",
+        id_file.to_str().unwrap(),
+    ])
+    .assert_code(0);
+    assert_eq!(db.fingerprint("bestays"), live);
+}
+
+#[test]
+fn redis_keys_are_backed_up_and_restored_with_their_ttls() {
+    let site = Site::new(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace("[secret_scan]", "[backup]\nredis = true\n\n[secret_scan]"),
+    );
+    site.repo
+        .commit_all("chore: redis backups (TASK-41-backup-bestays)");
+    let db = Db::with_site(site);
+    let redis = &db.redis;
+    redis.cli(None, &["SELECT", "0"]);
+    for i in 0..300 {
+        redis.cli(
+            None,
+            &["SET", &format!("bestays:session:{i}"), &format!("v{i}")],
+        );
+    }
+    redis.cli(None, &["HSET", "bestays:cart", "a", "1", "b", "2"]);
+    redis.cli(None, &["SET", "bestays:ttl", "soon", "EX", "5000"]);
+    redis.cli(None, &["SET", "bestays[x]*", "odd"]);
+    redis.cli(None, &["SET", "realestate:k", "theirs"]);
+    let out = db.run(&["backup", "bestays"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("302 Redis keys"), "{}", out.snapshot());
+    let (_, rec) = db.latest_backup();
+    assert_eq!(rec["redis"]["keys"], 302);
+
+    redis.cli(None, &["FLUSHALL"]);
+    redis.cli(None, &["SET", "realestate:k", "theirs-later"]);
+    db.run(&["restore", "bestays", "latest", "--yes", "--with-redis"])
+        .assert_code(0);
+    assert_eq!(redis.cli(None, &["GET", "bestays:session:299"]), "v299");
+    assert_eq!(redis.cli(None, &["HGET", "bestays:cart", "b"]), "2");
+    let ttl: i64 = redis.cli(None, &["TTL", "bestays:ttl"]).parse().unwrap();
+    assert!((4900..=5000).contains(&ttl), "{ttl}");
+    assert_eq!(
+        redis.cli(None, &["GET", "bestays[x]*"]),
+        "",
+        "not under the prefix `bestays:`"
+    );
+    assert_eq!(redis.cli(None, &["GET", "realestate:k"]), "theirs-later");
+}
