@@ -343,8 +343,31 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
     site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
     let before_rollback = now();
     site.berth(&["rollback", "bestays", "--yes"]).assert_code(0);
-    let backup_at = now() - 30;
-    write_backup_record(&site, "bestays", backup_at, 4321);
+    // A real backup of bestays' database (pg_dump on a PostgreSQL of the test's own).
+    let pg = berth_testkit::Postgres::start();
+    let redis = berth_testkit::Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+    let admin = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    site.berth_env(&["provision", "--all", "--env", "dev"], &admin)
+        .assert_code(0);
+    site.berth_env(&["backup", "bestays"], &admin)
+        .assert_code(0);
+    let list = site.berth_env(&["backup", "list", "bestays", "--format", "json"], &admin);
+    list.assert_code(0);
+    let list: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let record = list["backups"].as_array().unwrap().last().unwrap().clone();
+    let backup_at = record["finished_unix"].as_u64().expect("finished_unix");
+    let backup_bytes = record["file_bytes"].as_u64().expect("file_bytes");
+    assert!(
+        backup_at >= before_rollback && backup_bytes > 0,
+        "{record:#}"
+    );
 
     let expected: Vec<(String, f64)> = vec![
         (
@@ -385,7 +408,7 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
         ),
         (
             r#"berth_backup_size_bytes{product="bestays"}"#.into(),
-            4321.0,
+            backup_bytes as f64,
         ),
     ];
     let text = wait_metrics(&serve, &expected);
@@ -431,7 +454,7 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
     assert_eq!(p["health"], "up");
     assert_eq!(p["last_deploy"]["operator"], "test-operator");
     assert!(p["last_deploy"]["rollback_of"].is_string(), "{p:#}");
-    assert_eq!(p["last_backup"]["file_bytes"], 4321);
+    assert_eq!(p["last_backup"]["file_bytes"], backup_bytes);
     let d = serve.json("/api/products/bestays/deploys");
     let kinds: Vec<(String, String)> = d["deploys"]
         .as_array()
