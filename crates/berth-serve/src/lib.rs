@@ -52,6 +52,17 @@ pub enum ServeError {
     Runtime(std::io::Error),
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn form_values_decode() {
+        assert_eq!(super::form_decode("a%2Bb+c%3D%3d%zz"), "a+b c==%zz");
+        assert!(super::same(b"abc", b"abc"));
+        assert!(!super::same(b"abc", b"abd"));
+        assert!(!super::same(b"abc", b"ab"));
+    }
+}
+
 #[derive(Clone)]
 struct App {
     snapshot: Shared,
@@ -116,6 +127,7 @@ async fn serve(
         .route("/api/products/{name}", get(api_product))
         .route("/api/products/{name}/deploys", get(api_deploys))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", axum::routing::post(login))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app);
@@ -213,17 +225,22 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
         return next.run(req).await;
     };
-    if req.uri().path() == "/healthz" {
+    if matches!(req.uri().path(), "/healthz" | "/login") {
         return next.run(req).await;
     }
     match presented_token(req.headers()) {
         Some(t) if same(t.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
-            let mut r = (
-                StatusCode::UNAUTHORIZED,
-                "this berth serve needs a bearer token: send `Authorization: Bearer <token>`\n",
-            )
-                .into_response();
+            let mut r = if req.uri().path() == "/" {
+                // A browser cannot send a bearer header: offer a sign-in form that sets a cookie.
+                (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "this berth serve needs a bearer token: send `Authorization: Bearer <token>`\n",
+                )
+                    .into_response()
+            };
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"berth\""),
@@ -231,6 +248,62 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
             r
         }
     }
+}
+
+/// `POST /login` (form field `token`): with the right token, a cookie that lets a
+/// browser read the page; the token is compared, never echoed or logged.
+async fn login(State(app): State<App>, body: String) -> Response {
+    let Some(token) = &app.token else {
+        return (StatusCode::NOT_FOUND, "no token is configured\n").into_response();
+    };
+    let given = body
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(form_decode)
+        .unwrap_or_default();
+    if !same(given.trim().as_bytes(), token.as_bytes()) {
+        return (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response();
+    }
+    let cookie = format!("berth_token={token}; Path=/; HttpOnly; SameSite=Strict");
+    match HeaderValue::from_str(&cookie) {
+        Ok(c) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, HeaderValue::from_static("/")),
+                (header::SET_COOKIE, c),
+            ],
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "this token cannot be kept in a cookie; send it as a bearer header\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Decode `application/x-www-form-urlencoded` text.
+fn form_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(h), Some(l)) => {
+                out.push(h * 16 + l);
+                i += 2;
+            }
+            (c, _, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn metrics_text(State(app): State<App>, headers: HeaderMap) -> Response {

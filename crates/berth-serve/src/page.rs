@@ -258,6 +258,14 @@ pub fn render(
     s
 }
 
+/// The sign-in form shown instead of the page when a token is required.
+pub fn sign_in(project: &str) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><link rel="icon" href="data:,"><title>{t} · berth</title><style>{CSS}form{{max-width:360px;margin:40px auto;display:grid;gap:10px;padding:18px}}input,button{{font:inherit;padding:8px 10px;border-radius:6px;border:1px solid var(--line)}}</style></head><body><form class="card" method="post" action="login"><h2>{t}</h2><label for="token">This dashboard needs its access token.</label><input id="token" name="token" type="password" autocomplete="current-password" required><button type="submit">Sign in</button></form></body></html>"#,
+        t = esc(project)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -588,8 +588,9 @@ every --refresh.
 
 berth serve listens on loopback unless --listen says otherwise; a non-loopback \
 address needs --token-env, naming the environment variable that holds a bearer \
-token every request must send (`Authorization: Bearer ...`). The token itself \
-never goes on the command line.";
+token every request must send (`Authorization: Bearer ...`; a browser signs in \
+once with a form that sets an HttpOnly cookie). The token itself never goes on \
+the command line, in a log or on the page.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -178,6 +178,37 @@ pub fn http(
     r.unwrap_or((0, String::new()))
 }
 
+/// POST a form: (status, body, Set-Cookie header).
+fn post_form(port: u16, path: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let cookie = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body, cookie)
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
@@ -647,6 +678,24 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
         assert!(!body.contains(token), "{path} shows the token");
     }
     assert_eq!(serve.get("/healthz").0, 200);
+    // A browser signs in with a form and gets a cookie.
+    let (status, form) = serve.get("/");
+    assert_eq!(status, 401);
+    assert!(form.contains("<form") && !form.contains(token), "{form}");
+    assert_eq!(
+        http(serve.port, "POST", "/login", &[], "token=wrong").0,
+        401
+    );
+    let (status, _, set_cookie) = post_form(serve.port, "/login", &format!("token={token}"));
+    assert_eq!(status, 303);
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let (status, page) = http(serve.port, "GET", "/", &[("Cookie", &cookie)], "");
+    assert_eq!(status, 200);
+    assert!(page.contains("BeStays") && !page.contains(token));
     assert!(!serve.log().contains(token), "the log shows the token");
 }
 
