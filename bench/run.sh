@@ -48,6 +48,13 @@ OUT=bench/RESULTS.md
     cargo test -q -p berth --test all -- --nocapture deploy_redeploy_rollback a_stop_start compose_deploy_redeploy 2>&1 \
         | grep -E "^(zero-downtime|compose zero-downtime|stop/start deploy):"
     echo '```'
+    echo
+    echo "## \`berth serve\`: /metrics and /api/products under load; RSS over a 10-minute probe soak"
+    echo
+    echo "Targets: at least 2,000 req/s for \`/metrics\` and \`/api/products\` with 20 products; memory flat while probing."
+    echo "From \`bench/serve.sh 10 10 8\` (10 s per endpoint, 10-minute soak, 8 connections):"
+    echo
+    ./bench/serve.sh 10 10 8
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"

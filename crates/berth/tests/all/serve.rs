@@ -1096,3 +1096,45 @@ fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
     assert_eq!(sc[1]["labels"]["slot"], "green");
     assert_eq!(sc[1]["targets"][0], "127.0.0.1:18011");
 }
+
+#[test]
+fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
+    let pg = berth_testkit::Postgres::start();
+    let site = Site::new(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "[secret_scan]",
+            "[state]\nbackend = \"postgres\"\n\n[secret_scan]",
+        ),
+    );
+    site.repo
+        .commit_all("chore: shared state (TASK-40-state-bestays)");
+    let url = pg.admin_url();
+    let env = [("BERTH_STATE_URL", url.as_str())];
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    site.change("bestays", 41);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    assert!(!site.repo.path().join(".berth/audit.jsonl").exists());
+    let serve = Serve::start(site.repo.path(), &["--refresh", "200ms"], &env);
+    let text = wait_metrics(
+        &serve,
+        &[
+            (
+                r#"berth_deploys_total{product="bestays",result="success"}"#.into(),
+                2.0,
+            ),
+            (
+                r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(),
+                2.0,
+            ),
+        ],
+    );
+    promtool_check(&text);
+    let d = serve.json("/api/products/bestays/deploys");
+    assert_eq!(d["deploys"].as_array().unwrap().len(), 2, "{d:#}");
+    assert!(!serve.log().contains(&url), "no state URL in the log");
+}
