@@ -77,6 +77,28 @@ const COLOR_SUCCESS: &str = "#2da44e";
 const COLOR_FAILURE: &str = "#cf222e";
 const COLOR_ROLLBACK: &str = "#d4a72c";
 
+/// x of each mark (oldest first) on a 300-wide axis: by time, but never closer
+/// than a mark's width to the previous one (deploys in the same second stay apart).
+fn positions(events: &[&&DeployEvent], first: u64, span: f64) -> Vec<f64> {
+    const LEFT: f64 = 8.0;
+    const WIDTH: f64 = 284.0;
+    const GAP: f64 = 12.0;
+    let mut xs: Vec<f64> = Vec::with_capacity(events.len());
+    for e in events {
+        let by_time = LEFT + WIDTH * (e.unix.saturating_sub(first) as f64 / span);
+        let x = xs.last().map_or(by_time, |prev| by_time.max(prev + GAP));
+        xs.push(x);
+    }
+    // Pushed past the right edge: squeeze back into the axis.
+    if let Some(&last) = xs.last()
+        && last > LEFT + WIDTH
+    {
+        let k = WIDTH / (last - LEFT);
+        xs.iter_mut().for_each(|x| *x = LEFT + (*x - LEFT) * k);
+    }
+    xs
+}
+
 /// The deploy timeline: the last `max` outcomes, oldest left, placed by time.
 fn timeline(events: &[DeployEvent], now: u64) -> String {
     const MAX: usize = 40;
@@ -92,8 +114,11 @@ fn timeline(events: &[DeployEvent], now: u64) -> String {
     }
     let first = shown.iter().map(|e| e.unix).min().unwrap_or(now);
     let span = now.saturating_sub(first).max(1) as f64;
-    for e in shown.iter().rev() {
-        let x = 8.0 + 284.0 * (e.unix.saturating_sub(first) as f64 / span);
+    let oldest_first: Vec<&&DeployEvent> = shown.iter().rev().collect();
+    for (e, x) in oldest_first
+        .iter()
+        .zip(positions(&oldest_first, first, span))
+    {
         let (color, shape) = match (e.result, e.kind) {
             ("failure", _) => (COLOR_FAILURE, "x"),
             (_, "rollback") => (COLOR_ROLLBACK, "tri"),
@@ -113,22 +138,28 @@ fn timeline(events: &[DeployEvent], now: u64) -> String {
         let _ = match shape {
             "x" => write!(
                 s,
-                r#"<g><title>{t}</title><path d="M{a:.1} 17 L{b:.1} 29 M{b:.1} 17 L{a:.1} 29" stroke="{color}" stroke-width="2.5"/></g>"#,
+                r#"<g data-kind="{k}" data-result="{res}"><title>{t}</title><path d="M{a:.1} 17 L{b:.1} 29 M{b:.1} 17 L{a:.1} 29" stroke="{color}" stroke-width="2.5"/></g>"#,
                 t = esc(&title),
                 a = x - 5.0,
-                b = x + 5.0
+                b = x + 5.0,
+                k = e.kind,
+                res = e.result
             ),
             "tri" => write!(
                 s,
-                r#"<g><title>{t}</title><path d="M{x:.1} 16 L{r:.1} 29 L{l:.1} 29 Z" fill="{color}"/></g>"#,
+                r#"<g data-kind="{k}" data-result="{res}"><title>{t}</title><path d="M{x:.1} 16 L{r:.1} 29 L{l:.1} 29 Z" fill="{color}"/></g>"#,
                 t = esc(&title),
                 r = x + 6.0,
-                l = x - 6.0
+                l = x - 6.0,
+                k = e.kind,
+                res = e.result
             ),
             _ => write!(
                 s,
-                r#"<g><title>{t}</title><circle cx="{x:.1}" cy="23" r="5" fill="{color}"/></g>"#,
-                t = esc(&title)
+                r#"<g data-kind="{k}" data-result="{res}"><title>{t}</title><circle cx="{x:.1}" cy="23" r="5" fill="{color}"/></g>"#,
+                t = esc(&title),
+                k = e.kind,
+                res = e.result
             ),
         };
     }
@@ -269,6 +300,38 @@ pub fn sign_in(project: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(unix: u64) -> DeployEvent {
+        DeployEvent {
+            at: String::new(),
+            unix,
+            result: "success",
+            kind: "deploy",
+            version: "v".into(),
+            tag: None,
+            operator: "o".into(),
+            tasks: vec![],
+            duration_ms: 0,
+            rollback_of: None,
+            failed_step: None,
+        }
+    }
+
+    #[test]
+    fn timeline_marks_in_one_second_stay_apart_and_inside() {
+        let evs: Vec<DeployEvent> = [100, 100, 100, 200].map(event).to_vec();
+        let refs: Vec<&DeployEvent> = evs.iter().collect();
+        let rr: Vec<&&DeployEvent> = refs.iter().collect();
+        let xs = positions(&rr, 100, 100.0);
+        assert_eq!(xs[0], 8.0);
+        assert!(xs.windows(2).all(|w| w[1] - w[0] >= 11.9), "{xs:?}");
+        assert!(*xs.last().unwrap() <= 292.0);
+        let many: Vec<DeployEvent> = (0..40).map(|_| event(5)).collect();
+        let refs: Vec<&DeployEvent> = many.iter().collect();
+        let rr: Vec<&&DeployEvent> = refs.iter().collect();
+        let xs = positions(&rr, 5, 1.0);
+        assert!((xs.last().unwrap() - 292.0).abs() < 1e-9, "{xs:?}");
+    }
 
     #[test]
     fn escaping_and_ages() {

@@ -644,6 +644,17 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
         out.snapshot()
     );
 
+    let taken = std::net::TcpListener::bind(("127.0.0.1", port_pair())).unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(repo.path(), &["serve", "--listen", &addr]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("could not listen on"),
+        "{}",
+        out.snapshot()
+    );
+    drop(taken);
+
     let token = "s3cret-token-for-the-test-0123456789";
     let serve = Serve::start(
         repo.path(),
@@ -870,6 +881,22 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
     site.berth(&["deploy", "realestate", "--yes"])
         .assert_code(0);
     let version = site.head_version();
+    // bestays: a second deploy, a failed one, and a rollback to the first: all on its timeline.
+    site.change("bestays", 1);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &base.replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
+        ),
+    );
+    site.repo.commit_all("feat: broken (TASK-2-broken-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(1);
+    site.repo.write("berth.toml", &base);
+    site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
+    site.berth(&["rollback", "bestays", "--yes"]).assert_code(0);
     write_backup_record(&site, "bestays", now() - 7200, 10_000_000);
     let serve = Serve::start(
         site.repo.path(),
@@ -922,6 +949,20 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
         );
     }
     let by = |n: &str| cards.iter().find(|c| c["product"] == n).unwrap().clone();
+    let marks = browser.eval(
+        "return Array.from(document.querySelectorAll('section[data-product=bestays] svg g'))\
+         .map(g => g.dataset.kind + ':' + g.dataset.result)",
+    );
+    assert_eq!(
+        marks,
+        serde_json::json!([
+            "deploy:success",
+            "deploy:success",
+            "deploy:failure",
+            "rollback:success"
+        ]),
+        "bestays' timeline, oldest first"
+    );
     assert_eq!(by("bestays")["health"], "up");
     assert_eq!(by("realestate")["health"], "down");
     assert!(
