@@ -151,97 +151,108 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
         .http_status_as_error(false)
         .build()
         .into();
-    let mut out = Vec::new();
-    if let Some(w) = &n.webhook {
-        let r = env(&w.url_env).and_then(|url| {
-            let secrets = Secrets(vec![url.clone()]);
-            let body = json!({
-                "event": format!("deploy.{}", ev.name()),
-                "project": m.project.name,
-                "product": ev.product,
-                "version": ev.version,
-                "ok": ev.ok,
-                "rollback_of": ev.rollback_of,
-                "tag": ev.tag,
-                "operator": ev.operator,
-                "tasks": ev.tasks,
-                "duration_ms": ev.duration_ms,
-                "error": ev.error,
-                "at": rfc3339(ev.at_unix),
-                "text": ev.summary(),
-            });
-            expect_2xx(post(&agent, &url, None, &body)).map_err(|e| secrets.mask(&e))
-        });
-        out.push(Sent {
-            target: "webhook",
-            error: r.err(),
-        });
-    }
-    if let Some(g) = &n.grafana {
-        let r = env(&g.token_env).and_then(|token| {
-            let secrets = Secrets(vec![token.clone()]);
-            let mut tags = vec![
-                "berth".to_string(),
-                ev.product.clone(),
-                format!("product:{}", ev.product),
-                format!("result:{}", ev.name()),
-            ];
-            tags.extend(g.tags.iter().cloned());
-            let mut body = json!({
-                "time": ev.at_unix.saturating_sub(ev.duration_ms / 1000) * 1000,
-                "timeEnd": ev.at_unix * 1000,
-                "tags": tags,
-                "text": ev.summary(),
-            });
-            if let Some(uid) = &g.dashboard_uid {
-                body["dashboardUID"] = uid.clone().into();
-            }
-            let url = format!("{}/api/annotations", g.url.trim_end_matches('/'));
-            expect_2xx(post(&agent, &url, Some(&token), &body)).map_err(|e| secrets.mask(&e))
-        });
-        out.push(Sent {
-            target: "grafana",
-            error: r.err(),
-        });
-    }
-    // A Sentry deploy says a release went live: failures have none to report.
-    if let Some(s) = n.sentry.as_ref().filter(|_| ev.ok) {
-        let r = env(&s.token_env).and_then(|token| {
-            let secrets = Secrets(vec![token.clone()]);
-            let base = format!(
-                "{}/api/0/organizations/{}",
-                s.url.trim_end_matches('/'),
-                segment(&s.org)
-            );
-            let release = format!("{}@{}", ev.product, ev.version);
-            let project = s.project.replace("{product}", &ev.product);
-            // The release must exist; 208 or 400 when it already does.
-            let created = post(
-                &agent,
-                &format!("{base}/releases/"),
-                Some(&token),
-                &json!({ "version": release, "projects": [project] }),
-            )
-            .map_err(|e| secrets.mask(&e))?;
-            if !(200..300).contains(&created) && created != 400 {
-                return Err(format!(
-                    "creating release {release} answered HTTP {created}"
-                ));
-            }
-            let body = json!({
-                "environment": s.environment,
-                "name": ev.tag.clone().unwrap_or_else(|| release.clone()),
-                "dateStarted": rfc3339(ev.at_unix.saturating_sub(ev.duration_ms / 1000)),
-                "dateFinished": rfc3339(ev.at_unix),
-            });
-            let url = format!("{base}/releases/{}/deploys/", segment(&release));
-            expect_2xx(post(&agent, &url, Some(&token), &body)).map_err(|e| secrets.mask(&e))
-        });
-        out.push(Sent {
-            target: "sentry",
-            error: r.err(),
-        });
-    }
+    let agent = &agent;
+    // The targets are independent: notify them at once, so a slow one delays the others by nothing.
+    let out: Vec<Sent> = std::thread::scope(|scope| {
+        let mut jobs = Vec::new();
+        if let Some(w) = &n.webhook {
+            jobs.push(scope.spawn(move || {
+                let r = env(&w.url_env).and_then(|url| {
+                    let secrets = Secrets(vec![url.clone()]);
+                    let body = json!({
+                        "event": format!("deploy.{}", ev.name()),
+                        "project": m.project.name,
+                        "product": ev.product,
+                        "version": ev.version,
+                        "ok": ev.ok,
+                        "rollback_of": ev.rollback_of,
+                        "tag": ev.tag,
+                        "operator": ev.operator,
+                        "tasks": ev.tasks,
+                        "duration_ms": ev.duration_ms,
+                        "error": ev.error,
+                        "at": rfc3339(ev.at_unix),
+                        "text": ev.summary(),
+                    });
+                    expect_2xx(post(agent, &url, None, &body)).map_err(|e| secrets.mask(&e))
+                });
+                Sent {
+                    target: "webhook",
+                    error: r.err(),
+                }
+            }));
+        }
+        if let Some(g) = &n.grafana {
+            jobs.push(scope.spawn(move || {
+                let r = env(&g.token_env).and_then(|token| {
+                    let secrets = Secrets(vec![token.clone()]);
+                    let mut tags = vec![
+                        "berth".to_string(),
+                        ev.product.clone(),
+                        format!("product:{}", ev.product),
+                        format!("result:{}", ev.name()),
+                    ];
+                    tags.extend(g.tags.iter().cloned());
+                    let mut body = json!({
+                        "time": ev.at_unix.saturating_sub(ev.duration_ms / 1000) * 1000,
+                        "timeEnd": ev.at_unix * 1000,
+                        "tags": tags,
+                        "text": ev.summary(),
+                    });
+                    if let Some(uid) = &g.dashboard_uid {
+                        body["dashboardUID"] = uid.clone().into();
+                    }
+                    let url = format!("{}/api/annotations", g.url.trim_end_matches('/'));
+                    expect_2xx(post(agent, &url, Some(&token), &body)).map_err(|e| secrets.mask(&e))
+                });
+                Sent {
+                    target: "grafana",
+                    error: r.err(),
+                }
+            }));
+        }
+        // A Sentry deploy says a release went live: failures have none to report.
+        if let Some(s) = n.sentry.as_ref().filter(|_| ev.ok) {
+            jobs.push(scope.spawn(move || {
+                let r = env(&s.token_env).and_then(|token| {
+                    let secrets = Secrets(vec![token.clone()]);
+                    let base = format!(
+                        "{}/api/0/organizations/{}",
+                        s.url.trim_end_matches('/'),
+                        segment(&s.org)
+                    );
+                    let release = format!("{}@{}", ev.product, ev.version);
+                    let project = s.project.replace("{product}", &ev.product);
+                    // The release must exist; 208 or 400 when it already does.
+                    let created = post(
+                        agent,
+                        &format!("{base}/releases/"),
+                        Some(&token),
+                        &json!({ "version": release, "projects": [project] }),
+                    )
+                    .map_err(|e| secrets.mask(&e))?;
+                    if !(200..300).contains(&created) && created != 400 {
+                        return Err(format!(
+                            "creating release {release} answered HTTP {created}"
+                        ));
+                    }
+                    let body = json!({
+                        "environment": s.environment,
+                        "name": ev.tag.clone().unwrap_or_else(|| release.clone()),
+                        "dateStarted": rfc3339(ev.at_unix.saturating_sub(ev.duration_ms / 1000)),
+                        "dateFinished": rfc3339(ev.at_unix),
+                    });
+                    let url = format!("{base}/releases/{}/deploys/", segment(&release));
+                    expect_2xx(post(agent, &url, Some(&token), &body)).map_err(|e| secrets.mask(&e))
+                });
+                Sent {
+                    target: "sentry",
+                    error: r.err(),
+                }
+            }));
+        }
+        jobs.into_iter().filter_map(|j| j.join().ok()).collect()
+    });
     for s in &out {
         match &s.error {
             None => tracing::info!(
