@@ -824,3 +824,52 @@ fn redis_keys_are_backed_up_and_restored_with_their_ttls() {
     );
     assert_eq!(redis.cli(None, &["GET", "realestate:k"]), "theirs-later");
 }
+
+#[test]
+fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
+    let db = Db::new();
+    db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    db.sql(
+        "bestays",
+        "SET ROLE bestays_user; INSERT INTO audit_log VALUES (now(), 'written after the backup')",
+    );
+    let live = db.fingerprint("bestays");
+    // The product will not come back up: its processes now exit at start.
+    let m = std::fs::read_to_string(db.site.repo.path().join("berth.toml")).unwrap();
+    db.site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
+        ),
+    );
+    let out = db.run(&["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("exited before it became healthy")
+            && out.stderr.contains("the previous database is live again"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        db.fingerprint("bestays"),
+        live,
+        "the old database is live again"
+    );
+    let dbs = db.databases();
+    assert!(
+        dbs.iter().any(|d| d.starts_with("bestays_failed_restore_")),
+        "the restored database is kept for inspection: {dbs:?}"
+    );
+    assert!(
+        !dbs.iter().any(|d| d.starts_with("bestays_pre_restore_")),
+        "{dbs:?}"
+    );
+    let audit = std::fs::read_to_string(db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"step\":\"restore\"") && l.contains("\"result\":\"failed\""))
+    );
+}
