@@ -515,6 +515,35 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
     rec["sha256"] = sha256_hex(&good).into();
     std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
 
+    // A record whose row counts disagree with what the file restores: verify says which.
+    let mut wrong = rec.clone();
+    let n = wrong["tables"][0]["rows"].as_u64().unwrap();
+    wrong["tables"][0]["rows"] = (n + 1).into();
+    std::fs::write(&rec_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let out = db.run(&["backup", "verify", file.to_str().unwrap()]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("has {n} rows, {} at backup time", n + 1)),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        db.databases(),
+        dbs,
+        "the scratch database is dropped after a failure too"
+    );
+    std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
+
+    // Without --yes and without a terminal to ask on: refused, nothing done.
+    let out = db.run(&["restore", "bestays", "latest"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("pass --yes to confirm"),
+        "{}",
+        out.snapshot()
+    );
+
     // kill -9 midway (after the new database is restored, and after the services
     // stopped): the live database is intact; the next restore completes.
     for point in ["restored", "stopped"] {
