@@ -80,7 +80,7 @@ run() { # name, command...
     local name=$1; shift
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     local a; a=$(now)
-    "$@"
+    "$@" >&2
     T[$name]=$(python3 -c "print(round($(now) - $a, 2))")
 }
 
@@ -97,8 +97,13 @@ S[berth_backup]=$(stat -c %s backups/shop/*.dump.zst)
 log "gunzip | psql into a new database (the seed's restore, without its DROP)"
 psql -Xq -c "CREATE DATABASE seed_restore OWNER shop_user"
 run seed_restore sh -c "gunzip -c seed.sql.gz | psql -Xq -v ON_ERROR_STOP=1 -d seed_restore >/dev/null"
+log "pg_restore -j 1 and -j $(nproc) of the pg_dump -Fc archive (what parallelism buys here)"
+psql -Xq -c "CREATE DATABASE ref1 OWNER shop_user" -c "CREATE DATABASE refn OWNER shop_user"
+run ref_j1 pg_restore --no-owner -j 1 -d ref1 shop.dump
+run ref_jn pg_restore --no-owner -j "$(nproc)" -d refn shop.dump
+psql -Xq -c "DROP DATABASE ref1" -c "DROP DATABASE refn"
 log "berth restore shop (checksum, pg_restore -j $(nproc) into a new database, row counts, swap)"
-run berth_restore "$BERTH" restore shop latest --yes
+run berth_restore env BERTH_LOG=info "$BERTH" restore shop latest --yes
 
 mb() { python3 -c "print(round($1 / 1048576, 1))"; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
@@ -116,4 +121,6 @@ database: $(mb "$DB_BYTES") MiB on disk (pg_database_size), PostgreSQL $(psql -X
 |-------------------------------------------|-------:|-----------------:|
 | seed: gunzip \| psql                       | ${T[seed_restore]} | 1.00 |
 | berth restore (pg_restore -j, verified, swapped) | ${T[berth_restore]} | $(ratio "${T[seed_restore]}" "${T[berth_restore]}") |
+| reference: pg_restore -j 1 (no checks, no swap) | ${T[ref_j1]} | $(ratio "${T[seed_restore]}" "${T[ref_j1]}") |
+| reference: pg_restore -j $(nproc) (no checks, no swap) | ${T[ref_jn]} | $(ratio "${T[seed_restore]}" "${T[ref_jn]}") |
 EOF2

@@ -39,6 +39,13 @@ OUT=bench/RESULTS.md
     echo
     ./bench/deploy.sh
     echo
+    echo "## Backup and restore of a 1 GB+ database (real PostgreSQL)"
+    echo
+    echo "Goals: \`berth backup\` faster than both peers and smaller than \`pg_dump | gzip\`; \`berth restore\` at least 2x faster than \`gunzip | psql\`."
+    echo "Produced by \`bench/backup.sh 1.4\` (page cache dropped before each run where permitted)."
+    echo
+    ./bench/backup.sh 1.4 2>/dev/null
+    echo
     echo "## Requests dropped during deploys and rollbacks (integration tests, four clients through nginx)"
     echo
     echo "From \`cargo test -p berth --test all -- --nocapture deploy_redeploy_rollback a_stop_start compose_deploy_redeploy\`:"

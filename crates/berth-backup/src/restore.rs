@@ -88,7 +88,9 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
 
     // 1. Everything that can fail without touching the live database.
     (opts.progress)(&format!("check the checksum of {}", r.file));
+    let t = Instant::now();
     check_checksum(r).map_err(|e| BackupError::Failed(format!("{e}; nothing was changed")))?;
+    tracing::info!("checksum: {:?}", t.elapsed());
     (opts.progress)(&format!(
         "restore into a new database {fresh} (pg_restore -j {})",
         opts.jobs

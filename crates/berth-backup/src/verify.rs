@@ -46,6 +46,7 @@ pub(crate) fn decode(
     identities: &[Box<dyn age::Identity>],
     tag: &str,
 ) -> Result<(Partial, PathBuf), BackupError> {
+    let t = Instant::now();
     let mut input = stream::decoder(&r.path(), r.encrypted, identities)?;
     let tmp = stream::partial_path(&r.dir, &format!("{}.{tag}", r.file));
     let _ = std::fs::remove_file(&tmp);
@@ -58,6 +59,12 @@ pub(crate) fn decode(
             r.path().display()
         ))
     })?;
+    tracing::info!(
+        "decompressed {} to {}: {:?}",
+        r.file,
+        tmp.display(),
+        t.elapsed()
+    );
     Ok((guard, tmp))
 }
 
@@ -108,9 +115,13 @@ pub(crate) fn restore_new(
             pg::query(&mut admin, &sql, "set the database grants")?;
         }
     }
+    let t = Instant::now();
     pg::pg_restore(url, target, plain, jobs, owner)?;
+    tracing::info!("pg_restore -j {jobs} into {target}: {:?}", t.elapsed());
+    let t = Instant::now();
     let mut s = pg::session(url, target)?;
     let got = pg::table_counts(&mut s)?;
+    tracing::info!("row counts of {target}: {:?}", t.elapsed());
     let problems = pg::compare_tables(&r.tables, &got);
     if !problems.is_empty() {
         return Err(BackupError::Failed(format!(

@@ -96,9 +96,19 @@ impl DeployLock {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= wait {
-                        let mut text = String::new();
-                        let _ = file.read_to_string(&mut text);
-                        let holder = serde_json::from_str(&text).unwrap_or(Holder {
+                        // The holder writes who it is right after it locks: give it a moment.
+                        let mut holder = None;
+                        for _ in 0..20 {
+                            let mut text = String::new();
+                            let _ = file.rewind();
+                            let _ = file.read_to_string(&mut text);
+                            holder = serde_json::from_str(&text).ok();
+                            if holder.is_some() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        let holder = holder.unwrap_or(Holder {
                             operator: "another berth process".into(),
                             pid: 0,
                             since: "unknown".into(),

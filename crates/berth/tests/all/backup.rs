@@ -515,6 +515,35 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
     rec["sha256"] = sha256_hex(&good).into();
     std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
 
+    // A record whose row counts disagree with what the file restores: verify says which.
+    let mut wrong = rec.clone();
+    let n = wrong["tables"][0]["rows"].as_u64().unwrap();
+    wrong["tables"][0]["rows"] = (n + 1).into();
+    std::fs::write(&rec_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let out = db.run(&["backup", "verify", file.to_str().unwrap()]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("has {n} rows, {} at backup time", n + 1)),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        db.databases(),
+        dbs,
+        "the scratch database is dropped after a failure too"
+    );
+    std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
+
+    // Without --yes and without a terminal to ask on: refused, nothing done.
+    let out = db.run(&["restore", "bestays", "latest"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("pass --yes to confirm"),
+        "{}",
+        out.snapshot()
+    );
+
     // kill -9 midway (after the new database is restored, and after the services
     // stopped): the live database is intact; the next restore completes.
     for point in ["restored", "stopped"] {
@@ -823,4 +852,53 @@ fn redis_keys_are_backed_up_and_restored_with_their_ttls() {
         "not under the prefix `bestays:`"
     );
     assert_eq!(redis.cli(None, &["GET", "realestate:k"]), "theirs-later");
+}
+
+#[test]
+fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
+    let db = Db::new();
+    db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    db.sql(
+        "bestays",
+        "SET ROLE bestays_user; INSERT INTO audit_log VALUES (now(), 'written after the backup')",
+    );
+    let live = db.fingerprint("bestays");
+    // The product will not come back up: its processes now exit at start.
+    let m = std::fs::read_to_string(db.site.repo.path().join("berth.toml")).unwrap();
+    db.site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
+        ),
+    );
+    let out = db.run(&["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("exited before it became healthy")
+            && out.stderr.contains("the previous database is live again"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        db.fingerprint("bestays"),
+        live,
+        "the old database is live again"
+    );
+    let dbs = db.databases();
+    assert!(
+        dbs.iter().any(|d| d.starts_with("bestays_failed_restore_")),
+        "the restored database is kept for inspection: {dbs:?}"
+    );
+    assert!(
+        !dbs.iter().any(|d| d.starts_with("bestays_pre_restore_")),
+        "{dbs:?}"
+    );
+    let audit = std::fs::read_to_string(db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"step\":\"restore\"") && l.contains("\"result\":\"failed\""))
+    );
 }
