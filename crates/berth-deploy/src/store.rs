@@ -182,9 +182,14 @@ impl Store {
         }
     }
 
-    /// Every audit record of `product` (every product when `None`), oldest first.
-    /// Unreadable lines are skipped: the log is a record, not a source of truth.
-    pub fn read_audit(&self, product: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+    /// The audit records of `product` (every product when `None`) whose `step` is
+    /// `step` (every step when `None`), oldest first. Unreadable lines are skipped:
+    /// the log is a record, not a source of truth.
+    pub fn read_audit(
+        &self,
+        product: Option<&str>,
+        step: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, String> {
         match self {
             Self::Local(root) => {
                 let path = root.join(".berth/audit.jsonl");
@@ -193,17 +198,30 @@ impl Store {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
                     Err(e) => return Err(format!("could not read {}: {e}", path.display())),
                 };
+                // Records are written compact: skip other steps' lines before parsing them.
+                let needle = step.map(|st| format!("\"step\":{}", serde_json::json!(st)));
                 Ok(text
                     .lines()
+                    .filter(|l| needle.as_ref().is_none_or(|n| l.contains(n.as_str())))
                     .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                     .filter(|r| product.is_none_or(|p| r["product"].as_str() == Some(p)))
+                    .filter(|r| step.is_none_or(|st| r["step"].as_str() == Some(st)))
                     .collect())
             }
             Self::Postgres { url, .. } => {
                 let mut s = open_state(url)?;
-                let filter = product
-                    .map(|p| format!(" WHERE product = {}", dollar(p)))
-                    .unwrap_or_default();
+                let mut conds = Vec::new();
+                if let Some(p) = product {
+                    conds.push(format!("product = {}", dollar(p)));
+                }
+                if let Some(st) = step {
+                    conds.push(format!("record->>'step' = {}", dollar(st)));
+                }
+                let filter = if conds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", conds.join(" AND "))
+                };
                 let rows = s.query(&format!(
                     "SELECT record::text FROM berth_audit{filter} ORDER BY id"
                 ))?;

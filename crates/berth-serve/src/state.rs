@@ -168,10 +168,13 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
     let m = &src.manifest;
     let nginx = Nginx::new(m, &src.root);
     let mut problems = Vec::new();
-    let audit = src.store.read_audit(None).unwrap_or_else(|e| {
-        problems.push(format!("audit log: {e}"));
-        Vec::new()
-    });
+    let audit = src
+        .store
+        .read_audit(None, Some("deploy"))
+        .unwrap_or_else(|e| {
+            problems.push(format!("audit log: {e}"));
+            Vec::new()
+        });
     let mut products = Vec::new();
     for (name, p) in &m.products {
         let instances = src.runtime.instances(name).unwrap_or_else(|e| {
