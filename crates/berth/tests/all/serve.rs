@@ -715,7 +715,7 @@ struct Browser {
     driver: Child,
     port: u16,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -730,6 +730,13 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        // Owned (and so stopped on drop) before anything can fail.
+        let mut b = Self {
+            driver,
+            port,
+            session: String::new(),
+            profile: tempfile::tempdir().unwrap(),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http(port, "GET", "/status", &[], "").0 != 200 {
             assert!(
@@ -738,7 +745,6 @@ impl Browser {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let profile = tempfile::tempdir().unwrap();
         let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": { "browser": "ALL" },
@@ -747,17 +753,11 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--no-first-run",
-                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-data-dir={}", b.profile.path().display()),
                     format!("--window-size={width},{height}"),
                 ],
             },
         }}});
-        let mut b = Self {
-            driver,
-            port,
-            session: String::new(),
-            _profile: profile,
-        };
         let v = b.call("POST", "/session", Some(caps));
         b.session = v["sessionId"]
             .as_str()
