@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use berth_manifest::Manifest;
 
 use crate::catalog::{self, Record};
+use crate::names::ProductLock;
 use crate::stream::{self, CountingReader, Encoder};
 use crate::{BackupError, pg, redis, stamp};
 
@@ -48,15 +49,26 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
         .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))
 }
 
-/// A file name in `dir` starting with `base` that is not taken yet.
-fn free_name(dir: &Path, base: &str, ext: &str) -> String {
-    let mut name = format!("{base}{ext}");
+/// A stem in `dir` starting with `base` that no backup file uses yet (two backups in
+/// the same second get `-2`, `-3`...; the dump and its Redis part share the stem).
+fn free_stem(dir: &Path, base: &str) -> String {
+    let taken = |stem: &str| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with(&format!("{stem}.")) || n.starts_with(&format!(".{stem}."))
+            })
+    };
+    let mut stem = base.to_string();
     let mut n = 1;
-    while dir.join(&name).exists() || catalog::record_path_of(&dir.join(&name)).exists() {
+    while taken(&stem) {
         n += 1;
-        name = format!("{base}-{n}{ext}");
+        stem = format!("{base}-{n}");
     }
-    name
+    stem
 }
 
 pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
@@ -80,16 +92,14 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         .map_err(|e| BackupError::Config(e.to_string()))?;
     let dir = catalog::backup_dir(m, opts.root, product);
     ensure_dir(&dir)?;
+    let _lock = ProductLock::acquire(&dir, product, "backup")?;
 
     let started_unix = now_unix();
     let clock = Instant::now();
     let (compact, started) = stamp(started_unix);
     let age_ext = if recipients.is_empty() { "" } else { ".age" };
-    let name = free_name(
-        &dir,
-        &format!("{product}_{compact}"),
-        &format!(".dump.zst{age_ext}"),
-    );
+    let stem = free_stem(&dir, &format!("{product}_{compact}"));
+    let name = format!("{stem}.dump.zst{age_ext}");
     let pg_dump_version = pg::pg_dump_version()?;
 
     // One snapshot for the dump and the row counts: a transaction exports it and stays
@@ -184,18 +194,14 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
     })?;
     partial.0 = None;
 
-    let redis = if settings.redis && p.redis.is_some() {
-        Some(redis::dump(
-            m,
-            opts.root,
-            product,
-            &dir,
-            &compact,
-            &settings,
-            &recipients,
-        )?)
+    // The database backup stands on its own: a Redis failure is recorded beside it.
+    let (redis, redis_error) = if settings.redis && p.redis.is_some() {
+        match redis::dump(m, opts.root, product, &dir, &stem, &settings, &recipients) {
+            Ok(part) => (Some(part), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
     } else {
-        None
+        (None, None)
     };
 
     let finished_unix = now_unix();
@@ -221,6 +227,7 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         table_count: tables.len(),
         tables,
         redis,
+        redis_error,
         verified: None,
         dir: dir.clone(),
     };

@@ -67,6 +67,9 @@ pub struct Record {
     pub redis: Option<RedisPart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verification>,
+    /// Why the Redis part is missing when `[backup] redis` asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_error: Option<String>,
     /// Set when read: where the record lives.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -101,7 +104,8 @@ impl Record {
         Ok(r)
     }
 
-    /// Whether the last verification passed.
+    /// Whether the last verification passed (only problems of the backup itself are
+    /// recorded as failures, never an unreachable server).
     pub fn verified_ok(&self) -> bool {
         self.verified.as_ref().is_some_and(|v| v.ok)
     }
@@ -156,10 +160,14 @@ pub fn list(m: &Manifest, root: &Path, product: Option<&str>) -> Vec<Record> {
                 }
             })
             .collect();
+        // `x-2.dump.zst` was taken after `x.dump.zst` in the same second.
         records.sort_by(|a, b| {
-            a.started_unix
-                .cmp(&b.started_unix)
-                .then(a.file.cmp(&b.file))
+            (a.started_unix, a.finished_unix, a.file.len(), &a.file).cmp(&(
+                b.started_unix,
+                b.finished_unix,
+                b.file.len(),
+                &b.file,
+            ))
         });
         out.extend(records);
     }

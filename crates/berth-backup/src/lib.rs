@@ -11,6 +11,7 @@
 
 pub mod backup;
 pub mod catalog;
+pub mod names;
 pub mod pg;
 pub mod prune;
 pub mod redis;
@@ -26,9 +27,13 @@ pub enum BackupError {
     /// Bad input or configuration (exit 2).
     #[error("{0}")]
     Config(String),
-    /// The operation failed (exit 1).
+    /// The operation failed for a reason outside the backup (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// The backup itself is bad: checksum, decompression, archive, row counts (exit 1;
+    /// recorded by verify).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// `20261125T103000Z` and `2026-11-25T10:30:00Z` for a Unix time.

@@ -139,44 +139,335 @@ pub fn compare_tables(expected: &[TableCount], got: &[TableCount]) -> Vec<String
     problems
 }
 
-/// Run pg_restore of the plain archive at `file` into `db`, `jobs` in parallel, objects
-/// owned by `role` when given.
+fn run_restore(mut c: Command, what: &str, strict: bool) -> Result<Vec<String>, BackupError> {
+    let out = c.output().map_err(|e| {
+        BackupError::Failed(format!(
+            "could not run pg_restore (install postgresql-client): {e}"
+        ))
+    })?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<String> = err
+        .lines()
+        .filter(|l| l.contains("error:") || l.contains("ERROR:"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    if !out.status.success() && strict {
+        let tail: Vec<&str> = err.lines().rev().take(8).collect();
+        return Err(BackupError::Damaged(format!(
+            "pg_restore ({what}) failed ({}):\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    Ok(lines)
+}
+
+/// Which part of a restore a TOC entry of `pg_restore -l` belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Extensions (and their comments): created by the admin, as only it may.
+    Extension,
+    /// Grants and default privileges: best effort (a grantee role may not exist here).
+    Acl,
+    /// Everything else: strict.
+    Main,
+}
+
+/// Classify a TOC line (`215; 3079 16385 EXTENSION - postgres_fdw`); comments are `None`.
+pub fn classify(line: &str) -> Option<Part> {
+    if line.trim_start().starts_with(';') || line.trim().is_empty() {
+        return None;
+    }
+    let t: Vec<&str> = line.split_whitespace().collect();
+    let desc = t.get(3).copied().unwrap_or("");
+    Some(match desc {
+        "EXTENSION" => Part::Extension,
+        "COMMENT" if t.get(5) == Some(&"EXTENSION") => Part::Extension,
+        "ACL" => Part::Acl,
+        "DEFAULT" if t.get(4) == Some(&"ACL") => Part::Acl,
+        _ => Part::Main,
+    })
+}
+
+/// Restore the plain archive at `file` into `db`: extensions as the admin, then
+/// everything else with `jobs` parallel jobs as `role` (which then owns every
+/// object), then grants best effort. Returns warnings (grants that could not be
+/// applied here, e.g. to a role this server does not have).
 pub fn pg_restore(
     url: &ServiceUrl,
     db: &str,
     file: &std::path::Path,
     jobs: u32,
     role: Option<&str>,
-) -> Result<(), BackupError> {
-    let mut c = client("pg_restore", url, db);
-    c.args(["--no-owner", "--no-acl", "--exit-on-error"])
-        .arg(format!("--jobs={}", jobs.max(1)))
-        // Index builds are the slow part of a restore: give them memory.
-        .env(
-            "PGOPTIONS",
-            "-c maintenance_work_mem=256MB -c synchronous_commit=off",
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(r) = role {
-        c.arg(format!("--role={r}"));
-    }
-    c.arg(file);
-    let out = c.output().map_err(|e| {
-        BackupError::Failed(format!(
-            "could not run pg_restore (install postgresql-client): {e}"
-        ))
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(8).collect();
-        return Err(BackupError::Failed(format!(
-            "pg_restore into {db} failed ({}):\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+) -> Result<Vec<String>, BackupError> {
+    let listing = std::process::Command::new("pg_restore")
+        .arg("--list")
+        .arg(file)
+        .output()
+        .map_err(|e| {
+            BackupError::Failed(format!(
+                "could not run pg_restore (install postgresql-client): {e}"
+            ))
+        })?;
+    if !listing.status.success() {
+        return Err(BackupError::Damaged(format!(
+            "pg_restore cannot read the archive: {}",
+            String::from_utf8_lossy(&listing.stderr).trim()
         )));
     }
+    let toc = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let list_of = |part: Part| -> (String, bool) {
+        let mut any = false;
+        let text = toc
+            .lines()
+            .map(|l| match classify(l) {
+                Some(p) if p == part => {
+                    any = true;
+                    l.to_string()
+                }
+                _ => format!(";{l}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, any)
+    };
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    let mut warnings = Vec::new();
+    for (part, strict) in [
+        (Part::Extension, true),
+        (Part::Main, true),
+        (Part::Acl, false),
+    ] {
+        let (text, any) = list_of(part);
+        if !any {
+            continue;
+        }
+        let list = tempfile::Builder::new()
+            .prefix(".berth-toc-")
+            .tempfile_in(dir)
+            .map_err(|e| BackupError::Failed(format!("could not write a restore list: {e}")))?;
+        std::fs::write(list.path(), text)
+            .map_err(|e| BackupError::Failed(format!("could not write a restore list: {e}")))?;
+        let mut c = client("pg_restore", url, db);
+        c.args(["--no-owner"])
+            .arg(format!("--use-list={}", list.path().display()))
+            // Index builds are the slow part of a restore: give them memory.
+            .env(
+                "PGOPTIONS",
+                "-c maintenance_work_mem=256MB -c synchronous_commit=off",
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if strict {
+            c.arg("--exit-on-error");
+        }
+        if part == Part::Main {
+            c.arg(format!("--jobs={}", jobs.max(1)));
+        }
+        if part != Part::Extension
+            && let Some(r) = role
+        {
+            c.arg(format!("--role={r}"));
+        }
+        c.arg(file);
+        let what = match part {
+            Part::Extension => "extensions",
+            Part::Main => "schema and data",
+            Part::Acl => "grants",
+        };
+        let lines = run_restore(c, what, strict)?;
+        if part == Part::Acl {
+            warnings.extend(
+                lines
+                    .into_iter()
+                    .map(|l| format!("a grant was not restored: {l}")),
+            );
+        }
+    }
+    Ok(warnings)
+}
+
+/// What a product database looks like beyond its content: encoding and locale,
+/// database grants, and per-database settings (`ALTER DATABASE ... SET`,
+/// `ALTER ROLE ... IN DATABASE ... SET`).
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// `GRANT <privileges> ON DATABASE` statements' (grantee, privilege); `None`: the defaults.
+    pub grants: Option<Vec<(String, String)>>,
+    /// (role or None for the whole database, `name=value` settings).
+    pub settings: Vec<(Option<String>, Vec<String>)>,
+    /// Read from the live database (else: the server's defaults, grants as provisioned).
+    pub from_live: bool,
+}
+
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The shape of `db`, or `None` when there is no such database.
+pub fn read_shape(s: &mut PgSession, db: &str) -> Result<Option<Shape>, BackupError> {
+    let row = query(
+        s,
+        &format!(
+            "SELECT pg_encoding_to_char(encoding) || chr(31) || datcollate || chr(31) || datctype || chr(31) || (datacl IS NULL) \
+             FROM pg_database WHERE datname = {}",
+            lit(db)
+        ),
+        "read the database's encoding and locale",
+    )?;
+    let Some(row) = row.first() else {
+        return Ok(None);
+    };
+    let f: Vec<&str> = row.split('\u{1f}').collect();
+    let mut shape = Shape {
+        encoding: f.first().unwrap_or(&"UTF8").to_string(),
+        collate: f.get(1).unwrap_or(&"C").to_string(),
+        ctype: f.get(2).unwrap_or(&"C").to_string(),
+        from_live: true,
+        ..Default::default()
+    };
+    if f.get(3) == Some(&"false") {
+        let rows = query(
+            s,
+            &format!(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END || chr(31) || a.privilege_type \
+                 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = {}",
+                lit(db)
+            ),
+            "read the database's grants",
+        )?;
+        shape.grants = Some(
+            rows.iter()
+                .filter_map(|r| r.split_once('\u{1f}'))
+                .map(|(g, p)| (g.to_string(), p.to_string()))
+                .collect(),
+        );
+    }
+    let rows = query(
+        s,
+        &format!(
+            "SELECT coalesce(quote_ident(pg_get_userbyid(NULLIF(s.setrole, 0))), '') || chr(31) || array_to_string(s.setconfig, chr(30)) \
+             FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = {}",
+            lit(db)
+        ),
+        "read the database's settings",
+    )?;
+    for r in rows {
+        if let Some((role, cfg)) = r.split_once('\u{1f}') {
+            shape.settings.push((
+                (!role.is_empty()).then(|| role.to_string()),
+                cfg.split('\u{1e}').map(str::to_string).collect(),
+            ));
+        }
+    }
+    Ok(Some(shape))
+}
+
+/// The shape of `db` if it exists, else the server's defaults (from template1).
+pub fn shape_or_default(s: &mut PgSession, db: &str) -> Result<Shape, BackupError> {
+    if let Some(shape) = read_shape(s, db)? {
+        return Ok(shape);
+    }
+    let mut d = read_shape(s, "template1")?.unwrap_or(Shape {
+        encoding: "UTF8".into(),
+        collate: "C".into(),
+        ctype: "C".into(),
+        ..Default::default()
+    });
+    d.grants = None;
+    d.settings.clear();
+    d.from_live = false;
+    Ok(d)
+}
+
+/// Settings whose value is a list and goes unquoted (as pg_dump treats them).
+const LIST_SETTINGS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "local_preload_libraries",
+    "unix_socket_directories",
+];
+
+/// Create `db` like `shape` (owned by `owner`), with its grants and settings.
+pub fn create_database(
+    s: &mut PgSession,
+    db: &str,
+    owner: Option<&str>,
+    shape: &Shape,
+) -> Result<(), BackupError> {
+    let owner_sql = owner.map_or(String::new(), |o| format!(" OWNER {}", ident(o)));
+    query(
+        s,
+        &format!(
+            "CREATE DATABASE {}{owner_sql} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            ident(db),
+            lit(&shape.encoding),
+            lit(&shape.collate),
+            lit(&shape.ctype)
+        ),
+        &format!("create the database {db}"),
+    )?;
     Ok(())
+}
+
+/// Apply `shape`'s grants and settings to `db` (already created).
+pub fn apply_shape(
+    s: &mut PgSession,
+    db: &str,
+    owner: Option<&str>,
+    shape: &Shape,
+) -> Result<(), BackupError> {
+    let d = ident(db);
+    let mut sql = Vec::new();
+    match (&shape.grants, owner) {
+        (Some(grants), _) => {
+            sql.push(format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"));
+            for (grantee, privilege) in grants {
+                sql.push(format!("GRANT {privilege} ON DATABASE {d} TO {grantee}"));
+            }
+        }
+        // No live database to copy from: as `berth provision` sets it.
+        (None, Some(o)) if !shape.from_live => {
+            sql.push(format!(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE {d} FROM PUBLIC"
+            ));
+            sql.push(format!(
+                "GRANT CONNECT, TEMPORARY ON DATABASE {d} TO {}",
+                ident(o)
+            ));
+        }
+        _ => {}
+    }
+    for (role, cfg) in &shape.settings {
+        for kv in cfg {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let value = if LIST_SETTINGS.contains(&k) {
+                v.to_string()
+            } else {
+                lit(v)
+            };
+            sql.push(match role {
+                Some(r) => format!("ALTER ROLE {r} IN DATABASE {d} SET {k} = {value}"),
+                None => format!("ALTER DATABASE {d} SET {k} = {value}"),
+            });
+        }
+    }
+    for q in sql {
+        query(s, &q, "copy the database's grants and settings")?;
+    }
+    Ok(())
+}
+
+/// The names of every database on the server.
+pub fn databases(s: &mut PgSession) -> Result<Vec<String>, BackupError> {
+    query(s, "SELECT datname FROM pg_database", "list the databases")
 }
 
 /// Whether database `db` exists.

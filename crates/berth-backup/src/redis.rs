@@ -60,14 +60,14 @@ pub fn dump(
     root: &Path,
     product: &str,
     dir: &Path,
-    compact: &str,
+    stem: &str,
     settings: &BackupSettings,
     recipients: &[age::x25519::Recipient],
 ) -> Result<RedisPart, BackupError> {
     let space = m.products[product].redis.as_ref().expect("checked");
     let mut conn = connect(m, root, space.db)?;
     let name = format!(
-        "{product}_{compact}.redis.zst{}",
+        "{stem}.redis.zst{}",
         if recipients.is_empty() { "" } else { ".age" }
     );
     let tmp = stream::partial_path(dir, &name);
@@ -198,6 +198,57 @@ pub fn restore(
             "restore a key",
         )?;
         n += 1;
+    }
+    Ok(n)
+}
+
+/// Delete every key under the product's prefix (SCAN + UNLINK); returns how many.
+pub fn clear(m: &Manifest, root: &Path, product: &str) -> Result<u64, BackupError> {
+    let space = m.products[product].redis.as_ref().ok_or_else(|| {
+        BackupError::Config(format!("product `{product}` has no Redis key space"))
+    })?;
+    let mut conn = connect(m, root, space.db)?;
+    let pattern = match_pattern(&space.prefix);
+    let mut cursor = b"0".to_vec();
+    let mut n = 0u64;
+    loop {
+        let reply = cmd(
+            &mut conn,
+            &[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ],
+            "scan keys",
+        )?;
+        let Reply::Array(Some(parts)) = reply else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(Some(batch)))) =
+            (parts.first(), parts.get(1))
+        else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        let keys: Vec<&[u8]> = batch
+            .iter()
+            .filter_map(|k| match k {
+                Reply::Bulk(Some(k)) => Some(k.as_slice()),
+                _ => None,
+            })
+            .collect();
+        if !keys.is_empty() {
+            let mut args: Vec<&[u8]> = vec![b"UNLINK"];
+            args.extend(keys.iter().copied());
+            cmd(&mut conn, &args, "delete keys")?;
+            n += keys.len() as u64;
+        }
+        cursor = next.clone();
+        if cursor == b"0" {
+            break;
+        }
     }
     Ok(n)
 }

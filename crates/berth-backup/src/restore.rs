@@ -1,16 +1,18 @@
 //! `berth restore`: checksum -> restore into a new database -> stop the product ->
-//! terminate connections -> swap by renaming (one transaction) -> start and
-//! health-check -> on failure, swap back. The live database is never dropped.
+//! terminate connections -> swap by renaming (one transaction) -> [Redis keys] ->
+//! start and health-check -> on failure, swap back. The live database is never dropped.
 
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use berth_manifest::Manifest;
+use berth_provision::url::ServiceUrl;
 use berth_runtime::{Runtime, Slot};
 use serde::Serialize;
 
 use crate::catalog::Record;
-use crate::verify::{check_checksum, decode, restore_new};
+use crate::names::{self, ProductLock};
+use crate::verify::{check_checksum, clean_leftovers, decode, restore_new};
 use crate::{BackupError, pg, stamp, stream};
 
 pub struct RestoreOptions<'a> {
@@ -32,19 +34,28 @@ pub struct RestoreReport {
     pub product: String,
     pub database: String,
     pub from: String,
-    /// The replaced database, kept under this name.
-    pub previous_database: String,
+    /// The replaced database, kept under this name (none when there was no live one).
+    pub previous_database: Option<String>,
+    /// The product's Redis keys before the restore, saved here.
+    pub previous_redis: Option<String>,
     /// The slot that was stopped and started again.
     pub slot: Option<Slot>,
     pub version: Option<String>,
     pub tables: usize,
     pub rows: u64,
     pub redis_keys: Option<u64>,
+    pub warnings: Vec<String>,
     pub duration_ms: u64,
 }
 
 /// Give up renaming after this many tries (each after terminating connections).
 const SWAP_TRIES: usize = 10;
+
+fn drop_quietly(url: &ServiceUrl, db: &str) {
+    if let Err(e) = pg::session(url, "postgres").and_then(|mut s| pg::drop_database(&mut s, db)) {
+        tracing::warn!("could not drop {db}: {e}");
+    }
+}
 
 pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreReport, BackupError> {
     let clock = Instant::now();
@@ -78,43 +89,61 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     }
     let url = berth_provision::postgres_admin_url(m, opts.root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
+    let _lock = ProductLock::acquire(&r.dir, product, "restore")?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let ts = stamp(now).0.to_lowercase();
-    let fresh = format!("{}_restore_{ts}", db.name);
-    let previous = format!("{}_pre_restore_{ts}", db.name);
+    let fresh = names::derived(&db.name, "restore", &ts)?;
+    let previous = names::derived(&db.name, "pre_restore", &ts)?;
+    let untouched = |e: BackupError| -> BackupError {
+        let msg = format!("{e}\nthe live database {} was not touched", db.name);
+        match e {
+            BackupError::Config(_) => BackupError::Config(msg),
+            BackupError::Damaged(_) => BackupError::Damaged(msg),
+            BackupError::Failed(_) => BackupError::Failed(msg),
+        }
+    };
 
     // 1. Everything that can fail without touching the live database.
     (opts.progress)(&format!("check the checksum of {}", r.file));
     let t = Instant::now();
-    check_checksum(r).map_err(|e| BackupError::Failed(format!("{e}; nothing was changed")))?;
+    check_checksum(r).map_err(untouched)?;
     tracing::info!("checksum: {:?}", t.elapsed());
+    let mut admin = pg::session(&url, "postgres")?;
+    for left in clean_leftovers(&mut admin, &db.name, &r.dir)? {
+        (opts.progress)(&format!(
+            "dropped {left}, left by an interrupted verify or restore"
+        ));
+    }
+    let shape = pg::shape_or_default(&mut admin, &db.name)?;
+    let live_exists = shape.from_live;
+    drop(admin);
     (opts.progress)(&format!(
         "restore into a new database {fresh} (pg_restore -j {})",
         opts.jobs
     ));
-    let restored = (|| {
+    let warnings = (|| {
         let (_guard, plain) = decode(r, opts.identities, "restore")?;
-        restore_new(&url, r, &plain, &fresh, Some(&db.role), opts.jobs)
-    })();
-    if let Err(e) = restored {
-        let _ = pg::session(&url, "postgres").and_then(|mut s| pg::drop_database(&mut s, &fresh));
-        return Err(BackupError::Failed(format!(
-            "{e}\nthe live database {} was not touched",
-            db.name
-        )));
+        restore_new(&url, r, &plain, &fresh, Some(&db.role), &shape, opts.jobs)
+    })()
+    .map_err(untouched)?;
+    for w in &warnings {
+        (opts.progress)(&format!("warning: {w}"));
     }
-
     debug_pause("restored", opts.progress);
 
     // 2. Stop the product's services so nothing writes to the old database.
     let mut live: Option<(Slot, String)> = None;
     if let Some(rt) = opts.runtime {
-        let instances = rt
-            .instances(product)
-            .map_err(|e| BackupError::Failed(e.to_string()))?;
+        let instances = match rt.instances(product) {
+            Ok(i) => i,
+            Err(e) => {
+                drop_quietly(&url, &fresh);
+                return Err(untouched(BackupError::Failed(e.to_string())));
+            }
+        };
         let nginx_slot = berth_deploy::proxy::Nginx::new(m, opts.root)
             .and_then(|n| n.live_slot(product).ok().flatten());
         let slot = nginx_slot
@@ -128,13 +157,11 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 .unwrap_or_default();
             (opts.progress)(&format!("stop {product} ({slot} slot, {version})"));
             if let Err(e) = rt.stop(product, slot) {
-                let _ = pg::session(&url, "postgres")
-                    .and_then(|mut s| pg::drop_database(&mut s, &fresh));
+                drop_quietly(&url, &fresh);
                 let _ = rt.start(product, slot, &version);
-                return Err(BackupError::Failed(format!(
-                    "could not stop {product}: {e}\nthe live database {} was not touched",
-                    db.name
-                )));
+                return Err(untouched(BackupError::Failed(format!(
+                    "could not stop {product}: {e}"
+                ))));
             }
             live = Some((slot, version));
         }
@@ -152,39 +179,64 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             .map(|_| ())
             .map_err(|(e, _)| e)
     };
-
     debug_pause("stopped", opts.progress);
 
     // 3. Swap: terminate what still connects, then both renames in one transaction.
-    (opts.progress)(&format!(
-        "swap: {} -> {previous}, {fresh} -> {}",
-        db.name, db.name
-    ));
-    let swapped = swap(&url, &db.name, &previous, &fresh);
-    if let Err(e) = swapped {
-        let _ = pg::session(&url, "postgres").and_then(|mut s| pg::drop_database(&mut s, &fresh));
+    let aside = live_exists.then_some(previous.as_str());
+    (opts.progress)(&match aside {
+        Some(p) => format!("swap: {} -> {p}, {fresh} -> {}", db.name, db.name),
+        None => format!("{fresh} -> {} (there was no live database)", db.name),
+    });
+    if let Err(e) = swap(&url, &db.name, aside, &fresh) {
+        drop_quietly(&url, &fresh);
         let again = start_again(opts.progress);
-        return Err(BackupError::Failed(format!(
-            "{e}\nthe live database {} was not touched{}",
-            db.name,
+        return Err(untouched(BackupError::Failed(format!(
+            "{e}{}",
             again.err().map_or(String::new(), |e| format!(
                 "; starting {product} again failed too: {e}"
             ))
-        )));
+        ))));
     }
 
-    // 4. Redis keys, then the product comes back on the restored data.
+    // 4. Redis keys (the current ones saved first), then the product comes back.
     let mut redis_keys = None;
+    let mut previous_redis = None;
     let after = (|| -> Result<(), String> {
         if opts.with_redis
             && let Some(part) = &r.redis
         {
-            (opts.progress)(&format!("restore the Redis keys from {}", part.file));
-            let input = stream::decoder(&r.dir.join(&part.file), r.encrypted, opts.identities)
-                .map_err(|e| e.to_string())?;
-            redis_keys = Some(
-                crate::redis::restore(m, opts.root, product, input).map_err(|e| e.to_string())?,
-            );
+            let snapshot = save_redis(opts.manifest, opts.root, product, r, &ts)
+                .map_err(|e| format!("could not save the current Redis keys: {e}"))?;
+            previous_redis = Some(r.dir.join(&snapshot).display().to_string());
+            (opts.progress)(&format!(
+                "restore the Redis keys from {} (the current ones saved in {snapshot})",
+                part.file
+            ));
+            let put = (|| {
+                crate::redis::clear(m, opts.root, product)?;
+                let input = stream::decoder(&r.dir.join(&part.file), r.encrypted, opts.identities)?;
+                crate::redis::restore(m, opts.root, product, input)
+            })();
+            match put {
+                Ok(n) => redis_keys = Some(n),
+                Err(e) => {
+                    let back = (|| {
+                        crate::redis::clear(m, opts.root, product)?;
+                        let input =
+                            stream::decoder(&r.dir.join(&snapshot), r.encrypted, opts.identities)?;
+                        crate::redis::restore(m, opts.root, product, input)
+                    })();
+                    return Err(format!(
+                        "restoring the Redis keys failed: {e}; {}",
+                        match back {
+                            Ok(_) => "the previous keys are back".to_string(),
+                            Err(b) => format!(
+                                "putting the previous keys back failed too ({b}); they are saved in {snapshot}"
+                            ),
+                        }
+                    ));
+                }
+            }
         }
         start_again(opts.progress)
     })();
@@ -195,17 +247,21 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         {
             let _ = rt.stop(product, *slot);
         }
-        let failed = format!("{}_failed_restore_{ts}", db.name);
-        let back = swap(&url, &db.name, &failed, &previous);
+        let failed = names::derived(&db.name, "failed_restore", &ts)?;
+        let back = match aside {
+            Some(prev) => swap(&url, &db.name, Some(&failed), prev),
+            None => swap(&url, &db.name, None, &failed).map(|_| ()),
+        };
         let again = start_again(opts.progress);
-        return Err(BackupError::Failed(match back {
-            Ok(()) => format!(
+        return Err(BackupError::Failed(match (back, aside) {
+            (Ok(()), Some(_)) => format!(
                 "{e}\nthe previous database is live again; the restored one is kept as {failed}{}",
                 again.err().map_or(String::new(), |e| format!(
                     " (starting {product} again failed: {e})"
                 ))
             ),
-            Err(b) => format!(
+            (Ok(()), None) => format!("{e}\nthe restored database is kept as {failed}"),
+            (Err(b), _) => format!(
                 "{e}\nswapping back failed too: {b}\nthe previous database is kept as {previous}"
             ),
         }));
@@ -214,22 +270,40 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         product: product.to_string(),
         database: db.name.clone(),
         from: r.path().display().to_string(),
-        previous_database: previous,
+        previous_database: aside.map(str::to_string),
+        previous_redis,
         slot: live.as_ref().map(|(s, _)| *s),
         version: live.map(|(_, v)| v),
         tables: r.table_count,
         rows: r.tables.iter().map(|t| t.rows).sum(),
         redis_keys,
+        warnings,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
 }
 
-/// Rename `live` to `aside` and `incoming` to `live` in one transaction, after
-/// terminating the connections to both; retried while new connections race in.
+/// Save the product's current Redis keys beside the backup, encrypted like it.
+fn save_redis(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    r: &Record,
+    ts: &str,
+) -> Result<String, BackupError> {
+    let recipients = stream::recipients(&r.recipients)?;
+    let settings = m.backup_settings(product);
+    let stem = format!("{product}_{}_pre_restore", ts.to_uppercase());
+    let part = crate::redis::dump(m, root, product, &r.dir, &stem, &settings, &recipients)?;
+    Ok(part.file)
+}
+
+/// Rename `live` to `aside` (when there is one) and `incoming` to `live` in one
+/// transaction, after terminating the connections to both; retried while new
+/// connections race in.
 fn swap(
-    url: &berth_provision::url::ServiceUrl,
+    url: &ServiceUrl,
     live: &str,
-    aside: &str,
+    aside: Option<&str>,
     incoming: &str,
 ) -> Result<(), BackupError> {
     let mut s = pg::session(url, "postgres")?;
@@ -246,16 +320,19 @@ fn swap(
             "terminate connections",
         )?;
         pg::query(&mut s, "BEGIN", "begin the swap")?;
-        let renamed = pg::query(
-            &mut s,
-            &format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                pg::ident(live),
-                pg::ident(aside)
+        let first = match aside {
+            Some(a) => pg::query(
+                &mut s,
+                &format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    pg::ident(live),
+                    pg::ident(a)
+                ),
+                "rename",
             ),
-            "rename",
-        )
-        .and_then(|_| {
+            None => Ok(Vec::new()),
+        };
+        let renamed = first.and_then(|_| {
             pg::query(
                 &mut s,
                 &format!(

@@ -1,40 +1,49 @@
 //! `berth backup verify`: checksum, then a real restore into a scratch database whose
-//! tables and row counts must match the ones recorded at backup time.
+//! tables and row counts must match the ones recorded at backup time. It restores the
+//! way `berth restore` does (as the product role, extensions by the admin), so a
+//! backup that verifies is one that restores.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use berth_manifest::Manifest;
+use berth_provision::session::PgSession;
 use berth_provision::url::ServiceUrl;
 use serde::Serialize;
 
 use crate::backup::{Partial, write_record};
-use crate::catalog::{Record, Verification};
+use crate::catalog::{self, Record, Verification};
+use crate::names::{self, ProductLock};
 use crate::{BackupError, pg, stamp, stream};
 
-/// Check the file against the record's checksum.
-pub fn check_checksum(r: &Record) -> Result<(), String> {
-    let path = r.path();
-    let got = stream::sha256_file(&path)
-        .map_err(|e| format!("could not read {}: {e}", path.display()))?;
-    if got != r.sha256 {
-        return Err(format!(
-            "checksum mismatch: {} has sha256 {got}, its record says {}",
-            path.display(),
-            r.sha256
-        ));
-    }
+/// Check the file (and its Redis part) against the record's checksums.
+pub fn check_checksum(r: &Record) -> Result<(), BackupError> {
+    let mut files = vec![(r.path(), r.sha256.clone())];
     if let Some(redis) = &r.redis {
-        let p = r.dir.join(&redis.file);
-        let got =
-            stream::sha256_file(&p).map_err(|e| format!("could not read {}: {e}", p.display()))?;
-        if got != redis.sha256 {
-            return Err(format!(
-                "checksum mismatch: {} has sha256 {got}, its record says {}",
-                p.display(),
-                redis.sha256
-            ));
+        files.push((r.dir.join(&redis.file), redis.sha256.clone()));
+    }
+    for (path, want) in files {
+        let got = match stream::sha256_file(&path) {
+            Ok(g) => g,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BackupError::Damaged(format!(
+                    "{} is missing",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(BackupError::Failed(format!(
+                    "could not read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        if got != want {
+            return Err(BackupError::Damaged(format!(
+                "checksum mismatch: {} has sha256 {got}, its record says {want}",
+                path.display()
+            )));
         }
     }
     Ok(())
@@ -53,12 +62,18 @@ pub(crate) fn decode(
     let guard = Partial(Some(tmp.clone()));
     let mut out = stream::create_private(&tmp)
         .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
-    io::copy(&mut input, &mut out).map_err(|e| {
-        BackupError::Failed(format!(
-            "{} does not decompress (damaged or truncated): {e}",
-            r.path().display()
-        ))
-    })?;
+    if let Err(e) = io::copy(&mut input, &mut out) {
+        return Err(
+            if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+                BackupError::Failed(format!("could not decompress {}: {e}", r.path().display()))
+            } else {
+                BackupError::Damaged(format!(
+                    "{} does not decompress (damaged or truncated): {e}",
+                    r.path().display()
+                ))
+            },
+        );
+    }
     tracing::info!(
         "decompressed {} to {}: {:?}",
         r.file,
@@ -68,68 +83,81 @@ pub(crate) fn decode(
     Ok((guard, tmp))
 }
 
-/// Restore the archive at `plain` into a new database `target` (owned by `owner` when
-/// given) and compare its tables with the record. The database is left in place.
+/// Drop what killed runs of verify or restore left behind for `db`: scratch databases
+/// and decoded archives. Only call with the product's lock held.
+pub(crate) fn clean_leftovers(
+    admin: &mut PgSession,
+    db: &str,
+    dir: &Path,
+) -> Result<Vec<String>, BackupError> {
+    let mut dropped = Vec::new();
+    for name in pg::databases(admin)? {
+        if names::is_scratch(db, &name) {
+            pg::drop_database(admin, &name)?;
+            dropped.push(name);
+        }
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with('.') && (n.ends_with(".verify.partial") || n.ends_with(".restore.partial"))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(dropped)
+}
+
+/// Restore the archive at `plain` into a new database `target` shaped like `shape`
+/// (owned by, and restored as, `owner` when given) and compare its tables with the
+/// record. On success the database stays; on any failure after it was created it is
+/// dropped (a database this call did not create is never touched). Returns warnings.
 pub(crate) fn restore_new(
     url: &ServiceUrl,
     r: &Record,
     plain: &Path,
     target: &str,
     owner: Option<&str>,
+    shape: &pg::Shape,
     jobs: u32,
-) -> Result<(), BackupError> {
+) -> Result<Vec<String>, BackupError> {
     let mut admin = pg::session(url, "postgres")?;
-    let owner_sql = owner.map_or(String::new(), |o| format!(" OWNER {}", pg::ident(o)));
-    pg::query(
-        &mut admin,
-        &format!(
-            "CREATE DATABASE {}{owner_sql} TEMPLATE template0",
-            pg::ident(target)
-        ),
-        &format!("create the database {target}"),
-    )?;
-    if let Some(o) = owner {
-        // As `berth provision` leaves a product database: only its role may use it.
-        let mut s = pg::session(url, target)?;
-        pg::query(
-            &mut s,
-            &format!("ALTER SCHEMA public OWNER TO {}", pg::ident(o)),
-            "give the public schema to the product role",
-        )?;
-        pg::query(
-            &mut s,
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-            "restrict the public schema",
-        )?;
-        for sql in [
-            format!(
-                "REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC",
-                pg::ident(target)
-            ),
-            format!(
-                "GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}",
-                pg::ident(target),
-                pg::ident(o)
-            ),
-        ] {
-            pg::query(&mut admin, &sql, "set the database grants")?;
+    pg::create_database(&mut admin, target, owner, shape)?;
+    let filled = (|| -> Result<Vec<String>, BackupError> {
+        pg::apply_shape(&mut admin, target, owner, shape)?;
+        if let Some(o) = owner {
+            // The public schema belongs to the product role, as `berth provision` leaves it.
+            let mut s = pg::session(url, target)?;
+            pg::query(
+                &mut s,
+                &format!("ALTER SCHEMA public OWNER TO {}", pg::ident(o)),
+                "give the public schema to the product role",
+            )?;
+            pg::query(
+                &mut s,
+                "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+                "restrict the public schema",
+            )?;
         }
+        let t = Instant::now();
+        let warnings = pg::pg_restore(url, target, plain, jobs, owner)?;
+        tracing::info!("pg_restore -j {jobs} into {target}: {:?}", t.elapsed());
+        let t = Instant::now();
+        let mut s = pg::session(url, target)?;
+        let got = pg::table_counts(&mut s)?;
+        tracing::info!("row counts of {target}: {:?}", t.elapsed());
+        let problems = pg::compare_tables(&r.tables, &got);
+        if !problems.is_empty() {
+            return Err(BackupError::Damaged(format!(
+                "the restored database does not match the backup record:\n  {}",
+                problems.join("\n  ")
+            )));
+        }
+        Ok(warnings)
+    })();
+    if filled.is_err() {
+        let _ = pg::drop_database(&mut admin, target);
     }
-    let t = Instant::now();
-    pg::pg_restore(url, target, plain, jobs, owner)?;
-    tracing::info!("pg_restore -j {jobs} into {target}: {:?}", t.elapsed());
-    let t = Instant::now();
-    let mut s = pg::session(url, target)?;
-    let got = pg::table_counts(&mut s)?;
-    tracing::info!("row counts of {target}: {:?}", t.elapsed());
-    let problems = pg::compare_tables(&r.tables, &got);
-    if !problems.is_empty() {
-        return Err(BackupError::Failed(format!(
-            "the restored database does not match the backup record:\n  {}",
-            problems.join("\n  ")
-        )));
-    }
-    Ok(())
+    filled
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,6 +169,7 @@ pub struct VerifyReport {
     pub tables: usize,
     pub rows: u64,
     pub scratch_database: String,
+    pub warnings: Vec<String>,
     pub duration_ms: u64,
 }
 
@@ -151,7 +180,8 @@ pub struct VerifyOptions<'a> {
     pub jobs: u32,
 }
 
-/// Verify one backup and record the outcome in its record.
+/// Verify one backup and record the outcome in its record (problems of the backup
+/// itself only: a server that cannot be reached says nothing about the file).
 pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, BackupError> {
     let clock = Instant::now();
     if r.encrypted && opts.identities.is_empty() {
@@ -162,24 +192,42 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
     }
     let url = berth_provision::postgres_admin_url(opts.manifest, opts.root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
+    let _lock = ProductLock::acquire(&r.dir, &r.product, "backup verify")?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let scratch = format!("{}_verify_{}", r.database, stamp(now).0.to_lowercase());
-    let outcome = (|| -> Result<(), BackupError> {
-        check_checksum(&r).map_err(BackupError::Failed)?;
+    let scratch = names::derived(&r.database, "verify", &stamp(now).0.to_lowercase())?;
+    // Restore as the product would be restored: as its role, when it still has one.
+    let role = opts
+        .manifest
+        .products
+        .get(&r.product)
+        .and_then(|p| p.database.as_ref())
+        .filter(|d| d.name == r.database)
+        .map(|d| d.role.clone());
+    let outcome = (|| -> Result<Vec<String>, BackupError> {
+        check_checksum(&r)?;
+        let mut admin = pg::session(&url, "postgres")?;
+        clean_leftovers(&mut admin, &r.database, &r.dir)?;
+        let shape = pg::shape_or_default(&mut admin, &r.database)?;
         let (_guard, plain) = decode(&r, opts.identities, "verify")?;
-        let result = restore_new(&url, &r, &plain, &scratch, None, opts.jobs);
-        let dropped =
-            pg::session(&url, "postgres").and_then(|mut s| pg::drop_database(&mut s, &scratch));
-        result?;
-        dropped
+        let warnings = restore_new(
+            &url,
+            &r,
+            &plain,
+            &scratch,
+            role.as_deref(),
+            &shape,
+            opts.jobs,
+        )?;
+        pg::drop_database(&mut admin, &scratch)?;
+        Ok(warnings)
     })();
-    let problem = match outcome {
-        Ok(()) => None,
-        Err(BackupError::Config(e)) => return Err(BackupError::Config(e)),
-        Err(BackupError::Failed(e)) => Some(e),
+    let (problem, warnings) = match outcome {
+        Ok(w) => (None, w),
+        Err(BackupError::Damaged(e)) => (Some(e), Vec::new()),
+        Err(other) => return Err(other),
     };
     let (_, at) = stamp(now);
     r.verified = Some(Verification {
@@ -193,8 +241,10 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
             )
         }),
     });
-    // The record may be gone if the file was pruned meanwhile; the report still stands.
-    let _ = write_record(&r);
+    // Under the lock, so a prune cannot have removed it meanwhile; never recreate one.
+    if catalog::record_path_of(&r.path()).exists() {
+        write_record(&r)?;
+    }
     Ok(VerifyReport {
         file: r.path().display().to_string(),
         ok: problem.is_none(),
@@ -202,6 +252,7 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
         tables: r.table_count,
         rows: r.tables.iter().map(|t| t.rows).sum(),
         scratch_database: scratch,
+        warnings,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
 }

@@ -386,7 +386,7 @@ pub struct Backup {
     pub dir: String,
     /// Daily time (UTC, `HH:MM`) the scheduled backup runs.
     pub schedule: String,
-    /// `systemd` (a timer per product) or `cron`.
+    /// `systemd` (a timer per product, in UTC) or `cron` (the host's local time: keep it UTC).
     pub scheduler: Scheduler,
     /// zstd compression level (1-19; 3 is fast and small).
     pub level: i32,

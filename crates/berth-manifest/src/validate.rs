@@ -684,15 +684,13 @@ impl Validator<'_> {
                         r.clone(),
                     ));
                 }
-                if o.enabled == Some(true) && p.database.is_none() && o.redis != Some(true) {
+                if o.enabled == Some(true) && p.database.is_none() {
                     let d = Diagnostic::error(
                         "backup-nothing",
-                        format!(
-                            "product `{name}` enables backups but has no database or Redis backup"
-                        ),
+                        format!("product `{name}` enables backups but has no database"),
                     )
                     .at(self.label(&vpath(&["products", name, "backup", "enabled"]), ""))
-                    .help("add [products.<name>.database], or set `redis = true`");
+                    .help("a backup is of the product's database (its Redis keys go beside it): add [products.<name>.database]");
                     self.push(d);
                 }
             }

@@ -35,7 +35,7 @@ fn load(cli: &Cli, printer: &Printer) -> Result<Loaded> {
 fn cli_err(e: BackupError) -> CliError {
     match e {
         BackupError::Config(m) => CliError::Config(m),
-        BackupError::Failed(m) => CliError::Failed(m),
+        BackupError::Failed(m) | BackupError::Damaged(m) => CliError::Failed(m),
     }
 }
 
@@ -167,6 +167,12 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
                     }
                 }
                 done.push(record_json(&r));
+                if let Some(e) = &r.redis_error {
+                    printer.error(&format!(
+                        "{product}: the database backup is complete, but its Redis part failed: {e}"
+                    ));
+                    failed.push(json!({"product": product, "error": e}));
+                }
             }
             Err(e) => {
                 entry["result"] = "failed".into();
@@ -365,6 +371,15 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
         };
         // Files of interrupted backups (berth killed mid-write) older than a day.
         let dir = berth_backup::catalog::backup_dir(&l.manifest, &l.root, product);
+        // No backup, verify or restore of this product may run while files go.
+        let _lock = if dir.is_dir() {
+            Some(
+                berth_backup::names::ProductLock::acquire(&dir, product, "backup prune")
+                    .map_err(cli_err)?,
+            )
+        } else {
+            None
+        };
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let old = e
@@ -560,10 +575,17 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
                     .map_or(String::new(), |k| format!(", {k} Redis keys")),
                 rep.duration_ms as f64 / 1000.0
             );
-            println!(
-                "the previous database is kept as {}; drop it when satisfied: DROP DATABASE \"{}\";",
-                rep.previous_database, rep.previous_database
-            );
+            if let Some(prev) = &rep.previous_database {
+                println!(
+                    "the previous database is kept as {prev}; drop it when satisfied: DROP DATABASE \"{prev}\";"
+                );
+            }
+            if let Some(prev) = &rep.previous_redis {
+                println!("the previous Redis keys are saved in {prev}");
+            }
+            for w in &rep.warnings {
+                printer.warn(w);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

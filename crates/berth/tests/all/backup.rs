@@ -180,6 +180,39 @@ fn zstd_decompress(p: &Path) -> Vec<u8> {
 #[test]
 fn round_trip_of_100k_rows_is_identical_and_nothing_secret_is_written() {
     let db = Db::new();
+    // What lives beside the content: an extension only a superuser may create, a grant
+    // to another role, database and role-in-database settings.
+    db.sql("postgres", "CREATE ROLE reporter");
+    db.sql("bestays", "CREATE EXTENSION postgres_fdw");
+    db.sql(
+        "bestays",
+        "SET ROLE bestays_user; GRANT SELECT ON guests TO reporter",
+    );
+    db.sql(
+        "postgres",
+        "ALTER DATABASE bestays SET statement_timeout = '5s'; \
+         ALTER DATABASE bestays SET search_path = \"$user\", public; \
+         ALTER ROLE bestays_user IN DATABASE bestays SET work_mem = '8MB'; \
+         GRANT CONNECT ON DATABASE bestays TO reporter",
+    );
+    let shape = |db: &Db| {
+        db.sql(
+            "postgres",
+            "SELECT (SELECT string_agg(array_to_string(setconfig, ','), ';' ORDER BY setrole) FROM pg_db_role_setting s \
+               JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'bestays') \
+             || ' ' || has_database_privilege('reporter', 'bestays', 'CONNECT') \
+             || ' ' || has_database_privilege('realestate_user', 'bestays', 'CONNECT')",
+        ) + &db.sql(
+            "bestays",
+            "SELECT ' ' || has_table_privilege('reporter', 'guests', 'SELECT') || ' ' || \
+             (SELECT count(*) FROM pg_extension WHERE extname = 'postgres_fdw')",
+        )
+    };
+    let shape_before = shape(&db);
+    assert!(
+        shape_before.contains("statement_timeout=5s"),
+        "{shape_before}"
+    );
     let before = db.fingerprint("bestays");
     assert_eq!(before["rows guests"].split(' ').next(), Some("20000"));
     assert_eq!(before["rows bookings"].split(' ').next(), Some("70000"));
@@ -220,6 +253,7 @@ fn round_trip_of_100k_rows_is_identical_and_nothing_secret_is_written() {
     let names: Vec<String> = std::fs::read_dir(db.backups_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
@@ -256,6 +290,11 @@ fn round_trip_of_100k_rows_is_identical_and_nothing_secret_is_written() {
         db.fingerprint("bestays"),
         before,
         "identical content after restore"
+    );
+    assert_eq!(
+        shape(&db),
+        shape_before,
+        "grants, settings and extensions come along"
     );
     assert_eq!(db.fingerprint("realestate"), real_before);
 
@@ -466,6 +505,22 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
     assert!(db.latest_backup().1["verified"]["ok"].as_bool().unwrap());
     assert_eq!(db.databases(), dbs, "the scratch database is dropped");
 
+    // A server that cannot be reached says nothing about the file: not recorded.
+    let closed = format!(
+        "postgresql://postgres:x@127.0.0.1:{}/postgres",
+        berth_testkit::free_port()
+    );
+    let out = db.run_env(
+        &["backup", "verify", file.to_str().unwrap()],
+        &[("BERTH_POSTGRES_ADMIN_URL", closed.as_str())],
+    );
+    out.assert_code(1);
+    assert!(
+        db.latest_backup().1["verified"]["ok"].as_bool().unwrap(),
+        "{}",
+        out.snapshot()
+    );
+
     // One flipped byte: verify and restore fail before anything changes.
     let good = std::fs::read(&file).unwrap();
     let mut bad = good.clone();
@@ -483,7 +538,10 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
     let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
     out.assert_code(1);
     assert!(
-        out.stderr.contains("checksum mismatch") && out.stderr.contains("nothing was changed"),
+        out.stderr.contains("checksum mismatch")
+            && out
+                .stderr
+                .contains("the live database bestays was not touched"),
         "{}",
         out.snapshot()
     );
@@ -593,12 +651,43 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         );
         assert!(ok, "the product can still use its database: {out}");
     }
+    let left: Vec<String> = db
+        .databases()
+        .into_iter()
+        .filter(|d| d.starts_with("bestays_restore_"))
+        .collect();
+    // The second run dropped what the first left; the second's own is left.
+    assert_eq!(left.len(), 1, "{left:?}");
     let out = db.run(&["restore", "bestays", "latest", "--yes"]);
     out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("left by an interrupted verify or restore"),
+        "{}",
+        out.snapshot()
+    );
     assert_ne!(
         db.fingerprint("bestays"),
         live,
         "the backup's content is live now"
+    );
+    let dbs = db.databases();
+    assert!(
+        !dbs.iter().any(|d| d.starts_with("bestays_restore_")),
+        "{dbs:?}"
+    );
+    assert!(
+        dbs.iter().any(|d| d.starts_with("bestays_pre_restore_")),
+        "{dbs:?}"
+    );
+    let plain: Vec<_> = std::fs::read_dir(db.backups_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(
+        plain.is_empty(),
+        "no decoded archive stays behind: {plain:?}"
     );
 }
 
@@ -838,10 +927,61 @@ fn redis_keys_are_backed_up_and_restored_with_their_ttls() {
     let (_, rec) = db.latest_backup();
     assert_eq!(rec["redis"]["keys"], 302);
 
+    // A second backup in the same second keeps its own Redis file; `latest` is it.
+    let again = db.run(&["backup", "bestays"]);
+    again.assert_code(0);
+    let (latest, rec2) = db.latest_backup();
+    assert_ne!(rec2["redis"]["file"], rec["redis"]["file"]);
+    assert!(latest.exists());
+    let out = db.run(&["backup", "verify", "--latest", "bestays"]);
+    out.assert_code(0);
+
+    // Redis down: the database backup still lands (listed, recorded), exit 1 says why.
+    let closed = format!("redis://127.0.0.1:{}", berth_testkit::free_port());
+    let out = db.run_env(
+        &["backup", "bestays"],
+        &[("BERTH_REDIS_ADMIN_URL", closed.as_str())],
+    );
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("its Redis part failed"),
+        "{}",
+        out.snapshot()
+    );
+    let (_, rec3) = db.latest_backup();
+    assert!(
+        rec3["redis_error"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{rec3}"
+    );
+    assert!(rec3["redis"].is_null());
+
     redis.cli(None, &["FLUSHALL"]);
+    redis.cli(None, &["SET", "bestays:created-after-backup", "x"]);
     redis.cli(None, &["SET", "realestate:k", "theirs-later"]);
+    // The newest backup has no Redis part: asking for it is a usage error.
     db.run(&["restore", "bestays", "latest", "--yes", "--with-redis"])
-        .assert_code(0);
+        .assert_code(2);
+    let out = db.run(&[
+        "restore",
+        "bestays",
+        latest.to_str().unwrap(),
+        "--yes",
+        "--with-redis",
+    ]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("the previous Redis keys are saved in"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        redis.cli(None, &["GET", "bestays:created-after-backup"]),
+        "",
+        "the key space is the backup's"
+    );
     assert_eq!(redis.cli(None, &["GET", "bestays:session:299"]), "v299");
     assert_eq!(redis.cli(None, &["HGET", "bestays:cart", "b"]), "2");
     let ttl: i64 = redis.cli(None, &["TTL", "bestays:ttl"]).parse().unwrap();
@@ -901,4 +1041,101 @@ fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
             .lines()
             .any(|l| l.contains("\"step\":\"restore\"") && l.contains("\"result\":\"failed\""))
     );
+}
+
+#[test]
+fn long_database_names_never_collide_with_the_live_one() {
+    let site = Site::new(0);
+    let long = format!("bestays_{}", "x".repeat(55));
+    assert_eq!(long.len(), 63);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "name = \"bestays\", role",
+            &format!("name = \"{long}\", role"),
+        ),
+    );
+    site.repo
+        .commit_all("chore: a long database name (TASK-42-db-bestays)");
+    let pg = Postgres::start();
+    let redis = Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    site.berth_env(&["provision", "--all", "--env", "dev"], &env)
+        .assert_code(0);
+    let sql = |db: &str, q: &str| {
+        let (ok, out) = pg.psql_as("postgres", &pg.password, db, q);
+        assert!(ok, "{q}: {out}");
+        out.trim().to_string()
+    };
+    sql(
+        &long,
+        "SET ROLE bestays_user; CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    site.berth_env(&["backup", "bestays"], &env).assert_code(0);
+    site.berth_env(&["backup", "verify", "--latest", "bestays"], &env)
+        .assert_code(0);
+    sql(&long, "SET ROLE bestays_user; DELETE FROM t WHERE g > 10");
+    for _ in 0..2 {
+        let out = site.berth_env(&["restore", "bestays", "latest", "--yes"], &env);
+        out.assert_code(0);
+        assert_eq!(sql(&long, "SELECT count(*) FROM t"), "1000");
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let dbs = sql(
+        "postgres",
+        "SELECT string_agg(datname, ' ') FROM pg_database",
+    );
+    assert_eq!(
+        dbs.split(' ')
+            .filter(|d| d.contains("_pre_restore_"))
+            .count(),
+        2,
+        "two restores keep two distinct previous databases: {dbs}"
+    );
+    assert!(dbs.split(' ').all(|d| d.len() <= 63));
+}
+
+#[test]
+fn concurrent_backups_of_one_product_never_clobber_each_other() {
+    let db = Db::new();
+    let env = db.env();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            berth(db.site.repo.path())
+                .args(["backup", "bestays"])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert!(ok >= 1, "at least one backup lands");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("another backup operation on bestays is running (backup, pid "),
+            "{e}"
+        );
+    }
+    let out = db.run(&["backup", "list", "bestays", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["backups"].as_array().unwrap().len(), ok);
+    for b in v["backups"].as_array().unwrap() {
+        db.run(&["backup", "verify", b["path"].as_str().unwrap()])
+            .assert_code(0);
+    }
 }

@@ -308,6 +308,7 @@ fn write_backup_record(site: &Site, product: &str, finished_unix: u64, file_byte
         table_count: 0,
         tables: vec![],
         redis: None,
+        redis_error: None,
         verified: None,
         dir: Default::default(),
     };
