@@ -26,6 +26,30 @@ fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
     Ok(s)
 }
 
+/// The holder row written by the session that holds the lock now. The winner of a
+/// race writes its row just after it locks: wait a moment for it rather than
+/// report the row an earlier, finished deploy left.
+fn live_holder(s: &mut PgSession, project: &str, product: &str) -> Option<Holder> {
+    let sql = format!(
+        "SELECT b.holder FROM berth_locks b WHERE b.product = {} AND EXISTS (SELECT 1 FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.pid = (b.holder->>'session_pid')::int \
+         AND ((l.classid::bigint << 32) | l.objid::bigint) = {})",
+        dollar(product),
+        Store::key(project, product)
+    );
+    for _ in 0..20 {
+        if let Some(h) = s
+            .query(&sql)
+            .ok()
+            .and_then(|rows| rows.first().and_then(|h| serde_json::from_str(h).ok()))
+        {
+            return Some(h);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 /// A failure talking to the state database, as a lock error naming it (password hidden).
 fn io_err(url: &ServiceUrl) -> impl Fn(String) -> LockError + '_ {
     move |e| LockError::Io {
@@ -111,8 +135,10 @@ impl Store {
                         .map_err(&io)?;
                     if got.first().map(String::as_str) == Some("t") {
                         let h = serde_json::to_string(holder).expect("serializable");
+                        // The row names the session holding the lock, so a reader can tell it
+                        // from the row a finished deploy left behind.
                         s.query(&format!(
-                            "INSERT INTO berth_locks (product, holder) VALUES ({}, {}::jsonb) ON CONFLICT (product) DO UPDATE SET holder = EXCLUDED.holder",
+                            "INSERT INTO berth_locks (product, holder) VALUES ({}, jsonb_set({}::jsonb, '{{session_pid}}', to_jsonb(pg_backend_pid()))) ON CONFLICT (product) DO UPDATE SET holder = EXCLUDED.holder",
                             dollar(product),
                             dollar(&h)
                         ))
@@ -120,21 +146,12 @@ impl Store {
                         return Ok(Guard::Postgres(s));
                     }
                     if start.elapsed() >= wait {
-                        let h = s
-                            .query(&format!(
-                                "SELECT holder FROM berth_locks WHERE product = {}",
-                                dollar(product)
-                            ))
-                            .map_err(&io)?;
-                        let holder = h
-                            .first()
-                            .and_then(|h| serde_json::from_str(h).ok())
-                            .unwrap_or(Holder {
-                                operator: "another berth process".into(),
-                                pid: 0,
-                                since: "unknown".into(),
-                                message: String::new(),
-                            });
+                        let holder = live_holder(&mut s, project, product).unwrap_or(Holder {
+                            operator: "another berth process".into(),
+                            pid: 0,
+                            since: "unknown".into(),
+                            message: String::new(),
+                        });
                         return Err(LockError::Locked {
                             product: product.to_string(),
                             holder,
@@ -248,13 +265,7 @@ impl Store {
                 if got.first().map(String::as_str) == Some("t") {
                     return None; // free (and released when this session ends)
                 }
-                let h = s
-                    .query(&format!(
-                        "SELECT holder FROM berth_locks WHERE product = {}",
-                        dollar(product)
-                    ))
-                    .ok()?;
-                h.first().and_then(|h| serde_json::from_str(h).ok())
+                live_holder(&mut s, project, product)
             }
         }
     }
