@@ -131,6 +131,9 @@ pub enum DeployError {
     /// A step failed; the report says which, with logs and probes.
     #[error("{0}")]
     Failed(String),
+    /// Nothing was done: the product is locked by another deploy or held.
+    #[error("{0}")]
+    NotStarted(String),
 }
 
 /// Everything a deploy works with.
@@ -549,7 +552,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 record["error"] = why.clone().into();
                 ctx.store.audit(lock.as_mut(), product, &record);
                 if matches!(step, Step::Lock) {
-                    return Err(DeployError::Failed(why));
+                    return Err(DeployError::NotStarted(why));
                 }
                 let report = failure(ctx, product, plan.target, step, &why, &probes, started_new);
                 // Put things back: traffic to the old slot, the new slot stopped.

@@ -261,7 +261,8 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
                 ev.name(),
                 ev.product
             ),
-            Some(e) => tracing::warn!("could not notify {}: {e}", s.target),
+            // The caller reports it to the person deploying; here only at debug level.
+            Some(e) => tracing::debug!("could not notify {}: {e}", s.target),
         }
     }
     out

@@ -31,6 +31,9 @@ pub struct Manifest {
     /// Who hears about deploys: a JSON webhook, Grafana annotations, Sentry deploys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// `berth serve`: where it listens (and the rendered Prometheus scrapes it).
+    #[serde(default)]
+    pub serve: Serve,
     /// What the secret scan of `berth check` looks at.
     #[serde(default)]
     pub secret_scan: SecretScan,
@@ -364,6 +367,27 @@ fn default_sentry_project() -> String {
 }
 fn default_sentry_environment() -> String {
     "production".into()
+}
+
+/// `[serve]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Serve {
+    /// Address `berth serve` listens on (`--listen` overrides it).
+    pub listen: String,
+    /// Environment variable holding its bearer token (`--token-env` overrides it). The
+    /// rendered Prometheus reads the token from `/etc/berth/<project>-serve.token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9400".into(),
+            token_env: None,
+        }
+    }
 }
 
 /// Which scheduler runs the nightly backups `berth render` writes.

@@ -50,6 +50,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.conventions();
     v.infra();
     v.backup();
+    v.serve();
     v.notify();
     v.inline_secrets();
     diag::sort(&mut v.out);
@@ -659,6 +660,34 @@ impl Validator<'_> {
             )
             .at(self.src.label(&["project", "fallback_product"], ""))
             .help(format!("products: {}", self.product_list()));
+            self.push(d);
+        }
+    }
+
+    fn serve(&mut self) {
+        let sv = &self.m.serve;
+        if sv.listen.parse::<std::net::SocketAddr>().is_err() {
+            let d = Diagnostic::error(
+                "serve-listen",
+                format!(
+                    "serve.listen `{}` is not an address like 127.0.0.1:9400",
+                    sv.listen
+                ),
+            )
+            .at(self.label(&vpath(&["serve", "listen"]), "expected IP:PORT"));
+            self.push(d);
+        }
+        if let Some(env) = &sv.token_env
+            && !NOTIFY_ENV.is_match(env)
+        {
+            let d = Diagnostic::error(
+                "serve-token-env",
+                "serve.token_env must name an environment variable, not hold the token",
+            )
+            .at(self.label(
+                &vpath(&["serve", "token_env"]),
+                "expected an upper-case variable name",
+            ));
             self.push(d);
         }
     }

@@ -535,7 +535,9 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
         render_one(
             &tpl,
             "prometheus.yml",
-            context! { header => HEADER, products => products, serve_port => 9400 },
+            context! { header => HEADER, products => products,
+            serve_port => m.serve.listen.parse::<std::net::SocketAddr>().map(|a| a.port()).unwrap_or(9400),
+            serve_token_file => m.serve.token_env.as_ref().map(|_| format!("/etc/berth/{project}-serve.token")) },
         )?,
     );
     add(

@@ -71,6 +71,8 @@ struct App {
     project: Arc<str>,
     token: Option<Arc<str>>,
     page_refresh: u64,
+    /// The collector's period, in seconds (a snapshot older than 3 periods is stale).
+    refresh: u64,
 }
 
 /// Run until SIGINT or SIGTERM. `ready` is called with the bound address.
@@ -119,6 +121,7 @@ async fn serve(
         project: Arc::from(sources.manifest.project.name.as_str()),
         token: config.token.map(Arc::from),
         page_refresh: config.page_refresh.as_secs().max(1),
+        refresh: config.refresh.as_secs().max(1),
     };
     let router = Router::new()
         .route("/", get(page))
@@ -211,7 +214,9 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        return v.strip_prefix("Bearer ").map(str::trim);
+        // The scheme name is case-insensitive (RFC 9110).
+        let (scheme, rest) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
     }
     headers
         .get_all(header::COOKIE)
@@ -359,13 +364,29 @@ async fn api_product(State(app): State<App>, Path(name): Path<String>) -> Respon
     }
 }
 
-async fn api_deploys(State(app): State<App>, Path(name): Path<String>) -> Response {
+#[derive(serde::Deserialize)]
+struct DeploysQuery {
+    limit: Option<usize>,
+}
+
+/// The newest deploys (`?limit=N`, default 50, at most the 200 kept per product);
+/// `total` counts every deploy in the audit log.
+async fn api_deploys(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DeploysQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(50).min(state::KEPT_EVENTS);
     let found = {
         let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
-        snap.products
-            .iter()
-            .find(|p| p.view.name == name)
-            .map(|p| json!({ "product": name, "deploys": p.events }))
+        snap.products.iter().find(|p| p.view.name == name).map(|p| {
+            let d = &p.view.deploys;
+            json!({
+                "product": name,
+                "total": d.success + d.failure,
+                "deploys": &p.events[..p.events.len().min(limit)],
+            })
+        })
     };
     match found {
         Some(v) => json_response(&v),
@@ -382,7 +403,19 @@ async fn page(State(app): State<App>) -> Response {
                 .iter()
                 .map(|p| (state::with_probes(&p.view, &probes), p.events.clone()))
                 .collect::<Vec<_>>(),
-            snap.problems.clone(),
+            {
+                let mut problems = snap.problems.clone();
+                let age = state::now_unix().saturating_sub(snap.taken_unix);
+                if snap.taken_unix > 0 && age > 3 * app.refresh {
+                    problems.insert(
+                        0,
+                        format!(
+                            "stale: the data was collected {age}s ago (the runtime, git or the state store is slow to answer)"
+                        ),
+                    );
+                }
+                problems
+            },
         )
     };
     let html = page::render(

@@ -26,6 +26,56 @@ const PROBE_BUCKETS: [f64; 12] = [
 ];
 const DEPLOY_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
+/// Deploy durations as `[count, sum, bucket counts (cumulative)...]`: computed once
+/// per refresh, so a scrape costs the same however long the history is.
+pub fn bucket_counts(seconds: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; 2 + DEPLOY_BUCKETS.len()];
+    for &v in seconds {
+        out[0] += 1.0;
+        out[1] += v;
+        for (i, b) in DEPLOY_BUCKETS.iter().enumerate() {
+            if v <= *b {
+                out[2 + i] += 1.0;
+            }
+        }
+    }
+    out
+}
+
+/// A histogram from [`bucket_counts`].
+struct BucketHistogram<'a>(&'a [f64]);
+
+impl EncodeMetric for BucketHistogram<'_> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let c = self.0;
+        let (count, sum) = (
+            c.first().copied().unwrap_or(0.0),
+            c.get(1).copied().unwrap_or(0.0),
+        );
+        // Non-cumulative counts per bucket, then +Inf (the encoder accumulates).
+        let mut buckets = Vec::with_capacity(DEPLOY_BUCKETS.len() + 1);
+        let mut prev = 0.0;
+        for (i, b) in DEPLOY_BUCKETS.iter().enumerate() {
+            let cum = c.get(2 + i).copied().unwrap_or(0.0);
+            buckets.push((*b, (cum - prev) as u64));
+            prev = cum;
+        }
+        buckets.push((f64::INFINITY, (count - prev) as u64));
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sum,
+            count as u64,
+            &buckets,
+            None,
+        )
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 fn probe_histogram() -> Histogram {
     Histogram::new(PROBE_BUCKETS)
 }
@@ -154,12 +204,8 @@ impl Collector for Derived {
                 MetricType::Histogram,
             )?;
             for p in products {
-                let h = Histogram::new(DEPLOY_BUCKETS);
-                for e in &p.events {
-                    h.observe(e.duration_ms as f64 / 1000.0);
-                }
                 let l = product(&p.view.name);
-                h.encode(m.encode_family(&l)?)?;
+                BucketHistogram(&p.durations).encode(m.encode_family(&l)?)?;
             }
         }
         {
@@ -195,10 +241,7 @@ impl Collector for Derived {
             )?;
             for p in products {
                 let last = p
-                    .events
-                    .iter()
-                    .find(|e| e.result == "success")
-                    .map(|e| e.unix)
+                    .last_success_unix
                     .into_iter()
                     .chain(p.view.last_deploy.as_ref().map(|d| d.unix))
                     .max();

@@ -132,9 +132,16 @@ pub struct ProductView {
 #[derive(Debug, Clone)]
 pub struct ProductState {
     pub view: ProductView,
-    /// Newest first.
+    /// The newest deploy events (at most [`KEPT_EVENTS`]), newest first.
     pub events: Vec<DeployEvent>,
+    /// Every deploy's duration, in seconds, as histogram buckets (counted once per refresh).
+    pub durations: Vec<f64>,
+    /// Unix time of the newest successful deploy or rollback in the audit log.
+    pub last_success_unix: Option<u64>,
 }
+
+/// How many deploy events per product the page and API keep (the counters count all).
+pub const KEPT_EVENTS: usize = 200;
 
 /// Everything the collector read at `taken_unix`.
 #[derive(Debug, Clone, Default)]
@@ -201,8 +208,15 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
             .iter()
             .find(|x| x.view.name == *name)
             .and_then(|x| x.view.live_slot);
+        // A deployed product whose processes are all gone is probed where it last ran
+        // (or its first slot), so it shows down instead of unknown.
+        let any_slot = instances.first().map(|i| i.slot);
         let live_slot = if deployed {
-            proxy_slot.or(alive_slot).or(before)
+            proxy_slot
+                .or(alive_slot)
+                .or(before)
+                .or(any_slot)
+                .or(Some(Slot::Blue))
         } else {
             None
         };
@@ -265,6 +279,16 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
             failure: events.iter().filter(|e| e.result == "failure").count() as u64,
             rollbacks: events.iter().filter(|e| e.kind == "rollback").count() as u64,
         };
+        let durations: Vec<f64> = events
+            .iter()
+            .map(|e| e.duration_ms as f64 / 1000.0)
+            .collect();
+        let last_success_unix = events
+            .iter()
+            .find(|e| e.result == "success")
+            .map(|e| e.unix);
+        let mut events = events;
+        events.truncate(KEPT_EVENTS);
         products.push(ProductState {
             view: ProductView {
                 name: name.clone(),
@@ -279,6 +303,8 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
                 deploys,
             },
             events,
+            durations: crate::metrics::bucket_counts(&durations),
+            last_success_unix,
         });
     }
     Snapshot {

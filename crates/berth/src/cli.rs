@@ -594,10 +594,11 @@ the command line, in a log or on the page.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on [default: [serve] listen, else 127.0.0.1:9400]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Environment variable holding the bearer token every request must carry
+    /// [default: [serve] token_env]
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,
     /// Listen on a non-loopback address without a token (anyone who can reach it reads it)

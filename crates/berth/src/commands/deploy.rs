@@ -232,7 +232,8 @@ fn notify(
     took: Duration,
     printer: &Printer,
 ) {
-    if l.manifest.notify.is_none() {
+    // A deploy that never started (locked, held) is nobody's news.
+    if l.manifest.notify.is_none() || matches!(result, Err(DeployError::NotStarted(_))) {
         return;
     }
     let event = berth_deploy::notify::Event {

@@ -7,7 +7,21 @@ use crate::exit::{CliError, Result};
 use crate::output::Printer;
 
 pub fn run(cli: &Cli, args: &ServeArgs, printer: &Printer) -> Result<ExitCode> {
-    let token = match &args.token_env {
+    let l = super::deploy::load(cli, printer)?;
+    let token_env = args
+        .token_env
+        .clone()
+        .or(l.manifest.serve.token_env.clone());
+    let listen = match args.listen {
+        Some(a) => a,
+        None => l.manifest.serve.listen.parse().map_err(|_| {
+            CliError::Config(format!(
+                "[serve] listen `{}` is not an address like 127.0.0.1:9400",
+                l.manifest.serve.listen
+            ))
+        })?,
+    };
+    let token = match &token_env {
         Some(var) => {
             let value = std::env::var(var).ok().filter(|v| !v.trim().is_empty());
             match value {
@@ -21,13 +35,11 @@ pub fn run(cli: &Cli, args: &ServeArgs, printer: &Printer) -> Result<ExitCode> {
         }
         None => None,
     };
-    if token.is_none() && !berth_serve::is_loopback(&args.listen) && !args.no_token {
+    if token.is_none() && !berth_serve::is_loopback(&listen) && !args.no_token {
         return Err(CliError::Config(format!(
-            "{} is not a loopback address: pass --token-env VAR (a variable holding a bearer token), or --no-token to serve it to anyone who can reach it",
-            args.listen
+            "{listen} is not a loopback address: pass --token-env VAR (a variable holding a bearer token), or --no-token to serve it to anyone who can reach it"
         )));
     }
-    let l = super::deploy::load(cli, printer)?;
     let rt = super::deploy::runtime(&l, args.runtime)?;
     let sources = berth_serve::state::Sources {
         manifest: l.manifest,
@@ -37,7 +49,7 @@ pub fn run(cli: &Cli, args: &ServeArgs, printer: &Printer) -> Result<ExitCode> {
         store: l.store,
     };
     let config = berth_serve::Config {
-        listen: args.listen,
+        listen,
         token,
         refresh: args.refresh.0,
         page_refresh: args.page_refresh.0,

@@ -688,6 +688,15 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
         );
         assert_eq!(status, 200, "{path} with the token");
         assert!(!body.contains(token), "{path} shows the token");
+        // The scheme name is case-insensitive (RFC 9110).
+        let (status, _) = http(
+            serve.port,
+            "GET",
+            path,
+            &[("Authorization", &format!("bearer {token}"))],
+            "",
+        );
+        assert_eq!(status, 200, "{path} with a lower-case scheme");
     }
     assert_eq!(serve.get("/healthz").0, 200);
     // A browser signs in with a form and gets a cookie.
@@ -1128,7 +1137,7 @@ fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
     assert_eq!(jobs[0]["job_name"], "berth");
     let server = jobs
         .iter()
-        .find(|j| j["job_name"] == "bestays-server")
+        .find(|j| j["job_name"] == "bestays__server")
         .unwrap();
     let sc = server["static_configs"].as_array().unwrap();
     assert_eq!(sc.len(), 2, "blue and green: {server:#}");
@@ -1137,6 +1146,39 @@ fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
     assert_eq!(sc[0]["targets"][0], "127.0.0.1:8011");
     assert_eq!(sc[1]["labels"]["slot"], "green");
     assert_eq!(sc[1]["targets"][0], "127.0.0.1:18011");
+
+    // Products and services whose names join alike (`a-b`+`c`, `a`+`b-c`) keep distinct
+    // jobs; [serve] moves berth's own target and gives Prometheus its token file.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    repo.write(
+        "berth.toml",
+        &(m.replace("[secret_scan]", "[serve]\nlisten = \"127.0.0.1:9555\"\ntoken_env = \"BERTH_SERVE_TOKEN\"\n\n[secret_scan]")
+            + "\n[products.a-b]\npaths = [\"x/ab/**\"]\n[products.a-b.services.c]\ncommand = \"demo-app\"\nport = 9001\nhost_port = 9001\n\n[products.a]\npaths = [\"x/a/**\"]\n[products.a.services.b-c]\ncommand = \"demo-app\"\nport = 9002\nhost_port = 9002\n"),
+    );
+    run(repo.path(), &["check", "--no-secret-scan"]).assert_code(0);
+    run(
+        repo.path(),
+        &["render", "--env", "prod", "--out", out.to_str().unwrap()],
+    )
+    .assert_code(0);
+    let text = std::fs::read_to_string(out.join("prometheus/prometheus.yml")).unwrap();
+    let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let names: Vec<&str> = yaml["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"a-b__c") && names.contains(&"a__b-c"),
+        "{names:?}"
+    );
+    let berth = &yaml["scrape_configs"][0];
+    assert_eq!(berth["static_configs"][0]["targets"][0], "127.0.0.1:9555");
+    assert_eq!(
+        berth["authorization"]["credentials_file"],
+        "/etc/berth/bestays-monorepo-serve.token"
+    );
 }
 
 #[test]
@@ -1179,4 +1221,41 @@ fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
     let d = serve.json("/api/products/bestays/deploys");
     assert_eq!(d["deploys"].as_array().unwrap().len(), 2, "{d:#}");
     assert!(!serve.log().contains(&url), "no state URL in the log");
+}
+
+#[test]
+fn a_deployed_product_found_dead_at_start_is_down_not_unknown() {
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    // Its processes die (a reboot, a crash) and there is no proxy to say which slot is live.
+    for svc in ["server", "frontend"] {
+        let pid = pid_of(&site, "bestays", "blue", svc);
+        Command::new("kill")
+            .args(["-9", "--", &format!("-{pid}")])
+            .status()
+            .unwrap();
+    }
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let start = m.find("[proxy]").expect("the example has a proxy");
+    let end = start + m[start..].find("[secret_scan]").unwrap();
+    site.repo
+        .write("berth.toml", &format!("{}{}", &m[..start], &m[end..]));
+    let serve = Serve::start(site.repo.path(), &["--refresh", "500ms"], &[]);
+    let p = serve.wait_product("bestays", Duration::from_secs(10), "down", |v| {
+        v["health"] == "down"
+    });
+    assert_eq!(p["live_slot"], "blue", "{p:#}");
+    let (_, text) = serve.get("/metrics");
+    assert_eq!(
+        sample(
+            &text,
+            r#"berth_product_up{product="bestays",service="server"}"#
+        ),
+        Some(0.0),
+        "the down alert can fire"
+    );
+    // The deploys API is paginated; its total counts every deploy.
+    let d = serve.json("/api/products/bestays/deploys?limit=0");
+    assert_eq!(d["deploys"].as_array().unwrap().len(), 0);
+    assert_eq!(d["total"], 1);
 }
