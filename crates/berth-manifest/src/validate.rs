@@ -684,9 +684,12 @@ impl Validator<'_> {
                 "serve-token-env",
                 "serve.token_env must name an environment variable, not hold the token",
             )
-            .at(self.label(
-                &vpath(&["serve", "token_env"]),
-                "expected an upper-case variable name",
+            .at(masked_label(
+                self.label(
+                    &vpath(&["serve", "token_env"]),
+                    "expected an upper-case variable name",
+                ),
+                env,
             ));
             self.push(d);
         }
