@@ -4,7 +4,7 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use berth_manifest::Manifest;
 
@@ -31,13 +31,6 @@ impl Drop for Partial {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Create the product's backup directory, private to the owner.
@@ -94,7 +87,7 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
     ensure_dir(&dir)?;
     let _lock = ProductLock::acquire(&dir, product, "backup")?;
 
-    let started_unix = now_unix();
+    let started_unix = crate::now_unix();
     let clock = Instant::now();
     let (compact, started) = stamp(started_unix);
     let age_ext = if recipients.is_empty() { "" } else { ".age" };
@@ -204,7 +197,7 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         (None, None)
     };
 
-    let finished_unix = now_unix();
+    let finished_unix = crate::now_unix();
     let record = Record {
         format: 1,
         product: product.to_string(),

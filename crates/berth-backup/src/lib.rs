@@ -36,6 +36,14 @@ pub enum BackupError {
     Damaged(String),
 }
 
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// `20261125T103000Z` and `2026-11-25T10:30:00Z` for a Unix time.
 pub fn stamp(secs: u64) -> (String, String) {
     let ts = jiff::Timestamp::from_second(secs as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);

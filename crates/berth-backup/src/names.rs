@@ -2,7 +2,7 @@
 //! per-product lock that serialises backup, verify, prune and restore.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use crate::BackupError;
@@ -68,19 +68,12 @@ impl ProductLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                for _ in 0..20 {
-                    holder.clear();
-                    let _ = file.rewind();
-                    let _ = file.read_to_string(&mut holder);
-                    if !holder.trim().is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
+                let holder = berth_deploy::lock::read_holder_of(&mut file, |t| {
+                    Some(t.trim().to_string()).filter(|t| !t.is_empty())
+                })
+                .unwrap_or_else(|| "pid unknown".into());
                 return Err(BackupError::Failed(format!(
-                    "another backup operation on {product} is running ({}); try again when it ends",
-                    holder.trim()
+                    "another backup operation on {product} is running ({holder}); try again when it ends"
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => {

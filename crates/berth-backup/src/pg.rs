@@ -303,7 +303,8 @@ pub struct Shape {
     pub from_live: bool,
 }
 
-fn lit(s: &str) -> String {
+/// `'text'` as an SQL string literal.
+pub fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -468,19 +469,6 @@ pub fn apply_shape(
 /// The names of every database on the server.
 pub fn databases(s: &mut PgSession) -> Result<Vec<String>, BackupError> {
     query(s, "SELECT datname FROM pg_database", "list the databases")
-}
-
-/// Whether database `db` exists.
-pub fn database_exists(s: &mut PgSession, db: &str) -> Result<bool, BackupError> {
-    let rows = query(
-        s,
-        &format!(
-            "SELECT 1 FROM pg_database WHERE datname = '{}'",
-            db.replace('\'', "''")
-        ),
-        "look up a database",
-    )?;
-    Ok(!rows.is_empty())
 }
 
 /// Drop `db` if it exists, terminating its connections first.

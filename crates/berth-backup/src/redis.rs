@@ -42,6 +42,49 @@ fn match_pattern(prefix: &str) -> String {
     s
 }
 
+/// What [`scan`] does with each batch of keys (on the same connection).
+type Batch<'a> = dyn FnMut(&mut Connection, &[Vec<u8>]) -> Result<(), BackupError> + 'a;
+
+/// Walk every key under `prefix` with SCAN, one batch at a time.
+fn scan(conn: &mut Connection, prefix: &str, each: &mut Batch<'_>) -> Result<(), BackupError> {
+    let pattern = match_pattern(prefix);
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = cmd(
+            conn,
+            &[
+                b"SCAN",
+                &cursor,
+                b"MATCH",
+                pattern.as_bytes(),
+                b"COUNT",
+                b"1000",
+            ],
+            "scan keys",
+        )?;
+        let Reply::Array(Some(mut parts)) = reply else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        let (Some(Reply::Array(Some(batch))), Some(Reply::Bulk(Some(next)))) =
+            (parts.pop(), parts.pop())
+        else {
+            return Err(failed("scan keys")("unexpected reply".into()));
+        };
+        let keys: Vec<Vec<u8>> = batch
+            .into_iter()
+            .filter_map(|k| match k {
+                Reply::Bulk(Some(k)) => Some(k),
+                _ => None,
+            })
+            .collect();
+        each(conn, &keys)?;
+        if next == b"0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 fn connect(m: &Manifest, root: &Path, db: u8) -> Result<Connection, BackupError> {
     let url = berth_provision::redis_admin_url(m, root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
@@ -78,36 +121,13 @@ pub fn dump(
     let mut enc = Encoder::new(file, settings.level, 1, recipients)?;
     let w = stream::io_failed("write the Redis backup");
     enc.write_all(MAGIC).map_err(&w)?;
-    let pattern = match_pattern(&space.prefix);
-    let mut cursor = b"0".to_vec();
     let mut keys = 0u64;
-    loop {
-        let reply = cmd(
-            &mut conn,
-            &[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ],
-            "scan keys",
-        )?;
-        let Reply::Array(Some(parts)) = reply else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(Some(batch)))) =
-            (parts.first(), parts.get(1))
-        else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        for k in batch {
-            let Reply::Bulk(Some(key)) = k else { continue };
-            let Reply::Bulk(Some(value)) = cmd(&mut conn, &[b"DUMP", key], "dump a key")? else {
+    scan(&mut conn, &space.prefix, &mut |conn, batch| {
+        for key in batch {
+            let Reply::Bulk(Some(value)) = cmd(conn, &[b"DUMP", key], "dump a key")? else {
                 continue; // expired between SCAN and DUMP
             };
-            let ttl = match cmd(&mut conn, &[b"PTTL", key], "read a key's TTL")? {
+            let ttl = match cmd(conn, &[b"PTTL", key], "read a key's TTL")? {
                 Reply::Int(t) if t >= 0 => t,
                 Reply::Int(-2) => continue,
                 _ => -1,
@@ -121,11 +141,8 @@ pub fn dump(
             enc.write_all(&value).map_err(&w)?;
             keys += 1;
         }
-        cursor = next.clone();
-        if cursor == b"0" {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     enc.write_all(&u32::MAX.to_be_bytes()).map_err(&w)?;
     let encoded = enc.finish().map_err(&w)?;
     std::fs::rename(&tmp, dir.join(&name)).map_err(&w)?;
@@ -208,47 +225,15 @@ pub fn clear(m: &Manifest, root: &Path, product: &str) -> Result<u64, BackupErro
         BackupError::Config(format!("product `{product}` has no Redis key space"))
     })?;
     let mut conn = connect(m, root, space.db)?;
-    let pattern = match_pattern(&space.prefix);
-    let mut cursor = b"0".to_vec();
     let mut n = 0u64;
-    loop {
-        let reply = cmd(
-            &mut conn,
-            &[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ],
-            "scan keys",
-        )?;
-        let Reply::Array(Some(parts)) = reply else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(Some(batch)))) =
-            (parts.first(), parts.get(1))
-        else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        let keys: Vec<&[u8]> = batch
-            .iter()
-            .filter_map(|k| match k {
-                Reply::Bulk(Some(k)) => Some(k.as_slice()),
-                _ => None,
-            })
-            .collect();
-        if !keys.is_empty() {
+    scan(&mut conn, &space.prefix, &mut |conn, batch| {
+        if !batch.is_empty() {
             let mut args: Vec<&[u8]> = vec![b"UNLINK"];
-            args.extend(keys.iter().copied());
-            cmd(&mut conn, &args, "delete keys")?;
-            n += keys.len() as u64;
+            args.extend(batch.iter().map(Vec::as_slice));
+            cmd(conn, &args, "delete keys")?;
+            n += batch.len() as u64;
         }
-        cursor = next.clone();
-        if cursor == b"0" {
-            break;
-        }
-    }
+        Ok(())
+    })?;
     Ok(n)
 }

@@ -3,7 +3,7 @@
 //! start and health-check -> on failure, swap back. The live database is never dropped.
 
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use berth_manifest::Manifest;
 use berth_provision::url::ServiceUrl;
@@ -90,11 +90,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     let url = berth_provision::postgres_admin_url(m, opts.root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
     let _lock = ProductLock::acquire(&r.dir, product, "restore")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let ts = stamp(now).0.to_lowercase();
+    let ts = stamp(crate::now_unix()).0.to_lowercase();
     let fresh = names::derived(&db.name, "restore", &ts)?;
     let previous = names::derived(&db.name, "pre_restore", &ts)?;
     let untouched = |e: BackupError| -> BackupError {
@@ -212,20 +208,16 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 "restore the Redis keys from {} (the current ones saved in {snapshot})",
                 part.file
             ));
-            let put = (|| {
+            // The key space becomes exactly what `file` holds.
+            let replace_keys = |file: &str| {
                 crate::redis::clear(m, opts.root, product)?;
-                let input = stream::decoder(&r.dir.join(&part.file), r.encrypted, opts.identities)?;
+                let input = stream::decoder(&r.dir.join(file), r.encrypted, opts.identities)?;
                 crate::redis::restore(m, opts.root, product, input)
-            })();
-            match put {
+            };
+            match replace_keys(&part.file) {
                 Ok(n) => redis_keys = Some(n),
                 Err(e) => {
-                    let back = (|| {
-                        crate::redis::clear(m, opts.root, product)?;
-                        let input =
-                            stream::decoder(&r.dir.join(&snapshot), r.encrypted, opts.identities)?;
-                        crate::redis::restore(m, opts.root, product, input)
-                    })();
+                    let back = replace_keys(&snapshot);
                     return Err(format!(
                         "restoring the Redis keys failed: {e}; {}",
                         match back {
@@ -307,15 +299,14 @@ fn swap(
     incoming: &str,
 ) -> Result<(), BackupError> {
     let mut s = pg::session(url, "postgres")?;
-    let lit = |d: &str| format!("'{}'", d.replace('\'', "''"));
     let mut last = String::new();
     for _ in 0..SWAP_TRIES {
         pg::query(
             &mut s,
             &format!(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname IN ({}, {}) AND pid <> pg_backend_pid()",
-                lit(live),
-                lit(incoming)
+                pg::lit(live),
+                pg::lit(incoming)
             ),
             "terminate connections",
         )?;

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use berth_manifest::Manifest;
 use berth_provision::session::PgSession;
@@ -193,10 +193,7 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
     let url = berth_provision::postgres_admin_url(opts.manifest, opts.root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
     let _lock = ProductLock::acquire(&r.dir, &r.product, "backup verify")?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::now_unix();
     let scratch = names::derived(&r.database, "verify", &stamp(now).0.to_lowercase())?;
     // Restore as the product would be restored: as its role, when it still has one.
     let role = opts

@@ -57,6 +57,29 @@ pub fn hold_path(root: &Path, product: &str) -> PathBuf {
     dir(root).join(format!("{product}.hold"))
 }
 
+/// Read what the holder of a locked `file` wrote about itself. It writes that right
+/// after it locks, so a reader that lost the race waits a moment (up to 1 s) for
+/// `parse` to accept the contents.
+pub fn read_holder_of<T>(file: &mut File, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+    within_a_moment(|| {
+        let mut text = String::new();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        parse(&text)
+    })
+}
+
+/// Try `attempt` every 50 ms for up to 1 s until it gives a value.
+pub fn within_a_moment<T>(mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..20 {
+        if let Some(v) = attempt() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 /// A held deploy lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct DeployLock {
@@ -96,24 +119,13 @@ impl DeployLock {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if start.elapsed() >= wait {
-                        // The holder writes who it is right after it locks: give it a moment.
-                        let mut holder = None;
-                        for _ in 0..20 {
-                            let mut text = String::new();
-                            let _ = file.rewind();
-                            let _ = file.read_to_string(&mut text);
-                            holder = serde_json::from_str(&text).ok();
-                            if holder.is_some() {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                        let holder = holder.unwrap_or(Holder {
-                            operator: "another berth process".into(),
-                            pid: 0,
-                            since: "unknown".into(),
-                            message: String::new(),
-                        });
+                        let holder = read_holder_of(&mut file, |t| serde_json::from_str(t).ok())
+                            .unwrap_or(Holder {
+                                operator: "another berth process".into(),
+                                pid: 0,
+                                since: "unknown".into(),
+                                message: String::new(),
+                            });
                         return Err(LockError::Locked {
                             product: product.to_string(),
                             holder,

@@ -37,17 +37,11 @@ fn live_holder(s: &mut PgSession, project: &str, product: &str) -> Option<Holder
         dollar(product),
         Store::key(project, product)
     );
-    for _ in 0..20 {
-        if let Some(h) = s
-            .query(&sql)
+    lock::within_a_moment(|| {
+        s.query(&sql)
             .ok()
             .and_then(|rows| rows.first().and_then(|h| serde_json::from_str(h).ok()))
-        {
-            return Some(h);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    })
 }
 
 /// A failure talking to the state database, as a lock error naming it (password hidden).

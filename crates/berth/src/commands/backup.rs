@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_backup::prune::{self, Item, Policy};
 use berth_backup::restore::RestoreOptions;
@@ -37,13 +37,6 @@ fn cli_err(e: BackupError) -> CliError {
         BackupError::Config(m) => CliError::Config(m),
         BackupError::Failed(m) | BackupError::Damaged(m) => CliError::Failed(m),
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `3.2 MiB`
@@ -140,7 +133,7 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
             "step": "backup",
             "product": product,
             "operator": operator(&l.root),
-            "at": berth_backup::stamp(now()).1,
+            "at": berth_backup::stamp(berth_backup::now_unix()).1,
         });
         match result {
             Ok(r) => {
@@ -241,7 +234,7 @@ fn list(cli: &Cli, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode>
                 "{:<12} {:<20} {:>6} {:>10} {:>7} {:<9} FILE",
                 "PRODUCT", "FINISHED", "AGE", "SIZE", "TABLES", "VERIFIED"
             );
-            let now = now();
+            let now = berth_backup::now_unix();
             for r in &records {
                 let verified = match &r.verified {
                     Some(v) if v.ok => "ok",
@@ -322,7 +315,7 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
             "step": "backup-verify",
             "product": product,
             "operator": operator(&l.root),
-            "at": berth_backup::stamp(now()).1,
+            "at": berth_backup::stamp(berth_backup::now_unix()).1,
             "file": report.file,
             "result": if report.ok { "ok" } else { "failed" },
             "error": report.problem,
@@ -354,7 +347,7 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
     if let Some(p) = &args.product {
         known(&l.manifest, p)?;
     }
-    let now = now();
+    let now = berth_backup::now_unix();
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     for product in l
@@ -515,7 +508,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
     let holder = Holder {
         operator: op.clone(),
         pid: std::process::id(),
-        since: berth_backup::stamp(now()).1,
+        since: berth_backup::stamp(berth_backup::now_unix()).1,
         message: format!("restore from {}", r.file),
     };
     // No deploy may start (or run) while the database is swapped.
@@ -545,7 +538,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         "step": "restore",
         "product": args.product,
         "operator": op,
-        "at": berth_backup::stamp(now()).1,
+        "at": berth_backup::stamp(berth_backup::now_unix()).1,
         "file": r.path().display().to_string(),
     });
     match &result {
