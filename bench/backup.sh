@@ -75,13 +75,34 @@ cd "$W"
 git init -q .
 
 now() { date +%s.%N; }
-declare -A T S
+# CPU seconds the cluster has used so far: the postmaster with its reaped children
+# (finished backends) plus every live child (checkpointer, WAL writer, ...).
+server_cpu() {
+    python3 - "$(head -1 "$W/pg/data/postmaster.pid")" <<'PY'
+import os, sys
+pm, hz, total = sys.argv[1], os.sysconf("SC_CLK_TCK"), 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    if pid == pm:
+        total += sum(int(x) for x in f[11:15])
+    elif f[1] == pm:
+        total += int(f[11]) + int(f[12])
+print(total / hz)
+PY
+}
+declare -A T S C
 run() { # name, command...
     local name=$1; shift
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    local a; a=$(now)
+    psql -Xq -c CHECKPOINT
+    local a c; a=$(now); c=$(server_cpu)
     "$@" >&2
     T[$name]=$(python3 -c "print(round($(now) - $a, 2))")
+    sleep 1 # let the postmaster reap the backends so their CPU time is counted
+    C[$name]=$(python3 -c "print(round($(server_cpu) - $c, 2))")
 }
 
 log "pg_dump -Fp | gzip (the seed)"
@@ -123,4 +144,10 @@ database: $(mb "$DB_BYTES") MiB on disk (pg_database_size), PostgreSQL $(psql -X
 | berth restore (pg_restore -j, verified, swapped) | ${T[berth_restore]} | $(ratio "${T[seed_restore]}" "${T[berth_restore]}") |
 | reference: pg_restore -j 1 (no checks, no swap) | ${T[ref_j1]} | $(ratio "${T[seed_restore]}" "${T[ref_j1]}") |
 | reference: pg_restore -j $(nproc) (no checks, no swap) | ${T[ref_jn]} | $(ratio "${T[seed_restore]}" "${T[ref_jn]}") |
+| floor: the server CPU of pg_restore -j 1 ($(ratio "${C[ref_j1]}" 1) s) spread perfectly over $(nproc) cores | $(ratio "${C[ref_j1]}" "$(nproc)") | $(ratio "${T[seed_restore]}" "$(ratio "${C[ref_j1]}" "$(nproc)")") |
+
+PostgreSQL's own CPU seconds (all backends, WAL writer, checkpointer) during each restore: seed ${C[seed_restore]},
+pg_restore -j 1 ${C[ref_j1]}, -j $(nproc) ${C[ref_jn]}, berth restore ${C[berth_restore]}. The floor row is the
+fastest any restore that makes this server load and index the same data could finish on $(nproc) cores, with no
+client-side work at all: its speed-up is the most a logical restore can reach against the seed here.
 EOF2
