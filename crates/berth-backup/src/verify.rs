@@ -56,6 +56,14 @@ pub(crate) fn decode(
     tag: &str,
 ) -> Result<(Partial, PathBuf), BackupError> {
     let t = Instant::now();
+    match rustix::fs::statvfs(&r.dir) {
+        Ok(fs) => room_for(
+            r.dump_bytes,
+            fs.f_bavail.saturating_mul(fs.f_frsize),
+            &r.dir,
+        )?,
+        Err(e) => tracing::debug!("could not read the free space of {}: {e}", r.dir.display()),
+    }
     let mut input = stream::decoder(&r.path(), r.encrypted, identities)?;
     let tmp = stream::partial_path(&r.dir, &format!("{}.{tag}", r.file));
     let _ = std::fs::remove_file(&tmp);
@@ -81,6 +89,25 @@ pub(crate) fn decode(
         t.elapsed()
     );
     Ok((guard, tmp))
+}
+
+/// `decode` writes the whole uncompressed archive beside the backup (pg_restore -j
+/// needs a file it can seek in): refuse before writing a byte when `need` bytes and a
+/// margin do not fit in the `free` bytes of `dir`'s file system.
+fn room_for(need: u64, free: u64, dir: &Path) -> Result<(), BackupError> {
+    let margin = (need / 100).max(16 << 20);
+    if free >= need.saturating_add(margin) {
+        return Ok(());
+    }
+    let mib = |n: u64| format!("{:.1} MiB", n as f64 / 1_048_576.0);
+    Err(BackupError::Failed(format!(
+        "the decoded archive needs {} free in {} (pg_restore -j reads a seekable file), \
+         only {} is free: free some space there, or move the backup and its .json record \
+         to a larger disk and pass that path; nothing was changed",
+        mib(need.saturating_add(margin)),
+        dir.display(),
+        mib(free)
+    )))
 }
 
 /// Drop what killed runs of verify or restore left behind for `db`: scratch databases
@@ -252,4 +279,30 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
         warnings,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decoded_archive_must_fit_with_a_margin() {
+        const MIB: u64 = 1 << 20;
+        let dir = Path::new("/backups/shop");
+        assert!(room_for(100 * MIB, 200 * MIB, dir).is_ok());
+        // The margin is 16 MiB or 1%, whichever is larger.
+        assert!(room_for(100 * MIB, 116 * MIB, dir).is_ok());
+        assert!(room_for(100 * MIB, 116 * MIB - 1, dir).is_err());
+        assert!(room_for(10_000 * MIB, 10_099 * MIB, dir).is_err());
+        assert!(room_for(10_000 * MIB, 10_100 * MIB, dir).is_ok());
+        let Err(BackupError::Failed(msg)) = room_for(100 * MIB, 50 * MIB, dir) else {
+            panic!("no room must be refused");
+        };
+        assert!(
+            msg.contains("needs 116.0 MiB free in /backups/shop")
+                && msg.contains("only 50.0 MiB is free")
+                && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+    }
 }

@@ -641,6 +641,7 @@ their row counts; never a password.
   berth backup verify --latest bestays restore into a scratch database and compare
   berth backup prune bestays           what the 7/4/6 policy would delete (dry run)
   berth backup prune bestays --yes     delete it
+  berth backup -- list                 a product named like a subcommand
 
 Connects with $BERTH_POSTGRES_ADMIN_URL (or [infra.postgres] admin_url_env). \
 Exit status: 0 done, 1 a backup or verification failed, 2 usage or configuration error.";

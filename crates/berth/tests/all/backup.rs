@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_testkit::{Postgres, Redis};
 
 use crate::deploy::Site;
-use crate::support::{Outcome, berth};
+use crate::support::{Outcome, berth, temp_dir};
 
 /// The example site with its databases provisioned on a fresh PostgreSQL and
 /// bestays filled with several tables, indexes, sequences, a view and 100k rows.
@@ -602,6 +602,36 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         out.snapshot()
     );
 
+    // A backup on a disk without room for its decoded archive: refused before a byte
+    // is written or anything changes (a real, small tmpfs).
+    {
+        let small = Tmpfs::mount(std::fs::metadata(&file).unwrap().len() + (1 << 20));
+        let copy = small.path().join(file.file_name().unwrap());
+        std::fs::copy(&file, &copy).unwrap();
+        std::fs::copy(&rec_path, format!("{}.json", copy.display())).unwrap();
+        for args in [
+            &["restore", "bestays", copy.to_str().unwrap(), "--yes"][..],
+            &["backup", "verify", copy.to_str().unwrap()],
+        ] {
+            let out = db.run(args);
+            out.assert_code(1);
+            assert!(
+                out.stderr.contains("the decoded archive needs")
+                    && out.stderr.contains("nothing was changed"),
+                "{args:?}: {}",
+                out.snapshot()
+            );
+            assert_eq!(db.fingerprint("bestays"), live);
+            assert_eq!(db.databases(), dbs);
+            let partial: Vec<_> = std::fs::read_dir(small.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".partial"))
+                .collect();
+            assert!(partial.is_empty(), "{partial:?}");
+        }
+    }
+
     // kill -9 midway (after the new database is restored, and after the services
     // stopped): the live database is intact; the next restore completes.
     for point in ["restored", "stopped"] {
@@ -689,6 +719,43 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         plain.is_empty(),
         "no decoded archive stays behind: {plain:?}"
     );
+}
+
+/// A tmpfs of `bytes` mounted on a temporary directory (needs root, as CI has: a
+/// failed mount fails the test), unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Self {
+        let dir = temp_dir();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs failed (the test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
 }
 
 /// Synthetic backups (a record and a file each) once a day for 400 days.

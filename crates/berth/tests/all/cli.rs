@@ -92,3 +92,30 @@ fn logs_go_to_stderr_when_asked() {
     assert!(stderr.contains("list the files git tracks"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("berth.toml: ok"));
 }
+
+#[test]
+fn a_product_named_like_a_backup_subcommand_is_reached_after_a_double_dash() {
+    let tmp = temp_dir();
+    std::fs::write(
+        tmp.path().join("berth.toml"),
+        "[project]\nname = \"x\"\n\n[products.list]\n",
+    )
+    .unwrap();
+    // `berth backup list` is the subcommand: it lists (nothing), it does not back up.
+    let out = run(tmp.path(), &["backup", "list"]);
+    out.assert_code(0);
+    assert!(
+        !out.all().contains("nothing to back up"),
+        "{}",
+        out.snapshot()
+    );
+    // After `--` the word is the product.
+    let out = run(tmp.path(), &["backup", "--", "list"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("product `list` has no [products.list.database]"),
+        "{}",
+        out.snapshot()
+    );
+}
