@@ -26,7 +26,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use crate::state::{Probes, Shared, Snapshot, Sources};
+use crate::state::{DeployLog, Probes, Shared, Snapshot, Sources};
 
 /// How to serve.
 pub struct Config {
@@ -95,11 +95,15 @@ async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let sources = Arc::new(sources);
-    let first = {
+    let (first, log) = {
         let s = sources.clone();
-        tokio::task::spawn_blocking(move || state::collect(&s, &Snapshot::default()))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let mut log = DeployLog::new(&s.store, s.manifest.products.keys());
+            let first = state::collect(&s, &mut log, &Snapshot::default());
+            (first, Some(log))
+        })
+        .await
+        .unwrap_or_default()
     };
     log_problems(&first.problems, &[]);
     let snapshot: Shared = Arc::new(RwLock::new(first));
@@ -112,7 +116,7 @@ async fn serve(
         Arc::new(sources.manifest.clone()),
         sources.root.clone(),
     );
-    spawn_collector(sources.clone(), snapshot.clone(), config.refresh);
+    spawn_collector(sources.clone(), log, snapshot.clone(), config.refresh);
 
     let app = App {
         snapshot,
@@ -177,7 +181,15 @@ fn log_problems(now: &[String], before: &[String]) {
 }
 
 /// Re-read every source each `refresh`, off the async threads (git, docker, files).
-fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
+/// The deploy log moves into each refresh and back out of it, so the audit log is
+/// read from where the last refresh stopped (from its start again if a refresh
+/// panicked and took it along).
+fn spawn_collector(
+    sources: Arc<Sources>,
+    mut log: Option<DeployLog>,
+    snapshot: Shared,
+    refresh: Duration,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,9 +198,14 @@ fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
             tick.tick().await;
             let previous = snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
             let s = sources.clone();
+            let taken = log.take();
             let next = match tokio::task::spawn_blocking(move || {
-                let next = state::collect(&s, &previous);
-                (next, previous.problems)
+                let mut log =
+                    taken.unwrap_or_else(|| DeployLog::new(&s.store, s.manifest.products.keys()));
+                let started = std::time::Instant::now();
+                let next = state::collect(&s, &mut log, &previous);
+                tracing::debug!("collected in {:?}", started.elapsed());
+                (next, previous.problems, log)
             })
             .await
             {
@@ -199,6 +216,7 @@ fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
                 }
             };
             log_problems(&next.0.problems, &next.1);
+            log = Some(next.2);
             *snapshot.write().unwrap_or_else(|e| e.into_inner()) = next.0;
         }
     });

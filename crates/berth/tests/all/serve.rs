@@ -1220,6 +1220,27 @@ fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
     promtool_check(&text);
     let d = serve.json("/api/products/bestays/deploys");
     assert_eq!(d["deploys"].as_array().unwrap().len(), 2, "{d:#}");
+    // A deploy while serving: read from the table as a new row, counted once.
+    site.change("bestays", 42);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    wait_metrics(
+        &serve,
+        &[
+            (
+                r#"berth_deploys_total{product="bestays",result="success"}"#.into(),
+                3.0,
+            ),
+            (
+                r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(),
+                3.0,
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let d = serve.json("/api/products/bestays/deploys");
+    assert_eq!(d["total"], 3, "{d:#}");
+    assert_eq!(d["deploys"].as_array().unwrap().len(), 3, "{d:#}");
     assert!(!serve.log().contains(&url), "no state URL in the log");
 }
 
