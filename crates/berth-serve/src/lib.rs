@@ -211,7 +211,7 @@ fn spawn_collector(
             let next = match tokio::task::spawn_blocking(move || {
                 let mut log =
                     taken.unwrap_or_else(|| DeployLog::new(&s.store, s.manifest.products.keys()));
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let next = state::collect(&s, &mut log, &previous);
                 tracing::debug!("collected in {:?}", started.elapsed());
                 (next, previous.problems, log)
