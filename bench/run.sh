@@ -62,6 +62,12 @@ OUT=bench/RESULTS.md
     echo "From \`bench/serve.sh 10 10 8\` (10 s per endpoint, 10-minute soak, 8 connections):"
     echo
     ./bench/serve.sh 10 10 8
+    echo
+    echo "### One collector refresh with a 200,000-record audit log, before and after the incremental reader"
+    echo
+    echo "From \`bench/serve_refresh.sh 200000 2ace088 20\` (2ace088: the last commit that re-read the whole log every refresh)."
+    echo
+    ./bench/serve_refresh.sh 200000 2ace088 20
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"

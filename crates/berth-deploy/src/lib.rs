@@ -2,6 +2,7 @@
 //! typed steps (what `--dry-run` prints), then runs them in order, recording
 //! each in the audit log. Nothing is done that the plan did not name.
 
+pub mod audit_tail;
 pub mod health;
 pub mod lock;
 pub mod notify;

@@ -14,7 +14,7 @@ use berth_provision::url::ServiceUrl;
 use crate::lock::{self, DeployLock, Holder, LockError};
 
 /// A session on the state database, its tables created.
-fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
+pub(crate) fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
     let mut s = PgSession::open(url, None)
         .map_err(|e| format!("the state database is not reachable: {e}"))?;
     s.query(
@@ -52,8 +52,13 @@ fn io_err(url: &ServiceUrl) -> impl Fn(String) -> LockError + '_ {
     }
 }
 
-fn dollar(s: &str) -> String {
+pub(crate) fn dollar(s: &str) -> String {
     format!("$berth${}$berth$", s.replace("$berth$", ""))
+}
+
+/// The local audit log of the project at `root`.
+pub(crate) fn local_audit_path(root: &Path) -> PathBuf {
+    root.join(".berth/audit.jsonl")
 }
 
 /// The store configured by `[state]`.
@@ -161,7 +166,7 @@ impl Store {
     pub fn audit(&self, guard: Option<&mut Guard>, product: &str, record: &serde_json::Value) {
         match self {
             Self::Local(root) => {
-                let path = root.join(".berth/audit.jsonl");
+                let path = local_audit_path(root);
                 if let Some(d) = path.parent() {
                     let _ = std::fs::create_dir_all(d);
                 }
@@ -170,7 +175,9 @@ impl Store {
                     .append(true)
                     .open(&path)
                 {
-                    let _ = writeln!(f, "{record}");
+                    // One write per record: an appended line never interleaves with another
+                    // writer's, and a reader sees it whole or as an unfinished last line.
+                    let _ = f.write_all(format!("{record}\n").as_bytes());
                 }
             }
             Self::Postgres { url, .. } => {
@@ -189,57 +196,6 @@ impl Store {
                         url.redacted()
                     );
                 }
-            }
-        }
-    }
-
-    /// The audit records of `product` (every product when `None`) whose `step` is
-    /// `step` (every step when `None`), oldest first. Unreadable lines are skipped:
-    /// the log is a record, not a source of truth.
-    pub fn read_audit(
-        &self,
-        product: Option<&str>,
-        step: Option<&str>,
-    ) -> Result<Vec<serde_json::Value>, String> {
-        match self {
-            Self::Local(root) => {
-                let path = root.join(".berth/audit.jsonl");
-                let text = match std::fs::read_to_string(&path) {
-                    Ok(t) => t,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(format!("could not read {}: {e}", path.display())),
-                };
-                // Records are written compact: skip other steps' lines before parsing them.
-                let needle = step.map(|st| format!("\"step\":{}", serde_json::json!(st)));
-                Ok(text
-                    .lines()
-                    .filter(|l| needle.as_ref().is_none_or(|n| l.contains(n.as_str())))
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .filter(|r| product.is_none_or(|p| r["product"].as_str() == Some(p)))
-                    .filter(|r| step.is_none_or(|st| r["step"].as_str() == Some(st)))
-                    .collect())
-            }
-            Self::Postgres { url, .. } => {
-                let mut s = open_state(url)?;
-                let mut conds = Vec::new();
-                if let Some(p) = product {
-                    conds.push(format!("product = {}", dollar(p)));
-                }
-                if let Some(st) = step {
-                    conds.push(format!("record->>'step' = {}", dollar(st)));
-                }
-                let filter = if conds.is_empty() {
-                    String::new()
-                } else {
-                    format!(" WHERE {}", conds.join(" AND "))
-                };
-                let rows = s.query(&format!(
-                    "SELECT record::text FROM berth_audit{filter} ORDER BY id"
-                ))?;
-                Ok(rows
-                    .iter()
-                    .filter_map(|l| serde_json::from_str(l).ok())
-                    .collect())
             }
         }
     }

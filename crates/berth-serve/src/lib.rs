@@ -6,8 +6,10 @@
 //! - `GET /` (the dashboard page), `GET /healthz`.
 //!
 //! Binds to loopback unless told otherwise; with a token, every request must carry
-//! `Authorization: Bearer <token>` (or the `berth_token` cookie the sign-in form sets).
+//! `Authorization: Bearer <token>` (or the `berth_token` cookie the sign-in form sets),
+//! and an address that keeps sending wrong tokens is refused for a while ([`limit`]).
 
+pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod probe;
@@ -15,18 +17,19 @@ pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::limit::{Client, Limiter};
 use crate::metrics::Metrics;
-use crate::state::{Probes, Shared, Snapshot, Sources};
+use crate::state::{DeployLog, Probes, Shared, Snapshot, Sources};
 
 /// How to serve.
 pub struct Config {
@@ -70,6 +73,8 @@ struct App {
     metrics: Metrics,
     project: Arc<str>,
     token: Option<Arc<str>>,
+    /// Failed authentications per client address.
+    limiter: Arc<Limiter>,
     page_refresh: u64,
     /// The collector's period, in seconds (a snapshot older than 3 periods is stale).
     refresh: u64,
@@ -95,11 +100,15 @@ async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
     let sources = Arc::new(sources);
-    let first = {
+    let (first, log) = {
         let s = sources.clone();
-        tokio::task::spawn_blocking(move || state::collect(&s, &Snapshot::default()))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let mut log = DeployLog::new(&s.store, s.manifest.products.keys());
+            let first = state::collect(&s, &mut log, &Snapshot::default());
+            (first, Some(log))
+        })
+        .await
+        .unwrap_or_default()
     };
     log_problems(&first.problems, &[]);
     let snapshot: Shared = Arc::new(RwLock::new(first));
@@ -112,7 +121,7 @@ async fn serve(
         Arc::new(sources.manifest.clone()),
         sources.root.clone(),
     );
-    spawn_collector(sources.clone(), snapshot.clone(), config.refresh);
+    spawn_collector(sources.clone(), log, snapshot.clone(), config.refresh);
 
     let app = App {
         snapshot,
@@ -120,6 +129,7 @@ async fn serve(
         metrics,
         project: Arc::from(sources.manifest.project.name.as_str()),
         token: config.token.map(Arc::from),
+        limiter: Arc::new(Limiter::default()),
         page_refresh: config.page_refresh.as_secs().max(1),
         refresh: config.refresh.as_secs().max(1),
     };
@@ -142,10 +152,13 @@ async fn serve(
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     ready(addr);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(ServeError::Server)
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .map_err(ServeError::Server)
 }
 
 async fn shutdown() {
@@ -177,7 +190,15 @@ fn log_problems(now: &[String], before: &[String]) {
 }
 
 /// Re-read every source each `refresh`, off the async threads (git, docker, files).
-fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
+/// The deploy log moves into each refresh and back out of it, so the audit log is
+/// read from where the last refresh stopped (from its start again if a refresh
+/// panicked and took it along).
+fn spawn_collector(
+    sources: Arc<Sources>,
+    mut log: Option<DeployLog>,
+    snapshot: Shared,
+    refresh: Duration,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -186,9 +207,14 @@ fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
             tick.tick().await;
             let previous = snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
             let s = sources.clone();
+            let taken = log.take();
             let next = match tokio::task::spawn_blocking(move || {
-                let next = state::collect(&s, &previous);
-                (next, previous.problems)
+                let mut log =
+                    taken.unwrap_or_else(|| DeployLog::new(&s.store, s.manifest.products.keys()));
+                let started = Instant::now();
+                let next = state::collect(&s, &mut log, &previous);
+                tracing::debug!("collected in {:?}", started.elapsed());
+                (next, previous.problems, log)
             })
             .await
             {
@@ -199,6 +225,7 @@ fn spawn_collector(sources: Arc<Sources>, snapshot: Shared, refresh: Duration) {
                 }
             };
             log_problems(&next.0.problems, &next.1);
+            log = Some(next.2);
             *snapshot.write().unwrap_or_else(|e| e.into_inner()) = next.0;
         }
     });
@@ -209,14 +236,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
+/// The token a request carries, and whether it came in the cookie.
+fn presented_token(headers: &HeaderMap) -> Option<(&str, bool)> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         // The scheme name is case-insensitive (RFC 9110).
         let (scheme, rest) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| (rest.trim(), false));
     }
     headers
         .get_all(header::COOKIE)
@@ -224,51 +254,126 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("berth_token="))
+        .map(|t| (t, true))
 }
+
+/// The client a request came from (every request has one: the server is run with
+/// the peer address of each connection).
+fn client_of(req: &Request) -> Option<Client> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| Client::of(a.ip()))
+}
+
+/// Count a wrong token from `client`; the lockout it may start is logged once
+/// (the address, never the token).
+fn failed(app: &App, client: Option<Client>) {
+    let Some(client) = client else { return };
+    if let Some(lockout) = app.limiter.fail(client, Instant::now()) {
+        let p = app.limiter.policy();
+        tracing::warn!(
+            "{client}: {} wrong tokens within {}s; refusing its requests (429) for {}s",
+            p.max_failures,
+            p.window.as_secs(),
+            lockout.as_secs()
+        );
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    // Whole seconds, rounded up: a client that waits that long is let in.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
+        format!(
+            "too many wrong tokens from this address: try again in {}s\n",
+            secs.max(1)
+        ),
+    )
+        .into_response()
+}
+
+/// A `Set-Cookie` that removes the sign-in cookie (a stale one would count as a
+/// wrong token on every page refresh).
+const CLEAR_COOKIE: &str = "berth_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict";
 
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/login") {
+    if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    match presented_token(req.headers()) {
-        Some(t) if same(t.as_bytes(), token.as_bytes()) => next.run(req).await,
-        _ => {
-            let mut r = if req.uri().path() == "/" {
-                // A browser cannot send a bearer header: offer a sign-in form that sets a cookie.
-                (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response()
-            } else {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    "this berth serve needs a bearer token: send `Authorization: Bearer <token>`\n",
-                )
-                    .into_response()
-            };
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"berth\""),
-            );
-            r
+    let client = client_of(&req);
+    if let Some(c) = client
+        && let Err(wait) = app.limiter.check(c, Instant::now())
+    {
+        return too_many(wait);
+    }
+    if req.uri().path() == "/login" {
+        // The form handler counts its own failures.
+        return next.run(req).await;
+    }
+    let presented = presented_token(req.headers());
+    if let Some((t, _)) = presented
+        && same(t.as_bytes(), token.as_bytes())
+    {
+        if let Some(c) = client {
+            app.limiter.succeed(c, Instant::now());
+        }
+        return next.run(req).await;
+    }
+    let mut r = if req.uri().path() == "/" {
+        // A browser cannot send a bearer header: offer a sign-in form that sets a cookie.
+        (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "this berth serve needs a bearer token: send `Authorization: Bearer <token>`\n",
+        )
+            .into_response()
+    };
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"berth\""),
+    );
+    // No token at all is not a guess; a wrong one is.
+    if let Some((t, from_cookie)) = presented
+        && !t.is_empty()
+    {
+        failed(&app, client);
+        if from_cookie {
+            r.headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
         }
     }
+    r
 }
 
 /// `POST /login` (form field `token`): with the right token, a cookie that lets a
 /// browser read the page; the token is compared, never echoed or logged.
-async fn login(State(app): State<App>, body: String) -> Response {
+async fn login(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: String,
+) -> Response {
     let Some(token) = &app.token else {
         return (StatusCode::NOT_FOUND, "no token is configured\n").into_response();
     };
+    let client = Client::of(peer.ip());
     let given = body
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
         .map(form_decode)
         .unwrap_or_default();
     if !same(given.trim().as_bytes(), token.as_bytes()) {
+        if !given.trim().is_empty() {
+            failed(&app, Some(client));
+        }
         return (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response();
     }
+    app.limiter.succeed(client, Instant::now());
     let cookie = format!("berth_token={token}; Path=/; HttpOnly; SameSite=Strict");
     match HeaderValue::from_str(&cookie) {
         Ok(c) => (

@@ -26,47 +26,51 @@ const PROBE_BUCKETS: [f64; 12] = [
 ];
 const DEPLOY_BUCKETS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
-/// Deploy durations as `[count, sum, bucket counts (cumulative)...]`: computed once
-/// per refresh, so a scrape costs the same however long the history is.
-pub fn bucket_counts(seconds: &[f64]) -> Vec<f64> {
-    let mut out = vec![0.0; 2 + DEPLOY_BUCKETS.len()];
-    for &v in seconds {
-        out[0] += 1.0;
-        out[1] += v;
-        for (i, b) in DEPLOY_BUCKETS.iter().enumerate() {
-            if v <= *b {
-                out[2 + i] += 1.0;
-            }
-        }
-    }
-    out
+/// Deploy durations as histogram buckets, kept as each deploy is read from the
+/// audit log: exact integers (milliseconds), so the totals do not depend on the
+/// order or the number of refreshes that added them, and a scrape costs the same
+/// however long the history is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeployDurations {
+    pub count: u64,
+    pub sum_ms: u64,
+    /// Deploys per bucket of [`DEPLOY_BUCKETS`] (not cumulative); the rest are above the last.
+    pub buckets: [u64; DEPLOY_BUCKETS.len()],
 }
 
-/// A histogram from [`bucket_counts`].
-struct BucketHistogram<'a>(&'a [f64]);
+impl DeployDurations {
+    pub fn observe(&mut self, ms: u64) {
+        self.count += 1;
+        self.sum_ms = self.sum_ms.saturating_add(ms);
+        if let Some(i) = DEPLOY_BUCKETS
+            .iter()
+            .position(|b| ms <= (*b * 1000.0) as u64)
+        {
+            self.buckets[i] += 1;
+        }
+    }
+}
+
+/// A histogram from [`DeployDurations`].
+struct BucketHistogram<'a>(&'a DeployDurations);
 
 impl EncodeMetric for BucketHistogram<'_> {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::MetricEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let c = self.0;
-        let (count, sum) = (
-            c.first().copied().unwrap_or(0.0),
-            c.get(1).copied().unwrap_or(0.0),
-        );
-        // Non-cumulative counts per bucket, then +Inf (the encoder accumulates).
-        let mut buckets = Vec::with_capacity(DEPLOY_BUCKETS.len() + 1);
-        let mut prev = 0.0;
-        for (i, b) in DEPLOY_BUCKETS.iter().enumerate() {
-            let cum = c.get(2 + i).copied().unwrap_or(0.0);
-            buckets.push((*b, (cum - prev) as u64));
-            prev = cum;
-        }
-        buckets.push((f64::INFINITY, (count - prev) as u64));
+        let d = self.0;
+        // Counts per bucket, then +Inf (the encoder accumulates).
+        let mut buckets: Vec<(f64, u64)> = DEPLOY_BUCKETS
+            .iter()
+            .copied()
+            .zip(d.buckets.iter().copied())
+            .collect();
+        let within: u64 = d.buckets.iter().sum();
+        buckets.push((f64::INFINITY, d.count.saturating_sub(within)));
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-            sum,
-            count as u64,
+            d.sum_ms as f64 / 1000.0,
+            d.count,
             &buckets,
             None,
         )

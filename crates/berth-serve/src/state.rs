@@ -4,17 +4,23 @@
 //! deploy, failures and rollbacks included) and the backup records.
 //!
 //! The collector rebuilds a [`Snapshot`] every refresh; the prober's results are
-//! kept apart ([`Probes`]) and joined in when a view is built.
+//! kept apart ([`Probes`]) and joined in when a view is built. The audit log is
+//! the one source that only grows: [`DeployLog`] reads what was appended since the
+//! last refresh and keeps running totals, so a refresh costs the same however long
+//! the history is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use berth_deploy::audit_tail::{Appended, AuditTail};
 use berth_deploy::proxy::Nginx;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
 use berth_runtime::{Runtime, Slot, slot_port};
 use serde::Serialize;
+
+use crate::metrics::DeployDurations;
 
 /// Everything the server reads from.
 pub struct Sources {
@@ -134,14 +140,90 @@ pub struct ProductState {
     pub view: ProductView,
     /// The newest deploy events (at most [`KEPT_EVENTS`]), newest first.
     pub events: Vec<DeployEvent>,
-    /// Every deploy's duration, in seconds, as histogram buckets (counted once per refresh).
-    pub durations: Vec<f64>,
+    /// Every deploy's duration, as histogram buckets.
+    pub durations: DeployDurations,
     /// Unix time of the newest successful deploy or rollback in the audit log.
     pub last_success_unix: Option<u64>,
 }
 
 /// How many deploy events per product the page and API keep (the counters count all).
 pub const KEPT_EVENTS: usize = 200;
+
+/// One product's deploys: exact totals over the whole audit log, and its newest events.
+#[derive(Debug, Clone, Default)]
+pub struct Deploys {
+    pub counts: DeployCounts,
+    pub durations: DeployDurations,
+    /// The newest successful deploy or rollback.
+    pub last_success: Option<DeployEvent>,
+    /// The newest [`KEPT_EVENTS`], oldest first.
+    pub recent: VecDeque<DeployEvent>,
+}
+
+impl Deploys {
+    fn add(&mut self, e: DeployEvent) {
+        match e.result {
+            "success" => self.counts.success += 1,
+            _ => self.counts.failure += 1,
+        }
+        if e.kind == "rollback" {
+            self.counts.rollbacks += 1;
+        }
+        self.durations.observe(e.duration_ms);
+        if e.result == "success" {
+            self.last_success = Some(e.clone());
+        }
+        if self.recent.len() == KEPT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(e);
+    }
+
+    /// The kept events, newest first.
+    pub fn newest_first(&self) -> Vec<DeployEvent> {
+        self.recent.iter().rev().cloned().collect()
+    }
+}
+
+/// The deploy outcomes of every product, folded in as the audit log grows: each
+/// [`refresh`](Self::refresh) reads only what was appended since the one before
+/// (and everything again, from nothing, when the log was truncated or replaced).
+pub struct DeployLog {
+    tail: AuditTail,
+    /// By product; records of products that are not in the manifest are skipped.
+    products: HashMap<String, Deploys>,
+}
+
+impl DeployLog {
+    /// A log of `products` read from `store`'s audit log (nothing is read until the first refresh).
+    pub fn new<S: AsRef<str>>(store: &Store, products: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            tail: AuditTail::new(store, Some("deploy")),
+            products: products
+                .into_iter()
+                .map(|p| (p.as_ref().to_string(), Deploys::default()))
+                .collect(),
+        }
+    }
+
+    /// Fold in the deploys appended since the last refresh. On an error the totals
+    /// read so far stay (a counter that dropped to zero would read as a reset).
+    pub fn refresh(&mut self) -> Result<(), String> {
+        let products = &mut self.products;
+        self.tail.read(|a| match a {
+            Appended::Restart => products.values_mut().for_each(|d| *d = Deploys::default()),
+            Appended::Record(r) => {
+                if let Some(d) = r["product"].as_str().and_then(|p| products.get_mut(p)) {
+                    d.add(event_of(&r));
+                }
+            }
+        })
+    }
+
+    pub fn of(&self, product: &str) -> Option<&Deploys> {
+        self.products.get(product)
+    }
+}
 
 /// Everything the collector read at `taken_unix`.
 #[derive(Debug, Clone, Default)]
@@ -168,20 +250,18 @@ pub fn parse_time(s: &str) -> Option<u64> {
         .and_then(|t| u64::try_from(t.as_second()).ok())
 }
 
-/// Read every source once and build a snapshot. `previous` keeps the last known
-/// live slot of a product whose processes are all gone (so the prober keeps
-/// probing where it last served, and reports it down).
-pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
+/// Read every source once (the audit log from where `log` got to) and build a
+/// snapshot. `previous` keeps the last known live slot of a product whose
+/// processes are all gone (so the prober keeps probing where it last served, and
+/// reports it down).
+pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snapshot {
     let m = &src.manifest;
     let nginx = Nginx::new(m, &src.root);
     let mut problems = Vec::new();
-    let audit = src
-        .store
-        .read_audit(None, Some("deploy"))
-        .unwrap_or_else(|e| {
-            problems.push(format!("audit log: {e}"));
-            Vec::new()
-        });
+    if let Err(e) = log.refresh() {
+        problems.push(format!("audit log: {e}"));
+    }
+    let none = Deploys::default();
     let mut products = Vec::new();
     for (name, p) in &m.products {
         let instances = src.runtime.instances(name).unwrap_or_else(|e| {
@@ -195,10 +275,8 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
             }),
             None => Vec::new(),
         };
-        let events = events_of(&audit, name);
-        let deployed = !instances.is_empty()
-            || !tags.is_empty()
-            || events.iter().any(|e| e.result == "success");
+        let d = log.of(name).unwrap_or(&none);
+        let deployed = !instances.is_empty() || !tags.is_empty() || d.counts.success > 0;
         let alive_slot = instances.iter().find(|i| i.alive).map(|i| i.slot);
         let proxy_slot = nginx
             .as_ref()
@@ -249,18 +327,15 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
             rollback_of: t.rollback_of.clone(),
         });
         let last_deploy = last_deploy.or_else(|| {
-            events
-                .iter()
-                .find(|e| e.result == "success")
-                .map(|e| LastDeploy {
-                    tag: e.tag.clone().unwrap_or_default(),
-                    at: e.at.clone(),
-                    unix: e.unix,
-                    version: e.version.clone(),
-                    operator: Some(e.operator.clone()),
-                    tasks: e.tasks.clone(),
-                    rollback_of: e.rollback_of.clone(),
-                })
+            d.last_success.as_ref().map(|e| LastDeploy {
+                tag: e.tag.clone().unwrap_or_default(),
+                at: e.at.clone(),
+                unix: e.unix,
+                version: e.version.clone(),
+                operator: Some(e.operator.clone()),
+                tasks: e.tasks.clone(),
+                rollback_of: e.rollback_of.clone(),
+            })
         });
         let live_version = services.iter().find_map(|s| s.version.clone()).or_else(|| {
             live_slot
@@ -274,21 +349,6 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
             file_bytes: r.file_bytes,
             file: r.file.clone(),
         });
-        let deploys = DeployCounts {
-            success: events.iter().filter(|e| e.result == "success").count() as u64,
-            failure: events.iter().filter(|e| e.result == "failure").count() as u64,
-            rollbacks: events.iter().filter(|e| e.kind == "rollback").count() as u64,
-        };
-        let durations: Vec<f64> = events
-            .iter()
-            .map(|e| e.duration_ms as f64 / 1000.0)
-            .collect();
-        let last_success_unix = events
-            .iter()
-            .find(|e| e.result == "success")
-            .map(|e| e.unix);
-        let mut events = events;
-        events.truncate(KEPT_EVENTS);
         products.push(ProductState {
             view: ProductView {
                 name: name.clone(),
@@ -300,11 +360,11 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
                 services,
                 last_deploy,
                 last_backup,
-                deploys,
+                deploys: d.counts.clone(),
             },
-            events,
-            durations: crate::metrics::bucket_counts(&durations),
-            last_success_unix,
+            events: d.newest_first(),
+            durations: d.durations.clone(),
+            last_success_unix: d.last_success.as_ref().map(|e| e.unix),
         });
     }
     Snapshot {
@@ -314,47 +374,39 @@ pub fn collect(src: &Sources, previous: &Snapshot) -> Snapshot {
     }
 }
 
-/// The deploy outcomes of `product` in the audit log, newest first.
-fn events_of(audit: &[serde_json::Value], product: &str) -> Vec<DeployEvent> {
-    let s = |r: &serde_json::Value, k: &str| r[k].as_str().map(str::to_string);
-    let mut out: Vec<DeployEvent> = audit
-        .iter()
-        .filter(|r| r["product"].as_str() == Some(product) && r["step"].as_str() == Some("deploy"))
-        .map(|r| {
-            let at = s(r, "at").unwrap_or_default();
-            let rollback_of = s(r, "rollback_of").filter(|x| !x.is_empty());
-            DeployEvent {
-                unix: parse_time(&at).unwrap_or(0),
-                at,
-                result: if r["result"].as_str() == Some("ok") {
-                    "success"
-                } else {
-                    "failure"
-                },
-                kind: if rollback_of.is_some() {
-                    "rollback"
-                } else {
-                    "deploy"
-                },
-                version: s(r, "version").unwrap_or_default(),
-                tag: s(r, "tag").filter(|t| !t.is_empty()),
-                operator: s(r, "operator").unwrap_or_default(),
-                tasks: r["tasks"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                duration_ms: r["duration_ms"].as_u64().unwrap_or(0),
-                rollback_of,
-                failed_step: s(r, "failed_step"),
-            }
-        })
-        .collect();
-    out.reverse();
-    out
+/// One `deploy` record of the audit log as a deploy event.
+fn event_of(r: &serde_json::Value) -> DeployEvent {
+    let s = |k: &str| r[k].as_str().map(str::to_string);
+    let at = s("at").unwrap_or_default();
+    let rollback_of = s("rollback_of").filter(|x| !x.is_empty());
+    DeployEvent {
+        unix: parse_time(&at).unwrap_or(0),
+        at,
+        result: if r["result"].as_str() == Some("ok") {
+            "success"
+        } else {
+            "failure"
+        },
+        kind: if rollback_of.is_some() {
+            "rollback"
+        } else {
+            "deploy"
+        },
+        version: s("version").unwrap_or_default(),
+        tag: s("tag").filter(|t| !t.is_empty()),
+        operator: s("operator").unwrap_or_default(),
+        tasks: r["tasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        duration_ms: r["duration_ms"].as_u64().unwrap_or(0),
+        rollback_of,
+        failed_step: s("failed_step"),
+    }
 }
 
 /// The views of the products with the latest probes joined in.
@@ -393,19 +445,42 @@ pub fn with_probes(view: &ProductView, probes: &HashMap<(String, String), Health
 mod tests {
     use super::*;
 
+    /// A local store in a temp dir, and its audit log's path.
+    fn local_store() -> (tempfile::TempDir, Store, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".berth/audit.jsonl");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let store = Store::Local(dir.path().to_path_buf());
+        (dir, store, path)
+    }
+
+    fn append(path: &std::path::Path, text: &str) {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
     #[test]
     fn audit_records_become_events_newest_first() {
-        let audit: Vec<serde_json::Value> = [
+        let (_dir, store, path) = local_store();
+        let lines = [
             r#"{"product":"a","step":"lock","result":"ok"}"#,
             r#"{"product":"a","step":"deploy","result":"ok","version":"v1","at":"2026-01-01T00:00:00Z","tag":"a-deploy-1","operator":"o","tasks":["TASK-1-x"],"duration_ms":1500,"rollback_of":null}"#,
             r#"{"product":"b","step":"deploy","result":"ok","version":"v9","at":"2026-01-01T00:00:00Z"}"#,
+            r#"{"product":"gone","step":"deploy","result":"ok","version":"v9","at":"2026-01-01T00:00:00Z"}"#,
             r#"{"product":"a","step":"deploy","result":"failed","failed_step":"health-check","version":"v2","at":"2026-01-01T00:01:00Z","duration_ms":900}"#,
             r#"{"product":"a","step":"deploy","result":"ok","version":"v1","at":"2026-01-01T00:02:00+00:00","rollback_of":"a-deploy-2","tag":"a-deploy-3"}"#,
-        ]
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-        let e = events_of(&audit, "a");
+        ];
+        append(&path, &(lines.join("\n") + "\n"));
+        let mut log = DeployLog::new(&store, ["a", "b"]);
+        log.refresh().unwrap();
+        let a = log.of("a").unwrap();
+        let e = a.newest_first();
         assert_eq!(e.len(), 3);
         assert_eq!(
             (e[0].kind, e[0].result, e[0].unix),
@@ -417,6 +492,103 @@ mod tests {
         );
         assert_eq!((e[2].kind, e[2].duration_ms), ("deploy", 1500));
         assert_eq!(e[2].tasks, ["TASK-1-x"]);
+        assert_eq!(
+            (a.counts.success, a.counts.failure, a.counts.rollbacks),
+            (2, 1, 1)
+        );
+        assert_eq!(a.last_success.as_ref().unwrap().unix, 1_767_225_720);
+        assert_eq!(log.of("b").unwrap().counts.success, 1);
+        assert!(log.of("gone").is_none(), "not in the manifest: not kept");
+    }
+
+    /// A deploy record: every third fails, every fifth is a rollback, durations spread over the buckets.
+    fn record(n: u64) -> String {
+        serde_json::json!({
+            "product": "a",
+            "step": "deploy",
+            "result": if n.is_multiple_of(3) { "failed" } else { "ok" },
+            "rollback_of": if n.is_multiple_of(5) { "a-deploy-x" } else { "" },
+            "version": format!("v{n}"),
+            "at": format!("2026-01-01T00:{:02}:{:02}Z", n / 60 % 60, n % 60),
+            "duration_ms": n * 7919 % 2_000_000,
+        })
+        .to_string()
+            + "\n"
+    }
+
+    /// The totals of records `from..to`, counted the slow way.
+    fn expected(ns: std::ops::Range<u64>) -> (DeployCounts, DeployDurations) {
+        let mut c = DeployCounts::default();
+        let mut d = DeployDurations::default();
+        for n in ns {
+            if n.is_multiple_of(3) {
+                c.failure += 1;
+            } else {
+                c.success += 1;
+            }
+            if n.is_multiple_of(5) {
+                c.rollbacks += 1;
+            }
+            d.observe(n * 7919 % 2_000_000);
+        }
+        (c, d)
+    }
+
+    fn totals(log: &DeployLog) -> (u64, u64, u64, DeployDurations) {
+        let a = log.of("a").unwrap();
+        (
+            a.counts.success,
+            a.counts.failure,
+            a.counts.rollbacks,
+            a.durations.clone(),
+        )
+    }
+
+    #[test]
+    fn totals_stay_exact_across_refreshes_and_start_over_when_the_log_is_truncated() {
+        let (_dir, store, path) = local_store();
+        let mut log = DeployLog::new(&store, ["a"]);
+        let text: String = (0..150).map(record).collect();
+        append(&path, &text);
+        log.refresh().unwrap();
+        // The rest in pieces, one of them cut in the middle of a record.
+        let rest: String = (150..320).map(record).collect();
+        let cut = rest.len() / 3 + 17;
+        append(&path, &rest[..cut]);
+        log.refresh().unwrap();
+        append(&path, &rest[cut..]);
+        log.refresh().unwrap();
+        log.refresh().unwrap();
+
+        let (c, d) = expected(0..320);
+        assert_eq!(
+            totals(&log),
+            (c.success, c.failure, c.rollbacks, d.clone()),
+            "every deploy counted once"
+        );
+        assert!(d.buckets.iter().filter(|b| **b > 0).count() > 3, "{d:?}");
+        assert!(
+            d.count > d.buckets.iter().sum::<u64>(),
+            "some above the last bucket"
+        );
+        let a = log.of("a").unwrap();
+        let events = a.newest_first();
+        assert_eq!(events.len(), KEPT_EVENTS);
+        assert_eq!(events[0].version, "v319");
+        assert_eq!(events[KEPT_EVENTS - 1].version, "v120");
+        assert_eq!(a.last_success.as_ref().unwrap().version, "v319");
+
+        // The same as a reader that read it all at once.
+        let mut fresh = DeployLog::new(&store, ["a"]);
+        fresh.refresh().unwrap();
+        assert_eq!(totals(&fresh), totals(&log));
+
+        // Truncated and written again: the totals are the new log's.
+        std::fs::write(&path, (1000..1004).map(record).collect::<String>()).unwrap();
+        log.refresh().unwrap();
+        let (c, d) = expected(1000..1004);
+        assert_eq!(totals(&log), (c.success, c.failure, c.rollbacks, d));
+        assert_eq!(log.of("a").unwrap().newest_first().len(), 4);
     }
 
     #[test]

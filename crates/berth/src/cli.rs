@@ -583,14 +583,16 @@ Serve what berth knows, read-only, until interrupted (SIGINT or SIGTERM).
   GET /healthz                   answers while the server runs
 
 A prober checks every service's live slot on its health path at its interval, with \
-its timeout. The runtime, deploy tags, audit log and backup records are re-read \
-every --refresh.
+its timeout. The runtime, deploy tags and backup records are re-read every \
+--refresh, and the audit log from where the last refresh stopped.
 
 berth serve listens on loopback unless --listen says otherwise; a non-loopback \
 address needs --token-env, naming the environment variable that holds a bearer \
 token every request must send (`Authorization: Bearer ...`; a browser signs in \
 once with a form that sets an HttpOnly cookie). The token itself never goes on \
-the command line, in a log or on the page.";
+the command line, in a log or on the page. After 5 wrong tokens within 60s, an \
+address (an IPv6 /64) gets 429 Too Many Requests with Retry-After for 60s, on \
+every path but /healthz; one warning is logged per lockout.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -3,7 +3,7 @@
 //! back, the dashboard in a real headless Chromium, bearer tokens.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -111,8 +111,22 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let r = (|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let (status, _, body) = http_from(Ipv4Addr::LOCALHOST, port, method, path, headers, body);
+    (status, body)
+}
+
+/// [`http`] from the client address `from` (any of 127.0.0.0/8 reaches 127.0.0.1
+/// on Linux): (status, response head, body).
+pub fn http_from(
+    from: Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let r = (|| -> std::io::Result<(u16, String, String)> {
+        let mut s = connect_from(from, port)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -168,6 +182,7 @@ pub fn http(
         });
         Ok((
             status,
+            head.to_string(),
             if chunked {
                 dechunk(rest)
             } else {
@@ -175,7 +190,25 @@ pub fn http(
             },
         ))
     })();
-    r.unwrap_or((0, String::new()))
+    r.unwrap_or((0, String::new(), String::new()))
+}
+
+/// A connection to 127.0.0.1:`port` from the address `from`.
+fn connect_from(from: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&SocketAddr::from((from, 0)).into())?;
+    s.connect(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())?;
+    Ok(s.into())
+}
+
+/// The value of header `name` in a response head.
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    })
 }
 
 /// POST a form: (status, body, Set-Cookie header).
@@ -720,6 +753,88 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
     assert!(!serve.log().contains(token), "the log shows the token");
 }
 
+#[test]
+fn wrong_tokens_from_one_address_are_refused_with_429_while_other_addresses_sign_in() {
+    let repo = example_repo();
+    let token = "s3cret-token-for-the-limit-test-0123456789";
+    let serve = Serve::start(
+        repo.path(),
+        &["--token-env", "BERTH_SERVE_TOKEN"],
+        &[("BERTH_SERVE_TOKEN", token)],
+    );
+    let (me, other) = (Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2));
+    let bearer = format!("Bearer {token}");
+    let get = |from, headers: &[(&str, &str)]| {
+        http_from(from, serve.port, "GET", "/api/products", headers, "")
+    };
+    // No token is not a guess: a browser before it signs in is never locked out.
+    for _ in 0..8 {
+        assert_eq!(get(me, &[]).0, 401);
+        assert_eq!(http_from(me, serve.port, "GET", "/", &[], "").0, 401);
+    }
+    // Five wrong tokens within a minute, by every way a token comes in.
+    for guess in ["guess-0001", "guess-0002", "guess-0003"] {
+        let (status, _, body) = get(me, &[("Authorization", &format!("Bearer {guess}"))]);
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, head, _) = get(me, &[("Cookie", "berth_token=guess-0004")]);
+    assert_eq!(status, 401);
+    assert!(
+        header_of(&head, "set-cookie").is_some_and(|c| c.contains("Max-Age=0")),
+        "a wrong cookie is cleared, so a page refresh does not send it again:\n{head}"
+    );
+    let (status, _, _) = http_from(me, serve.port, "POST", "/login", &[], "token=guess-0005");
+    assert_eq!(status, 401, "the fifth is still answered");
+
+    // Now every request from this address is refused, the right token included.
+    let (status, head, body) = get(me, &[("Authorization", "Bearer guess-0006")]);
+    assert_eq!(status, 429, "{head}\n{body}");
+    let retry: u64 = header_of(&head, "retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in seconds:\n{head}"));
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    assert!(body.contains("try again in"), "{body}");
+    let (status, head, _) = get(me, &[("Authorization", &bearer)]);
+    assert_eq!(
+        status, 429,
+        "the right token tells nothing while locked out"
+    );
+    assert!(header_of(&head, "retry-after").is_some());
+    let form = format!("token={token}");
+    assert_eq!(
+        http_from(me, serve.port, "POST", "/login", &[], &form).0,
+        429
+    );
+    assert_eq!(http_from(me, serve.port, "GET", "/", &[], "").0, 429);
+    assert_eq!(
+        http_from(me, serve.port, "GET", "/healthz", &[], "").0,
+        200,
+        "/healthz stays open"
+    );
+
+    // Another address is not affected: the right token and the sign-in form work.
+    let (status, _, body) = get(other, &[("Authorization", &bearer)]);
+    assert_eq!(status, 200, "{body}");
+    let (status, head, _) = http_from(other, serve.port, "POST", "/login", &[], &form);
+    assert_eq!(status, 303, "{head}");
+    assert!(header_of(&head, "set-cookie").is_some_and(|c| c.starts_with("berth_token=")));
+    assert_eq!(get(other, &[("Authorization", "Bearer guess-0007")]).0, 401);
+    assert_eq!(get(other, &[("Authorization", &bearer)]).0, 200);
+
+    // One warning for the lockout, naming the address, never a token.
+    let log = serve.log();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("429")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("127.0.0.1:") && warnings[0].contains("WARN"),
+        "{log}"
+    );
+    assert!(
+        !log.contains(token) && !log.contains("guess-"),
+        "the log shows a token:\n{log}"
+    );
+}
+
 /// A chromedriver session on real headless Chromium, both stopped on drop.
 struct Browser {
     driver: Child,
@@ -1220,6 +1335,27 @@ fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
     promtool_check(&text);
     let d = serve.json("/api/products/bestays/deploys");
     assert_eq!(d["deploys"].as_array().unwrap().len(), 2, "{d:#}");
+    // A deploy while serving: read from the table as a new row, counted once.
+    site.change("bestays", 42);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    wait_metrics(
+        &serve,
+        &[
+            (
+                r#"berth_deploys_total{product="bestays",result="success"}"#.into(),
+                3.0,
+            ),
+            (
+                r#"berth_deploy_duration_seconds_count{product="bestays"}"#.into(),
+                3.0,
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let d = serve.json("/api/products/bestays/deploys");
+    assert_eq!(d["total"], 3, "{d:#}");
+    assert_eq!(d["deploys"].as_array().unwrap().len(), 3, "{d:#}");
     assert!(!serve.log().contains(&url), "no state URL in the log");
 }
 
