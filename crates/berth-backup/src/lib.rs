@@ -44,16 +44,44 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// `20261125T103000Z` and `2026-11-25T10:30:00Z` for a Unix time.
+/// `20261125T103000Z` (backup file names) and `2026-11-25T10:30:00Z` for a Unix
+/// time: the deploy tags' RFC 3339 form, without its separators for the compact one.
 pub fn stamp(secs: u64) -> (String, String) {
-    let ts = jiff::Timestamp::from_second(secs as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    (
-        ts.strftime("%Y%m%dT%H%M%SZ").to_string(),
-        ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    )
+    let rfc = berth_deploy::tags::utc_stamp(secs).1;
+    (rfc.replace(['-', ':'], ""), rfc)
 }
 
 /// Default parallel jobs for pg_restore: the CPU count.
 pub fn default_jobs() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stamps_agree_with_jiff_across_centuries_and_leap_days() {
+        assert_eq!(
+            super::stamp(0),
+            ("19700101T000000Z".into(), "1970-01-01T00:00:00Z".into())
+        );
+        // 2000-02-29 and 2100-03-01 (not a leap year), then a walk of odd steps.
+        let mut t = 0u64;
+        for secs in [951_782_400, 4_107_542_400].into_iter().chain(
+            std::iter::from_fn(|| {
+                t += 7_919 * 3_607;
+                Some(t)
+            })
+            .take(2_000),
+        ) {
+            let ts = jiff::Timestamp::from_second(secs as i64).unwrap();
+            assert_eq!(
+                super::stamp(secs),
+                (
+                    ts.strftime("%Y%m%dT%H%M%SZ").to_string(),
+                    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+                ),
+                "{secs}"
+            );
+        }
+    }
 }
