@@ -27,7 +27,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::limit::{Client, Limiter};
+use crate::limit::{Client, Limiter, Verdict};
 use crate::metrics::Metrics;
 use crate::state::{DeployLog, Probes, Shared, Snapshot, Sources};
 
@@ -265,11 +265,20 @@ fn client_of(req: &Request) -> Option<Client> {
         .map(|ConnectInfo(a)| Client::of(a.ip()))
 }
 
-/// Count a wrong token from `client`; the lockout it may start is logged once
-/// (the address, never the token).
-fn failed(app: &App, client: Option<Client>) {
-    let Some(client) = client else { return };
-    if let Some(lockout) = app.limiter.fail(client, Instant::now()) {
+/// Judge a presented (non-empty) token from `client` with the limiter, after the
+/// request has arrived whole; the lockout a wrong one may start is logged once (the
+/// address, never the token).
+fn judge(app: &App, client: Option<Client>, given: &str, token: &str) -> Verdict {
+    let right = same(given.as_bytes(), token.as_bytes());
+    let Some(client) = client else {
+        return if right {
+            Verdict::Right
+        } else {
+            Verdict::Wrong(None)
+        };
+    };
+    let verdict = app.limiter.judge(client, Instant::now(), right);
+    if let Verdict::Wrong(Some(lockout)) = verdict {
         let p = app.limiter.policy();
         tracing::warn!(
             "{client}: {} wrong tokens within {}s; refusing its requests (429) for {}s",
@@ -278,6 +287,7 @@ fn failed(app: &App, client: Option<Client>) {
             lockout.as_secs()
         );
     }
+    verdict
 }
 
 fn too_many(wait: Duration) -> Response {
@@ -315,14 +325,13 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         // The form handler counts its own failures.
         return next.run(req).await;
     }
-    let presented = presented_token(req.headers());
-    if let Some((t, _)) = presented
-        && same(t.as_bytes(), token.as_bytes())
-    {
-        if let Some(c) = client {
-            app.limiter.succeed(c, Instant::now());
-        }
-        return next.run(req).await;
+    // No token at all is not a guess; a wrong one is.
+    let presented = presented_token(req.headers()).filter(|(t, _)| !t.is_empty());
+    let verdict = presented.map(|(t, _)| judge(&app, client, t, token));
+    match verdict {
+        Some(Verdict::Right) => return next.run(req).await,
+        Some(Verdict::Locked(wait)) => return too_many(wait),
+        Some(Verdict::Wrong(_)) | None => {}
     }
     let mut r = if req.uri().path() == "/" {
         // A browser cannot send a bearer header: offer a sign-in form that sets a cookie.
@@ -338,15 +347,9 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"berth\""),
     );
-    // No token at all is not a guess; a wrong one is.
-    if let Some((t, from_cookie)) = presented
-        && !t.is_empty()
-    {
-        failed(&app, client);
-        if from_cookie {
-            r.headers_mut()
-                .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
-        }
+    if let Some((_, true)) = presented {
+        r.headers_mut()
+            .insert(header::SET_COOKIE, HeaderValue::from_static(CLEAR_COOKIE));
     }
     r
 }
@@ -367,13 +370,21 @@ async fn login(
         .find_map(|kv| kv.strip_prefix("token="))
         .map(form_decode)
         .unwrap_or_default();
-    if !same(given.trim().as_bytes(), token.as_bytes()) {
-        if !given.trim().is_empty() {
-            failed(&app, Some(client));
+    // Judged only now that the body is here: a form posted slowly, started before
+    // its address was locked out, is refused like any other request from it.
+    let given = given.trim();
+    let verdict = if given.is_empty() {
+        Verdict::Wrong(None)
+    } else {
+        judge(&app, Some(client), given, token)
+    };
+    match verdict {
+        Verdict::Right => {}
+        Verdict::Locked(wait) => return too_many(wait),
+        Verdict::Wrong(_) => {
+            return (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response();
         }
-        return (StatusCode::UNAUTHORIZED, Html(page::sign_in(&app.project))).into_response();
     }
-    app.limiter.succeed(client, Instant::now());
     let cookie = format!("berth_token={token}; Path=/; HttpOnly; SameSite=Strict");
     match HeaderValue::from_str(&cookie) {
         Ok(c) => (

@@ -2,9 +2,13 @@
 //! cookie or the sign-in form) counts as a failure; after [`Policy::max_failures`]
 //! of them within [`Policy::window`] the address is refused every request but
 //! `/healthz` (429, whatever token it sends) for [`Policy::lockout`], then starts
-//! afresh. A request with the right token forgets the address's failures. A
-//! request with no token (or an empty one: a browser before it signs in) is not
-//! a failure.
+//! afresh. Each presented token is judged under one lock, after the request has
+//! arrived whole: no answer to a locked-out address depends on what it sent, even
+//! for a request that started before the lockout (a slow `/login` body). The right
+//! token does not forget earlier failures (they age out of the window): otherwise
+//! anyone sharing the address (a signed-in tab, a Prometheus scrape, a proxy in
+//! front) would reset a guesser's count. A request with no token (or an empty
+//! one: a browser before it signs in) is not a failure.
 //!
 //! IPv4 addresses count one by one; an IPv6 client counts by its /64 (one
 //! machine usually holds a whole /64), and an IPv4-mapped IPv6 address as its
@@ -88,6 +92,17 @@ impl Record {
     }
 }
 
+/// What one presented token comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The right token, from an address that is not locked out.
+    Right,
+    /// A wrong token, counted; `Some(lockout)` when it locked the address out.
+    Wrong(Option<Duration>),
+    /// The address is locked out for this long: whatever it sent is refused.
+    Locked(Duration),
+}
+
 /// The failures of every client, shared by the request handlers.
 #[derive(Debug, Default)]
 pub struct Limiter {
@@ -124,11 +139,39 @@ impl Limiter {
         }
     }
 
-    /// Count a failed authentication. `Some(lockout)` when this failure locked the
-    /// client out (once per lockout, for the caller to log).
-    pub fn fail(&self, client: Client, now: Instant) -> Option<Duration> {
-        let p = self.policy;
+    /// Judge one presented token (`right`: whether it matched) from `client`, under
+    /// one lock with the lockout check.
+    pub fn judge(&self, client: Client, now: Instant, right: bool) -> Verdict {
         let mut clients = self.clients();
+        if let Some(until) = clients
+            .get(&client)
+            .and_then(|r| r.locked_until)
+            .filter(|until| *until > now)
+        {
+            return Verdict::Locked(until - now);
+        }
+        if right {
+            return Verdict::Right;
+        }
+        Verdict::Wrong(self.count(&mut clients, client, now))
+    }
+
+    /// Count a wrong token from `client` (see [`Limiter::judge`]). `Some(lockout)` when
+    /// this failure locked the client out (once per lockout, for the caller to log).
+    pub fn fail(&self, client: Client, now: Instant) -> Option<Duration> {
+        match self.judge(client, now, false) {
+            Verdict::Wrong(locked) => locked,
+            Verdict::Right | Verdict::Locked(_) => None,
+        }
+    }
+
+    fn count(
+        &self,
+        clients: &mut HashMap<Client, Record>,
+        client: Client,
+        now: Instant,
+    ) -> Option<Duration> {
+        let p = self.policy;
         if !clients.contains_key(&client) && clients.len() >= p.max_clients {
             clients.retain(|_, r| r.live(now, p.window));
             if clients.len() >= p.max_clients
@@ -141,9 +184,6 @@ impl Limiter {
             }
         }
         let r = clients.entry(client).or_default();
-        if r.locked(now) {
-            return None;
-        }
         r.locked_until = None;
         r.failures.retain(|t| now < *t + p.window);
         r.failures.push(now);
@@ -153,14 +193,6 @@ impl Limiter {
         r.failures.clear();
         r.locked_until = Some(now + p.lockout);
         Some(p.lockout)
-    }
-
-    /// The client showed the right token: forget its failures (not a lockout).
-    pub fn succeed(&self, client: Client, now: Instant) {
-        let mut clients = self.clients();
-        if clients.get(&client).is_some_and(|r| !r.locked(now)) {
-            clients.remove(&client);
-        }
     }
 
     pub fn policy(&self) -> Policy {
@@ -204,12 +236,12 @@ mod tests {
         assert_eq!(l.check(a, t0 + s(10)), Err(s(60)));
         assert_eq!(l.check(a, t0 + s(40)), Err(s(30)));
         assert_eq!(l.fail(a, t0 + s(41)), None, "logged once per lockout");
-        l.succeed(a, t0 + s(50));
         assert_eq!(
-            l.check(a, t0 + s(50)),
-            Err(s(20)),
-            "the right token does not lift it"
+            l.judge(a, t0 + s(50), true),
+            Verdict::Locked(s(20)),
+            "the right token is refused too, and does not lift it"
         );
+        assert_eq!(l.check(a, t0 + s(50)), Err(s(20)));
         assert_eq!(l.check(ip("192.0.2.2"), t0 + s(10)), Ok(()), "others pass");
         // Over: a fresh start (four more failures do not lock).
         assert_eq!(l.check(a, t0 + s(70)), Ok(()));
@@ -220,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_older_than_the_window_and_before_a_success_do_not_count() {
+    fn failures_age_out_of_the_window_and_the_right_token_does_not_forget_them() {
         let l = Limiter::new(policy());
         let t0 = Instant::now();
         let s = Duration::from_secs;
@@ -233,11 +265,15 @@ mod tests {
         assert_eq!(l.fail(a, t0 + s(62)), None);
         assert_eq!(l.fail(a, t0 + s(63)), None);
         assert_eq!(l.fail(a, t0 + s(64)), None, "four within the window");
-        l.succeed(a, t0 + s(64));
-        for i in 0..4 {
-            assert_eq!(l.fail(a, t0 + s(65 + i)), None, "counted afresh");
-        }
-        assert!(l.fail(a, t0 + s(70)).is_some());
+        // Someone at the same address (a signed-in tab, a scrape) shows the right
+        // token: that is no reason to forgive the guesses.
+        assert_eq!(l.judge(a, t0 + s(64), true), Verdict::Right);
+        assert_eq!(
+            l.judge(a, t0 + s(65), false),
+            Verdict::Wrong(Some(s(60))),
+            "the fifth within the window locks"
+        );
+        assert_eq!(l.judge(a, t0 + s(66), true), Verdict::Locked(s(59)));
     }
 
     #[test]

@@ -592,7 +592,9 @@ token every request must send (`Authorization: Bearer ...`; a browser signs in \
 once with a form that sets an HttpOnly cookie). The token itself never goes on \
 the command line, in a log or on the page. After 5 wrong tokens within 60s, an \
 address (an IPv6 /64) gets 429 Too Many Requests with Retry-After for 60s, on \
-every path but /healthz; one warning is logged per lockout.";
+every path but /healthz, the right token included (a right token in between does \
+not reset the count); one warning is logged per lockout. Behind a reverse proxy \
+every client shares the proxy's address.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {

@@ -736,8 +736,17 @@ fn a_token_guards_every_endpoint_and_public_addresses_need_one() {
     let (status, form) = serve.get("/");
     assert_eq!(status, 401);
     assert!(form.contains("<form") && !form.contains(token), "{form}");
+    // (From another address: the four wrong bearer tokens above count against this one.)
     assert_eq!(
-        http(serve.port, "POST", "/login", &[], "token=wrong").0,
+        http_from(
+            Ipv4Addr::new(127, 0, 0, 5),
+            serve.port,
+            "POST",
+            "/login",
+            &[],
+            "token=wrong"
+        )
+        .0,
         401
     );
     let (status, _, set_cookie) = post_form(serve.port, "/login", &format!("token={token}"));
@@ -832,6 +841,52 @@ fn wrong_tokens_from_one_address_are_refused_with_429_while_other_addresses_sign
     assert!(
         !log.contains(token) && !log.contains("guess-"),
         "the log shows a token:\n{log}"
+    );
+
+    // The right token from the same address (a signed-in tab, a scrape) does not
+    // forgive the guesses made from it.
+    let shared = Ipv4Addr::new(127, 0, 0, 3);
+    for i in 0..4 {
+        let guess = format!("Bearer guess-1{i:03}");
+        assert_eq!(get(shared, &[("Authorization", &guess)]).0, 401);
+    }
+    assert_eq!(get(shared, &[("Authorization", &bearer)]).0, 200);
+    assert_eq!(
+        get(shared, &[("Authorization", "Bearer guess-1004")]).0,
+        401
+    );
+    assert_eq!(
+        get(shared, &[("Authorization", &bearer)]).0,
+        429,
+        "five wrong within the window lock, right tokens in between or not"
+    );
+
+    // A sign-in form whose body arrives after its address was locked out is refused
+    // without its token being judged (the head was sent while the address was free).
+    let slow = Ipv4Addr::new(127, 0, 0, 4);
+    let mut pending = connect_from(slow, serve.port).unwrap();
+    pending
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        pending,
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    )
+    .unwrap();
+    pending.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        let guess = format!("Bearer guess-2{i:03}");
+        assert_eq!(get(slow, &[("Authorization", &guess)]).0, 401);
+    }
+    pending.write_all(form.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = pending.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 429") && !answer.to_ascii_lowercase().contains("set-cookie"),
+        "a late form body from a locked-out address must be refused:\n{answer}"
     );
 }
 
