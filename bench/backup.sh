@@ -126,6 +126,42 @@ psql -Xq -c "DROP DATABASE ref1" -c "DROP DATABASE refn"
 log "berth restore shop (checksum, pg_restore -j $(nproc) into a new database, row counts, swap)"
 run berth_restore env BERTH_LOG=info "$BERTH" restore shop latest --yes
 
+# How long the product cannot read its data: the seed drops the live database first,
+# so for it that is the whole restore. For berth, restore once more (not timed above)
+# while a client reads the live database every 50 ms, and take the longest gap.
+log "berth restore again, with a client reading the live database every 50 ms"
+probe() {
+    while [ ! -e "$W/probe.stop" ]; do
+        local t; t=$(now)
+        if psql -XAtq -d shop -c "SELECT 1 FROM orders LIMIT 1" >/dev/null 2>&1; then
+            echo "$t ok"
+        else
+            echo "$t down"
+        fi
+        sleep 0.05
+    done > "$W/probe.log"
+}
+probe &
+PROBE=$!
+sleep 1
+"$BERTH" restore shop latest --yes >&2
+sleep 1
+touch "$W/probe.stop"
+wait "$PROBE"
+read -r OUTAGE READS < <(python3 - "$W/probe.log" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+worst, since = 0.0, None
+for t, state in rows:
+    t = float(t)
+    if state == "down" and since is None:
+        since = t
+    elif state == "ok" and since is not None:
+        worst, since = max(worst, t - since), None
+print(round(worst, 2), len(rows))
+PY
+)
+
 mb() { python3 -c "print(round($1 / 1048576, 1))"; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
 cat <<EOF2
@@ -150,4 +186,9 @@ PostgreSQL's own CPU seconds (all backends, WAL writer, checkpointer) during eac
 pg_restore -j 1 ${C[ref_j1]}, -j $(nproc) ${C[ref_jn]}, berth restore ${C[berth_restore]}. The floor row is the
 fastest any restore that makes this server load and index the same data could finish on $(nproc) cores, with no
 client-side work at all: its speed-up is the most a logical restore can reach against the seed here.
+
+| while restoring, the product cannot read its data for | s |
+|--------------------------------------------------------|--:|
+| seed (DROP DATABASE, then gunzip \| psql)              | ${T[seed_restore]} or more |
+| berth restore (longest gap in $READS reads, 50 ms apart)  | $OUTAGE |
 EOF2
