@@ -125,6 +125,17 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         restore_new(&url, r, &plain, &fresh, Some(&db.role), &shape, opts.jobs)
     })()
     .map_err(untouched)?;
+    // pg_restore leaves the planner without statistics: gather them now, so the
+    // product's first queries after the swap are planned on real numbers, not
+    // guesses, until autovacuum would get to it.
+    let t = Instant::now();
+    if let Err(e) = pg::session(&url, &fresh)
+        .and_then(|mut s| pg::query(&mut s, "ANALYZE", "gather planner statistics"))
+    {
+        drop_quietly(&url, &fresh);
+        return Err(untouched(e));
+    }
+    tracing::info!("analyze {fresh}: {:?}", t.elapsed());
     for w in &warnings {
         (opts.progress)(&format!("warning: {w}"));
     }

@@ -654,8 +654,8 @@ const RESTORE_LONG: &str = "\
 Replace a product's database with a backup, without a window of data loss.
 
 Steps: check the sha256 -> restore into a new database <db>_restore_<ts> with \
-pg_restore -j and compare its tables and row counts with the backup record -> stop \
-the product's live services -> terminate remaining connections -> in one \
+pg_restore -j, compare its tables and row counts with the backup record and ANALYZE \
+it (planner statistics before the first query) -> stop the product's live services -> terminate remaining connections -> in one \
 transaction rename the live database to <db>_pre_restore_<ts> and the restored one \
 to the live name -> start the product and health-check it. A failure before the \
 rename leaves the live database untouched; a failure after it renames back. The \

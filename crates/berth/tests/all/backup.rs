@@ -433,6 +433,16 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
         before,
         "the product's database is replaced"
     );
+    // The planner has statistics for every restored table (an ANALYZE by berth, not
+    // autovacuum's: that one records last_autoanalyze).
+    assert_eq!(
+        db.sql(
+            "bestays",
+            "SELECT count(*) || ' ' || count(last_analyze) FROM pg_stat_user_tables WHERE schemaname = 'public'"
+        ),
+        "3 3",
+        "every restored table is analyzed"
+    );
     assert_eq!(db.fingerprint("realestate"), real_before);
     assert_eq!(
         real_conn.pid(),
