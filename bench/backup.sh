@@ -148,17 +148,19 @@ sleep 1
 sleep 1
 touch "$W/probe.stop"
 wait "$PROBE"
-read -r OUTAGE READS < <(python3 - "$W/probe.log" <<'PY'
+# The outage: from the first failed read to the next good one (the longest such run);
+# its resolution is the spacing of the reads, reported beside it.
+read -r OUTAGE READS FAILED SPACING < <(python3 - "$W/probe.log" <<'PY'
 import sys
-rows = [l.split() for l in open(sys.argv[1])]
+rows = [(float(t), state) for t, state in (l.split() for l in open(sys.argv[1]))]
 worst, since = 0.0, None
 for t, state in rows:
-    t = float(t)
     if state == "down" and since is None:
         since = t
     elif state == "ok" and since is not None:
         worst, since = max(worst, t - since), None
-print(round(worst, 2), len(rows))
+spacing = max((b[0] - a[0] for a, b in zip(rows, rows[1:])), default=0)
+print(round(worst, 2), len(rows), sum(s == "down" for _, s in rows), round(spacing, 2))
 PY
 )
 
@@ -190,5 +192,5 @@ client-side work at all: its speed-up is the most a logical restore can reach ag
 | while restoring, the product cannot read its data for | s |
 |--------------------------------------------------------|--:|
 | seed (DROP DATABASE, then gunzip \| psql)              | ${T[seed_restore]} or more |
-| berth restore (longest gap in $READS reads, 50 ms apart)  | $OUTAGE |
+| berth restore: $FAILED of $READS reads failed (at most ${SPACING} s apart); longest failing run | $OUTAGE |
 EOF2
