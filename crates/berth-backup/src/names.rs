@@ -1,9 +1,9 @@
 //! Names of the databases berth creates beside a product's database, and the
 //! per-product lock that serialises backup, verify, prune and restore.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Seek, Write};
+use std::fs::File;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::BackupError;
 
@@ -58,35 +58,24 @@ pub struct ProductLock {
 impl ProductLock {
     pub fn acquire(dir: &Path, product: &str, what: &str) -> Result<Self, BackupError> {
         let path = dir.join(".lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| BackupError::Failed(format!("could not open {}: {e}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = berth_deploy::lock::read_holder_of(&mut file, |t| {
-                    Some(t.trim().to_string()).filter(|t| !t.is_empty())
-                })
-                .unwrap_or_else(|| "pid unknown".into());
+        let record = format!("{what}, pid {}", std::process::id());
+        let file = match berth_deploy::lock::lock_file(&path, Duration::ZERO, &record, |t| {
+            Some(t.trim().to_string()).filter(|t| !t.is_empty())
+        }) {
+            Ok(Ok(file)) => file,
+            Ok(Err(holder)) => {
                 return Err(BackupError::Failed(format!(
-                    "another backup operation on {product} is running ({holder}); try again when it ends"
+                    "another backup operation on {product} is running ({}); try again when it ends",
+                    holder.as_deref().unwrap_or("pid unknown")
                 )));
             }
-            Err(std::fs::TryLockError::Error(e)) => {
+            Err(e) => {
                 return Err(BackupError::Failed(format!(
                     "could not lock {}: {e}",
                     path.display()
                 )));
             }
-        }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = write!(file, "{what}, pid {}", std::process::id());
-        let _ = file.flush();
+        };
         Ok(Self { _file: file })
     }
 }

@@ -57,16 +57,46 @@ pub fn hold_path(root: &Path, product: &str) -> PathBuf {
     dir(root).join(format!("{product}.hold"))
 }
 
-/// Read what the holder of a locked `file` wrote about itself. It writes that right
-/// after it locks, so a reader that lost the race waits a moment (up to 1 s) for
-/// `parse` to accept the contents.
-pub fn read_holder_of<T>(file: &mut File, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
-    within_a_moment(|| {
-        let mut text = String::new();
-        let _ = file.rewind();
-        let _ = file.read_to_string(&mut text);
-        parse(&text)
-    })
+/// Take an exclusive OS lock on the file at `path` (created if missing), trying
+/// every 100 ms for up to `wait` (zero: once). Once taken, the file says who holds
+/// it: `record`. `Ok(Err(holder))` when another process keeps it: what that one
+/// wrote about itself, as `parse` reads it. The holder writes that right after it
+/// locks, so a loser of the race waits a moment (up to 1 s) for `parse` to accept it.
+pub fn lock_file<T>(
+    path: &Path,
+    wait: Duration,
+    record: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> std::io::Result<Result<File, Option<T>>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let start = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() >= wait => {
+                return Ok(Err(within_a_moment(|| {
+                    let mut text = String::new();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut text);
+                    parse(&text)
+                })));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(record.as_bytes())?;
+    file.flush()?;
+    Ok(Ok(file))
 }
 
 /// Try `attempt` every 50 ms for up to 1 s until it gives a value.
@@ -106,45 +136,22 @@ impl DeployLock {
             source,
         };
         std::fs::create_dir_all(dir(root)).map_err(ioe)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(ioe)?;
-        let start = Instant::now();
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if start.elapsed() >= wait {
-                        let holder = read_holder_of(&mut file, |t| serde_json::from_str(t).ok())
-                            .unwrap_or(Holder {
-                                operator: "another berth process".into(),
-                                pid: 0,
-                                since: "unknown".into(),
-                                message: String::new(),
-                            });
-                        return Err(LockError::Locked {
-                            product: product.to_string(),
-                            holder,
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+        let record = serde_json::to_string(holder).expect("serializable");
+        let file =
+            match lock_file(&path, wait, &record, |t| serde_json::from_str(t).ok()).map_err(ioe)? {
+                Ok(file) => file,
+                Err(holder) => {
+                    return Err(LockError::Locked {
+                        product: product.to_string(),
+                        holder: holder.unwrap_or(Holder {
+                            operator: "another berth process".into(),
+                            pid: 0,
+                            since: "unknown".into(),
+                            message: String::new(),
+                        }),
+                    });
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(ioe(e)),
-            }
-        }
-        file.set_len(0).map_err(ioe)?;
-        file.rewind().map_err(ioe)?;
-        file.write_all(
-            serde_json::to_string(holder)
-                .expect("serializable")
-                .as_bytes(),
-        )
-        .map_err(ioe)?;
-        file.flush().map_err(ioe)?;
+            };
         Ok(Self { file })
     }
 }
