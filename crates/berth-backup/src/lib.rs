@@ -51,6 +51,22 @@ pub fn stamp(secs: u64) -> (String, String) {
     (rfc.replace(['-', ':'], ""), rfc)
 }
 
+/// A size for people: `512 B`, `3.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// Default parallel jobs for pg_restore: the CPU count.
 pub fn default_jobs() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| n.get() as u32)

@@ -99,14 +99,13 @@ fn room_for(need: u64, free: u64, dir: &Path) -> Result<(), BackupError> {
     if free >= need.saturating_add(margin) {
         return Ok(());
     }
-    let mib = |n: u64| format!("{:.1} MiB", n as f64 / 1_048_576.0);
     Err(BackupError::Failed(format!(
         "the decoded archive needs {} free in {} (pg_restore -j reads a seekable file), \
          only {} is free: free some space there, or move the backup and its .json record \
          to a larger disk and pass that path; nothing was changed",
-        mib(need.saturating_add(margin)),
+        crate::human_bytes(need.saturating_add(margin)),
         dir.display(),
-        mib(free)
+        crate::human_bytes(free)
     )))
 }
 

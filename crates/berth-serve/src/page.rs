@@ -32,21 +32,6 @@ pub fn age(secs: u64) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
 const CSS: &str = r#"
 :root{--bg:#f5f6f8;--card:#fff;--fg:#1c2330;--mute:#5d6878;--line:#dde1e7;--up:#1a7f37;--down:#c62828;--warn:#b26a00;--unk:#6e7781}
 @media (prefers-color-scheme:dark){:root{--bg:#12151a;--card:#1b2027;--fg:#e6e9ee;--mute:#9aa4b2;--line:#2c333d;--up:#3fb950;--down:#f85149;--warn:#d29922;--unk:#8b949e}}
@@ -218,7 +203,7 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         Some(b) => format!(
             "{} ago <span class=\"muted\">({})</span>",
             esc(&age(now.saturating_sub(b.finished_unix))),
-            esc(&bytes(b.file_bytes))
+            esc(&berth_backup::human_bytes(b.file_bytes))
         ),
         None => r#"<span class="muted">none</span>"#.into(),
     };
@@ -342,6 +327,6 @@ mod tests {
         assert_eq!(age(5), "5s");
         assert_eq!(age(3700), "1h 1m");
         assert_eq!(age(90_000), "1d 1h");
-        assert_eq!(bytes(2048), "2.0 KiB");
+        assert_eq!(berth_backup::human_bytes(2048), "2.0 KiB");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_backup::prune::{self, Item, Policy};
 use berth_backup::restore::RestoreOptions;
 use berth_backup::verify::{VerifyOptions, verify};
-use berth_backup::{BackupError, Record};
+use berth_backup::{BackupError, Record, human_bytes};
 use berth_deploy::lock::Holder;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
@@ -36,22 +36,6 @@ fn cli_err(e: BackupError) -> CliError {
     match e {
         BackupError::Config(m) => CliError::Config(m),
         BackupError::Failed(m) | BackupError::Damaged(m) => CliError::Failed(m),
-    }
-}
-
-/// `3.2 MiB`
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
