@@ -909,15 +909,11 @@ fn encrypted_backups_cannot_be_restored_without_the_identity() {
         format!("{}\n", other.to_string().expose_secret()),
     )
     .unwrap();
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &m.replace(
-            "[secret_scan]",
-            &format!(
-                "[backup]\nrecipients = [\"{}\"]\n\n[secret_scan]",
-                id.to_public()
-            ),
+    site.edit_manifest(
+        "[secret_scan]",
+        &format!(
+            "[backup]\nrecipients = [\"{}\"]\n\n[secret_scan]",
+            id.to_public()
         ),
     );
     site.repo
@@ -978,11 +974,7 @@ fn encrypted_backups_cannot_be_restored_without_the_identity() {
 #[test]
 fn redis_keys_are_backed_up_and_restored_with_their_ttls() {
     let site = Site::new(0);
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &m.replace("[secret_scan]", "[backup]\nredis = true\n\n[secret_scan]"),
-    );
+    site.edit_manifest("[secret_scan]", "[backup]\nredis = true\n\n[secret_scan]");
     site.repo
         .commit_all("chore: redis backups (TASK-41-backup-bestays)");
     let db = Db::with_site(site);
@@ -1082,14 +1074,7 @@ fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
     );
     let live = db.fingerprint("bestays");
     // The product will not come back up: its processes now exit at start.
-    let m = std::fs::read_to_string(db.site.repo.path().join("berth.toml")).unwrap();
-    db.site.repo.write(
-        "berth.toml",
-        &m.replace(
-            "PRODUCT_ID = \"bestays\",",
-            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
-        ),
-    );
+    db.site.break_bestays_at_start();
     let out = db.run(&["restore", "bestays", "latest", "--yes"]);
     out.assert_code(1);
     assert!(
@@ -1125,13 +1110,9 @@ fn long_database_names_never_collide_with_the_live_one() {
     let site = Site::new(0);
     let long = format!("bestays_{}", "x".repeat(55));
     assert_eq!(long.len(), 63);
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &m.replace(
-            "name = \"bestays\", role",
-            &format!("name = \"{long}\", role"),
-        ),
+    site.edit_manifest(
+        "name = \"bestays\", role",
+        &format!("name = \"{long}\", role"),
     );
     site.repo
         .commit_all("chore: a long database name (TASK-42-db-bestays)");

@@ -153,6 +153,34 @@ impl Site {
             .to_string()
     }
 
+    /// Replace `from` (which must be there) with `to` in berth.toml, uncommitted;
+    /// returns the text before.
+    pub fn edit_manifest(&self, from: &str, to: &str) -> String {
+        let before = std::fs::read_to_string(self.repo.path().join("berth.toml")).unwrap();
+        assert!(before.contains(from), "berth.toml has no `{from}`");
+        self.repo.write("berth.toml", &before.replace(from, to));
+        before
+    }
+
+    /// bestays's demo-app exits at start from now on (a release that never becomes
+    /// healthy), uncommitted; returns berth.toml as it was.
+    pub fn break_bestays_at_start(&self) -> String {
+        self.edit_manifest(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
+        )
+    }
+
+    /// `[state] backend = "postgres"`, committed as task `task`.
+    pub fn use_postgres_state(&self, task: u32) {
+        self.edit_manifest(
+            "[secret_scan]",
+            "[state]\nbackend = \"postgres\"\n\n[secret_scan]",
+        );
+        self.repo
+            .commit_all(&format!("chore: shared state (TASK-{task}-state-bestays)"));
+    }
+
     /// A new commit touching `product`'s files.
     pub fn change(&self, product: &str, n: u32) {
         self.repo
@@ -769,16 +797,7 @@ fn dry_run_plans_without_doing_and_dirty_trees_are_refused() {
 fn postgres_state_backend_locks_and_audits() {
     let pg = berth_testkit::Postgres::start();
     let site = Site::new(800);
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &m.replace(
-            "[secret_scan]",
-            "[state]\nbackend = \"postgres\"\n\n[secret_scan]",
-        ),
-    );
-    site.repo
-        .commit_all("chore: shared state (TASK-30-state-bestays)");
+    site.use_postgres_state(30);
     let env = [("BERTH_STATE_URL", pg.admin_url())];
     let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 

@@ -176,13 +176,7 @@ fn deploy_outcomes_notify_webhook_grafana_and_sentry_and_a_dead_target_only_warn
     site.berth_env(&["deploy", "bestays", "--yes"], &env)
         .assert_code(0);
     rx.take();
-    site.repo.write(
-        "berth.toml",
-        &with_notify.replace(
-            "PRODUCT_ID = \"bestays\",",
-            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
-        ),
-    );
+    site.break_bestays_at_start();
     site.repo.commit_all("feat: broken (TASK-6-broken-bestays)");
     let out = site.berth_env(&["deploy", "bestays", "--yes"], &env);
     out.assert_code(1);

@@ -394,14 +394,7 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let v2 = site.head_version();
     // A release that dies at start: the deploy fails, v2 keeps serving.
-    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &base.replace(
-            "PRODUCT_ID = \"bestays\",",
-            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
-        ),
-    );
+    let base = site.break_bestays_at_start();
     site.repo.commit_all("feat: broken (TASK-2-broken-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(1);
     site.repo.write("berth.toml", &base);
@@ -1064,14 +1057,7 @@ fn the_dashboard_in_headless_chromium_shows_each_product_without_console_errors(
     // bestays: a second deploy, a failed one, and a rollback to the first: all on its timeline.
     site.change("bestays", 1);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &base.replace(
-            "PRODUCT_ID = \"bestays\",",
-            "PRODUCT_ID = \"bestays\", DEMO_EXIT_AT_START = \"1\",",
-        ),
-    );
+    let base = site.break_bestays_at_start();
     site.repo.commit_all("feat: broken (TASK-2-broken-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(1);
     site.repo.write("berth.toml", &base);
@@ -1355,16 +1341,7 @@ fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
 fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
     let pg = berth_testkit::Postgres::start();
     let site = Site::new(0);
-    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    site.repo.write(
-        "berth.toml",
-        &m.replace(
-            "[secret_scan]",
-            "[state]\nbackend = \"postgres\"\n\n[secret_scan]",
-        ),
-    );
-    site.repo
-        .commit_all("chore: shared state (TASK-40-state-bestays)");
+    site.use_postgres_state(40);
     let url = pg.admin_url();
     let env = [("BERTH_STATE_URL", url.as_str())];
     site.berth_env(&["deploy", "bestays", "--yes"], &env)
