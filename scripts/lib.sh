@@ -78,6 +78,16 @@ ensure_actionlint() {
     fi
 }
 
+# check-jsonschema (PyPI, pinned) in a virtualenv under scripts/tools/venv: a real JSON-schema
+# validator for the committed schema tests.
+ensure_check_jsonschema() {
+    [ -x scripts/tools/venv/bin/check-jsonschema ] && return 0
+    log "installing check-jsonschema (PyPI)"
+    python3 -m venv scripts/tools/venv || die "python3 -m venv failed"
+    scripts/tools/venv/bin/pip install -q --disable-pip-version-check "check-jsonschema==0.39.0" >/dev/null \
+        || die "pip install check-jsonschema failed"
+}
+
 # start_dockerd: a Docker Engine of the test run's own (data under a temp dir,
 # its own socket), logging to a file, stopped by the caller's EXIT trap (stop_dockerd).
 DOCKERD_DIR=""

@@ -27,11 +27,23 @@ fn commit_msg_hook_rejects_and_accepts_real_commits() {
     let repo = example_repo();
     let out = run(repo.path(), &["hooks", "install"]);
     out.assert_code(0);
-    assert!(
-        out.stdout.contains("commit-msg installed") || out.stdout.contains("commit-msg installed"),
-        "{}",
-        out.snapshot()
-    );
+    // Both hooks are reported installed, and both are executable files in the repository.
+    for hook in ["commit-msg", "pre-push"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([hook, "installed"])),
+            "{hook} not reported installed\n{}",
+            out.snapshot()
+        );
+        let path = repo.path().join(".git/hooks").join(hook);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions(),
+        );
+        assert!(mode & 0o111 != 0, "{} is not executable", path.display());
+    }
 
     repo.write("products/bestays/a.yaml", "a: 1");
     repo.git(&["add", "-A"]);
@@ -75,9 +87,18 @@ fn pre_push_hook_checks_the_pushed_range() {
     );
     assert!(ok, "{text}");
     repo.git(&["remote", "add", "origin", remote.path().to_str().unwrap()]);
+    // A commit that breaks the rules reaches the remote before the hooks exist: later
+    // pushes must not judge it again (only commits the remote lacks are checked).
+    repo.write("products/bestays/legacy.yaml", "l: 1");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "--no-verify", "-m", "legacy junk"]);
     let (ok, text) = git(&repo, &["push", "-q", "origin", "main"]);
     assert!(ok, "{text}");
     run(repo.path(), &["hooks", "install"]).assert_code(0);
+    // The pre-push hook would refuse that commit if it were in the pushed range.
+    let out = run(repo.path(), &["lint", "commit", "--range", "HEAD~1..HEAD"]);
+    out.assert_code(1);
+    assert!(out.stdout.contains("legacy junk"), "{}", out.snapshot());
 
     // A bad commit made with --no-verify is stopped at push time.
     repo.write("products/realestate/b.yaml", "b: 1");

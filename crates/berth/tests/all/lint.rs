@@ -239,6 +239,7 @@ fn range_in_one_process_with_short_shas_and_subjects() {
             "--include-skipped",
         ],
     );
+    out.assert_code(1);
     // The empty fixup commit names bestays and changes nothing: it passes when checked too.
     assert!(
         out.stdout

@@ -28,20 +28,66 @@ fn schema_check_detects_staleness() {
     run(tmp.path(), &["schema", "--output", "s.json", "--check"]).assert_code(0);
 }
 
-/// The example manifest validates against the JSON schema too (not only berth's own parser).
+/// `check-jsonschema` (PyPI), a real JSON-schema validator, installed by ./scripts/test.sh.
+fn check_jsonschema() -> std::path::PathBuf {
+    let venv = workspace_root().join("scripts/tools/venv/bin");
+    berth_testkit::require_program(
+        "check-jsonschema",
+        &[venv.to_str().unwrap()],
+        "pip install check-jsonschema",
+    )
+}
+
+/// Validate a TOML file against the committed schema; (passed, output).
+fn validate(file: &std::path::Path) -> (bool, String) {
+    let out = std::process::Command::new(check_jsonschema())
+        .arg("--schemafile")
+        .arg(workspace_root().join("schema/berth.schema.json"))
+        .arg(file)
+        .output()
+        .expect("run check-jsonschema");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The example manifest validates against the committed JSON schema with a real validator (not
+/// only berth's own parser), and the same validator rejects a misspelt key, a wrong type and an
+/// unknown enum value in it: the schema is strict where berth is.
 #[test]
 fn example_validates_against_the_schema() {
-    let text = std::fs::read_to_string(example_dir().join("berth.toml")).unwrap();
-    let value: serde_json::Value = toml::from_str(&text).unwrap();
-    let schema =
-        std::fs::read_to_string(workspace_root().join("schema/berth.schema.json")).unwrap();
-    let schema: serde_json::Value = serde_json::from_str(&schema).unwrap();
-    // Every top-level key of the example is a property of the schema.
-    for key in value.as_object().unwrap().keys() {
+    let example = example_dir().join("berth.toml");
+    let (ok, text) = validate(&example);
+    assert!(
+        ok,
+        "the example does not validate against the schema:\n{text}"
+    );
+
+    let original = std::fs::read_to_string(&example).unwrap();
+    let tmp = temp_dir();
+    for (what, from, to) in [
+        ("a wrong type", "host_port = 8011", "host_port = \"8011\""),
+        ("a misspelt key", "host_port = 8011", "host_prot = 8011"),
+        (
+            "a port out of range",
+            "host_port = 8011",
+            "host_port = 70000",
+        ),
+    ] {
         assert!(
-            schema["properties"].get(key).is_some(),
-            "schema lacks `{key}`"
+            original.contains(from),
+            "the example no longer has `{from}`"
         );
+        let bad = tmp.path().join("berth.toml");
+        std::fs::write(&bad, original.replacen(from, to, 1)).unwrap();
+        let (ok, text) = validate(&bad);
+        assert!(!ok, "the schema accepts {what} (`{to}`):\n{text}");
+        // berth's own parser agrees.
+        run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(2);
     }
-    assert_eq!(schema["additionalProperties"], false);
 }
