@@ -13,10 +13,10 @@ use crate::support::{Outcome, berth, temp_dir};
 
 /// The example site with its databases provisioned on a fresh PostgreSQL and
 /// bestays filled with several tables, indexes, sequences, a view and 100k rows.
-struct Db {
-    pg: Postgres,
-    redis: Redis,
-    site: Site,
+pub(crate) struct Db {
+    pub(crate) pg: Postgres,
+    pub(crate) redis: Redis,
+    pub(crate) site: Site,
 }
 
 const SEED: &str = "
@@ -42,7 +42,7 @@ impl Db {
         Self::with_site(Site::new(300))
     }
 
-    fn with_site(site: Site) -> Self {
+    pub(crate) fn with_site(site: Site) -> Self {
         let pg = Postgres::start();
         let redis = Redis::start_with_acl("user default on nopass ~* &* +@all\n");
         let db = Self { pg, redis, site };
@@ -71,14 +71,14 @@ impl Db {
         self.run_env(args, &[])
     }
 
-    fn run_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Outcome {
+    pub(crate) fn run_env(&self, args: &[&str], extra: &[(&str, &str)]) -> Outcome {
         let env = self.env();
         let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.extend_from_slice(extra);
         self.site.berth_env(args, &all)
     }
 
-    fn sql(&self, db: &str, sql: &str) -> String {
+    pub(crate) fn sql(&self, db: &str, sql: &str) -> String {
         let (ok, out) = self.pg.psql_as("postgres", &self.pg.password, db, sql);
         assert!(ok, "SQL on {db} failed: {sql}\n{out}");
         out.trim().to_string()

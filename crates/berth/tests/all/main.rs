@@ -20,3 +20,4 @@ mod schema;
 mod secrets;
 mod serve;
 mod support;
+mod trace_secrets;
