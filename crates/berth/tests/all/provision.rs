@@ -95,9 +95,29 @@ fn postgres_roles_are_isolated_and_provision_is_idempotent() {
         !ok && text.contains("permission denied for database \"realestate\""),
         "{text}"
     );
-    // Nor into the shared postgres database's public schema.
-    let (ok, _) = pg.psql_as("bestays_user", "wrong-password", "bestays", "SELECT 1");
-    assert!(!ok, "a wrong password must be refused");
+    // Nor write into the shared postgres database's public schema (it may connect there, as
+    // every role may, but cannot leave objects for another product to trip over).
+    let (ok, text) = pg.psql_as(
+        "bestays_user",
+        &bpw,
+        "postgres",
+        "CREATE TABLE public.planted (i int)",
+    );
+    assert!(
+        !ok && text.contains("permission denied for schema public"),
+        "{text}"
+    );
+    let (ok, text) = pg.psql_as("bestays_user", &bpw, "postgres", "SELECT 1");
+    assert!(
+        ok,
+        "the product role logs in at all (else the refusal above proves nothing): {text}"
+    );
+    // And a wrong password is refused.
+    let (ok, text) = pg.psql_as("bestays_user", "wrong-password", "bestays", "SELECT 1");
+    assert!(
+        !ok && text.contains("password authentication failed"),
+        "a wrong password must be refused: {text}"
+    );
 
     // A second run changes nothing.
     let before = pg_state(&pg);
