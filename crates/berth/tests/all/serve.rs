@@ -1291,17 +1291,37 @@ fn the_rendered_scrape_config_labels_every_slot_with_its_product() {
     let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
     let jobs = yaml["scrape_configs"].as_array().unwrap();
     assert_eq!(jobs[0]["job_name"], "berth");
-    let server = jobs
-        .iter()
-        .find(|j| j["job_name"] == "bestays__server")
-        .unwrap();
-    let sc = server["static_configs"].as_array().unwrap();
-    assert_eq!(sc.len(), 2, "blue and green: {server:#}");
-    assert_eq!(sc[0]["labels"]["product"], "bestays");
-    assert_eq!(sc[0]["labels"]["slot"], "blue");
-    assert_eq!(sc[0]["targets"][0], "127.0.0.1:8011");
-    assert_eq!(sc[1]["labels"]["slot"], "green");
-    assert_eq!(sc[1]["targets"][0], "127.0.0.1:18011");
+    // Every service of every product: one job, both slots, each labelled with its product.
+    let services = [
+        ("bestays", "server", 8011),
+        ("bestays", "frontend", 5183),
+        ("realestate", "server", 8012),
+        ("realestate", "frontend", 5184),
+    ];
+    for (product, service, port) in services {
+        let name = format!("{product}__{service}");
+        let job = jobs
+            .iter()
+            .find(|j| j["job_name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no job {name}: {yaml:#}"));
+        let sc = job["static_configs"].as_array().unwrap();
+        assert_eq!(sc.len(), 2, "blue and green: {job:#}");
+        for (i, (slot, target)) in [("blue", port), ("green", port + 10_000)]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(sc[i]["labels"]["product"], product, "{job:#}");
+            assert_eq!(sc[i]["labels"]["service"], service, "{job:#}");
+            assert_eq!(sc[i]["labels"]["slot"], slot, "{job:#}");
+            assert_eq!(
+                sc[i]["targets"],
+                serde_json::json!([format!("127.0.0.1:{target}")]),
+                "{job:#}"
+            );
+        }
+    }
+    // berth's own job plus one per service, nothing else.
+    assert_eq!(jobs.len(), 1 + services.len(), "{yaml:#}");
 
     // Products and services whose names join alike (`a-b`+`c`, `a`+`b-c`) keep distinct
     // jobs; [serve] moves berth's own target and gives Prometheus its token file.
