@@ -101,12 +101,63 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the caller).
+/// A free TCP port on 127.0.0.1 for a server a test starts (see [`reserve_ports`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free port")
+    reserve_ports(1)
+}
+
+/// `count` consecutive free TCP ports on 127.0.0.1; returns the first.
+///
+/// Handing out a port the kernel picked (bind to 0, release) races: the ephemeral range is
+/// where outgoing connections take their ports, and another test process may be handed the
+/// same one before the caller's server binds it. These ports come from below the ephemeral
+/// range (20000-32767), and each is held by a lock file in the temp directory until this
+/// process exits, so no two test processes (nor two tests of one process) get the same port.
+pub fn reserve_ports(count: u16) -> u16 {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    const LOW: u32 = 20_000;
+    const HIGH: u32 = 32_767;
+    let dir = std::env::temp_dir().join("berth-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock directory");
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let span = HIGH - LOW - u32::from(count);
+    let start = random_u32() % span;
+    for step in 0..span {
+        let first = (LOW + (start + step) % span) as u16;
+        let mut locks = Vec::new();
+        let all = (first..first + count).all(|port| {
+            let Ok(file) = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(format!("{port}.lock")))
+            else {
+                return false;
+            };
+            if file.try_lock().is_err() {
+                return false;
+            }
+            locks.push(file);
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+        if all {
+            held.extend(locks);
+            return first;
+        }
+        // Dropping the files releases what this attempt locked.
+    }
+    panic!("no {count} consecutive free ports between {LOW} and {HIGH}")
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("open /dev/urandom"),
+        &mut b,
+    )
+    .expect("read /dev/urandom");
+    u32::from_le_bytes(b)
 }
 
 /// Find a program on PATH or in the given extra directories, or panic saying how to get it.
@@ -440,5 +491,28 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    #[test]
+    fn reserved_ports_are_below_the_ephemeral_range_and_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let first = reserve_ports(2);
+            assert!((20_000..32_767).contains(&first), "{first}");
+            for p in [first, first + 1] {
+                assert!(seen.insert(p), "port {p} handed out twice");
+                // Held: another reservation (this or another process) cannot lock it.
+                let lock = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(std::env::temp_dir().join(format!("berth-test-ports/{p}.lock")))
+                    .unwrap();
+                assert!(lock.try_lock().is_err(), "port {p} is not held");
+            }
+        }
     }
 }

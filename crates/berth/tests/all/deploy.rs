@@ -10,33 +10,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Two adjacent free ports (blue and green with slot_port_offset = 1), below the
-/// ephemeral range so no outgoing connection takes one while a slot is down.
+/// Two adjacent free ports (blue and green with slot_port_offset = 1), reserved for this
+/// test process (below the ephemeral range, never handed out twice).
 pub fn port_pair() -> u16 {
-    // Pairs start on even ports, and no pair is handed out twice in this process,
-    // so one site's green port is never another service's blue port.
-    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let p = 20000 + (rand_u16() % 6000) * 2;
-        let mut taken = TAKEN.lock().unwrap();
-        if taken.contains(&p) {
-            continue;
-        }
-        let free = |q: u16| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok();
-        if free(p) && free(p + 1) {
-            taken.push(p);
-            return p;
-        }
-    }
-}
-
-fn rand_u16() -> u16 {
-    let mut b = [0u8; 2];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
-    u16::from_le_bytes(b)
+    berth_testkit::reserve_ports(2)
 }
 
 /// The example monorepo, deployable: demo-app services on free ports behind an
@@ -65,7 +42,7 @@ impl Site {
         let repo = GitRepo::new();
         repo.copy_tree(&example_dir());
         let mut m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
-        let http_port = free_port_pair_single();
+        let http_port = berth_testkit::free_port();
         m = m.replace(
             "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
             &format!("nginx_config = \"deploy/dev/nginx/nginx.conf\"\nhttp_port = {http_port}"),
@@ -227,14 +204,6 @@ impl Site {
         out.sort();
         out
     }
-}
-
-fn free_port_pair_single() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Drop for Site {

@@ -1405,10 +1405,19 @@ fn deploy_counts_come_from_the_postgres_audit_table_when_state_is_shared() {
         ],
     );
     // Counted once: still 3 after the collector has refreshed again (not after a fixed wait).
-    let seen = serve.json("/api/products")["collected_unix"].as_u64().unwrap();
+    let seen = serve.json("/api/products")["collected_unix"]
+        .as_u64()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while serve.json("/api/products")["collected_unix"].as_u64().unwrap() <= seen {
-        assert!(Instant::now() < deadline, "the collector did not refresh again");
+    while serve.json("/api/products")["collected_unix"]
+        .as_u64()
+        .unwrap()
+        <= seen
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the collector did not refresh again"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let d = serve.json("/api/products/bestays/deploys");

@@ -43,12 +43,16 @@ pub fn berth(cwd: &Path) -> Command {
         .env_remove("BERTH_MANIFEST")
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
-        // docker keeps its client config under $HOME; keep it out of the test repositories.
-        .env(
-            "DOCKER_CONFIG",
-            std::env::temp_dir().join("berth-test-docker-config"),
-        );
+        // docker keeps its client config under $HOME; keep it out of the test repositories,
+        // and give each test process its own (two runs never share a client config).
+        .env("DOCKER_CONFIG", docker_config());
     c
+}
+
+/// This test process's docker client configuration directory (removed with the process's
+/// temp files by the OS; small and empty unless docker writes to it).
+pub fn docker_config() -> PathBuf {
+    std::env::temp_dir().join(format!("berth-test-docker-config-{}", std::process::id()))
 }
 
 pub fn run(cwd: &Path, args: &[&str]) -> Outcome {
