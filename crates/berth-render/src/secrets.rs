@@ -196,6 +196,62 @@ pub fn secret_names(p: &Product) -> Vec<String> {
     names
 }
 
+/// The names berth itself generates in a product's secret file (credentials it derives
+/// from the manifest and provisions); a person never sets these by hand.
+pub fn generated_names(p: &Product) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if p.database.is_some() {
+        names.extend(["DATABASE_URL", "DATABASE_PASSWORD"]);
+    }
+    if p.redis.is_some() {
+        names.extend(["REDIS_URL", "REDIS_PASSWORD", "REDIS_KEY_PREFIX"]);
+    }
+    names
+}
+
+/// The secrets a product's services declare, each with the services that read it, in
+/// manifest order.
+pub fn declared(p: &Product) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (service, s) in &p.services {
+        for name in &s.secrets {
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, users)) => users.push(service.clone()),
+                None => out.push((name.clone(), vec![service.clone()])),
+            }
+        }
+    }
+    out
+}
+
+/// The declared secrets of `product` that have no value in its secret file, each with
+/// the services that read it.
+pub fn missing(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+) -> Result<Vec<(String, Vec<String>)>, SecretError> {
+    let file = SecretFile::load(&product_secret_path(root, product))?;
+    Ok(declared(&m.products[product])
+        .into_iter()
+        .filter(|(name, _)| file.get(name).is_none())
+        .collect())
+}
+
+/// Remove `key`'s value, keeping the name (declared, to be set again); returns whether
+/// it had one.
+impl SecretFile {
+    pub fn clear(&mut self, key: &str) -> bool {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) if !v.is_empty() => {
+                v.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 pub fn product_secret_path(root: &Path, product: &str) -> PathBuf {
     root.join(SECRETS_DIR).join(format!("{product}.env"))
 }

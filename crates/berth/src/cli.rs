@@ -87,6 +87,9 @@ pub enum Command {
     /// Show, take or release a product's deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Set, unset, import, list and check a product's secrets (values are never printed)
+    #[command(subcommand, long_about = SECRETS_LONG)]
+    Secrets(SecretsCommand),
     /// Back up a product's database (and Redis keys); list, verify and prune backups
     #[command(long_about = BACKUP_LONG)]
     Backup(BackupArgs),
@@ -440,6 +443,71 @@ pub struct LockAcquireArgs {
     /// Why (shown to whoever tries to deploy)
     #[arg(long, short)]
     pub message: String,
+}
+
+const SECRETS_LONG: &str = "\
+Set, unset, import, list and check a product's secrets.
+
+A product's secrets live in .berth/secrets/<product>.env (mode 0600, git-ignored). \
+The names a service reads are declared in berth.toml (`secrets = [\"CLERK_SECRET_KEY\"]`); \
+the database and Redis credentials berth generates itself. Values are read from \
+standard input or a prompt without echo, never from arguments (they would land in \
+the shell history and in `ps`), and are never printed, logged or audited: the audit \
+log records who changed which name, when.
+
+A deploy refuses to start (exit 2) while a declared secret has no value.
+
+Examples:
+  printf %s \"$KEY\" | berth secrets set bestays CLERK_SECRET_KEY
+  berth secrets set bestays CLERK_SECRET_KEY          prompts, without echo, on a terminal
+  BESTAYS_CLERK_SECRET_KEY=... berth secrets import bestays --from-env BESTAYS_
+  berth secrets list --format json
+  berth secrets check                                  exit 1 when any declared secret is missing";
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set a declared secret from standard input (a prompt without echo on a terminal)
+    Set(SecretNameArgs),
+    /// Remove a secret's value (deploys refuse until it is set again)
+    Unset(SecretNameArgs),
+    /// Fill a product's declared secrets from environment variables named PREFIX<NAME> (for CI)
+    Import(SecretsImportArgs),
+    /// Each product's secrets: which services read them, set or missing (never the values)
+    List(SecretsListArgs),
+    /// Exit 1 when a declared secret has no value
+    Check(SecretsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecretNameArgs {
+    /// The product
+    pub product: String,
+    /// The secret's name, as declared in a service's `secrets`
+    pub name: String,
+    /// Refused: a value is never taken from the command line (caught to say so without echoing it)
+    #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+    pub value_on_command_line: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsImportArgs {
+    /// The product
+    pub product: String,
+    /// Read each declared secret NAME from the environment variable PREFIX<NAME>
+    #[arg(long, value_name = "PREFIX")]
+    pub from_env: String,
+    /// Fail (exit 1) unless every declared secret was found
+    #[arg(long)]
+    pub require_all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsListArgs {
+    /// The product [default: every product]
+    pub product: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

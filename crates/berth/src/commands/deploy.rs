@@ -276,6 +276,7 @@ fn notify(
 pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCode> {
     let l = load(cli, printer)?;
     product_known(&l.manifest, &args.product)?;
+    super::secrets::require_complete(&l.manifest, &l.root, &args.product)?;
     super::validate_revs(&l.repo, &[args.git_ref.as_str()])?;
     let commit = l.repo.resolve(&args.git_ref)?.expect("validated");
     let dirty = l
@@ -339,6 +340,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
 pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<ExitCode> {
     let l = load(cli, printer)?;
     product_known(&l.manifest, &args.product)?;
+    super::secrets::require_complete(&l.manifest, &l.root, &args.product)?;
     let rt = runtime(&l, args.runtime)?;
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);

@@ -15,6 +15,7 @@ mod product;
 mod provision;
 mod render;
 mod schema;
+mod secrets;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +23,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, HooksCommand, LintCommand, LockCommand, ProductCommand};
+use crate::cli::{
+    Cli, Command, HooksCommand, LintCommand, LockCommand, ProductCommand, SecretsCommand,
+};
 use crate::exit::{CliError, Result};
 use crate::output::Printer;
 
@@ -53,6 +56,11 @@ pub fn run() -> ExitCode {
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
+        Command::Secrets(SecretsCommand::Set(a)) => secrets::set(&cli, a, &printer),
+        Command::Secrets(SecretsCommand::Unset(a)) => secrets::unset(&cli, a, &printer),
+        Command::Secrets(SecretsCommand::Import(a)) => secrets::import(&cli, a, &printer),
+        Command::Secrets(SecretsCommand::List(a)) => secrets::list(&cli, a, &printer),
+        Command::Secrets(SecretsCommand::Check(a)) => secrets::check(&cli, a, &printer),
         Command::Backup(a) => backup::run(&cli, a, &printer),
         Command::Restore(a) => backup::restore(&cli, a, &printer),
         Command::Schema(a) => schema::run(a, &printer),

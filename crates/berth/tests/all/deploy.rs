@@ -99,9 +99,32 @@ impl Site {
             compose: project,
         };
         site.berth(&["render", "--env", "dev"]).assert_code(0);
+        site.fill_declared_secrets();
         site.repo
             .commit_all("chore: the example, rendered (TASK-0-setup-bestays)");
         site
+    }
+
+    /// Give every secret the example's services declare a value (deploys refuse without),
+    /// as an operator does with `berth secrets set`.
+    pub fn fill_declared_secrets(&self) {
+        for product in ["bestays", "realestate"] {
+            let path = self
+                .repo
+                .path()
+                .join(format!(".berth/secrets/{product}.env"));
+            let mut file = berth_render::secrets::SecretFile::load(&path).unwrap();
+            for name in [
+                "CLERK_SECRET_KEY",
+                "OPENROUTER_API_KEY",
+                "VITE_CLERK_PUBLISHABLE_KEY",
+            ] {
+                if file.get(name).is_none() {
+                    file.set(name, &format!("test-{product}-{}", name.to_lowercase()));
+                }
+            }
+            file.save(product).unwrap();
+        }
     }
 
     pub fn berth(&self, args: &[&str]) -> Outcome {

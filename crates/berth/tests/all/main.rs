@@ -18,6 +18,7 @@ mod provision;
 mod render;
 mod schema;
 mod secrets;
+mod secrets_cmd;
 mod serve;
 mod support;
 mod trace_secrets;
