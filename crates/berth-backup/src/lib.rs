@@ -51,6 +51,13 @@ pub fn stamp(secs: u64) -> (String, String) {
     (rfc.replace(['-', ':'], ""), rfc)
 }
 
+/// Bytes an unprivileged writer can still put on `dir`'s file system.
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize))
+}
+
 /// A size for people: `512 B`, `3.2 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

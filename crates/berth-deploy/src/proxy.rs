@@ -129,6 +129,14 @@ impl<'a> Nginx<'a> {
         self.reload().inspect_err(|_| restore(&previous))
     }
 
+    /// Run the configured test command (`nginx -t`) against berth's config.
+    pub fn test(&self) -> Result<(), ProxyError> {
+        self.command(&self.proxy.test_command, "test the nginx configuration")
+            .output()
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
     /// Reload nginx, starting it when it is not running.
     pub fn reload(&self) -> Result<(), ProxyError> {
         match self

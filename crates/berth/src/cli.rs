@@ -87,6 +87,9 @@ pub enum Command {
     /// Show, take or release a product's deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Check what berth needs: programs, servers and credentials, nginx, ports, disk, locks
+    #[command(long_about = DOCTOR_LONG)]
+    Doctor(DoctorArgs),
     /// Set, unset, import, list and check a product's secrets (values are never printed)
     #[command(subcommand, long_about = SECRETS_LONG)]
     Secrets(SecretsCommand),
@@ -443,6 +446,27 @@ pub struct LockAcquireArgs {
     /// Why (shown to whoever tries to deploy)
     #[arg(long, short)]
     pub message: String,
+}
+
+const DOCTOR_LONG: &str = "\
+Check what berth needs before a first deploy, and what went wrong after a bad day.
+
+Each program berth will call (git, nginx, docker and compose, psql, pg_dump, \
+pg_restore) answers with its version; PostgreSQL and Redis answer with the admin \
+credentials and with each product's own; every declared secret has a value; the \
+nginx config passes `nginx -t` and the running nginx is berth's; each slot's port \
+is free or served by that slot; the backup directory has room for the next backup \
+and a verify; who holds a lock; processes and containers berth started that no \
+product accounts for.
+
+Every problem says what, where and how to fix it. Exit status: 0 when nothing \
+failed (warnings allowed), 1 when a check failed, 2 usage or configuration error.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 const SECRETS_LONG: &str = "\

@@ -7,6 +7,7 @@ mod check;
 mod completions;
 mod demo;
 mod deploy;
+mod doctor;
 mod hooks;
 mod init;
 mod lint;
@@ -56,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
+        Command::Doctor(a) => doctor::run(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Set(a)) => secrets::set(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Unset(a)) => secrets::unset(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Import(a)) => secrets::import(&cli, a, &printer),

@@ -8,6 +8,7 @@ mod cli;
 mod compose;
 mod demo;
 mod deploy;
+mod doctor;
 mod hooks;
 mod init;
 mod lint;
