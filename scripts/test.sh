@@ -21,6 +21,7 @@ ensure_chromium
 ensure_postgres
 ensure_compose
 ensure_actionlint
+ensure_test_venv
 trap stop_dockerd EXIT
 start_dockerd
 

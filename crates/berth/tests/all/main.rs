@@ -8,6 +8,7 @@ mod cli;
 mod compose;
 mod demo;
 mod deploy;
+mod fastapi;
 mod hooks;
 mod init;
 mod lint;
