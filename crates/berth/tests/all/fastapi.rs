@@ -292,6 +292,6 @@ fn fastapi_products_redeploy_roll_back_and_restore_under_load_in_isolation() {
     let report = real.finish();
     eprintln!("realestate, throughout:");
     report.assert_clean(50);
-    assert_eq!(report.versions(), [v1.clone()]);
+    assert_eq!(report.versions(), [v1.as_str()]);
     assert_eq!(f.item_names("realestate.app"), ["house-1"]);
 }
