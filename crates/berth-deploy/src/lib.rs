@@ -446,7 +446,18 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 .map(|_| ())
                 .map_err(|e| (e.to_string(), vec![])),
             Step::StartSlot { slot } => {
-                // Leftovers of an interrupted deploy in the idle slot go first.
+                // Leftovers of an interrupted deploy in the idle slot go first. A deploy
+                // killed right after its switch left them with requests still in flight
+                // (nginx's old workers finish theirs): drain them like any old slot.
+                let leftovers = ctx
+                    .runtime
+                    .instances(product)
+                    .map_err(|e| (e.to_string(), vec![]))?
+                    .iter()
+                    .any(|i| i.slot == *slot && i.alive);
+                if leftovers {
+                    std::thread::sleep(ctx.manifest.deploy.drain.0);
+                }
                 ctx.runtime
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;

@@ -1,6 +1,9 @@
 //! Fixtures for berth's tests: real git repositories in temp directories.
+//! `load`: the one HTTP load generator of the tests and the bench.
 //! A fixture that cannot set up its real dependency panics with a clear
 //! message: tests never pass by skipping.
+
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,6 +5,8 @@
 //!   GET /api/health  {"status":"ok","product":...,"version":...,"database":...,"redis":...}
 //!   GET /            a line naming the product and version
 //!   GET /api/listings/{id}  a pretend listing (a route with a path parameter)
+//!   GET /api/slow?ms=N  answers after N ms (at most 10000): a request that takes time,
+//!                    so load tests have requests in flight across a switch and a drain
 //!   GET /metrics     RED metrics in the Prometheus text format: requests and latency
 //!                    by method, route *template* (never the raw path; anything
 //!                    unmatched is `route="other"`) and status. No `product` label:
@@ -86,11 +88,12 @@ fn health_body() -> (u16, String) {
 }
 
 /// The route templates this app serves; a request matches one, or is `other`.
-const ROUTES: [&str; 5] = [
+const ROUTES: [&str; 6] = [
     "/",
     "/api/health",
     "/health",
     "/api/listings/{id}",
+    "/api/slow",
     "/metrics",
 ];
 
@@ -211,8 +214,8 @@ fn respond(mut stream: TcpStream) {
     let started = Instant::now();
     let mut parts = request_line.split_whitespace();
     let method = method_label(parts.next().unwrap_or(""));
-    let path = parts.next().unwrap_or("/");
-    let path = path.split('?').next().unwrap_or("/");
+    let target = parts.next().unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let route = route_of(path);
     let (status, ctype, body) = match route {
         "/api/health" | "/health" => {
@@ -235,6 +238,24 @@ fn respond(mut stream: TcpStream) {
             } else {
                 (404, "text/plain", "no such listing\n".to_string())
             }
+        }
+        "/api/slow" => {
+            let ms = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("ms="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                .min(10_000);
+            std::thread::sleep(Duration::from_millis(ms));
+            (
+                200,
+                "application/json",
+                format!(
+                    "{{\"slept_ms\":{ms},\"product\":\"{}\",\"version\":\"{}\"}}",
+                    product(),
+                    version()
+                ),
+            )
         }
         "/metrics" => (
             200,
@@ -338,6 +359,7 @@ mod tests {
     fn paths_collapse_to_route_templates() {
         assert_eq!(route_of("/"), "/");
         assert_eq!(route_of("/api/listings/42"), "/api/listings/{id}");
+        assert_eq!(route_of("/api/slow"), "/api/slow");
         assert_eq!(route_of("/api/listings/"), "other");
         assert_eq!(route_of("/api/listings/42/photos"), "other");
         assert_eq!(route_of("/wp-admin/setup.php"), "other");

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::deploy::{Load, Site};
+use crate::deploy::{Site, assert_in_flight_across_switch};
 use crate::support::*;
 
 /// demo-app linked statically (it is one file with no dependencies: rustc alone builds it).
@@ -100,8 +100,8 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
     site.repo.write("products/bestays/change.md", "x");
     site.repo.commit_all("feat: change (TASK-1-change-bestays)");
     let v2 = site.head_version();
-    let load = Load::start(site.http_port, "bestays.app");
-    std::thread::sleep(Duration::from_millis(300));
+    let load = site.load("bestays.app");
+    load.wait_for_answers(20);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     assert_eq!(site.get("bestays.app", "/api/health").1, v2);
     let start = Instant::now();
@@ -119,20 +119,13 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         out.snapshot()
     );
     assert_eq!(site.get("bestays.app", "/api/health").1, v1);
-    std::thread::sleep(Duration::from_millis(300));
-    let (n, failures, elapsed) = load.finish();
-    let rate = n as f64 / elapsed.as_secs_f64();
-    eprintln!(
-        "compose zero-downtime: {n} requests ({rate:.0} req/s), {} failed; rollback {rollback:?}",
-        failures.len()
-    );
-    assert!(rate >= 100.0, "load {rate:.0} req/s");
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_for_answers(20);
+    let report = load.finish();
+    eprintln!("zero-downtime (compose): rollback took {rollback:?}");
+    report.assert_clean(300).assert_covered();
+    assert_eq!(report.versions(), [v1.clone(), v2.clone()]);
+    assert_in_flight_across_switch(&report, &v1, &v2);
+    assert_in_flight_across_switch(&report, &v2, &v1);
     assert_eq!(
         site.processes("realestate"),
         realestate,

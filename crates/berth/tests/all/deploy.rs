@@ -1,12 +1,11 @@
 //! Deploys on the local runtime behind a real nginx: zero downtime under load,
 //! rollbacks, broken releases, kill -9 at every step, concurrent deploys.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use berth_testkit::load::{Load, LoadConfig, Report};
 
 use crate::support::*;
 
@@ -269,101 +268,54 @@ fn kill_all(dir: &Path) {
     }
 }
 
+/// One GET through nginx on a new connection: (status, version header), (0, "") when
+/// no answer came.
 pub fn get(port: u16, host: &str, path: &str) -> (u16, String) {
-    let r = (|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let status = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let version = buf
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("X-Berth-Version: ")
-                    .or_else(|| l.strip_prefix("x-berth-version: "))
-            })
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        Ok((status, version))
-    })();
-    r.unwrap_or((0, String::new()))
+    match berth_testkit::load::get(port, host, path) {
+        Ok(r) => (
+            r.status,
+            r.header("x-berth-version").unwrap_or("").to_string(),
+        ),
+        Err(_) => (0, String::new()),
+    }
 }
 
-/// Requests sent, the failed responses (status, version), and how long it ran.
-type LoadResult = (u64, Vec<(u16, String)>, Duration);
+/// Every route of the example's products through nginx: the server's health, a
+/// listing, a request that takes 300 ms (so requests are in flight across a switch
+/// and a drain) and the frontend's `/`.
+pub const ROUTES: &[&str] = &["/api/health", "/", "/api/listings/7", "/api/slow?ms=300"];
 
-/// Requests sent through nginx until stopped, at least 100 per second.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<LoadResult>>,
+impl Site {
+    /// The shared load generator on `host` (keep-alive and new connections, every route).
+    pub fn load(&self, host: &str) -> Load {
+        LoadConfig::new(self.http_port, host).paths(ROUTES).start()
+    }
 }
 
-impl Load {
-    /// Four clients, each sending one request after another.
-    pub fn start(port: u16, host: &'static str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let start = Instant::now();
-            let clients: Vec<_> = (0..4)
-                .map(|_| {
-                    let flag = flag.clone();
-                    std::thread::spawn(move || {
-                        let mut n = 0u64;
-                        let mut failures = Vec::new();
-                        let mut versions: Vec<(u16, String)> = Vec::new();
-                        while !flag.load(Ordering::Relaxed)
-                            && start.elapsed() < Duration::from_secs(180)
-                        {
-                            let (status, version) = get(port, host, "/api/health");
-                            n += 1;
-                            if status != 200 {
-                                failures.push((status, version.clone()));
-                            }
-                            if versions.last().map(|v| &v.1) != Some(&version) {
-                                versions.push((status, version));
-                            }
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        (n, failures, versions)
-                    })
-                })
-                .collect();
-            let mut n = 0;
-            let mut failures = Vec::new();
-            let mut versions = Vec::new();
-            for c in clients {
-                let (cn, cf, cv) = c.join().unwrap();
-                n += cn;
-                failures.extend(cf);
-                versions.push(cv);
-            }
-            eprintln!(
-                "load: {n} requests, {} failed, versions seen per client: {versions:?}",
-                failures.len()
-            );
-            (n, failures, start.elapsed())
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stop; returns (requests, failed responses, elapsed).
-    pub fn finish(mut self) -> LoadResult {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
-    }
+/// Panic unless a slow request answered by `from` was in flight when `to` took over
+/// (sent before the first answer of `to` that follows one of `from`, answered after it):
+/// the old slot finished what it had while traffic moved.
+#[track_caller]
+pub fn assert_in_flight_across_switch(report: &Report, from: &str, to: &str) {
+    let first_from = report.samples.iter().position(|s| s.version == from);
+    let switch = first_from.and_then(|i| report.samples[i..].iter().find(|s| s.version == to));
+    let Some(switch) = switch else {
+        panic!(
+            "no switch from {from} to {to} under load\n{}",
+            report.summary()
+        );
+    };
+    let spanned = report.samples.iter().any(|s| {
+        s.version == from
+            && s.path.starts_with("/api/slow")
+            && s.at < switch.at
+            && s.at + s.latency > switch.at
+    });
+    assert!(
+        spanned,
+        "no slow request of {from} was in flight when {to} took over\n{}",
+        report.summary()
+    );
 }
 
 #[test]
@@ -379,8 +331,8 @@ fn deploy_redeploy_rollback_with_zero_dropped_requests_and_realestate_untouched(
 
     site.change("bestays", 1);
     let v2 = site.head_version();
-    let load = Load::start(site.http_port, "bestays.app");
-    std::thread::sleep(Duration::from_millis(300));
+    let load = site.load("bestays.app");
+    load.wait_for_answers(20);
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
     assert!(
@@ -394,23 +346,13 @@ fn deploy_redeploy_rollback_with_zero_dropped_requests_and_realestate_untouched(
     out.assert_code(0);
     let rollback_time = rollback_start.elapsed();
     assert_eq!(site.get("bestays.app", "/api/health").1, v1, "rolled back");
-    std::thread::sleep(Duration::from_millis(300));
-    let (n, failures, elapsed) = load.finish();
-    let rate = n as f64 / elapsed.as_secs_f64();
-    eprintln!(
-        "zero-downtime: {n} requests in {elapsed:?} ({rate:.0} req/s), {} failed; rollback took {rollback_time:?}",
-        failures.len()
-    );
-    assert!(
-        rate >= 100.0,
-        "the load must be at least 100 req/s, was {rate:.0}"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} requests failed during deploy/rollback: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_for_answers(20);
+    let report = load.finish();
+    eprintln!("zero-downtime (local): rollback took {rollback_time:?}");
+    report.assert_clean(300).assert_covered();
+    assert_eq!(report.versions(), [v1.clone(), v2.clone()]);
+    assert_in_flight_across_switch(&report, &v1, &v2);
+    assert_in_flight_across_switch(&report, &v2, &v1);
 
     // realestate's processes were never touched.
     assert_eq!(site.processes("realestate"), realestate_before);
@@ -462,8 +404,8 @@ fn a_stop_start_deploy_drops_requests_which_is_what_berth_avoids() {
     site.repo.write("berth.toml", &without_proxy);
     site.repo
         .commit_all("chore: no proxy (TASK-2-noproxy-bestays)");
-    let load = Load::start(site.http_port, "bestays.app");
-    std::thread::sleep(Duration::from_millis(300));
+    let load = site.load("bestays.app");
+    load.wait_for_answers(20);
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
     assert!(
@@ -471,11 +413,11 @@ fn a_stop_start_deploy_drops_requests_which_is_what_berth_avoids() {
         "{}",
         out.snapshot()
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (n, failures, _) = load.finish();
-    eprintln!("stop/start deploy: {n} requests, {} failed", failures.len());
+    load.wait_for_answers(20);
+    let report = load.finish();
+    eprintln!("stop/start deploy: {}", report.summary());
     assert!(
-        !failures.is_empty(),
+        report.errors() > 0,
         "a stop/start deploy of a 2 s boot must drop requests"
     );
 }
@@ -554,9 +496,11 @@ fn broken_releases_leave_the_old_version_serving_on(site: Site) {
             "feat: broken {i} (TASK-{}-broken-bestays)",
             10 + i
         ));
-        let load = Load::start(site.http_port, "bestays.app");
+        let load = site.load("bestays.app");
+        load.wait_for_answers(10);
         let out = site.berth(&["deploy", "bestays", "--yes"]);
-        let (_, failures, _) = load.finish();
+        load.wait_for_answers(10);
+        let report = load.finish();
         out.assert_code(1);
         assert!(
             out.stderr.contains(&format!("failed at step `{step}")),
@@ -572,10 +516,12 @@ fn broken_releases_leave_the_old_version_serving_on(site: Site) {
                 out.snapshot()
             );
         }
-        assert!(
-            failures.is_empty(),
-            "{switch}: {} requests failed",
-            failures.len()
+        eprintln!("{switch}:");
+        report.assert_clean(40).assert_covered();
+        assert_eq!(
+            report.versions(),
+            [live.as_str()],
+            "{switch}: only the old version answered"
         );
         assert_eq!(
             site.get("bestays.app", "/api/health"),
@@ -615,6 +561,9 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Sit
     let steps = 10;
     for step in 1..=steps {
         site.change("bestays", 100 + step);
+        // Load through the kill and the next deploy.
+        let load = site.load("bestays.app");
+        load.wait_for_answers(10);
         let mut child = berth(site.repo.path())
             .args(["deploy", "bestays", "--yes"])
             .env("BERTH_DEBUG_PAUSE_AFTER_STEP", step.to_string())
@@ -658,6 +607,9 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Sit
             (200, head),
             "converged after a kill at step {step}"
         );
+        load.wait_for_answers(10);
+        eprintln!("kill -9 after step {step}:");
+        load.finish().assert_clean(40).assert_covered();
     }
 }
 

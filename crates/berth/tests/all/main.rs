@@ -9,6 +9,7 @@ mod compose;
 mod demo;
 mod deploy;
 mod doctor;
+mod fastapi;
 mod hooks;
 mod init;
 mod lint;
