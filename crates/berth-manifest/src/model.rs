@@ -674,4 +674,24 @@ impl Product {
     pub fn title<'a>(&'a self, slug: &'a str) -> &'a str {
         self.display_name.as_deref().unwrap_or(slug)
     }
+
+    /// The nginx location of each service with a port, in service order: its
+    /// `route`, or `/` for the first such service and `/<service>/` for the others.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, svc) in &self.services {
+            if svc.port.is_none() {
+                continue;
+            }
+            let route = svc.route.clone().unwrap_or_else(|| {
+                if out.is_empty() {
+                    "/".to_string()
+                } else {
+                    format!("/{name}/")
+                }
+            });
+            out.push((name.clone(), route));
+        }
+        out
+    }
 }
