@@ -362,6 +362,12 @@ impl Validator<'_> {
                     } else {
                         (oprefix.as_str(), r.prefix.as_str())
                     };
+                    // Suggest a prefix the product does not already have.
+                    let suggestion = if r.prefix == format!("{pname}:") {
+                        format!("`{other}:` for `{other}`")
+                    } else {
+                        format!("`{pname}:`")
+                    };
                     let d = Diagnostic::error(
                         "redis-prefix-overlap",
                         format!(
@@ -372,7 +378,7 @@ impl Validator<'_> {
                     .at(self.label(&ppath, ""))
                     .related(self.label(opath, format!("prefix of `{other}`")))
                     .help(format!(
-                        "`{long}` begins with `{short}`, so the pattern `{short}*` also matches the other's keys; pick prefixes where neither starts with the other, e.g. `{pname}:`"
+                        "`{long}` begins with `{short}`, so the pattern `{short}*` also matches the other's keys; pick prefixes where neither starts with the other, e.g. {suggestion}"
                     ));
                     self.push(d);
                 }
