@@ -402,7 +402,7 @@ nginx_config = "deploy/dev/nginx/nginx.conf"
 http_port = HTTP_PORT
 
 [products.bestays]
-display_name = "BeStays)\n}\nserver { listen 127.0.0.1:EVIL_PORT; return 200 pwned; }\n# ("
+display_name = "BeStays)\nserver { listen 127.0.0.1:EVIL_PORT; return 200 pwned; }\n# ("
 domains = ["bestays.app"]
 redis = { db = 0, prefix = "bestays: +@all ~*" }
 
