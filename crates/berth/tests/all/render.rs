@@ -596,3 +596,78 @@ fn hostile_values_rendered_without_validation_stay_inert() {
     let got = redis.cli(Some(("realestate", "pw-realestate")), &["SET", "*own", "1"]);
     assert_eq!(got, "OK", "{acl}");
 }
+
+/// Values that pass `berth check` but mean something to YAML, compose, nginx
+/// or a shell (quotes, braces, `;`, `#`, `$`, backslashes, newlines in env
+/// values, URL punctuation in routes) reach the consuming tools unchanged.
+#[test]
+fn unusual_valid_values_reach_the_tools_unchanged() {
+    crate::compose::docker_required();
+    let repo = example_repo();
+    let title = r#"Be "Stays" {beta}; #1 $5 \ 'q'"#;
+    let greeting = "pa$$word ${HOME} $(id) \"q\" #x\nline2: {a}";
+    let route = "/api/v1:x@y=z+a,b!c*d~e%20/";
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let edits = [
+        (
+            "display_name = \"BeStays\"",
+            format!("display_name = {}", toml::Value::from(title)),
+        ),
+        (
+            "env = { APP_NAME = \"BeStays\",",
+            format!(
+                "env = {{ GREETING = {}, APP_NAME = \"BeStays\",",
+                toml::Value::from(greeting)
+            ),
+        ),
+        ("route = \"/api/\"", format!("route = \"{route}\"")),
+    ];
+    let mut m = m;
+    for (from, to) in &edits {
+        assert!(m.contains(from), "{from}");
+        m = m.replacen(from, to, 1);
+    }
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["check", "--no-secret-scan"]).assert_code(0);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let out = repo.path().join("deploy/dev");
+
+    let (ok, text) = tool(
+        "docker",
+        &[
+            "compose",
+            "-f",
+            out.join("compose/bestays.yml").to_str().unwrap(),
+            "config",
+            "--format",
+            "json",
+        ],
+        repo.path(),
+    );
+    assert!(ok, "docker compose config:\n{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // `config` prints the resolved model re-escaped (`$` as `$$`): undo that to
+    // compare with what the container gets.
+    let got = v["services"]["server"]["environment"]["GREETING"]
+        .as_str()
+        .unwrap()
+        .replace("$$", "$");
+    assert_eq!(got, greeting, "compose must not interpolate an env value");
+
+    std::fs::create_dir_all(repo.path().join(".berth/nginx")).unwrap();
+    let conf = "deploy/dev/nginx/nginx.conf";
+    let (ok, text) = tool(
+        "nginx",
+        &["-T", "-p", repo.path().to_str().unwrap(), "-c", conf],
+        repo.path(),
+    );
+    assert!(ok, "nginx -T rejects {conf}:\n{text}");
+    assert!(
+        text.contains(&format!("location \"{route}\" {{")),
+        "the route is one quoted location:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("# bestays ({title})")),
+        "the title stays in its comment:\n{text}"
+    );
+}
