@@ -1046,6 +1046,16 @@ impl Validator<'_> {
                 }
             }
         }
+        let name = &self.m.project.name;
+        if name.trim().is_empty() || name.chars().any(breaks_a_line) {
+            let d = Diagnostic::error(
+                "project-name",
+                "[project] name is empty or holds a line break or a control character",
+            )
+            .at(self.label(&vpath(&["project", "name"]), "expected one line of printable text"))
+            .help("berth derives compose project, image and network names from it, and prints it on the dashboard");
+            self.push(d);
+        }
         for (pname, product) in &self.m.products {
             if let Some(title) = &product.display_name {
                 let path = vpath(&["products", pname, "display_name"]);
