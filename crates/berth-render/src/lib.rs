@@ -102,7 +102,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("backup.cron", include_str!("../templates/backup.cron.j2")),
 ];
 
+/// The templates, compiled once per process (a clone shares the compiled templates).
 fn environment() -> Environment<'static> {
+    static ENV: std::sync::LazyLock<Environment<'static>> =
+        std::sync::LazyLock::new(build_environment);
+    ENV.clone()
+}
+
+fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
