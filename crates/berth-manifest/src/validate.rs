@@ -1358,6 +1358,61 @@ mod tests {
     }
 
     #[test]
+    fn image_references() {
+        for ok in [
+            "postgres:15",
+            "pgvector/pgvector:pg16",
+            "ghcr.io/acme/server:1.2",
+            "localhost:5000/x",
+            "registry.example.com:443/a/b/c:v1.2.3-rc_1",
+            "redis@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a__b--c.d",
+        ] {
+            assert!(IMAGE_REF.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Postgres:15",
+            "postgres:15 --privileged",
+            "postgres:15\"\n    privileged: true",
+            "postgres:${TAG}",
+            "a//b",
+            "-a",
+            "a:",
+            "a@sha256:short",
+        ] {
+            assert!(!IMAGE_REF.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redis_prefixes() {
+        for ok in ["bestays:", "p1:", "a.b.", "x_", "v-", "shop:bestays:"] {
+            assert!(REDIS_PREFIX.is_match(ok), "{ok}");
+        }
+        for bad in ["", ":", "bestays", "*", "a*:", "a :", "a\n:", "a[1]:", "ä:"] {
+            assert!(!REDIS_PREFIX.is_match(bad), "{bad:?}");
+        }
+        assert!(!redis_prefixes_overlap("p1:", "p10:"));
+        assert!(!redis_prefixes_overlap("best:", "bestays:"));
+        assert!(redis_prefixes_overlap("shop:", "shop:bestays:"));
+        assert!(redis_prefixes_overlap("a:", "a:"));
+    }
+
+    #[test]
+    fn routes_and_paths() {
+        assert!(ROUTE.is_match("/api/v1:x@y=z+a,b!c*d~e%20/"));
+        for bad in ["api/", "/a b", "/a;", "/a{", "/a\"", "/$x", "/a#b", "/a\n"] {
+            assert!(!ROUTE.is_match(bad), "{bad:?}");
+        }
+        assert!(URL_PATH.is_match("/api/health?full=1"));
+        for bad in ["/a$(x)", "/a`x`", "/a b", "/a\r\n", "/a;b", "/a&b", "/a'b"] {
+            assert!(!URL_PATH.is_match(bad), "{bad:?}");
+        }
+        assert!(breaks_a_line('\u{2028}') && breaks_a_line('\u{202e}') && !breaks_a_line('é'));
+    }
+
+    #[test]
     fn slugs() {
         assert_eq!(slugify("Best Stays"), "best-stays");
         assert_eq!(slugify("real_estate"), "real-estate");

@@ -739,6 +739,20 @@ mod tests {
     }
 
     #[test]
+    fn escapes() {
+        assert_eq!(nginx_quote(r#"/a" { x; } \"#), r#""/a\" { x; } \\""#);
+        assert_eq!(shell_quote("it's $(x)"), r#"'it'\''s $(x)'"#);
+        assert_eq!(compose_escape("a$b$$"), "a$$b$$$$");
+        assert_eq!(one_line("a\nb\u{2028}c\u{1b}"), "a b c ");
+        assert_eq!(acl_literal("a:*?[x]\\ b\n"), r"a:\*\?\[x\]\\_b_");
+        // YAML may not hold NEL, LS, PS or C1 controls raw: they are escaped.
+        assert_eq!(
+            yaml_quote("a\u{85}b\u{2028}\u{9f}\"é"),
+            r#""a\u0085b\u2028\u009f\"é""#
+        );
+    }
+
+    #[test]
     fn relative_roots() {
         assert_eq!(root_from(1, "../.."), "../../..");
         assert_eq!(root_from(0, "."), ".");
