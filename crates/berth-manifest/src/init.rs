@@ -337,7 +337,14 @@ pub fn from_compose(
         ));
     }
     if redis.is_some() {
-        let prefix = redis_prefix.unwrap_or_else(|| format!("{product}:"));
+        let mut prefix = redis_prefix.unwrap_or_else(|| format!("{product}:"));
+        // A prefix must end in a separator (`p1` would share keys with `p10`).
+        if !prefix.is_empty() && !prefix.ends_with([':', '.', '_', '-']) {
+            notes.push(format!(
+                "Redis key prefix `{prefix}` becomes `{prefix}:` (a prefix ends in a separator); berth hands it to the app as REDIS_KEY_PREFIX"
+            ));
+            prefix.push(':');
+        }
         t.push_str(&format!(
             "redis = {{ db = {}, prefix = {} }}\n",
             redis_db.unwrap_or(0),
@@ -539,6 +546,24 @@ mod tests {
                 (9000, 9000),
                 (8080, 80)
             ]
+        );
+    }
+
+    /// A compose prefix without a separator gets one, so the manifest init
+    /// writes passes check (`p1` would otherwise share keys with `p10`).
+    #[test]
+    fn redis_prefix_gets_a_separator() {
+        let compose = "services:\n  redis:\n    image: redis:7\n  server:\n    image: shop-server:1\n    environment:\n      REDIS_URL: redis://redis:6379/0\n      REDIS_KEY_PREFIX: shop\n";
+        let opts = InitOptions {
+            product: Some("shop".into()),
+            ..Default::default()
+        };
+        let r = from_compose("compose.yml", compose, &opts).expect("init succeeds");
+        assert!(r.toml.contains("prefix = \"shop:\""), "{}", r.toml);
+        assert!(
+            r.notes.iter().any(|n| n.contains("becomes `shop:`")),
+            "{:?}",
+            r.notes
         );
     }
 

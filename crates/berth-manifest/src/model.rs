@@ -535,7 +535,7 @@ pub struct SharedGroup {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Product {
-    /// Human name (`"BeStays"`).
+    /// Human name (`"BeStays"`): one line of printable text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
     /// Path globs this product owns; a path may be owned by one product only.
@@ -580,7 +580,9 @@ pub struct Database {
 pub struct RedisSpace {
     /// Redis logical database number (0-15).
     pub db: u8,
-    /// Key prefix; the product's ACL user may touch only keys and channels under it.
+    /// Key prefix (`[A-Za-z0-9_:.-]+` ending in a separator, e.g. `bestays:`); the product's
+    /// ACL user may touch only keys and channels under it. No product's prefix may begin
+    /// with another's.
     pub prefix: String,
 }
 
@@ -591,7 +593,7 @@ pub struct Service {
     /// Build the image from source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
-    /// Use a prebuilt image instead of building.
+    /// Use a prebuilt image (an OCI reference, `[registry/]name[:tag][@digest]`) instead of building.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Command line for the local-process runtime.
@@ -603,8 +605,9 @@ pub struct Service {
     /// Port published on the host (must be unique across all products).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
-    /// nginx location routed to this service (`"/api/"`) [default: `/` for the first
-    /// service with a port, `/<service>/` for the others].
+    /// nginx location routed to this service (`"/api/"`; `/` then letters, digits and
+    /// `._~%!*+,:@=/-`), unique within the product [default: `/` for the first service
+    /// with a port, `/<service>/` for the others].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     /// HTTP health check that gates every deploy.
@@ -625,7 +628,7 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
-    /// Build context directory, relative to berth.toml.
+    /// Build context directory, relative to berth.toml and inside the repository.
     pub context: String,
     /// Dockerfile path, relative to berth.toml (default: `<context>/Dockerfile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -636,7 +639,7 @@ pub struct Build {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
-    /// HTTP path probed on the service's port; must start with `/`.
+    /// HTTP path probed on the service's port: `/` then letters, digits and `._~%+,:@=/?-`.
     pub path: String,
     /// Time between probes.
     #[serde(default = "default_interval")]
@@ -673,5 +676,25 @@ impl Product {
     /// The name shown to people: the display name or the slug.
     pub fn title<'a>(&'a self, slug: &'a str) -> &'a str {
         self.display_name.as_deref().unwrap_or(slug)
+    }
+
+    /// The nginx location of each service with a port, in service order: its
+    /// `route`, or `/` for the first such service and `/<service>/` for the others.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, svc) in &self.services {
+            if svc.port.is_none() {
+                continue;
+            }
+            let route = svc.route.clone().unwrap_or_else(|| {
+                if out.is_empty() {
+                    "/".to_string()
+                } else {
+                    format!("/{name}/")
+                }
+            });
+            out.push((name.clone(), route));
+        }
+        out
     }
 }

@@ -30,6 +30,46 @@ static DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// An image reference as the OCI distribution grammar defines it:
+/// `[registry[:port]/]path[:tag][@digest]`, lowercase path components.
+static IMAGE_REF: LazyLock<Regex> = LazyLock::new(|| {
+    let domain_part = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])";
+    let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
+    Regex::new(&format!(
+        r"^(?:{domain_part}(?:\.{domain_part})*(?::[0-9]+)?/)?{component}(?:/{component})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{{32,}})?$"
+    ))
+    .unwrap()
+});
+/// A path of plain file-name characters, `/`-separated (no quotes, spaces, `$`, newlines).
+static SAFE_PATH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^/?[A-Za-z0-9._+@-]+(?:/[A-Za-z0-9._+@-]+)*/?$").unwrap());
+/// A Redis key prefix: plain key characters, ending in a separator.
+static REDIS_PREFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_:.-]*[A-Za-z0-9][A-Za-z0-9_:.-]*[:._-]$").unwrap());
+/// An nginx prefix location: a `/`-leading path of URL characters nginx gives no meaning to.
+static ROUTE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^/[A-Za-z0-9._~%!*+,:@=/-]*$").unwrap());
+/// A URL path (and query) with no character a shell or an HTTP request line gives meaning to.
+static URL_PATH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^/[A-Za-z0-9._~%+,:@=/?-]*$").unwrap());
+/// A host name or an IP address (IPv6 optionally in brackets).
+static HOST: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$").unwrap()
+});
+
+/// Characters that end or reorder a line of text: control characters, line and
+/// paragraph separators, zero-width and bidirectional formatting marks.
+pub fn breaks_a_line(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Could one of two ACL key patterns `a*` and `b*` match a key of the other's? Exactly
+/// when one prefix begins with the other (`p1:` and `p10:` never share a key).
+pub fn redis_prefixes_overlap(a: &str, b: &str) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
 /// Run every rule over a parsed manifest.
 pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     let mut v = Validator {
@@ -52,6 +92,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.backup();
     v.serve();
     v.notify();
+    v.allow_lists();
     v.inline_secrets();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
@@ -293,20 +334,40 @@ impl Validator<'_> {
                 self.push(d);
             }
             let ppath = vpath(&["products", pname, "redis", "prefix"]);
-            let stem = r.prefix.trim_end_matches([':', '-', '_', '.', '/']);
-            if stem.is_empty() {
-                let d = Diagnostic::error(
-                    "redis-prefix-empty",
-                    format!("product `{pname}` has an empty Redis key prefix"),
-                )
-                .at(self.label(&ppath, ""))
-                .help(format!("use `{pname}:`"));
+            if !REDIS_PREFIX.is_match(&r.prefix) {
+                let (code, what) = if r.prefix.trim_end_matches([':', '-', '_', '.']).is_empty() {
+                    (
+                        "redis-prefix-empty",
+                        "an empty Redis key prefix".to_string(),
+                    )
+                } else {
+                    (
+                        "redis-prefix",
+                        format!(
+                            "the Redis key prefix `{}`, which is not plain key characters ending in a separator",
+                            r.prefix.escape_debug()
+                        ),
+                    )
+                };
+                let d = Diagnostic::error(code, format!("product `{pname}` has {what}"))
+                    .at(self.label(&ppath, "expected letters, digits, `_`, `:`, `.`, `-`, ending in `:`"))
+                    .help(format!("use `{pname}:`; the prefix becomes the ACL key pattern `{pname}:*`, so spaces, `*`, `?`, `[` or a newline would widen or rewrite the product's Redis permissions"));
                 self.push(d);
                 continue;
             }
-            for (other, ostem, opath) in &prefixes {
-                if stem.starts_with(ostem.as_str()) || ostem.starts_with(stem) {
-                    let oprefix = &self.m.products[other].redis.as_ref().unwrap().prefix;
+            for (other, oprefix, opath) in &prefixes {
+                if redis_prefixes_overlap(&r.prefix, oprefix) {
+                    let (long, short) = if r.prefix.len() >= oprefix.len() {
+                        (r.prefix.as_str(), oprefix.as_str())
+                    } else {
+                        (oprefix.as_str(), r.prefix.as_str())
+                    };
+                    // Suggest a prefix the product does not already have.
+                    let suggestion = if r.prefix == format!("{pname}:") {
+                        format!("`{other}:` for `{other}`")
+                    } else {
+                        format!("`{pname}:`")
+                    };
                     let d = Diagnostic::error(
                         "redis-prefix-overlap",
                         format!(
@@ -317,15 +378,12 @@ impl Validator<'_> {
                     .at(self.label(&ppath, ""))
                     .related(self.label(opath, format!("prefix of `{other}`")))
                     .help(format!(
-                        "`{}` begins with `{}`, so a pattern for one (`{}*`) also matches the other's keys; pick prefixes where neither starts with the other, e.g. `{pname}:`",
-                        if stem.len() >= ostem.len() { stem } else { ostem },
-                        if stem.len() >= ostem.len() { ostem.as_str() } else { stem },
-                        if stem.len() >= ostem.len() { ostem.as_str() } else { stem },
+                        "`{long}` begins with `{short}`, so the pattern `{short}*` also matches the other's keys; pick prefixes where neither starts with the other, e.g. {suggestion}"
                     ));
                     self.push(d);
                 }
             }
-            prefixes.push((pname.clone(), stem.to_string(), ppath));
+            prefixes.push((pname.clone(), r.prefix.clone(), ppath));
         }
     }
 
@@ -539,18 +597,29 @@ impl Validator<'_> {
                     self.push(d);
                 }
                 if let Some(h) = &svc.health {
+                    let mut hp = at("health");
+                    hp.push("path".into());
                     if !h.path.starts_with('/') {
-                        let mut hp = at("health");
-                        hp.push("path".into());
                         let d = Diagnostic::error(
                             "health-path",
                             format!(
                                 "health path `{}` of {owner} does not start with `/`",
-                                h.path
+                                h.path.escape_debug()
                             ),
                         )
                         .at(self.label(&hp, ""))
                         .help(format!("write it as `/{}`", h.path.trim_start_matches('/')));
+                        self.push(d);
+                    } else if !URL_PATH.is_match(&h.path) {
+                        let d = Diagnostic::error(
+                            "health-path",
+                            format!(
+                                "health path `{}` of {owner} is not a plain URL path",
+                                h.path.escape_debug()
+                            ),
+                        )
+                        .at(self.label(&hp, "expected `/` then letters, digits and `._~%+,:@=/?-`"))
+                        .help("the path goes into the compose healthcheck command and the HTTP probe's request line: percent-encode anything else (a space is %20)");
                         self.push(d);
                     }
                     if h.timeout >= h.deadline {
@@ -911,6 +980,9 @@ impl Validator<'_> {
                 .or_else(|| url.strip_prefix("http://"));
             let host = rest.map(|r| r.split('/').next().unwrap_or(""));
             let problem = match host {
+                _ if url.chars().any(|c| c.is_whitespace() || breaks_a_line(c)) => {
+                    Some("holds spaces or control characters")
+                }
                 None => Some("is not an http(s) URL"),
                 Some(h) if h.contains('@') => {
                     Some("holds credentials; name them in token_env instead")
@@ -925,6 +997,186 @@ impl Validator<'_> {
                 self.push(d);
             }
         }
+    }
+
+    /// One allow-list per kind of value that reaches a rendered file or a command,
+    /// applied to every field of that kind, so no value can change the structure of
+    /// what it is pasted into (a compose key, an nginx block, an ACL rule, a shell word).
+    /// `command`, `migrate`, `health.command` and the `[proxy]` commands are the
+    /// user's own command lines by design; env values may hold any text (renderers
+    /// escape them).
+    fn allow_lists(&mut self) {
+        for (kind, infra) in [
+            ("postgres", &self.m.infra.postgres),
+            ("redis", &self.m.infra.redis),
+        ] {
+            let Some(i) = infra else { continue };
+            if let Some(image) = &i.image {
+                self.image(
+                    image,
+                    &vpath(&["infra", kind, "image"]),
+                    &format!("infra.{kind}"),
+                );
+            }
+            if let Some(host) = &i.app_host
+                && !HOST.is_match(host)
+            {
+                let d = Diagnostic::error(
+                    "infra-app-host",
+                    format!("infra.{kind}.app_host `{}` is not a host name or IP address", host.escape_debug()),
+                )
+                .at(self.label(&vpath(&["infra", kind, "app_host"]), "expected a host like `postgres`, `db.internal` or `172.17.0.1`"))
+                .help("it is written into the products' connection URLs; give the bare host, without scheme, port or credentials");
+                self.push(d);
+            }
+        }
+        if let Some(px) = &self.m.proxy {
+            for (key, value) in [
+                ("nginx_config", &px.nginx_config),
+                ("certs_dir", &px.certs_dir),
+            ] {
+                if !SAFE_PATH.is_match(value) {
+                    let d = Diagnostic::error(
+                        "proxy-path",
+                        format!("proxy.{key} `{}` is not a plain path", value.escape_debug()),
+                    )
+                    .at(self.label(&vpath(&["proxy", key]), "expected letters, digits, `._+@-` and `/`"))
+                    .help("the path is written into the nginx configuration and the nginx command lines; rename directories with spaces, quotes or `$`");
+                    self.push(d);
+                }
+            }
+        }
+        let name = &self.m.project.name;
+        if name.trim().is_empty() || name.chars().any(breaks_a_line) {
+            let d = Diagnostic::error(
+                "project-name",
+                "[project] name is empty or holds a line break or a control character",
+            )
+            .at(self.label(&vpath(&["project", "name"]), "expected one line of printable text"))
+            .help("berth derives compose project, image and network names from it, and prints it on the dashboard");
+            self.push(d);
+        }
+        for (pname, product) in &self.m.products {
+            if let Some(title) = &product.display_name {
+                let path = vpath(&["products", pname, "display_name"]);
+                let problem = if title.trim().is_empty() {
+                    Some("is empty")
+                } else if title.chars().any(breaks_a_line) {
+                    Some("holds a line break or a control character")
+                } else if title.chars().count() > 100 {
+                    Some("is longer than 100 characters")
+                } else {
+                    None
+                };
+                if let Some(why) = problem {
+                    let d = Diagnostic::error(
+                        "display-name",
+                        format!("display name of `{pname}` {why}"),
+                    )
+                    .at(self.label(&path, "expected one line of printable text"))
+                    .help("the display name is written into comments of the rendered nginx, compose and env files; keep it to one short line");
+                    self.push(d);
+                }
+            }
+            let mut routes: HashMap<String, (String, Vec<String>)> = HashMap::new();
+            for (sname, route) in product.routes() {
+                let svc = &product.services[&sname];
+                let base = vpath(&["products", pname, "services", &sname]);
+                let at = |k: &str| {
+                    let mut v = base.clone();
+                    v.push(k.to_string());
+                    v
+                };
+                // A default route sits at the service's table.
+                let rpath = if svc.route.is_some() {
+                    at("route")
+                } else {
+                    base.clone()
+                };
+                if svc.route.is_some() && !ROUTE.is_match(&route) {
+                    let d = Diagnostic::error(
+                        "route-invalid",
+                        format!("route `{}` of {pname}.{sname} is not a plain nginx location path", route.escape_debug()),
+                    )
+                    .at(self.label(&rpath, "expected `/` then letters, digits and `._~%!*+,:@=/-`"))
+                    .help("a route is an nginx prefix location such as `/api/`; spaces, quotes, braces, `;`, `#`, `$` and newlines would change the nginx configuration");
+                    self.push(d);
+                    continue;
+                }
+                if let Some((first, fpath)) = routes.get(&route) {
+                    let label = if svc.route.is_some() {
+                        self.label(&rpath, "")
+                    } else {
+                        self.src
+                            .key_label(&p(&rpath), format!("routed at `{route}` by default"))
+                    };
+                    let first_label = if product.services[first].route.is_some() {
+                        self.label(fpath, format!("already the route of {pname}.{first}"))
+                    } else {
+                        self.src.key_label(
+                            &p(fpath),
+                            format!("{pname}.{first} is routed at `{route}` by default"),
+                        )
+                    };
+                    let d = Diagnostic::error(
+                        "route-duplicate",
+                        format!("{pname}.{sname} and {pname}.{first} are both routed at `{route}`"),
+                    )
+                    .at(label)
+                    .related(first_label)
+                    .help("nginx refuses two identical locations in one server: give each service of a product its own route");
+                    self.push(d);
+                    continue;
+                }
+                routes.insert(route, (sname.clone(), rpath));
+            }
+            for (sname, svc) in &product.services {
+                let at = |k: &[&str]| {
+                    let mut v = vpath(&["products", pname, "services", sname]);
+                    v.extend(k.iter().map(|s| s.to_string()));
+                    v
+                };
+                if let Some(image) = &svc.image {
+                    self.image(image, &at(&["image"]), &format!("{pname}.{sname}"));
+                }
+                if let Some(b) = &svc.build {
+                    let mut paths = vec![("context", &b.context)];
+                    if let Some(d) = &b.dockerfile {
+                        paths.push(("dockerfile", d));
+                    }
+                    for (key, value) in paths {
+                        let outside = value.starts_with('/') || value.split('/').any(|c| c == "..");
+                        if outside || !SAFE_PATH.is_match(value) {
+                            let why = if outside {
+                                "leaves the repository"
+                            } else {
+                                "is not a plain relative path"
+                            };
+                            let d = Diagnostic::error(
+                                "build-path",
+                                format!("build.{key} `{}` of {pname}.{sname} {why}", value.escape_debug()),
+                            )
+                            .at(self.label(&at(&["build", key]), "expected a path relative to berth.toml, of letters, digits, `._+@-` and `/`"))
+                            .help("build paths are relative to berth.toml and stay inside the repository (no leading `/`, no `..`); they are written into the compose file and docker's command line");
+                            self.push(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn image(&mut self, image: &str, path: &[String], owner: &str) {
+        if image.len() <= 255 && IMAGE_REF.is_match(image) {
+            return;
+        }
+        let d = Diagnostic::error(
+            "image-reference",
+            format!("image of {owner} `{}` is not an image reference", image.escape_debug()),
+        )
+        .at(self.label(path, "expected `[registry/]name[:tag][@digest]`"))
+        .help("write a reference such as `postgres:15`, `ghcr.io/acme/server:1.2` or `name@sha256:<digest>`: lowercase name components, no spaces, quotes or newlines");
+        self.push(d);
     }
 
     /// No secret value may be written in berth.toml: not in `env`, not in any string.
@@ -1103,6 +1355,61 @@ mod tests {
                 .unwrap()
                 .is_match("products/ab/f.py")
         );
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "postgres:15",
+            "pgvector/pgvector:pg16",
+            "ghcr.io/acme/server:1.2",
+            "localhost:5000/x",
+            "registry.example.com:443/a/b/c:v1.2.3-rc_1",
+            "redis@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a__b--c.d",
+        ] {
+            assert!(IMAGE_REF.is_match(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Postgres:15",
+            "postgres:15 --privileged",
+            "postgres:15\"\n    privileged: true",
+            "postgres:${TAG}",
+            "a//b",
+            "-a",
+            "a:",
+            "a@sha256:short",
+        ] {
+            assert!(!IMAGE_REF.is_match(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redis_prefixes() {
+        for ok in ["bestays:", "p1:", "a.b.", "x_", "v-", "shop:bestays:"] {
+            assert!(REDIS_PREFIX.is_match(ok), "{ok}");
+        }
+        for bad in ["", ":", "bestays", "*", "a*:", "a :", "a\n:", "a[1]:", "ä:"] {
+            assert!(!REDIS_PREFIX.is_match(bad), "{bad:?}");
+        }
+        assert!(!redis_prefixes_overlap("p1:", "p10:"));
+        assert!(!redis_prefixes_overlap("best:", "bestays:"));
+        assert!(redis_prefixes_overlap("shop:", "shop:bestays:"));
+        assert!(redis_prefixes_overlap("a:", "a:"));
+    }
+
+    #[test]
+    fn routes_and_paths() {
+        assert!(ROUTE.is_match("/api/v1:x@y=z+a,b!c*d~e%20/"));
+        for bad in ["api/", "/a b", "/a;", "/a{", "/a\"", "/$x", "/a#b", "/a\n"] {
+            assert!(!ROUTE.is_match(bad), "{bad:?}");
+        }
+        assert!(URL_PATH.is_match("/api/health?full=1"));
+        for bad in ["/a$(x)", "/a`x`", "/a b", "/a\r\n", "/a;b", "/a&b", "/a'b"] {
+            assert!(!URL_PATH.is_match(bad), "{bad:?}");
+        }
+        assert!(breaks_a_line('\u{2028}') && breaks_a_line('\u{202e}') && !breaks_a_line('é'));
     }
 
     #[test]

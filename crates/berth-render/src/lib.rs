@@ -102,27 +102,138 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("backup.cron", include_str!("../templates/backup.cron.j2")),
 ];
 
+/// The templates, compiled once per process (a clone shares the compiled templates).
 fn environment() -> Environment<'static> {
+    static ENV: std::sync::LazyLock<Environment<'static>> =
+        std::sync::LazyLock::new(build_environment);
+    ENV.clone()
+}
+
+fn build_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_keep_trailing_newline(true);
     // These are config files, not HTML: nothing is escaped behind the template's back.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    // `q`: a value as a JSON literal (valid YAML too), without HTML-safe escapes.
-    env.add_filter(
-        "q",
-        |v: minijinja::Value| -> Result<String, minijinja::Error> {
-            serde_json::to_string(&v).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-            })
-        },
-    );
+    // The second wall behind validation: every manifest value is pasted through
+    // the escape of the syntax it lands in.
+    // `q`: a value as a YAML double-quoted scalar (a JSON literal with YAML's
+    // non-printable characters escaped too).
+    env.add_filter("q", |v: minijinja::Value| yaml_literal(&v, false));
+    // `cq`: the same for compose, where `$` starts an interpolation: `$` -> `$$`.
+    env.add_filter("cq", |v: minijinja::Value| yaml_literal(&v, true));
+    // `nq`: an nginx double-quoted string.
+    env.add_filter("nq", |v: String| nginx_quote(&v));
+    // `line`: text for a comment, on one line whatever it holds.
+    env.add_filter("line", |v: String| one_line(&v));
     for (name, src) in TEMPLATES {
         env.add_template(name, src)
             .expect("built-in templates parse");
     }
     env
+}
+
+fn yaml_literal(v: &minijinja::Value, compose: bool) -> Result<String, minijinja::Error> {
+    let mut json = serde_json::to_value(v).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    if compose {
+        escape_compose(&mut json);
+    }
+    Ok(yaml_quote_json(&json))
+}
+
+fn escape_compose(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = compose_escape(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(escape_compose),
+        serde_json::Value::Object(o) => o.values_mut().for_each(escape_compose),
+        _ => {}
+    }
+}
+
+/// A JSON value written so YAML reads it back unchanged: JSON is YAML, except
+/// for characters YAML may not hold raw (C1 controls, NEL, line and paragraph
+/// separators, BOM, non-characters), which become `\uXXXX` escapes. Outside
+/// strings JSON text is ASCII, so escaping the whole text only touches strings.
+fn yaml_quote_json(v: &serde_json::Value) -> String {
+    let json = v.to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        let printable = matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{A0}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+            && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{FEFF}');
+        if printable {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// `s` as a YAML double-quoted scalar.
+pub fn yaml_quote(s: &str) -> String {
+    yaml_quote_json(&serde_json::Value::String(s.to_string()))
+}
+
+/// Compose interpolates `$`: a literal `$` is written `$$`.
+pub fn compose_escape(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+/// `s` as an nginx double-quoted string: `\` and `"` escaped, so braces, `;`,
+/// `#` and newlines inside stay part of the one argument.
+pub fn nginx_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Text for a comment line: every line break and control character becomes a space.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if berth_manifest::validate::breaks_a_line(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// `s` as one POSIX shell word (single quotes; `'` written `'\''`).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A Redis key prefix as the literal start of an ACL glob: the glob characters
+/// `*?[]\` escaped, and anything that would split the ACL rule (spaces, control
+/// characters) replaced by `_`, so the pattern can never widen.
+pub fn acl_literal(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        match c {
+            '*' | '?' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_whitespace() || berth_manifest::validate::breaks_a_line(c) => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn render_one(
@@ -179,23 +290,7 @@ pub fn image_name(m: &Manifest, product: &str, service: &str, svc: &Service) -> 
 
 /// The nginx location each service with a port is routed at.
 pub fn routes(product: &Product) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut first = true;
-    for (name, svc) in &product.services {
-        if svc.port.is_none() {
-            continue;
-        }
-        let route = svc.route.clone().unwrap_or_else(|| {
-            if first {
-                "/".to_string()
-            } else {
-                format!("/{name}/")
-            }
-        });
-        first = false;
-        out.push((name.clone(), route));
-    }
-    out
+    product.routes()
 }
 
 /// Upstream name of a product's service in nginx.
@@ -271,7 +366,7 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
             env_name: ident(sname).to_uppercase(),
             image: format!(
                 "{}:${{BERTH_VERSION:-latest}}",
-                image_name(m, name, sname, s)
+                compose_escape(&image_name(m, name, sname, s))
             ),
             build: s.build.as_ref().map(|b| BuildCtx {
                 context: format!("{root_from_compose}/{}", b.context),
@@ -299,16 +394,16 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             health: s.health.as_ref().and_then(|h| {
                 let port = s.port?;
-                let url = format!("http://127.0.0.1:{port}{}", h.path);
+                let url = shell_quote(&format!("http://127.0.0.1:{port}{}", h.path));
                 let test = match &h.command {
                     Some(cmd) => std::iter::once("CMD".to_string())
                         .chain(cmd.iter().cloned())
                         .collect(),
                     None => vec![
                         "CMD-SHELL".to_string(),
-                        format!(
+                        compose_escape(&format!(
                             "curl -fsS {url} >/dev/null || wget -qO- {url} >/dev/null || exit 1"
-                        ),
+                        )),
                     ],
                 };
                 Some(HealthCtx {
@@ -594,6 +689,7 @@ pub const REDIS_DENIED: &str = "-@all +@read +@write +@keyspace +@string +@hash 
 
 /// The ACL rule for one product's user (without `on`/password parts).
 pub fn redis_user_rules(prefix: &str) -> String {
+    let prefix = acl_literal(prefix);
     format!("resetkeys resetchannels ~{prefix}* &{prefix}* {REDIS_DENIED}")
 }
 
@@ -640,6 +736,20 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(go_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn escapes() {
+        assert_eq!(nginx_quote(r#"/a" { x; } \"#), r#""/a\" { x; } \\""#);
+        assert_eq!(shell_quote("it's $(x)"), r#"'it'\''s $(x)'"#);
+        assert_eq!(compose_escape("a$b$$"), "a$$b$$$$");
+        assert_eq!(one_line("a\nb\u{2028}c\u{1b}"), "a b c ");
+        assert_eq!(acl_literal("a:*?[x]\\ b\n"), r"a:\*\?\[x\]\\_b_");
+        // YAML may not hold NEL, LS, PS or C1 controls raw: they are escaped.
+        assert_eq!(
+            yaml_quote("a\u{85}b\u{2028}\u{9f}\"é"),
+            r#""a\u0085b\u2028\u009f\"é""#
+        );
     }
 
     #[test]

@@ -167,3 +167,34 @@ fn every_malformed_input_is_an_error_never_a_panic() {
         assert!(!out.stderr.contains("panicked"), "{}", out.snapshot());
     }
 }
+
+/// The injection allow-lists guard every command that loads berth.toml, not
+/// only `berth check`: each refuses the manifest with the located errors, exit 2.
+#[test]
+fn hostile_values_stop_every_command_that_loads_the_manifest() {
+    let tmp = temp_dir();
+    std::fs::copy(
+        fixtures().join("broken/42-nginx-injection.toml"),
+        tmp.path().join("berth.toml"),
+    )
+    .unwrap();
+    for args in [
+        &["render", "--env", "dev"][..],
+        &["status"],
+        &["product", "list"],
+        &["deploy", "bestays", "--dry-run"],
+        &["provision", "--all"],
+    ] {
+        let out = run(tmp.path(), args);
+        out.assert_code(2);
+        for code in ["error[display-name]", "error[route-invalid]"] {
+            assert!(out.stderr.contains(code), "{args:?}\n{}", out.snapshot());
+        }
+        assert!(
+            out.stderr.contains("berth.toml:6:16"),
+            "{args:?}\n{}",
+            out.snapshot()
+        );
+    }
+    assert!(!tmp.path().join("deploy").exists(), "nothing was rendered");
+}

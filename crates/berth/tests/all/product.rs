@@ -164,3 +164,88 @@ fn product_list_text() {
     out.assert_code(0);
     insta::assert_snapshot!(out.stdout);
 }
+
+const P1: &str = r#"[project]
+name = "shop"
+
+[infra.postgres]
+mode = "container"
+port = 5433
+
+[infra.redis]
+mode = "container"
+port = 6379
+
+[products.p1]
+paths = ["products/p1/**"]
+domains = ["p1.app"]
+database = { name = "p1", role = "p1_user" }
+redis = { db = 0, prefix = "p1:" }
+
+[products.p1.services.server]
+image = "p1-server:latest"
+port = 8000
+host_port = 8011
+route = "/api/"
+health = { path = "/api/health" }
+"#;
+
+/// Issue 20: `p1:` and `p10:` cannot match each other's keys (both end with
+/// the separator), so `product add p10 --like p1` works and its result passes
+/// `berth check`.
+#[test]
+fn product_add_p10_like_p1_passes_check() {
+    let tmp = temp_dir();
+    std::fs::write(tmp.path().join("berth.toml"), P1).unwrap();
+    let out = run(tmp.path(), &["product", "add", "p10", "--like", "p1"]);
+    out.assert_code(0);
+    let m = std::fs::read_to_string(tmp.path().join("berth.toml")).unwrap();
+    let v: toml::Value = toml::from_str(&m).unwrap();
+    assert_eq!(
+        v["products"]["p10"]["redis"]["prefix"].as_str(),
+        Some("p10:")
+    );
+    run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(0);
+    // And the other way round: a prefix that really begins with another is refused.
+    std::fs::write(
+        tmp.path().join("berth.toml"),
+        m.replace("prefix = \"p10:\"", "prefix = \"p1:x:\""),
+    )
+    .unwrap();
+    let out = run(tmp.path(), &["check", "--no-secret-scan"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(
+            "error[redis-prefix-overlap]: Redis prefix `p1:x:` of `p10` overlaps `p1:` of `p1`"
+        ),
+        "{}",
+        out.snapshot()
+    );
+}
+
+/// `product add` validates what it would write: a result `berth check` rejects
+/// (here a database name longer than PostgreSQL's 63 bytes) is reported with
+/// exit 2 and berth.toml is left as it was.
+#[test]
+fn product_add_never_writes_a_manifest_check_rejects() {
+    let tmp = temp_dir();
+    std::fs::write(tmp.path().join("berth.toml"), P1).unwrap();
+    let long = format!("p{}", "x".repeat(70));
+    let out = run(tmp.path(), &["product", "add", &long, "--like", "p1"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("error[database-identifier]"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(out.stderr.contains("was not changed"), "{}", out.snapshot());
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("berth.toml")).unwrap(),
+        P1
+    );
+    // Every product that add does write passes check, over a run of names.
+    for name in ["p2", "p1x", "p1-b", "q", "p11"] {
+        run(tmp.path(), &["product", "add", name, "--like", "p1"]).assert_code(0);
+        run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(0);
+    }
+}

@@ -381,3 +381,293 @@ fn backup_schedules_follow_the_manifest() {
     // Nothing secret in it: the admin URL comes from the root-only env file.
     assert!(!cron.contains("postgresql://"));
 }
+
+/// The attacks of issue 12, written into a manifest that is rendered WITHOUT
+/// validation (the library, not the CLI, which would refuse it): the renderers'
+/// escaping alone keeps each one inert, proven with the real programs.
+const HOSTILE: &str = r#"[project]
+name = "shop"
+
+[infra.postgres]
+mode = "container"
+image = "postgres:15\"\n    privileged: true\n    x: \""
+port = 5433
+
+[infra.redis]
+mode = "container"
+port = 6380
+
+[proxy]
+nginx_config = "deploy/dev/nginx/nginx.conf"
+http_port = HTTP_PORT
+
+[products.bestays]
+display_name = "BeStays)\nserver { listen 127.0.0.1:EVIL_PORT; return 200 pwned; }\n# ("
+domains = ["bestays.app"]
+redis = { db = 0, prefix = "bestays: +@all ~*" }
+
+[products.bestays.services.server]
+image = "bestays:1\"\n    privileged: true\n    x: \""
+port = 8000
+host_port = 8011
+route = "/api/ { return 200 x; } location /evil/"
+health = { path = "/api/$(touch pwned)" }
+env = { GREETING = "pa$$word ${HOME} $(id)", QUOTE = "a\"b\nc: d" }
+
+[products.realestate]
+domains = ["realestate.app"]
+redis = { db = 1, prefix = "*" }
+
+[products.villas]
+redis = { db = 2, prefix = "villas:\nuser evil on nopass ~* +@all" }
+"#;
+
+/// nginx running the rendered configuration in the foreground; stopped on drop.
+struct Nginx {
+    root: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .arg("-p")
+            .arg(&self.root)
+            .args(["-c", "deploy/dev/nginx/nginx.conf", "-s", "stop"])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn hostile_values_rendered_without_validation_stay_inert() {
+    let tmp = temp_dir();
+    let root = tmp.path();
+    let (http_port, evil_port) = (berth_testkit::free_port(), berth_testkit::free_port());
+    let text = HOSTILE
+        .replace("HTTP_PORT", &http_port.to_string())
+        .replace("EVIL_PORT", &evil_port.to_string());
+    // `berth check` refuses every one of these values...
+    std::fs::write(root.join("berth.toml"), &text).unwrap();
+    let out = run(root, &["check", "--no-secret-scan"]);
+    out.assert_code(2);
+    for code in [
+        "image-reference",
+        "display-name",
+        "route-invalid",
+        "health-path",
+        "redis-prefix",
+    ] {
+        assert!(
+            out.stderr.contains(&format!("error[{code}]")),
+            "{code}\n{}",
+            out.snapshot()
+        );
+    }
+    // ...and rendered anyway, they change no structure.
+    let loaded = berth_manifest::parse_str("berth.toml", &text).expect("parses");
+    let m = &loaded.manifest;
+    let files = berth_render::render(&berth_render::RenderInput {
+        manifest: m,
+        env: berth_render::Env::Dev,
+        root_from_out: "../..".into(),
+        out_from_root: "deploy/dev".into(),
+    })
+    .unwrap();
+    let out_dir = root.join("deploy/dev");
+    for f in &files {
+        let p = out_dir.join(&f.path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &f.contents).unwrap();
+    }
+    let read = |rel: &str| std::fs::read_to_string(out_dir.join(rel)).unwrap();
+
+    // Compose: the image stays one string, no `privileged` key appears, `$` is literal.
+    for (file, service) in [
+        ("compose/bestays.yml", "server"),
+        ("compose/infra.yml", "postgres"),
+    ] {
+        let y: serde_norway::Value = serde_norway::from_str(&read(file)).unwrap();
+        let svc = y["services"][service].as_mapping().unwrap();
+        assert!(
+            !svc.contains_key("privileged") && !svc.contains_key("x"),
+            "{file}:\n{}",
+            read(file)
+        );
+        assert!(svc["image"].as_str().unwrap().contains("privileged: true"));
+    }
+    let y: serde_norway::Value = serde_norway::from_str(&read("compose/bestays.yml")).unwrap();
+    let env = &y["services"]["server"]["environment"];
+    assert_eq!(env["GREETING"].as_str(), Some("pa$$$$word $${HOME} $$(id)"));
+    assert_eq!(env["QUOTE"].as_str(), Some("a\"b\nc: d"));
+    assert!(y.get("}").is_none() && y.get("server { listen").is_none());
+
+    // The healthcheck runs in a real shell: the path is data, nothing is executed.
+    let test = y["services"]["server"]["healthcheck"]["test"]
+        .as_sequence()
+        .unwrap();
+    let shell_line = test[1].as_str().unwrap().replace("$$", "$");
+    let sandbox = temp_dir();
+    let status = Command::new("sh")
+        .args(["-c", &shell_line])
+        .current_dir(sandbox.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "nothing listens there: the probe fails");
+    assert!(
+        !sandbox.path().join("pwned").exists(),
+        "the health path ran as a command: {shell_line}"
+    );
+
+    // nginx: accepts the file, and serves only the servers and locations berth wrote.
+    let conf = "deploy/dev/nginx/nginx.conf";
+    std::fs::create_dir_all(root.join(".berth/nginx")).unwrap();
+    let (ok, out) = tool(
+        "nginx",
+        &["-t", "-p", root.to_str().unwrap(), "-c", conf],
+        root,
+    );
+    assert!(ok, "nginx -t:\n{out}\n{}", read("nginx/berth.conf"));
+    let log = std::fs::File::create(root.join(".berth/nginx/stderr.log")).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(root)
+        .args(["-c", conf, "-g", "daemon off;"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start nginx");
+    let _nginx = Nginx {
+        root: root.to_path_buf(),
+        child,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        crate::deploy::get(evil_port, "bestays.app", "/").0,
+        0,
+        "the display name opened a server on port {evil_port}:\n{}",
+        read("nginx/berth.conf")
+    );
+    // The route is one literal location: neither `/api/` nor `/evil/` is routed.
+    for path in ["/api/", "/evil/"] {
+        let (status, _) = crate::deploy::get(http_port, "bestays.app", path);
+        assert_eq!(status, 404, "{path}:\n{}", read("nginx/berth.conf"));
+    }
+
+    // Redis: the ACL berth renders is loaded by a real server; bestays reads
+    // only keys under its literal prefix, and no extra user exists.
+    let hashes = |u: &str| Some(berth_render::secrets::sha256_hex(&format!("pw-{u}")));
+    let mut acl =
+        berth_render::redis_acl_lines(m, berth_render::Env::Prod, Some(&hashes)).join("\n");
+    acl.push('\n');
+    let redis = berth_testkit::Redis::start_with_acl(&acl);
+    let admin = Some(("berth-admin", "pw-berth-admin"));
+    assert_eq!(
+        redis.cli(admin, &["SET", "realestate:secret", "s3cret"]),
+        "OK"
+    );
+    let mut users: Vec<String> = redis
+        .cli(admin, &["ACL", "USERS"])
+        .lines()
+        .map(String::from)
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        ["berth-admin", "bestays", "default", "realestate", "villas"],
+        "{acl}"
+    );
+    for user in ["bestays", "realestate", "villas"] {
+        let pw = format!("pw-{user}");
+        let got = redis.cli(Some((user, &pw)), &["GET", "realestate:secret"]);
+        assert!(
+            got.contains("NOPERM"),
+            "{user} read another product's key: {got}\n{acl}"
+        );
+    }
+    // The literal prefix still works for its own product.
+    let got = redis.cli(Some(("realestate", "pw-realestate")), &["SET", "*own", "1"]);
+    assert_eq!(got, "OK", "{acl}");
+}
+
+/// Values that pass `berth check` but mean something to YAML, compose, nginx
+/// or a shell (quotes, braces, `;`, `#`, `$`, backslashes, newlines in env
+/// values, URL punctuation in routes) reach the consuming tools unchanged.
+#[test]
+fn unusual_valid_values_reach_the_tools_unchanged() {
+    crate::compose::docker_required();
+    let repo = example_repo();
+    let title = r#"Be "Stays" {beta}; #1 $5 \ 'q'"#;
+    let greeting = "pa$$word ${HOME} $(id) \"q\" #x\nline2: {a}";
+    let route = "/api/v1:x@y=z+a,b!c*d~e%20/";
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let edits = [
+        (
+            "display_name = \"BeStays\"",
+            format!("display_name = {}", toml::Value::from(title)),
+        ),
+        (
+            "env = { APP_NAME = \"BeStays\",",
+            format!(
+                "env = {{ GREETING = {}, APP_NAME = \"BeStays\",",
+                toml::Value::from(greeting)
+            ),
+        ),
+        ("route = \"/api/\"", format!("route = \"{route}\"")),
+    ];
+    let mut m = m;
+    for (from, to) in &edits {
+        assert!(m.contains(from), "{from}");
+        m = m.replacen(from, to, 1);
+    }
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["check", "--no-secret-scan"]).assert_code(0);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let out = repo.path().join("deploy/dev");
+
+    let (ok, text) = tool(
+        "docker",
+        &[
+            "compose",
+            "-f",
+            out.join("compose/bestays.yml").to_str().unwrap(),
+            "config",
+            "--format",
+            "json",
+        ],
+        repo.path(),
+    );
+    assert!(ok, "docker compose config:\n{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // `config` prints the resolved model re-escaped (`$` as `$$`): undo that to
+    // compare with what the container gets.
+    let got = v["services"]["server"]["environment"]["GREETING"]
+        .as_str()
+        .unwrap()
+        .replace("$$", "$");
+    assert_eq!(got, greeting, "compose must not interpolate an env value");
+
+    std::fs::create_dir_all(repo.path().join(".berth/nginx")).unwrap();
+    let conf = "deploy/dev/nginx/nginx.conf";
+    let (ok, text) = tool(
+        "nginx",
+        &["-T", "-p", repo.path().to_str().unwrap(), "-c", conf],
+        repo.path(),
+    );
+    assert!(ok, "nginx -T rejects {conf}:\n{text}");
+    assert!(
+        text.contains(&format!("location \"{route}\" {{")),
+        "the route is one quoted location:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("# bestays ({title})")),
+        "the title stays in its comment:\n{text}"
+    );
+}
