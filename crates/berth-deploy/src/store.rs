@@ -61,6 +61,22 @@ pub(crate) fn local_audit_path(root: &Path) -> PathBuf {
     root.join(".berth/audit.jsonl")
 }
 
+/// Open the local audit log for appending, readable by its owner only: it records
+/// who deployed what and why steps failed. A log an older berth left 0644 is
+/// made 0600 too.
+fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(f)
+}
+
 /// The store configured by `[state]`.
 pub enum Store {
     Local(PathBuf),
@@ -170,11 +186,7 @@ impl Store {
                 if let Some(d) = path.parent() {
                     let _ = std::fs::create_dir_all(d);
                 }
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                {
+                if let Ok(mut f) = open_private_append(&path) {
                     // One write per record: an appended line never interleaves with another
                     // writer's, and a reader sees it whole or as an unfinished last line.
                     let _ = f.write_all(format!("{record}\n").as_bytes());

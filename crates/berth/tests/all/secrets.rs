@@ -198,3 +198,99 @@ fn a_secret_on_a_manifest_line_with_a_syntax_or_type_error_is_masked() {
         );
     }
 }
+
+/// Set `key` in a product's secret file (as a person does for an API key).
+fn set_secret(root: &std::path::Path, product: &str, key: &str, value: &str) {
+    let path = root.join(format!(".berth/secrets/{product}.env"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(&format!("\n{key}=\n")),
+        "{key} is declared empty"
+    );
+    std::fs::write(
+        &path,
+        text.replace(&format!("\n{key}=\n"), &format!("\n{key}={value}\n")),
+    )
+    .unwrap();
+}
+
+fn secret_value(root: &std::path::Path, product: &str, key: &str) -> String {
+    std::fs::read_to_string(root.join(format!(".berth/secrets/{product}.env")))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing"))
+        .to_string()
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn secret_values_never_reach_deploy_output_or_the_audit_log_which_is_private() {
+    use crate::deploy::Site;
+    let site = Site::new(0);
+    let root = site.repo.path().to_path_buf();
+    let clerk = "sk_test_h2MaskMe0123456789";
+    set_secret(&root, "bestays", "CLERK_SECRET_KEY", clerk);
+    // An audit log an older berth left world-readable.
+    let audit = root.join(".berth/audit.jsonl");
+    std::fs::write(&audit, "{\"step\":\"old\"}\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&audit, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    // A migration that prints the API key on both streams, then fails.
+    site.edit_manifest(
+        "migrate = \"demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
+        "migrate = \"echo out $CLERK_SECRET_KEY; echo err $CLERK_SECRET_KEY >&2; exit 3\"\nenv = { APP_NAME = \"BeStays\"",
+    );
+    site.repo
+        .commit_all("feat: a chatty migration (TASK-31-chatty-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains("failed at step `run the migration of server")
+            && out.stderr.contains("err ****")
+            && out.stderr.contains("out ****"),
+        "the output is shown, masked:\n{}",
+        out.snapshot()
+    );
+    assert!(!out.all().contains(clerk), "{}", out.snapshot());
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        log.contains("err ****") && !log.contains(clerk),
+        "audit log:\n{log}"
+    );
+    assert_eq!(mode(&audit), 0o600, "the audit log is private");
+
+    // A server that prints its database password and never becomes healthy.
+    let db_password = secret_value(&root, "bestays", "DATABASE_PASSWORD");
+    assert!(db_password.len() >= 32);
+    site.edit_manifest(
+        "migrate = \"echo out $CLERK_SECRET_KEY; echo err $CLERK_SECRET_KEY >&2; exit 3\"\n",
+        "",
+    );
+    site.edit_manifest(
+        "dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"demo-app\"\nroute = \"/api/\"\nport = 8011",
+        "dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"sh -c 'echo connecting with password $DATABASE_PASSWORD; exit 1'\"\nroute = \"/api/\"\nport = 8011",
+    );
+    site.repo
+        .commit_all("feat: a chatty server (TASK-32-chatty-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("last log lines of bestays.server")
+            && out.stderr.contains("connecting with password ****"),
+        "the log tail is shown, masked:\n{}",
+        out.snapshot()
+    );
+    assert!(!out.all().contains(&db_password), "{}", out.snapshot());
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(!log.contains(&db_password) && !log.contains(clerk), "{log}");
+    assert_eq!(mode(&audit), 0o600);
+}
