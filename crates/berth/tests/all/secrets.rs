@@ -294,3 +294,197 @@ fn secret_values_never_reach_deploy_output_or_the_audit_log_which_is_private() {
     assert!(!log.contains(&db_password) && !log.contains(clerk), "{log}");
     assert_eq!(mode(&audit), 0o600);
 }
+
+/// A PostgreSQL and a Redis of the test's own, provisioned for a site, and the
+/// environment an operator running `berth restore` has: the admin URLs, plus a
+/// variable of their own.
+struct Operator {
+    pg: berth_testkit::Postgres,
+    _redis: berth_testkit::Redis,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Operator {
+    fn new(site: &crate::deploy::Site) -> Self {
+        let pg = berth_testkit::Postgres::start();
+        let redis = berth_testkit::Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+        let env = vec![
+            ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+            (
+                "BERTH_REDIS_ADMIN_URL",
+                format!("redis://127.0.0.1:{}", redis.port),
+            ),
+            (
+                "H2_OPERATOR_MARKER",
+                format!("operator-marker-{}", std::process::id()),
+            ),
+        ];
+        let this = Self {
+            pg,
+            _redis: redis,
+            env,
+        };
+        this.berth(site, &["provision", "--all", "--env", "dev"])
+            .assert_code(0);
+        this
+    }
+
+    fn berth(&self, site: &crate::deploy::Site, args: &[&str]) -> Outcome {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        site.berth_env(args, &env)
+    }
+
+    /// What must not be in a product process's environment: the operator's
+    /// variables (by name and by value) and the admin passwords.
+    #[track_caller]
+    fn assert_clean(&self, what: &str, env: &[String]) {
+        assert!(
+            env.iter().any(|e| e == "BERTH_PRODUCT=bestays"),
+            "{what}: not a bestays process? {env:?}"
+        );
+        for (name, value) in &self.env {
+            for e in env {
+                assert!(
+                    !e.starts_with(&format!("{name}=")) && !e.contains(value.as_str()),
+                    "{what} has {name} in its environment: {e}"
+                );
+            }
+        }
+        assert!(
+            !env.iter().any(|e| e.contains(&self.pg.password)),
+            "{what} has the PostgreSQL superuser's password"
+        );
+    }
+}
+
+/// Every process of the product the local runtime runs: each recorded pid and its process group.
+fn local_processes(root: &std::path::Path, product: &str) -> Vec<u32> {
+    let mut leaders = Vec::new();
+    for slot in ["blue", "green"] {
+        let dir = root.join(".berth/run").join(product).join(slot);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                let v: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+                leaders.push(v["pid"].as_u64().unwrap() as u32);
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pgrp.is_some_and(|g| leaders.contains(&g)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn proc_environ(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+// Needs the local runtime's cleared environment (helper H3's branch): fails until it is merged.
+#[test]
+fn local_product_processes_never_get_the_admin_urls_or_the_operators_variables() {
+    let site = crate::deploy::Site::new(0);
+    let op = Operator::new(&site);
+    op.berth(&site, &["deploy", "bestays", "--yes"])
+        .assert_code(0);
+    let pids = local_processes(site.repo.path(), "bestays");
+    assert!(pids.len() >= 2, "bestays runs: {pids:?}");
+    for pid in &pids {
+        op.assert_clean(&format!("pid {pid} after deploy"), &proc_environ(*pid));
+    }
+    op.berth(&site, &["backup", "bestays"]).assert_code(0);
+    let out = op.berth(&site, &["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(0);
+    let after = local_processes(site.repo.path(), "bestays");
+    assert!(
+        after.len() >= 2,
+        "bestays runs after the restore: {after:?}"
+    );
+    assert_ne!(after, pids, "the restore restarted the product");
+    for pid in &after {
+        op.assert_clean(&format!("pid {pid} after restore"), &proc_environ(*pid));
+    }
+}
+
+#[test]
+fn compose_containers_never_get_the_admin_urls_or_the_operators_variables() {
+    let site = crate::deploy::Site::compose(0);
+    let project = site.compose.clone().unwrap();
+    // Compose interpolates `${NAME}` in env_file values from its own environment: a
+    // secret file holding such a value gets nothing from berth's environment.
+    let secrets = site.repo.path().join(".berth/secrets/bestays.env");
+    let mut text = std::fs::read_to_string(&secrets).unwrap();
+    text.push_str("PASSTHRU_PG=${BERTH_POSTGRES_ADMIN_URL}\nPASSTHRU_REDIS=${BERTH_REDIS_ADMIN_URL}\nPASSTHRU_MARKER=${H2_OPERATOR_MARKER}\n");
+    std::fs::write(&secrets, text).unwrap();
+    let op = Operator::new(&site);
+    let check = |when: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-q", "--filter", "label=berth.product=bestays"])
+            .output()
+            .unwrap();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let mut mine = Vec::new();
+        for id in &ids {
+            let out = std::process::Command::new("docker")
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"com.docker.compose.project\"}} {{json .Config.Env}}",
+                    id,
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let Some((p, env)) = text.trim().split_once(' ') else {
+                continue;
+            };
+            if !p.starts_with(&format!("{project}-bestays-")) {
+                continue;
+            }
+            let env: Vec<String> = serde_json::from_str(env).unwrap();
+            assert!(
+                env.iter().any(|e| e.starts_with("CLERK_SECRET_KEY=")),
+                "the product's own secret file is there: {env:?}"
+            );
+            op.assert_clean(&format!("container {id} after {when}"), &env);
+            mine.push(id.clone());
+        }
+        assert!(
+            mine.len() >= 2,
+            "bestays's containers after {when}: {ids:?}"
+        );
+        mine
+    };
+    op.berth(&site, &["deploy", "bestays", "--yes"])
+        .assert_code(0);
+    let deployed = check("deploy");
+    op.berth(&site, &["backup", "bestays"]).assert_code(0);
+    let out = op.berth(&site, &["restore", "bestays", "latest", "--yes"]);
+    out.assert_code(0);
+    assert_ne!(
+        check("restore"),
+        deployed,
+        "the restore restarted the product"
+    );
+}
