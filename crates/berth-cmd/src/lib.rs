@@ -258,14 +258,14 @@ impl Cmd {
         self
     }
 
-    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
-        self.env_remove.push(k.as_ref().to_owned());
+    /// Start from an empty environment: only what `env` adds reaches the program.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
         self
     }
 
-    /// Start the program with no inherited environment: only what [`Cmd::env`] sets.
-    pub fn env_clear(mut self) -> Self {
-        self.env_clear = true;
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
+        self.env_remove.push(k.as_ref().to_owned());
         self
     }
 

@@ -276,8 +276,8 @@ fn secret_values_never_reach_deploy_output_or_the_audit_log_which_is_private() {
         "",
     );
     site.edit_manifest(
-        "dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"demo-app\"\nroute = \"/api/\"\nport = 8011",
-        "dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"sh -c 'echo connecting with password $DATABASE_PASSWORD; exit 1'\"\nroute = \"/api/\"\nport = 8011",
+        "[products.bestays.services.server]\nbuild = { context = \"apps/server\", dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"demo-app\"",
+        "[products.bestays.services.server]\nbuild = { context = \"apps/server\", dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"sh -c 'echo connecting with password $DATABASE_PASSWORD; exit 1'\"",
     );
     site.repo
         .commit_all("feat: a chatty server (TASK-32-chatty-bestays)");
