@@ -235,35 +235,6 @@ fn redis_users_are_confined_to_their_prefix() {
     assert_eq!(redis.cli(me, &["GET", "bestays:greeting"]), "hello");
 }
 
-#[test]
-fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
-    let repo = example_repo();
-    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
-    // The untracked copy berth rendered for the infra container, with password hashes.
-    let acl =
-        std::fs::read_to_string(repo.path().join(".berth/secrets/redis-users.prod.acl")).unwrap();
-    let tracked = std::fs::read_to_string(repo.path().join("deploy/prod/redis/users.acl")).unwrap();
-    assert!(
-        !tracked.contains('#')
-            || tracked
-                .lines()
-                .filter(|l| l.starts_with("user"))
-                .all(|l| !l.contains(" #")),
-        "no hashes in the tracked file"
-    );
-    let redis = Redis::start_with_acl(&acl);
-    assert!(
-        redis.cli(None, &["PING"]).contains("NOAUTH")
-            || redis.cli(None, &["PING"]).contains("NOPERM"),
-        "the default user is off"
-    );
-    let pw = secret(&repo, "realestate", "REDIS_PASSWORD");
-    let me = Some(("realestate", pw.as_str()));
-    assert_eq!(redis.cli(me, &["SET", "realestate:k", "v"]), "OK");
-    assert!(redis.cli(me, &["GET", "bestays:k"]).contains("NOPERM"));
-    assert!(redis.cli(me, &["FLUSHDB"]).contains("NOPERM"));
-}
-
 /// Send `commands` in one write (a pipeline) as `user` and read the replies back.
 fn redis_pipeline(port: u16, user: (&str, &str), commands: &[&[&str]]) -> Vec<String> {
     use berth_provision::resp::{Connection, Reply};
@@ -444,4 +415,33 @@ fn redis_products_cannot_list_count_or_sample_other_products_keys() {
         redis.cli(realestate, &["-n", "1", "GET", "realestate:items"]),
         "3"
     );
+}
+
+#[test]
+fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    // The untracked copy berth rendered for the infra container, with password hashes.
+    let acl =
+        std::fs::read_to_string(repo.path().join(".berth/secrets/redis-users.prod.acl")).unwrap();
+    let tracked = std::fs::read_to_string(repo.path().join("deploy/prod/redis/users.acl")).unwrap();
+    assert!(
+        !tracked.contains('#')
+            || tracked
+                .lines()
+                .filter(|l| l.starts_with("user"))
+                .all(|l| !l.contains(" #")),
+        "no hashes in the tracked file"
+    );
+    let redis = Redis::start_with_acl(&acl);
+    assert!(
+        redis.cli(None, &["PING"]).contains("NOAUTH")
+            || redis.cli(None, &["PING"]).contains("NOPERM"),
+        "the default user is off"
+    );
+    let pw = secret(&repo, "realestate", "REDIS_PASSWORD");
+    let me = Some(("realestate", pw.as_str()));
+    assert_eq!(redis.cli(me, &["SET", "realestate:k", "v"]), "OK");
+    assert!(redis.cli(me, &["GET", "bestays:k"]).contains("NOPERM"));
+    assert!(redis.cli(me, &["FLUSHDB"]).contains("NOPERM"));
 }
