@@ -61,11 +61,14 @@ pub(crate) fn local_audit_path(root: &Path) -> PathBuf {
     root.join(".berth/audit.jsonl")
 }
 
-/// Open the local audit log for appending, readable by its owner only: it records
-/// who deployed what and why steps failed. A log an older berth left 0644 is
-/// made 0600 too.
-fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+/// Make the local audit log exist readable by its owner only, before anything is
+/// appended: it records who deployed what and why steps failed. A log an older
+/// berth left 0644 is made 0600 too.
+fn protect_local_audit(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -74,7 +77,7 @@ fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
     if f.metadata()?.permissions().mode() & 0o077 != 0 {
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    Ok(f)
+    Ok(())
 }
 
 /// The store configured by `[state]`.
@@ -180,13 +183,22 @@ impl Store {
 
     /// Append one audit record (through the lock's session when there is one).
     pub fn audit(&self, guard: Option<&mut Guard>, product: &str, record: &serde_json::Value) {
+        if let Self::Local(root) = self
+            && let Err(e) = protect_local_audit(&local_audit_path(root))
+        {
+            tracing::warn!("could not make the audit log private: {e}");
+        }
         match self {
             Self::Local(root) => {
                 let path = local_audit_path(root);
                 if let Some(d) = path.parent() {
                     let _ = std::fs::create_dir_all(d);
                 }
-                if let Ok(mut f) = open_private_append(&path) {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                {
                     // One write per record: an appended line never interleaves with another
                     // writer's, and a reader sees it whole or as an unfinished last line.
                     let _ = f.write_all(format!("{record}\n").as_bytes());
