@@ -387,17 +387,34 @@ impl Runtime for ComposeRuntime {
 }
 
 /// Variables `docker compose` keeps from berth's environment: what finds and talks
-/// to the engine (PATH, HOME for ~/.docker, DOCKER_*) and the locale. Nothing else
-/// reaches it, so nothing else can be interpolated into a container: not the admin
-/// URLs (`BERTH_POSTGRES_ADMIN_URL`, an `admin_url_env`), not what the operator
-/// exported. The slot variables (BERTH_SLOT, BERTH_VERSION, BERTH_PORT_*) are set
-/// by the runtime itself.
+/// to the engine (PATH, HOME for ~/.docker, the docker CLI's own settings, the ssh
+/// agent for `DOCKER_HOST=ssh://...`) and the locale. Nothing else reaches it, so
+/// nothing else can be interpolated into a container (compose interpolates `${NAME}`
+/// in the compose file and in `env_file` values): not the admin URLs
+/// (`BERTH_POSTGRES_ADMIN_URL`, an `admin_url_env`), not a registry password, not
+/// what the operator exported. The slot variables (BERTH_SLOT, BERTH_VERSION,
+/// BERTH_PORT_*) are set by the runtime itself.
 fn passes_to_docker(name: &str) -> bool {
     matches!(
         name,
-        "PATH" | "HOME" | "USER" | "LANG" | "TZ" | "TMPDIR" | "XDG_RUNTIME_DIR"
+        "PATH"
+            | "HOME"
+            | "USER"
+            | "LANG"
+            | "TZ"
+            | "TMPDIR"
+            | "XDG_RUNTIME_DIR"
+            | "SSH_AUTH_SOCK"
+            | "DOCKER_HOST"
+            | "DOCKER_CONTEXT"
+            | "DOCKER_CONFIG"
+            | "DOCKER_CERT_PATH"
+            | "DOCKER_TLS"
+            | "DOCKER_TLS_VERIFY"
+            | "DOCKER_API_VERSION"
+            | "DOCKER_BUILDKIT"
+            | "DOCKER_DEFAULT_PLATFORM"
     ) || name.starts_with("LC_")
-        || name.starts_with("DOCKER_")
 }
 
 /// `docker` with a cleared environment plus [`passes_to_docker`]'s allow-list.

@@ -318,6 +318,11 @@ impl Operator {
                 "H2_OPERATOR_MARKER",
                 format!("operator-marker-{}", std::process::id()),
             ),
+            // A registry login a CI job exported for docker: not the product's either.
+            (
+                "DOCKER_PASSWORD",
+                format!("registry-password-{}", std::process::id()),
+            ),
         ];
         let this = Self {
             pg,
@@ -432,7 +437,7 @@ fn compose_containers_never_get_the_admin_urls_or_the_operators_variables() {
     // secret file holding such a value gets nothing from berth's environment.
     let secrets = site.repo.path().join(".berth/secrets/bestays.env");
     let mut text = std::fs::read_to_string(&secrets).unwrap();
-    text.push_str("PASSTHRU_PG=${BERTH_POSTGRES_ADMIN_URL}\nPASSTHRU_REDIS=${BERTH_REDIS_ADMIN_URL}\nPASSTHRU_MARKER=${H2_OPERATOR_MARKER}\n");
+    text.push_str("PASSTHRU_PG=${BERTH_POSTGRES_ADMIN_URL}\nPASSTHRU_REDIS=${BERTH_REDIS_ADMIN_URL}\nPASSTHRU_MARKER=${H2_OPERATOR_MARKER}\nPASSTHRU_DOCKER=${DOCKER_PASSWORD}\n");
     std::fs::write(&secrets, text).unwrap();
     let op = Operator::new(&site);
     let check = |when: &str| {
