@@ -493,3 +493,27 @@ fn compose_containers_never_get_the_admin_urls_or_the_operators_variables() {
         "the restore restarted the product"
     );
 }
+
+#[test]
+fn compose_health_gate_log_tails_mask_the_secret_files_values() {
+    let site = crate::deploy::Site::compose(0);
+    // A value of the secret file the server prints when it fails: demo-app names the
+    // address it could not listen on ($BIND, which the compose file does not set).
+    let value = format!("h2-bind-secret-{}.invalid", std::process::id());
+    let secrets = site.repo.path().join(".berth/secrets/bestays.env");
+    let mut text = std::fs::read_to_string(&secrets).unwrap();
+    text.push_str(&format!("BIND={value}\n"));
+    std::fs::write(&secrets, text).unwrap();
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("last log lines of bestays.server")
+            && out.stderr.contains("cannot listen on ****:"),
+        "the log tail is shown, masked:\n{}",
+        out.snapshot()
+    );
+    assert!(!out.all().contains(&value), "{}", out.snapshot());
+    let log = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(!log.contains(&value), "{log}");
+    assert_eq!(mode(&site.repo.path().join(".berth/audit.jsonl")), 0o600);
+}
