@@ -2,6 +2,10 @@
 //! timeout, an exit-status check and, on failure, an error that says what berth
 //! was trying to do plus the tail of the program's output. Arguments marked
 //! secret and registered secret strings are masked in logs and errors.
+//!
+//! [`Masker`] is berth's one rule for secrets in output it did not write: the
+//! same set masks a command's output tails here, and the deploy's log tails,
+//! audit records and notifications above.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -12,6 +16,76 @@ use std::time::{Duration, Instant};
 
 /// Lines of output kept for error messages.
 const TAIL_LINES: usize = 20;
+
+/// Values shorter than this are not masked: "1", "dev" or "yes" are no secrets,
+/// and replacing them would garble every line that contains them. Every password
+/// berth generates is 32 characters.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// What stands in for a secret in output.
+pub const MASK: &str = "****";
+
+/// A set of secret values (passwords, tokens, URLs holding them), masked wherever
+/// they appear in text shown to people or recorded. Its `Debug` shows only how
+/// many it holds.
+#[derive(Clone, Default)]
+pub struct Masker {
+    /// Longest first, so a URL is masked whole before the password inside it.
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masker({} secrets)", self.secrets.len())
+    }
+}
+
+impl Masker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Mask `secret` from now on (ignored when shorter than [`MIN_SECRET_LEN`]).
+    pub fn add(&mut self, secret: impl Into<String>) {
+        let s = secret.into();
+        if s.chars().count() < MIN_SECRET_LEN || self.secrets.contains(&s) {
+            return;
+        }
+        let at = self
+            .secrets
+            .iter()
+            .position(|x| x.len() < s.len())
+            .unwrap_or(self.secrets.len());
+        self.secrets.insert(at, s);
+    }
+
+    pub fn with(mut self, secret: impl Into<String>) -> Self {
+        self.add(secret);
+        self
+    }
+
+    /// Everything `other` masks, too.
+    pub fn extend(&mut self, other: &Masker) {
+        for s in &other.secrets {
+            self.add(s.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// `text` with every secret replaced by [`MASK`].
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
 
 /// A program that ran and exited unsuccessfully.
 #[derive(Debug)]
@@ -106,9 +180,10 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     env_remove: Vec<OsString>,
+    env_clear: bool,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
-    secrets: Vec<String>,
+    secrets: Masker,
     not_found_hint: Option<String>,
 }
 
@@ -131,9 +206,10 @@ impl Cmd {
             cwd: None,
             env: Vec::new(),
             env_remove: Vec::new(),
+            env_clear: false,
             stdin: None,
             timeout: Some(Duration::from_secs(300)),
-            secrets: Vec::new(),
+            secrets: Masker::new(),
             not_found_hint: None,
         }
     }
@@ -161,10 +237,13 @@ impl Cmd {
 
     /// A string (password, token) masked wherever it appears in output shown to people.
     pub fn redact(mut self, secret: impl Into<String>) -> Self {
-        let s = secret.into();
-        if !s.is_empty() {
-            self.secrets.push(s);
-        }
+        self.secrets.add(secret);
+        self
+    }
+
+    /// Every secret of `masker` (e.g. a product's secret file) masked in this command's output.
+    pub fn mask_with(mut self, masker: &Masker) -> Self {
+        self.secrets.extend(masker);
         self
     }
 
@@ -176,6 +255,12 @@ impl Cmd {
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.env
             .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    /// Start from an empty environment: only what `env` adds reaches the program.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
         self
     }
 
@@ -206,11 +291,7 @@ impl Cmd {
     }
 
     fn mask(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for secret in &self.secrets {
-            out = out.replace(secret.as_str(), "****");
-        }
-        out
+        self.secrets.mask(s)
     }
 
     /// The command line as shown to people: quoted where needed, secrets masked.
@@ -250,6 +331,9 @@ impl Cmd {
         c.args(self.args.iter().map(|(a, _)| a));
         if let Some(d) = &self.cwd {
             c.current_dir(d);
+        }
+        if self.env_clear {
+            c.env_clear();
         }
         for k in &self.env_remove {
             c.env_remove(k);
@@ -351,6 +435,9 @@ impl Cmd {
         c.args(self.args.iter().map(|(a, _)| a));
         if let Some(d) = &self.cwd {
             c.current_dir(d);
+        }
+        if self.env_clear {
+            c.env_clear();
         }
         for k in &self.env_remove {
             c.env_remove(k);
@@ -520,6 +607,29 @@ mod tests {
     }
 
     #[test]
+    fn the_masker_masks_long_values_longest_first_and_never_shows_them() {
+        let m = Masker::new()
+            .with("pw9x")
+            .with("postgresql://u:pw9x@h/db")
+            .with("abc");
+        assert_eq!(
+            m.mask("url postgresql://u:pw9x@h/db and pw9x, abc"),
+            "url **** and ****, abc"
+        );
+        assert_eq!(format!("{m:?}"), "Masker(2 secrets)");
+        let err = Cmd::new("sh", "leak nothing")
+            .args(["-c", "echo the key is pw9x; exit 1"])
+            .mask_with(&m)
+            .output()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the key is ****") && !err.contains("pw9x"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn timeouts_stop_the_child() {
         let start = Instant::now();
         let err = Cmd::new("sleep", "wait")
@@ -564,6 +674,16 @@ mod tests {
             .for_each_record(b'\n', |_| {})
             .unwrap_err();
         assert!(matches!(err, CmdError::TimedOut { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_cleared_environment_holds_only_what_was_set() {
+        let out = Cmd::new("/usr/bin/env", "print the environment")
+            .env_clear()
+            .env("ONLY", "this")
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout_str(), "ONLY=this\n");
     }
 
     #[test]

@@ -413,6 +413,18 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
     let base = serde_json::json!({
         "product": product, "version": plan.version, "commit": plan.commit, "operator": ctx.operator,
     });
+    // What the product's processes and commands printed is theirs, not berth's: every
+    // value of its secret file is masked in what the deploy prints, records and reports.
+    let masker = match berth_render::secrets::product_masker(&ctx.root, product) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(
+                ctx.progress,
+                "[{product}] could not read the secret file to mask its values in output: {e}"
+            );
+            berth_cmd::Masker::new()
+        }
+    };
     for (i, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
         let _ = writeln!(ctx.progress, "[{product}] {}/{total} {step}", i + 1);
@@ -434,7 +446,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
             Step::ResolveVersion { .. } | Step::Retained { .. } => Ok(()),
             Step::Build { .. } => match ctx.runtime.build(product, &plan.version) {
                 Ok(Some(note)) => {
-                    let _ = writeln!(ctx.progress, "[{product}]     {note}");
+                    let _ = writeln!(ctx.progress, "[{product}]     {}", masker.mask(&note));
                     Ok(())
                 }
                 Ok(None) => Ok(()),
@@ -560,13 +572,22 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 timings.push((step.to_string(), ms));
             }
             Err((why, probes)) => {
+                let why = masker.mask(&why);
                 record["result"] = "failed".into();
                 record["error"] = why.clone().into();
                 ctx.store.audit(lock.as_mut(), product, &record);
                 if matches!(step, Step::Lock) {
                     return Err(DeployError::NotStarted(why));
                 }
-                let report = failure(ctx, product, plan.target, step, &why, &probes, started_new);
+                let report = masker.mask(&failure(
+                    ctx,
+                    product,
+                    plan.target,
+                    step,
+                    &why,
+                    &probes,
+                    started_new,
+                ));
                 // Put things back: traffic to the old slot, the new slot stopped.
                 if switched
                     && let (Some(nginx), Some(old)) =

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use berth_cmd::Masker;
 use berth_manifest::{Manifest, NotifyEvent};
 use serde::Serialize;
 use serde_json::json;
@@ -77,17 +78,13 @@ pub struct Sent {
     pub error: Option<String>,
 }
 
-struct Secrets(Vec<String>);
-
-impl Secrets {
-    /// Mask every secret (URLs and tokens from the environment) in a message.
-    fn mask(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for v in self.0.iter().filter(|v| v.len() >= 4) {
-            out = out.replace(v.as_str(), "***");
-        }
-        out
+/// Mask every secret (URLs and tokens from the environment) in a message.
+fn masker_of(values: &[&String]) -> Masker {
+    let mut m = Masker::new();
+    for v in values {
+        m.add(v.to_string());
     }
+    m
 }
 
 fn env(var: &str) -> Result<String, String> {
@@ -158,7 +155,7 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
         if let Some(w) = &n.webhook {
             jobs.push(scope.spawn(move || {
                 let r = env(&w.url_env).and_then(|url| {
-                    let secrets = Secrets(vec![url.clone()]);
+                    let secrets = masker_of(&[&url]);
                     let body = json!({
                         "event": format!("deploy.{}", ev.name()),
                         "project": m.project.name,
@@ -185,7 +182,7 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
         if let Some(g) = &n.grafana {
             jobs.push(scope.spawn(move || {
                 let r = env(&g.token_env).and_then(|token| {
-                    let secrets = Secrets(vec![token.clone()]);
+                    let secrets = masker_of(&[&token]);
                     let mut tags = vec![
                         "berth".to_string(),
                         ev.product.clone(),
@@ -215,7 +212,7 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
         if let Some(s) = n.sentry.as_ref().filter(|_| ev.ok) {
             jobs.push(scope.spawn(move || {
                 let r = env(&s.token_env).and_then(|token| {
-                    let secrets = Secrets(vec![token.clone()]);
+                    let secrets = masker_of(&[&token]);
                     let base = format!(
                         "{}/api/0/organizations/{}",
                         s.url.trim_end_matches('/'),
@@ -292,10 +289,10 @@ mod tests {
         ev.ok = false;
         assert_eq!(ev.kind(), NotifyEvent::Failure);
         assert_eq!(segment("a b/c@1"), "a%20b%2Fc@1");
-        let s = Secrets(vec!["https://hooks.example/T0/SECRET".into()]);
+        let s = masker_of(&[&"https://hooks.example/T0/SECRET".to_string()]);
         assert_eq!(
             s.mask("error sending to https://hooks.example/T0/SECRET: refused"),
-            "error sending to ***: refused"
+            "error sending to ****: refused"
         );
     }
 }

@@ -61,6 +61,25 @@ pub(crate) fn local_audit_path(root: &Path) -> PathBuf {
     root.join(".berth/audit.jsonl")
 }
 
+/// Make the local audit log exist readable by its owner only, before anything is
+/// appended: it records who deployed what and why steps failed. A log an older
+/// berth left 0644 is made 0600 too.
+fn protect_local_audit(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if f.metadata()?.permissions().mode() & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// The store configured by `[state]`.
 pub enum Store {
     Local(PathBuf),
@@ -164,6 +183,11 @@ impl Store {
 
     /// Append one audit record (through the lock's session when there is one).
     pub fn audit(&self, guard: Option<&mut Guard>, product: &str, record: &serde_json::Value) {
+        if let Self::Local(root) = self
+            && let Err(e) = protect_local_audit(&local_audit_path(root))
+        {
+            tracing::warn!("could not make the audit log private: {e}");
+        }
         match self {
             Self::Local(root) => {
                 let path = local_audit_path(root);

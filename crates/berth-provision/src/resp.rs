@@ -19,6 +19,17 @@ impl Reply {
     }
 }
 
+fn encode<S: AsRef<[u8]>>(args: &[S]) -> Vec<u8> {
+    let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf
+}
+
 pub struct Connection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
@@ -43,15 +54,15 @@ impl Connection {
     }
 
     pub fn command<S: AsRef<[u8]>>(&mut self, args: &[S]) -> std::io::Result<Reply> {
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            let a = a.as_ref();
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
-        }
-        self.writer.write_all(&buf)?;
+        self.writer.write_all(&encode(args))?;
         self.read_reply()
+    }
+
+    /// Send every command in one write, then read their replies in order.
+    pub fn pipeline<S: AsRef<[u8]>>(&mut self, commands: &[&[S]]) -> std::io::Result<Vec<Reply>> {
+        let buf: Vec<u8> = commands.iter().flat_map(|c| encode(c)).collect();
+        self.writer.write_all(&buf)?;
+        commands.iter().map(|_| self.read_reply()).collect()
     }
 
     fn read_line(&mut self) -> std::io::Result<String> {

@@ -684,8 +684,19 @@ pub fn render_upstream(
     )
 }
 
-/// Commands a product's Redis user may not run.
-pub const REDIS_DENIED: &str = "-@all +@read +@write +@keyspace +@string +@hash +@list +@set +@sortedset +@stream +@pubsub +@transaction +@connection +@scripting +@geo +@bitmap +@hyperloglog -@dangerous -keys -flushall -flushdb -config -debug -shutdown -monitor -swapdb -migrate -acl";
+/// What a product's Redis user may run. Keys and channels are confined to the
+/// product's prefix (`~prefix*`, `&prefix*`) in every database; on top of that no
+/// command may list, count or sample the key space, since Redis 7 ACLs cannot
+/// filter the names such a command returns: KEYS, SCAN, RANDOMKEY and DBSIZE are
+/// denied (an app that needs SCAN keeps its own index of its keys, e.g. a set under
+/// its prefix, or gets a Redis server of its own), as are the commands that show
+/// other clients' work or the server's totals (MONITOR, CLIENT LIST/KILL, CLIENT
+/// TRACKING, which can broadcast every changed key, INFO, MEMORY STATS, SLOWLOG,
+/// LATENCY, PUBSUB CHANNELS) and server-wide writes (FLUSHALL/FLUSHDB, SWAPDB,
+/// FUNCTION, CONFIG, DEBUG, ACL, ...; all of @admin and @dangerous). SELECT stays
+/// allowed: client libraries send it for the database in REDIS_URL, and the
+/// prefix, not the database number, is the wall between products.
+pub const REDIS_DENIED: &str = "-@all +@read +@write +@keyspace +@string +@hash +@list +@set +@sortedset +@stream +@pubsub +@transaction +@connection +@scripting +@geo +@bitmap +@hyperloglog -@dangerous -@admin -keys -scan -randomkey -dbsize -flushall -flushdb -swapdb -config -debug -shutdown -monitor -migrate -acl -info -memory|stats -memory|doctor -memory|malloc-stats -client|list -client|kill -client|tracking -pubsub|channels -pubsub|shardchannels -function";
 
 /// The ACL rule for one product's user (without `on`/password parts).
 pub fn redis_user_rules(prefix: &str) -> String {

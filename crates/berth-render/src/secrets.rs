@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use berth_cmd::Masker;
 use berth_manifest::{InfraMode, Manifest, Product};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,46 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Names in a product's secret file whose values are not secret (and common
+/// enough in output that masking them would hide what happened).
+pub const NOT_SECRET: &[&str] = &["REDIS_KEY_PREFIX"];
+
+/// The password of `scheme://user:password@host...`, if the value is such a URL.
+fn url_password(v: &str) -> Option<&str> {
+    let (_, rest) = v.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, pw) = userinfo.split_once(':')?;
+    Some(pw).filter(|p| !p.is_empty())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The masker of a product: every value of its secret file (generated passwords,
+/// the URLs derived from them, and every declared secret a person filled in).
+/// Whatever berth prints or records of output it did not write passes through it.
+pub fn product_masker(root: &Path, product: &str) -> Result<Masker, SecretError> {
+    Ok(SecretFile::load(&product_secret_path(root, product))?.masker())
 }
 
 /// A `NAME=value` file, order preserved. Values are never printed by berth.
@@ -100,6 +141,24 @@ impl SecretFile {
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    /// What must never be shown of this file: every value (but the few berth writes
+    /// that are no secrets, see [`NOT_SECRET`]) and the password inside each URL,
+    /// as written and percent-decoded.
+    pub fn masker(&self) -> Masker {
+        let mut m = Masker::new();
+        for (k, v) in &self.entries {
+            if NOT_SECRET.contains(&k.as_str()) {
+                continue;
+            }
+            m.add(v.clone());
+            if let Some(pw) = url_password(v) {
+                m.add(percent_decode(pw));
+                m.add(pw.to_string());
+            }
+        }
+        m
     }
 
     /// Write atomically with mode 0600 inside a 0700 directory.
@@ -362,6 +421,25 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn the_masker_covers_every_value_and_url_passwords_but_not_the_prefix() {
+        let dir = std::env::temp_dir().join(format!("berth-masker-{}", std::process::id()));
+        let path = dir.join("p.env");
+        write_private(
+            &path,
+            "CLERK_SECRET_KEY=sk_test_abc123\nREDIS_KEY_PREFIX=bestays:\nX=1\n\
+             DATABASE_URL=postgresql://u:p%40ss%2Fw0rd@h:5432/db\n",
+        )
+        .unwrap();
+        let m = SecretFile::load(&path).unwrap().masker();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            m.mask("key sk_test_abc123 pw p@ss/w0rd enc p%40ss%2Fw0rd at bestays: X=1"),
+            "key **** pw **** enc **** at bestays: X=1"
+        );
+        assert_eq!(m.mask("postgresql://u:p%40ss%2Fw0rd@h:5432/db"), "****");
     }
 
     #[test]

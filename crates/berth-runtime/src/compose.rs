@@ -55,7 +55,10 @@ impl ComposeRuntime {
                 file.display()
             )));
         }
-        let mut c = Cmd::new("docker", summary)
+        let masker = berth_render::secrets::product_masker(self.root(), product)
+            .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let mut c = docker_cmd(summary)
+            .mask_with(&masker)
             .args(["compose", "-p", &self.project_name(product, slot), "-f"])
             .arg(&file)
             .env("BERTH_SLOT", slot.name())
@@ -71,6 +74,14 @@ impl ComposeRuntime {
             }
         }
         Ok(c)
+    }
+
+    /// The project root (the compose files are in `<root>/deploy/<env>/compose`).
+    fn root(&self) -> &Path {
+        self.compose_dir
+            .ancestors()
+            .nth(3)
+            .unwrap_or(&self.compose_dir)
     }
 
     fn images(&self, product: &str, version: &str) -> Vec<String> {
@@ -196,10 +207,9 @@ impl Runtime for ComposeRuntime {
                 std::os::unix::fs::symlink(root.join(".berth"), tmp.join(&root_rel).join(".berth"));
             let file = tmp.join(&rel).join(format!("{product}.yml"));
             // The checkout's compose file: the build contexts of that commit.
-            Cmd::new(
-                "docker",
-                format!("rebuild the images of {product} {version} from its commit"),
-            )
+            docker_cmd(format!(
+                "rebuild the images of {product} {version} from its commit"
+            ))
             .args([
                 "compose",
                 "-p",
@@ -374,6 +384,48 @@ impl Runtime for ComposeRuntime {
             .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
             .unwrap_or_default()
     }
+}
+
+/// Variables `docker compose` keeps from berth's environment: what finds and talks
+/// to the engine (PATH, HOME for ~/.docker, the docker CLI's own settings, the ssh
+/// agent for `DOCKER_HOST=ssh://...`) and the locale. Nothing else reaches it, so
+/// nothing else can be interpolated into a container (compose interpolates `${NAME}`
+/// in the compose file and in `env_file` values): not the admin URLs
+/// (`BERTH_POSTGRES_ADMIN_URL`, an `admin_url_env`), not a registry password, not
+/// what the operator exported. The slot variables (BERTH_SLOT, BERTH_VERSION,
+/// BERTH_PORT_*) are set by the runtime itself.
+fn passes_to_docker(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH"
+            | "HOME"
+            | "USER"
+            | "LANG"
+            | "TZ"
+            | "TMPDIR"
+            | "XDG_RUNTIME_DIR"
+            | "SSH_AUTH_SOCK"
+            | "DOCKER_HOST"
+            | "DOCKER_CONTEXT"
+            | "DOCKER_CONFIG"
+            | "DOCKER_CERT_PATH"
+            | "DOCKER_TLS"
+            | "DOCKER_TLS_VERIFY"
+            | "DOCKER_API_VERSION"
+            | "DOCKER_BUILDKIT"
+            | "DOCKER_DEFAULT_PLATFORM"
+    ) || name.starts_with("LC_")
+}
+
+/// `docker` with a cleared environment plus [`passes_to_docker`]'s allow-list.
+fn docker_cmd(summary: impl Into<String>) -> Cmd {
+    let mut c = Cmd::new("docker", summary).env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(passes_to_docker) {
+            c = c.env(k, v);
+        }
+    }
+    c
 }
 
 /// `docker ps`'s "5 minutes ago" as a duration (coarse; for uptime display only).

@@ -255,6 +255,188 @@ fn redis_users_are_confined_to_their_prefix() {
     assert_eq!(redis.cli(me, &["GET", "bestays:greeting"]), "hello");
 }
 
+/// Send `commands` in one write (a pipeline) as `user` and read the replies back.
+fn redis_pipeline(port: u16, user: (&str, &str), commands: &[&[&str]]) -> Vec<String> {
+    use berth_provision::resp::{Connection, Reply};
+    let mut conn =
+        Connection::connect("127.0.0.1", port, std::time::Duration::from_secs(10)).unwrap();
+    let auth = conn.command(&["AUTH", user.0, user.1]).unwrap();
+    assert_eq!(auth, Reply::Status("OK".into()));
+    conn.pipeline(commands)
+        .unwrap()
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect()
+}
+
+#[test]
+fn redis_products_cannot_list_count_or_sample_other_products_keys() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m
+        .replace(
+            "database = { name = \"bestays\", role = \"bestays_user\" }\n",
+            "",
+        )
+        .replace(
+            "database = { name = \"realestate\", role = \"realestate_user\" }\n",
+            "",
+        );
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let acl = std::fs::read_to_string(repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let env = [(
+        "BERTH_REDIS_ADMIN_URL",
+        format!("redis://127.0.0.1:{}", redis.port),
+    )];
+    provision(&repo, &env, &["provision", "--all", "--env", "dev"]).assert_code(0);
+    let bpw = secret(&repo, "bestays", "REDIS_PASSWORD");
+    let rpw = secret(&repo, "realestate", "REDIS_PASSWORD");
+    let bestays = Some(("bestays", bpw.as_str()));
+    let realestate = Some(("realestate", rpw.as_str()));
+
+    // realestate works in its own database (1), as its REDIS_URL says.
+    assert_eq!(
+        redis.cli(realestate, &["-n", "1", "SET", "realestate:items", "3"]),
+        "OK"
+    );
+    assert_eq!(
+        redis.cli(realestate, &["-n", "1", "GET", "realestate:items"]),
+        "3"
+    );
+    assert_eq!(redis.cli(bestays, &["SET", "bestays:own", "1"]), "OK");
+
+    // Every way to learn another product's key names or their number is refused,
+    // in every database (SELECT works: the client libraries send it for REDIS_URL's db).
+    for db in 0..16 {
+        let db = db.to_string();
+        assert_eq!(
+            redis.cli(bestays, &["-n", &db, "PING"]),
+            "PONG",
+            "SELECT {db}"
+        );
+        for cmd in [
+            &["SCAN", "0"][..],
+            &["SCAN", "0", "MATCH", "realestate:*"],
+            &["KEYS", "*"],
+            &["RANDOMKEY"],
+            &["DBSIZE"],
+            &["GET", "realestate:items"],
+            &["EXISTS", "realestate:items"],
+            &["OBJECT", "ENCODING", "realestate:items"],
+            &["MEMORY", "USAGE", "realestate:items"],
+        ] {
+            let out = redis.cli(bestays, &[&["-n", db.as_str()][..], cmd].concat());
+            assert!(
+                out.starts_with("NOPERM"),
+                "bestays in db {db}: {cmd:?} -> {out}"
+            );
+        }
+    }
+    // Commands that show other clients' work or the server's totals.
+    for cmd in [
+        &["MONITOR"][..],
+        &["CLIENT", "LIST"],
+        &["CLIENT", "KILL", "USER", "realestate"],
+        &["CLIENT", "TRACKING", "on", "BCAST"],
+        &["INFO", "keyspace"],
+        &["MEMORY", "STATS"],
+        &["SLOWLOG", "GET"],
+        &["LATENCY", "LATEST"],
+        &["PUBSUB", "CHANNELS"],
+        &["DEBUG", "OBJECT", "realestate:items"],
+        &["DEBUG", "OBJECT", "bestays:own"],
+        &["SWAPDB", "0", "1"],
+        &["FLUSHALL"],
+        &["FLUSHDB"],
+        &["CONFIG", "GET", "*"],
+        &["FUNCTION", "LIST"],
+        &["FUNCTION", "FLUSH"],
+        &["SORT", "bestays:l", "BY", "realestate:*"],
+        &["MOVE", "realestate:items", "0"],
+        &["ACL", "LIST"],
+    ] {
+        // What the ACL says (DEBUG is also off in the server's config, so ask the ACL itself)...
+        let dry = redis.cli(None, &[&["ACL", "DRYRUN", "bestays"][..], cmd].concat());
+        assert!(
+            dry.contains("no permissions"),
+            "ACL DRYRUN bestays {cmd:?} -> {dry}"
+        );
+        // ...and what bestays gets.
+        let out = redis.cli(
+            bestays,
+            &["-n", "1"].iter().chain(cmd).copied().collect::<Vec<_>>(),
+        );
+        assert!(
+            out.starts_with("NOPERM") || out.starts_with("ERR DEBUG command not allowed"),
+            "bestays: {cmd:?} -> {out}"
+        );
+    }
+    // Scripts run with the user's rights: no enumeration through EVAL either.
+    for script in [
+        "return redis.call('SCAN', '0')",
+        "return redis.call('KEYS', '*')",
+        "return redis.call('DBSIZE')",
+        "return redis.call('RANDOMKEY')",
+    ] {
+        let out = redis.cli(bestays, &["-n", "1", "EVAL", script, "0"]);
+        assert!(out.contains("can't run this command"), "{script} -> {out}");
+    }
+
+    // The product's normal work on its own prefix still works, pipelined too.
+    let replies = redis_pipeline(
+        redis.port,
+        ("bestays", &bpw),
+        &[
+            &["SELECT", "0"],
+            &["SET", "bestays:counter", "1"],
+            &["INCR", "bestays:counter"],
+            &["EXPIRE", "bestays:counter", "600"],
+            &["TTL", "bestays:counter"],
+            &["HSET", "bestays:user:1", "name", "ann"],
+            &["HGET", "bestays:user:1", "name"],
+            &["LPUSH", "bestays:queue", "a"],
+            &["MULTI"],
+            &["INCR", "bestays:counter"],
+            &["EXEC"],
+            &["DEL", "bestays:queue"],
+            &["PUBLISH", "bestays:events", "hello"],
+            &[
+                "EVAL",
+                "return redis.call('GET', KEYS[1])",
+                "1",
+                "bestays:counter",
+            ],
+            &["UNLINK", "bestays:own"],
+        ],
+    );
+    let text = replies.join("\n");
+    assert!(
+        !text.contains("NOPERM") && !text.contains("Error"),
+        "{text}"
+    );
+    assert_eq!(redis.cli(bestays, &["GET", "bestays:counter"]), "3");
+    for (cmd, allowed) in [
+        (&["SUBSCRIBE", "bestays:events"][..], true),
+        (&["PSUBSCRIBE", "bestays:*"], true),
+        (&["SUBSCRIBE", "realestate:events"], false),
+        (&["PUBLISH", "realestate:events", "x"], false),
+        (&["CLIENT", "SETNAME", "web"], true),
+        (&["CLIENT", "INFO"], true),
+        (&["HELLO", "3"], true),
+        (&["SELECT", "1"], true),
+    ] {
+        let dry = redis.cli(None, &[&["ACL", "DRYRUN", "bestays"][..], cmd].concat());
+        assert_eq!(dry == "OK", allowed, "ACL DRYRUN bestays {cmd:?} -> {dry}");
+    }
+    // And realestate's keys are untouched.
+    assert_eq!(
+        redis.cli(realestate, &["-n", "1", "GET", "realestate:items"]),
+        "3"
+    );
+}
+
 #[test]
 fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
     let repo = example_repo();
