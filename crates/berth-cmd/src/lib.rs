@@ -106,6 +106,7 @@ pub struct Cmd {
     cwd: Option<PathBuf>,
     env: Vec<(OsString, OsString)>,
     env_remove: Vec<OsString>,
+    env_clear: bool,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
     secrets: Vec<String>,
@@ -131,6 +132,7 @@ impl Cmd {
             cwd: None,
             env: Vec::new(),
             env_remove: Vec::new(),
+            env_clear: false,
             stdin: None,
             timeout: Some(Duration::from_secs(300)),
             secrets: Vec::new(),
@@ -176,6 +178,12 @@ impl Cmd {
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.env
             .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    /// Start from an empty environment: only what `env` adds reaches the program.
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
         self
     }
 
@@ -250,6 +258,9 @@ impl Cmd {
         c.args(self.args.iter().map(|(a, _)| a));
         if let Some(d) = &self.cwd {
             c.current_dir(d);
+        }
+        if self.env_clear {
+            c.env_clear();
         }
         for k in &self.env_remove {
             c.env_remove(k);
