@@ -45,6 +45,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.paths();
     v.aliases();
     v.services();
+    v.process_commands();
     v.shared_refs();
     v.project();
     v.conventions();
@@ -617,6 +618,87 @@ impl Validator<'_> {
                         .help(
                             "remove it from `env`; secrets are read from the product's secret file",
                         );
+                        self.push(d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the local runtime runs: `command`, `migrate` and `build_command` are shell
+    /// text for `sh -c` (the same shell for all three), run in `workdir`, which must be a
+    /// directory of the repository (checked when berth.toml is a file on disk).
+    fn process_commands(&mut self) {
+        let file = std::path::Path::new(&self.src.file);
+        let root = file
+            .is_file()
+            .then(|| file.parent().map(std::path::Path::to_path_buf))
+            .flatten()
+            .map(|d| if d.as_os_str().is_empty() { ".".into() } else { d });
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                let owner = format!("{pname}.{sname}");
+                let at = |k: &str| vpath(&["products", pname, "services", sname, k]);
+                for (key, value) in [
+                    ("command", &svc.command),
+                    ("migrate", &svc.migrate),
+                    ("build_command", &svc.build_command),
+                ] {
+                    let Some(v) = value else { continue };
+                    if v.trim().is_empty() {
+                        let d = Diagnostic::error("command-empty", format!("`{key}` of {owner} is empty"))
+                            .at(self.label(&at(key), ""))
+                            .help(format!("write the shell command to run, or remove `{key}`"));
+                        self.push(d);
+                    } else if v.contains('\0') {
+                        let d = Diagnostic::error("command-invalid", format!("`{key}` of {owner} holds a NUL character"))
+                            .at(self.label(&at(key), ""))
+                            .help("a command line cannot hold NUL; remove it");
+                        self.push(d);
+                    }
+                }
+                let Some(w) = &svc.workdir else { continue };
+                let path = std::path::Path::new(w);
+                let escapes = path.components().any(|c| {
+                    !matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                });
+                if w.is_empty() || escapes || w.chars().any(char::is_control) {
+                    let d = Diagnostic::error(
+                        "workdir-invalid",
+                        format!("workdir `{w}` of {owner} is not a relative path inside the repository"),
+                    )
+                    .at(self.label(&at("workdir"), ""))
+                    .help("write it relative to berth.toml's directory, without `..`, like `apps/server`");
+                    self.push(d);
+                    continue;
+                }
+                let Some(root) = &root else { continue };
+                let dir = root.join(path);
+                let inside = match (dir.canonicalize(), root.canonicalize()) {
+                    (Ok(d), Ok(r)) => d.is_dir().then_some(d.starts_with(r)),
+                    _ => None,
+                };
+                match inside {
+                    Some(true) => {}
+                    Some(false) => {
+                        let d = Diagnostic::error(
+                            "workdir-invalid",
+                            format!("workdir `{w}` of {owner} leads outside the repository (through a symlink)"),
+                        )
+                        .at(self.label(&at("workdir"), ""))
+                        .help("point it at a directory of the repository itself");
+                        self.push(d);
+                    }
+                    None => {
+                        let d = Diagnostic::error(
+                            "workdir-missing",
+                            format!("workdir `{w}` of {owner} is not a directory of the repository"),
+                        )
+                        .at(self.label(&at("workdir"), ""))
+                        .help("create and commit it, or fix the path (relative to berth.toml's directory)");
                         self.push(d);
                     }
                 }
