@@ -308,11 +308,10 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     if rt.name() == "compose" {
         compose_file_current(&l, &args.product)?;
     }
-    if rt.name() == "local" && l.repo.resolve("HEAD")?.as_deref() != Some(commit.as_str()) {
-        return Err(CliError::Config(format!(
-            "the local runtime runs the work tree, which is not `{}`: check it out first",
-            args.git_ref
-        )));
+    if rt.name() == "local" && !dirty.trim().is_empty() {
+        printer.warn(
+            "uncommitted changes are not deployed: the local runtime runs a checkout of the commit",
+        );
     }
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
