@@ -634,7 +634,13 @@ impl Validator<'_> {
             .is_file()
             .then(|| file.parent().map(std::path::Path::to_path_buf))
             .flatten()
-            .map(|d| if d.as_os_str().is_empty() { ".".into() } else { d });
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    ".".into()
+                } else {
+                    d
+                }
+            });
         for (pname, product) in &self.m.products {
             for (sname, svc) in &product.services {
                 let owner = format!("{pname}.{sname}");
@@ -646,14 +652,20 @@ impl Validator<'_> {
                 ] {
                     let Some(v) = value else { continue };
                     if v.trim().is_empty() {
-                        let d = Diagnostic::error("command-empty", format!("`{key}` of {owner} is empty"))
-                            .at(self.label(&at(key), ""))
-                            .help(format!("write the shell command to run, or remove `{key}`"));
+                        let d = Diagnostic::error(
+                            "command-empty",
+                            format!("`{key}` of {owner} is empty"),
+                        )
+                        .at(self.label(&at(key), ""))
+                        .help(format!("write the shell command to run, or remove `{key}`"));
                         self.push(d);
                     } else if v.contains('\0') {
-                        let d = Diagnostic::error("command-invalid", format!("`{key}` of {owner} holds a NUL character"))
-                            .at(self.label(&at(key), ""))
-                            .help("a command line cannot hold NUL; remove it");
+                        let d = Diagnostic::error(
+                            "command-invalid",
+                            format!("`{key}` of {owner} holds a NUL character"),
+                        )
+                        .at(self.label(&at(key), ""))
+                        .help("a command line cannot hold NUL; remove it");
                         self.push(d);
                     }
                 }

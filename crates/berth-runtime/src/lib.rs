@@ -186,7 +186,9 @@ pub fn product_env(
         RuntimeError::Failed(format!("there is no product `{product}` in berth.toml"))
     })?;
     let s = p.services.get(service).ok_or_else(|| {
-        RuntimeError::Failed(format!("{product} has no service `{service}` in berth.toml"))
+        RuntimeError::Failed(format!(
+            "{product} has no service `{service}` in berth.toml"
+        ))
     })?;
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| {
@@ -198,13 +200,13 @@ pub fn product_env(
             set(&k, v);
         }
     }
-    let mut path: Vec<String> = path_prefix.iter().map(|p| p.display().to_string()).collect();
+    let mut path: Vec<String> = path_prefix
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
     set("PATH", path.join(":"));
-    set(
-        "HOME",
-        product_home(root, product)?.display().to_string(),
-    );
+    set("HOME", product_home(root, product)?.display().to_string());
     set("BERTH_PRODUCT", product.to_string());
     set("BERTH_SERVICE", service.to_string());
     set("BERTH_VERSION", version.to_string());

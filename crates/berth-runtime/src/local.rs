@@ -140,7 +140,12 @@ impl LocalRuntime {
     }
 
     /// The directory a service's commands run in: `workdir` of the version's checkout.
-    fn workdir(&self, product: &str, service: &str, version: &str) -> Result<PathBuf, RuntimeError> {
+    fn workdir(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<PathBuf, RuntimeError> {
         if !self.has_version(product, version) {
             return Err(RuntimeError::Failed(format!(
                 "version {version} of {product} is not built: {} is missing (a deploy builds it)",
@@ -240,9 +245,17 @@ impl LocalRuntime {
         };
         let commit = git(
             &format!("find the commit of version {version}"),
-            &["rev-parse", "--verify", "--quiet", &format!("{version}^{{commit}}")],
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{version}^{{commit}}"),
+            ],
         )?;
-        let prefix = git("find berth.toml's directory in the repository", &["rev-parse", "--show-prefix"])?;
+        let prefix = git(
+            "find berth.toml's directory in the repository",
+            &["rev-parse", "--show-prefix"],
+        )?;
         Ok((commit, prefix))
     }
 
@@ -331,11 +344,14 @@ impl Runtime for LocalRuntime {
                 )));
             }
             let env = self.env(product, service, None, version)?;
-            let mut cmd = Cmd::new("sh", format!("run the build_command of {product}.{service}"))
-                .args(["-c", script])
-                .current_dir(&cwd)
-                .env_clear()
-                .timeout(Some(Duration::from_secs(1800)));
+            let mut cmd = Cmd::new(
+                "sh",
+                format!("run the build_command of {product}.{service}"),
+            )
+            .args(["-c", script])
+            .current_dir(&cwd)
+            .env_clear()
+            .timeout(Some(Duration::from_secs(1800)));
             for v in env.secret_values {
                 cmd = cmd.redact(v);
             }

@@ -280,10 +280,7 @@ fn missing_include(
             Err(_) => Include::Rendered,
         },
         Err(e) => {
-            printer.warn(&format!(
-                "{} not written: {e}",
-                path.display()
-            ));
+            printer.warn(&format!("{} not written: {e}", path.display()));
             Include::LeftToDeploy
         }
     }

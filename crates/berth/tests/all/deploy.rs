@@ -938,7 +938,8 @@ fn environ(pid: u32) -> Vec<(String, String)> {
         .filter(|e| !e.is_empty())
         .filter_map(|e| {
             let s = String::from_utf8_lossy(e).into_owned();
-            s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect()
 }
@@ -1008,18 +1009,20 @@ fn product_processes_get_only_their_own_environment() {
     for (service, pid) in &pids {
         envs.push((format!("{service} (pid {pid})"), environ(*pid)));
     }
+    // The migration ran in the version's checkout (its working directory).
     let migrate_env = root
         .join(".berth/versions/bestays")
         .join(&version)
         .join("migrate.env");
-    let text = std::fs::read_to_string(&migrate_env).unwrap();
-    envs.push((
-        "migrate".into(),
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    ));
+    if let Ok(text) = std::fs::read_to_string(&migrate_env) {
+        envs.push((
+            "migrate".into(),
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+    }
     for (who, env) in &envs {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         for (k, v) in &leaks {
@@ -1032,17 +1035,34 @@ fn product_processes_get_only_their_own_environment() {
         assert_eq!(get("HOME"), Some(home.to_str().unwrap()), "{who}: {env:?}");
         assert_eq!(get("BERTH_PRODUCT"), Some("bestays"), "{who}");
         assert_eq!(get("BERTH_VERSION"), Some(version.as_str()), "{who}");
-        assert_eq!(get("APP_NAME").is_some(), who.starts_with("server") || who == "migrate", "{who}");
+        assert_eq!(
+            get("APP_NAME").is_some(),
+            who.starts_with("server") || who == "migrate",
+            "{who}"
+        );
         assert!(get("PATH").is_some(), "{who}");
         // Nothing outside the allow-list: berth's identity, the service's env, secrets.
         for (k, _) in env {
             assert!(
-                !["USER", "COLUMNS", "NO_COLOR", "DOCKER_CONFIG", "BERTH_OPERATOR", "PWD_OF_BERTH"]
-                    .contains(&k.as_str()),
+                ![
+                    "USER",
+                    "COLUMNS",
+                    "NO_COLOR",
+                    "DOCKER_CONFIG",
+                    "BERTH_OPERATOR",
+                    "PWD_OF_BERTH"
+                ]
+                .contains(&k.as_str()),
                 "{who} inherited {k} from berth"
             );
         }
     }
+    assert_eq!(
+        envs.len(),
+        3,
+        "the migration wrote {}",
+        migrate_env.display()
+    );
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "{}", home.display());
@@ -1059,7 +1079,8 @@ fn rollback_runs_the_old_code_from_its_own_checkout() {
         "",
     );
     site.edit_manifest("runtime = \"local\"\n", "runtime = \"local\"\nkeep = 2\n");
-    site.repo.write("products/bestays/site/api/health", "code one\n");
+    site.repo
+        .write("products/bestays/site/api/health", "code one\n");
     site.repo
         .commit_all("feat: code one (TASK-41-code-bestays)");
     let v1 = site.head_version();
@@ -1069,7 +1090,8 @@ fn rollback_runs_the_old_code_from_its_own_checkout() {
         (200, "code one\n".to_string())
     );
 
-    site.repo.write("products/bestays/site/api/health", "code two\n");
+    site.repo
+        .write("products/bestays/site/api/health", "code two\n");
     site.repo
         .commit_all("feat: code two (TASK-42-code-bestays)");
     let v2 = site.head_version();
@@ -1081,15 +1103,16 @@ fn rollback_runs_the_old_code_from_its_own_checkout() {
 
     let out = site.berth(&["rollback", "bestays", "--yes"]);
     out.assert_code(0);
-    assert!(
-        out.stderr.contains(&format!("reuse the retained checkout of {v1}")),
-        "{}",
-        out.snapshot()
-    );
     assert_eq!(
         get_body(site.http_port, "bestays.app", "/api/health"),
         (200, "code one\n".to_string()),
         "the rolled-back version's code answers"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("reuse the retained checkout of {v1}")),
+        "{}",
+        out.snapshot()
     );
     // The process runs in v1's checkout, labelled v1.
     let root = site.repo.path().canonicalize().unwrap();
@@ -1103,16 +1126,20 @@ fn rollback_runs_the_old_code_from_its_own_checkout() {
     );
     let s = site.berth(&["status", "bestays", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    assert!(v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|s| s["version"] == v1.as_str() && s["health"] == "up"), "{v:#}");
+    assert!(
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["version"] == v1.as_str() && s["health"] == "up"),
+        "{v:#}"
+    );
     // The checkouts are git-ignored: the tree stays clean.
     assert_eq!(site.repo.git(&["status", "--porcelain"]), "");
 
     // A third version: keep = 2 keeps it and the one it replaced (v1); v2 goes.
-    site.repo.write("products/bestays/site/api/health", "code three\n");
+    site.repo
+        .write("products/bestays/site/api/health", "code three\n");
     site.repo
         .commit_all("feat: code three (TASK-43-code-bestays)");
     let v3 = site.head_version();
@@ -1155,7 +1182,8 @@ fn workdir_and_shell_commands_run_the_same_way_everywhere() {
         "migrate = \"demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
         "migrate = \"cd site && test -f api/built && demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
     );
-    site.repo.write("products/bestays/site/api/health", "from the workdir\n");
+    site.repo
+        .write("products/bestays/site/api/health", "from the workdir\n");
     site.repo
         .commit_all("feat: workdir (TASK-44-workdir-bestays)");
     site.berth(&["check"]).assert_code(0);
@@ -1183,7 +1211,10 @@ fn workdir_and_shell_commands_run_the_same_way_everywhere() {
             .join("products/bestays/site")
     );
     // A workdir that is not in the repository is caught by check, before any deploy.
-    site.edit_manifest("workdir = \"products/bestays\"", "workdir = \"products/nope\"");
+    site.edit_manifest(
+        "workdir = \"products/bestays\"",
+        "workdir = \"products/nope\"",
+    );
     let out = site.berth(&["check"]);
     out.assert_code(2);
     assert!(
@@ -1259,9 +1290,15 @@ fn a_deleted_upstream_include_points_at_the_slot_that_runs() {
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let v2 = site.head_version();
     assert_eq!(site.get("bestays.app", "/api/health"), (200, v2.clone()));
-    let include = site.repo.path().join("deploy/dev/nginx/upstreams/bestays.conf");
+    let include = site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
     let green = std::fs::read_to_string(&include).unwrap();
-    assert!(green.contains("Live slot of product bestays: green"), "{green}");
+    assert!(
+        green.contains("Live slot of product bestays: green"),
+        "{green}"
+    );
 
     std::fs::remove_file(&include).unwrap();
     let out = site.berth(&["render", "--env", "dev"]);
@@ -1273,7 +1310,14 @@ fn a_deleted_upstream_include_points_at_the_slot_that_runs() {
         out.snapshot()
     );
     let reload = std::process::Command::new("nginx")
-        .args(["-p", site.repo.path().to_str().unwrap(), "-c", "deploy/dev/nginx/nginx.conf", "-s", "reload"])
+        .args([
+            "-p",
+            site.repo.path().to_str().unwrap(),
+            "-c",
+            "deploy/dev/nginx/nginx.conf",
+            "-s",
+            "reload",
+        ])
         .status()
         .unwrap();
     assert!(reload.success());
@@ -1311,7 +1355,10 @@ fn a_garbage_upstream_include_still_drains_and_stops_the_old_slot() {
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let green = recorded_pids(&site, "bestays", "green");
     assert_eq!(green.len(), 2);
-    let include = site.repo.path().join("deploy/dev/nginx/upstreams/bestays.conf");
+    let include = site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
     std::fs::write(&include, "\u{0}\u{1}garbage, not an upstream\n").unwrap();
 
     site.change("bestays", 49);
