@@ -1109,6 +1109,42 @@ fn globs_overlap(a: &str, am: &GlobMatcher, b: &str, bm: &GlobMatcher) -> bool {
 
 /// For each tracked file, the products whose owned paths match it; files
 /// claimed by two or more products are `path-overlap` errors.
+/// A service's `workdir` must hold files git tracks (`files`, relative to berth.toml):
+/// the local runtime runs each version from a checkout of its commit, where an
+/// untracked directory does not exist.
+pub fn workdirs_untracked(loaded: &Loaded, files: &[String]) -> Vec<Diagnostic> {
+    let root = std::path::Path::new(&loaded.source.file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (pname, product) in &loaded.manifest.products {
+        for (sname, svc) in &product.services {
+            let Some(w) = &svc.workdir else { continue };
+            let parts: Vec<&str> = w
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            // `.`, and paths already reported as invalid or missing.
+            if parts.is_empty() || parts.contains(&"..") || !root.join(w).is_dir() {
+                continue;
+            }
+            let prefix = format!("{}/", parts.join("/"));
+            if files.iter().any(|f| f.starts_with(&prefix)) {
+                continue;
+            }
+            let d = Diagnostic::error(
+                "workdir-untracked",
+                format!("workdir `{w}` of {pname}.{sname} holds no file git tracks"),
+            )
+            .at(loaded.source.label(&["products", pname, "services", sname, "workdir"], ""))
+            .help("the local runtime runs a checkout of the deployed commit: commit the directory's files");
+            out.push(d);
+        }
+    }
+    out
+}
+
 pub fn ownership_conflicts(loaded: &Loaded, files: &[String]) -> Vec<Diagnostic> {
     let m = &loaded.manifest;
     let mut matchers = Vec::new();

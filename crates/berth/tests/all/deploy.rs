@@ -1222,6 +1222,19 @@ fn workdir_and_shell_commands_run_the_same_way_everywhere() {
         "{}",
         out.snapshot()
     );
+    // So is one that exists but holds nothing git tracks: the checkout would lack it.
+    site.edit_manifest(
+        "workdir = \"products/nope\"",
+        "workdir = \"products/scratch\"",
+    );
+    site.repo.write("products/scratch/notes.txt", "untracked");
+    let out = site.berth(&["check"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("error[workdir-untracked]"),
+        "{}",
+        out.snapshot()
+    );
 }
 
 /// A pid file naming a process berth did not start (pid reuse after a crash or a
