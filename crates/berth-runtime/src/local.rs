@@ -152,9 +152,19 @@ impl LocalRuntime {
                 self.checkout(product, version).display()
             )));
         }
-        let checkout = self.checkout(product, version);
+        self.in_checkout(product, service, version, &self.checkout(product, version))
+    }
+
+    /// `workdir` of a service inside `checkout` (the checkout itself without one).
+    fn in_checkout(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+        checkout: &Path,
+    ) -> Result<PathBuf, RuntimeError> {
         let Some(w) = &self.manifest.products[product].services[service].workdir else {
-            return Ok(checkout);
+            return Ok(checkout.to_path_buf());
         };
         let rel = relative_inside(w).ok_or_else(|| {
             RuntimeError::Failed(format!(
@@ -189,22 +199,12 @@ impl LocalRuntime {
         )
     }
 
-    /// A shell command of a service, run to completion in its workdir with its environment;
-    /// the product's secret values are masked in anything printed.
-    fn run_once(
-        &self,
-        product: &str,
-        service: &str,
-        slot: Option<Slot>,
-        version: &str,
-        script: &str,
-        summary: String,
-        timeout: Duration,
-    ) -> Result<String, RuntimeError> {
-        let env = self.env(product, service, slot, version)?;
+    /// A shell command of a service, run to completion in `cwd` with the product's
+    /// environment ([`product_env`]); secret values are masked in anything printed.
+    fn shell(env: ProductEnv, script: &str, cwd: &Path, summary: String, timeout: Duration) -> Cmd {
         let mut cmd = Cmd::new("sh", summary)
             .args(["-c", script])
-            .current_dir(self.workdir(product, service, version)?)
+            .current_dir(cwd)
             .env_clear()
             .timeout(Some(timeout));
         for v in env.secret_values {
@@ -216,8 +216,7 @@ impl LocalRuntime {
             }
             cmd = cmd.env(k, v);
         }
-        let out = cmd.output()?;
-        Ok(format!("{}{}", out.stdout_str(), out.stderr_str()))
+        cmd
     }
 
     fn command_of(&self, product: &str, service: &str) -> Result<String, RuntimeError> {
@@ -328,37 +327,16 @@ impl Runtime for LocalRuntime {
             let Some(script) = &svc.build_command else {
                 continue;
             };
-            // The checkout is not ready yet: the workdir check below needs the directory only.
-            let cwd = match &svc.workdir {
-                Some(w) => dir.join(relative_inside(w).ok_or_else(|| {
-                    RuntimeError::Failed(format!(
-                        "workdir `{w}` of {product}.{service} must be a relative path inside the repository"
-                    ))
-                })?),
-                None => dir.clone(),
-            };
-            if !cwd.is_dir() {
-                return Err(RuntimeError::Failed(format!(
-                    "workdir `{}` of {product}.{service} does not exist in version {version}",
-                    svc.workdir.as_deref().unwrap_or(".")
-                )));
-            }
-            let env = self.env(product, service, None, version)?;
-            let mut cmd = Cmd::new(
-                "sh",
+            // Not marked ready yet: only the directory is needed.
+            let cwd = self.in_checkout(product, service, version, &dir)?;
+            Self::shell(
+                self.env(product, service, None, version)?,
+                script,
+                &cwd,
                 format!("run the build_command of {product}.{service}"),
+                Duration::from_secs(1800),
             )
-            .args(["-c", script])
-            .current_dir(&cwd)
-            .env_clear()
-            .timeout(Some(Duration::from_secs(1800)));
-            for v in env.secret_values {
-                cmd = cmd.redact(v);
-            }
-            for (k, v) in env.vars {
-                cmd = cmd.env(k, v);
-            }
-            cmd.output()?;
+            .output()?;
             built.push(service.as_str());
         }
         let marker = self.ready_marker(product, version);
@@ -393,15 +371,15 @@ impl Runtime for LocalRuntime {
         else {
             return Ok(String::new());
         };
-        self.run_once(
-            product,
-            service,
-            Some(slot),
-            version,
+        let out = Self::shell(
+            self.env(product, service, Some(slot), version)?,
             &migrate,
+            &self.workdir(product, service, version)?,
             format!("run the migration of {product}.{service}"),
             Duration::from_secs(600),
         )
+        .output()?;
+        Ok(format!("{}{}", out.stdout_str(), out.stderr_str()))
     }
 
     fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
