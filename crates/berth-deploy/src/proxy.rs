@@ -189,3 +189,62 @@ impl<'a> Nginx<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(service: &str, slot: Slot, alive: bool) -> Instance {
+        Instance {
+            service: service.into(),
+            slot,
+            version: "abc".into(),
+            alive,
+            id: "1".into(),
+            started: None,
+            port: None,
+        }
+    }
+
+    /// The include decides while the product runs in its slot; otherwise the runtime
+    /// does, and both slots running with no usable include is an error, never a guess.
+    #[test]
+    fn the_live_slot_comes_from_the_include_or_else_from_the_runtime() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let loaded = berth_manifest::parse_str("berth.toml", text).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let nginx = Nginx::new(&loaded.manifest, root.path()).unwrap();
+        let include = nginx.upstream_file("bestays");
+        let blue = [instance("server", Slot::Blue, true)];
+        let green = [instance("server", Slot::Green, true)];
+        let both = [blue[0].clone(), green[0].clone()];
+        let dead_blue = [instance("server", Slot::Blue, false)];
+
+        // No include.
+        assert_eq!(nginx.live("bestays", &[]).unwrap(), None);
+        assert_eq!(nginx.live("bestays", &dead_blue).unwrap(), None);
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert!(
+            e.contains("both slots run") && e.contains("does not exist"),
+            "{e}"
+        );
+
+        // An include pointing at blue.
+        std::fs::create_dir_all(include.parent().unwrap()).unwrap();
+        std::fs::write(
+            &include,
+            nginx.upstream_body("bestays", Slot::Blue).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(nginx.live("bestays", &blue).unwrap(), Some(Slot::Blue));
+        assert_eq!(nginx.live("bestays", &both).unwrap(), Some(Slot::Blue));
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+
+        // Garbage.
+        std::fs::write(&include, "}}} not nginx").unwrap();
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert!(e.contains("names no slot"), "{e}");
+    }
+}
