@@ -1274,7 +1274,7 @@ fn a_pid_file_naming_a_stranger_is_dead_and_never_signalled() {
         .unwrap()
         .clone();
     assert_eq!(server["running"], false, "{v:#}");
-    assert_ne!(server["health"], "up", "{v:#}");
+    assert_eq!(server["health"], "down", "{v:#}");
 
     site.change("bestays", 45);
     let out = site.berth(&["deploy", "bestays", "--yes"]);
