@@ -915,7 +915,7 @@ pub fn get_body(port: u16, host: &str, path: &str) -> (u16, String) {
 }
 
 /// The pids berth recorded for a product's slot: (service, pid).
-fn recorded_pids(site: &Site, product: &str, slot: &str) -> Vec<(String, u32)> {
+pub fn recorded_pids(site: &Site, product: &str, slot: &str) -> Vec<(String, u32)> {
     let dir = site.repo.path().join(".berth/run").join(product).join(slot);
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -932,7 +932,7 @@ fn recorded_pids(site: &Site, product: &str, slot: &str) -> Vec<(String, u32)> {
 }
 
 /// `/proc/<pid>/environ` as (name, value) pairs.
-fn environ(pid: u32) -> Vec<(String, String)> {
+pub fn environ(pid: u32) -> Vec<(String, String)> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     raw.split(|b| *b == 0)
         .filter(|e| !e.is_empty())
