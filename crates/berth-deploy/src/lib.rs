@@ -36,9 +36,11 @@ pub enum Step {
     Build {
         runtime: String,
     },
-    /// The images of this version are still there: nothing to build.
+    /// The images (or local checkout) of this version are still there: nothing to build.
     Retained {
         version: String,
+        #[serde(skip)]
+        runtime: String,
     },
     Migrate {
         service: String,
@@ -75,10 +77,13 @@ impl std::fmt::Display for Step {
             Self::ResolveVersion { version, .. } => write!(f, "resolve the version: {version}"),
             Self::Build { runtime } if runtime == "local" => write!(
                 f,
-                "build: nothing to build (local runtime runs the working tree)"
+                "build: check out the version's commit under .berth/versions and run its build commands"
             ),
             Self::Build { runtime } => write!(f, "build images ({runtime})"),
-            Self::Retained { version } => {
+            Self::Retained { version, runtime } if runtime == "local" => {
+                write!(f, "reuse the retained checkout of {version} (no build)")
+            }
+            Self::Retained { version, .. } => {
                 write!(f, "reuse the retained images of {version} (no build)")
             }
             Self::Migrate { service } => write!(
@@ -183,11 +188,11 @@ pub fn live_slot(ctx: &Context<'_>, product: &str) -> Result<Option<Slot>, Deplo
         .map_err(|e| DeployError::Failed(e.to_string()))?;
     if let Some(nginx) = Nginx::new(ctx.manifest, &ctx.root) {
         // The proxy says where traffic goes; a slot with nothing running serves nothing
-        // (before the first deploy the rendered upstream points at an empty blue).
-        let slot = nginx
-            .live_slot(product)
-            .map_err(|e| DeployError::Config(e.to_string()))?;
-        return Ok(slot.filter(|s| instances.iter().any(|i| i.slot == *s && i.alive)));
+        // (before the first deploy the rendered upstream points at an empty blue), and
+        // a missing or unreadable include is answered by the runtime.
+        return nginx
+            .live(product, &instances)
+            .map_err(|e| DeployError::Config(e.to_string()));
     }
     Ok(instances.iter().find(|i| i.alive).map(|i| i.slot))
 }
@@ -218,9 +223,10 @@ pub fn plan(
             version: version.clone(),
         },
     ];
-    if ctx.runtime.name() != "local" && ctx.runtime.has_version(product, &version) {
+    if ctx.runtime.has_version(product, &version) {
         steps.push(Step::Retained {
             version: version.clone(),
+            runtime: ctx.runtime.name().to_string(),
         });
     } else {
         steps.push(Step::Build {
@@ -507,9 +513,10 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;
                 // The newest `keep` deployed versions keep their images; older ones go.
+                // Never fewer than two: the live version and the one a rollback returns to.
                 let mut keep: Vec<String> = vec![plan.version.clone()];
                 for r in tags::history(&ctx.repo, product).unwrap_or_default() {
-                    if keep.len() >= ctx.manifest.deploy.keep.max(1) {
+                    if keep.len() >= ctx.manifest.deploy.keep.max(2) {
                         break;
                     }
                     if !keep.contains(&r.version) {

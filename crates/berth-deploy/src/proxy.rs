@@ -1,13 +1,16 @@
 //! The nginx front door: which slot each product's upstream points at (read
 //! from the upstream include nginx loads), and the switch: rewrite, `nginx -t`,
 //! graceful reload — restoring the previous file if nginx rejects the new one.
+//!
+//! The include is state: when it is missing, unreadable, or points at a slot where
+//! nothing runs, the live slot is derived from the runtime ([`Nginx::live`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_cmd::Cmd;
 use berth_manifest::{Manifest, Proxy};
-use berth_runtime::{Slot, slot_of_port, slot_port};
+use berth_runtime::{Instance, Slot, slot_of_port, slot_port};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -51,14 +54,46 @@ impl<'a> Nginx<'a> {
             .join(format!("{product}.conf"))
     }
 
-    /// The slot the product's upstream points at, read from the include nginx loads.
+    /// The slot traffic goes to: the include's slot when the product runs there;
+    /// otherwise (the include missing, unreadable, or naming a slot where nothing
+    /// runs) the one slot with live instances, or `None` when nothing runs. Both slots
+    /// running with no usable include is an error: berth cannot tell which is live.
+    pub fn live(&self, product: &str, instances: &[Instance]) -> Result<Option<Slot>, ProxyError> {
+        let running: Vec<Slot> = [Slot::Blue, Slot::Green]
+            .into_iter()
+            .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive))
+            .collect();
+        let why = match self.live_slot(product) {
+            Ok(Some(s)) if running.contains(&s) => return Ok(Some(s)),
+            Ok(Some(s)) => format!("points at {s}, where nothing runs"),
+            Ok(None) => "names no slot of the product".to_string(),
+            Err(e) => e.to_string(),
+        };
+        match running.as_slice() {
+            [] => Ok(None),
+            [one] => {
+                tracing::warn!(
+                    "the upstream include of {product} ({}) {why}: taking {one}, the slot that runs, as live",
+                    self.upstream_file(product).display()
+                );
+                Ok(Some(*one))
+            }
+            _ => Err(ProxyError::Config(format!(
+                "cannot tell which slot of {product} is live: its upstream include {} {why}, and both slots run; stop the slot that should not serve (the other is left to `berth deploy {product}`), or restore the include",
+                self.upstream_file(product).display()
+            ))),
+        }
+    }
+
+    /// The slot the product's upstream points at, read from the include nginx loads
+    /// (`Ok(None)`: the include names no slot of the product).
     pub fn live_slot(&self, product: &str) -> Result<Option<Slot>, ProxyError> {
         let path = self.upstream_file(product);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ProxyError::Config(format!(
-                    "{} does not exist: run `berth render` (it writes the nginx config and upstreams) before deploying",
+                    "{} does not exist",
                     path.display()
                 )));
             }
@@ -102,23 +137,31 @@ impl<'a> Nginx<'a> {
             .hint_if_missing("install nginx (apt-get install nginx) or set [proxy] commands")
     }
 
+    /// The upstream include of `product` pointing at `slot`.
+    pub fn upstream_body(&self, product: &str, slot: Slot) -> Result<String, ProxyError> {
+        let p = &self.manifest.products[product];
+        berth_render::render_upstream(self.manifest, product, p, slot.name(), &|svc, _hp| {
+            slot_port(self.manifest, &p.services[svc], slot).unwrap_or(0)
+        })
+        .map_err(|e| ProxyError::Config(e.to_string()))
+    }
+
     /// Point the product's upstreams at `slot`, test the config, reload gracefully.
     /// nginx keeps serving the previous configuration if anything fails.
     pub fn switch(&self, product: &str, slot: Slot) -> Result<(), ProxyError> {
-        let p = &self.manifest.products[product];
         let path = self.upstream_file(product);
         let previous = std::fs::read_to_string(&path).ok();
-        let body =
-            berth_render::render_upstream(self.manifest, product, p, slot.name(), &|svc, _hp| {
-                slot_port(self.manifest, &p.services[svc], slot).unwrap_or(0)
-            })
-            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let body = self.upstream_body(product, slot)?;
         let restore = |prev: &Option<String>| {
             if let Some(prev) = prev {
-                let _ = std::fs::write(&path, prev);
+                let _ = berth_runtime::write_atomic(&path, prev.as_bytes());
             }
         };
-        write_atomic(&path, &body)?;
+        berth_runtime::write_atomic(&path, body.as_bytes()).map_err(|source| ProxyError::Io {
+            action: "write",
+            path: path.display().to_string(),
+            source,
+        })?;
         if let Err(e) = self
             .command(&self.proxy.test_command, "test the nginx configuration")
             .output()
@@ -155,16 +198,61 @@ impl<'a> Nginx<'a> {
     }
 }
 
-fn write_atomic(path: &Path, body: &str) -> Result<(), ProxyError> {
-    let tmp = path.with_extension("conf.berth-tmp");
-    let ioe = |action, source| ProxyError::Io {
-        action,
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).map_err(|e| ioe("create", e))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(service: &str, slot: Slot, alive: bool) -> Instance {
+        Instance {
+            service: service.into(),
+            slot,
+            version: "abc".into(),
+            alive,
+            id: "1".into(),
+            started: None,
+            port: None,
+        }
     }
-    std::fs::write(&tmp, body).map_err(|e| ioe("write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ioe("write", e))
+
+    /// The include decides while the product runs in its slot; otherwise the runtime
+    /// does, and both slots running with no usable include is an error, never a guess.
+    #[test]
+    fn the_live_slot_comes_from_the_include_or_else_from_the_runtime() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let loaded = berth_manifest::parse_str("berth.toml", text).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let nginx = Nginx::new(&loaded.manifest, root.path()).unwrap();
+        let include = nginx.upstream_file("bestays");
+        let blue = [instance("server", Slot::Blue, true)];
+        let green = [instance("server", Slot::Green, true)];
+        let both = [blue[0].clone(), green[0].clone()];
+        let dead_blue = [instance("server", Slot::Blue, false)];
+
+        // No include.
+        assert_eq!(nginx.live("bestays", &[]).unwrap(), None);
+        assert_eq!(nginx.live("bestays", &dead_blue).unwrap(), None);
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert!(
+            e.contains("both slots run") && e.contains("does not exist"),
+            "{e}"
+        );
+
+        // An include pointing at blue.
+        std::fs::create_dir_all(include.parent().unwrap()).unwrap();
+        std::fs::write(
+            &include,
+            nginx.upstream_body("bestays", Slot::Blue).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(nginx.live("bestays", &blue).unwrap(), Some(Slot::Blue));
+        assert_eq!(nginx.live("bestays", &both).unwrap(), Some(Slot::Blue));
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+
+        // Garbage.
+        std::fs::write(&include, "}}} not nginx").unwrap();
+        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert!(e.contains("names no slot"), "{e}");
+    }
 }

@@ -596,9 +596,19 @@ pub struct Service {
     /// Use a prebuilt image (an OCI reference, `[registry/]name[:tag][@digest]`) instead of building.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Command line for the local-process runtime.
+    /// Command line for the local-process runtime, run by `sh -c` in `workdir` of the
+    /// version's checkout (`.berth/versions/<product>/<version>/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// Directory `command`, `migrate` and `build_command` run in under the local runtime,
+    /// relative to the repository root (berth.toml's directory); it must exist and stay
+    /// inside the repository [default: the root]. Containers use their image's WORKDIR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Local runtime: run once per version in `workdir` of the version's fresh checkout,
+    /// before `migrate` and `command` (create a virtualenv, `npm ci`, compile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_command: Option<String>,
     /// Port the service listens on inside its container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,

@@ -85,6 +85,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.paths();
     v.aliases();
     v.services();
+    v.process_commands();
     v.shared_refs();
     v.project();
     v.conventions();
@@ -693,6 +694,99 @@ impl Validator<'_> {
         }
     }
 
+    /// What the local runtime runs: `command`, `migrate` and `build_command` are shell
+    /// text for `sh -c` (the same shell for all three), run in `workdir`, which must be a
+    /// directory of the repository (checked when berth.toml is a file on disk).
+    fn process_commands(&mut self) {
+        let file = std::path::Path::new(&self.src.file);
+        let root = file
+            .is_file()
+            .then(|| file.parent().map(std::path::Path::to_path_buf))
+            .flatten()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    ".".into()
+                } else {
+                    d
+                }
+            });
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                let owner = format!("{pname}.{sname}");
+                let at = |k: &str| vpath(&["products", pname, "services", sname, k]);
+                for (key, value) in [
+                    ("command", &svc.command),
+                    ("migrate", &svc.migrate),
+                    ("build_command", &svc.build_command),
+                ] {
+                    let Some(v) = value else { continue };
+                    if v.trim().is_empty() {
+                        let d = Diagnostic::error(
+                            "command-empty",
+                            format!("`{key}` of {owner} is empty"),
+                        )
+                        .at(self.label(&at(key), ""))
+                        .help(format!("write the shell command to run, or remove `{key}`"));
+                        self.push(d);
+                    } else if v.contains('\0') {
+                        let d = Diagnostic::error(
+                            "command-invalid",
+                            format!("`{key}` of {owner} holds a NUL character"),
+                        )
+                        .at(self.label(&at(key), ""))
+                        .help("a command line cannot hold NUL; remove it");
+                        self.push(d);
+                    }
+                }
+                let Some(w) = &svc.workdir else { continue };
+                let path = std::path::Path::new(w);
+                let escapes = path.components().any(|c| {
+                    !matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                });
+                if w.is_empty() || escapes || w.chars().any(char::is_control) {
+                    let d = Diagnostic::error(
+                        "workdir-invalid",
+                        format!("workdir `{w}` of {owner} is not a relative path inside the repository"),
+                    )
+                    .at(self.label(&at("workdir"), ""))
+                    .help("write it relative to berth.toml's directory, without `..`, like `apps/server`");
+                    self.push(d);
+                    continue;
+                }
+                let Some(root) = &root else { continue };
+                let dir = root.join(path);
+                let inside = match (dir.canonicalize(), root.canonicalize()) {
+                    (Ok(d), Ok(r)) => d.is_dir().then_some(d.starts_with(r)),
+                    _ => None,
+                };
+                match inside {
+                    Some(true) => {}
+                    Some(false) => {
+                        let d = Diagnostic::error(
+                            "workdir-invalid",
+                            format!("workdir `{w}` of {owner} leads outside the repository (through a symlink)"),
+                        )
+                        .at(self.label(&at("workdir"), ""))
+                        .help("point it at a directory of the repository itself");
+                        self.push(d);
+                    }
+                    None => {
+                        let d = Diagnostic::error(
+                            "workdir-missing",
+                            format!("workdir `{w}` of {owner} is not a directory of the repository"),
+                        )
+                        .at(self.label(&at("workdir"), ""))
+                        .help("create and commit it, or fix the path (relative to berth.toml's directory)");
+                        self.push(d);
+                    }
+                }
+            }
+        }
+    }
+
     fn shared_refs(&mut self) {
         for (pname, product) in &self.m.products {
             for (i, g) in product.depends_on_shared.iter().enumerate() {
@@ -1267,6 +1361,42 @@ fn globs_overlap(a: &str, am: &GlobMatcher, b: &str, bm: &GlobMatcher) -> bool {
 
 /// For each tracked file, the products whose owned paths match it; files
 /// claimed by two or more products are `path-overlap` errors.
+/// A service's `workdir` must hold files git tracks (`files`, relative to berth.toml):
+/// the local runtime runs each version from a checkout of its commit, where an
+/// untracked directory does not exist.
+pub fn workdirs_untracked(loaded: &Loaded, files: &[String]) -> Vec<Diagnostic> {
+    let root = std::path::Path::new(&loaded.source.file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (pname, product) in &loaded.manifest.products {
+        for (sname, svc) in &product.services {
+            let Some(w) = &svc.workdir else { continue };
+            let parts: Vec<&str> = w
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            // `.`, and paths already reported as invalid or missing.
+            if parts.is_empty() || parts.contains(&"..") || !root.join(w).is_dir() {
+                continue;
+            }
+            let prefix = format!("{}/", parts.join("/"));
+            if files.iter().any(|f| f.starts_with(&prefix)) {
+                continue;
+            }
+            let d = Diagnostic::error(
+                "workdir-untracked",
+                format!("workdir `{w}` of {pname}.{sname} holds no file git tracks"),
+            )
+            .at(loaded.source.label(&["products", pname, "services", sname, "workdir"], ""))
+            .help("the local runtime runs a checkout of the deployed commit: commit the directory's files");
+            out.push(d);
+        }
+    }
+    out
+}
+
 pub fn ownership_conflicts(loaded: &Loaded, files: &[String]) -> Vec<Diagnostic> {
     let m = &loaded.manifest;
     let mut matchers = Vec::new();

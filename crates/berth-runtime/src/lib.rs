@@ -5,9 +5,12 @@
 pub mod compose;
 pub mod local;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use berth_manifest::{Manifest, Service};
+use berth_render::secrets::{self, SecretFile};
 use serde::Serialize;
 
 /// One of the two copies of a product's services.
@@ -125,4 +128,138 @@ pub trait Runtime {
     fn prune(&self, _product: &str, _keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         Ok(Vec::new())
     }
+}
+
+/// The environment of one product process, and the values to mask in its output.
+pub struct ProductEnv {
+    /// Every variable the process gets; nothing else reaches it.
+    pub vars: Vec<(String, String)>,
+    /// The values of the product's secret file: never printed or recorded.
+    pub secret_values: Vec<String>,
+}
+
+/// Variables taken from berth's own environment: the program search path and the
+/// locale. Everything else berth runs with (the operator's exports, HOME, the admin
+/// URLs `berth restore` needs) stays out of product processes.
+fn inherited(name: &str) -> bool {
+    matches!(name, "PATH" | "LANG" | "LANGUAGE" | "TZ") || name.starts_with("LC_")
+}
+
+/// `.berth/home/<product>/` (0700): HOME of the product's processes.
+pub fn product_home(root: &Path, product: &str) -> Result<PathBuf, RuntimeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let home = root.join(".berth/home").join(product);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&home)
+        .map_err(|source| RuntimeError::Io {
+            action: "create",
+            path: home.display().to_string(),
+            source,
+        })?;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).map_err(|source| {
+        RuntimeError::Io {
+            action: "set the mode of",
+            path: home.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(home)
+}
+
+/// The one rule for the environment a product process starts with (start, migrate,
+/// build, and whatever restore restarts): a cleared environment plus PATH (with
+/// `path_prefix` first), the locale, TZ, HOME = `.berth/home/<product>/`, berth's
+/// identity variables (BERTH_PRODUCT, BERTH_SERVICE, BERTH_VERSION; BERTH_SLOT, PORT
+/// and BIND for a slot), the service's `env`, and the product's secret file.
+pub fn product_env(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    service: &str,
+    slot: Option<Slot>,
+    version: &str,
+    path_prefix: &[PathBuf],
+) -> Result<ProductEnv, RuntimeError> {
+    let p = m.products.get(product).ok_or_else(|| {
+        RuntimeError::Failed(format!("there is no product `{product}` in berth.toml"))
+    })?;
+    let s = p.services.get(service).ok_or_else(|| {
+        RuntimeError::Failed(format!(
+            "{product} has no service `{service}` in berth.toml"
+        ))
+    })?;
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| {
+        vars.retain(|(n, _)| n != k);
+        vars.push((k.to_string(), v));
+    };
+    for (k, v) in std::env::vars() {
+        if inherited(&k) {
+            set(&k, v);
+        }
+    }
+    let mut path: Vec<String> = path_prefix
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    path.push(std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()));
+    set("PATH", path.join(":"));
+    set("HOME", product_home(root, product)?.display().to_string());
+    set("BERTH_PRODUCT", product.to_string());
+    set("BERTH_SERVICE", service.to_string());
+    set("BERTH_VERSION", version.to_string());
+    // A build runs for no slot: no BERTH_SLOT, PORT or BIND.
+    if let Some(slot) = slot {
+        set("BERTH_SLOT", slot.name().to_string());
+    }
+    if let Some(port) = slot.and_then(|slot| slot_port(m, s, slot)) {
+        set("PORT", port.to_string());
+        set("BIND", "127.0.0.1".into());
+    }
+    for (k, v) in &s.env {
+        set(k, v.clone());
+    }
+    let file = SecretFile::load(&secrets::product_secret_path(root, product))
+        .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+    let mut secret_values = Vec::new();
+    for k in file.keys().map(str::to_string).collect::<Vec<_>>() {
+        if let Some(v) = file.get(&k) {
+            if !v.is_empty() {
+                secret_values.push(v.to_string());
+            }
+            set(&k, v.to_string());
+        }
+    }
+    Ok(ProductEnv {
+        vars,
+        secret_values,
+    })
+}
+
+/// Write `contents` to `path` atomically: a temp file beside it, fsync, rename,
+/// then fsync the directory. Creates the parent directory.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }

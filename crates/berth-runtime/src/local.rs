@@ -1,18 +1,24 @@
-//! The local-process runtime: each service's `command` runs detached (its own
-//! process group, so it outlives berth), with a pid file and a log file under
-//! `.berth/run/<product>/<slot>/`. The embedded default when Docker is absent.
+//! The local-process runtime: each version runs from its own checkout of its commit
+//! (`.berth/versions/<product>/<version>/`, made by `build` with `git archive`, then
+//! each service's `build_command`), so a rollback runs the old code for real. Each
+//! service's `command` runs detached (`sh -c` in its `workdir`, its own process
+//! group, so it outlives berth) from the cleared environment of [`product_env`],
+//! with a pid file and a log file under `.berth/run/<product>/<slot>/`.
+//!
+//! A pid file records the process's start time (`/proc/<pid>/stat` field 22): berth
+//! signals, and reports alive, only a process group leader whose start time matches,
+//! so a stale pid file pointing at a reused pid is "dead" and never signalled.
 
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_cmd::Cmd;
 use berth_manifest::Manifest;
-use berth_render::secrets::{self, SecretFile};
 
-use crate::{Instance, Runtime, RuntimeError, Slot, slot_port};
+use crate::{Instance, ProductEnv, Runtime, RuntimeError, Slot, product_env, slot_port};
 
 pub struct LocalRuntime {
     manifest: Manifest,
@@ -32,6 +38,80 @@ fn io<'a>(
     }
 }
 
+/// What a pid file records about a process berth started.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PidFile {
+    pid: u32,
+    /// `/proc/<pid>/stat` field 22 (clock ticks after boot) when berth started it.
+    #[serde(default)]
+    start_ticks: Option<u64>,
+    version: String,
+    command: String,
+}
+
+impl PidFile {
+    fn read(path: &Path) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Is this still the process berth started (and not a zombie)?
+    fn owned(&self) -> bool {
+        self.start_ticks
+            .is_some_and(|start| owned_alive(self.pid, start))
+    }
+}
+
+/// Fields of `/proc/<pid>/stat` berth checks: state, process group, start time.
+struct ProcStat {
+    state: char,
+    pgrp: u32,
+    start_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields 3.. follow the last `)`.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start_ticks: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// `pid` runs, leads its own process group, and started at `start_ticks`: the process
+/// berth spawned, not another that reused its pid. A zombie has exited.
+fn owned_alive(pid: u32, start_ticks: u64) -> bool {
+    pid > 0
+        && proc_stat(pid)
+            .is_some_and(|s| s.state != 'Z' && s.pgrp == pid && s.start_ticks == start_ticks)
+}
+
+/// Signal the process group of a process berth proved it started.
+fn signal(pf: &PidFile, sig: &str) {
+    if !pf.owned() {
+        return;
+    }
+    let _ = Cmd::new("kill", "signal a service")
+        .args([format!("-{sig}"), "--".into(), format!("-{}", pf.pid)])
+        .timeout(Some(Duration::from_secs(5)))
+        .output_unchecked();
+}
+
+/// A version is a commit id (berth uses its first 12 hex digits).
+fn valid_version(version: &str) -> bool {
+    (4..=40).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `workdir` as a relative path that stays inside the checkout.
+fn relative_inside(workdir: &str) -> Option<PathBuf> {
+    let p = Path::new(workdir);
+    p.components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        .then(|| p.to_path_buf())
+}
+
 impl LocalRuntime {
     pub fn new(manifest: Manifest, root: PathBuf) -> Self {
         Self {
@@ -45,46 +125,98 @@ impl LocalRuntime {
         self.root.join(".berth/run").join(product).join(slot.name())
     }
 
-    /// The environment a service runs with: berth's variables, the port, its plain
-    /// env, and its product's secret file (never logged).
+    fn versions_dir(&self, product: &str) -> PathBuf {
+        self.root.join(".berth/versions").join(product)
+    }
+
+    /// Where `version` of `product` is checked out.
+    pub fn checkout(&self, product: &str, version: &str) -> PathBuf {
+        self.versions_dir(product).join(version)
+    }
+
+    /// Written last by `build`: the checkout and its build commands are complete.
+    fn ready_marker(&self, product: &str, version: &str) -> PathBuf {
+        self.versions_dir(product).join(format!("{version}.ready"))
+    }
+
+    /// The directory a service's commands run in: `workdir` of the version's checkout.
+    fn workdir(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<PathBuf, RuntimeError> {
+        if !self.has_version(product, version) {
+            return Err(RuntimeError::Failed(format!(
+                "version {version} of {product} is not built: {} is missing (a deploy builds it)",
+                self.checkout(product, version).display()
+            )));
+        }
+        self.in_checkout(product, service, version, &self.checkout(product, version))
+    }
+
+    /// `workdir` of a service inside `checkout` (the checkout itself without one).
+    fn in_checkout(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+        checkout: &Path,
+    ) -> Result<PathBuf, RuntimeError> {
+        let Some(w) = &self.manifest.products[product].services[service].workdir else {
+            return Ok(checkout.to_path_buf());
+        };
+        let rel = relative_inside(w).ok_or_else(|| {
+            RuntimeError::Failed(format!(
+                "workdir `{w}` of {product}.{service} must be a relative path inside the repository"
+            ))
+        })?;
+        let dir = checkout.join(rel);
+        if !dir.is_dir() {
+            return Err(RuntimeError::Failed(format!(
+                "workdir `{w}` of {product}.{service} does not exist in version {version} ({})",
+                dir.display()
+            )));
+        }
+        Ok(dir)
+    }
+
     fn env(
         &self,
         product: &str,
         service: &str,
-        slot: Slot,
+        slot: Option<Slot>,
         version: &str,
-    ) -> Result<Vec<(String, String)>, RuntimeError> {
-        let p = &self.manifest.products[product];
-        let s = &p.services[service];
-        let mut env = vec![
-            ("BERTH_PRODUCT".to_string(), product.to_string()),
-            ("BERTH_SERVICE".to_string(), service.to_string()),
-            ("BERTH_SLOT".to_string(), slot.name().to_string()),
-            ("BERTH_VERSION".to_string(), version.to_string()),
-        ];
-        if let Some(port) = slot_port(&self.manifest, s, slot) {
-            env.push(("PORT".into(), port.to_string()));
-            env.push(("BIND".into(), "127.0.0.1".into()));
-        }
-        env.extend(s.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let file = SecretFile::load(&secrets::product_secret_path(&self.root, product))
-            .map_err(|e| RuntimeError::Failed(e.to_string()))?;
-        for k in file.keys().map(str::to_string).collect::<Vec<_>>() {
-            if let Some(v) = file.get(&k) {
-                env.push((k.clone(), v.to_string()));
-            }
-        }
-        Ok(env)
+    ) -> Result<ProductEnv, RuntimeError> {
+        product_env(
+            &self.manifest,
+            &self.root,
+            product,
+            service,
+            slot,
+            version,
+            &self.path_prefix,
+        )
     }
 
-    fn path_env(&self) -> String {
-        let mut parts: Vec<String> = self
-            .path_prefix
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        parts.push(std::env::var("PATH").unwrap_or_default());
-        parts.join(":")
+    /// A shell command of a service, run to completion in `cwd` with the product's
+    /// environment ([`product_env`]); secret values are masked in anything printed.
+    fn shell(env: ProductEnv, script: &str, cwd: &Path, summary: String, timeout: Duration) -> Cmd {
+        let mut cmd = Cmd::new("sh", summary)
+            .args(["-c", script])
+            .current_dir(cwd)
+            .env_clear()
+            .timeout(Some(timeout));
+        for v in env.secret_values {
+            cmd = cmd.redact(v);
+        }
+        for (k, v) in env.vars {
+            if k.ends_with("PASSWORD") || k.ends_with("_URL") {
+                cmd = cmd.redact(v.clone());
+            }
+            cmd = cmd.env(k, v);
+        }
+        cmd
     }
 
     fn command_of(&self, product: &str, service: &str) -> Result<String, RuntimeError> {
@@ -94,25 +226,54 @@ impl LocalRuntime {
             ))
         })
     }
-}
 
-fn pid_alive(pid: u32) -> bool {
-    // A zombie has exited: it only waits for its parent to reap it.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
+    /// The full commit id of `version`, the path of berth.toml's directory in the repository.
+    fn commit_of(&self, version: &str) -> Result<(String, String), RuntimeError> {
+        if !valid_version(version) {
+            return Err(RuntimeError::Failed(format!(
+                "version `{version}` is not a commit id"
+            )));
+        }
+        let git = |summary: &str, args: &[&str]| {
+            Cmd::new("git", summary)
+                .args(args)
+                .current_dir(&self.root)
+                .timeout(Some(Duration::from_secs(60)))
+                .output()
+                .map(|o| o.stdout_str().trim().to_string())
+        };
+        let commit = git(
+            &format!("find the commit of version {version}"),
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{version}^{{commit}}"),
+            ],
+        )?;
+        let prefix = git(
+            "find berth.toml's directory in the repository",
+            &["rev-parse", "--show-prefix"],
+        )?;
+        Ok((commit, prefix))
     }
-}
 
-fn signal(pid: u32, sig: &str) {
-    // The process group: the service and anything it spawned.
-    let _ = Cmd::new("kill", "signal a service")
-        .args([format!("-{sig}"), "--".into(), format!("-{pid}")])
-        .timeout(Some(Duration::from_secs(5)))
-        .output_unchecked();
+    /// Pid files of a slot: (service, path, record).
+    fn pid_files(&self, product: &str, slot: Slot) -> Vec<(String, PathBuf, Option<PidFile>)> {
+        let Some(p) = self.manifest.products.get(product) else {
+            return Vec::new();
+        };
+        let dir = self.dir(product, slot);
+        p.services
+            .keys()
+            .map(|s| {
+                let f = dir.join(format!("{s}.json"));
+                let pf = PidFile::read(&f);
+                (s.clone(), f, pf)
+            })
+            .filter(|(_, f, _)| f.exists())
+            .collect()
+    }
 }
 
 impl Runtime for LocalRuntime {
@@ -120,12 +281,81 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
-    fn build(&self, _product: &str, _version: &str) -> Result<Option<String>, RuntimeError> {
-        Ok(None)
+    /// Check out the version's commit under `.berth/versions/<product>/<version>/`
+    /// (extracted beside it, then renamed into place), then run each service's
+    /// `build_command` there; the ready marker is written last.
+    fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
+        if self.has_version(product, version) {
+            return Ok(None);
+        }
+        let (commit, prefix) = self.commit_of(version)?;
+        let dir = self.checkout(product, version);
+        let parent = self.versions_dir(product);
+        std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+        if dir.exists() {
+            // An interrupted build: start again.
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        }
+        let partial = parent.join(format!(".{version}.partial"));
+        let tar = parent.join(format!(".{version}.tar"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(io("create", &partial))?;
+        let tree = if prefix.is_empty() {
+            commit.clone()
+        } else {
+            format!("{commit}:{}", prefix.trim_end_matches('/'))
+        };
+        Cmd::new("git", format!("export commit {commit} for {product}"))
+            .args(["archive", "--format=tar", "-o"])
+            .arg(&tar)
+            .arg(&tree)
+            .current_dir(&self.root)
+            .timeout(Some(Duration::from_secs(600)))
+            .output()?;
+        let extracted = Cmd::new("tar", format!("extract commit {commit} for {product}"))
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&partial)
+            .timeout(Some(Duration::from_secs(600)))
+            .output();
+        let _ = std::fs::remove_file(&tar);
+        extracted?;
+        std::fs::rename(&partial, &dir).map_err(io("rename", &partial))?;
+        let mut built = Vec::new();
+        for (service, svc) in &self.manifest.products[product].services {
+            let Some(script) = &svc.build_command else {
+                continue;
+            };
+            // Not marked ready yet: only the directory is needed.
+            let cwd = self.in_checkout(product, service, version, &dir)?;
+            Self::shell(
+                self.env(product, service, None, version)?,
+                script,
+                &cwd,
+                format!("run the build_command of {product}.{service}"),
+                Duration::from_secs(1800),
+            )
+            .output()?;
+            built.push(service.as_str());
+        }
+        let marker = self.ready_marker(product, version);
+        crate::write_atomic(&marker, format!("{commit}\n").as_bytes())
+            .map_err(io("write", &marker))?;
+        let mut note = format!(
+            "checked out {commit} in {}",
+            dir.strip_prefix(&self.root).unwrap_or(&dir).display()
+        );
+        if !built.is_empty() {
+            note.push_str(&format!("; ran the build_command of {}", built.join(", ")));
+        }
+        Ok(Some(note))
     }
 
-    fn has_version(&self, _product: &str, _version: &str) -> bool {
-        true
+    fn has_version(&self, product: &str, version: &str) -> bool {
+        valid_version(version)
+            && self.ready_marker(product, version).is_file()
+            && self.checkout(product, version).is_dir()
     }
 
     fn migrate(
@@ -141,18 +371,14 @@ impl Runtime for LocalRuntime {
         else {
             return Ok(String::new());
         };
-        let mut cmd = Cmd::new("sh", format!("run the migration of {product}.{service}"))
-            .args(["-c", &migrate])
-            .current_dir(&self.root)
-            .env("PATH", self.path_env())
-            .timeout(Some(Duration::from_secs(600)));
-        for (k, v) in self.env(product, service, slot, version)? {
-            if k.ends_with("PASSWORD") || k.ends_with("_URL") {
-                cmd = cmd.redact(v.clone());
-            }
-            cmd = cmd.env(k, v);
-        }
-        let out = cmd.output()?;
+        let out = Self::shell(
+            self.env(product, service, Some(slot), version)?,
+            &migrate,
+            &self.workdir(product, service, version)?,
+            format!("run the migration of {product}.{service}"),
+            Duration::from_secs(600),
+        )
+        .output()?;
         Ok(format!("{}{}", out.stdout_str(), out.stderr_str()))
     }
 
@@ -161,6 +387,8 @@ impl Runtime for LocalRuntime {
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         for service in self.manifest.products[product].services.keys() {
             let command = self.command_of(product, service)?;
+            let cwd = self.workdir(product, service, version)?;
+            let env = self.env(product, service, Some(slot), version)?;
             let log = dir.join(format!("{service}.log"));
             let out = OpenOptions::new()
                 .create(true)
@@ -168,64 +396,73 @@ impl Runtime for LocalRuntime {
                 .open(&log)
                 .map_err(io("open", &log))?;
             let err = out.try_clone().map_err(io("open", &log))?;
+            // The same shell as `migrate`: `cd sub && exec server` works in both.
             let mut c = Command::new("sh");
-            c.args(["-c", &format!("exec {command}")])
-                .current_dir(&self.root)
-                .env("PATH", self.path_env())
+            c.args(["-c", &command])
+                .current_dir(&cwd)
+                .env_clear()
+                .envs(env.vars)
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err)
                 .process_group(0);
-            for (k, v) in self.env(product, service, slot, version)? {
-                c.env(k, v);
-            }
             tracing::debug!(target: "berth::cmd", "start {product}.{service} in {slot}: {command}");
-            let child = c.spawn().map_err(|e| {
+            let mut child = c.spawn().map_err(|e| {
                 RuntimeError::Failed(format!(
                     "could not start {product}.{service}: `{command}`: {e}"
                 ))
             })?;
             let pid = child.id();
+            // Read while the child is unreaped: its pid cannot belong to another process yet.
+            let start_ticks = proc_stat(pid).map(|s| s.start_ticks);
+            let Some(start_ticks) = start_ticks else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RuntimeError::Failed(format!(
+                    "could not read /proc/{pid}/stat of {product}.{service} just started"
+                )));
+            };
             // Reap it in the background if it dies while berth still runs (no zombie).
             std::thread::spawn(move || {
-                let mut child = child;
                 let _ = child.wait();
             });
-            let meta = serde_json::json!({ "pid": pid, "version": version, "command": command });
+            let meta = PidFile {
+                pid,
+                start_ticks: Some(start_ticks),
+                version: version.to_string(),
+                command,
+            };
             let pid_file = dir.join(format!("{service}.json"));
-            std::fs::write(&pid_file, meta.to_string()).map_err(io("write", &pid_file))?;
+            let body = serde_json::to_vec(&meta).expect("serializable");
+            crate::write_atomic(&pid_file, &body).map_err(io("write", &pid_file))?;
         }
         Ok(())
     }
 
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
-        let instances: Vec<Instance> = self
-            .instances(product)?
-            .into_iter()
-            .filter(|i| i.slot == slot)
-            .collect();
-        for i in instances.iter().filter(|i| i.alive) {
-            if let Ok(pid) = i.id.parse() {
-                signal(pid, "TERM");
+        let files = self.pid_files(product, slot);
+        // Only processes berth can prove it started are signalled; a pid file naming
+        // anything else is stale and simply removed.
+        for (_, _, pf) in &files {
+            if let Some(pf) = pf {
+                signal(pf, "TERM");
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        for i in &instances {
-            let Ok(pid) = i.id.parse::<u32>() else {
-                continue;
-            };
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if pid_alive(pid) {
-                signal(pid, "KILL");
-                let gone = Instant::now() + Duration::from_secs(3);
-                while pid_alive(pid) && Instant::now() < gone {
+        for (_, path, pf) in &files {
+            if let Some(pf) = pf {
+                while pf.owned() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(20));
                 }
+                if pf.owned() {
+                    signal(pf, "KILL");
+                    let gone = Instant::now() + Duration::from_secs(3);
+                    while pf.owned() && Instant::now() < gone {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
             }
-            let _ =
-                std::fs::remove_file(self.dir(product, slot).join(format!("{}.json", i.service)));
+            let _ = std::fs::remove_file(path);
         }
         Ok(())
     }
@@ -236,25 +473,19 @@ impl Runtime for LocalRuntime {
             return Ok(out);
         };
         for slot in [Slot::Blue, Slot::Green] {
-            let dir = self.dir(product, slot);
-            for (service, svc) in &p.services {
-                let f = dir.join(format!("{service}.json"));
-                let Ok(text) = std::fs::read_to_string(&f) else {
+            for (service, path, pf) in self.pid_files(product, slot) {
+                let Some(pf) = pf else {
                     continue;
                 };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                    continue;
-                };
-                let pid = v["pid"].as_u64().unwrap_or(0) as u32;
-                let started = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+                let started = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
                 out.push(Instance {
+                    alive: pf.owned(),
                     service: service.clone(),
                     slot,
-                    version: v["version"].as_str().unwrap_or("").to_string(),
-                    alive: pid > 0 && pid_alive(pid),
-                    id: pid.to_string(),
+                    version: pf.version,
+                    id: pf.pid.to_string(),
                     started: started.or(Some(SystemTime::UNIX_EPOCH)),
-                    port: slot_port(&self.manifest, svc, slot),
+                    port: slot_port(&self.manifest, &p.services[&service], slot),
                 });
             }
         }
@@ -266,5 +497,77 @@ impl Runtime for LocalRuntime {
             .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Remove the checkouts of versions not in `keep` and not run by a live instance.
+    fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let dir = self.versions_dir(product);
+        let running: Vec<String> = self
+            .instances(product)?
+            .into_iter()
+            .filter(|i| i.alive)
+            .map(|i| i.version)
+            .collect();
+        let mut removed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(removed);
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        for name in names {
+            // Leftovers of an interrupted build (the deploy lock is held: none is running).
+            if name.starts_with('.') && name.ends_with(".partial") {
+                let _ = std::fs::remove_dir_all(dir.join(&name));
+                continue;
+            }
+            if !valid_version(&name) || keep.contains(&name) || running.contains(&name) {
+                continue;
+            }
+            // The marker goes first: a half-removed checkout is never taken as built.
+            let _ = std::fs::remove_file(self.ready_marker(product, &name));
+            let path = dir.join(&name);
+            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_owned_and_a_wrong_start_time_is_not() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let s = proc_stat(pid).unwrap();
+        assert!(owned_alive(pid, s.start_ticks));
+        assert!(!owned_alive(pid, s.start_ticks + 1));
+        // This test's own process leads no group of its own here: not "owned".
+        let me = std::process::id();
+        let mine = proc_stat(me).unwrap();
+        assert_eq!(mine.pgrp == me, owned_alive(me, mine.start_ticks));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!owned_alive(pid, s.start_ticks));
+        assert!(!owned_alive(0, 0));
+    }
+
+    #[test]
+    fn workdirs_stay_inside() {
+        assert!(relative_inside("apps/server").is_some());
+        assert!(relative_inside("./apps").is_some());
+        assert!(relative_inside("../x").is_none());
+        assert!(relative_inside("/etc").is_none());
+        assert!(relative_inside("apps/../../x").is_none());
     }
 }

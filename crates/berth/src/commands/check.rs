@@ -52,6 +52,57 @@ impl Report {
     }
 }
 
+/// `command`, `migrate` and `build_command` run through `sh -c`: each must be shell
+/// syntax `sh -n` accepts, or it fails only at deploy.
+fn shell_syntax(loaded: &Loaded) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (pname, product) in &loaded.manifest.products {
+        for (sname, svc) in &product.services {
+            for (key, value) in [
+                ("command", &svc.command),
+                ("migrate", &svc.migrate),
+                ("build_command", &svc.build_command),
+            ] {
+                let Some(text) = value.as_deref().filter(|t| !t.trim().is_empty()) else {
+                    continue;
+                };
+                if text.contains('\0') {
+                    continue;
+                }
+                let Ok(o) = berth_cmd::Cmd::new("sh", "check the syntax of a shell command")
+                    .args(["-n", "-c", text])
+                    .timeout(Some(std::time::Duration::from_secs(10)))
+                    .output_unchecked()
+                else {
+                    continue;
+                };
+                if o.status.success() {
+                    continue;
+                }
+                let why = o.stderr_str();
+                // dash says `sh: 1: Syntax error: ...`: keep the message.
+                let why = why.lines().next().unwrap_or("").trim();
+                let why = why.trim_start_matches("sh: ");
+                let why = why
+                    .split_once(": ")
+                    .filter(|(line, _)| line.bytes().all(|b| b.is_ascii_digit()))
+                    .map_or(why, |(_, rest)| rest);
+                let mut d = Diagnostic::error(
+                    "command-syntax",
+                    format!("`{key}` of {pname}.{sname} is not valid shell syntax: {why}"),
+                )
+                .at(loaded
+                    .source
+                    .label(&["products", pname, "services", sname, key], ""))
+                .help("the local runtime runs it with `sh -c`; `sh -n -c '...'` shows the problem");
+                berth_manifest::secrets::mask_diagnostic(&mut d);
+                out.push(d);
+            }
+        }
+    }
+    out
+}
+
 /// Run every check on the manifest at `path`.
 pub fn check_path(path: &Path, secret_scan: bool) -> Result<Report> {
     let file = path.display().to_string();
@@ -67,6 +118,7 @@ pub fn check_path(path: &Path, secret_scan: bool) -> Result<Report> {
         Err(diags) => report.diagnostics = diags,
         Ok(loaded) => {
             report.diagnostics = validate::validate(&loaded);
+            report.diagnostics.extend(shell_syntax(&loaded));
             report.loaded = Some(loaded);
         }
     }
@@ -77,6 +129,9 @@ pub fn check_path(path: &Path, secret_scan: bool) -> Result<Report> {
             report
                 .diagnostics
                 .extend(validate::ownership_conflicts(loaded, &files));
+            report
+                .diagnostics
+                .extend(validate::workdirs_untracked(loaded, &files));
         }
         if secret_scan {
             // Every file the repository tracks, not only those under berth.toml: a key

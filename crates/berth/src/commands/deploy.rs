@@ -74,22 +74,21 @@ pub(super) fn product_known(m: &Manifest, product: &str) -> Result<()> {
 
 /// Where deploys find the rendered compose files: beside the nginx config's
 /// directory (`deploy/<env>/compose`), or `deploy/prod/compose` without a proxy.
-fn compose_dir(l: &Loaded) -> PathBuf {
-    match &l.manifest.proxy {
-        Some(p) => l
-            .root
+fn compose_dir(manifest: &Manifest, root: &Path) -> PathBuf {
+    match &manifest.proxy {
+        Some(p) => root
             .join(&p.nginx_config)
             .parent()
             .and_then(Path::parent)
             .map(|d| d.join("compose"))
-            .unwrap_or_else(|| l.root.join("deploy/prod/compose")),
-        None => l.root.join("deploy/prod/compose"),
+            .unwrap_or_else(|| root.join("deploy/prod/compose")),
+        None => root.join("deploy/prod/compose"),
     }
 }
 
 /// The compose file a deploy starts must say what berth.toml says now.
 fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
-    let dir = compose_dir(l);
+    let dir = compose_dir(&l.manifest, &l.root);
     let out = dir.parent().unwrap_or(&l.root).to_path_buf();
     let env = if out.file_name().is_some_and(|n| n == "dev") {
         berth_render::Env::Dev
@@ -120,8 +119,17 @@ fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
 
 /// The runtime to use: `auto` is compose when a Docker Engine answers, local processes otherwise.
 pub(super) fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime + Send + Sync>> {
+    runtime_for(&l.manifest, &l.root, arg)
+}
+
+/// [`runtime`] for a manifest at `root`.
+pub(super) fn runtime_for(
+    manifest: &Manifest,
+    root: &Path,
+    arg: RuntimeArg,
+) -> Result<Box<dyn Runtime + Send + Sync>> {
     let kind = match arg {
-        RuntimeArg::Manifest => l.manifest.deploy.runtime,
+        RuntimeArg::Manifest => manifest.deploy.runtime,
         RuntimeArg::Local => RuntimeKind::Local,
         RuntimeArg::Compose => RuntimeKind::Compose,
     };
@@ -132,11 +140,11 @@ pub(super) fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime + S
     };
     match kind {
         RuntimeKind::Compose => Ok(Box::new(ComposeRuntime::new(
-            l.manifest.clone(),
-            compose_dir(l),
+            manifest.clone(),
+            compose_dir(manifest, root),
         ))),
         RuntimeKind::Local | RuntimeKind::Auto => {
-            let mut rt = LocalRuntime::new(l.manifest.clone(), l.root.clone());
+            let mut rt = LocalRuntime::new(manifest.clone(), root.to_path_buf());
             // Programs built beside berth (demo-app) are found without being installed.
             if let Some(dir) = std::env::current_exe()
                 .ok()
@@ -301,11 +309,10 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     if rt.name() == "compose" {
         compose_file_current(&l, &args.product)?;
     }
-    if rt.name() == "local" && l.repo.resolve("HEAD")?.as_deref() != Some(commit.as_str()) {
-        return Err(CliError::Config(format!(
-            "the local runtime runs the work tree, which is not `{}`: check it out first",
-            args.git_ref
-        )));
+    if rt.name() == "local" && !dirty.trim().is_empty() {
+        printer.warn(
+            "uncommitted changes are not deployed: the local runtime runs a checkout of the commit",
+        );
     }
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
@@ -423,11 +430,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
             .instances(name)
             .map_err(|e| CliError::Failed(e.to_string()))?;
         let live = match &nginx {
-            Some(n) => n
-                .live_slot(name)
-                .ok()
-                .flatten()
-                .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive)),
+            Some(n) => n.live(name, &instances).ok().flatten(),
             None => instances.iter().find(|i| i.alive).map(|i| i.slot),
         };
         let last = tags::history(&l.repo, name)?.into_iter().next();

@@ -126,10 +126,20 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
 
+    let mut skipped = Vec::new();
     for f in files.iter().filter(|f| stale.contains(&f.path)) {
         let p = out.join(&f.path);
-        super::write_atomic_mkdir(&p, &f.contents)?;
+        let contents = match missing_include(&ctx, &root, &f.path, &p, printer) {
+            Include::Rendered => f.contents.clone(),
+            Include::Derived(body) => body,
+            Include::LeftToDeploy => {
+                skipped.push(f.path.clone());
+                continue;
+            }
+        };
+        super::write_atomic_mkdir(&p, &contents)?;
     }
+    stale.retain(|s| !skipped.contains(s));
     // Runtime directory for the rendered nginx.conf (pid, logs, temp files).
     for d in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         let dir = root.join(".berth/nginx").join(d);
@@ -214,12 +224,83 @@ pub fn ensure_secrets(
     Ok(changes)
 }
 
+enum Include {
+    /// Not the live proxy's upstream include (or nothing runs): the rendered default.
+    Rendered,
+    /// The include nginx loads, pointing at the slot the runtime runs.
+    Derived(String),
+    /// Both slots run: which is live is not berth render's to decide.
+    LeftToDeploy,
+}
+
+/// A missing upstream include is runtime state: when it is the one the proxy loads,
+/// it points at the slot that runs (never at a stopped one), like `berth deploy` sees it.
+fn missing_include(
+    m: &berth_manifest::Manifest,
+    root: &Path,
+    rel: &str,
+    path: &Path,
+    printer: &Printer,
+) -> Include {
+    let Some(product) = rel
+        .strip_prefix("nginx/upstreams/")
+        .and_then(|n| n.strip_suffix(".conf"))
+    else {
+        return Include::Rendered;
+    };
+    let Some(nginx) = berth_deploy::proxy::Nginx::new(m, root) else {
+        return Include::Rendered;
+    };
+    if !m.products.contains_key(product) || absolute(&nginx.upstream_file(product)) != path {
+        return Include::Rendered;
+    }
+    let instances = match super::deploy::runtime_for(m, root, crate::cli::RuntimeArg::Manifest)
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.instances(product).map_err(|e| e.to_string()))
+    {
+        Ok(i) => i,
+        Err(e) => {
+            printer.warn(&format!(
+                "could not ask the runtime which slot of {product} runs ({e}): {} points at blue",
+                path.display()
+            ));
+            return Include::Rendered;
+        }
+    };
+    match nginx.live(product, &instances) {
+        Ok(None) => Include::Rendered,
+        Ok(Some(slot)) => match nginx.upstream_body(product, slot) {
+            Ok(body) => {
+                printer.status(
+                    "Live",
+                    &format!("{product} runs in {slot}: its upstream include points there"),
+                );
+                Include::Derived(body)
+            }
+            Err(_) => Include::Rendered,
+        },
+        Err(e) => {
+            printer.warn(&format!("{} not written: {e}", path.display()));
+            Include::LeftToDeploy
+        }
+    }
+}
+
 /// Make sure git ignores `.berth/`; returns a note when a rule was added.
 fn ensure_ignored(root: &Path) -> Result<Option<String>> {
     let Some(repo) = berth_git::Repo::discover(root)? else {
         return Ok(None);
     };
-    if repo.is_ignored(".berth/secrets/probe.env")? {
+    // Secrets, and the checkouts and homes of the local runtime.
+    let mut ignored = true;
+    for probe in [
+        ".berth/secrets/probe.env",
+        ".berth/versions/probe/x",
+        ".berth/home/probe/x",
+    ] {
+        ignored &= repo.is_ignored(probe)?;
+    }
+    if ignored {
         return Ok(None);
     }
     let gi = root.join(".gitignore");

@@ -1246,3 +1246,42 @@ fn concurrent_backups_of_one_product_never_clobber_each_other() {
             .assert_code(0);
     }
 }
+
+/// What `berth restore` restarts gets the product's environment only: the admin URLs
+/// restore itself needs (and anything else berth was started with) stay out of it.
+#[test]
+fn a_product_restarted_by_restore_gets_no_admin_url() {
+    let db = Db::new();
+    let marker = [("BERTH_TEST_OPERATOR_MARKER", "operator-export-2b81")];
+    db.run_env(&["deploy", "bestays", "--yes"], &marker)
+        .assert_code(0);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let before = crate::deploy::recorded_pids(&db.site, "bestays", "blue");
+    db.run_env(&["restore", "bestays", "latest", "--yes"], &marker)
+        .assert_code(0);
+    let after = crate::deploy::recorded_pids(&db.site, "bestays", "blue");
+    assert_eq!(after.len(), 2);
+    assert_ne!(after, before, "restore restarted the services");
+    let home = db
+        .site
+        .repo
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join(".berth/home/bestays");
+    let secrets: Vec<String> = db.env().into_iter().map(|(_, v)| v).collect();
+    for (service, pid) in after {
+        let env = crate::deploy::environ(pid);
+        for (k, v) in &env {
+            assert!(
+                !k.ends_with("_ADMIN_URL") && k != "BERTH_TEST_OPERATOR_MARKER",
+                "{service} got {k}"
+            );
+            assert!(!secrets.contains(v), "{service} got an admin URL as {k}");
+        }
+        assert!(
+            env.iter().any(|(k, v)| k == "HOME" && Path::new(v) == home),
+            "{service}: {env:?}"
+        );
+    }
+}

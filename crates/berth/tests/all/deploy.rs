@@ -832,3 +832,507 @@ fn postgres_state_backend_locks_and_audits() {
     site.berth_env(&["lock", "status", "bestays"], &env_ref)
         .assert_code(0);
 }
+
+/// GET through nginx: (status, body).
+pub fn get_body(port: u16, host: &str, path: &str) -> (u16, String) {
+    let r = (|| -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    })();
+    r.unwrap_or((0, String::new()))
+}
+
+/// The pids berth recorded for a product's slot: (service, pid).
+pub fn recorded_pids(site: &Site, product: &str, slot: &str) -> Vec<(String, u32)> {
+    let dir = site.repo.path().join(".berth/run").join(product).join(slot);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let service = p.file_stem().unwrap().to_string_lossy().into_owned();
+            out.push((service, v["pid"].as_u64().unwrap() as u32));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `/proc/<pid>/environ` as (name, value) pairs.
+pub fn environ(pid: u32) -> Vec<(String, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter(|e| !e.is_empty())
+        .filter_map(|e| {
+            let s = String::from_utf8_lossy(e).into_owned();
+            s.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn pid_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// bestays.server becomes a Python http.server serving the files of
+/// `products/bestays/site` of the version's own checkout: what answers is the code.
+fn serve_bestays_from_the_repo(site: &Site, command: &str, extra: &str) {
+    site.edit_manifest(
+        "[products.bestays.services.server]\nbuild = { context = \"apps/server\", dockerfile = \"docker/server.Dockerfile\" }\ncommand = \"demo-app\"",
+        &format!(
+            "[products.bestays.services.server]\nbuild = {{ context = \"apps/server\", dockerfile = \"docker/server.Dockerfile\" }}\ncommand = {command:?}\n{extra}"
+        ),
+    );
+}
+
+/// Wait until `check` holds (polling), or fail with `what`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A product process gets a cleared environment plus its allow-list: berth's own
+/// exports (a marker, the admin URLs `berth restore` needs) never reach it, and HOME
+/// is the product's own directory. Checked in /proc/<pid>/environ of every process,
+/// and in the environment the migration ran with.
+#[test]
+fn product_processes_get_only_their_own_environment() {
+    let site = Site::new(0);
+    // The migration writes out its environment (in its working directory: the checkout).
+    site.edit_manifest(
+        "migrate = \"demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
+        "migrate = \"env > migrate.env && demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
+    );
+    site.repo
+        .commit_all("chore: record the migration's environment (TASK-40-env-bestays)");
+    let leaks = [
+        ("BERTH_TEST_OPERATOR_MARKER", "operator-export-7f3a"),
+        (
+            "BERTH_POSTGRES_ADMIN_URL",
+            "postgresql://postgres:admin-pw-91c2@127.0.0.1:1/postgres",
+        ),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            "redis://default:redis-admin-pw-5d0e@127.0.0.1:1/0",
+        ),
+    ];
+    site.berth_env(&["deploy", "bestays", "--yes"], &leaks)
+        .assert_code(0);
+    let version = site.head_version();
+    let root = site.repo.path().canonicalize().unwrap();
+    let home = root.join(".berth/home/bestays");
+    let mut envs: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let pids = recorded_pids(&site, "bestays", "blue");
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for (service, pid) in &pids {
+        envs.push((format!("{service} (pid {pid})"), environ(*pid)));
+    }
+    // The migration ran in the version's checkout (its working directory).
+    let migrate_env = root
+        .join(".berth/versions/bestays")
+        .join(&version)
+        .join("migrate.env");
+    if let Ok(text) = std::fs::read_to_string(&migrate_env) {
+        envs.push((
+            "migrate".into(),
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+    }
+    for (who, env) in &envs {
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        for (k, v) in &leaks {
+            assert_eq!(get(k), None, "{who} got {k}: {env:?}");
+            assert!(
+                env.iter().all(|(_, val)| !val.contains(v)),
+                "{who} got the value of {k}"
+            );
+        }
+        assert_eq!(get("HOME"), Some(home.to_str().unwrap()), "{who}: {env:?}");
+        assert_eq!(get("BERTH_PRODUCT"), Some("bestays"), "{who}");
+        assert_eq!(get("BERTH_VERSION"), Some(version.as_str()), "{who}");
+        assert_eq!(
+            get("APP_NAME").is_some(),
+            who.starts_with("server") || who == "migrate",
+            "{who}"
+        );
+        assert!(get("PATH").is_some(), "{who}");
+        // Nothing outside the allow-list: berth's identity, the service's env, secrets.
+        for (k, _) in env {
+            assert!(
+                ![
+                    "USER",
+                    "COLUMNS",
+                    "NO_COLOR",
+                    "DOCKER_CONFIG",
+                    "BERTH_OPERATOR",
+                    "PWD_OF_BERTH"
+                ]
+                .contains(&k.as_str()),
+                "{who} inherited {k} from berth"
+            );
+        }
+    }
+    assert_eq!(
+        envs.len(),
+        3,
+        "the migration wrote {}",
+        migrate_env.display()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", home.display());
+}
+
+/// A rollback runs the old version's code, not HEAD's code labelled as the old version:
+/// each version runs from its own checkout, pruned beyond `[deploy] keep`.
+#[test]
+fn rollback_runs_the_old_code_from_its_own_checkout() {
+    let site = Site::new(0);
+    serve_bestays_from_the_repo(
+        &site,
+        "python3 -m http.server \"$PORT\" --bind \"$BIND\" --directory products/bestays/site",
+        "",
+    );
+    site.edit_manifest("runtime = \"local\"\n", "runtime = \"local\"\nkeep = 2\n");
+    site.repo
+        .write("products/bestays/site/api/health", "code one\n");
+    site.repo
+        .commit_all("feat: code one (TASK-41-code-bestays)");
+    let v1 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/health"),
+        (200, "code one\n".to_string())
+    );
+
+    site.repo
+        .write("products/bestays/site/api/health", "code two\n");
+    site.repo
+        .commit_all("feat: code two (TASK-42-code-bestays)");
+    let v2 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/health"),
+        (200, "code two\n".to_string())
+    );
+
+    let out = site.berth(&["rollback", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/health"),
+        (200, "code one\n".to_string()),
+        "the rolled-back version's code answers"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("reuse the retained checkout of {v1}")),
+        "{}",
+        out.snapshot()
+    );
+    // The process runs in v1's checkout, labelled v1.
+    let root = site.repo.path().canonicalize().unwrap();
+    let (_, pid) = recorded_pids(&site, "bestays", "blue")
+        .into_iter()
+        .find(|(s, _)| s == "server")
+        .unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        root.join(".berth/versions/bestays").join(&v1)
+    );
+    let s = site.berth(&["status", "bestays", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    assert!(
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["version"] == v1.as_str() && s["health"] == "up"),
+        "{v:#}"
+    );
+    // The checkouts are git-ignored: the tree stays clean.
+    assert_eq!(site.repo.git(&["status", "--porcelain"]), "");
+
+    // A third version: keep = 2 keeps it and the one it replaced (v1); v2 goes.
+    site.repo
+        .write("products/bestays/site/api/health", "code three\n");
+    site.repo
+        .commit_all("feat: code three (TASK-43-code-bestays)");
+    let v3 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/health"),
+        (200, "code three\n".to_string())
+    );
+    let versions = root.join(".berth/versions/bestays");
+    let mut kept: Vec<String> = std::fs::read_dir(&versions)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    let mut want = vec![v1.clone(), v3.clone()];
+    want.sort();
+    assert_eq!(kept, want, "v2 ({v2}) is pruned");
+    // `deploy --ref` of a pruned version checks it out again.
+    site.berth(&["deploy", "bestays", "--yes", "--ref", &v2])
+        .assert_code(0);
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/health"),
+        (200, "code two\n".to_string())
+    );
+}
+
+/// `workdir`: `command`, `migrate` and `build_command` run there, through the same shell,
+/// so `cd sub && exec server` works in `command` as it does in `migrate`.
+#[test]
+fn workdir_and_shell_commands_run_the_same_way_everywhere() {
+    let site = Site::new(0);
+    serve_bestays_from_the_repo(
+        &site,
+        "cd site && exec python3 -m http.server \"$PORT\" --bind \"$BIND\"",
+        "workdir = \"products/bestays\"\nbuild_command = \"cd site && cp api/health api/built\"",
+    );
+    site.edit_manifest(
+        "migrate = \"demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
+        "migrate = \"cd site && test -f api/built && demo-app migrate\"\nenv = { APP_NAME = \"BeStays\"",
+    );
+    site.repo
+        .write("products/bestays/site/api/health", "from the workdir\n");
+    site.repo
+        .commit_all("feat: workdir (TASK-44-workdir-bestays)");
+    site.berth(&["check"]).assert_code(0);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("ran the build_command of server"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        get_body(site.http_port, "bestays.app", "/api/built"),
+        (200, "from the workdir\n".to_string()),
+        "build_command ran in the workdir of the checkout"
+    );
+    let root = site.repo.path().canonicalize().unwrap();
+    let (_, pid) = recorded_pids(&site, "bestays", "blue")
+        .into_iter()
+        .find(|(s, _)| s == "server")
+        .unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
+        root.join(".berth/versions/bestays")
+            .join(site.head_version())
+            .join("products/bestays/site")
+    );
+    // A workdir that is not in the repository is caught by check, before any deploy.
+    site.edit_manifest(
+        "workdir = \"products/bestays\"",
+        "workdir = \"products/nope\"",
+    );
+    let out = site.berth(&["check"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("error[workdir-missing]") && out.stderr.contains("berth.toml:"),
+        "{}",
+        out.snapshot()
+    );
+    // So is one that exists but holds nothing git tracks: the checkout would lack it.
+    site.edit_manifest(
+        "workdir = \"products/nope\"",
+        "workdir = \"products/scratch\"",
+    );
+    site.repo.write("products/scratch/notes.txt", "untracked");
+    let out = site.berth(&["check"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("error[workdir-untracked]"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+/// A pid file naming a process berth did not start (pid reuse after a crash or a
+/// reboot): status reports the service down, and no deploy ever signals it.
+#[test]
+fn a_pid_file_naming_a_stranger_is_dead_and_never_signalled() {
+    use std::os::unix::process::CommandExt;
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let pid_file = site.repo.path().join(".berth/run/bestays/blue/server.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&pid_file).unwrap()).unwrap();
+    let old = record["pid"].as_u64().unwrap() as u32;
+    // The server dies; its pid goes to an unrelated process (a group leader, like it was).
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{old}")])
+        .status()
+        .unwrap();
+    eventually("the old server exits", || !pid_running(old));
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = stranger.id();
+    record["pid"] = pid.into();
+    std::fs::write(&pid_file, record.to_string()).unwrap();
+
+    let s = site.berth(&["status", "bestays", "--format", "json"]);
+    s.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
+    let server = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "server")
+        .unwrap()
+        .clone();
+    assert_eq!(server["running"], false, "{v:#}");
+    assert_eq!(server["health"], "down", "{v:#}");
+
+    site.change("bestays", 45);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert_eq!(
+        site.get("bestays.app", "/api/health"),
+        (200, site.head_version())
+    );
+    assert!(
+        stranger.try_wait().unwrap().is_none() && pid_running(pid),
+        "the deploy signalled a process berth did not start\n{}",
+        out.snapshot()
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+/// A deleted upstream include: `berth render` recreates it pointing at the slot that
+/// runs (green here), so the next reload keeps serving; and a deploy without it takes
+/// the live slot from the runtime.
+#[test]
+fn a_deleted_upstream_include_points_at_the_slot_that_runs() {
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.change("bestays", 46);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v2 = site.head_version();
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v2.clone()));
+    let include = site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
+    let green = std::fs::read_to_string(&include).unwrap();
+    assert!(
+        green.contains("Live slot of product bestays: green"),
+        "{green}"
+    );
+
+    std::fs::remove_file(&include).unwrap();
+    let out = site.berth(&["render", "--env", "dev"]);
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&include).unwrap(),
+        green,
+        "{}",
+        out.snapshot()
+    );
+    let reload = std::process::Command::new("nginx")
+        .args([
+            "-p",
+            site.repo.path().to_str().unwrap(),
+            "-c",
+            "deploy/dev/nginx/nginx.conf",
+            "-s",
+            "reload",
+        ])
+        .status()
+        .unwrap();
+    assert!(reload.success());
+    // Every answer after the reload comes from green, none is a 502.
+    for _ in 0..50 {
+        assert_eq!(site.get("bestays.app", "/api/health"), (200, v2.clone()));
+    }
+
+    // Deleted again, and a deploy (no render): green is live, so the new version goes to
+    // blue and green is drained and stopped.
+    std::fs::remove_file(&include).unwrap();
+    site.change("bestays", 47);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("switch traffic green -> blue")
+            && out.stderr.contains("then stop the green slot"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        site.get("bestays.app", "/api/health"),
+        (200, site.head_version())
+    );
+    assert!(recorded_pids(&site, "bestays", "green").is_empty());
+}
+
+/// A garbage upstream include: the deploy takes the live slot from the runtime, drains
+/// it and stops it, instead of switching blind and leaving it running.
+#[test]
+fn a_garbage_upstream_include_still_drains_and_stops_the_old_slot() {
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.change("bestays", 48);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let green = recorded_pids(&site, "bestays", "green");
+    assert_eq!(green.len(), 2);
+    let include = site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
+    std::fs::write(&include, "\u{0}\u{1}garbage, not an upstream\n").unwrap();
+
+    site.change("bestays", 49);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("switch traffic green -> blue")
+            && out.stderr.contains("then stop the green slot"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        site.get("bestays.app", "/api/health"),
+        (200, site.head_version())
+    );
+    assert!(recorded_pids(&site, "bestays", "green").is_empty());
+    for (service, pid) in green {
+        assert!(!pid_running(pid), "green {service} (pid {pid}) still runs");
+    }
+}
