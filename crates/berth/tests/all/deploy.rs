@@ -835,27 +835,10 @@ fn postgres_state_backend_locks_and_audits() {
 
 /// GET through nginx: (status, body).
 pub fn get_body(port: u16, host: &str, path: &str) -> (u16, String) {
-    let r = (|| -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let status = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
-    })();
-    r.unwrap_or((0, String::new()))
+    match berth_testkit::load::get(port, host, path) {
+        Ok(r) => (r.status, r.text()),
+        Err(_) => (0, String::new()),
+    }
 }
 
 /// The pids berth recorded for a product's slot: (service, pid).
