@@ -263,3 +263,88 @@ fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
     assert!(redis.cli(me, &["GET", "bestays:k"]).contains("NOPERM"));
     assert!(redis.cli(me, &["FLUSHDB"]).contains("NOPERM"));
 }
+
+/// The example without Redis, bestays's database carrying `fields` (e.g. extensions).
+fn postgres_only_repo(bestays_db: &str) -> GitRepo {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let from = "database = { name = \"bestays\", role = \"bestays_user\" }";
+    assert!(m.contains(from));
+    let m = m
+        .replace(from, bestays_db)
+        .replace("redis = { db = 0, prefix = \"bestays:\" }\n", "")
+        .replace("redis = { db = 1, prefix = \"realestate:\" }\n", "");
+    repo.write("berth.toml", &m);
+    repo
+}
+
+#[test]
+fn provision_creates_the_products_extensions_as_the_admin() {
+    let pg = Postgres::start();
+    let repo = postgres_only_repo(
+        "database = { name = \"bestays\", role = \"bestays_user\", extensions = [\"pg_trgm\", \"citext\"] }",
+    );
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+    let bpw = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    // In bestays's database, usable by its role (which could not create them: not a superuser).
+    let (ok, text) = pg.psql_as(
+        "bestays_user",
+        &bpw,
+        "bestays",
+        "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension WHERE extname <> 'plpgsql'; SELECT similarity('berth', 'berths') > 0.5, 'A'::citext = 'a'::citext",
+    );
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), "citext,pg_trgm\nt|t", "{text}");
+    // Only there: realestate's database has none.
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    let (ok, text) = pg.psql_as(
+        "realestate_user",
+        &rpw,
+        "realestate",
+        "SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'",
+    );
+    assert!(ok && text.trim() == "0", "{text}");
+    // Idempotent.
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+}
+
+#[test]
+fn provision_sets_a_role_password_that_no_longer_matches_the_secret_file() {
+    let pg = Postgres::start();
+    let repo = postgres_only_repo("database = { name = \"bestays\", role = \"bestays_user\" }");
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+    let old = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    // A fresh checkout: the secret file is gone and `berth render` makes a new password.
+    std::fs::remove_file(repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    run(repo.path(), &["render"]).assert_code(0);
+    let new = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    assert_ne!(new, old);
+    assert!(!pg.psql_as("bestays_user", &new, "bestays", "SELECT 1").0);
+
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("bestays: database bestays existing, role bestays_user existing (password reset)")
+            && out.stdout.contains("realestate: database realestate existing, role realestate_user existing (password unchanged)")
+            && out.stderr.contains("did not match .berth/secrets/bestays.env"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(!out.all().contains(&new) && !out.all().contains(&old));
+    // The app's login works again, with the secret file's password only.
+    let (ok, text) = pg.psql_as("bestays_user", &new, "bestays", "SELECT 1");
+    assert!(ok, "{text}");
+    assert!(!pg.psql_as("bestays_user", &old, "bestays", "SELECT 1").0);
+    assert!(pg.psql_as("realestate_user", &rpw, "realestate", "SELECT 1").0);
+    // Matching now: a further run leaves it alone.
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    assert!(
+        out.stdout.contains("role bestays_user existing (password unchanged)"),
+        "{}",
+        out.snapshot()
+    );
+}
