@@ -137,7 +137,7 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
             .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     }
     let secret_changes = ensure_secrets(&ctx, &root, env)?;
-    let ignore_note = ensure_ignored(&root)?;
+    let ignore_note = ensure_ignored(&root, &ctx)?;
     match args.format {
         Format::Json => printer.json(&json!({
             "out": out,
@@ -214,12 +214,32 @@ pub fn ensure_secrets(
     Ok(changes)
 }
 
-/// Make sure git ignores `.berth/`; returns a note when a rule was added.
-fn ensure_ignored(root: &Path) -> Result<Option<String>> {
+/// Make sure git ignores `.berth/` (secrets, runtime state) and the `[backup] dir` when it
+/// lies inside the repository (database dumps); returns a note when rules were added.
+fn ensure_ignored(root: &Path, m: &berth_manifest::Manifest) -> Result<Option<String>> {
     let Some(repo) = berth_git::Repo::discover(root)? else {
         return Ok(None);
     };
-    if repo.is_ignored(".berth/secrets/probe.env")? {
+    let mut rules = Vec::new();
+    if !repo.is_ignored(".berth/secrets/probe.env")? {
+        rules.push((
+            "# berth: secrets and runtime state, never committed",
+            "/.berth/".to_string(),
+        ));
+    }
+    let backups = m.backup.dir.trim_start_matches("./").trim_end_matches('/');
+    let inside = !backups.is_empty()
+        && !Path::new(backups).is_absolute()
+        && !Path::new(backups)
+            .components()
+            .any(|c| matches!(c, Component::ParentDir));
+    if inside && !repo.is_ignored(&format!("{backups}/probe/probe.dump"))? {
+        rules.push((
+            "# berth: database backups, never committed",
+            format!("/{backups}/"),
+        ));
+    }
+    if rules.is_empty() {
         return Ok(None);
     }
     let gi = root.join(".gitignore");
@@ -227,8 +247,17 @@ fn ensure_ignored(root: &Path) -> Result<Option<String>> {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str("# berth: secrets and runtime state, never committed\n/.berth/\n");
-    std::fs::write(&gi, text)
-        .map_err(|e| CliError::Failed(format!("cannot update {}: {e}", gi.display())))?;
-    Ok(Some(format!("added /.berth/ to {}", gi.display())))
+    for (comment, rule) in &rules {
+        text.push_str(&format!("{comment}\n{rule}\n"));
+    }
+    super::write_atomic(&gi, &text)?;
+    Ok(Some(format!(
+        "added {} to {}",
+        rules
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        gi.display()
+    )))
 }

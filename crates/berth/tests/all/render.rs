@@ -273,7 +273,7 @@ fn secrets_never_enter_rendered_files_and_are_private_and_ignored() {
     run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
     // berth added the ignore rule itself.
     assert!(
-        out.stderr.contains("added /.berth/ to"),
+        out.stderr.contains("added /.berth/ and /backups/ to"),
         "{}",
         out.snapshot()
     );
@@ -281,6 +281,11 @@ fn secrets_never_enter_rendered_files_and_are_private_and_ignored() {
         repo.git(&["check-ignore", ".berth/secrets/bestays.env"])
             .trim(),
         ".berth/secrets/bestays.env"
+    );
+    assert_eq!(
+        repo.git(&["check-ignore", "backups/bestays/x.dump.zst"])
+            .trim(),
+        "backups/bestays/x.dump.zst"
     );
     let secrets_dir = repo.path().join(".berth/secrets");
     let mut passwords = Vec::new();
