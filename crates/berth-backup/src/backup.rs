@@ -36,16 +36,16 @@ impl Drop for Partial {
 /// What a backup directory's own `.gitignore` holds: everything, itself included, so
 /// database dumps inside a repository never show as changes (nor get committed) and the
 /// rule itself leaves the work tree clean.
-pub const GITIGNORE: &str = "# berth: database backups, never committed (this file ignores itself too)\n*\n";
+pub const GITIGNORE: &str =
+    "# berth: database backups, never committed (this file ignores itself too)\n*\n";
 
 /// Create the product's backup directory, private to the owner and git-ignored.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)
         .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", dir.display())))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
-        BackupError::Failed(format!("could not restrict {}: {e}", dir.display()))
-    })?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
         crate::stream::write_atomic(&ignore, GITIGNORE.as_bytes()).map_err(|e| {

@@ -637,7 +637,9 @@ pub const DEFAULT_REDIS_SCHEME: &str = "redis";
 impl Database {
     /// The scheme of the derived `DATABASE_URL`.
     pub fn scheme(&self) -> &str {
-        self.url_scheme.as_deref().unwrap_or(DEFAULT_DATABASE_SCHEME)
+        self.url_scheme
+            .as_deref()
+            .unwrap_or(DEFAULT_DATABASE_SCHEME)
     }
 }
 

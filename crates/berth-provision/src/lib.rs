@@ -256,7 +256,10 @@ fn provision_postgres(
     .output()?;
     let existing: std::collections::HashSet<String> =
         out.stdout_str().lines().map(str::to_string).collect();
-    let stored = stored_passwords(url, &dbs.iter().map(|d| d.role.as_str()).collect::<Vec<_>>());
+    let stored = stored_passwords(
+        url,
+        &dbs.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
+    );
 
     // The rendered SQL for just these products, then the passwords (as SCRAM verifiers:
     // the plain password never reaches the server, its logs or psql's command line).
@@ -374,7 +377,9 @@ fn stored_passwords(
             "-F",
             "\t",
             "-c",
-            &format!("SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({list})"),
+            &format!(
+                "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({list})"
+            ),
         ])
         .timeout(Some(Duration::from_secs(30)))
         .output_unchecked()

@@ -329,9 +329,7 @@ mod tests {
     }
 
     fn manifest(product_fields: &str) -> Manifest {
-        let text = format!(
-            "[project]\nname = \"p\"\n\n[products.app]\n{product_fields}\n"
-        );
+        let text = format!("[project]\nname = \"p\"\n\n[products.app]\n{product_fields}\n");
         berth_manifest::check_str("berth.toml", &text)
             .map(|(l, _)| l.manifest)
             .unwrap_or_else(|d| panic!("{d:?}"))
@@ -367,9 +365,7 @@ mod tests {
             format!("rediss://app:{rpw}@localhost:6379/1")
         );
         // Back to the default scheme: same password, new form.
-        let m = manifest(
-            "database = { name = \"app\", role = \"app_user\" }",
-        );
+        let m = manifest("database = { name = \"app\", role = \"app_user\" }");
         let (f, changed) = ensure_product(&m, dir.path(), "app").unwrap();
         assert_eq!(changed, ["DATABASE_URL"]);
         assert_eq!(

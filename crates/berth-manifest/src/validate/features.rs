@@ -123,7 +123,10 @@ impl Validator<'_> {
         if set.len() > 1 {
             let d = Diagnostic::error(
                 "ci-install",
-                format!("[ci] sets {}: berth is installed one way", set.join(" and ")),
+                format!(
+                    "[ci] sets {}: berth is installed one way",
+                    set.join(" and ")
+                ),
             )
             .at(self.label(&vpath(&["ci", set[1]]), ""))
             .help("keep one of berth_version, berth_url and install_command");
@@ -132,9 +135,15 @@ impl Validator<'_> {
         if let Some(v) = &ci.berth_version
             && !VERSION.is_match(v)
         {
-            let d = Diagnostic::error("ci-install", format!("ci.berth_version `{v}` is not a version"))
-                .at(self.label(&vpath(&["ci", "berth_version"]), "expected MAJOR.MINOR.PATCH"))
-                .help("write a released version of berth on crates.io, e.g. `0.1.0`");
+            let d = Diagnostic::error(
+                "ci-install",
+                format!("ci.berth_version `{v}` is not a version"),
+            )
+            .at(self.label(
+                &vpath(&["ci", "berth_version"]),
+                "expected MAJOR.MINOR.PATCH",
+            ))
+            .help("write a released version of berth on crates.io, e.g. `0.1.0`");
             self.push(d);
         }
         if let Some(u) = &ci.berth_url
@@ -151,7 +160,9 @@ impl Validator<'_> {
             } else if c.chars().any(char::is_control) {
                 Some("holds a line break or control character")
             } else if c.contains("${{") {
-                Some("holds a GitHub expression (`${{`), which Actions would expand into the script")
+                Some(
+                    "holds a GitHub expression (`${{`), which Actions would expand into the script",
+                )
             } else {
                 None
             };

@@ -288,11 +288,7 @@ fn dirty_tree_message(l: &Loaded, porcelain: &str) -> String {
         .map(|p| berth_backup::catalog::backup_dir(&l.manifest, &l.root, p))
         .chain([l.root.join(&l.manifest.backup.dir)])
         .map(|d| super::render::absolute(&d))
-        .filter_map(|d| {
-            d.strip_prefix(&top)
-                .ok()
-                .map(|r| r.display().to_string())
-        })
+        .filter_map(|d| d.strip_prefix(&top).ok().map(|r| r.display().to_string()))
         .filter(|r| !r.is_empty())
         .collect();
     backup_dirs.sort();

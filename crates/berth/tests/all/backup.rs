@@ -1217,7 +1217,11 @@ fn a_backup_inside_the_repository_does_not_stop_the_next_deploy() {
     db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
     db.run(&["backup", "bestays"]).assert_code(0);
     assert!(db.backups_dir().join(".gitignore").is_file());
-    assert_eq!(repo.git(&["status", "--porcelain"]).trim(), "", "the dumps show as changes");
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]).trim(),
+        "",
+        "the dumps show as changes"
+    );
     let out = db.run(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
 
@@ -1227,7 +1231,8 @@ fn a_backup_inside_the_repository_does_not_stop_the_next_deploy() {
     let out = db.run(&["deploy", "bestays", "--yes"]);
     out.assert_code(2);
     assert!(
-        out.stderr.contains("these are database backups: never commit them")
+        out.stderr
+            .contains("these are database backups: never commit them")
             && !out.stderr.contains("commit or stash these changes"),
         "{}",
         out.snapshot()

