@@ -42,6 +42,65 @@ pub struct RenderedFile {
     pub state: bool,
 }
 
+/// Files `berth render` did not write, and why: the manifest does not use them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// What was skipped, as paths under the output directory (`compose/<product>.yml`).
+    pub files: String,
+    pub reason: String,
+}
+
+/// The rendered files a manifest does not use for `env`: `(what, paths they start
+/// with, why)`. One table serves `render` (which leaves them out), `skipped` (which
+/// reports them) and so `render --check` (which looks at what render writes).
+fn unused(m: &Manifest, env: Env) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+    let mut out = Vec::new();
+    if m.deploy.runtime == berth_manifest::RuntimeKind::Local {
+        out.push((
+            "compose/<product>.yml",
+            &["compose/"][..],
+            "[deploy] runtime = \"local\" runs the services as local processes",
+        ));
+    }
+    if m.proxy.is_none() {
+        out.push((
+            "nginx/",
+            &["nginx/"][..],
+            "berth.toml has no [proxy] (deploys restart services in place)",
+        ));
+    }
+    if env == Env::Dev {
+        let servers = "they run on the servers: `berth render --env prod` writes them";
+        out.push((
+            "systemd/, cron/ (backup schedules)",
+            &["systemd/", "cron/"][..],
+            servers,
+        ));
+        out.push((
+            "prometheus/, grafana/ (monitoring)",
+            &["prometheus/", "grafana/"][..],
+            servers,
+        ));
+        out.push((
+            "github/workflows/berth.yml (CI deploys)",
+            &["github/"][..],
+            servers,
+        ));
+    }
+    out
+}
+
+/// What `render` leaves out for `m` and `env`, and why.
+pub fn skipped(m: &Manifest, env: Env) -> Vec<Skipped> {
+    unused(m, env)
+        .into_iter()
+        .map(|(files, _, reason)| Skipped {
+            files: files.into(),
+            reason: reason.into(),
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("template {name}: {source}")]
@@ -348,8 +407,21 @@ fn infra_network(m: &Manifest) -> Option<String> {
         .then(|| format!("{}-shared", berth_manifest::slug(&m.project.name)))
 }
 
-/// Render every file for `input.env`.
+/// Render every file the manifest uses for `input.env` (see [`skipped`] for the rest).
 pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError> {
+    let unused = unused(input.manifest, input.env);
+    let mut files = render_all(input)?;
+    // The shared infra compose file serves a local runtime too (its PostgreSQL and Redis).
+    files.retain(|f| {
+        f.path == "compose/infra.yml"
+            || !unused
+                .iter()
+                .any(|(_, prefixes, _)| prefixes.iter().any(|p| f.path.starts_with(p)))
+    });
+    Ok(files)
+}
+
+fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError> {
     let m = input.manifest;
     let tpl = environment();
     let env_name = input.env.name();

@@ -67,11 +67,38 @@ pub fn out_dir(manifest: &Path, env: Env, out: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The environment `[proxy] nginx_config` belongs to: `dev` for `deploy/dev/nginx/nginx.conf`.
+pub fn env_of_proxy(m: &berth_manifest::Manifest) -> Option<Env> {
+    let conf = Path::new(&m.proxy.as_ref()?.nginx_config);
+    let mut parts = conf
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    if parts.next()? != "deploy" {
+        return None;
+    }
+    match parts.next()?.as_str() {
+        "dev" => Some(Env::Dev),
+        "prod" => Some(Env::Prod),
+        _ => None,
+    }
+}
+
 pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> {
     let path = super::find_manifest(cli)?;
     let ctx = super::load_manifest(&path, printer)?;
     let root = absolute(&super::manifest_dir(&path));
-    let env = env_of(args.env);
+    let env = args
+        .env
+        .map(env_of)
+        .or_else(|| env_of_proxy(&ctx))
+        .unwrap_or(Env::Prod);
+    let skipped = berth_render::skipped(&ctx, env);
+    if args.format == Format::Text {
+        for s in &skipped {
+            printer.status("Skipped", &format!("{}: {}", s.files, s.reason));
+        }
+    }
     let out = out_dir(&path, env, args.out.as_deref());
     let files = render(&RenderInput {
         manifest: &ctx,
@@ -99,7 +126,7 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
     if args.check {
         match args.format {
             Format::Json => {
-                printer.json(&json!({ "out": out, "files": files.len(), "stale": stale }))
+                printer.json(&json!({ "out": out, "env": env.name(), "files": files.len(), "stale": stale, "skipped": skipped }))
             }
             Format::Text => {
                 for s in &stale {
@@ -141,7 +168,9 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
     match args.format {
         Format::Json => printer.json(&json!({
             "out": out,
+            "env": env.name(),
             "files": files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            "skipped": skipped,
             "changed": stale,
             "secrets_changed": secret_changes,
             "gitignore": ignore_note,

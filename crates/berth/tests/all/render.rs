@@ -100,6 +100,13 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
             repo.path(),
         );
         assert!(ok, "nginx -t rejects {conf}:\n{text}");
+        if env == "dev" {
+            // Backup schedules, monitoring and CI are for the servers only.
+            for dir in ["prometheus", "grafana", "github", "systemd", "cron"] {
+                assert!(!out.join(dir).exists(), "{env}/{dir} rendered");
+            }
+            continue;
+        }
         let (ok, text) = tool(
             "promtool",
             &[
@@ -591,4 +598,93 @@ fn the_workflow_installs_berth_the_way_ci_says() {
         );
         repo.write("berth.toml", &before);
     }
+}
+
+#[test]
+fn a_local_runtime_on_the_dev_tree_gets_only_what_it_uses() {
+    let repo = example_repo();
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        "nginx_config = \"deploy/dev/nginx/nginx.conf\"",
+    );
+    edit(
+        &repo,
+        "[secret_scan]",
+        "[deploy]\nruntime = \"local\"\n\n[secret_scan]",
+    );
+    // No --env: [proxy] points at the dev tree, so dev it is.
+    let out = run(repo.path(), &["render"]);
+    out.assert_code(0);
+    assert!(
+        !repo.path().join("deploy/prod").exists(),
+        "{}",
+        out.snapshot()
+    );
+    let dev = repo.path().join("deploy/dev");
+    let files = rendered(&dev);
+    assert_eq!(
+        files,
+        [
+            "compose/infra.yml",
+            "env/bestays.env.example",
+            "env/realestate.env.example",
+            "nginx/berth.conf",
+            "nginx/nginx.conf",
+            "nginx/upstreams/.gitignore",
+            "nginx/upstreams/bestays.conf",
+            "nginx/upstreams/realestate.conf",
+            "postgres/provision.sql",
+            "redis/users.acl",
+        ],
+        "{}",
+        out.snapshot()
+    );
+    // One line per kind skipped, with the reason, on stderr.
+    let skipped: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Skipped "))
+        .collect();
+    assert_eq!(skipped.len(), 4, "{}", out.snapshot());
+    assert!(
+        out.stderr
+            .contains("compose/<product>.yml: [deploy] runtime = \"local\""),
+        "{}",
+        out.snapshot()
+    );
+    assert!(out.stderr.contains("prometheus/, grafana/ (monitoring)"));
+    // --check agrees: nothing stale, nothing missing, and the skipped kinds in JSON.
+    let out = run(repo.path(), &["render", "--check", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["env"], "dev");
+    assert_eq!(v["files"], files.len());
+    assert_eq!(v["stale"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 4, "{v}");
+    // --env prod still writes the server files (no compose for a local runtime).
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let prod = rendered(&repo.path().join("deploy/prod"));
+    assert!(prod.iter().any(|f| f.starts_with("systemd/")), "{prod:?}");
+    assert!(prod.iter().any(|f| f == "github/workflows/berth.yml"));
+    assert!(!prod.iter().any(|f| f == "compose/bestays.yml"), "{prod:?}");
+
+    // Without [proxy]: no nginx, and it says so.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let start = m.find("[proxy]").unwrap();
+    let end = start + m[start..].find("\n\n").unwrap() + 2;
+    repo.write("berth.toml", &format!("{}{}", &m[..start], &m[end..]));
+    let out = run(repo.path(), &["render", "--env", "dev", "--out", "other"]);
+    out.assert_code(0);
+    assert!(!repo.path().join("other/nginx").exists());
+    assert!(
+        out.stderr.contains("nginx/: berth.toml has no [proxy]"),
+        "{}",
+        out.snapshot()
+    );
+    run(
+        repo.path(),
+        &["render", "--env", "dev", "--out", "other", "--check"],
+    )
+    .assert_code(0);
 }
