@@ -352,3 +352,72 @@ fn provision_sets_a_role_password_that_no_longer_matches_the_secret_file() {
         out.snapshot()
     );
 }
+
+/// The environment of a running process, from /proc.
+fn environ(pid: u64) -> Vec<(String, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_deployed_process_gets_the_database_url_in_the_products_scheme() {
+    let site = crate::deploy::Site::new(0);
+    site.edit_manifest(
+        "database = { name = \"bestays\", role = \"bestays_user\" }",
+        "database = { name = \"bestays\", role = \"bestays_user\", url_scheme = \"postgresql+asyncpg\" }",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: SQLAlchemy's async driver (TASK-0-setup-bestays)");
+    let pg = Postgres::start();
+    let redis = Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    site.berth_env(&["provision", "--all", "--env", "dev"], &env)
+        .assert_code(0);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    let pw = secret(&site.repo, "bestays", "DATABASE_PASSWORD");
+    let mut seen = 0;
+    for slot in ["blue", "green"] {
+        let dir = site.repo.path().join(".berth/run/bestays").join(slot);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            let pid = meta["pid"].as_u64().unwrap();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let env = environ(pid);
+            let url = env
+                .iter()
+                .find(|(k, _)| k == "DATABASE_URL")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no DATABASE_URL in {}", e.path().display()));
+            assert!(
+                url.starts_with(&format!("postgresql+asyncpg://bestays_user:{pw}@")),
+                "{} has DATABASE_URL in another form",
+                e.path().display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the server and the frontend run");
+    // The URL names the same role, password and database: the role logs in with it.
+    assert!(pg.psql_as("bestays_user", &pw, "bestays", "SELECT 1").0);
+}
