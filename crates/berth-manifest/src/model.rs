@@ -699,6 +699,21 @@ pub struct Service {
     /// Names of secret environment variables; values live in the product's untracked secret file.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// This service's scheme of `DATABASE_URL`, overriding the product's
+    /// `database.url_scheme` (e.g. `postgresql` for a sync migration tool while the app
+    /// uses `postgresql+asyncpg`). Must start with `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_scheme: Option<String>,
+    /// This service's scheme of `REDIS_URL`, overriding the product's `redis.url_scheme`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url_scheme: Option<String>,
+}
+
+impl Service {
+    /// Whether the derived URLs of this service differ in form from its product's.
+    pub fn overrides_url_schemes(&self) -> bool {
+        self.database_url_scheme.is_some() || self.redis_url_scheme.is_some()
+    }
 }
 
 /// `build = { context = "...", dockerfile = "..." }`

@@ -287,6 +287,8 @@ struct SvcCtx {
     green_port: Option<u16>,
     env: Vec<(String, String)>,
     health: Option<HealthCtx>,
+    /// Reads `<product>.<service>.env` (its own URL scheme) after the product's secrets.
+    own_urls: bool,
 }
 
 #[derive(Serialize)]
@@ -356,6 +358,7 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
                 .or(s.port)
                 .and_then(|p| p.checked_add(m.deploy.slot_port_offset)),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            own_urls: s.overrides_url_schemes(),
             health: s.health.as_ref().and_then(|h| {
                 let port = s.port?;
                 let url = format!("http://127.0.0.1:{port}{}", h.path);

@@ -284,7 +284,63 @@ pub fn ensure_product(
     if !changed.is_empty() || !f.path.exists() {
         f.save(&format!("secrets of product {name}"))?;
     }
+    for sname in p
+        .services
+        .iter()
+        .filter(|(_, s)| s.overrides_url_schemes())
+        .map(|(n, _)| n)
+    {
+        if ensure_service_urls(m, root, name, sname, &f)? {
+            changed.push(format!("{sname}: DATABASE_URL/REDIS_URL"));
+        }
+    }
     Ok((f, changed))
+}
+
+/// `.berth/secrets/<product>.<service>.env`: the derived URLs of a service that chooses
+/// its own URL scheme (`database_url_scheme`, `redis_url_scheme`), read after the
+/// product's file by both runtimes. Same role, password and database as the product's.
+pub fn service_secret_path(root: &Path, product: &str, service: &str) -> PathBuf {
+    root.join(SECRETS_DIR)
+        .join(format!("{product}.{service}.env"))
+}
+
+/// Write a service's own URLs from the product's secret file; whether it changed.
+fn ensure_service_urls(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    service: &str,
+    product_file: &SecretFile,
+) -> Result<bool, SecretError> {
+    let p = &m.products[product];
+    let s = &p.services[service];
+    let mut f = SecretFile::load(&service_secret_path(root, product, service))?;
+    let mut changed = false;
+    let rescheme = |key: &str, scheme: &str| {
+        product_file
+            .get(key)
+            .and_then(|u| u.split_once("://"))
+            .map(|(_, rest)| format!("{scheme}://{rest}"))
+    };
+    if p.database.is_some()
+        && let Some(scheme) = &s.database_url_scheme
+        && let Some(url) = rescheme("DATABASE_URL", scheme)
+    {
+        changed |= f.set("DATABASE_URL", &url);
+    }
+    if p.redis.is_some()
+        && let Some(scheme) = &s.redis_url_scheme
+        && let Some(url) = rescheme("REDIS_URL", scheme)
+    {
+        changed |= f.set("REDIS_URL", &url);
+    }
+    if changed || !f.path.exists() {
+        f.save(&format!(
+            "URLs of service {service} of product {product} (its own URL scheme)"
+        ))?;
+    }
+    Ok(changed)
 }
 
 /// The infra secrets (container mode): the PostgreSQL superuser and Redis admin passwords.
@@ -372,6 +428,23 @@ mod tests {
             f.get("DATABASE_URL").unwrap(),
             format!("postgresql://app_user:{pw}@localhost:5432/app")
         );
+    }
+
+    #[test]
+    fn a_service_with_its_own_scheme_gets_its_own_urls() {
+        let m = manifest(
+            "database = { name = \"app\", role = \"app_user\", url_scheme = \"postgresql+asyncpg\" }\n\n[products.app.services.web]\ncommand = \"x\"\n\n[products.app.services.migrate]\ncommand = \"y\"\ndatabase_url_scheme = \"postgresql+psycopg\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = ensure_product(&m, dir.path(), "app").unwrap();
+        let pw = f.get("DATABASE_PASSWORD").unwrap().to_string();
+        assert!(!service_secret_path(dir.path(), "app", "web").exists());
+        let own = SecretFile::load(&service_secret_path(dir.path(), "app", "migrate")).unwrap();
+        assert_eq!(
+            own.get("DATABASE_URL").unwrap(),
+            format!("postgresql+psycopg://app_user:{pw}@localhost:5432/app")
+        );
+        assert_eq!(own.get("DATABASE_PASSWORD"), None, "only the URLs");
     }
 
     #[test]

@@ -74,6 +74,17 @@ impl LocalRuntime {
                 env.push((k.clone(), v.to_string()));
             }
         }
+        // A service with its own URL scheme: its URLs replace the product's.
+        if s.overrides_url_schemes() {
+            let own = SecretFile::load(&secrets::service_secret_path(&self.root, product, service))
+                .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+            for k in own.keys().map(str::to_string).collect::<Vec<_>>() {
+                if let Some(v) = own.get(&k) {
+                    env.retain(|(n, _)| *n != k);
+                    env.push((k.clone(), v.to_string()));
+                }
+            }
+        }
         Ok(env)
     }
 

@@ -57,10 +57,30 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|d| d.url_scheme.as_deref());
             let redis = product.redis.as_ref().and_then(|r| r.url_scheme.as_deref());
-            for (table, scheme, family, var) in [
-                ("database", db, "postgres", "DATABASE_URL"),
-                ("redis", redis, "redis", "REDIS_URL"),
-            ] {
+            let mut checks = vec![
+                (
+                    vec!["database", "url_scheme"],
+                    db,
+                    "postgres",
+                    "DATABASE_URL",
+                ),
+                (vec!["redis", "url_scheme"], redis, "redis", "REDIS_URL"),
+            ];
+            for (sname, svc) in &product.services {
+                checks.push((
+                    vec!["services", sname, "database_url_scheme"],
+                    svc.database_url_scheme.as_deref(),
+                    "postgres",
+                    "DATABASE_URL",
+                ));
+                checks.push((
+                    vec!["services", sname, "redis_url_scheme"],
+                    svc.redis_url_scheme.as_deref(),
+                    "redis",
+                    "REDIS_URL",
+                ));
+            }
+            for (key, scheme, family, var) in checks {
                 let Some(scheme) = scheme else { continue };
                 if SCHEME.is_match(scheme) && scheme.starts_with(family) {
                     continue;
@@ -68,19 +88,22 @@ impl Validator<'_> {
                 let d = Diagnostic::error(
                     "url-scheme",
                     format!("`{pname}`: `{scheme}` is not a {family} URL scheme for {var}"),
-                )
-                .at(self.label(
-                    &vpath(&["products", pname, table, "url_scheme"]),
-                    format!("expected a scheme starting with `{family}`"),
-                ))
-                .help(format!(
-                    "write only the scheme, lower case, without `://` (e.g. `{}`)",
-                    if family == "postgres" {
-                        "postgresql+asyncpg"
-                    } else {
-                        "rediss"
-                    }
-                ));
+                );
+                let mut path = vec!["products", pname.as_str()];
+                path.extend(key);
+                let d = d
+                    .at(self.label(
+                        &vpath(&path),
+                        format!("expected a scheme starting with `{family}`"),
+                    ))
+                    .help(format!(
+                        "write only the scheme, lower case, without `://` (e.g. `{}`)",
+                        if family == "postgres" {
+                            "postgresql+asyncpg"
+                        } else {
+                            "rediss"
+                        }
+                    ));
                 self.push(d);
             }
         }

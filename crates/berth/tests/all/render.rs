@@ -688,3 +688,77 @@ fn a_local_runtime_on_the_dev_tree_gets_only_what_it_uses() {
     )
     .assert_code(0);
 }
+
+#[test]
+fn a_service_with_its_own_url_scheme_reads_its_own_urls_on_compose() {
+    let repo = example_repo();
+    edit(
+        &repo,
+        "database = { name = \"bestays\", role = \"bestays_user\" }",
+        "database = { name = \"bestays\", role = \"bestays_user\", url_scheme = \"postgresql+asyncpg\" }",
+    );
+    edit(
+        &repo,
+        "migrate = \"demo-app migrate\"",
+        "migrate = \"demo-app migrate\"\ndatabase_url_scheme = \"postgresql+psycopg\"\nredis_url_scheme = \"rediss\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let out = repo.path().join("deploy/prod");
+    let text = std::fs::read_to_string(out.join("compose/bestays.yml")).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let files = |svc: &str| -> Vec<String> {
+        doc["services"][svc]["env_file"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        files("server"),
+        [
+            "../../../.berth/secrets/bestays.env",
+            "../../../.berth/secrets/bestays.server.env"
+        ],
+        "{text}"
+    );
+    assert_eq!(files("frontend"), ["../../../.berth/secrets/bestays.env"]);
+    // What compose resolves for the server: its own forms, the product's password.
+    let (ok, resolved) = tool(
+        "docker",
+        &[
+            "compose",
+            "-f",
+            out.join("compose/bestays.yml").to_str().unwrap(),
+            "config",
+            "--format",
+            "json",
+        ],
+        repo.path(),
+    );
+    assert!(ok, "{resolved}");
+    let v: serde_json::Value = serde_json::from_str(&resolved).unwrap();
+    let env = &v["services"]["server"]["environment"];
+    let pw = std::fs::read_to_string(repo.path().join(".berth/secrets/bestays.env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_PASSWORD=").map(str::to_string))
+        .unwrap();
+    assert_eq!(
+        env["DATABASE_URL"].as_str().unwrap(),
+        format!("postgresql+psycopg://bestays_user:{pw}@postgres:5432/bestays")
+    );
+    assert!(
+        env["REDIS_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("rediss://bestays:")
+    );
+    assert!(
+        v["services"]["frontend"]["environment"]["DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgresql+asyncpg://"),
+        "{resolved}"
+    );
+}
