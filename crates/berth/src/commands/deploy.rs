@@ -108,6 +108,11 @@ fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
         .find(|f| f.path == format!("compose/{product}.yml"))
         .map(|f| f.contents.as_str());
     let path = dir.join(format!("{product}.yml"));
+    if want.is_none() && l.manifest.deploy.runtime == RuntimeKind::Local {
+        return Err(CliError::Config(format!(
+            "berth.toml sets [deploy] runtime = \"local\", so `berth render` writes no compose file for {product}: set runtime = \"compose\" (or \"auto\") and render, or deploy with the local runtime"
+        )));
+    }
     if std::fs::read_to_string(&path).ok().as_deref() != want {
         return Err(CliError::Config(format!(
             "{} does not match berth.toml: run `berth render --env {}` and commit it before deploying",

@@ -662,6 +662,19 @@ fn a_local_runtime_on_the_dev_tree_gets_only_what_it_uses() {
     assert_eq!(v["files"], files.len());
     assert_eq!(v["stale"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(v["skipped"].as_array().unwrap().len(), 4, "{v}");
+    // Asking for containers anyway says why there is no compose file.
+    repo.commit_all("chore: render the dev tree (TASK-0-setup-bestays)");
+    let out = run(
+        repo.path(),
+        &["deploy", "bestays", "--runtime", "compose", "--yes"],
+    );
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("runtime = \"local\", so `berth render` writes no compose file"),
+        "{}",
+        out.snapshot()
+    );
     // --env prod still writes the server files (no compose for a local runtime).
     run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
     let prod = rendered(&repo.path().join("deploy/prod"));
