@@ -48,9 +48,19 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
         .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        crate::stream::write_atomic(&ignore, GITIGNORE.as_bytes()).map_err(|e| {
-            BackupError::Failed(format!("could not write {}: {e}", ignore.display()))
-        })?;
+        // Two backups may start at once: each writes its own temp file, and either
+        // rename leaves the same content in place.
+        let tmp = dir.join(format!(".gitignore.{}.partial", std::process::id()));
+        let written = std::fs::write(&tmp, GITIGNORE)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &ignore));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(BackupError::Failed(format!(
+                "could not write {}: {e}",
+                ignore.display()
+            )));
+        }
     }
     Ok(())
 }
