@@ -33,13 +33,36 @@ impl Drop for Partial {
     }
 }
 
-/// Create the product's backup directory, private to the owner.
+/// What a backup directory's own `.gitignore` holds: everything, itself included, so
+/// database dumps inside a repository never show as changes (nor get committed) and the
+/// rule itself leaves the work tree clean.
+pub const GITIGNORE: &str =
+    "# berth: database backups, never committed (this file ignores itself too)\n*\n";
+
+/// Create the product's backup directory, private to the owner and git-ignored.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)
         .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", dir.display())))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))
+        .map_err(|e| BackupError::Failed(format!("could not restrict {}: {e}", dir.display())))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        // Two backups may start at once: each writes its own temp file, and either
+        // rename leaves the same content in place.
+        let tmp = dir.join(format!(".gitignore.{}.partial", std::process::id()));
+        let written = std::fs::write(&tmp, GITIGNORE)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &ignore));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(BackupError::Failed(format!(
+                "could not write {}: {e}",
+                ignore.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A stem in `dir` starting with `base` that no backup file uses yet (two backups in

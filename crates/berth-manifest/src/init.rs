@@ -38,12 +38,194 @@ struct Svc {
     health_timing: Vec<(&'static str, String)>,
     env: IndexMap<String, String>,
     secrets: Vec<String>,
+    command: Option<String>,
 }
 
 #[derive(Default)]
 struct Infra {
     image: String,
     port: Option<u16>,
+}
+
+/// Which piece of shared infrastructure a compose service is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfraKind {
+    Postgres,
+    Redis,
+}
+
+/// The repository part of an image reference, lower case, without registry, tag or
+/// digest: `ghcr.io/pgvector/pgvector:pg16@sha256:...` -> `pgvector/pgvector`,
+/// `postgres:15` -> `postgres`, `docker.io/library/redis` -> `redis`.
+fn image_repository(image: &str) -> String {
+    let image = image.trim().to_ascii_lowercase();
+    let no_digest = image.split('@').next().unwrap_or("");
+    let mut parts: Vec<&str> = no_digest.split('/').collect();
+    // A first component with a dot or a port, or `localhost`, is a registry host.
+    if parts.len() > 1
+        && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
+    {
+        parts.remove(0);
+    }
+    if parts.first() == Some(&"library") && parts.len() > 1 {
+        parts.remove(0);
+    }
+    let last = parts.pop().unwrap_or("");
+    let last = last.split(':').next().unwrap_or("");
+    parts.push(last);
+    parts.join("/")
+}
+
+/// The PostgreSQL family by image repository (any registry, tag or digest), with the
+/// extension the image exists for.
+const POSTGRES_IMAGES: &[(&str, Option<&str>)] = &[
+    ("postgres", None),
+    ("postgresql", None),
+    ("bitnami/postgresql", None),
+    ("bitnami/postgresql-repmgr", None),
+    ("supabase/postgres", None),
+    ("cimg/postgres", None),
+    ("circleci/postgres", None),
+    ("pgvector/pgvector", Some("vector")),
+    ("ankane/pgvector", Some("vector")),
+    ("tensorchord/pgvecto-rs", Some("vectors")),
+    ("postgis/postgis", Some("postgis")),
+    ("kartoza/postgis", Some("postgis")),
+    ("timescale/timescaledb", Some("timescaledb")),
+    ("timescale/timescaledb-ha", Some("timescaledb")),
+    ("timescaledev/timescaledb", Some("timescaledb")),
+    ("citusdata/citus", Some("citus")),
+    ("paradedb/paradedb", Some("pg_search")),
+];
+
+/// The Redis family (and wire-compatible servers) by image repository.
+const REDIS_IMAGES: &[&str] = &[
+    "redis",
+    "redis/redis-stack",
+    "redis/redis-stack-server",
+    "bitnami/redis",
+    "valkey/valkey",
+    "bitnami/valkey",
+    "eqalpha/keydb",
+    "redislabs/redisearch",
+    "redislabs/rejson",
+    "redislabs/redismod",
+    "docker.dragonflydb.io/dragonflydb/dragonfly",
+    "dragonflydb/dragonfly",
+];
+
+/// What a compose service is: by its image, else (for a service that is not built
+/// from source) by the environment its server reads or the port it serves.
+fn infra_kind(
+    name: &str,
+    image: &str,
+    built: bool,
+    env: &[(String, String)],
+    ports: &[(u16, u16)],
+) -> Option<(InfraKind, Option<&'static str>)> {
+    let repo = image_repository(image);
+    if let Some((_, ext)) = POSTGRES_IMAGES.iter().find(|(r, _)| *r == repo) {
+        return Some((InfraKind::Postgres, *ext));
+    }
+    if REDIS_IMAGES.contains(&repo.as_str()) {
+        return Some((InfraKind::Redis, None));
+    }
+    if built {
+        return None;
+    }
+    let has = |k: &str| env.iter().any(|(n, _)| n == k);
+    let serves = |p: u16| ports.iter().any(|(_, c)| *c == p);
+    if [
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRESQL_PASSWORD",
+        "POSTGRESQL_DATABASE",
+        "PGDATA",
+    ]
+    .iter()
+    .any(|k| has(k))
+        || serves(5432)
+        || (image.is_empty() && name.contains("postgres"))
+    {
+        return Some((InfraKind::Postgres, None));
+    }
+    if [
+        "REDIS_PASSWORD",
+        "REDIS_ARGS",
+        "REDIS_AOF_ENABLED",
+        "VALKEY_PASSWORD",
+    ]
+    .iter()
+    .any(|k| has(k))
+        || serves(6379)
+        || (image.is_empty() && (name.contains("redis") || name.contains("valkey")))
+    {
+        return Some((InfraKind::Redis, None));
+    }
+    None
+}
+
+/// Flags that only make sense on a developer's machine, dropped from an imported
+/// command: `(flag, takes a value)`.
+const DEV_ONLY_FLAGS: &[(&str, bool)] = &[
+    ("--reload", false),
+    ("--reload-dir", true),
+    ("--reload-include", true),
+    ("--reload-exclude", true),
+    ("--reload-delay", true),
+    ("--debug", false),
+    ("--use-reloader", false),
+];
+
+/// A shell word, quoted only when it needs to be.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// A compose `command` (string or list) as one command line, without dev-only flags;
+/// the second value lists the flags dropped.
+fn import_command(cmd: &Yaml) -> Option<(String, Vec<String>)> {
+    let words: Vec<String> = match cmd {
+        Yaml::String(s) => s.split_whitespace().map(str::to_string).collect(),
+        Yaml::Sequence(seq) => seq
+            .iter()
+            .filter_map(|w| match w {
+                Yaml::String(s) => Some(s.clone()),
+                Yaml::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => return None,
+    };
+    let quoted = matches!(cmd, Yaml::Sequence(_));
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let flag = w.split('=').next().unwrap_or("");
+        match DEV_ONLY_FLAGS.iter().find(|(f, _)| *f == flag) {
+            Some((_, takes_value)) => {
+                if *takes_value && !w.contains('=') {
+                    match it.next() {
+                        Some(v) => dropped.push(format!("{w} {v}")),
+                        None => dropped.push(w),
+                    }
+                } else {
+                    dropped.push(w);
+                }
+            }
+            None => kept.push(if quoted { shell_word(&w) } else { w }),
+        }
+    }
+    (!kept.is_empty()).then(|| (kept.join(" "), dropped))
 }
 
 /// Build a berth.toml from the compose YAML `text` (named `file` in errors).
@@ -82,6 +264,9 @@ pub fn from_compose(
     let mut db_from_url: Option<(String, String)> = None;
     let mut redis_db: Option<u8> = None;
     let mut redis_prefix: Option<String> = None;
+    let mut db_scheme: Option<String> = None;
+    let mut redis_scheme: Option<String> = None;
+    let mut extensions: Vec<String> = Vec::new();
     let mut product_hint: Option<String> = None;
     let mut display_name: Option<String> = None;
     let mut apps: IndexMap<String, Svc> = IndexMap::new();
@@ -95,37 +280,49 @@ pub fn from_compose(
             .to_string();
         let ports = published_ports(def.get("ports"));
         let env = environment(def.get("environment"));
-        if image.contains("postgres") || (image.is_empty() && name.contains("postgres")) {
-            postgres = Some(Infra {
-                image: if image.is_empty() {
-                    "postgres:15".into()
-                } else {
-                    image
-                },
-                port: ports.first().map(|p| p.0),
-            });
-            for (k, v) in &env {
-                if k == "POSTGRES_DB" {
-                    pg_db = Some(v.clone());
-                }
-                if secrets::is_secret_name(k) {
+        let built = def.get("build").is_some();
+        match infra_kind(&name, &image, built, &env, &ports) {
+            Some((InfraKind::Postgres, ext)) => {
+                postgres = Some(Infra {
+                    image: if image.is_empty() {
+                        "postgres:15".into()
+                    } else {
+                        image
+                    },
+                    port: ports.first().map(|p| p.0),
+                });
+                if let Some(ext) = ext {
+                    if !extensions.iter().any(|e| e == ext) {
+                        extensions.push(ext.to_string());
+                    }
                     notes.push(format!(
-                        "{name}: {k} not copied; berth generates and stores the database passwords"
+                        "{name}: its image provides the `{ext}` extension; `berth provision` creates it in the product's database (database.extensions)"
                     ));
                 }
+                for (k, v) in &env {
+                    if k == "POSTGRES_DB" || k == "POSTGRESQL_DATABASE" {
+                        pg_db = Some(v.clone());
+                    }
+                    if secrets::is_secret_name(k) {
+                        notes.push(format!(
+                            "{name}: {k} not copied; berth generates and stores the database passwords"
+                        ));
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        if image.contains("redis") || (image.is_empty() && name.contains("redis")) {
-            redis = Some(Infra {
-                image: if image.is_empty() {
-                    "redis:7".into()
-                } else {
-                    image
-                },
-                port: ports.first().map(|p| p.0),
-            });
-            continue;
+            Some((InfraKind::Redis, _)) => {
+                redis = Some(Infra {
+                    image: if image.is_empty() {
+                        "redis:7".into()
+                    } else {
+                        image
+                    },
+                    port: ports.first().map(|p| p.0),
+                });
+                continue;
+            }
+            None => {}
         }
         if product_hint.is_none()
             && let Some(c) = def.get("container_name").and_then(Yaml::as_str)
@@ -178,6 +375,15 @@ pub fn from_compose(
                 svc.health_timing.push(("retries", r.to_string()));
             }
         }
+        if let Some((cmd, dropped)) = def.get("command").and_then(import_command) {
+            if !dropped.is_empty() {
+                notes.push(format!(
+                    "{name}: command kept without {} (for development only)",
+                    dropped.join(", ")
+                ));
+            }
+            svc.command = Some(cmd);
+        }
         if def.get("volumes").is_some() {
             notes.push(format!(
                 "{name}: volumes (dev bind mounts) are not part of a deploy and were left out"
@@ -189,9 +395,21 @@ pub fn from_compose(
                     if let Some(parsed) = parse_db_url(&v) {
                         db_from_url = Some(parsed);
                     }
+                    if let Some(scheme) = url_scheme(&v)
+                        && scheme != crate::model::DEFAULT_DATABASE_SCHEME
+                        && scheme.starts_with("postgres")
+                    {
+                        db_scheme = Some(scheme);
+                    }
                     notes.push(format!("{name}: DATABASE_URL is derived from the product's [database] (role and password provisioned by berth); its value was not copied"));
                 }
                 "REDIS_URL" => {
+                    if let Some(scheme) = url_scheme(&v)
+                        && scheme != crate::model::DEFAULT_REDIS_SCHEME
+                        && scheme.starts_with("redis")
+                    {
+                        redis_scheme = Some(scheme);
+                    }
                     redis_db = v
                         .rsplit('/')
                         .next()
@@ -330,11 +548,17 @@ pub fn from_compose(
     ));
     t.push_str(&format!("depends_on_shared = {}\n", list(&groups)));
     if postgres.is_some() || db_name.len() > 1 {
-        t.push_str(&format!(
-            "database = {{ name = {}, role = {} }}\n",
-            q(&db_name),
-            q(&db_role)
-        ));
+        let mut fields = vec![
+            format!("name = {}", q(&db_name)),
+            format!("role = {}", q(&db_role)),
+        ];
+        if let Some(s) = &db_scheme {
+            fields.push(format!("url_scheme = {}", q(s)));
+        }
+        if !extensions.is_empty() {
+            fields.push(format!("extensions = {}", list(&extensions)));
+        }
+        t.push_str(&format!("database = {{ {} }}\n", fields.join(", ")));
     }
     if redis.is_some() {
         let mut prefix = redis_prefix.unwrap_or_else(|| format!("{product}:"));
@@ -345,8 +569,12 @@ pub fn from_compose(
             ));
             prefix.push(':');
         }
+        let scheme = redis_scheme
+            .as_ref()
+            .map(|s| format!(", url_scheme = {}", q(s)))
+            .unwrap_or_default();
         t.push_str(&format!(
-            "redis = {{ db = {}, prefix = {} }}\n",
+            "redis = {{ db = {}, prefix = {}{scheme} }}\n",
             redis_db.unwrap_or(0),
             q(&prefix)
         ));
@@ -365,6 +593,9 @@ pub fn from_compose(
         }
         if let Some(img) = &svc.image {
             t.push_str(&format!("image = {}\n", q(img)));
+        }
+        if let Some(c) = &svc.command {
+            t.push_str(&format!("command = {}\n", q(c)));
         }
         if let Some(p) = svc.port {
             t.push_str(&format!("port = {p}\n"));
@@ -513,6 +744,16 @@ fn health_path(test: &Yaml) -> Option<String> {
     Some(path)
 }
 
+/// The scheme of a URL, lower case, when it is a valid scheme (`postgresql+asyncpg`).
+fn url_scheme(url: &str) -> Option<String> {
+    let (scheme, _) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let mut chars = scheme.chars();
+    (chars.next()?.is_ascii_lowercase()
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+.-".contains(c)))
+    .then_some(scheme)
+}
+
 /// `(database, role)` from `postgresql+asyncpg://user:pw@host:5432/db`.
 fn parse_db_url(url: &str) -> Option<(String, String)> {
     let rest = &url[url.find("://")? + 3..];
@@ -565,6 +806,110 @@ mod tests {
             "{:?}",
             r.notes
         );
+    }
+
+    #[test]
+    fn image_families_with_any_registry_tag_or_digest() {
+        for (image, kind, ext) in [
+            ("postgres:15", Some(InfraKind::Postgres), None),
+            (
+                "docker.io/library/postgres:16-alpine",
+                Some(InfraKind::Postgres),
+                None,
+            ),
+            (
+                "pgvector/pgvector:pg16",
+                Some(InfraKind::Postgres),
+                Some("vector"),
+            ),
+            (
+                "ghcr.io/pgvector/pgvector@sha256:0123abcd",
+                Some(InfraKind::Postgres),
+                Some("vector"),
+            ),
+            (
+                "postgis/postgis:16-3.4",
+                Some(InfraKind::Postgres),
+                Some("postgis"),
+            ),
+            (
+                "timescale/timescaledb:latest-pg16",
+                Some(InfraKind::Postgres),
+                Some("timescaledb"),
+            ),
+            (
+                "registry.local:5000/bitnami/postgresql:16",
+                Some(InfraKind::Postgres),
+                None,
+            ),
+            (
+                "supabase/postgres:15.1.0.147",
+                Some(InfraKind::Postgres),
+                None,
+            ),
+            ("redis:7-alpine", Some(InfraKind::Redis), None),
+            (
+                "redis/redis-stack-server:latest",
+                Some(InfraKind::Redis),
+                None,
+            ),
+            ("valkey/valkey:8", Some(InfraKind::Redis), None),
+            ("bitnami/redis:7.2", Some(InfraKind::Redis), None),
+            ("eqalpha/keydb", Some(InfraKind::Redis), None),
+            ("myorg/postgres-backup:1", None, None),
+            ("myorg/api:1", None, None),
+        ] {
+            assert_eq!(
+                infra_kind("svc", image, false, &[], &[]),
+                kind.map(|k| (k, ext)),
+                "{image}"
+            );
+        }
+        // By the server's environment or port, when the image says nothing.
+        let env = vec![("POSTGRES_PASSWORD".to_string(), "x".to_string())];
+        assert_eq!(
+            infra_kind("db", "myorg/db:1", false, &env, &[]),
+            Some((InfraKind::Postgres, None))
+        );
+        assert_eq!(
+            infra_kind("cache", "myorg/cache:1", false, &[], &[(6380, 6379)]),
+            Some((InfraKind::Redis, None))
+        );
+        // An application built from source that talks to Redis is not Redis.
+        let env = vec![("REDIS_URL".to_string(), "redis://redis".to_string())];
+        assert_eq!(infra_kind("server", "", true, &env, &[(6379, 6379)]), None);
+    }
+
+    #[test]
+    fn commands_lose_dev_only_flags() {
+        let y: Yaml = serde_norway::from_str(
+            "uvicorn app.main:app --host 0.0.0.0 --port 8011 --reload --reload-dir app",
+        )
+        .unwrap();
+        assert_eq!(
+            import_command(&y),
+            Some((
+                "uvicorn app.main:app --host 0.0.0.0 --port 8011".to_string(),
+                vec!["--reload".to_string(), "--reload-dir app".to_string()]
+            ))
+        );
+        let y: Yaml =
+            serde_norway::from_str("[\"sh\", \"-c\", \"alembic upgrade head && uvicorn app:app\"]")
+                .unwrap();
+        assert_eq!(
+            import_command(&y).unwrap().0,
+            "sh -c 'alembic upgrade head && uvicorn app:app'"
+        );
+    }
+
+    #[test]
+    fn url_schemes() {
+        assert_eq!(
+            url_scheme("postgresql+asyncpg://u:p@h/db").as_deref(),
+            Some("postgresql+asyncpg")
+        );
+        assert_eq!(url_scheme("rediss://h:6379/0").as_deref(), Some("rediss"));
+        assert_eq!(url_scheme("${DATABASE_URL}"), None);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Manifest {
     /// Backups: where they go, when they run, how long they are kept.
     #[serde(default)]
     pub backup: Backup,
+    /// The GitHub workflow `berth render` writes: how its jobs install berth.
+    #[serde(default, skip_serializing_if = "Ci::is_default")]
+    pub ci: Ci,
     /// Path groups shared by several products (e.g. `apps/server/**`).
     #[serde(default)]
     pub shared: IndexMap<String, SharedGroup>,
@@ -180,6 +183,50 @@ pub struct Proxy {
     /// Directory holding `<domain>/fullchain.pem` and `<domain>/privkey.pem` (prod TLS).
     #[serde(default = "default_certs_dir")]
     pub certs_dir: String,
+    /// IP address (v4 or v6) every nginx `listen` binds [default: every interface, as a
+    /// front door should]. `127.0.0.1` keeps a dev or test nginx off the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl Proxy {
+    /// The address part of an nginx `listen` directive: `""` (every interface),
+    /// `127.0.0.1:` or `[::1]:`. Only meaningful for a validated `listen`.
+    pub fn listen_prefix(&self) -> String {
+        match self
+            .listen
+            .as_deref()
+            .map(|l| l.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|l| l.parse::<std::net::IpAddr>().ok())
+        {
+            None => String::new(),
+            Some(std::net::IpAddr::V4(a)) => format!("{a}:"),
+            Some(std::net::IpAddr::V6(a)) => format!("[{a}]:"),
+        }
+    }
+}
+
+/// `[ci]`: how the rendered GitHub workflow installs berth. At most one of
+/// `berth_version`, `berth_url` and `install_command`; without any, the version of the
+/// berth that rendered the workflow is installed from crates.io.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ci {
+    /// A berth release on crates.io: `cargo install berth --version <it> --locked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub berth_version: Option<String>,
+    /// An `https://` URL of a berth binary (linux x86_64), downloaded onto the PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub berth_url: Option<String>,
+    /// A shell command (one line) that installs berth onto the PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_command: Option<String>,
+}
+
+impl Ci {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_http_port() -> u16 {
@@ -572,6 +619,28 @@ pub struct Database {
     pub name: String,
     /// Login role that owns it and alone may connect (`bestays_user`).
     pub role: String,
+    /// Scheme of the derived `DATABASE_URL` [default: `postgresql`], e.g.
+    /// `postgresql+asyncpg` for SQLAlchemy's async engine. Must start with `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_scheme: Option<String>,
+    /// Extensions `berth provision` creates in the database as the admin
+    /// (`CREATE EXTENSION IF NOT EXISTS`), e.g. `["vector"]` for pgvector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
+}
+
+/// The default scheme of a derived `DATABASE_URL`.
+pub const DEFAULT_DATABASE_SCHEME: &str = "postgresql";
+/// The default scheme of a derived `REDIS_URL`.
+pub const DEFAULT_REDIS_SCHEME: &str = "redis";
+
+impl Database {
+    /// The scheme of the derived `DATABASE_URL`.
+    pub fn scheme(&self) -> &str {
+        self.url_scheme
+            .as_deref()
+            .unwrap_or(DEFAULT_DATABASE_SCHEME)
+    }
 }
 
 /// `[products.<name>.redis]`
@@ -584,6 +653,17 @@ pub struct RedisSpace {
     /// ACL user may touch only keys and channels under it. No product's prefix may begin
     /// with another's.
     pub prefix: String,
+    /// Scheme of the derived `REDIS_URL` [default: `redis`], e.g. `rediss` for TLS.
+    /// Must start with `redis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_scheme: Option<String>,
+}
+
+impl RedisSpace {
+    /// The scheme of the derived `REDIS_URL`.
+    pub fn scheme(&self) -> &str {
+        self.url_scheme.as_deref().unwrap_or(DEFAULT_REDIS_SCHEME)
+    }
 }
 
 /// `[products.<name>.services.<service>]`
@@ -632,6 +712,21 @@ pub struct Service {
     /// Names of secret environment variables; values live in the product's untracked secret file.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// This service's scheme of `DATABASE_URL`, overriding the product's
+    /// `database.url_scheme` (e.g. `postgresql` for a sync migration tool while the app
+    /// uses `postgresql+asyncpg`). Must start with `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url_scheme: Option<String>,
+    /// This service's scheme of `REDIS_URL`, overriding the product's `redis.url_scheme`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url_scheme: Option<String>,
+}
+
+impl Service {
+    /// Whether the derived URLs of this service differ in form from its product's.
+    pub fn overrides_url_schemes(&self) -> bool {
+        self.database_url_scheme.is_some() || self.redis_url_scheme.is_some()
+    }
 }
 
 /// `build = { context = "...", dockerfile = "..." }`

@@ -14,6 +14,8 @@ use crate::model::{InfraMode, InfraService, Manifest};
 use crate::secrets;
 use crate::source::ManifestSource;
 
+mod features;
+
 static SLUG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$").unwrap());
 static SQL_IDENT: LazyLock<Regex> =
@@ -95,6 +97,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.notify();
     v.allow_lists();
     v.inline_secrets();
+    v.feature_fields();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
     v.out

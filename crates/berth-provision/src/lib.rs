@@ -5,6 +5,7 @@
 pub mod resp;
 pub mod session;
 pub mod url;
+pub mod verifier;
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,7 +43,8 @@ pub struct ProductReport {
     pub database: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,
-    /// `set` (new role), `rotated`, or `unchanged`.
+    /// `set` (new role), `rotated`, `unchanged`, `reset` (the role's password did not
+    /// match the secret file: set to the secret file's value), or `unknown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_password: Option<&'static str>,
     /// `created` or `existing`.
@@ -254,6 +256,10 @@ fn provision_postgres(
     .output()?;
     let existing: std::collections::HashSet<String> =
         out.stdout_str().lines().map(str::to_string).collect();
+    let stored = stored_passwords(
+        url,
+        &dbs.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
+    );
 
     // The rendered SQL for just these products, then the passwords (as SCRAM verifiers:
     // the plain password never reaches the server, its logs or psql's command line).
@@ -298,12 +304,27 @@ fn provision_postgres(
             // Someone else made this role: its password is not berth's to change unasked.
             "unknown"
         } else if role_existed {
-            "unchanged"
+            // The secret file is berth's source of truth and what the app logs in with:
+            // a role whose password no longer matches it (a fresh render, a restored
+            // secret file, a hand-made change) would refuse the app, so set it.
+            let pw = file
+                .get("DATABASE_PASSWORD")
+                .expect("ensure_product made one");
+            match stored
+                .as_ref()
+                .and_then(|s| s.get(&db.role))
+                .map(|v| verifier::matches(v, &db.role, pw))
+            {
+                Some(Some(false)) | Some(None) => "reset",
+                // Not readable (the admin is not a superuser): nothing to compare.
+                None => "unchanged",
+                Some(Some(true)) => "unchanged",
+            }
         } else {
             "set"
         };
         r.db_password = Some(action);
-        if action == "set" || action == "rotated" {
+        if matches!(action, "set" | "rotated" | "reset") {
             let pw = file
                 .get("DATABASE_PASSWORD")
                 .expect("ensure_product made one");
@@ -337,6 +358,40 @@ fn provision_postgres(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The stored password (`pg_authid.rolpassword`, a SCRAM verifier) of each role that
+/// has one; `None` when the admin may not read `pg_authid` (not a superuser). Never logged.
+fn stored_passwords(
+    url: &ServiceUrl,
+    roles: &[&str],
+) -> Option<std::collections::HashMap<String, String>> {
+    let list = roles
+        .iter()
+        .map(|r| format!("'{r}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = psql(url, "compare the roles' passwords with the secret files")
+        .args([
+            "-At",
+            "-F",
+            "\t",
+            "-c",
+            &format!(
+                "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({list})"
+            ),
+        ])
+        .timeout(Some(Duration::from_secs(30)))
+        .output_unchecked()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(
+        out.stdout_str()
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(r, v)| (r.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 pub fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> ProvisionError {

@@ -42,6 +42,65 @@ pub struct RenderedFile {
     pub state: bool,
 }
 
+/// Files `berth render` did not write, and why: the manifest does not use them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// What was skipped, as paths under the output directory (`compose/<product>.yml`).
+    pub files: String,
+    pub reason: String,
+}
+
+/// The rendered files a manifest does not use for `env`: `(what, paths they start
+/// with, why)`. One table serves `render` (which leaves them out), `skipped` (which
+/// reports them) and so `render --check` (which looks at what render writes).
+fn unused(m: &Manifest, env: Env) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
+    let mut out = Vec::new();
+    if m.deploy.runtime == berth_manifest::RuntimeKind::Local {
+        out.push((
+            "compose/<product>.yml",
+            &["compose/"][..],
+            "[deploy] runtime = \"local\" runs the services as local processes",
+        ));
+    }
+    if m.proxy.is_none() {
+        out.push((
+            "nginx/",
+            &["nginx/"][..],
+            "berth.toml has no [proxy] (deploys restart services in place)",
+        ));
+    }
+    if env == Env::Dev {
+        let servers = "they run on the servers: `berth render --env prod` writes them";
+        out.push((
+            "systemd/, cron/ (backup schedules)",
+            &["systemd/", "cron/"][..],
+            servers,
+        ));
+        out.push((
+            "prometheus/, grafana/ (monitoring)",
+            &["prometheus/", "grafana/"][..],
+            servers,
+        ));
+        out.push((
+            "github/workflows/berth.yml (CI deploys)",
+            &["github/"][..],
+            servers,
+        ));
+    }
+    out
+}
+
+/// What `render` leaves out for `m` and `env`, and why.
+pub fn skipped(m: &Manifest, env: Env) -> Vec<Skipped> {
+    unused(m, env)
+        .into_iter()
+        .map(|(files, _, reason)| Skipped {
+            files: files.into(),
+            reason: reason.into(),
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error("template {name}: {source}")]
@@ -323,6 +382,8 @@ struct SvcCtx {
     green_port: Option<u16>,
     env: Vec<(String, String)>,
     health: Option<HealthCtx>,
+    /// Reads `<product>.<service>.env` (its own URL scheme) after the product's secrets.
+    own_urls: bool,
 }
 
 #[derive(Serialize)]
@@ -392,6 +453,7 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
                 .or(s.port)
                 .and_then(|p| p.checked_add(m.deploy.slot_port_offset)),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            own_urls: s.overrides_url_schemes(),
             health: s.health.as_ref().and_then(|h| {
                 let port = s.port?;
                 let url = shell_quote(&format!("http://127.0.0.1:{port}{}", h.path));
@@ -443,8 +505,21 @@ fn infra_network(m: &Manifest) -> Option<String> {
         .then(|| format!("{}-shared", berth_manifest::slug(&m.project.name)))
 }
 
-/// Render every file for `input.env`.
+/// Render every file the manifest uses for `input.env` (see [`skipped`] for the rest).
 pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError> {
+    let unused = unused(input.manifest, input.env);
+    let mut files = render_all(input)?;
+    // The shared infra compose file serves a local runtime too (its PostgreSQL and Redis).
+    files.retain(|f| {
+        f.path == "compose/infra.yml"
+            || !unused
+                .iter()
+                .any(|(_, prefixes, _)| prefixes.iter().any(|p| f.path.starts_with(p)))
+    });
+    Ok(files)
+}
+
+fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError> {
     let m = input.manifest;
     let tpl = environment();
     let env_name = input.env.name();
@@ -508,7 +583,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
         .filter_map(|(n, p)| {
             p.database
                 .as_ref()
-                .map(|d| context! { name => n, db => d.name, role => d.role })
+                .map(|d| context! { name => n, db => d.name, role => d.role, extensions => d.extensions })
         })
         .collect();
     if !dbs.is_empty() {
@@ -546,9 +621,14 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     }
 
     // nginx: a full config for `nginx -c`, the includable part, and the live-slot upstreams.
-    let (http_port, https_port, certs_dir) = match &m.proxy {
-        Some(px) => (px.http_port, px.https_port, px.certs_dir.clone()),
-        None => (80, 443, "/etc/letsencrypt/live".to_string()),
+    let (http_port, https_port, certs_dir, listen) = match &m.proxy {
+        Some(px) => (
+            px.http_port,
+            px.https_port,
+            px.certs_dir.clone(),
+            px.listen_prefix(),
+        ),
+        None => (80, 443, "/etc/letsencrypt/live".to_string(), String::new()),
     };
     add(
         "nginx/nginx.conf".into(),
@@ -564,7 +644,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             &tpl,
             "berth.conf",
             context! { header => HEADER, env => env_name, products => products, tls => prod,
-            http_port => http_port, https_port => https_port, certs_dir => certs_dir },
+            listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
         )?,
     );
     for (name, p) in &m.products {
@@ -654,9 +734,33 @@ pub fn render(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     );
     add(
         "github/workflows/berth.yml".into(),
-        render_one(&tpl, "workflow.yml", context! { header => HEADER })?,
+        render_one(
+            &tpl,
+            "workflow.yml",
+            context! { header => HEADER, install => ci_install_script(&m.ci) },
+        )?,
     );
     Ok(files)
+}
+
+/// The shell script of the workflow's "Install berth" step, from `[ci]` (validated:
+/// a semver version, a plain https URL, or one line without GitHub expressions).
+/// The template writes it as one YAML string; the URL is a single-quoted shell word.
+pub fn ci_install_script(ci: &berth_manifest::Ci) -> String {
+    if let Some(cmd) = &ci.install_command {
+        return cmd.clone();
+    }
+    if let Some(url) = &ci.berth_url {
+        return format!(
+            "mkdir -p \"$HOME/.local/bin\"\ncurl -fsSL --proto '=https' -o \"$HOME/.local/bin/berth\" '{}'\nchmod +x \"$HOME/.local/bin/berth\"\necho \"$HOME/.local/bin\" >> \"$GITHUB_PATH\"\n",
+            url.replace('\'', "'\\''")
+        );
+    }
+    let version = ci
+        .berth_version
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    format!("cargo install berth --version '{version}' --locked")
 }
 
 /// The upstream include of one product, pointing at `slot`; `port(service, host_port)` maps

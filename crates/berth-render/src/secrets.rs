@@ -311,6 +311,26 @@ impl SecretFile {
     }
 }
 
+/// A derived connection URL: `<scheme>://<user>:<password>@<host>:<port>/<path>`. The
+/// scheme is validated (`[a-z][a-z0-9+.-]*`), user and password are berth's own
+/// (SQL identifiers, product slugs, generated letters and digits), and an IPv6 host is
+/// bracketed.
+pub fn service_url(
+    scheme: &str,
+    user: &str,
+    password: &str,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    format!("{scheme}://{user}:{password}@{host}:{port}/{path}")
+}
+
 pub fn product_secret_path(root: &Path, product: &str) -> PathBuf {
     root.join(SECRETS_DIR).join(format!("{product}.env"))
 }
@@ -343,7 +363,7 @@ pub fn ensure_product(
             .as_ref()
             .map(|i| i.app_address("postgres", 5432))
             .unwrap_or(("localhost".into(), 5432));
-        let url = format!("postgresql://{}:{pw}@{host}:{port}/{}", db.role, db.name);
+        let url = service_url(db.scheme(), &db.role, &pw, &host, port, &db.name);
         if f.set("DATABASE_URL", &url) {
             changed.push("DATABASE_URL".into());
         }
@@ -361,7 +381,7 @@ pub fn ensure_product(
             .unwrap_or(("localhost".into(), 6379));
         if f.set(
             "REDIS_URL",
-            &format!("redis://{name}:{pw}@{host}:{port}/{}", r.db),
+            &service_url(r.scheme(), name, &pw, &host, port, &r.db.to_string()),
         ) {
             changed.push("REDIS_URL".into());
         }
@@ -379,7 +399,63 @@ pub fn ensure_product(
     if !changed.is_empty() || !f.path.exists() {
         f.save(&format!("secrets of product {name}"))?;
     }
+    for sname in p
+        .services
+        .iter()
+        .filter(|(_, s)| s.overrides_url_schemes())
+        .map(|(n, _)| n)
+    {
+        if ensure_service_urls(m, root, name, sname, &f)? {
+            changed.push(format!("{sname}: DATABASE_URL/REDIS_URL"));
+        }
+    }
     Ok((f, changed))
+}
+
+/// `.berth/secrets/<product>.<service>.env`: the derived URLs of a service that chooses
+/// its own URL scheme (`database_url_scheme`, `redis_url_scheme`), read after the
+/// product's file by both runtimes. Same role, password and database as the product's.
+pub fn service_secret_path(root: &Path, product: &str, service: &str) -> PathBuf {
+    root.join(SECRETS_DIR)
+        .join(format!("{product}.{service}.env"))
+}
+
+/// Write a service's own URLs from the product's secret file; whether it changed.
+fn ensure_service_urls(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+    service: &str,
+    product_file: &SecretFile,
+) -> Result<bool, SecretError> {
+    let p = &m.products[product];
+    let s = &p.services[service];
+    let mut f = SecretFile::load(&service_secret_path(root, product, service))?;
+    let mut changed = false;
+    let rescheme = |key: &str, scheme: &str| {
+        product_file
+            .get(key)
+            .and_then(|u| u.split_once("://"))
+            .map(|(_, rest)| format!("{scheme}://{rest}"))
+    };
+    if p.database.is_some()
+        && let Some(scheme) = &s.database_url_scheme
+        && let Some(url) = rescheme("DATABASE_URL", scheme)
+    {
+        changed |= f.set("DATABASE_URL", &url);
+    }
+    if p.redis.is_some()
+        && let Some(scheme) = &s.redis_url_scheme
+        && let Some(url) = rescheme("REDIS_URL", scheme)
+    {
+        changed |= f.set("REDIS_URL", &url);
+    }
+    if changed || !f.path.exists() {
+        f.save(&format!(
+            "URLs of service {service} of product {product} (its own URL scheme)"
+        ))?;
+    }
+    Ok(changed)
 }
 
 /// The infra secrets (container mode): the PostgreSQL superuser and Redis admin passwords.
@@ -421,6 +497,69 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    fn manifest(product_fields: &str) -> Manifest {
+        let text = format!("[project]\nname = \"p\"\n\n[products.app]\n{product_fields}\n");
+        berth_manifest::check_str("berth.toml", &text)
+            .map(|(l, _)| l.manifest)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+    }
+
+    #[test]
+    fn derived_urls_take_the_scheme() {
+        assert_eq!(
+            service_url("postgresql+asyncpg", "app", "pw", "postgres", 5432, "app"),
+            "postgresql+asyncpg://app:pw@postgres:5432/app"
+        );
+        assert_eq!(
+            service_url("rediss", "bestays", "pw", "::1", 6379, "2"),
+            "rediss://bestays:pw@[::1]:6379/2"
+        );
+    }
+
+    #[test]
+    fn ensure_product_writes_the_schemes_and_keeps_the_password() {
+        let m = manifest(
+            "database = { name = \"app\", role = \"app_user\", url_scheme = \"postgresql+asyncpg\" }\nredis = { db = 1, prefix = \"app:\", url_scheme = \"rediss\" }",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = ensure_product(&m, dir.path(), "app").unwrap();
+        let pw = f.get("DATABASE_PASSWORD").unwrap().to_string();
+        assert_eq!(
+            f.get("DATABASE_URL").unwrap(),
+            format!("postgresql+asyncpg://app_user:{pw}@localhost:5432/app")
+        );
+        let rpw = f.get("REDIS_PASSWORD").unwrap().to_string();
+        assert_eq!(
+            f.get("REDIS_URL").unwrap(),
+            format!("rediss://app:{rpw}@localhost:6379/1")
+        );
+        // Back to the default scheme: same password, new form.
+        let m = manifest("database = { name = \"app\", role = \"app_user\" }");
+        let (f, changed) = ensure_product(&m, dir.path(), "app").unwrap();
+        assert_eq!(changed, ["DATABASE_URL"]);
+        assert_eq!(
+            f.get("DATABASE_URL").unwrap(),
+            format!("postgresql://app_user:{pw}@localhost:5432/app")
+        );
+    }
+
+    #[test]
+    fn a_service_with_its_own_scheme_gets_its_own_urls() {
+        let m = manifest(
+            "database = { name = \"app\", role = \"app_user\", url_scheme = \"postgresql+asyncpg\" }\n\n[products.app.services.web]\ncommand = \"x\"\n\n[products.app.services.migrate]\ncommand = \"y\"\ndatabase_url_scheme = \"postgresql+psycopg\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = ensure_product(&m, dir.path(), "app").unwrap();
+        let pw = f.get("DATABASE_PASSWORD").unwrap().to_string();
+        assert!(!service_secret_path(dir.path(), "app", "web").exists());
+        let own = SecretFile::load(&service_secret_path(dir.path(), "app", "migrate")).unwrap();
+        assert_eq!(
+            own.get("DATABASE_URL").unwrap(),
+            format!("postgresql+psycopg://app_user:{pw}@localhost:5432/app")
+        );
+        assert_eq!(own.get("DATABASE_PASSWORD"), None, "only the URLs");
     }
 
     #[test]

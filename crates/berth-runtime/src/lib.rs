@@ -232,6 +232,16 @@ pub fn product_env(
             set(&k, v.to_string());
         }
     }
+    // A service with its own URL scheme: its URLs replace the product's.
+    if s.overrides_url_schemes() {
+        let own = SecretFile::load(&secrets::service_secret_path(root, product, service))
+            .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        for k in own.keys().map(str::to_string).collect::<Vec<_>>() {
+            if let Some(v) = own.get(&k) {
+                set(&k, v.to_string());
+            }
+        }
+    }
     Ok(ProductEnv {
         vars,
         secret_values,

@@ -542,9 +542,10 @@ pub enum EnvArg {
 
 #[derive(Debug, Args)]
 pub struct RenderArgs {
-    /// Environment to render for
-    #[arg(long, value_enum, default_value_t = EnvArg::Prod)]
-    pub env: EnvArg,
+    /// Environment to render for [default: the `<env>` of `[proxy] nginx_config` when it
+    /// lies under `deploy/<env>/`, else prod]
+    #[arg(long, value_enum)]
+    pub env: Option<EnvArg>,
     /// Output directory [default: deploy/<env> beside berth.toml]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -107,6 +107,11 @@ fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
         .find(|f| f.path == format!("compose/{product}.yml"))
         .map(|f| f.contents.as_str());
     let path = dir.join(format!("{product}.yml"));
+    if want.is_none() && l.manifest.deploy.runtime == RuntimeKind::Local {
+        return Err(CliError::Config(format!(
+            "berth.toml sets [deploy] runtime = \"local\", so `berth render` writes no compose file for {product}: set runtime = \"compose\" (or \"auto\") and render, or deploy with the local runtime"
+        )));
+    }
     if std::fs::read_to_string(&path).ok().as_deref() != want {
         return Err(CliError::Config(format!(
             "{} does not match berth.toml: run `berth render --env {}` and commit it before deploying",
@@ -281,6 +286,62 @@ fn notify(
     }
 }
 
+/// Why a dirty work tree stops a deploy, and what to do. Database backups inside the
+/// repository are never to be committed: they get their own advice.
+fn dirty_tree_message(l: &Loaded, porcelain: &str) -> String {
+    let top = l
+        .repo
+        .toplevel()
+        .map(|t| super::render::absolute(&t))
+        .unwrap_or_else(|_| l.root.clone());
+    let mut backup_dirs: Vec<String> = l
+        .manifest
+        .products
+        .keys()
+        .map(|p| berth_backup::catalog::backup_dir(&l.manifest, &l.root, p))
+        .chain([l.root.join(&l.manifest.backup.dir)])
+        .map(|d| super::render::absolute(&d))
+        .filter_map(|d| d.strip_prefix(&top).ok().map(|r| r.display().to_string()))
+        .filter(|r| !r.is_empty())
+        .collect();
+    backup_dirs.sort();
+    backup_dirs.dedup();
+    let is_backup = |line: &str| {
+        let path = line.get(3..).unwrap_or("").trim_matches('"');
+        backup_dirs.iter().any(|d| {
+            path == d
+                || path.trim_end_matches('/') == d
+                || path.starts_with(&format!("{d}/"))
+                || d.starts_with(path) && path.ends_with('/')
+        })
+    };
+    let lines: Vec<&str> = porcelain.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (backups, others): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| is_backup(l));
+    let list = |v: &[&str]| {
+        v.iter()
+            .take(10)
+            .map(|l| format!("  {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut msg = String::from(
+        "the work tree has uncommitted changes, so the deploy would not match any commit:",
+    );
+    if !others.is_empty() {
+        msg.push_str(&format!(
+            "\n{}\ncommit or stash these changes to the source, or pass --allow-dirty",
+            list(&others)
+        ));
+    }
+    if !backups.is_empty() {
+        msg.push_str(&format!(
+            "\n{}\nthese are database backups: never commit them. berth writes a `.gitignore` into each backup directory it uses; for one made by an older berth, run `berth backup <product>` once or add the directory to .gitignore",
+            list(&backups)
+        ));
+    }
+    msg
+}
+
 pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCode> {
     let l = load(cli, printer)?;
     product_known(&l.manifest, &args.product)?;
@@ -295,15 +356,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         .map_err(berth_git::GitError::from)?
         .stdout_str();
     if !dirty.trim().is_empty() && !args.allow_dirty {
-        return Err(CliError::Config(format!(
-            "the work tree has uncommitted changes, so the deploy would not match any commit:\n{}\ncommit them, or pass --allow-dirty",
-            dirty
-                .lines()
-                .take(10)
-                .map(|l| format!("  {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+        return Err(CliError::Config(dirty_tree_message(&l, &dirty)));
     }
     let rt = runtime(&l, args.runtime)?;
     if rt.name() == "compose" {

@@ -69,6 +69,12 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
                         r.product, r.product
                     ));
                 }
+                if r.db_password == Some("reset") {
+                    printer.warn(&format!(
+                        "{}: the role's password on the server did not match .berth/secrets/{}.env (what the app logs in with); it was set to the secret file's value",
+                        r.product, r.product
+                    ));
+                }
                 if r.db_password == Some("unknown") {
                     printer.warn(&format!(
                         "{}: the role existed before berth and its password is not in .berth/secrets/{}.env; run with --rotate-passwords to let berth own it",

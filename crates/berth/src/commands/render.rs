@@ -67,11 +67,38 @@ pub fn out_dir(manifest: &Path, env: Env, out: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The environment `[proxy] nginx_config` belongs to: `dev` for `deploy/dev/nginx/nginx.conf`.
+pub fn env_of_proxy(m: &berth_manifest::Manifest) -> Option<Env> {
+    let conf = Path::new(&m.proxy.as_ref()?.nginx_config);
+    let mut parts = conf
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    if parts.next()? != "deploy" {
+        return None;
+    }
+    match parts.next()?.as_str() {
+        "dev" => Some(Env::Dev),
+        "prod" => Some(Env::Prod),
+        _ => None,
+    }
+}
+
 pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> {
     let path = super::find_manifest(cli)?;
     let ctx = super::load_manifest(&path, printer)?;
     let root = absolute(&super::manifest_dir(&path));
-    let env = env_of(args.env);
+    let env = args
+        .env
+        .map(env_of)
+        .or_else(|| env_of_proxy(&ctx))
+        .unwrap_or(Env::Prod);
+    let skipped = berth_render::skipped(&ctx, env);
+    if args.format == Format::Text {
+        for s in &skipped {
+            printer.status("Skipped", &format!("{}: {}", s.files, s.reason));
+        }
+    }
     let out = out_dir(&path, env, args.out.as_deref());
     let files = render(&RenderInput {
         manifest: &ctx,
@@ -99,7 +126,7 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
     if args.check {
         match args.format {
             Format::Json => {
-                printer.json(&json!({ "out": out, "files": files.len(), "stale": stale }))
+                printer.json(&json!({ "out": out, "env": env.name(), "files": files.len(), "stale": stale, "skipped": skipped }))
             }
             Format::Text => {
                 for s in &stale {
@@ -147,11 +174,13 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
             .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     }
     let secret_changes = ensure_secrets(&ctx, &root, env)?;
-    let ignore_note = ensure_ignored(&root)?;
+    let ignore_note = ensure_ignored(&root, &ctx)?;
     match args.format {
         Format::Json => printer.json(&json!({
             "out": out,
+            "env": env.name(),
             "files": files.iter().map(|f| &f.path).collect::<Vec<_>>(),
+            "skipped": skipped,
             "changed": stale,
             "secrets_changed": secret_changes,
             "gitignore": ignore_note,
@@ -286,21 +315,41 @@ fn missing_include(
     }
 }
 
-/// Make sure git ignores `.berth/`; returns a note when a rule was added.
-fn ensure_ignored(root: &Path) -> Result<Option<String>> {
+/// Make sure git ignores `.berth/` (secrets, runtime state) and the `[backup] dir` when it
+/// lies inside the repository (database dumps); returns a note when rules were added.
+fn ensure_ignored(root: &Path, m: &berth_manifest::Manifest) -> Result<Option<String>> {
     let Some(repo) = berth_git::Repo::discover(root)? else {
         return Ok(None);
     };
+    let mut rules = Vec::new();
     // Secrets, and the checkouts and homes of the local runtime.
-    let mut ignored = true;
+    let mut berth_ignored = true;
     for probe in [
         ".berth/secrets/probe.env",
         ".berth/versions/probe/x",
         ".berth/home/probe/x",
     ] {
-        ignored &= repo.is_ignored(probe)?;
+        berth_ignored &= repo.is_ignored(probe)?;
     }
-    if ignored {
+    if !berth_ignored {
+        rules.push((
+            "# berth: secrets and runtime state, never committed",
+            "/.berth/".to_string(),
+        ));
+    }
+    let backups = m.backup.dir.trim_start_matches("./").trim_end_matches('/');
+    let inside = !backups.is_empty()
+        && !Path::new(backups).is_absolute()
+        && !Path::new(backups)
+            .components()
+            .any(|c| matches!(c, Component::ParentDir));
+    if inside && !repo.is_ignored(&format!("{backups}/probe/probe.dump"))? {
+        rules.push((
+            "# berth: database backups, never committed",
+            format!("/{backups}/"),
+        ));
+    }
+    if rules.is_empty() {
         return Ok(None);
     }
     let gi = root.join(".gitignore");
@@ -308,8 +357,17 @@ fn ensure_ignored(root: &Path) -> Result<Option<String>> {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str("# berth: secrets and runtime state, never committed\n/.berth/\n");
-    std::fs::write(&gi, text)
-        .map_err(|e| CliError::Failed(format!("cannot update {}: {e}", gi.display())))?;
-    Ok(Some(format!("added /.berth/ to {}", gi.display())))
+    for (comment, rule) in &rules {
+        text.push_str(&format!("{comment}\n{rule}\n"));
+    }
+    super::write_atomic(&gi, &text)?;
+    Ok(Some(format!(
+        "added {} to {}",
+        rules
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" and "),
+        gi.display()
+    )))
 }

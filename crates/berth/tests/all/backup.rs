@@ -253,7 +253,7 @@ fn round_trip_of_100k_rows_is_identical_and_nothing_secret_is_written() {
     let names: Vec<String> = std::fs::read_dir(db.backups_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
+        .filter(|n| n != ".lock" && n != ".gitignore")
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 
@@ -1284,4 +1284,45 @@ fn a_product_restarted_by_restore_gets_no_admin_url() {
             "{service}: {env:?}"
         );
     }
+}
+
+#[test]
+fn a_backup_inside_the_repository_does_not_stop_the_next_deploy() {
+    let db = Db::new();
+    // A repository whose .gitignore says nothing about backups (rendered by an older
+    // berth, or the user removed the rule).
+    let repo = &db.site.repo;
+    let gi = std::fs::read_to_string(repo.path().join(".gitignore")).unwrap();
+    let without: String = gi
+        .lines()
+        .filter(|l| !l.contains("backups"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(gi, without, "the fixture ignored backups/: {gi}");
+    repo.write(".gitignore", &without);
+    repo.commit_all("chore: forget the backups rule (TASK-0-setup-bestays)");
+
+    db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    assert!(db.backups_dir().join(".gitignore").is_file());
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]).trim(),
+        "",
+        "the dumps show as changes"
+    );
+    let out = db.run(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+
+    // A backup directory from an older berth (no .gitignore of its own): deploy refuses,
+    // and never tells the user to commit the dumps.
+    std::fs::remove_file(db.backups_dir().join(".gitignore")).unwrap();
+    let out = db.run(&["deploy", "bestays", "--yes"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("these are database backups: never commit them")
+            && !out.stderr.contains("commit or stash these changes"),
+        "{}",
+        out.snapshot()
+    );
 }

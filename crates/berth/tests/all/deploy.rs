@@ -44,7 +44,9 @@ impl Site {
         let http_port = berth_testkit::free_port();
         m = m.replace(
             "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
-            &format!("nginx_config = \"deploy/dev/nginx/nginx.conf\"\nhttp_port = {http_port}"),
+            &format!(
+                "nginx_config = \"deploy/dev/nginx/nginx.conf\"\nlisten = \"127.0.0.1\"\nhttp_port = {http_port}"
+            ),
         );
         m = m.replace(
             "[secret_scan]",

@@ -117,3 +117,87 @@ fn init_names_the_product_from_the_flag() {
     );
     assert!(!m.contains("abc123"));
 }
+
+#[test]
+fn init_recognises_pgvector_and_valkey_keeps_the_url_scheme_and_the_command() {
+    let repo = GitRepo::new();
+    std::fs::copy(
+        fixtures().join("seed/docker-compose.fastapi.yml"),
+        repo.path().join("docker-compose.dev.yml"),
+    )
+    .unwrap();
+    let out = run(repo.path(), &["init", "--from", "docker-compose.dev.yml"]);
+    out.assert_code(0);
+    let text = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(
+        m["infra"]["postgres"]["image"].as_str(),
+        Some("pgvector/pgvector:pg16"),
+        "{text}"
+    );
+    assert!(
+        m["infra"]["redis"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker.io/valkey/valkey:8-alpine@sha256:")
+    );
+    let p = &m["products"]["bestays"];
+    assert!(
+        p["services"].get("db").is_none() && p["services"].get("cache").is_none(),
+        "{text}"
+    );
+    assert_eq!(
+        p["database"]["url_scheme"].as_str(),
+        Some("postgresql+asyncpg"),
+        "{text}"
+    );
+    assert_eq!(
+        p["database"]["extensions"].as_array().unwrap()[0].as_str(),
+        Some("vector")
+    );
+    assert!(
+        p["redis"].get("url_scheme").is_none(),
+        "redis:// is the default: {text}"
+    );
+    assert_eq!(
+        p["services"]["server"]["command"].as_str(),
+        Some("uvicorn app.main:app --host 0.0.0.0 --port 8011"),
+        "{text}"
+    );
+    assert!(
+        out.stderr.contains("--reload") && out.stderr.contains("development only"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        !out.all().contains("no [infra.postgres]") && !out.all().contains("no [infra.redis]"),
+        "{}",
+        out.snapshot()
+    );
+    let check = run(repo.path(), &["check", "--no-secret-scan"]);
+    check.assert_code(0);
+    assert!(!check.stderr.contains("warning"), "{}", check.snapshot());
+
+    // The derived URL takes the kept scheme: what SQLAlchemy's async engine reads.
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let secrets = std::fs::read_to_string(repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    let url = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_URL="))
+        .unwrap();
+    assert!(
+        url.starts_with("postgresql+asyncpg://bestays_user:"),
+        "{url}"
+    );
+    let redis = secrets
+        .lines()
+        .find_map(|l| l.strip_prefix("REDIS_URL="))
+        .unwrap();
+    assert!(redis.starts_with("redis://bestays:"), "{redis}");
+    let sql =
+        std::fs::read_to_string(repo.path().join("deploy/dev/postgres/provision.sql")).unwrap();
+    assert!(
+        sql.contains("CREATE EXTENSION IF NOT EXISTS \"vector\";"),
+        "{sql}"
+    );
+}

@@ -465,3 +465,176 @@ fn prod_redis_acl_copy_with_hashes_disables_the_default_user() {
     assert!(redis.cli(me, &["GET", "bestays:k"]).contains("NOPERM"));
     assert!(redis.cli(me, &["FLUSHDB"]).contains("NOPERM"));
 }
+
+/// The example without Redis, bestays's database carrying `fields` (e.g. extensions).
+fn postgres_only_repo(bestays_db: &str) -> GitRepo {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let from = "database = { name = \"bestays\", role = \"bestays_user\" }";
+    assert!(m.contains(from));
+    let m = m
+        .replace(from, bestays_db)
+        .replace("redis = { db = 0, prefix = \"bestays:\" }\n", "")
+        .replace("redis = { db = 1, prefix = \"realestate:\" }\n", "");
+    repo.write("berth.toml", &m);
+    repo
+}
+
+#[test]
+fn provision_creates_the_products_extensions_as_the_admin() {
+    let pg = Postgres::start();
+    let repo = postgres_only_repo(
+        "database = { name = \"bestays\", role = \"bestays_user\", extensions = [\"pg_trgm\", \"citext\"] }",
+    );
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+    let bpw = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    // In bestays's database, usable by its role (which could not create them: not a superuser).
+    let (ok, text) = pg.psql_as(
+        "bestays_user",
+        &bpw,
+        "bestays",
+        "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension WHERE extname <> 'plpgsql'; SELECT similarity('berth', 'berths') > 0.5, 'A'::citext = 'a'::citext",
+    );
+    assert!(ok, "{text}");
+    assert_eq!(text.trim(), "citext,pg_trgm\nt|t", "{text}");
+    // Only there: realestate's database has none.
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    let (ok, text) = pg.psql_as(
+        "realestate_user",
+        &rpw,
+        "realestate",
+        "SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'",
+    );
+    assert!(ok && text.trim() == "0", "{text}");
+    // Idempotent.
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+}
+
+#[test]
+fn provision_sets_a_role_password_that_no_longer_matches_the_secret_file() {
+    let pg = Postgres::start();
+    let repo = postgres_only_repo("database = { name = \"bestays\", role = \"bestays_user\" }");
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+    provision(&repo, &env, &["provision", "--all"]).assert_code(0);
+    let old = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    // A fresh checkout: the secret file is gone and `berth render` makes a new password.
+    std::fs::remove_file(repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    run(repo.path(), &["render"]).assert_code(0);
+    let new = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    assert_ne!(new, old);
+    assert!(!pg.psql_as("bestays_user", &new, "bestays", "SELECT 1").0);
+
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("bestays: database bestays existing, role bestays_user existing (password reset)")
+            && out.stdout.contains("realestate: database realestate existing, role realestate_user existing (password unchanged)")
+            && out.stderr.contains("did not match .berth/secrets/bestays.env"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(!out.all().contains(&new) && !out.all().contains(&old));
+    // The app's login works again, with the secret file's password only.
+    let (ok, text) = pg.psql_as("bestays_user", &new, "bestays", "SELECT 1");
+    assert!(ok, "{text}");
+    assert!(!pg.psql_as("bestays_user", &old, "bestays", "SELECT 1").0);
+    assert!(
+        pg.psql_as("realestate_user", &rpw, "realestate", "SELECT 1")
+            .0
+    );
+    // Matching now: a further run leaves it alone.
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    assert!(
+        out.stdout
+            .contains("role bestays_user existing (password unchanged)"),
+        "{}",
+        out.snapshot()
+    );
+}
+
+/// The environment of a running process, from /proc.
+fn environ(pid: u64) -> Vec<(String, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_deployed_process_gets_the_database_url_in_the_products_scheme() {
+    let site = crate::deploy::Site::new(0);
+    site.edit_manifest(
+        "database = { name = \"bestays\", role = \"bestays_user\" }",
+        "database = { name = \"bestays\", role = \"bestays_user\", url_scheme = \"postgresql+asyncpg\" }",
+    );
+    // The frontend (standing in for a sync tool such as alembic) overrides the scheme.
+    site.edit_manifest(
+        "VITE_PRODUCT_ID = \"bestays\" }",
+        "VITE_PRODUCT_ID = \"bestays\" }\ndatabase_url_scheme = \"postgresql\"",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: SQLAlchemy's async driver (TASK-0-setup-bestays)");
+    let pg = Postgres::start();
+    let redis = Redis::start_with_acl("user default on nopass ~* &* +@all\n");
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    site.berth_env(&["provision", "--all", "--env", "dev"], &env)
+        .assert_code(0);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    let pw = secret(&site.repo, "bestays", "DATABASE_PASSWORD");
+    let mut seen = 0;
+    for slot in ["blue", "green"] {
+        let dir = site.repo.path().join(".berth/run/bestays").join(slot);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let meta: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            let pid = meta["pid"].as_u64().unwrap();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let env = environ(pid);
+            let url = env
+                .iter()
+                .find(|(k, _)| k == "DATABASE_URL")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no DATABASE_URL in {}", e.path().display()));
+            let scheme = if e.path().ends_with("frontend.json") {
+                "postgresql"
+            } else {
+                "postgresql+asyncpg"
+            };
+            assert!(
+                url.starts_with(&format!("{scheme}://bestays_user:{pw}@")),
+                "{} has DATABASE_URL in another form than {scheme}",
+                e.path().display()
+            );
+            assert_eq!(
+                env.iter().filter(|(k, _)| k == "DATABASE_URL").count(),
+                1,
+                "one DATABASE_URL"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the server and the frontend run");
+    // The URL names the same role, password and database: the role logs in with it.
+    assert!(pg.psql_as("bestays_user", &pw, "bestays", "SELECT 1").0);
+}

