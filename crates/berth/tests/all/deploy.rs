@@ -106,26 +106,9 @@ impl Site {
         site
     }
 
-    /// Give every secret the example's services declare a value (deploys refuse without),
-    /// as an operator does with `berth secrets set`.
+    /// Give every secret the example's services declare a value (deploys refuse without).
     pub fn fill_declared_secrets(&self) {
-        for product in ["bestays", "realestate"] {
-            let path = self
-                .repo
-                .path()
-                .join(format!(".berth/secrets/{product}.env"));
-            let mut file = berth_render::secrets::SecretFile::load(&path).unwrap();
-            for name in [
-                "CLERK_SECRET_KEY",
-                "OPENROUTER_API_KEY",
-                "VITE_CLERK_PUBLISHABLE_KEY",
-            ] {
-                if file.get(name).is_none() {
-                    file.set(name, &format!("test-{product}-{}", name.to_lowercase()));
-                }
-            }
-            file.save(product).unwrap();
-        }
+        fill_declared_secrets(self.repo.path());
     }
 
     pub fn berth(&self, args: &[&str]) -> Outcome {

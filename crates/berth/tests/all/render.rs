@@ -941,6 +941,7 @@ fn a_local_runtime_on_the_dev_tree_gets_only_what_it_uses() {
     assert_eq!(v["stale"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(v["skipped"].as_array().unwrap().len(), 4, "{v}");
     // Asking for containers anyway says why there is no compose file.
+    fill_declared_secrets(repo.path());
     repo.commit_all("chore: render the dev tree (TASK-0-setup-bestays)");
     let out = run(
         repo.path(),

@@ -134,3 +134,22 @@ pub fn json(dir: &Path, args: &[&str], code: i32) -> serde_json::Value {
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.snapshot()))
 }
+
+/// Give every secret the example's services declare a value (deploys refuse without), as an
+/// operator does with `berth secrets set`; run after `berth render` made the files.
+pub fn fill_declared_secrets(root: &Path) {
+    for product in ["bestays", "realestate"] {
+        let path = root.join(format!(".berth/secrets/{product}.env"));
+        let mut file = berth_render::secrets::SecretFile::load(&path).unwrap();
+        for name in [
+            "CLERK_SECRET_KEY",
+            "OPENROUTER_API_KEY",
+            "VITE_CLERK_PUBLISHABLE_KEY",
+        ] {
+            if file.get(name).is_none() {
+                file.set(name, &format!("test-{product}-{}", name.to_lowercase()));
+            }
+        }
+        file.save(product).unwrap();
+    }
+}
