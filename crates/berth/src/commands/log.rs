@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::{Cli, LogArgs};
 use crate::exit::{CliError, Result};
-use crate::output::{Format, Printer};
+use crate::output::{Format, Printer, esc};
 
 pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
     let ctx = super::Context::load(cli, printer)?;
@@ -89,7 +89,7 @@ pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
                     "{} {} {}  [{}]",
                     c.short(),
                     &c.date[..10.min(c.date.len())],
-                    c.subject(),
+                    esc(c.subject()),
                     products.join(", ")
                 );
             }
