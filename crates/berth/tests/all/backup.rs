@@ -1309,3 +1309,89 @@ fn concurrent_backups_of_one_product_never_clobber_each_other() {
             .assert_code(0);
     }
 }
+
+#[test]
+fn leftovers_of_killed_backups_go_and_a_backup_without_its_record_is_not_kept() {
+    let db = Db::new();
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let dir = db.backups_dir();
+    let names = || -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
+            .collect();
+        v.sort();
+        v
+    };
+    let kept = names();
+    // What a backup, a verify and a restore killed mid-write leave behind.
+    for left in [
+        ".bestays_20260101T000000Z.dump.zst.partial",
+        ".bestays_20260101T000000Z.dump.zst.json.partial",
+        ".bestays_20260101T000000Z.dump.zst.verify.partial",
+    ] {
+        std::fs::write(dir.join(left), "half").unwrap();
+    }
+    let out = db.run(&["backup", "bestays"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("removed .bestays_20260101T000000Z.dump.zst.partial"),
+        "{}",
+        out.snapshot()
+    );
+    let after = names();
+    assert!(after.iter().all(|n| !n.ends_with(".partial")), "{after:?}");
+    assert_eq!(after.len(), kept.len() * 2, "{kept:?} -> {after:?}");
+
+    // The record cannot be written (a directory in its place): the dump goes too,
+    // so the backup either exists whole or not at all.
+    let env = db.env();
+    let mut child = berth(db.site.repo.path())
+        .args(["backup", "bestays"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("BERTH_DEBUG_PAUSE_BACKUP", "dumped")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let file = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("backup progress");
+        if let Some(rest) = line.split("paused: dumped ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(dir.join(&file).is_file(), "the dump is in place: {file}");
+    std::fs::create_dir_all(dir.join(format!("{file}.json")).join("in-the-way")).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("could not write") && l.contains("backup file was removed")),
+        "{rest:?}"
+    );
+    assert!(!dir.join(&file).exists(), "no dump without its record");
+    std::fs::remove_dir_all(dir.join(format!("{file}.json"))).unwrap();
+    assert_eq!(names(), after, "exactly the backups with records are left");
+    let list = db.run(&["backup", "list", "bestays", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(v["backups"].as_array().unwrap().len(), 2);
+}
