@@ -171,7 +171,8 @@ fn every_malformed_input_is_an_error_never_a_panic() {
 #[test]
 fn a_berth_toml_that_is_not_a_readable_file_is_named_for_what_it_is() {
     use std::os::unix::fs::{PermissionsExt, symlink};
-    let cases: [(&str, &dyn Fn(&std::path::Path), &str); 4] = [
+    type Make<'a> = &'a dyn Fn(&std::path::Path);
+    let cases: [(&str, Make, &str); 4] = [
         (
             "directory",
             &|d| std::fs::create_dir(d.join("berth.toml")).unwrap(),
