@@ -109,6 +109,11 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
     let dir = catalog::backup_dir(m, opts.root, product);
     ensure_dir(&dir)?;
     let _lock = ProductLock::acquire(&dir, product, "backup")?;
+    // Under the lock no other backup, verify or restore of this product runs: every
+    // partial file here is a leftover of one that was killed.
+    for left in remove_partials(&dir) {
+        tracing::warn!("removed {left}, left by an interrupted backup, verify or restore");
+    }
 
     let started_unix = crate::now_unix();
     let clock = Instant::now();
@@ -247,8 +252,47 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         verified: None,
         dir: dir.clone(),
     };
-    write_record(&record)?;
+    debug_pause_backup(&record);
+    // A backup without its record is invisible to `backup list` and `restore latest`:
+    // if the record cannot be written, the backup goes too.
+    if let Err(e) = write_record(&record) {
+        let mut files = vec![record.path()];
+        files.extend(record.redis.as_ref().map(|r| dir.join(&r.file)));
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        return Err(BackupError::Failed(format!(
+            "{e}; the backup file was removed, since without its record it could be neither listed nor restored"
+        )));
+    }
     Ok(record)
+}
+
+/// Remove every `.<name>.partial` file in `dir` (call only under the product lock).
+/// Returns the names removed.
+fn remove_partials(dir: &Path) -> Vec<String> {
+    let mut removed = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.')
+            && name.ends_with(".partial")
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
+/// Test hook: `BERTH_DEBUG_PAUSE_BACKUP=dumped` holds still once the dump is in
+/// place and before its record is written, until stdin closes.
+fn debug_pause_backup(r: &Record) {
+    if std::env::var("BERTH_DEBUG_PAUSE_BACKUP").is_ok_and(|p| p == "dumped") {
+        tracing::warn!("paused: dumped {} (BERTH_DEBUG_PAUSE_BACKUP)", r.file);
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    }
 }
 
 /// Write (or rewrite) a record beside its backup, atomically, mode 0600.

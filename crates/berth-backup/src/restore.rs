@@ -143,6 +143,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
 
     // 2. Stop the product's services so nothing writes to the old database.
     let mut live: Option<(Slot, String)> = None;
+    // Switched back to the live slot on every way out of this function.
+    let mut maintenance: Option<Maintenance<'_>> = None;
     if let Some(rt) = opts.runtime {
         let instances = match rt.instances(product) {
             Ok(i) => i,
@@ -151,7 +153,9 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 return Err(untouched(BackupError::Failed(e.to_string())));
             }
         };
-        let nginx_slot = berth_deploy::proxy::Nginx::new(m, opts.root)
+        let nginx = berth_deploy::proxy::Nginx::new(m, opts.root);
+        let nginx_slot = nginx
+            .as_ref()
             .and_then(|n| n.live_slot(product).ok().flatten());
         let slot = nginx_slot
             .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive))
@@ -162,6 +166,31 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 .find(|i| i.slot == slot && i.alive)
                 .map(|i| i.version.clone())
                 .unwrap_or_default();
+            // The front door answers 503 + Retry-After instead of a 502 while the
+            // product is down; requests already under way finish (graceful reload,
+            // then the deploy's drain) before it stops.
+            if let Some(nginx) = nginx {
+                (opts.progress)(&format!(
+                    "front door: {product} answers 503 (maintenance) until it is back"
+                ));
+                let port = match nginx.maintenance(product, slot) {
+                    Ok(port) => port,
+                    Err(e) => {
+                        drop_quietly(&url, &fresh);
+                        return Err(untouched(BackupError::Failed(format!(
+                            "could not put {product} in maintenance at the front door: {e}"
+                        ))));
+                    }
+                };
+                maintenance = Some(Maintenance {
+                    nginx,
+                    product,
+                    slot,
+                    port,
+                    ended: false,
+                });
+                std::thread::sleep(m.deploy.drain.0);
+            }
             (opts.progress)(&format!("stop {product} ({slot} slot, {version})"));
             if let Err(e) = rt.stop(product, slot) {
                 drop_quietly(&url, &fresh);
@@ -269,6 +298,12 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             ),
         }));
     }
+    let mut warnings = warnings;
+    if let Some(mt) = maintenance.take()
+        && let Err(e) = mt.end(opts.progress)
+    {
+        warnings.push(e);
+    }
     Ok(RestoreReport {
         product: product.to_string(),
         database: db.name.clone(),
@@ -283,6 +318,55 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         warnings,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
+}
+
+/// The product answering 503 at the front door; ended by pointing its upstreams
+/// back at the live slot, explicitly on success and on drop on every failure path.
+struct Maintenance<'a> {
+    nginx: berth_deploy::proxy::Nginx<'a>,
+    product: &'a str,
+    slot: Slot,
+    /// Where nginx serves the maintenance answer.
+    port: u16,
+    ended: bool,
+}
+
+impl Maintenance<'_> {
+    fn end(mut self, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
+        progress(&format!(
+            "front door: {} serves the {} slot again",
+            self.product, self.slot
+        ));
+        self.ended = true;
+        self.switch_back()
+    }
+
+    fn switch_back(&self) -> Result<(), String> {
+        self.nginx.switch(self.product, self.slot).map_err(|e| {
+            format!(
+                "could not point the front door of {} back at the {} slot (it still answers 503): {e}; run `berth deploy {}` or fix nginx and reload",
+                self.product, self.slot, self.product
+            )
+        })?;
+        // berth returns once new connections reach the product again.
+        if !berth_deploy::proxy::maintenance_closed(self.port, std::time::Duration::from_secs(30)) {
+            return Err(format!(
+                "nginx still listens on the maintenance port {} 30s after the reload: some of its workers may still answer 503 for {}",
+                self.port, self.product
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Maintenance<'_> {
+    fn drop(&mut self) {
+        if !self.ended
+            && let Err(e) = self.switch_back()
+        {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// Save the product's current Redis keys beside the backup, encrypted like it.

@@ -150,7 +150,15 @@ fn record(line: &[u8], needle: Option<&str>, step: Option<&str>) -> Option<serde
     if needle.is_some_and(|n| !line.contains(n)) {
         return None;
     }
-    let r: serde_json::Value = serde_json::from_str(line).ok()?;
+    let r: serde_json::Value = serde_json::from_str(line).ok().or_else(|| {
+        // A record glued onto a torn line (a writer killed mid-record, then an
+        // append by a berth that did not end the torn line first): the record
+        // is the longest tail of the line that is a JSON object.
+        line.match_indices("{\"")
+            .skip_while(|(i, _)| *i == 0)
+            .find_map(|(i, _)| serde_json::from_str::<serde_json::Value>(&line[i..]).ok())
+            .filter(serde_json::Value::is_object)
+    })?;
     step.is_none_or(|st| r["step"].as_str() == Some(st))
         .then_some(r)
 }
@@ -378,6 +386,44 @@ mod tests {
         // Every step, from a second tail: the whole log.
         let mut all = AuditTail::new(&store, None);
         assert_eq!(ns(&records(&mut all)), ["1", "2", "3", "4", "5"]);
+    }
+
+    #[test]
+    fn a_torn_line_swallows_no_record_written_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::Local(dir.path().to_path_buf());
+        let path = local_audit_path(dir.path());
+        let mut tail = AuditTail::new(&store, Some("deploy"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A writer killed in the middle of its record.
+        let torn = line(1, "deploy");
+        append(&path, &torn[..15]);
+        assert!(records(&mut tail).is_empty(), "a partial line waits");
+        // The next record is written by berth's store: it ends the torn line first.
+        store.audit(
+            None,
+            "a",
+            &serde_json::json!({"product": "a", "step": "deploy", "n": 2}),
+        );
+        store.audit(
+            None,
+            "a",
+            &serde_json::json!({"product": "a", "step": "deploy", "n": 3}),
+        );
+        assert_eq!(ns(&records(&mut tail)), ["2", "3"]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.lines()
+                .skip(1)
+                .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+        );
+
+        // A log written by an older berth, with a record glued onto a torn line.
+        append(&path, &format!("{}{}", &torn[..15], line(4, "deploy")));
+        assert_eq!(ns(&records(&mut tail)), ["4"]);
+        let mut all = AuditTail::new(&store, None);
+        assert_eq!(ns(&records(&mut all)), ["2", "3", "4"]);
     }
 
     #[test]

@@ -180,6 +180,58 @@ impl<'a> Nginx<'a> {
             .map_err(Into::into)
     }
 
+    /// Put a product behind a deliberate maintenance answer for the time its
+    /// processes are down (`berth restore`): every upstream of the product points
+    /// at a server nginx itself runs, which answers `503` with `Retry-After`.
+    /// The live slot's address stays in the include, marked `down` (nginx never
+    /// sends to it), so the live slot is still read from the file if berth stops
+    /// before [`Nginx::switch`] puts the product back. Tested and reloaded like
+    /// a switch; nginx keeps the previous configuration if anything fails.
+    /// Returns the maintenance server's port, for [`maintenance_closed`].
+    pub fn maintenance(&self, product: &str, live: Slot) -> Result<u16, ProxyError> {
+        let p = &self.manifest.products[product];
+        let port = maintenance_port()?;
+        let mut body = format!(
+            "# {}\n# Product {product}: MAINTENANCE while berth restores it (live slot: {}).\n# The end of the restore, `berth deploy` and `berth rollback` rewrite this file.\n",
+            berth_render::HEADER,
+            live.name()
+        );
+        for (name, svc) in &p.services {
+            let Some(live_port) = slot_port(self.manifest, svc, live) else {
+                continue;
+            };
+            body.push_str(&format!(
+                "\nupstream {} {{\n    server 127.0.0.1:{live_port} down;\n    server 127.0.0.1:{port} max_fails=0;\n}}\n",
+                berth_render::upstream_name(product, name)
+            ));
+        }
+        body.push_str(&format!(
+            "\nserver {{\n    listen 127.0.0.1:{port};\n    default_type text/plain;\n    add_header Retry-After {MAINTENANCE_RETRY_AFTER_S} always;\n    add_header X-Berth-Maintenance {product} always;\n    return 503 \"{product} is being restored; retry in a few seconds\\n\";\n}}\n"
+        ));
+        self.install(&self.upstream_file(product), &body)?;
+        Ok(port)
+    }
+
+    /// Write an upstream include, `nginx -t`, reload; the previous file comes back
+    /// if either fails.
+    fn install(&self, path: &Path, body: &str) -> Result<(), ProxyError> {
+        let previous = std::fs::read_to_string(path).ok();
+        let restore = || {
+            if let Some(prev) = &previous {
+                let _ = write_atomic(path, prev);
+            }
+        };
+        write_atomic(path, body)?;
+        if let Err(e) = self
+            .command(&self.proxy.test_command, "test the nginx configuration")
+            .output()
+        {
+            restore();
+            return Err(e.into());
+        }
+        self.reload().inspect_err(|_| restore())
+    }
+
     /// Reload nginx, starting it when it is not running.
     pub fn reload(&self) -> Result<(), ProxyError> {
         match self
@@ -196,6 +248,52 @@ impl<'a> Nginx<'a> {
             }
         }
     }
+}
+
+/// Seconds a client is told to wait (`Retry-After`) while a product is in maintenance.
+pub const MAINTENANCE_RETRY_AFTER_S: u32 = 2;
+
+/// Wait (up to `within`) until nothing listens on the maintenance port any more:
+/// nginx closes it in every process once a reload without it has taken effect
+/// (old workers stop accepting before they finish their requests), so from then
+/// on new connections reach the new configuration. False on timeout.
+pub fn maintenance_closed(port: u16, within: Duration) -> bool {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let refused = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .is_err();
+        if refused {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port free right now, for the maintenance server nginx listens on.
+fn maintenance_port() -> Result<u16, ProxyError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| ProxyError::Io {
+            action: "find a free port for",
+            path: "the maintenance server".into(),
+            source,
+        })
+}
+
+/// Write an include atomically (temp file, fsync, rename).
+fn write_atomic(path: &Path, body: &str) -> Result<(), ProxyError> {
+    berth_runtime::write_atomic(path, body.as_bytes()).map_err(|source| ProxyError::Io {
+        action: "write",
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

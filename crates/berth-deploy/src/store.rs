@@ -56,6 +56,32 @@ pub(crate) fn dollar(s: &str) -> String {
     format!("$berth${}$berth$", s.replace("$berth$", ""))
 }
 
+/// Append one record as one line. A torn last line (a writer killed mid-record)
+/// is ended first, so it cannot swallow this record.
+fn append_local_record(path: &Path, record: &serde_json::Value) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut torn = false;
+    if len > 0 {
+        let mut last = [0u8];
+        f.seek(SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        torn = last[0] != b'\n';
+    }
+    // One write per record: an appended line never interleaves with another
+    // writer's, and a reader sees it whole or as an unfinished last line.
+    let line = format!("{}{record}\n", if torn { "\n" } else { "" });
+    f.write_all(line.as_bytes())
+}
+
 /// The local audit log of the project at `root`.
 pub(crate) fn local_audit_path(root: &Path) -> PathBuf {
     root.join(".berth/audit.jsonl")
@@ -191,17 +217,11 @@ impl Store {
         match self {
             Self::Local(root) => {
                 let path = local_audit_path(root);
-                if let Some(d) = path.parent() {
-                    let _ = std::fs::create_dir_all(d);
-                }
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                {
-                    // One write per record: an appended line never interleaves with another
-                    // writer's, and a reader sees it whole or as an unfinished last line.
-                    let _ = f.write_all(format!("{record}\n").as_bytes());
+                if let Err(e) = append_local_record(&path, record) {
+                    tracing::warn!(
+                        "could not write the audit record to {}: {e}",
+                        path.display()
+                    );
                 }
             }
             Self::Postgres { url, .. } => {

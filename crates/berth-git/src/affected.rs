@@ -73,6 +73,9 @@ impl Affected {
     }
 }
 
+/// How to get the history a shallow clone lacks (every shallow-clone message ends with it).
+pub const UNSHALLOW_HINT: &str = "fetch the full history with `git fetch --unshallow` (GitHub Actions: `actions/checkout` with `fetch-depth: 0`)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum AffectedError {
     #[error(transparent)]
@@ -83,8 +86,8 @@ pub enum AffectedError {
     )]
     UnknownRev { rev: String, shallow: bool },
     #[error(
-        "this is a shallow clone and its history does not reach `{base}`, so berth cannot tell which commits are new; \
-         fetch the full history with `git fetch --unshallow` (GitHub Actions: `actions/checkout` with `fetch-depth: 0`)"
+        "this is a shallow clone and its history does not reach `{base}`, so berth cannot tell which commits are new; {}",
+        UNSHALLOW_HINT
     )]
     Shallow { base: String },
     #[error(

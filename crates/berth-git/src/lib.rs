@@ -115,6 +115,19 @@ impl Repo {
         Ok(out.stdout_str().trim() == "true")
     }
 
+    /// The boundary commits of a shallow clone (their parents were not fetched, so
+    /// git shows every file as added in them); empty in a full clone.
+    pub fn shallow_boundary(&self) -> Result<Vec<String>, GitError> {
+        let out = self
+            .git("find the shallow clone's boundary commits")
+            .args(["rev-parse", "--git-path", "shallow"])
+            .output()?;
+        let path = self.dir.join(out.stdout_str().trim());
+        Ok(std::fs::read_to_string(path)
+            .map(|t| t.lines().map(|l| l.trim().to_string()).collect())
+            .unwrap_or_default())
+    }
+
     /// The best common ancestor of `a` and `b`, or `None` if they share no history here.
     pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, GitError> {
         let out = self

@@ -166,6 +166,27 @@ impl Styles {
 }
 
 /// Render one diagnostic as text.
+/// Text berth did not write (commit messages, branch names, paths from git, a
+/// product's output, input quoted in an error), made safe for a terminal: every
+/// C0 and C1 control character but newline and tab, and DEL, shown as `\x1b`
+/// (`\u{9b}` above 0xff is not a control), so an ESC/OSC sequence in it cannot
+/// retitle, clear or recolour the terminal it is printed to.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if control(c) {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn render(d: &Diagnostic, styles: &Styles) -> String {
     let mut out = String::new();
     let (word, style) = match d.severity {
@@ -176,7 +197,9 @@ pub fn render(d: &Diagnostic, styles: &Styles) -> String {
         out,
         "{}{}",
         style.paint(&format!("{word}[{}]", d.code)),
-        styles.bold.paint(&format!(": {}", d.message))
+        styles
+            .bold
+            .paint(&format!(": {}", escape_controls(&d.message)))
     );
     let labels: Vec<&Label> = d.primary.iter().chain(d.related.iter()).collect();
     let gutter = labels
@@ -191,7 +214,7 @@ pub fn render(d: &Diagnostic, styles: &Styles) -> String {
             out,
             "{pad}{} {}:{}:{}",
             styles.note.paint(arrow),
-            l.file,
+            escape_controls(&l.file),
             l.line,
             l.column
         );
@@ -204,7 +227,7 @@ pub fn render(d: &Diagnostic, styles: &Styles) -> String {
                 "{} {} {}",
                 styles.note.paint(&format!("{:>gutter$}", l.line)),
                 styles.note.paint("|"),
-                text
+                escape_controls(text)
             );
             let lead: String = text
                 .chars()
@@ -215,7 +238,7 @@ pub fn render(d: &Diagnostic, styles: &Styles) -> String {
             let msg = if l.message.is_empty() {
                 String::new()
             } else {
-                format!(" {}", l.message)
+                format!(" {}", escape_controls(&l.message))
             };
             let _ = writeln!(
                 out,
@@ -224,7 +247,12 @@ pub fn render(d: &Diagnostic, styles: &Styles) -> String {
                 mstyle.paint(&format!("{carets}{msg}"))
             );
         } else if !l.message.is_empty() {
-            let _ = writeln!(out, "{pad} {} {}", styles.note.paint("|"), l.message);
+            let _ = writeln!(
+                out,
+                "{pad} {} {}",
+                styles.note.paint("|"),
+                escape_controls(&l.message)
+            );
         }
     }
     if let Some(help) = &d.help {
@@ -244,6 +272,23 @@ pub fn sort(diags: &mut [Diagnostic]) {
         };
         key(a).cmp(&key(b)).then(a.severity.cmp(&b.severity))
     });
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_controls;
+
+    #[test]
+    fn controls_but_newline_and_tab_are_escaped() {
+        assert_eq!(
+            escape_controls("a\x1b]0;pwned\x07b\x1b[2J\tc\nd\u{9b}e\u{7f}é"),
+            "a\\x1b]0;pwned\\x07b\\x1b[2J\tc\nd\\x9be\\x7fé"
+        );
+        assert!(matches!(
+            escape_controls("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }
 
 #[cfg(test)]

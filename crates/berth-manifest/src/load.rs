@@ -82,6 +82,43 @@ pub fn check_str(file: &str, text: &str) -> Result<(Loaded, Vec<Diagnostic>), Ve
     }
 }
 
+/// Why a manifest path that exists cannot be read as one (`None`: it is a
+/// readable file, or there is nothing there): a directory, a symlink loop, a
+/// dangling symlink, a special file, or unreadable (and why).
+pub fn unusable_manifest(path: &Path) -> Option<String> {
+    let shown = path.display();
+    let link = std::fs::symlink_metadata(path).ok()?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some(format!("{shown} is a directory, not a file")),
+        Ok(m) if !m.is_file() => Some(format!("{shown} is not a regular file")),
+        Ok(_) => match std::fs::File::open(path) {
+            Ok(_) => None,
+            Err(e) => Some(format!("{shown} cannot be read: {}", io_reason(&e))),
+        },
+        Err(e) if e.raw_os_error() == Some(40) => Some(format!(
+            "{shown} is a symlink loop (it resolves back to itself)"
+        )),
+        Err(e) if link.file_type().is_symlink() && e.kind() == std::io::ErrorKind::NotFound => {
+            let target = std::fs::read_link(path)
+                .map(|t| format!(" to {}", t.display()))
+                .unwrap_or_default();
+            Some(format!("{shown} is a dangling symlink{target}"))
+        }
+        Err(e) => Some(format!("{shown} cannot be read: {}", io_reason(&e))),
+    }
+}
+
+/// An I/O error without its "(os error N)" tail, lower-case.
+fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => text,
+    }
+}
+
 /// Read, parse and validate the manifest at `path`.
 pub fn load_path(path: &Path) -> Result<(Loaded, Vec<Diagnostic>), LoadError> {
     let display = path.display().to_string();

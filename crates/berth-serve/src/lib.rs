@@ -152,13 +152,99 @@ async fn serve(
         })?;
     let addr = listener.local_addr().map_err(ServeError::Server)?;
     ready(addr);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .map_err(ServeError::Server)
+    accept_loop(listener, router, connection_cap()).await;
+    Ok(())
+}
+
+/// A client has this long to send a request's whole head, and an idle keep-alive
+/// connection is closed after it: idle and trickling (slowloris) connections
+/// cannot pile up.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest token accepted on an address other than loopback: guessing is
+/// rate-limited per address, but not across many addresses.
+pub const MIN_PUBLIC_TOKEN_BYTES: usize = 32;
+
+/// At most this many connections at once (fewer under a low open-file limit).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// `MAX_CONNECTIONS`, or fewer: room is kept below the open-file limit for the
+/// files, pipes and sockets berth itself needs (git, the runtime, the probes).
+fn connection_cap() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|v| v.parse::<usize>().ok())
+                })
+        });
+    match soft {
+        Some(n) => MAX_CONNECTIONS.min(n.saturating_sub(64) / 2).max(8),
+        None => MAX_CONNECTIONS,
+    }
+}
+
+/// Accept and serve HTTP/1.1 until SIGINT/SIGTERM. Each connection has the
+/// head/idle timeout; at the cap, the oldest connection is closed to make room,
+/// so a flood of idle sockets cannot lock out `/healthz` or the dashboard.
+async fn accept_loop(listener: tokio::net::TcpListener, router: Router, cap: usize) {
+    use std::collections::VecDeque;
+    let open: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>> =
+        Arc::new(Mutex::new(VecDeque::new()));
+    let mut next_id = 0u64;
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors or the like: back off instead of spinning.
+                    tracing::warn!("could not accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            while open.len() >= cap {
+                if let Some((_, oldest)) = open.pop_front() {
+                    oldest.abort();
+                }
+            }
+        }
+        let id = next_id;
+        next_id += 1;
+        let service = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(ConnectInfo(peer))),
+        );
+        let registry = open.clone();
+        // Registered before the task can end and unregister itself.
+        let mut held = open.lock().unwrap_or_else(|p| p.into_inner());
+        let task = tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+            registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(i, _)| *i != id);
+        });
+        held.push_back((id, task.abort_handle()));
+        drop(held);
+    }
 }
 
 async fn shutdown() {

@@ -6,6 +6,14 @@ use std::io::{IsTerminal, Write};
 use berth_manifest::diag::{self, Diagnostic, Styles};
 use clap::ValueEnum;
 
+/// Text berth did not write, safe to print: control characters (ESC, OSC, BEL,
+/// ...) escaped, newline and tab kept. Every place that prints commit messages,
+/// branch names, paths from git, a product's output or input quoted in an error
+/// goes through this (the printer's error, warning, status and diagnostics always do).
+pub fn esc(text: &str) -> std::borrow::Cow<'_, str> {
+    diag::escape_controls(text)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
     /// For people.
@@ -66,16 +74,18 @@ impl Printer {
     pub fn error(&self, msg: &str) {
         let _ = writeln!(
             std::io::stderr(),
-            "{}: {msg}",
-            self.styles.error.paint("error")
+            "{}: {}",
+            self.styles.error.paint("error"),
+            esc(msg)
         );
     }
 
     pub fn warn(&self, msg: &str) {
         let _ = writeln!(
             std::io::stderr(),
-            "{}: {msg}",
-            self.styles.warning.paint("warning")
+            "{}: {}",
+            self.styles.warning.paint("warning"),
+            esc(msg)
         );
     }
 
@@ -83,8 +93,9 @@ impl Printer {
     pub fn status(&self, verb: &str, msg: &str) {
         let _ = writeln!(
             std::io::stderr(),
-            "{} {msg}",
-            self.styles.help.paint(&format!("{verb:>12}"))
+            "{} {}",
+            self.styles.help.paint(&format!("{verb:>12}")),
+            esc(msg)
         );
     }
 

@@ -71,8 +71,12 @@ pub fn run(cli: &Cli, args: &AffectedArgs, printer: &Printer) -> Result<ExitCode
             .map(|h| format!(" ({h})"))
             .unwrap_or_default();
         eprintln!(
-            "{word}[{}]: {} {}: {}{hint}",
-            f.finding.rule, f.commit, f.subject, f.finding.message
+            "{word}[{}]: {} {}: {}{}",
+            f.finding.rule,
+            f.commit,
+            crate::output::esc(&f.subject),
+            crate::output::esc(&f.finding.message),
+            crate::output::esc(&hint)
         );
     }
     let unattributed = result.unattributed();
@@ -96,13 +100,14 @@ fn print_text(r: &Affected, explain: bool) {
         (Some(base), Some(mb)) => println!(
             "  {} commit(s) on {} since {} (merge base {})",
             r.commits,
-            r.head,
-            base,
+            crate::output::esc(&r.head),
+            crate::output::esc(base),
             &mb[..7.min(mb.len())]
         ),
         _ => println!(
             "  {} commit(s) on {} since each product's latest deploy tag",
-            r.commits, r.head
+            r.commits,
+            crate::output::esc(&r.head)
         ),
     }
     if !explain {
@@ -123,9 +128,13 @@ fn print_text(r: &Affected, explain: bool) {
         };
         println!("\n{} — {state}", p.product);
         for c in &p.commits {
-            println!("  {} {}", c.short, c.subject);
+            println!("  {} {}", c.short, crate::output::esc(&c.subject));
             for e in &c.rules {
-                println!("      {:<16} {}", e.rule.describe(), e.detail);
+                println!(
+                    "      {:<16} {}",
+                    e.rule.describe(),
+                    crate::output::esc(&e.detail)
+                );
             }
         }
     }

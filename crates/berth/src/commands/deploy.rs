@@ -452,12 +452,13 @@ pub fn history(cli: &Cli, args: &HistoryArgs, printer: &Printer) -> Result<ExitC
                     r.tasks.join(", ")
                 };
                 println!(
-                    "{}  {:<8} {}  {}  by {}  tasks: {tasks}",
+                    "{}  {:<8} {}  {}  by {}  tasks: {}",
                     r.tag,
                     kind,
                     r.version,
                     r.duration.as_deref().unwrap_or("?"),
-                    r.operator.as_deref().unwrap_or("?")
+                    crate::output::esc(r.operator.as_deref().unwrap_or("?")),
+                    crate::output::esc(&tasks)
                 );
             }
         }

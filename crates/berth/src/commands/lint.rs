@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cli::{Cli, LintBranchArgs, LintCommitArgs};
 use crate::exit::{CliError, Result};
-use crate::output::{Format, Printer};
+use crate::output::{Format, Printer, esc};
 
 pub fn commit(cli: &Cli, args: &LintCommitArgs, printer: &Printer) -> Result<ExitCode> {
     let ctx = super::Context::load_quick(cli, printer)?;
@@ -84,7 +84,7 @@ pub fn report(
                 } else {
                     printer.styles.warning.paint("!")
                 };
-                println!("{mark} {id} {}", r.subject);
+                println!("{mark} {id} {}", esc(&r.subject));
                 print_findings(&r.findings, printer);
             }
             if range || failed > 0 {
@@ -108,10 +108,10 @@ fn print_findings(findings: &[Finding], printer: &Printer) {
             Level::Error => printer.styles.error.paint(f.rule),
             Level::Warning => printer.styles.warning.paint(f.rule),
         };
-        println!("    {rule}: {}", f.message);
-        println!("      expected: {}", f.expected);
+        println!("    {rule}: {}", esc(&f.message));
+        println!("      expected: {}", esc(&f.expected));
         if let Some(h) = &f.hint {
-            println!("      {} {h}", printer.styles.help.paint("hint:"));
+            println!("      {} {}", printer.styles.help.paint("hint:"), esc(h));
         }
     }
 }
@@ -142,9 +142,13 @@ pub fn branch(cli: &Cli, args: &LintBranchArgs, printer: &Printer) -> Result<Exi
         }
         Format::Text => {
             if findings.is_empty() {
-                println!("branch `{name}`: ok");
+                println!("branch `{}`: ok", esc(&name));
             } else {
-                println!("{} branch `{name}`", printer.styles.error.paint("✗"));
+                println!(
+                    "{} branch `{}`",
+                    printer.styles.error.paint("✗"),
+                    esc(&name)
+                );
                 print_findings(&findings, printer);
             }
         }

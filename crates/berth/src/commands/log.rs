@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::{Cli, LogArgs};
 use crate::exit::{CliError, Result};
-use crate::output::{Format, Printer};
+use crate::output::{Format, Printer, esc};
 
 pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
     let ctx = super::Context::load(cli, printer)?;
@@ -41,6 +41,19 @@ pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
     } else {
         ctx.repo.commit_messages(&revs)?
     };
+    if needs_files {
+        // A shallow clone's boundary commit has no parent here: every file looks
+        // added in it, so it would be attributed to every product without a word.
+        let boundary = ctx.repo.shallow_boundary()?;
+        for c in commits.iter().filter(|c| boundary.contains(&c.id)) {
+            printer.warn(&format!(
+                "this is a shallow clone: {} ({}) is the oldest commit fetched and has no parent here, so every file looks added in it and it is attributed to every product it touches; {}",
+                c.short(),
+                c.subject(),
+                berth_git::affected::UNSHALLOW_HINT
+            ));
+        }
+    }
     let mut rows = Vec::new();
     for c in &commits {
         let msg = Message::parse(&c.message);
@@ -89,7 +102,7 @@ pub fn run(cli: &Cli, args: &LogArgs, printer: &Printer) -> Result<ExitCode> {
                     "{} {} {}  [{}]",
                     c.short(),
                     &c.date[..10.min(c.date.len())],
-                    c.subject(),
+                    esc(c.subject()),
                     products.join(", ")
                 );
             }

@@ -98,6 +98,9 @@ fn init_logging(color: bool) {
 /// The manifest to use: `--manifest`, or berth.toml in the current directory or the nearest parent.
 pub fn find_manifest(cli: &Cli) -> Result<PathBuf> {
     if let Some(p) = &cli.manifest {
+        if let Some(why) = berth_manifest::load::unusable_manifest(p) {
+            return Err(CliError::Config(format!("manifest {why}")));
+        }
         if p.is_file() {
             return Ok(p.clone());
         }
@@ -110,6 +113,11 @@ pub fn find_manifest(cli: &Cli) -> Result<PathBuf> {
         .map_err(|e| CliError::Config(format!("cannot read the current directory: {e}")))?;
     for dir in cwd.ancestors() {
         let candidate = dir.join("berth.toml");
+        // Something is there but it is not a manifest berth can read: say what,
+        // rather than looking further up or claiming there is none.
+        if let Some(why) = berth_manifest::load::unusable_manifest(&candidate) {
+            return Err(CliError::Config(why));
+        }
         if candidate.is_file() {
             return Ok(relative_to(&candidate, &cwd));
         }

@@ -40,6 +40,16 @@ pub fn run(cli: &Cli, args: &ServeArgs, printer: &Printer) -> Result<ExitCode> {
             "{listen} is not a loopback address: pass --token-env VAR (a variable holding a bearer token), or --no-token to serve it to anyone who can reach it"
         )));
     }
+    if let (Some(t), Some(var)) = (&token, &token_env)
+        && !berth_serve::is_loopback(&listen)
+        && t.len() < berth_serve::MIN_PUBLIC_TOKEN_BYTES
+    {
+        return Err(CliError::Config(format!(
+            "${var} holds a token of {} bytes; a token guarding a non-loopback address ({listen}) needs at least {} (e.g. `openssl rand -hex 32`)",
+            t.len(),
+            berth_serve::MIN_PUBLIC_TOKEN_BYTES
+        )));
+    }
     let rt = super::deploy::runtime(&l, args.runtime)?;
     let sources = berth_serve::state::Sources {
         manifest: l.manifest,

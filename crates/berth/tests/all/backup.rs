@@ -1124,8 +1124,19 @@ fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
     let live = db.fingerprint("bestays");
     // The product will not come back up: its processes now exit at start.
     db.site.break_bestays_at_start();
+    let upstream = db
+        .site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
+    let live_include = std::fs::read_to_string(&upstream).unwrap();
     let out = db.run(&["restore", "bestays", "latest", "--yes"]);
     out.assert_code(1);
+    assert_eq!(
+        std::fs::read_to_string(&upstream).unwrap(),
+        live_include,
+        "the front door is out of maintenance again"
+    );
     assert!(
         out.stderr.contains("exited before it became healthy")
             && out.stderr.contains("the previous database is live again"),
@@ -1325,4 +1336,191 @@ fn a_backup_inside_the_repository_does_not_stop_the_next_deploy() {
         "{}",
         out.snapshot()
     );
+}
+
+/// One request through nginx on a new connection: (status, Retry-After header);
+/// status 0 when the connection failed or was reset.
+fn get_retry_after(port: u16, host: &str) -> (u16, Option<String>) {
+    use std::io::{Read, Write};
+    let r = (|| -> std::io::Result<(u16, Option<String>)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "GET /api/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let retry = buf.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("retry-after")
+                .then(|| v.trim().to_string())
+        });
+        Ok((status, retry))
+    })();
+    r.unwrap_or((0, None))
+}
+
+#[test]
+fn a_restore_under_load_answers_503_with_retry_after_never_502() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let db = Db::new();
+    db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let upstream = db
+        .site
+        .repo
+        .path()
+        .join("deploy/dev/nginx/upstreams/bestays.conf");
+    let live_include = std::fs::read_to_string(&upstream).unwrap();
+
+    // Four clients, one request after another, each on a new connection.
+    let stop = Arc::new(AtomicBool::new(false));
+    let port = db.site.http_port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.push(get_retry_after(port, "bestays.app"));
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                seen
+            })
+        })
+        .collect();
+    // The load is flowing before the restore starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = db.run(&["restore", "bestays", "latest", "--yes"]);
+    stop.store(true, Ordering::Relaxed);
+    out.assert_code(0);
+    let seen: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let mut by_status = BTreeMap::new();
+    for (status, _) in &seen {
+        *by_status.entry(*status).or_insert(0u64) += 1;
+    }
+    eprintln!(
+        "restore under load: {} requests, by status (0 = reset/refused): {by_status:?}",
+        seen.len()
+    );
+    assert!(
+        out.stderr.contains("503 (maintenance)") && out.stderr.contains("serves the"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(by_status.get(&502), None, "no 502: {by_status:?}");
+    assert_eq!(by_status.get(&0), None, "no reset: {by_status:?}");
+    assert!(
+        by_status.keys().all(|s| *s == 200 || *s == 503),
+        "only the product's answers and maintenance: {by_status:?}"
+    );
+    assert!(
+        by_status.get(&503).is_some_and(|n| *n > 0),
+        "answers during the window: {by_status:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|(s, _)| *s == 503)
+            .all(|(_, r)| r.as_deref() == Some("2")),
+        "every 503 says Retry-After"
+    );
+    // Back on the live slot, serving.
+    assert_eq!(std::fs::read_to_string(&upstream).unwrap(), live_include);
+    assert_eq!(db.site.get("bestays.app", "/api/health").0, 200);
+}
+
+#[test]
+fn leftovers_of_killed_backups_go_and_a_backup_without_its_record_is_not_kept() {
+    let db = Db::new();
+    db.run(&["backup", "bestays"]).assert_code(0);
+    let dir = db.backups_dir();
+    let names = || -> Vec<String> {
+        let mut v: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
+            .collect();
+        v.sort();
+        v
+    };
+    let kept = names();
+    // What a backup, a verify and a restore killed mid-write leave behind.
+    for left in [
+        ".bestays_20260101T000000Z.dump.zst.partial",
+        ".bestays_20260101T000000Z.dump.zst.json.partial",
+        ".bestays_20260101T000000Z.dump.zst.verify.partial",
+    ] {
+        std::fs::write(dir.join(left), "half").unwrap();
+    }
+    let out = db.run(&["backup", "bestays"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr
+            .contains("removed .bestays_20260101T000000Z.dump.zst.partial"),
+        "{}",
+        out.snapshot()
+    );
+    let after = names();
+    assert!(after.iter().all(|n| !n.ends_with(".partial")), "{after:?}");
+    assert_eq!(after.len(), kept.len() * 2, "{kept:?} -> {after:?}");
+
+    // The record cannot be written (a directory in its place): the dump goes too,
+    // so the backup either exists whole or not at all.
+    let env = db.env();
+    let mut child = berth(db.site.repo.path())
+        .args(["backup", "bestays"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("BERTH_DEBUG_PAUSE_BACKUP", "dumped")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let file = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("backup progress");
+        if let Some(rest) = line.split("paused: dumped ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert!(dir.join(&file).is_file(), "the dump is in place: {file}");
+    std::fs::create_dir_all(dir.join(format!("{file}.json")).join("in-the-way")).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("could not write") && l.contains("backup file was removed")),
+        "{rest:?}"
+    );
+    assert!(!dir.join(&file).exists(), "no dump without its record");
+    std::fs::remove_dir_all(dir.join(format!("{file}.json"))).unwrap();
+    assert_eq!(names(), after, "exactly the backups with records are left");
+    let list = db.run(&["backup", "list", "bestays", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(v["backups"].as_array().unwrap().len(), 2);
 }

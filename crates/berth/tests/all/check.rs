@@ -198,3 +198,58 @@ fn hostile_values_stop_every_command_that_loads_the_manifest() {
     }
     assert!(!tmp.path().join("deploy").exists(), "nothing was rendered");
 }
+
+#[test]
+fn a_berth_toml_that_is_not_a_readable_file_is_named_for_what_it_is() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    type Make<'a> = &'a dyn Fn(&std::path::Path);
+    let cases: [(&str, Make, &str); 4] = [
+        (
+            "directory",
+            &|d| std::fs::create_dir(d.join("berth.toml")).unwrap(),
+            "berth.toml is a directory, not a file",
+        ),
+        (
+            "loop",
+            &|d| symlink("berth.toml", d.join("berth.toml")).unwrap(),
+            "berth.toml is a symlink loop",
+        ),
+        (
+            "dangling",
+            &|d| symlink("gone.toml", d.join("berth.toml")).unwrap(),
+            "berth.toml is a dangling symlink to gone.toml",
+        ),
+        (
+            "unreadable",
+            &|d| {
+                let p = d.join("berth.toml");
+                std::fs::write(&p, "[project]\n").unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+            },
+            "berth.toml cannot be read: permission denied",
+        ),
+    ];
+    for (name, make, want) in cases {
+        let dir = temp_dir();
+        let sub = dir.path().join("apps");
+        std::fs::create_dir(&sub).unwrap();
+        make(dir.path());
+        if name == "unreadable" && std::fs::read(dir.path().join("berth.toml")).is_ok() {
+            // Root reads any file: nothing to prove here.
+            continue;
+        }
+        // Found walking up from a subdirectory, and named with --manifest.
+        for (cwd, args) in [
+            (sub.as_path(), vec!["check"]),
+            (dir.path(), vec!["--manifest", "berth.toml", "check"]),
+        ] {
+            let out = run(cwd, &args);
+            out.assert_code(2);
+            assert!(
+                out.stderr.contains(want) && !out.stderr.contains("no berth.toml in"),
+                "{name}: {}",
+                out.snapshot()
+            );
+        }
+    }
+}

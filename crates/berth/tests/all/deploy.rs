@@ -1304,3 +1304,18 @@ fn a_garbage_upstream_include_still_drains_and_stops_the_old_slot() {
         assert!(!pid_running(pid), "green {service} (pid {pid}) still runs");
     }
 }
+
+#[test]
+fn an_audit_record_that_cannot_be_written_is_a_warning_not_silence() {
+    let site = Site::new(0);
+    // Something in the log's place that cannot be appended to.
+    std::fs::create_dir_all(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    let out = site.berth(&["deploy", "realestate", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("could not write the audit record to")
+            && out.stderr.contains(".berth/audit.jsonl"),
+        "{}",
+        out.snapshot()
+    );
+}

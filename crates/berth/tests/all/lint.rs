@@ -384,3 +384,41 @@ fn git_commit_v_diff_below_the_scissors_is_not_linted() {
     );
     assert!(text.contains("task-required"), "{text}");
 }
+
+#[test]
+fn control_sequences_from_commits_branches_and_input_never_reach_the_terminal_raw() {
+    let repo = attribution_repo();
+    repo.write("products/bestays/a.py", "x");
+    // A title-setting OSC and a clear-screen CSI in a commit subject and its body.
+    let hostile =
+        "fix: \u{1b}]0;pwned\u{7} x \u{1b}[2J (TASK-1-a-bestays)\n\nbody \u{1b}[2J\u{9b}31m";
+    repo.commit_all(hostile);
+    repo.write("products/bestays/b.py", "x");
+    repo.commit_all("fix: \u{1b}]0;pwned\u{7} no task here \u{1b}[2J");
+    let outs = [
+        run(repo.path(), &["lint", "commit", "--range", "HEAD~2..HEAD"]),
+        run(repo.path(), &["log", "--product", "bestays"]),
+        run(
+            repo.path(),
+            &["lint", "branch", "feat/\u{1b}]0;pwned\u{7}\u{1b}[2J"],
+        ),
+        run(repo.path(), &["log", "--product", "\u{1b}[2Jbestays"]),
+    ];
+    for out in &outs {
+        let all = out.all();
+        assert!(
+            !all.contains('\u{1b}') && !all.contains('\u{7}') && !all.contains('\u{9b}'),
+            "a raw control character was printed: {all:?}"
+        );
+        assert!(all.contains("\\x1b"), "shown escaped: {all:?}");
+    }
+    outs[0].assert_code(1);
+    assert!(
+        outs[0].stdout.contains("\\x1b]0;pwned\\x07"),
+        "{}",
+        outs[0].stdout
+    );
+    outs[1].assert_code(0);
+    assert!(outs[1].stdout.contains("\\x1b[2J"), "{}", outs[1].stdout);
+    outs[3].assert_code(2);
+}

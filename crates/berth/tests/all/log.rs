@@ -59,3 +59,43 @@ fn log_by_product_task_and_story() {
     out.assert_code(0);
     assert_eq!(out.stdout.lines().count(), 2);
 }
+
+#[test]
+fn log_in_a_shallow_clone_warns_about_the_boundary_commit() {
+    let repo = attribution_repo();
+    repo.write("products/bestays/a.py", "x");
+    repo.commit_all("feat: a (TASK-001-login-bestays)");
+    repo.write("products/bestays/b.py", "x");
+    let boundary = repo.commit_all("feat: b (TASK-002-search-bestays)");
+    repo.write("products/realestate/c.py", "x");
+    repo.commit_all("feat: c (TASK-003-list-realestate)");
+    let dir = temp_dir();
+    let clone = dir.path().join("clone");
+    let url = format!("file://{}", repo.path().display());
+    for (depth, path) in [("2", clone.clone()), ("0", dir.path().join("full"))] {
+        let mut git = std::process::Command::new("git");
+        git.args(["clone", "-q"]);
+        if depth != "0" {
+            git.args(["--depth", depth]);
+        }
+        assert!(git.arg(&url).arg(&path).status().unwrap().success());
+    }
+    let out = run(&clone, &["log", "--product", "realestate"]);
+    out.assert_code(0);
+    let short = &boundary.trim()[..7];
+    assert!(
+        out.stderr.contains("shallow clone")
+            && out.stderr.contains(short)
+            && out.stderr.contains("git fetch --unshallow"),
+        "{}",
+        out.snapshot()
+    );
+    // The full clone attributes the same commit correctly, without a word.
+    let out = run(
+        &dir.path().join("full"),
+        &["log", "--product", "realestate"],
+    );
+    out.assert_code(0);
+    assert_eq!(out.stderr, "", "{}", out.snapshot());
+    assert_eq!(out.stdout.lines().count(), 1, "{}", out.snapshot());
+}

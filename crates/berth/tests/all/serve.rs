@@ -1462,3 +1462,165 @@ fn a_deployed_product_found_dead_at_start_is_down_not_unknown() {
     assert_eq!(d["deploys"].as_array().unwrap().len(), 0);
     assert_eq!(d["total"], 1);
 }
+
+/// Seconds until the server closes `s` (reads until EOF or reset), or `None`
+/// if it is still open after `within`.
+fn closed_after(mut s: TcpStream, within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    while start.elapsed() < within {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[test]
+fn idle_and_trickling_connections_are_cut_and_healthz_answers_under_a_low_fd_limit() {
+    let repo = example_repo();
+    let port = port_pair();
+    let log = repo.path().join(".berth-serve.log");
+    // berth serve with 128 open files at most, as on a small VPS.
+    let b = berth(repo.path());
+    let mut c = Command::new("sh");
+    c.current_dir(repo.path())
+        .arg("-c")
+        .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+        .arg(b.get_program())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in b.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let mut child = c.spawn().unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(port, "GET", "/healthz", &[], "").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "berth serve did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // More idle connections than the process has file descriptors.
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    // A slowloris: one byte of a request head per second, never finishing.
+    let trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut writer = trickle.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(60)
+        {
+            if writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    // A few idle keep-alive connections after the flood.
+    let idle: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+
+    // /healthz still answers, within a second.
+    let t = Instant::now();
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    let answer = answer.unwrap_or_else(|e| format!("no answer: {e}"));
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // The trickling and the idle connections are closed after the head timeout,
+    // not kept forever; the flood is gone too.
+    let within = Duration::from_secs(25);
+    let trickled = closed_after(trickle, within);
+    assert!(trickled.is_some(), "the trickling connection is still open");
+    for s in idle {
+        assert!(
+            closed_after(s, within).is_some(),
+            "an idle connection is still open"
+        );
+    }
+    let open = flood
+        .into_iter()
+        .filter(|s| closed_after(s.try_clone().unwrap(), Duration::from_millis(300)).is_none())
+        .count();
+    assert_eq!(open, 0, "of the flood, {open} connections are still open");
+    assert_eq!(http(port, "GET", "/healthz", &[], "").0, 200);
+}
+
+#[test]
+fn a_short_token_on_a_public_address_is_refused() {
+    let repo = example_repo();
+    let log = repo.path().join(".berth-serve.log");
+    let mut child = berth(repo.path())
+        .args(["serve", "--listen", "0.0.0.0:0", "--token-env", "BERTH_T"])
+        .env("BERTH_T", "0123456789abcdef0123456789abcde")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // It must refuse at once, not serve: never wait on it for ever.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "berth serve is serving with a 31-byte token on 0.0.0.0: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(2));
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        err.contains("token of 31 bytes") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("0123456789abcdef"),
+        "the token is never shown: {err}"
+    );
+}
