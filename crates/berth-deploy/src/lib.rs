@@ -45,6 +45,7 @@ pub enum Step {
     },
     StartSlot {
         slot: Slot,
+        version: String,
     },
     HealthCheck {
         slot: Slot,
@@ -57,6 +58,7 @@ pub enum Step {
     /// No proxy: stop the old version, start the new one (not zero-downtime).
     RestartInPlace {
         slot: Slot,
+        version: String,
     },
     DrainAndStop {
         slot: Slot,
@@ -85,7 +87,7 @@ impl std::fmt::Display for Step {
                 f,
                 "run the migration of {service} in a one-off process of the new version"
             ),
-            Self::StartSlot { slot } => write!(f, "start the {slot} slot with the new version"),
+            Self::StartSlot { slot, version } => write!(f, "start the {slot} slot with {version}"),
             Self::HealthCheck { slot } => write!(f, "health-check the {slot} slot"),
             Self::Switch {
                 from: Some(from),
@@ -95,9 +97,9 @@ impl std::fmt::Display for Step {
                 "switch traffic {from} -> {to} (nginx -t, graceful reload)"
             ),
             Self::Switch { from: None, to } => write!(f, "send traffic to {to} (nginx -t, reload)"),
-            Self::RestartInPlace { slot } => write!(
+            Self::RestartInPlace { slot, version } => write!(
                 f,
-                "restart in place in {slot} (no [proxy]: NOT zero-downtime)"
+                "restart in place in {slot} with {version} (no [proxy]: NOT zero-downtime)"
             ),
             Self::DrainAndStop { slot, drain_ms } => {
                 write!(f, "drain {drain_ms}ms, then stop the {slot} slot")
@@ -236,7 +238,10 @@ pub fn plan(
         }
     }
     if zero_downtime {
-        steps.push(Step::StartSlot { slot: target });
+        steps.push(Step::StartSlot {
+            slot: target,
+            version: version.clone(),
+        });
         steps.push(Step::HealthCheck { slot: target });
         steps.push(Step::Switch {
             from: live,
@@ -249,7 +254,10 @@ pub fn plan(
             });
         }
     } else {
-        steps.push(Step::RestartInPlace { slot: target });
+        steps.push(Step::RestartInPlace {
+            slot: target,
+            version: version.clone(),
+        });
         steps.push(Step::HealthCheck { slot: target });
     }
     steps.push(Step::Tag {
@@ -343,6 +351,21 @@ fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String
     Ok(())
 }
 
+/// The versions whose images stay: the newest `[deploy] keep` deploys of the product
+/// (counting `new`, the version going live, first).
+fn kept_versions(ctx: &Context<'_>, product: &str, new: Option<&str>) -> Vec<String> {
+    let mut keep: Vec<String> = new.map(str::to_string).into_iter().collect();
+    for r in tags::history(&ctx.repo, product).unwrap_or_default() {
+        if keep.len() >= ctx.manifest.deploy.keep.max(1) {
+            break;
+        }
+        if !keep.contains(&r.version) {
+            keep.push(r.version);
+        }
+    }
+    keep
+}
+
 /// The failure report: the step, the new slot's last 50 log lines, the last probes.
 fn failure(
     ctx: &Context<'_>,
@@ -354,15 +377,30 @@ fn failure(
     started: bool,
 ) -> String {
     let mut s = format!("deploy of {product} failed at step `{step}`: {why}\n");
-    if started {
-        s.push_str("the old version kept serving; the new slot was stopped\n");
-    }
-    for svc in ctx.manifest.products[product]
+    let logs: Vec<(&String, String)> = ctx.manifest.products[product]
         .services
         .keys()
         .filter(|_| started)
-    {
-        let logs = ctx.runtime.logs(product, slot, svc, 50);
+        .map(|svc| (svc, ctx.runtime.logs(product, slot, svc, 50)))
+        .collect();
+    // A connection failure to the configured database or Redis, said in one line
+    // before the tails it is buried in.
+    let mut seen = why.to_string();
+    for (_, l) in &logs {
+        seen.push('\n');
+        seen.push_str(l);
+    }
+    for p in probes {
+        seen.push('\n');
+        seen.push_str(&p.to_string());
+    }
+    if let Some(d) = berth_runtime::reach::diagnose_connection(ctx.manifest, product, &seen) {
+        s.push_str(&format!("diagnosis: {d}\n"));
+    }
+    if started {
+        s.push_str("the old version kept serving; the new slot was stopped\n");
+    }
+    for (svc, logs) in logs {
         s.push_str(&format!("\nlast log lines of {product}.{svc} ({slot}):\n"));
         if logs.trim().is_empty() {
             s.push_str("    (empty)\n");
@@ -445,7 +483,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 .migrate(product, service, &plan.version, plan.target)
                 .map(|_| ())
                 .map_err(|e| (e.to_string(), vec![])),
-            Step::StartSlot { slot } => {
+            Step::StartSlot { slot, .. } => {
                 // Leftovers of an interrupted deploy in the idle slot go first.
                 ctx.runtime
                     .stop(product, *slot)
@@ -456,7 +494,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .start(product, *slot, &plan.version)
                     .map_err(|e| (e.to_string(), vec![]))
             }
-            Step::RestartInPlace { slot } => {
+            Step::RestartInPlace { slot, .. } => {
                 ctx.runtime
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;
@@ -484,15 +522,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;
                 // The newest `keep` deployed versions keep their images; older ones go.
-                let mut keep: Vec<String> = vec![plan.version.clone()];
-                for r in tags::history(&ctx.repo, product).unwrap_or_default() {
-                    if keep.len() >= ctx.manifest.deploy.keep.max(1) {
-                        break;
-                    }
-                    if !keep.contains(&r.version) {
-                        keep.push(r.version);
-                    }
-                }
+                let keep = kept_versions(ctx, product, Some(&plan.version));
                 match ctx.runtime.prune(product, &keep) {
                     Ok(removed) if !removed.is_empty() => {
                         let _ = writeln!(
@@ -568,6 +598,18 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 }
                 if started_new && plan.zero_downtime && plan.live != Some(plan.target) {
                     let _ = ctx.runtime.stop(product, plan.target);
+                }
+                // What this deploy built and created goes too, unless a kept deploy
+                // (the live one among them) needs it: its images, the idle network.
+                let keep = kept_versions(ctx, product, None);
+                if let Ok(removed) = ctx.runtime.prune(product, &keep)
+                    && !removed.is_empty()
+                {
+                    let _ = writeln!(
+                        ctx.progress,
+                        "[{product}] removed what the failed deploy left: {}",
+                        removed.join(", ")
+                    );
                 }
                 let mut record = base.clone();
                 record["step"] = "deploy".into();
