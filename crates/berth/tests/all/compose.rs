@@ -74,10 +74,264 @@ pub fn down_all(root: &Path, project: &str) {
                 .status();
         }
     }
-    let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{project}-shared")])
-        .stderr(std::process::Stdio::null())
-        .status();
+    for net in ["shared", "bestays", "realestate"] {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{project}-{net}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// `docker <args>`'s stdout, asserting it succeeded.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ids of every container of a product in this site's compose projects.
+fn containers(site: &Site, product: &str) -> Vec<String> {
+    let project = site.compose.as_ref().unwrap();
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth.product={product}"),
+        "--filter",
+        &format!("label=com.docker.compose.project={project}-{product}-blue"),
+    ])
+    .lines()
+    .chain(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.product={product}"),
+            "--filter",
+            &format!("label=com.docker.compose.project={project}-{product}-green"),
+        ])
+        .lines(),
+    )
+    .map(str::to_string)
+    .collect()
+}
+
+/// The tags of a product service's images (`<project>-<product>-<service>`).
+fn image_tags(site: &Site, product: &str, service: &str) -> Vec<String> {
+    let project = site.compose.as_ref().unwrap();
+    let mut tags: Vec<String> = docker(&[
+        "image",
+        "ls",
+        &format!("{project}-{product}-{service}"),
+        "--format",
+        "{{.Tag}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect();
+    tags.sort();
+    tags
+}
+
+fn network_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["network", "inspect", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The host port of a service in the site's berth.toml (blue slot).
+fn host_port(site: &Site, product: &str, service: &str) -> u16 {
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let table = format!("[products.{product}.services.{service}]");
+    let at = m.find(&table).unwrap();
+    m[at..]
+        .lines()
+        .find_map(|l| l.strip_prefix("host_port = "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether something accepts a TCP connection at `ip:port`.
+fn answers(ip: &str, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// Poll until `f` holds, for at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > limit => panic!("{what} within {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn rendered_health_checks_need_nothing_from_the_image_and_ports_stay_behind_the_front_door() {
+    // No `health.command`: the rendered check. The images are FROM scratch with one
+    // static binary: no curl, no wget, no shell.
+    let site = Site::compose(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(", command = [\"/demo-app\", \"health\"]", "");
+    assert!(!m.contains("\"/demo-app\", \"health\""));
+    // One service must be reachable directly: it says so.
+    let m = m.replace(
+        "[products.realestate.services.frontend]\n",
+        "[products.realestate.services.frontend]\npublic = true\n",
+    );
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: rendered health checks (TASK-1-health-bestays)");
+    for dockerfile in ["docker/server.Dockerfile", "docker/frontend.Dockerfile"] {
+        let text = std::fs::read_to_string(site.repo.path().join(dockerfile)).unwrap();
+        assert!(
+            text.starts_with("FROM scratch\n") && !text.contains("RUN"),
+            "{text}"
+        );
+    }
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+
+    // Docker's own verdict, from the check it runs inside each container.
+    for product in ["bestays", "realestate"] {
+        let ids = containers(&site, product);
+        assert_eq!(ids.len(), 2, "{product}: {ids:?}");
+        for id in &ids {
+            wait_until(Duration::from_secs(60), "healthy", || {
+                let state = docker(&[
+                    "inspect",
+                    "--format",
+                    "{{.State.Health.Status}} {{json .State.Health.Log}}",
+                    id,
+                ]);
+                if state.starts_with("healthy ") {
+                    Ok(())
+                } else {
+                    Err(format!("{product} container {id}: {state}"))
+                }
+            });
+        }
+    }
+
+    // Product ports answer on the loopback the front door uses, and on no other
+    // address: 127.0.0.2 is this machine too, but a socket bound to 127.0.0.1 does not
+    // accept there (one bound to every interface would).
+    for (product, service) in [
+        ("bestays", "server"),
+        ("bestays", "frontend"),
+        ("realestate", "server"),
+    ] {
+        let port = host_port(&site, product, service);
+        assert!(
+            answers("127.0.0.1", port),
+            "{product}.{service} on 127.0.0.1:{port}"
+        );
+        assert!(
+            !answers("127.0.0.2", port),
+            "{product}.{service} is reachable on 127.0.0.2:{port}, past the front door"
+        );
+    }
+    // ...except the one that asked to be public.
+    let port = host_port(&site, "realestate", "frontend");
+    assert!(answers("127.0.0.1", port));
+    assert!(
+        answers("127.0.0.2", port),
+        "a `public` service answers on every address"
+    );
+    assert_eq!(site.get("bestays.app", "/api/health").0, 200);
+}
+
+#[test]
+fn a_failed_deploy_leaves_no_image_or_network_behind_and_plans_name_the_version() {
+    let site = Site::compose(0);
+    let project = site.compose.clone().unwrap();
+    // A product whose very first deploy fails: nothing of it may stay.
+    site.edit_manifest(
+        "PRODUCT_ID = \"realestate\",",
+        "PRODUCT_ID = \"realestate\", DEMO_EXIT_AT_START = \"1\",",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("feat: broken realestate (TASK-1-broken-realestate)");
+    let out = site.berth(&["deploy", "realestate", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("exited before it became healthy"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(
+        out.stderr.contains("removed what the failed deploy left"),
+        "{}",
+        out.snapshot()
+    );
+    for service in ["server", "frontend"] {
+        assert_eq!(
+            image_tags(&site, "realestate", service),
+            Vec::<String>::new()
+        );
+    }
+    assert!(containers(&site, "realestate").is_empty());
+    assert!(
+        !network_exists(&format!("{project}-realestate")),
+        "the failed first deploy left its network"
+    );
+
+    // A product that is live: the failed version's images go, the live one's stay.
+    let v1 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let before = site.break_bestays_at_start();
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("feat: broken bestays (TASK-2-broken-bestays)");
+    let v2 = site.head_version();
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    for service in ["server", "frontend"] {
+        assert_eq!(
+            image_tags(&site, "bestays", service),
+            vec![v1.clone()],
+            "{}",
+            out.snapshot()
+        );
+    }
+    assert!(
+        network_exists(&format!("{project}-bestays")),
+        "the live slot's network stays"
+    );
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v1.clone()));
+
+    // A good v3, then the rollback's plan says which version the idle slot starts.
+    site.repo.write("berth.toml", &before);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
+    let v3 = site.head_version();
+    assert_ne!(v2, v3);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let out = site.berth(&["rollback", "bestays", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.all()
+            .contains(&format!("start the blue slot with {v1}")),
+        "{}",
+        out.snapshot()
+    );
 }
 
 #[test]
