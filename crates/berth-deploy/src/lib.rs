@@ -376,7 +376,10 @@ fn failure(
     probes: &[Probe],
     started: bool,
 ) -> String {
-    let mut s = format!("deploy of {product} failed at step `{step}`: {why}\n");
+    // The first line of `why` heads the report; the rest (a command's output tail)
+    // comes after the one-line diagnosis, if there is one.
+    let (why_head, why_tail) = why.split_once('\n').unwrap_or((why, ""));
+    let mut s = format!("deploy of {product} failed at step `{step}`: {why_head}\n");
     let logs: Vec<(&String, String)> = ctx.manifest.products[product]
         .services
         .keys()
@@ -396,6 +399,10 @@ fn failure(
     }
     if let Some(d) = berth_runtime::reach::diagnose_connection(ctx.manifest, product, &seen) {
         s.push_str(&format!("diagnosis: {d}\n"));
+    }
+    if !why_tail.trim().is_empty() {
+        s.push_str(why_tail.trim_end_matches('\n'));
+        s.push('\n');
     }
     if started {
         s.push_str("the old version kept serving; the new slot was stopped\n");

@@ -79,7 +79,7 @@ pub fn fix(m: &Manifest, product: &str, subnet: &str, r: &Reach) -> Option<Strin
         .map_or(("all", "all"), |d| (d.name.as_str(), d.role.as_str()));
     let text = match (r.kind.as_str(), r.result.as_str()) {
         (kind, "resolve") => format!(
-            "{host} does not resolve inside {product}'s containers: leave [infra.{kind}] app_host unset (containers then use {} through extra_hosts: host-gateway), or set it to an address they can reach",
+            "{host} does not resolve inside the containers of {product}: leave [infra.{kind}] app_host unset (containers then use {} through extra_hosts: host-gateway), or set it to an address they can reach",
             berth_manifest::HOST_GATEWAY_NAME
         ),
         (_, _) if berth_manifest::is_loopback_host(host) => format!(
@@ -93,7 +93,7 @@ pub fn fix(m: &Manifest, product: &str, subnet: &str, r: &Reach) -> Option<Strin
             )
         }
         ("postgres", "hba") => format!(
-            "pg_hba.conf does not let {product}'s network in: add `host {db} {role} {subnet} scram-sha-256` above any broader `reject` line, then reload PostgreSQL (`SELECT pg_reload_conf()`)"
+            "pg_hba.conf does not let the network of {product} in: add `host {db} {role} {subnet} scram-sha-256` above any broader `reject` line, then reload PostgreSQL (`SELECT pg_reload_conf()`)"
         ),
         ("postgres", "password") => format!(
             "PostgreSQL refused the password of role {role}: run `berth provision {product}` (add --rotate-passwords if the role's password is not berth's)"
@@ -108,7 +108,7 @@ pub fn fix(m: &Manifest, product: &str, subnet: &str, r: &Reach) -> Option<Strin
             "Redis refused user {product}: its ACL user is missing or has another password; run `berth provision {product}`"
         ),
         (kind, _) => format!(
-            "{kind} at {host}:{port} is not reachable from {product}'s containers ({}): check that it runs and listens on {addr}, and that no firewall drops traffic from {subnet}",
+            "{kind} at {host}:{port} is not reachable from the containers of {product} ({}): check that it runs and listens on {addr}, and that no firewall drops traffic from {subnet}",
             r.detail
         ),
     };

@@ -436,3 +436,229 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
     );
     assert_eq!(site.get("bestays.app", "/api/health"), (200, v1));
 }
+
+/// The address containers reach their host at (Docker's default bridge gateway,
+/// which `host-gateway` names).
+fn docker_gateway() -> String {
+    let cfg = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+    ]);
+    let (gateway, subnet) = cfg.trim().split_once(' ').unwrap_or(("", cfg.trim()));
+    if !gateway.is_empty() {
+        return gateway.to_string();
+    }
+    // Unset: the daemon gives the bridge the subnet's first address.
+    let net: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
+}
+
+/// GET through the site's nginx: the body.
+fn body(site: &Site, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", site.http_port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf
+}
+
+/// The text between the first "add `" (or "set `") after `after` and the next backtick.
+fn quoted_after<'a>(text: &'a str, after: &str, opener: &str) -> &'a str {
+    let at = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no `{after}` in:\n{text}"));
+    let rest = &text[at..];
+    let start = rest
+        .find(opener)
+        .unwrap_or_else(|| panic!("no `{opener}` after `{after}` in:\n{text}"))
+        + opener.len();
+    let end = rest[start..].find('`').unwrap() + start;
+    &rest[start..end]
+}
+
+#[test]
+fn containers_reach_postgres_and_redis_on_the_host_with_no_hand_set_address() {
+    use berth_testkit::{Postgres, Redis};
+    let gateway = docker_gateway();
+    assert!(!gateway.is_empty(), "the default bridge has a gateway");
+    // PostgreSQL and Redis on the host, as on a VPS: PostgreSQL already listens on the
+    // gateway address, Redis on loopback only, neither lets the containers in yet.
+    let pg = Postgres::start_listening(&format!("127.0.0.1,{gateway}"));
+    let site = Site::compose(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let m = m
+        .replace(
+            "[infra.postgres]\nmode = \"container\"\nimage = \"postgres:15\"\nport = 5433\n",
+            &format!(
+                "[infra.postgres]\nmode = \"external\"\nadmin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_port = {}\n",
+                pg.port
+            ),
+        )
+        .replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_MIGRATE_CONNECT = \"1\",",
+        );
+    assert!(m.contains("mode = \"external\""));
+    // The dev ACL: the default user administers this Redis.
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    let acl = std::fs::read_to_string(site.repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let m = m.replace(
+        "[infra.redis]\nmode = \"container\"\nimage = \"redis:7\"\nport = 6379\n",
+        &format!(
+            "[infra.redis]\nmode = \"external\"\nadmin_url_env = \"BERTH_REDIS_ADMIN_URL\"\napp_port = {}\n",
+            redis.port
+        ),
+    );
+    assert!(!m.contains("mode = \"container\""));
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: PostgreSQL and Redis on the host (TASK-1-external-bestays)");
+    let compose =
+        std::fs::read_to_string(site.repo.path().join("deploy/dev/compose/bestays.yml")).unwrap();
+    assert!(
+        compose.contains("host.docker.internal:host-gateway"),
+        "{compose}"
+    );
+    let secrets =
+        std::fs::read_to_string(site.repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    assert!(
+        secrets.contains(&format!("@host.docker.internal:{}/bestays", pg.port))
+            && secrets.contains(&format!("@host.docker.internal:{}/0", redis.port)),
+        "containers get the host's address by default"
+    );
+    let out = site.berth(&["check"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("; 0 warnings)"), "{}", out.snapshot());
+
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let provision = || site.berth_env(&["provision", "bestays", "--env", "dev"], &env);
+
+    // From inside a container of the product's network: what to change, exactly.
+    let out = provision();
+    eprintln!("first check:\n{}", out.snapshot());
+    out.assert_code(1);
+    let hba = quoted_after(&out.stdout, "pg_hba.conf", "add `").to_string();
+    assert!(
+        hba.starts_with("host bestays bestays_user 10.") && hba.ends_with(".0/24 scram-sha-256"),
+        "{}",
+        out.snapshot()
+    );
+    let bind = quoted_after(&out.stdout, "Redis does not accept connections", "set `").to_string();
+    assert_eq!(
+        bind,
+        format!("bind 127.0.0.1 -::1 {gateway}"),
+        "{}",
+        out.snapshot()
+    );
+    let db_pw = std::fs::read_to_string(site.repo.path().join(".berth/secrets/bestays.env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_PASSWORD="))
+        .unwrap()
+        .to_string();
+    assert!(!out.all().contains(&db_pw), "a password was printed");
+    // Do what it says.
+    pg.add_hba_line(&hba);
+    let value = bind.strip_prefix("bind ").unwrap();
+    assert_eq!(redis.cli(None, &["CONFIG", "SET", "bind", value]), "OK");
+    let mut out = provision();
+    if out.code != 0 && out.stdout.contains("protected mode") {
+        // The default user has no password: Redis keeps non-loopback clients out
+        // until told otherwise, and the check says how.
+        assert!(
+            out.stdout.contains("`protected-mode no`"),
+            "{}",
+            out.snapshot()
+        );
+        assert_eq!(
+            redis.cli(None, &["CONFIG", "SET", "protected-mode", "no"]),
+            "OK"
+        );
+        out = provision();
+    }
+    eprintln!("last check:\n{}", out.snapshot());
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "PostgreSQL at host.docker.internal:{} ({gateway}) logs in as bestays",
+            pg.port
+        )) && out.stdout.contains(&format!(
+            "Redis at host.docker.internal:{} ({gateway}) logs in as bestays",
+            redis.port
+        )),
+        "{}",
+        out.snapshot()
+    );
+
+    // The deploy: its migration connects from a container, and the running service
+    // reports both reachable.
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    wait_until(Duration::from_secs(30), "the service reaches both", || {
+        let b = body(&site, "bestays.app", "/api/health");
+        if b.contains("\"database\":\"ok\"") && b.contains("\"redis\":\"ok\"") {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    });
+
+    // A hand-set loopback app_host: `check` warns, and the failed migration says why
+    // in one line before the tail of its output.
+    site.edit_manifest(
+        "admin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\n",
+        "admin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_host = \"localhost\"\n",
+    );
+    let out = site.berth(&["check"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("app-host-loopback")
+            && out.stderr.contains("infra.postgres.app_host `localhost`"),
+        "{}",
+        out.snapshot()
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: a wrong app_host (TASK-2-wrong-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    eprintln!("deploy with a loopback app_host:\n{}", out.snapshot());
+    out.assert_code(1);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let diagnoses: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("diagnosis:"))
+        .collect();
+    assert_eq!(diagnoses.len(), 1, "{}", out.snapshot());
+    let d = lines[diagnoses[0]];
+    assert!(
+        d.contains(&format!("PostgreSQL at localhost:{}", pg.port))
+            && d.contains("[infra.postgres] app_host")
+            && d.contains("remove [infra.postgres] app_host"),
+        "{d}"
+    );
+    let tail = lines
+        .iter()
+        .position(|l| l.contains("connection to server at"))
+        .unwrap_or_else(|| panic!("the migration's output is shown:\n{}", out.snapshot()));
+    assert!(diagnoses[0] < tail, "{}", out.snapshot());
+    // The old version kept serving.
+    assert_eq!(site.get("bestays.app", "/api/health").0, 200);
+}
