@@ -393,10 +393,6 @@ fn failure(
         seen.push('\n');
         seen.push_str(l);
     }
-    for p in probes {
-        seen.push('\n');
-        seen.push_str(&p.to_string());
-    }
     if let Some(d) = berth_runtime::reach::diagnose_connection(ctx.manifest, product, &seen) {
         s.push_str(&format!("diagnosis: {d}\n"));
     }

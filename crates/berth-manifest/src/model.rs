@@ -775,3 +775,105 @@ impl Product {
         self.display_name.as_deref().unwrap_or(slug)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Manifest {
+        crate::parse_str("berth.toml", text)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .manifest
+    }
+
+    const EXTERNAL: &str = r#"
+[project]
+name = "shop"
+[infra.postgres]
+mode = "external"
+admin_url_env = "PG_ADMIN"
+[deploy]
+runtime = "RUNTIME"
+[products.a.services.web]
+image = "a"
+port = 80
+[products.b.services.web]
+command = "b"
+"#;
+
+    #[test]
+    fn external_infra_is_the_host_gateway_for_containers_and_localhost_for_processes() {
+        let auto = manifest(&EXTERNAL.replace("RUNTIME", "auto"));
+        assert_eq!(
+            auto.app_address("a", "postgres"),
+            Some(("host.docker.internal".into(), 5432))
+        );
+        // Only a `command`: a local process even under `auto`.
+        assert_eq!(
+            auto.app_address("b", "postgres"),
+            Some(("localhost".into(), 5432))
+        );
+        assert_eq!(auto.app_address("a", "redis"), None);
+        let local = manifest(&EXTERNAL.replace("RUNTIME", "local"));
+        assert_eq!(
+            local.app_address("a", "postgres"),
+            Some(("localhost".into(), 5432))
+        );
+        let compose = manifest(&EXTERNAL.replace("RUNTIME", "compose"));
+        assert_eq!(
+            compose.app_address("b", "postgres"),
+            Some(("host.docker.internal".into(), 5432))
+        );
+    }
+
+    #[test]
+    fn product_networks_are_fixed_distinct_private_subnets() {
+        let mut text = String::from("[project]\nname = \"shop\"\n");
+        for i in 0..300 {
+            text.push_str(&format!("[products.p{i}]\n"));
+        }
+        let m = manifest(&text);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..300 {
+            let n = m.product_network(&format!("p{i}"));
+            assert_eq!(n.name, format!("shop-p{i}"));
+            let octets: Vec<u16> = n
+                .subnet
+                .trim_end_matches(".0/24")
+                .split('.')
+                .map(|o| o.parse().unwrap())
+                .collect();
+            assert_eq!(octets[0], 10, "{}", n.subnet);
+            assert!((200..250).contains(&octets[1]), "{}", n.subnet);
+            assert!(seen.insert(n.subnet.clone()), "{} twice", n.subnet);
+        }
+        // The same names give the same subnet on every machine, run and berth version
+        // (pg_hba.conf names it): FNV-1a of "shop/p0", computed independently.
+        assert_eq!(m.product_network("p0"), m.product_network("p0"));
+        let alone = manifest("[project]\nname = \"shop\"\n[products.p0]\n");
+        assert_eq!(alone.product_network("p0").subnet, "10.210.34.0/24");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "db.localhost",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "host.docker.internal",
+            "172.17.0.1",
+            "db.internal",
+            "10.0.0.1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}

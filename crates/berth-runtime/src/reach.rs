@@ -137,55 +137,149 @@ const CONNECT_FAILURES: &[&str] = &[
 pub fn diagnose_connection(m: &Manifest, product: &str, text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     let p = m.products.get(product)?;
-    for (kind, name, used) in [
+    let targets: Vec<(&str, &str, String, u16)> = [
         ("postgres", "PostgreSQL", p.database.is_some()),
         ("redis", "Redis", p.redis.is_some()),
-    ] {
-        if !used {
-            continue;
-        }
-        let Some((host, port)) = m.app_address(product, kind) else {
-            continue;
-        };
-        let loopback = berth_manifest::is_loopback_host(&host);
-        let mentions = |line: &str| {
-            line.contains(&host.to_ascii_lowercase())
-                || line.contains(&format!("port {port}"))
-                || line.contains(&format!(":{port}"))
-                || (loopback
-                    && ["localhost", "127.0.0.1", "::1"]
-                        .iter()
-                        .any(|h| line.contains(h)))
-        };
-        let Some(phrase) = lower.lines().find_map(|l| {
-            CONNECT_FAILURES
-                .iter()
-                .find(|f| l.contains(*f))
-                .filter(|_| mentions(l))
-        }) else {
-            continue;
-        };
-        let setting = format!("[infra.{kind}] app_host");
-        let fix = if loopback && m.in_containers(product) {
-            format!(
-                "inside a container {host} is the container itself: remove {setting} (containers then use {}) and run `berth render` and `berth provision {product}`, which checks the connection from the product's network",
-                berth_manifest::HOST_GATEWAY_NAME
-            )
+    ]
+    .into_iter()
+    .filter(|t| t.2)
+    .filter_map(|(kind, name, _)| {
+        let (host, port) = m.app_address(product, kind)?;
+        Some((kind, name, host, port))
+    })
+    .collect();
+    // How surely a line names a target's configured address: 2 with its host and
+    // port, 1 with the host alone (never a bare loopback name, which unrelated lines
+    // mention) or the kind and port, 0 not at all.
+    let score = |line: &str, kind: &str, host: &str, port: u16| -> u8 {
+        let port_named =
+            line.contains(&format!("port {port}")) || line.contains(&format!(":{port}"));
+        let host_named = line.contains(&host.to_ascii_lowercase());
+        if berth_manifest::is_loopback_host(host) {
+            let loopback_named = host_named
+                || ["localhost", "127.0.0.1", "::1"]
+                    .iter()
+                    .any(|h| line.contains(h));
+            if port_named && loopback_named { 2 } else { 0 }
+        } else if host_named && port_named {
+            2
+        } else if host_named || (port_named && line.contains(kind)) {
+            1
         } else {
-            format!(
-                "check that {name} listens on {host}:{port} for the product's network: `berth provision {product}` checks it from a container and says what to change"
-            )
-        };
-        return Some(format!(
-            "{product} could not connect to {name} at {host}:{port} ({setting}): \"{phrase}\"; {fix}"
-        ));
-    }
-    None
+            0
+        }
+    };
+    let (phrase, (kind, name, host, port)) = lower.lines().find_map(|l| {
+        let phrase = CONNECT_FAILURES.iter().find(|f| l.contains(*f))?;
+        let best = targets
+            .iter()
+            .map(|t| (score(l, t.0, &t.2, t.3), t))
+            .filter(|(s, _)| *s > 0)
+            .max_by_key(|(s, t)| (*s, std::cmp::Reverse(t.0)))?;
+        Some((*phrase, best.1.clone()))
+    })?;
+    let setting = format!("[infra.{kind}] app_host");
+    let fix = if berth_manifest::is_loopback_host(&host) && m.in_containers(product) {
+        format!(
+            "inside a container {host} is the container itself: remove {setting} (containers then use {}) and run `berth render` and `berth provision {product}`, which checks the connection from the product's network",
+            berth_manifest::HOST_GATEWAY_NAME
+        )
+    } else {
+        format!(
+            "check that {name} listens on {host}:{port} for the product's network: `berth provision {product}` checks it from a container and says what to change"
+        )
+    };
+    Some(format!(
+        "{product} could not connect to {name} at {host}:{port} ({setting}): \"{phrase}\"; {fix}"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest(app_host: &str) -> Manifest {
+        let text = format!(
+            r#"
+[project]
+name = "shop"
+[infra.postgres]
+mode = "external"
+admin_url_env = "PG_ADMIN"
+{app_host}
+[infra.redis]
+mode = "external"
+admin_url_env = "REDIS_ADMIN"
+app_port = 6380
+[deploy]
+runtime = "compose"
+[products.bestays]
+database = {{ name = "bestays", role = "bestays_user" }}
+redis = {{ db = 0, prefix = "bestays:" }}
+[products.bestays.services.server]
+image = "x"
+port = 8000
+"#
+        );
+        berth_manifest::parse_str("berth.toml", &text)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .manifest
+    }
+
+    #[test]
+    fn connection_failures_to_the_configured_address_are_diagnosed_in_one_line() {
+        let m = manifest("app_host = \"localhost\"");
+        // asyncpg / psycopg as the issue saw it.
+        let tail = "sqlalchemy.exc.OperationalError: connection to server at \"::1\", port 5432 failed: Cannot assign requested address\n\tIs the server running on that host?";
+        let d = diagnose_connection(&m, "bestays", tail).unwrap();
+        assert!(!d.contains('\n'), "{d}");
+        assert!(
+            d.starts_with("bestays could not connect to PostgreSQL at localhost:5432 ([infra.postgres] app_host): \"cannot assign requested address\"; inside a container localhost is the container itself: remove [infra.postgres] app_host"),
+            "{d}"
+        );
+        // Redis, at its configured port, with the default host.
+        let m = manifest("");
+        let d = diagnose_connection(
+            &m,
+            "bestays",
+            "redis.exceptions.ConnectionError: Error 111 connecting to host.docker.internal:6380. Connection refused.",
+        )
+        .unwrap();
+        assert!(
+            d.starts_with("bestays could not connect to Redis at host.docker.internal:6380"),
+            "{d}"
+        );
+        assert!(d.contains("`berth provision bestays`"), "{d}");
+        // Name resolution.
+        let d = diagnose_connection(
+            &m,
+            "bestays",
+            "could not translate host name \"host.docker.internal\" to address: Name or service not known",
+        )
+        .unwrap();
+        assert!(d.contains("PostgreSQL at host.docker.internal:5432"), "{d}");
+    }
+
+    #[test]
+    fn other_failures_are_not_diagnosed_as_connection_problems() {
+        let m = manifest("");
+        for text in [
+            "demo-app migrate: migration 0002_add_listings failed: relation \"listings\" already exists",
+            // A refused connection to something else (a third-party API).
+            "httpx.ConnectError: [Errno 111] Connection refused to api.example.com:443",
+            // berth's own probe of the service.
+            "GET http://127.0.0.1:8011/health: connection refused",
+            "bestays.server did not become healthy within 60s (12 probes of /health)",
+        ] {
+            assert_eq!(diagnose_connection(&m, "bestays", text), None, "{text}");
+            let loopback = manifest("app_host = \"127.0.0.1\"");
+            assert_eq!(
+                diagnose_connection(&loopback, "bestays", text),
+                None,
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn probe_lines_parse_and_passwords_are_found() {
