@@ -276,11 +276,6 @@ fn a_failed_deploy_leaves_no_image_or_network_behind_and_plans_name_the_version(
         "{}",
         out.snapshot()
     );
-    assert!(
-        out.stderr.contains("removed what the failed deploy left"),
-        "{}",
-        out.snapshot()
-    );
     for service in ["server", "frontend"] {
         assert_eq!(
             image_tags(&site, "realestate", service),
@@ -291,6 +286,11 @@ fn a_failed_deploy_leaves_no_image_or_network_behind_and_plans_name_the_version(
     assert!(
         !network_exists(&format!("{project}-realestate")),
         "the failed first deploy left its network"
+    );
+    assert!(
+        out.stderr.contains("removed what the failed deploy left"),
+        "{}",
+        out.snapshot()
     );
 
     // A product that is live: the failed version's images go, the live one's stay.
