@@ -330,10 +330,13 @@ fn redis_login(u: &Url, timeout: Duration) -> Result<(), Fail> {
         cmd(&["AUTH", &u.user, &u.password])?
     };
     if reply.contains("protected mode") {
-        return Err(fail(
-            "protected-mode",
-            reply.trim_start_matches('-').to_string(),
-        ));
+        // Its first sentence; the rest is Redis's own list of remedies.
+        let first = reply
+            .trim_start_matches('-')
+            .split(". ")
+            .next()
+            .unwrap_or("");
+        return Err(fail("protected-mode", first.to_string()));
     }
     if reply.starts_with("-WRONGPASS") || reply.starts_with("-ERR") {
         return Err(fail("password", reply.trim_start_matches('-').to_string()));

@@ -662,3 +662,172 @@ fn containers_reach_postgres_and_redis_on_the_host_with_no_hand_set_address() {
     // The old version kept serving.
     assert_eq!(site.get("bestays.app", "/api/health").0, 200);
 }
+
+#[test]
+fn a_fresh_init_reaches_postgres_and_redis_on_the_host_with_no_hand_set_address() {
+    use berth_testkit::{Postgres, Redis};
+    docker_required();
+    let gateway = docker_gateway();
+    let pg = Postgres::start_listening(&format!("127.0.0.1,{gateway}"));
+    let repo = GitRepo::new();
+    std::fs::copy(
+        fixtures().join("seed/docker-compose.dev.yml"),
+        repo.path().join("docker-compose.dev.yml"),
+    )
+    .unwrap();
+    run(repo.path(), &["init", "--from", "docker-compose.dev.yml"]).assert_code(0);
+    // The images: FROM scratch around the static demo-app.
+    let bin = static_demo_app();
+    for app in ["apps/server", "apps/frontend"] {
+        std::fs::create_dir_all(repo.path().join(app)).unwrap();
+        std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
+        repo.write(
+            &format!("{app}/Dockerfile"),
+            "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n",
+        );
+    }
+    // What the user changes: PostgreSQL and Redis are the host's (on the ports they
+    // run on here), the compose runtime, ports free on this machine. No address.
+    let project = format!("bi{}x{}", std::process::id(), crate::deploy::port_pair());
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let (server, frontend) = (crate::deploy::port_pair(), crate::deploy::port_pair());
+    let m = m
+        .replace("name = \"bestays-monorepo\"", &format!("name = \"{project}\""))
+        .replace(
+            "[infra.postgres]\nmode = \"container\"\nimage = \"postgres:15\"\nport = 5433\n",
+            &format!(
+                "[infra.postgres]\nmode = \"external\"\nadmin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_port = {}\n",
+                pg.port
+            ),
+        )
+        .replace("host_port = 8011", &format!("host_port = {server}"))
+        .replace("host_port = 5183", &format!("host_port = {frontend}"))
+        .replace("interval = \"10s\"", "interval = \"1s\"");
+    let m = format!("{m}\n[deploy]\nruntime = \"compose\"\n");
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let acl = std::fs::read_to_string(repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let m = m.replace(
+        "[infra.redis]\nmode = \"container\"\nimage = \"redis:7-alpine\"\nport = 6379\n",
+        &format!(
+            "[infra.redis]\nmode = \"external\"\nadmin_url_env = \"BERTH_REDIS_ADMIN_URL\"\napp_port = {}\n",
+            redis.port
+        ),
+    );
+    assert!(!m.contains("mode = \"container\""), "{m}");
+    assert!(!m.contains("app_host"), "{m}");
+    repo.write("berth.toml", &m);
+    // No [proxy]: deploys use the prod compose files.
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    repo.commit_all("chore: adopt berth (TASK-1-berth-bestays)");
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let provision = || {
+        let mut c = berth(repo.path());
+        c.args(["provision", "bestays", "--env", "dev"]);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Outcome {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    let out = provision();
+    out.assert_code(1);
+    pg.add_hba_line(quoted_after(&out.stdout, "pg_hba.conf", "add `"));
+    let bind = quoted_after(&out.stdout, "Redis does not accept connections", "set `");
+    assert_eq!(
+        redis.cli(
+            None,
+            &["CONFIG", "SET", "bind", bind.strip_prefix("bind ").unwrap()]
+        ),
+        "OK"
+    );
+    let mut out = provision();
+    if out.code != 0 && out.stdout.contains("protected mode") {
+        // The dev ACL leaves the default user without a password: Redis keeps
+        // non-loopback clients out, and the check says how to let them in.
+        assert!(
+            out.stdout.contains("`protected-mode no`"),
+            "{}",
+            out.snapshot()
+        );
+        assert_eq!(
+            redis.cli(None, &["CONFIG", "SET", "protected-mode", "no"]),
+            "OK"
+        );
+        out = provision();
+    }
+    out.assert_code(0);
+
+    let out = run(repo.path(), &["deploy", "bestays", "--yes"]);
+    let cleanup = || {
+        for slot in ["blue", "green"] {
+            let _ = Command::new("docker")
+                .args(["compose", "-p", &format!("{project}-bestays-{slot}"), "-f"])
+                .arg(repo.path().join("deploy/prod/compose/bestays.yml"))
+                .args(["down", "--timeout", "1", "--rmi", "all"])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{project}-bestays")])
+            .output();
+    };
+    if out.code != 0 {
+        cleanup();
+    }
+    out.assert_code(0);
+    let health = || -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", server)).map_err(|e| e.to_string())?;
+        write!(s, "GET /api/health HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut b = String::new();
+        s.read_to_string(&mut b).map_err(|e| e.to_string())?;
+        if b.contains("\"database\":\"ok\"") && b.contains("\"redis\":\"ok\"") {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    };
+    let start = Instant::now();
+    let result = loop {
+        match health() {
+            Ok(()) => break Ok(()),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => break Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    // Docker's verdict on the rendered check of the one service with a health path.
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}-bestays-blue"),
+        "--filter",
+        "label=berth.service=server",
+    ]);
+    let id = ids.trim().to_string();
+    let mut healthy = String::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && !id.is_empty() {
+        healthy = docker(&["inspect", "--format", "{{.State.Health.Status}}", &id]);
+        if healthy.trim() == "healthy" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cleanup();
+    result.expect("the service reports PostgreSQL and Redis reachable");
+    assert_eq!(healthy.trim(), "healthy", "server container {id:?}");
+}
