@@ -47,6 +47,7 @@ pub enum Step {
     },
     StartSlot {
         slot: Slot,
+        version: String,
     },
     HealthCheck {
         slot: Slot,
@@ -59,6 +60,7 @@ pub enum Step {
     /// No proxy: stop the old version, start the new one (not zero-downtime).
     RestartInPlace {
         slot: Slot,
+        version: String,
     },
     DrainAndStop {
         slot: Slot,
@@ -90,7 +92,7 @@ impl std::fmt::Display for Step {
                 f,
                 "run the migration of {service} in a one-off process of the new version"
             ),
-            Self::StartSlot { slot } => write!(f, "start the {slot} slot with the new version"),
+            Self::StartSlot { slot, version } => write!(f, "start the {slot} slot with {version}"),
             Self::HealthCheck { slot } => write!(f, "health-check the {slot} slot"),
             Self::Switch {
                 from: Some(from),
@@ -100,9 +102,9 @@ impl std::fmt::Display for Step {
                 "switch traffic {from} -> {to} (nginx -t, graceful reload)"
             ),
             Self::Switch { from: None, to } => write!(f, "send traffic to {to} (nginx -t, reload)"),
-            Self::RestartInPlace { slot } => write!(
+            Self::RestartInPlace { slot, version } => write!(
                 f,
-                "restart in place in {slot} (no [proxy]: NOT zero-downtime)"
+                "restart in place in {slot} with {version} (no [proxy]: NOT zero-downtime)"
             ),
             Self::DrainAndStop { slot, drain_ms } => {
                 write!(f, "drain {drain_ms}ms, then stop the {slot} slot")
@@ -242,7 +244,10 @@ pub fn plan(
         }
     }
     if zero_downtime {
-        steps.push(Step::StartSlot { slot: target });
+        steps.push(Step::StartSlot {
+            slot: target,
+            version: version.clone(),
+        });
         steps.push(Step::HealthCheck { slot: target });
         steps.push(Step::Switch {
             from: live,
@@ -255,7 +260,10 @@ pub fn plan(
             });
         }
     } else {
-        steps.push(Step::RestartInPlace { slot: target });
+        steps.push(Step::RestartInPlace {
+            slot: target,
+            version: version.clone(),
+        });
         steps.push(Step::HealthCheck { slot: target });
     }
     steps.push(Step::Tag {
@@ -349,6 +357,22 @@ fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String
     Ok(())
 }
 
+/// The versions whose images stay: the newest `[deploy] keep` deploys of the product
+/// (counting `new`, the version going live, first).
+fn kept_versions(ctx: &Context<'_>, product: &str, new: Option<&str>) -> Vec<String> {
+    let mut keep: Vec<String> = new.map(str::to_string).into_iter().collect();
+    for r in tags::history(&ctx.repo, product).unwrap_or_default() {
+        // Never fewer than two: the live version and the one a rollback returns to.
+        if keep.len() >= ctx.manifest.deploy.keep.max(2) {
+            break;
+        }
+        if !keep.contains(&r.version) {
+            keep.push(r.version);
+        }
+    }
+    keep
+}
+
 /// The failure report: the step, the new slot's last 50 log lines, the last probes.
 fn failure(
     ctx: &Context<'_>,
@@ -359,16 +383,34 @@ fn failure(
     probes: &[Probe],
     started: bool,
 ) -> String {
-    let mut s = format!("deploy of {product} failed at step `{step}`: {why}\n");
-    if started {
-        s.push_str("the old version kept serving; the new slot was stopped\n");
-    }
-    for svc in ctx.manifest.products[product]
+    // The first line of `why` heads the report; the rest (a command's output tail)
+    // comes after the one-line diagnosis, if there is one.
+    let (why_head, why_tail) = why.split_once('\n').unwrap_or((why, ""));
+    let mut s = format!("deploy of {product} failed at step `{step}`: {why_head}\n");
+    let logs: Vec<(&String, String)> = ctx.manifest.products[product]
         .services
         .keys()
         .filter(|_| started)
-    {
-        let logs = ctx.runtime.logs(product, slot, svc, 50);
+        .map(|svc| (svc, ctx.runtime.logs(product, slot, svc, 50)))
+        .collect();
+    // A connection failure to the configured database or Redis, said in one line
+    // before the tails it is buried in.
+    let mut seen = why.to_string();
+    for (_, l) in &logs {
+        seen.push('\n');
+        seen.push_str(l);
+    }
+    if let Some(d) = berth_runtime::reach::diagnose_connection(ctx.manifest, product, &seen) {
+        s.push_str(&format!("diagnosis: {d}\n"));
+    }
+    if !why_tail.trim().is_empty() {
+        s.push_str(why_tail.trim_end_matches('\n'));
+        s.push('\n');
+    }
+    if started {
+        s.push_str("the old version kept serving; the new slot was stopped\n");
+    }
+    for (svc, logs) in logs {
         s.push_str(&format!("\nlast log lines of {product}.{svc} ({slot}):\n"));
         if logs.trim().is_empty() {
             s.push_str("    (empty)\n");
@@ -463,7 +505,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 .migrate(product, service, &plan.version, plan.target)
                 .map(|_| ())
                 .map_err(|e| (e.to_string(), vec![])),
-            Step::StartSlot { slot } => {
+            Step::StartSlot { slot, .. } => {
                 // Leftovers of an interrupted deploy in the idle slot go first. A deploy
                 // killed right after its switch left them with requests still in flight
                 // (nginx's old workers finish theirs): drain them like any old slot.
@@ -485,7 +527,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .start(product, *slot, &plan.version)
                     .map_err(|e| (e.to_string(), vec![]))
             }
-            Step::RestartInPlace { slot } => {
+            Step::RestartInPlace { slot, .. } => {
                 ctx.runtime
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;
@@ -514,15 +556,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     .map_err(|e| (e.to_string(), vec![]))?;
                 // The newest `keep` deployed versions keep their images; older ones go.
                 // Never fewer than two: the live version and the one a rollback returns to.
-                let mut keep: Vec<String> = vec![plan.version.clone()];
-                for r in tags::history(&ctx.repo, product).unwrap_or_default() {
-                    if keep.len() >= ctx.manifest.deploy.keep.max(2) {
-                        break;
-                    }
-                    if !keep.contains(&r.version) {
-                        keep.push(r.version);
-                    }
-                }
+                let keep = kept_versions(ctx, product, Some(&plan.version));
                 match ctx.runtime.prune(product, &keep) {
                     Ok(removed) if !removed.is_empty() => {
                         let _ = writeln!(
@@ -607,6 +641,18 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 }
                 if started_new && plan.zero_downtime && plan.live != Some(plan.target) {
                     let _ = ctx.runtime.stop(product, plan.target);
+                }
+                // What this deploy built and created goes too, unless a kept deploy
+                // (the live one among them) needs it: its images, the idle network.
+                let keep = kept_versions(ctx, product, None);
+                if let Ok(removed) = ctx.runtime.prune(product, &keep)
+                    && !removed.is_empty()
+                {
+                    let _ = writeln!(
+                        ctx.progress,
+                        "[{product}] removed what the failed deploy left: {}",
+                        removed.join(", ")
+                    );
                 }
                 let mut record = base.clone();
                 record["step"] = "deploy".into();

@@ -137,8 +137,10 @@ pub struct InfraService {
     /// Name of the environment variable holding the admin URL (external mode). Never the URL itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_url_env: Option<String>,
-    /// Host the products' containers use to reach it [default: the service name
-    /// (`postgres`, `redis`) in container mode, `localhost` when external].
+    /// Host the products' services use to reach it [default: the service name
+    /// (`postgres`, `redis`) in container mode; when external, `host.docker.internal`
+    /// for services in containers (the host itself, through `extra_hosts: host-gateway`)
+    /// and `localhost` for local processes].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_host: Option<String>,
     /// Port the products' containers use to reach it [default: 5432 / 6379].
@@ -147,13 +149,106 @@ pub struct InfraService {
 }
 
 impl InfraService {
-    /// Host and port the products use, with the defaults applied.
-    pub fn app_address(&self, service: &str, default_port: u16) -> (String, u16) {
+    /// Host and port the products use, with the defaults applied; `in_containers`:
+    /// whether the product's services run in containers (see [`Manifest::in_containers`]).
+    pub fn app_address(
+        &self,
+        service: &str,
+        default_port: u16,
+        in_containers: bool,
+    ) -> (String, u16) {
         let host = self.app_host.clone().unwrap_or_else(|| match self.mode {
             InfraMode::Container => service.to_string(),
+            InfraMode::External if in_containers => HOST_GATEWAY_NAME.to_string(),
             InfraMode::External => "localhost".to_string(),
         });
         (host, self.app_port.unwrap_or(default_port))
+    }
+}
+
+/// The name containers reach their host by: the rendered compose maps it to the
+/// host's gateway address (`extra_hosts: host-gateway`).
+pub const HOST_GATEWAY_NAME: &str = "host.docker.internal";
+
+/// Whether `host` names this machine's loopback (`localhost`, `127.x`, `::1`): inside a
+/// container that is the container itself.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.to_ascii_lowercase().ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The Docker network both slots of a product join when it runs in containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductNetwork {
+    /// `<project>-<product>`.
+    pub name: String,
+    /// An IPv4 /24 in 10.200.0.0-10.249.255.0, fixed by the project and product names,
+    /// so `pg_hba.conf` can allow exactly it.
+    pub subnet: String,
+}
+
+impl Manifest {
+    /// Whether a product's services run in containers: the compose runtime, or `auto`
+    /// with a service that builds or names an image.
+    pub fn in_containers(&self, product: &str) -> bool {
+        match self.deploy.runtime {
+            RuntimeKind::Local => false,
+            RuntimeKind::Compose => true,
+            RuntimeKind::Auto => self.products.get(product).is_some_and(|p| {
+                p.services
+                    .values()
+                    .any(|s| s.build.is_some() || s.image.is_some())
+            }),
+        }
+    }
+
+    /// The network of `product`'s containers. Subnets come from a hash of the names;
+    /// products whose hashes meet are spread in name order, so each has its own.
+    pub fn product_network(&self, product: &str) -> ProductNetwork {
+        let project = crate::slug(&self.project.name);
+        let slot_of = |name: &str| -> u32 {
+            // FNV-1a: stable across builds and platforms.
+            let mut h: u32 = 0x811c_9dc5;
+            for b in format!("{project}/{name}").bytes() {
+                h ^= b as u32;
+                h = h.wrapping_mul(0x0100_0193);
+            }
+            h % (50 * 256)
+        };
+        let mut names: Vec<&str> = self.products.keys().map(String::as_str).collect();
+        if !names.contains(&product) {
+            names.push(product);
+        }
+        names.sort_unstable();
+        let mut taken: Vec<u32> = Vec::new();
+        let mut mine = 0;
+        for n in names {
+            let mut s = slot_of(n);
+            while taken.contains(&s) {
+                s = (s + 1) % (50 * 256);
+            }
+            taken.push(s);
+            if n == product {
+                mine = s;
+            }
+        }
+        ProductNetwork {
+            name: format!("{project}-{product}"),
+            subnet: format!("10.{}.{}.0/24", 200 + mine / 256, mine % 256),
+        }
+    }
+
+    /// Host and port `product`'s services reach PostgreSQL (`postgres`) or Redis
+    /// (`redis`) at, with the defaults applied; `None` without that infrastructure.
+    pub fn app_address(&self, product: &str, kind: &str) -> Option<(String, u16)> {
+        let (infra, port) = match kind {
+            "postgres" => (self.infra.postgres.as_ref(), 5432),
+            _ => (self.infra.redis.as_ref(), 6379),
+        };
+        infra.map(|i| i.app_address(kind, port, self.in_containers(product)))
     }
 }
 
@@ -695,6 +790,11 @@ pub struct Service {
     /// Port published on the host (must be unique across all products).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// Publish the port on every interface of the host [default: false: on 127.0.0.1
+    /// only, so requests come through the front door (nginx) with its routing and TLS].
+    /// For the rare service that must be reached directly.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
     /// nginx location routed to this service (`"/api/"`; `/` then letters, digits and
     /// `._~%!*+,:@=/-`), unique within the product [default: `/` for the first service
     /// with a port, `/<service>/` for the others].
@@ -801,5 +901,107 @@ impl Product {
             out.push((name.clone(), route));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Manifest {
+        crate::parse_str("berth.toml", text)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .manifest
+    }
+
+    const EXTERNAL: &str = r#"
+[project]
+name = "shop"
+[infra.postgres]
+mode = "external"
+admin_url_env = "PG_ADMIN"
+[deploy]
+runtime = "RUNTIME"
+[products.a.services.web]
+image = "a"
+port = 80
+[products.b.services.web]
+command = "b"
+"#;
+
+    #[test]
+    fn external_infra_is_the_host_gateway_for_containers_and_localhost_for_processes() {
+        let auto = manifest(&EXTERNAL.replace("RUNTIME", "auto"));
+        assert_eq!(
+            auto.app_address("a", "postgres"),
+            Some(("host.docker.internal".into(), 5432))
+        );
+        // Only a `command`: a local process even under `auto`.
+        assert_eq!(
+            auto.app_address("b", "postgres"),
+            Some(("localhost".into(), 5432))
+        );
+        assert_eq!(auto.app_address("a", "redis"), None);
+        let local = manifest(&EXTERNAL.replace("RUNTIME", "local"));
+        assert_eq!(
+            local.app_address("a", "postgres"),
+            Some(("localhost".into(), 5432))
+        );
+        let compose = manifest(&EXTERNAL.replace("RUNTIME", "compose"));
+        assert_eq!(
+            compose.app_address("b", "postgres"),
+            Some(("host.docker.internal".into(), 5432))
+        );
+    }
+
+    #[test]
+    fn product_networks_are_fixed_distinct_private_subnets() {
+        let mut text = String::from("[project]\nname = \"shop\"\n");
+        for i in 0..300 {
+            text.push_str(&format!("[products.p{i}]\n"));
+        }
+        let m = manifest(&text);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..300 {
+            let n = m.product_network(&format!("p{i}"));
+            assert_eq!(n.name, format!("shop-p{i}"));
+            let octets: Vec<u16> = n
+                .subnet
+                .trim_end_matches(".0/24")
+                .split('.')
+                .map(|o| o.parse().unwrap())
+                .collect();
+            assert_eq!(octets[0], 10, "{}", n.subnet);
+            assert!((200..250).contains(&octets[1]), "{}", n.subnet);
+            assert!(seen.insert(n.subnet.clone()), "{} twice", n.subnet);
+        }
+        // The same names give the same subnet on every machine, run and berth version
+        // (pg_hba.conf names it): FNV-1a of "shop/p0", computed independently.
+        assert_eq!(m.product_network("p0"), m.product_network("p0"));
+        let alone = manifest("[project]\nname = \"shop\"\n[products.p0]\n");
+        assert_eq!(alone.product_network("p0").subnet, "10.210.34.0/24");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "[::1]",
+            "db.localhost",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "host.docker.internal",
+            "172.17.0.1",
+            "db.internal",
+            "10.0.0.1",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
     }
 }

@@ -92,6 +92,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.project();
     v.conventions();
     v.infra();
+    v.containers();
     v.backup();
     v.serve();
     v.notify();
@@ -1032,6 +1033,61 @@ impl Validator<'_> {
                     .help(format!("export the URL as e.g. BERTH_{}_ADMIN_URL and write admin_url_env = \"BERTH_{}_ADMIN_URL\"", kind.to_uppercase(), kind.to_uppercase()));
                 self.push(d);
             }
+        }
+    }
+
+    /// Services in containers: what `public` exposes, and where they look for the
+    /// database and Redis (`localhost` inside a container is the container).
+    fn containers(&mut self) {
+        for (pname, product) in &self.m.products {
+            for (sname, svc) in &product.services {
+                if svc.public && svc.port.is_none() {
+                    let d = Diagnostic::error(
+                        "service-public",
+                        format!("{pname}.{sname} is `public` but has no `port` to publish"),
+                    )
+                    .at(self.label(
+                        &vpath(&["products", pname, "services", sname, "public"]),
+                        "",
+                    ))
+                    .help("remove `public`, or add `port = <the port the service listens on>`");
+                    self.push(d);
+                }
+            }
+        }
+        for (kind, infra) in [
+            ("postgres", &self.m.infra.postgres),
+            ("redis", &self.m.infra.redis),
+        ] {
+            let Some(host) = infra.as_ref().and_then(|i| i.app_host.as_deref()) else {
+                continue;
+            };
+            if !crate::model::is_loopback_host(host) {
+                continue;
+            }
+            let in_containers: Vec<&str> = self
+                .m
+                .products
+                .keys()
+                .filter(|p| self.m.in_containers(p))
+                .map(String::as_str)
+                .collect();
+            if in_containers.is_empty() {
+                continue;
+            }
+            let d = Diagnostic::warning(
+                "app-host-loopback",
+                format!(
+                    "infra.{kind}.app_host `{host}` is the container itself for the containers of {}",
+                    in_containers.join(", ")
+                ),
+            )
+            .at(self.label(&vpath(&["infra", kind, "app_host"]), ""))
+            .help(format!(
+                "remove app_host: containers then reach the host at {} (extra_hosts: host-gateway); `berth provision` checks the connection from inside a container",
+                crate::model::HOST_GATEWAY_NAME
+            ));
+            self.push(d);
         }
     }
 

@@ -358,10 +358,7 @@ pub fn ensure_product(
         }
         let pw = f.get("DATABASE_PASSWORD").expect("just set").to_string();
         let (host, port) = m
-            .infra
-            .postgres
-            .as_ref()
-            .map(|i| i.app_address("postgres", 5432))
+            .app_address(name, "postgres")
             .unwrap_or(("localhost".into(), 5432));
         let url = service_url(db.scheme(), &db.role, &pw, &host, port, &db.name);
         if f.set("DATABASE_URL", &url) {
@@ -374,10 +371,7 @@ pub fn ensure_product(
         }
         let pw = f.get("REDIS_PASSWORD").expect("just set").to_string();
         let (host, port) = m
-            .infra
-            .redis
-            .as_ref()
-            .map(|i| i.app_address("redis", 6379))
+            .app_address(name, "redis")
             .unwrap_or(("localhost".into(), 6379));
         if f.set(
             "REDIS_URL",

@@ -107,38 +107,168 @@ impl ComposeRuntime {
         if !(container(&m.infra.postgres) || container(&m.infra.redis)) {
             return Ok(());
         }
-        let name = format!("{}-shared", self.project);
-        // Two products deploying at once must not both create it (docker would make two
-        // networks of one name): creation is serialized by a file lock.
-        let locks = self
-            .compose_dir
-            .ancestors()
-            .nth(3)
-            .unwrap_or(&self.compose_dir)
-            .join(".berth/locks");
+        self.ensure_network(
+            &format!("{}-shared", self.project),
+            None,
+            "the shared network",
+        )
+    }
+
+    /// The product's own network, which both slots join, with the subnet berth rendered.
+    fn product_network(&self, product: &str) -> Result<(), RuntimeError> {
+        let net = self.manifest.product_network(product);
+        self.ensure_network(
+            &net.name,
+            Some(&net.subnet),
+            &format!("the network of {product}"),
+        )
+    }
+
+    /// Create a network unless it exists. Two deploys at once must not both create it
+    /// (docker would make two networks of one name): creation is serialized by a file lock.
+    fn ensure_network(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+        what: &str,
+    ) -> Result<(), RuntimeError> {
+        let locks = self.root().join(".berth/locks");
         let _ = std::fs::create_dir_all(&locks);
         let guard = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(locks.join("shared-network.lock"))
+            .open(locks.join("network.lock"))
             .ok();
         if let Some(f) = &guard {
             let _ = f.lock();
         }
-        let exists = Cmd::new("docker", "look for the shared network")
-            .args(["network", "inspect", &name])
-            .output()
-            .is_ok();
-        if !exists {
-            Cmd::new("docker", "create the shared network")
-                .args(["network", "create", &name])
-                .output()?;
-        }
+        let result = (|| {
+            let found = Cmd::new("docker", format!("look for {what}"))
+                .args([
+                    "network",
+                    "inspect",
+                    "--format",
+                    "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                    name,
+                ])
+                .output();
+            match (found, subnet) {
+                (Ok(out), Some(want)) => {
+                    let have = out.stdout_str();
+                    if !have.split_whitespace().any(|s| s == want) {
+                        return Err(RuntimeError::Failed(format!(
+                            "the Docker network {name} exists with subnet {} but berth renders {want} (which pg_hba.conf may name): remove it (`docker network rm {name}`) once no container uses it",
+                            have.trim()
+                        )));
+                    }
+                    Ok(())
+                }
+                (Ok(_), None) => Ok(()),
+                (Err(_), _) => {
+                    let mut c = Cmd::new("docker", format!("create {what}"))
+                        .args(["network", "create", "--label"])
+                        .arg(format!("berth.project={}", self.project));
+                    if let Some(s) = subnet {
+                        c = c.args(["--subnet", s]);
+                    }
+                    c.arg(name).output()?;
+                    Ok(())
+                }
+            }
+        })();
         if let Some(f) = &guard {
             let _ = f.unlock();
         }
-        Ok(())
+        result
+    }
+
+    /// Remove the product's network when no container of any slot is on it (a failed
+    /// first deploy, or every slot stopped). Returns whether it was removed.
+    fn remove_product_network_if_unused(&self, product: &str) -> bool {
+        let net = self.manifest.product_network(product).name;
+        let users = Cmd::new("docker", format!("list the containers on {net}"))
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("network={net}"))
+            .output();
+        match users {
+            Ok(out) if out.stdout_str().trim().is_empty() => {
+                Cmd::new("docker", format!("remove the unused network {net}"))
+                    .args(["network", "rm", &net])
+                    .output()
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Log in to PostgreSQL and Redis as the product, from inside a container on the
+    /// product's network (as its services will): `targets` are `(kind, url)` pairs,
+    /// `kind` is `postgres` or `redis`. The URLs (with passwords) go to the probe on
+    /// stdin, never in its arguments or environment.
+    pub fn reach_from_network(
+        &self,
+        product: &str,
+        targets: &[(String, String)],
+    ) -> Result<Vec<crate::reach::Reach>, RuntimeError> {
+        let probe = crate::probe::install(self.root())?;
+        let image = format!("berth-probe:{}", crate::probe::digest());
+        let have = Cmd::new("docker", "look for the probe image")
+            .args(["image", "inspect", "--format", "{{.Id}}", &image])
+            .output()
+            .is_ok();
+        if !have {
+            let ctx = probe.parent().expect("the probe is in a directory");
+            std::fs::write(
+                ctx.join("Dockerfile"),
+                "FROM scratch\nCOPY berth-probe /berth-probe\nENTRYPOINT [\"/berth-probe\"]\n",
+            )
+            .map_err(|source| RuntimeError::Io {
+                action: "write",
+                path: ctx.join("Dockerfile").display().to_string(),
+                source,
+            })?;
+            Cmd::new("docker", "build the probe image (FROM scratch)")
+                .args(["build", "-q", "-t", &image])
+                .arg(ctx)
+                .timeout(Some(Duration::from_secs(300)))
+                .output()?;
+        }
+        self.product_network(product)?;
+        let net = self.manifest.product_network(product).name;
+        let mut input = String::new();
+        let mut c = Cmd::new(
+            "docker",
+            format!("log in to PostgreSQL and Redis as {product} from its network"),
+        )
+        .args(["run", "--rm", "-i", "--network", &net, "--add-host"])
+        .arg(format!(
+            "{}:host-gateway",
+            berth_manifest::HOST_GATEWAY_NAME
+        ))
+        .args([
+            "--label",
+            &format!("berth.probe={product}"),
+            &image,
+            "check",
+        ])
+        .timeout(Some(Duration::from_secs(60)));
+        for (kind, url) in targets {
+            input.push_str(&format!("{kind} {url}\n"));
+            if let Some(pw) = crate::reach::password_of(url) {
+                c = c.redact(pw);
+            }
+        }
+        let out = c.stdin(input).output_unchecked()?;
+        let reaches = crate::reach::parse(&out.stdout_str());
+        if reaches.len() != targets.len() {
+            return Err(RuntimeError::Failed(format!(
+                "the probe container did not answer for every target: {}{}",
+                out.stdout_str(),
+                out.stderr_str()
+            )));
+        }
+        Ok(reaches)
     }
 }
 
@@ -257,6 +387,8 @@ impl Runtime for ComposeRuntime {
             return Ok(String::new());
         };
         self.shared_network()?;
+        self.product_network(product)?;
+        crate::probe::install(self.root())?;
         let out = self
             .compose(
                 product,
@@ -272,6 +404,8 @@ impl Runtime for ComposeRuntime {
 
     fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
         self.shared_network()?;
+        self.product_network(product)?;
+        crate::probe::install(self.root())?;
         self.compose(
             product,
             slot,
@@ -366,6 +500,12 @@ impl Runtime for ComposeRuntime {
                     removed.push(image);
                 }
             }
+        }
+        if self.remove_product_network_if_unused(product) {
+            removed.push(format!(
+                "network {}",
+                self.manifest.product_network(product).name
+            ));
         }
         Ok(removed)
     }

@@ -4,6 +4,8 @@
 
 pub mod compose;
 pub mod local;
+pub mod probe;
+pub mod reach;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -230,6 +230,12 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Self {
+        Self::start_listening("127.0.0.1")
+    }
+
+    /// Started with `listen_addresses` set to `listen` (e.g. `127.0.0.1,172.17.0.1`
+    /// for containers reaching the host's PostgreSQL through Docker's gateway).
+    pub fn start_listening(listen: &str) -> Self {
         const PG: &[&str] = &["/usr/lib/postgresql/*/bin"];
         let install = "apt-get install postgresql";
         let initdb = require_program("initdb", PG, install);
@@ -274,7 +280,7 @@ impl Postgres {
                 "-o",
             ])
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off",
                 dir.path().display()
             ))
             .stdout(std::process::Stdio::null())
@@ -293,6 +299,18 @@ impl Postgres {
             port,
             password,
         }
+    }
+
+    /// Append `line` to pg_hba.conf and reload the configuration.
+    pub fn add_hba_line(&self, line: &str) {
+        use std::io::Write;
+        let path = self.dir.path().join("data/pg_hba.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open pg_hba.conf");
+        writeln!(f, "{line}").expect("append to pg_hba.conf");
+        self.admin("SELECT pg_reload_conf()");
     }
 
     /// The admin URL (superuser `postgres`).

@@ -571,6 +571,11 @@ pub struct ProvisionArgs {
     /// Generate new database and Redis passwords (updates the secret files)
     #[arg(long)]
     pub rotate_passwords: bool,
+    /// Skip logging in to PostgreSQL and Redis from inside a container of each
+    /// product's network (done when the products run in containers and the
+    /// infrastructure is external)
+    #[arg(long)]
+    pub no_container_check: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

@@ -14,7 +14,8 @@
 //! `demo-app migrate` runs the (pretend) migration.
 //!
 //! Switches for tests: DEMO_FAIL_HEALTH=1 (health answers 503), DEMO_FAIL_MIGRATE=1,
-//! DEMO_EXIT_AT_START=1 (exit 3 before listening). DATABASE_URL and REDIS_URL, when
+//! DEMO_EXIT_AT_START=1 (exit 3 before listening), DEMO_MIGRATE_CONNECT=1 (the migration
+//! connects to DATABASE_URL and REDIS_URL first). DATABASE_URL and REDIS_URL, when
 //! set, are checked with a TCP connection and reported by the health check.
 
 use std::io::{BufRead, BufReader, Write};
@@ -312,10 +313,49 @@ fn serve() -> ! {
     std::process::exit(0)
 }
 
+/// DEMO_MIGRATE_CONNECT=1: the migration opens a TCP connection to DATABASE_URL and
+/// REDIS_URL first, as a real one would, and fails the way drivers do when it cannot.
+fn migrate_connect() {
+    for var in ["DATABASE_URL", "REDIS_URL"] {
+        let Some(url) = env(var) else { continue };
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let hostport = hostport.split(['/', '?']).next().unwrap_or("");
+        let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "0"));
+        let result = hostport
+            .to_socket_addrs()
+            .map_err(|e| format!("could not translate host name \"{host}\" to address: {e}"))
+            .and_then(|mut a| {
+                a.next()
+                    .ok_or_else(|| format!("could not translate host name \"{host}\" to address"))
+            })
+            .and_then(|a| {
+                TcpStream::connect_timeout(&a, Duration::from_secs(3))
+                    .map(|_| a)
+                    .map_err(|e| {
+                        format!(
+                            "connection to server at \"{host}\" ({}), port {port} failed: {e}",
+                            a.ip()
+                        )
+                    })
+            });
+        match result {
+            Ok(a) => println!("demo-app migrate: {var} reachable at {a}"),
+            Err(e) => {
+                eprintln!("demo-app migrate: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref() {
         None | Some("serve") => serve(),
         Some("migrate") => {
+            if flag("DEMO_MIGRATE_CONNECT") {
+                migrate_connect();
+            }
             if flag("DEMO_FAIL_MIGRATE") {
                 eprintln!(
                     "demo-app migrate: migration 0002_add_listings failed: relation \"listings\" already exists"

@@ -66,11 +66,14 @@ impl Drop for Cleanup {
                         .status();
                 }
             }
-            let _ = Command::new("docker")
-                .args(["network", "rm", &format!("{project}-shared")])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
+            // The shared network and each product's own (both slots' projects use it).
+            for net in ["shared", "bestays", "realestate", "villas"] {
+                let _ = Command::new("docker")
+                    .args(["network", "rm", &format!("{project}-{net}")])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ use berth_provision::{Options, ProvisionError, provision};
 use serde_json::json;
 
 use crate::cli::{Cli, ProvisionArgs};
+
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
 
@@ -36,8 +37,18 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
         ProvisionError::Config(msg) => CliError::Config(msg),
         other => CliError::Failed(other.to_string()),
     })?;
+    let reach = if args.no_container_check {
+        Vec::new()
+    } else {
+        container_check(&m, &root, &reports_products(&reports), args, printer)?
+    };
+    let unreachable = reach
+        .iter()
+        .flat_map(|r| &r.reach)
+        .filter(|r| !r.reach.ok())
+        .count();
     match args.format {
-        Format::Json => printer.json(&json!({ "products": reports })),
+        Format::Json => printer.json(&json!({ "products": reports, "reach": reach })),
         Format::Text => {
             for r in &reports {
                 let mut parts = Vec::new();
@@ -82,7 +93,130 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
                     ));
                 }
             }
+            for r in &reach {
+                for one in &r.reach {
+                    let name = if one.reach.kind == "postgres" {
+                        "PostgreSQL"
+                    } else {
+                        "Redis"
+                    };
+                    let via = if one.reach.address == "-" {
+                        String::new()
+                    } else {
+                        format!(" ({})", one.reach.address)
+                    };
+                    let state = if one.reach.ok() {
+                        format!("logs in as {}", r.product)
+                    } else {
+                        format!("FAILED: {}", one.reach.detail)
+                    };
+                    println!(
+                        "{}: from its containers (network {}, subnet {}): {name} at {}{via} {state}",
+                        r.product, r.network, r.subnet, one.reach.target
+                    );
+                    if let Some(fix) = &one.fix {
+                        println!("    fix: {fix}");
+                    }
+                }
+            }
         }
     }
+    if unreachable > 0 {
+        return Err(CliError::Reported(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn reports_products(reports: &[berth_provision::ProductReport]) -> Vec<String> {
+    reports.iter().map(|r| r.product.to_string()).collect()
+}
+
+/// One product's logins from inside its network.
+#[derive(serde::Serialize)]
+struct ProductReach {
+    product: String,
+    network: String,
+    subnet: String,
+    reach: Vec<OneReach>,
+}
+
+#[derive(serde::Serialize)]
+struct OneReach {
+    #[serde(flatten)]
+    reach: berth_runtime::reach::Reach,
+    fix: Option<String>,
+}
+
+/// Log in to the external PostgreSQL and Redis as each product whose services run
+/// in containers, from a container of its network, with the URLs its services get.
+fn container_check(
+    m: &berth_manifest::Manifest,
+    root: &std::path::Path,
+    products: &[String],
+    args: &ProvisionArgs,
+    printer: &Printer,
+) -> Result<Vec<ProductReach>> {
+    use berth_manifest::{InfraMode, RuntimeKind};
+    use berth_runtime::compose::ComposeRuntime;
+    let external = |i: &Option<berth_manifest::InfraService>| {
+        i.as_ref().is_some_and(|i| i.mode == InfraMode::External)
+    };
+    let mut wanted: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for name in products {
+        if !m.in_containers(name) {
+            continue;
+        }
+        let p = &m.products[name];
+        let secrets = berth_render::secrets::SecretFile::load(
+            &berth_render::secrets::product_secret_path(root, name),
+        )
+        .map_err(|e| CliError::Config(e.to_string()))?;
+        let mut targets = Vec::new();
+        if p.database.is_some()
+            && external(&m.infra.postgres)
+            && let Some(url) = secrets.get("DATABASE_URL")
+        {
+            targets.push(("postgres".to_string(), url.to_string()));
+        }
+        if p.redis.is_some()
+            && external(&m.infra.redis)
+            && let Some(url) = secrets.get("REDIS_URL")
+        {
+            targets.push(("redis".to_string(), url.to_string()));
+        }
+        if !targets.is_empty() {
+            wanted.push((name.clone(), targets));
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !ComposeRuntime::available() {
+        if m.deploy.runtime == RuntimeKind::Compose {
+            printer.warn("no Docker Engine answers, so the connection from the products' containers was not checked");
+        }
+        return Ok(Vec::new());
+    }
+    let env = super::render::env_of(args.env).name();
+    let rt = ComposeRuntime::new(m.clone(), root.join(format!("deploy/{env}/compose")));
+    let mut out = Vec::new();
+    for (name, targets) in wanted {
+        let net = m.product_network(&name);
+        let reach = rt
+            .reach_from_network(&name, &targets)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        out.push(ProductReach {
+            reach: reach
+                .into_iter()
+                .map(|r| OneReach {
+                    fix: berth_runtime::reach::fix(m, &name, &net.subnet, &r),
+                    reach: r,
+                })
+                .collect(),
+            product: name,
+            network: net.name,
+            subnet: net.subnet,
+        });
+    }
+    Ok(out)
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::deploy::{Site, assert_in_flight_across_switch};
 use crate::support::*;
@@ -74,10 +74,264 @@ pub fn down_all(root: &Path, project: &str) {
                 .status();
         }
     }
-    let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{project}-shared")])
-        .stderr(std::process::Stdio::null())
-        .status();
+    for net in ["shared", "bestays", "realestate"] {
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{project}-{net}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// `docker <args>`'s stdout, asserting it succeeded.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The ids of every container of a product in this site's compose projects.
+fn containers(site: &Site, product: &str) -> Vec<String> {
+    let project = site.compose.as_ref().unwrap();
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=berth.product={product}"),
+        "--filter",
+        &format!("label=com.docker.compose.project={project}-{product}-blue"),
+    ])
+    .lines()
+    .chain(
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=berth.product={product}"),
+            "--filter",
+            &format!("label=com.docker.compose.project={project}-{product}-green"),
+        ])
+        .lines(),
+    )
+    .map(str::to_string)
+    .collect()
+}
+
+/// The tags of a product service's images (`<project>-<product>-<service>`).
+fn image_tags(site: &Site, product: &str, service: &str) -> Vec<String> {
+    let project = site.compose.as_ref().unwrap();
+    let mut tags: Vec<String> = docker(&[
+        "image",
+        "ls",
+        &format!("{project}-{product}-{service}"),
+        "--format",
+        "{{.Tag}}",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect();
+    tags.sort();
+    tags
+}
+
+fn network_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["network", "inspect", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The host port of a service in the site's berth.toml (blue slot).
+fn host_port(site: &Site, product: &str, service: &str) -> u16 {
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let table = format!("[products.{product}.services.{service}]");
+    let at = m.find(&table).unwrap();
+    m[at..]
+        .lines()
+        .find_map(|l| l.strip_prefix("host_port = "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether something accepts a TCP connection at `ip:port`.
+fn answers(ip: &str, port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .is_ok()
+}
+
+/// Poll until `f` holds, for at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > limit => panic!("{what} within {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[test]
+fn rendered_health_checks_need_nothing_from_the_image_and_ports_stay_behind_the_front_door() {
+    // No `health.command`: the rendered check. The images are FROM scratch with one
+    // static binary: no curl, no wget, no shell.
+    let site = Site::compose(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(", command = [\"/demo-app\", \"health\"]", "");
+    assert!(!m.contains("\"/demo-app\", \"health\""));
+    // One service must be reachable directly: it says so.
+    let m = m.replace(
+        "[products.realestate.services.frontend]\n",
+        "[products.realestate.services.frontend]\npublic = true\n",
+    );
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: rendered health checks (TASK-1-health-bestays)");
+    for dockerfile in ["docker/server.Dockerfile", "docker/frontend.Dockerfile"] {
+        let text = std::fs::read_to_string(site.repo.path().join(dockerfile)).unwrap();
+        assert!(
+            text.starts_with("FROM scratch\n") && !text.contains("RUN"),
+            "{text}"
+        );
+    }
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+
+    // Docker's own verdict, from the check it runs inside each container.
+    for product in ["bestays", "realestate"] {
+        let ids = containers(&site, product);
+        assert_eq!(ids.len(), 2, "{product}: {ids:?}");
+        for id in &ids {
+            wait_until(Duration::from_secs(60), "healthy", || {
+                let state = docker(&[
+                    "inspect",
+                    "--format",
+                    "{{.State.Health.Status}} {{json .State.Health.Log}}",
+                    id,
+                ]);
+                if state.starts_with("healthy ") {
+                    Ok(())
+                } else {
+                    Err(format!("{product} container {id}: {state}"))
+                }
+            });
+        }
+    }
+
+    // Product ports answer on the loopback the front door uses, and on no other
+    // address: 127.0.0.2 is this machine too, but a socket bound to 127.0.0.1 does not
+    // accept there (one bound to every interface would).
+    for (product, service) in [
+        ("bestays", "server"),
+        ("bestays", "frontend"),
+        ("realestate", "server"),
+    ] {
+        let port = host_port(&site, product, service);
+        assert!(
+            answers("127.0.0.1", port),
+            "{product}.{service} on 127.0.0.1:{port}"
+        );
+        assert!(
+            !answers("127.0.0.2", port),
+            "{product}.{service} is reachable on 127.0.0.2:{port}, past the front door"
+        );
+    }
+    // ...except the one that asked to be public.
+    let port = host_port(&site, "realestate", "frontend");
+    assert!(answers("127.0.0.1", port));
+    assert!(
+        answers("127.0.0.2", port),
+        "a `public` service answers on every address"
+    );
+    assert_eq!(site.get("bestays.app", "/api/health").0, 200);
+}
+
+#[test]
+fn a_failed_deploy_leaves_no_image_or_network_behind_and_plans_name_the_version() {
+    let site = Site::compose(0);
+    let project = site.compose.clone().unwrap();
+    // A product whose very first deploy fails: nothing of it may stay.
+    site.edit_manifest(
+        "PRODUCT_ID = \"realestate\",",
+        "PRODUCT_ID = \"realestate\", DEMO_EXIT_AT_START = \"1\",",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("feat: broken realestate (TASK-1-broken-realestate)");
+    let out = site.berth(&["deploy", "realestate", "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("exited before it became healthy"),
+        "{}",
+        out.snapshot()
+    );
+    for service in ["server", "frontend"] {
+        assert_eq!(
+            image_tags(&site, "realestate", service),
+            Vec::<String>::new()
+        );
+    }
+    assert!(containers(&site, "realestate").is_empty());
+    assert!(
+        !network_exists(&format!("{project}-realestate")),
+        "the failed first deploy left its network"
+    );
+    assert!(
+        out.stderr.contains("removed what the failed deploy left"),
+        "{}",
+        out.snapshot()
+    );
+
+    // A product that is live: the failed version's images go, the live one's stay.
+    let v1 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let before = site.break_bestays_at_start();
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("feat: broken bestays (TASK-2-broken-bestays)");
+    let v2 = site.head_version();
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(1);
+    for service in ["server", "frontend"] {
+        assert_eq!(
+            image_tags(&site, "bestays", service),
+            vec![v1.clone()],
+            "{}",
+            out.snapshot()
+        );
+    }
+    assert!(
+        network_exists(&format!("{project}-bestays")),
+        "the live slot's network stays"
+    );
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v1.clone()));
+
+    // A good v3, then the rollback's plan says which version the idle slot starts.
+    site.repo.write("berth.toml", &before);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo.commit_all("fix: unbroken (TASK-3-fix-bestays)");
+    let v3 = site.head_version();
+    assert_ne!(v2, v3);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let out = site.berth(&["rollback", "bestays", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.all()
+            .contains(&format!("start the blue slot with {v1}")),
+        "{}",
+        out.snapshot()
+    );
 }
 
 #[test]
@@ -174,4 +428,399 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         out.snapshot()
     );
     assert_eq!(site.get("bestays.app", "/api/health"), (200, v1));
+}
+
+/// The address containers reach their host at (Docker's default bridge gateway,
+/// which `host-gateway` names).
+fn docker_gateway() -> String {
+    let cfg = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+    ]);
+    let (gateway, subnet) = cfg.trim().split_once(' ').unwrap_or(("", cfg.trim()));
+    if !gateway.is_empty() {
+        return gateway.to_string();
+    }
+    // Unset: the daemon gives the bridge the subnet's first address.
+    let net: std::net::Ipv4Addr = subnet.split('/').next().unwrap().parse().unwrap();
+    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
+}
+
+/// GET through the site's nginx: the body.
+fn body(site: &Site, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", site.http_port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf
+}
+
+/// The text between the first "add `" (or "set `") after `after` and the next backtick.
+fn quoted_after<'a>(text: &'a str, after: &str, opener: &str) -> &'a str {
+    let at = text
+        .find(after)
+        .unwrap_or_else(|| panic!("no `{after}` in:\n{text}"));
+    let rest = &text[at..];
+    let start = rest
+        .find(opener)
+        .unwrap_or_else(|| panic!("no `{opener}` after `{after}` in:\n{text}"))
+        + opener.len();
+    let end = rest[start..].find('`').unwrap() + start;
+    &rest[start..end]
+}
+
+#[test]
+fn containers_reach_postgres_and_redis_on_the_host_with_no_hand_set_address() {
+    use berth_testkit::{Postgres, Redis};
+    let gateway = docker_gateway();
+    assert!(!gateway.is_empty(), "the default bridge has a gateway");
+    // PostgreSQL and Redis on the host, as on a VPS: PostgreSQL already listens on the
+    // gateway address, Redis on loopback only, neither lets the containers in yet.
+    let pg = Postgres::start_listening(&format!("127.0.0.1,{gateway}"));
+    let site = Site::compose(0);
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    let m = m
+        .replace(
+            "[infra.postgres]\nmode = \"container\"\nimage = \"postgres:15\"\nport = 5433\n",
+            &format!(
+                "[infra.postgres]\nmode = \"external\"\nadmin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_port = {}\n",
+                pg.port
+            ),
+        )
+        .replace(
+            "PRODUCT_ID = \"bestays\",",
+            "PRODUCT_ID = \"bestays\", DEMO_MIGRATE_CONNECT = \"1\",",
+        );
+    assert!(m.contains("mode = \"external\""));
+    // The dev ACL: the default user administers this Redis.
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    let acl = std::fs::read_to_string(site.repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let m = m.replace(
+        "[infra.redis]\nmode = \"container\"\nimage = \"redis:7\"\nport = 6379\n",
+        &format!(
+            "[infra.redis]\nmode = \"external\"\nadmin_url_env = \"BERTH_REDIS_ADMIN_URL\"\napp_port = {}\n",
+            redis.port
+        ),
+    );
+    assert!(!m.contains("mode = \"container\""));
+    site.repo.write("berth.toml", &m);
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: PostgreSQL and Redis on the host (TASK-1-external-bestays)");
+    let compose =
+        std::fs::read_to_string(site.repo.path().join("deploy/dev/compose/bestays.yml")).unwrap();
+    assert!(
+        compose.contains("host.docker.internal:host-gateway"),
+        "{compose}"
+    );
+    let secrets =
+        std::fs::read_to_string(site.repo.path().join(".berth/secrets/bestays.env")).unwrap();
+    assert!(
+        secrets.contains(&format!("@host.docker.internal:{}/bestays", pg.port))
+            && secrets.contains(&format!("@host.docker.internal:{}/0", redis.port)),
+        "containers get the host's address by default"
+    );
+    let out = site.berth(&["check"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("; 0 warnings)"), "{}", out.snapshot());
+
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let provision = || site.berth_env(&["provision", "bestays", "--env", "dev"], &env);
+
+    // From inside a container of the product's network: what to change, exactly.
+    let out = provision();
+    eprintln!("first check:\n{}", out.snapshot());
+    out.assert_code(1);
+    let hba = quoted_after(&out.stdout, "pg_hba.conf", "add `").to_string();
+    assert!(
+        hba.starts_with("host bestays bestays_user 10.") && hba.ends_with(".0/24 scram-sha-256"),
+        "{}",
+        out.snapshot()
+    );
+    let bind = quoted_after(&out.stdout, "Redis does not accept connections", "set `").to_string();
+    assert_eq!(
+        bind,
+        format!("bind 127.0.0.1 -::1 {gateway}"),
+        "{}",
+        out.snapshot()
+    );
+    let db_pw = std::fs::read_to_string(site.repo.path().join(".berth/secrets/bestays.env"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("DATABASE_PASSWORD="))
+        .unwrap()
+        .to_string();
+    assert!(!out.all().contains(&db_pw), "a password was printed");
+    // Do what it says.
+    pg.add_hba_line(&hba);
+    let value = bind.strip_prefix("bind ").unwrap();
+    assert_eq!(redis.cli(None, &["CONFIG", "SET", "bind", value]), "OK");
+    let mut out = provision();
+    if out.code != 0 && out.stdout.contains("protected mode") {
+        // The default user has no password: Redis keeps non-loopback clients out
+        // until told otherwise, and the check says how.
+        assert!(
+            out.stdout.contains("`protected-mode no`"),
+            "{}",
+            out.snapshot()
+        );
+        assert_eq!(
+            redis.cli(None, &["CONFIG", "SET", "protected-mode", "no"]),
+            "OK"
+        );
+        out = provision();
+    }
+    eprintln!("last check:\n{}", out.snapshot());
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "PostgreSQL at host.docker.internal:{} ({gateway}) logs in as bestays",
+            pg.port
+        )) && out.stdout.contains(&format!(
+            "Redis at host.docker.internal:{} ({gateway}) logs in as bestays",
+            redis.port
+        )),
+        "{}",
+        out.snapshot()
+    );
+
+    // The deploy: its migration connects from a container, and the running service
+    // reports both reachable.
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    wait_until(Duration::from_secs(30), "the service reaches both", || {
+        let b = body(&site, "bestays.app", "/api/health");
+        if b.contains("\"database\":\"ok\"") && b.contains("\"redis\":\"ok\"") {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    });
+
+    // A hand-set loopback app_host: `check` warns, and the failed migration says why
+    // in one line before the tail of its output.
+    site.edit_manifest(
+        "admin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\n",
+        "admin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_host = \"localhost\"\n",
+    );
+    let out = site.berth(&["check"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("app-host-loopback")
+            && out.stderr.contains("infra.postgres.app_host `localhost`"),
+        "{}",
+        out.snapshot()
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: a wrong app_host (TASK-2-wrong-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    eprintln!("deploy with a loopback app_host:\n{}", out.snapshot());
+    out.assert_code(1);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let diagnoses: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("diagnosis:"))
+        .collect();
+    assert_eq!(diagnoses.len(), 1, "{}", out.snapshot());
+    let d = lines[diagnoses[0]];
+    assert!(
+        d.contains(&format!("PostgreSQL at localhost:{}", pg.port))
+            && d.contains("[infra.postgres] app_host")
+            && d.contains("remove [infra.postgres] app_host"),
+        "{d}"
+    );
+    let tail = lines
+        .iter()
+        .position(|l| l.contains("connection to server at"))
+        .unwrap_or_else(|| panic!("the migration's output is shown:\n{}", out.snapshot()));
+    assert!(diagnoses[0] < tail, "{}", out.snapshot());
+    // The old version kept serving.
+    assert_eq!(site.get("bestays.app", "/api/health").0, 200);
+}
+
+#[test]
+fn a_fresh_init_reaches_postgres_and_redis_on_the_host_with_no_hand_set_address() {
+    use berth_testkit::{Postgres, Redis};
+    docker_required();
+    let gateway = docker_gateway();
+    let pg = Postgres::start_listening(&format!("127.0.0.1,{gateway}"));
+    let repo = GitRepo::new();
+    std::fs::copy(
+        fixtures().join("seed/docker-compose.dev.yml"),
+        repo.path().join("docker-compose.dev.yml"),
+    )
+    .unwrap();
+    run(repo.path(), &["init", "--from", "docker-compose.dev.yml"]).assert_code(0);
+    // The images: FROM scratch around the static demo-app.
+    let bin = static_demo_app();
+    for app in ["apps/server", "apps/frontend"] {
+        std::fs::create_dir_all(repo.path().join(app)).unwrap();
+        std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
+        repo.write(
+            &format!("{app}/Dockerfile"),
+            "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n",
+        );
+    }
+    // What the user changes: PostgreSQL and Redis are the host's (on the ports they
+    // run on here), the compose runtime, ports free on this machine. No address.
+    let project = format!("bi{}x{}", std::process::id(), crate::deploy::port_pair());
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let (server, frontend) = (crate::deploy::port_pair(), crate::deploy::port_pair());
+    let m = m
+        .replace("name = \"bestays-monorepo\"", &format!("name = \"{project}\""))
+        .replace(
+            "[infra.postgres]\nmode = \"container\"\nimage = \"postgres:15\"\nport = 5433\n",
+            &format!(
+                "[infra.postgres]\nmode = \"external\"\nadmin_url_env = \"BERTH_POSTGRES_ADMIN_URL\"\napp_port = {}\n",
+                pg.port
+            ),
+        )
+        .replace("host_port = 8011", &format!("host_port = {server}"))
+        .replace("host_port = 5183", &format!("host_port = {frontend}"))
+        .replace("interval = \"10s\"", "interval = \"1s\"");
+    let m = format!("{m}\n[deploy]\nruntime = \"compose\"\n");
+    repo.write("berth.toml", &m);
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    let acl = std::fs::read_to_string(repo.path().join("deploy/dev/redis/users.acl")).unwrap();
+    let redis = Redis::start_with_acl(&acl);
+    let m = m.replace(
+        "[infra.redis]\nmode = \"container\"\nimage = \"redis:7-alpine\"\nport = 6379\n",
+        &format!(
+            "[infra.redis]\nmode = \"external\"\nadmin_url_env = \"BERTH_REDIS_ADMIN_URL\"\napp_port = {}\n",
+            redis.port
+        ),
+    );
+    assert!(!m.contains("mode = \"container\""), "{m}");
+    assert!(!m.contains("app_host"), "{m}");
+    repo.write("berth.toml", &m);
+    // No [proxy]: deploys use the prod compose files.
+    run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
+    run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+    repo.commit_all("chore: adopt berth (TASK-1-berth-bestays)");
+    let env = [
+        ("BERTH_POSTGRES_ADMIN_URL", pg.admin_url()),
+        (
+            "BERTH_REDIS_ADMIN_URL",
+            format!("redis://127.0.0.1:{}", redis.port),
+        ),
+    ];
+    let provision = || {
+        let mut c = berth(repo.path());
+        c.args(["provision", "bestays", "--env", "dev"]);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Outcome {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    let out = provision();
+    out.assert_code(1);
+    pg.add_hba_line(quoted_after(&out.stdout, "pg_hba.conf", "add `"));
+    let bind = quoted_after(&out.stdout, "Redis does not accept connections", "set `");
+    assert_eq!(
+        redis.cli(
+            None,
+            &["CONFIG", "SET", "bind", bind.strip_prefix("bind ").unwrap()]
+        ),
+        "OK"
+    );
+    let mut out = provision();
+    if out.code != 0 && out.stdout.contains("protected mode") {
+        // The dev ACL leaves the default user without a password: Redis keeps
+        // non-loopback clients out, and the check says how to let them in.
+        assert!(
+            out.stdout.contains("`protected-mode no`"),
+            "{}",
+            out.snapshot()
+        );
+        assert_eq!(
+            redis.cli(None, &["CONFIG", "SET", "protected-mode", "no"]),
+            "OK"
+        );
+        out = provision();
+    }
+    out.assert_code(0);
+
+    let out = run(repo.path(), &["deploy", "bestays", "--yes"]);
+    let cleanup = || {
+        for slot in ["blue", "green"] {
+            let _ = Command::new("docker")
+                .args(["compose", "-p", &format!("{project}-bestays-{slot}"), "-f"])
+                .arg(repo.path().join("deploy/prod/compose/bestays.yml"))
+                .args(["down", "--timeout", "1", "--rmi", "all"])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("{project}-bestays")])
+            .output();
+    };
+    if out.code != 0 {
+        cleanup();
+    }
+    out.assert_code(0);
+    let health = || -> Result<(), String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", server)).map_err(|e| e.to_string())?;
+        write!(s, "GET /api/health HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut b = String::new();
+        s.read_to_string(&mut b).map_err(|e| e.to_string())?;
+        if b.contains("\"database\":\"ok\"") && b.contains("\"redis\":\"ok\"") {
+            Ok(())
+        } else {
+            Err(b)
+        }
+    };
+    let start = Instant::now();
+    let result = loop {
+        match health() {
+            Ok(()) => break Ok(()),
+            Err(e) if start.elapsed() > Duration::from_secs(30) => break Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    // Docker's verdict on the rendered check of the one service with a health path.
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}-bestays-blue"),
+        "--filter",
+        "label=berth.service=server",
+    ]);
+    let id = ids.trim().to_string();
+    let mut healthy = String::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) && !id.is_empty() {
+        healthy = docker(&["inspect", "--format", "{{.State.Health.Status}}", &id]);
+        if healthy.trim() == "healthy" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cleanup();
+    result.expect("the service reports PostgreSQL and Redis reachable");
+    assert_eq!(healthy.trim(), "healthy", "server container {id:?}");
 }
