@@ -15,10 +15,14 @@
 # Prints a Markdown table (what bench/RESULTS.md holds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 LINES=${1:-200000}
 BEFORE=${2:-}
 WINDOW=${3:-20}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+HEADER=$(bench_header "One collector refresh of \`berth serve\` with a $LINES-record audit log${BEFORE:+, this tree vs $BEFORE}" \
+    "Goal: a refresh costs the same with a long audit log as with a short one (only what was appended is read); the first answer comes after one full read." \
+    bench/serve_refresh.sh "$@")
 cargo build -q --release -p berth
 NOW_BIN=$TARGET/release/berth
 NOW_REV=$(git rev-parse --short HEAD)
@@ -150,6 +154,7 @@ printf '.berth/\n' > .gitignore
 git add -A
 git commit -qm "chore: two products (TASK-1-bench)"
 
+printf '%s\n\n' "$HEADER"
 echo "A log of $LINES records in .berth/audit.jsonl; \`berth serve --refresh 2s\` (release build), $(nproc) cores; one deploy"
 echo "appended every second for ${WINDOW} s. CPU per refresh: berth serve's and the git it runs, averaged over the refreshes seen."
 echo
@@ -176,5 +181,25 @@ for kind in steps outcomes; do
         SERVE_PID=
         what=$([ "$kind" = steps ] && echo "as berth writes it (10 records a deploy)" || echo "deploy outcomes only")
         echo "| $label | $what | $deploys | $mb | $first | $per | $refreshes | $exact ($total) | $kib |"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$kind" "$per" "$exact" "$kib" >> "$WORK/rows.tsv"
     done
 done
+echo
+# Conclusions from the rows above.
+python3 - "$WORK/rows.tsv" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+builds = list(dict.fromkeys(r[0] for r in rows))
+kinds = {"steps": "as berth writes it", "outcomes": "deploy outcomes only"}
+for kind, what in kinds.items():
+    these = {r[0]: r for r in rows if r[1] == kind}
+    parts = [f"{b}: {these[b][2]} ms CPU per refresh, {these[b][4]} KiB RSS" for b in builds if b in these]
+    line = f"Log {what}: " + "; ".join(parts)
+    if len(builds) == 2 and all(b in these for b in builds):
+        a, b = (float(these[x][2]) for x in builds)
+        if b > 0:
+            line += f" ({builds[0]} costs {a / b:.1f}x {builds[1]} per refresh)"
+    print(line + ".  ")
+exact = all(r[3] == "yes" for r in rows)
+print(f"Totals matched the log on {'every run' if exact else 'NOT every run'} ({sum(r[3] == 'yes' for r in rows)} of {len(rows)}).")
+PY
