@@ -357,7 +357,8 @@ mod pg {
     }
 
     fn connect(u: &Url) -> Result<TcpStream, String> {
-        let mut s = TcpStream::connect((u.host.as_str(), u.port)).map_err(|e| format!("connect: {e}"))?;
+        let mut s =
+            TcpStream::connect((u.host.as_str(), u.port)).map_err(|e| format!("connect: {e}"))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
         let mut body = 196608u32.to_be_bytes().to_vec();
@@ -372,14 +373,21 @@ mod pg {
         loop {
             let (t, b) = message(&mut s).map_err(|e| format!("startup: {e}"))?;
             match t {
-                b'R' => match b.get(..4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])) {
+                b'R' => match b
+                    .get(..4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                {
                     Some(0) => {}
                     Some(3) => {
                         let mut pw = u.password.as_bytes().to_vec();
                         pw.push(0);
                         send(&mut s, Some(b'p'), &pw).map_err(|e| format!("auth: {e}"))?;
                     }
-                    other => return Err(format!("authentication method {other:?} is not supported by demo-app (trust or password only)")),
+                    other => {
+                        return Err(format!(
+                            "authentication method {other:?} is not supported by demo-app (trust or password only)"
+                        ));
+                    }
                 },
                 b'E' => return Err(error_text(&b)),
                 b'Z' => return Ok(s),
@@ -415,7 +423,8 @@ mod pg {
     /// One read of the product's data. A kept connection found broken is replaced
     /// once, as a pooled client does; a fresh connection that fails is the answer.
     pub fn read() -> Result<u64, String> {
-        let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set".to_string())?;
+        let url =
+            std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set".to_string())?;
         let u = parse(&url)?;
         let sql = std::env::var("DEMO_DB_QUERY").unwrap_or_else(|_| "SELECT 1".into());
         let mut kept = CONN.lock().unwrap_or_else(|e| e.into_inner());
@@ -528,9 +537,22 @@ mod tests {
 
     #[test]
     fn database_urls_parse() {
-        let u = pg::parse_for_test("postgresql://shop_user:pw@127.0.0.1:25432/shop?sslmode=disable");
-        assert_eq!(u, ("shop_user".into(), "pw".into(), "127.0.0.1".into(), 25432, "shop".into()));
+        let u =
+            pg::parse_for_test("postgresql://shop_user:pw@127.0.0.1:25432/shop?sslmode=disable");
+        assert_eq!(
+            u,
+            (
+                "shop_user".into(),
+                "pw".into(),
+                "127.0.0.1".into(),
+                25432,
+                "shop".into()
+            )
+        );
         let u = pg::parse_for_test("postgres://app@db/");
-        assert_eq!(u, ("app".into(), "".into(), "db".into(), 5432, "app".into()));
+        assert_eq!(
+            u,
+            ("app".into(), "".into(), "db".into(), 5432, "app".into())
+        );
     }
 }
