@@ -296,7 +296,7 @@ smaller = s_berth < s_seed
 print(f"Backup: {'**met**' if faster and smaller else '**not met**'}: berth takes {t_berth / t_seed:.2f} of the seed's time "
       f"and {t_berth / t_fc:.2f} of pg_dump -Fc's; its file is {s_berth / s_seed:.2f} of the seed's size.  ")
 speedup = r_seed / r_berth
-floor = r_seed / (cpu_j1 / cores)
+floor = r_seed / round(cpu_j1 / cores, 2)  # as in the floor row
 print(f"Restore: {'**met**' if speedup >= 2 else '**not met**'}: {speedup:.2f}x the seed's speed (goal 2x); "
       f"the floor row allows at most {floor:.2f}x on {cores:.0f} cores"
       f"{' (2x is out of reach for any logical restore here)' if floor < 2 else ''}.  ")
