@@ -97,7 +97,8 @@ for s in "${SECTIONS[@]}"; do
         splice "$s" "$PART"
         log "section $s written to $OUT"
     else
-        echo "bench/run.sh: section $s failed; its part of $OUT is left as it was" >&2
+        tail -20 "$PART" >&2
+        echo "bench/run.sh: section $s failed (the end of its output above); its part of $OUT is left as it was" >&2
         FAILED+=("$s")
     fi
 done

@@ -135,7 +135,9 @@ if __name__ == "__main__":
         print(f"{per * 1000:.0f} {n_refresh} {'yes' if exact else 'NO'} {n} {kib}")
 PY
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A random port below the ephemeral range (32768+), never bound and released to test it:
+# when berth serve cannot listen on it, it is started again on another.
+random_port() { echo $((20000 + RANDOM % 12000)); }
 
 mkdir -p "$WORK/repo/.berth"
 cd "$WORK/repo"
@@ -146,7 +148,7 @@ git config user.email bench@localhost
     printf '[project]\nname = "refresh-bench"\n\n[conventions]\nrequire_task = false\n\n[deploy]\nruntime = "local"\n\n'
     for p in p1 p2; do
         printf '[products.%s]\npaths = ["%s/**"]\n\n' "$p" "$p"
-        printf '[products.%s.services.server]\ncommand = "demo-app"\nport = 8080\nhost_port = %d\n\n' "$p" "$(free_port)"
+        printf '[products.%s.services.server]\ncommand = "demo-app"\nport = 8080\nhost_port = %d\n\n' "$p" "$(random_port)"
     done
 } > berth.toml
 mkdir p1 p2 && echo 1 > p1/README && echo 2 > p2/README
@@ -166,14 +168,20 @@ for kind in steps outcomes; do
         bin=${build#*=}
         deploys=$(python3 "$WORK/bench.py" generate .berth/audit.jsonl "$LINES" "$kind")
         mb=$(python3 -c "import os; print(f'{os.path.getsize(\".berth/audit.jsonl\") / 1e6:.0f}')")
-        port=$(free_port)
-        start=$(date +%s.%N)
-        "$bin" serve --listen "127.0.0.1:$port" --refresh 2s 2>"$WORK/serve.log" &
-        SERVE_PID=$!
-        until curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
-            kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log"; exit 1; }
-            sleep 0.01
+        started=0
+        for _ in $(seq 1 10); do
+            port=$(random_port)
+            start=$(date +%s.%N)
+            "$bin" serve --listen "127.0.0.1:$port" --refresh 2s 2>"$WORK/serve.log" &
+            SERVE_PID=$!
+            until curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+                kill -0 "$SERVE_PID" 2>/dev/null || break
+                sleep 0.01
+            done
+            if kill -0 "$SERVE_PID" 2>/dev/null; then started=1; break; fi
+            SERVE_PID=
         done
+        [ "$started" -eq 1 ] || { cat "$WORK/serve.log" >&2; echo "berth serve did not start on any of 10 ports" >&2; exit 1; }
         first=$(python3 -c "import time; print(f'{time.time() - $start:.2f}')")
         read -r per refreshes exact total kib < <(python3 "$WORK/bench.py" measure "$SERVE_PID" "$port" "$WINDOW" .berth/audit.jsonl "$deploys" "$kind")
         kill "$SERVE_PID"
