@@ -5,7 +5,8 @@ Two readers, each on a fixed schedule (one read every INTERVAL seconds; a read t
 takes longer moves the next one to the next tick):
   * http: GET PATH with Host HOST through nginx on 127.0.0.1:PORT over one kept-alive
     connection (a new one after any failure); PATH is a route of the product that
-    reads its database. Failures by kind: 503 (nginx's maintenance answer), 502/504
+    reads its database. Failures by kind: 503 (nginx's maintenance answer, with
+    Retry-After; one without it is counted apart), 502/504
     (nginx: the product is not there), 500 (the product answered: its read failed),
     reset, refused, timeout (no answer within 1 s), other.
   * db: QUERY on one kept PostgreSQL connection (simple query protocol, trust or
@@ -119,7 +120,9 @@ def http_reader():
                     conn[0].close()
                     conn[0] = None
                 return None
-            kind = {503: "503", 502: "502", 504: "504", 500: "500"}.get(r.status, f"other: HTTP {r.status}")
+            kind = {503: "503", 502: "502", 504: "504", 500: "500"}.get(r.status, f"HTTP {r.status}")
+            if r.status == 503 and r.getheader("Retry-After") is None:
+                kind = "503 without Retry-After"
         except Exception as e:  # noqa: BLE001 - every failure is counted by kind
             kind = kind_of(e)
         if conn[0] is not None:
