@@ -279,7 +279,7 @@ t_seed, t_fc, t_berth, s_seed, s_berth, r_seed, r_berth, cpu_j1, cores = map(flo
 print(f"Readers during that restore, each reading every {interval * 1000:.0f} ms on a fixed schedule "
       "(a failed read: an error, or no answer within 1 s):")
 print()
-print("| reader | reads | failed | HTTP 503 (maintenance) | HTTP 502/504 | other failures | longest outage s | outage open at the end |")
+print("| reader | reads | failed | HTTP 503 + Retry-After (maintenance) | HTTP 502/504 | other failures | longest outage s | outage open at the end |")
 print("|---|---:|---:|---:|---:|---|---:|---|")
 names = {"http": "product: `GET /api/db` through nginx, one keep-alive connection",
          "db": f"database: one kept connection, `{query}`"}
