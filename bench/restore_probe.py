@@ -78,9 +78,16 @@ class Pg:
         self.sock.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
         err = None
         while True:
-            t, b = self.message()
+            try:
+                t, b = self.message()
+            except ConnectionResetError:
+                if err:  # the server said why before it closed (57P01: terminated)
+                    raise PgError(err) from None
+                raise
             if t == b"E":
                 err = self.error(b)
+                if err.startswith("57P"):
+                    raise PgError(err)
             elif t == b"Z":
                 if err:
                     raise PgError(err)
