@@ -1,30 +1,63 @@
 #!/usr/bin/env bash
 # berth backup / restore vs the seed's `pg_dump | gzip` + `gunzip | psql` and vs
 # `pg_dump -Fc` (pg_dump's own gzip), side by side on one generated database of
-# at least 1 GB on a PostgreSQL cluster of its own.
-# Usage: bench/backup.sh [SIZE_GB]   (default 1.2; builds berth in release mode)
+# at least SIZE_GB on a PostgreSQL cluster of its own; then the product, deployed
+# on the local runtime behind nginx (demo-app, whose /api/db route reads the
+# database), is restored once more while bench/restore_probe.py reads through it
+# (HTTP, keep-alive) and from the database (one kept connection) every 20 ms.
+# Usage: bench/backup.sh [SIZE_GB]   (default 1.2; builds berth in release mode; run as root)
+# Prints its section of bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/lib.sh
 ensure_postgres
 ensure_rust
+ensure_cmd nginx nginx
 SIZE_GB=${1:-1.2}
+INTERVAL=0.02
+HEADER=$(bench_header "Backup and restore of a ${SIZE_GB} GB database (real PostgreSQL)" \
+    "Goals: \`berth backup\` faster than both peers and smaller than \`pg_dump | gzip\`; \`berth restore\` at least 2x faster than \`gunzip | psql\`; while berth restores, the product's data is out for as short a time as possible (the seed's is out for the whole restore)." \
+    bench/backup.sh "$@")
 cargo build --release --locked -q -p berth
-BERTH=$PWD/target/release/berth
+ROOT=$PWD
+BERTH=$ROOT/target/release/berth
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
 W=$(mktemp -d /tmp/berth-bench-backup.XXXXXX)
 chmod 755 "$W"
 mkdir "$W/pg" && chown postgres:postgres "$W/pg"
-PORT=25999
+REPO=$W/repo
+PROBE=
 cleanup() {
+    [ -z "$PROBE" ] || kill "$PROBE" 2>/dev/null || true
+    if [ -f "$REPO/deploy/dev/nginx/nginx.conf" ]; then
+        nginx -p "$REPO" -c deploy/dev/nginx/nginx.conf -s stop >/dev/null 2>&1 || true
+    fi
+    # Every demo-app the deploy and the restore started (each leads its own process group).
+    for f in "$REPO"/.berth/run/*/*/*.json; do
+        [ -f "$f" ] || continue
+        pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$f")
+        kill -9 -- "-$pid" 2>/dev/null || true
+    done
     su postgres -c "$PGBIN/pg_ctl -D $W/pg/data -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$W"
 }
 trap cleanup EXIT
+# A random port below the ephemeral range (32768+); never bound and released to test it:
+# when the server cannot listen on it, another one is tried.
+random_port() { echo $((20000 + RANDOM % 12000)); }
 su postgres -c "$PGBIN/initdb -D $W/pg/data -U postgres --auth=trust" >/dev/null
 # A server tuned like a small production box: WAL and checkpoints sized for bulk loads.
-su postgres -c "$PGBIN/pg_ctl -D $W/pg/data -l $W/pg/log -w start -o '-p $PORT -k $W/pg -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=30min'" >/dev/null
+PORT=
+for _ in $(seq 1 20); do
+    p=$(random_port)
+    if su postgres -c "$PGBIN/pg_ctl -D $W/pg/data -l $W/pg/log -w start -o '-p $p -k $W/pg -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -c max_wal_size=4GB -c checkpoint_timeout=30min'" >/dev/null 2>&1; then
+        PORT=$p
+        break
+    fi
+done
+[ -n "$PORT" ] || { tail -20 "$W/pg/log" >&2; die "PostgreSQL did not start on any of 20 ports"; }
 export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres
 export BERTH_POSTGRES_ADMIN_URL="postgresql://postgres@127.0.0.1:$PORT/postgres"
 
@@ -59,20 +92,60 @@ RESET ROLE;
 VACUUM ANALYZE;
 SQL
 DB_BYTES=$(psql -XAt -d shop -c "SELECT pg_database_size('shop')")
+SHAPE=$(psql -XAt -d shop -c "SELECT count(*) || ' tables, ' || round(sum(reltuples)) || ' rows (planner estimate), ' || (SELECT count(*) FROM pg_indexes WHERE schemaname = 'public') || ' indexes' FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+if sync && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null; then DROPPED=yes; else DROPPED="no (not permitted here)"; fi
 
-cat > "$W/berth.toml" <<TOML
+mkdir "$REPO"
+cd "$REPO"
+git init -q .
+git config user.name bench
+git config user.email bench@localhost
+printf '.berth/\nbackups/\n' > .gitignore
+# manifest HTTP_PORT HOST_PORT: the product, its database and (when HOST_PORT is
+# set) one demo-app service behind nginx whose /api/db route reads the orders table.
+manifest() {
+    cat <<TOML
 [project]
 name = "bench"
+
+[conventions]
+require_task = false
 
 [infra.postgres]
 mode = "external"
 admin_url_env = "BERTH_POSTGRES_ADMIN_URL"
+app_host = "127.0.0.1"
+app_port = $PORT
+
+[proxy]
+nginx_config = "deploy/dev/nginx/nginx.conf"
+http_port = $1
+
+[deploy]
+runtime = "local"
+slot_port_offset = 1
+drain = "0s"
 
 [products.shop]
+paths = ["shop/**"]
+domains = ["shop.test"]
 database = { name = "shop", role = "shop_user" }
 TOML
-cd "$W"
-git init -q .
+    [ -n "${2:-}" ] || return 0
+    cat <<TOML
+
+[products.shop.services.server]
+command = "demo-app"
+route = "/"
+port = $2
+host_port = $2
+env = { PRODUCT_ID = "shop", DEMO_DB_QUERY = "SELECT 1 FROM orders LIMIT 1" }
+health = { path = "/api/health", interval = "200ms", timeout = "1s", deadline = "60s" }
+TOML
+}
+manifest "$(random_port)" > berth.toml
+git add -A
+git commit -qm "chore: the bench product"
 
 now() { date +%s.%N; }
 # CPU seconds the cluster has used so far: the postmaster with its reaped children
@@ -106,69 +179,71 @@ run() { # name, command...
 }
 
 log "pg_dump -Fp | gzip (the seed)"
-run seed_backup sh -c "pg_dump -Fp shop | gzip > seed.sql.gz"
-S[seed_backup]=$(stat -c %s seed.sql.gz)
+run seed_backup sh -c "pg_dump -Fp shop | gzip > $W/seed.sql.gz"
+S[seed_backup]=$(stat -c %s "$W/seed.sql.gz")
 log "pg_dump -Fc (pg_dump's own gzip)"
-run fc_backup pg_dump -Fc -f shop.dump shop
-S[fc_backup]=$(stat -c %s shop.dump)
+run fc_backup pg_dump -Fc -f "$W/shop.dump" shop
+S[fc_backup]=$(stat -c %s "$W/shop.dump")
 log "berth backup shop"
 run berth_backup "$BERTH" backup shop
 S[berth_backup]=$(stat -c %s backups/shop/*.dump.zst)
 
 log "gunzip | psql into a new database (the seed's restore, without its DROP)"
 psql -Xq -c "CREATE DATABASE seed_restore OWNER shop_user"
-run seed_restore sh -c "gunzip -c seed.sql.gz | psql -Xq -v ON_ERROR_STOP=1 -d seed_restore >/dev/null"
+run seed_restore sh -c "gunzip -c $W/seed.sql.gz | psql -Xq -v ON_ERROR_STOP=1 -d seed_restore >/dev/null"
 log "pg_restore -j 1 and -j $(nproc) of the pg_dump -Fc archive (what parallelism buys here)"
 psql -Xq -c "CREATE DATABASE ref1 OWNER shop_user" -c "CREATE DATABASE refn OWNER shop_user"
-run ref_j1 pg_restore --no-owner -j 1 -d ref1 shop.dump
-run ref_jn pg_restore --no-owner -j "$(nproc)" -d refn shop.dump
+run ref_j1 pg_restore --no-owner -j 1 -d ref1 "$W/shop.dump"
+run ref_jn pg_restore --no-owner -j "$(nproc)" -d refn "$W/shop.dump"
 psql -Xq -c "DROP DATABASE ref1" -c "DROP DATABASE refn"
 log "berth restore shop (checksum, pg_restore -j $(nproc) into a new database, row counts, swap)"
 run berth_restore env BERTH_LOG=info "$BERTH" restore shop latest --yes
 
 # How long the product cannot read its data: the seed drops the live database first,
-# so for it that is the whole restore. For berth, restore once more (not timed above)
-# while a client reads the live database every 50 ms, and take the longest gap.
-log "berth restore again, with a client reading the live database every 50 ms"
-probe() {
-    while [ ! -e "$W/probe.stop" ]; do
-        local t; t=$(now)
-        if psql -XAtq -d shop -c "SELECT 1 FROM orders LIMIT 1" >/dev/null 2>&1; then
-            echo "$t ok"
-        else
-            echo "$t down"
-        fi
-        sleep 0.05
-    done > "$W/probe.log"
-}
-probe &
+# so for it that is the whole restore. For berth: deploy the product (a demo-app whose
+# /api/db reads the orders table, behind nginx) and restore once more (not timed
+# above) while bench/restore_probe.py reads through the product and from the database.
+log "deploy the product behind nginx, then berth restore again under two readers every ${INTERVAL}s"
+DEPLOYED=0
+for _ in $(seq 1 5); do
+    HTTP_PORT=$(random_port)
+    manifest "$HTTP_PORT" "$(( $(random_port) / 2 * 2 ))" > berth.toml
+    git add -A && git commit -qm "chore: the bench product's service behind nginx"
+    "$BERTH" render --env dev >/dev/null 2>"$W/render.log" || { cat "$W/render.log" >&2; exit 1; }
+    git add -A && { git diff --cached --quiet || git commit -qm "chore: rendered"; }
+    if BERTH_OPERATOR=bench "$BERTH" deploy shop --yes >/dev/null 2>"$W/deploy.log"; then
+        DEPLOYED=1
+        break
+    fi
+    # A port taken by something else: stop what started and try other ports.
+    nginx -p "$REPO" -c deploy/dev/nginx/nginx.conf -s stop >/dev/null 2>&1 || true
+done
+[ "$DEPLOYED" -eq 1 ] || { cat "$W/deploy.log" >&2; die "the bench product did not deploy"; }
+DB_URL="postgresql://shop_user@127.0.0.1:$PORT/shop"
+QUERY="SELECT 1 FROM orders LIMIT 1"
+python3 "$ROOT/bench/restore_probe.py" "$HTTP_PORT" shop.test /api/db "$DB_URL" "$QUERY" "$INTERVAL" 1 \
+    "$W/probe.ready" "$W/probe.stop" "$W/probe.json" &
 PROBE=$!
-sleep 1
-"$BERTH" restore shop latest --yes >&2
-sleep 1
+# Both readers must have read once before the restore starts.
+for _ in $(seq 1 600); do
+    [ -e "$W/probe.ready" ] && break
+    kill -0 "$PROBE" 2>/dev/null || die "the probe exited before its first good reads"
+    sleep 0.05
+done
+[ -e "$W/probe.ready" ] || die "the probe had no good read through the product and the database within 30 s"
+a=$(now)
+BERTH_OPERATOR=bench "$BERTH" restore shop latest --yes >&2
+T[probed_restore]=$(python3 -c "print(round($(now) - $a, 2))")
 touch "$W/probe.stop"
 wait "$PROBE"
-# The outage: from the first failed read to the next good one (the longest such run);
-# its resolution is the spacing of the reads, reported beside it.
-read -r OUTAGE READS FAILED SPACING < <(python3 - "$W/probe.log" <<'PY'
-import sys
-rows = [(float(t), state) for t, state in (l.split() for l in open(sys.argv[1]))]
-worst, since = 0.0, None
-for t, state in rows:
-    if state == "down" and since is None:
-        since = t
-    elif state == "ok" and since is not None:
-        worst, since = max(worst, t - since), None
-spacing = max((b[0] - a[0] for a, b in zip(rows, rows[1:])), default=0)
-print(round(worst, 2), len(rows), sum(s == "down" for _, s in rows), round(spacing, 2))
-PY
-)
+PROBE=
 
 mb() { python3 -c "print(round($1 / 1048576, 1))"; }
 ratio() { python3 -c "print(round($1 / $2, 2))"; }
+printf '%s\n\n' "$HEADER"
 cat <<EOF2
-
-database: $(mb "$DB_BYTES") MiB on disk (pg_database_size), PostgreSQL $(psql -XAt -c 'SHOW server_version' | cut -d' ' -f1), $(nproc) cores
+database: $(mb "$DB_BYTES") MiB on disk (pg_database_size), PostgreSQL $(psql -XAt -c 'SHOW server_version' | cut -d' ' -f1), $(nproc) cores;
+$SHAPE. Before each timed run: a CHECKPOINT, and the page cache dropped: $DROPPED.
 
 | backup                        | wall s | file MiB | vs seed time | vs seed size |
 |-------------------------------|-------:|---------:|-------------:|-------------:|
@@ -192,5 +267,42 @@ client-side work at all: its speed-up is the most a logical restore can reach ag
 | while restoring, the product cannot read its data for | s |
 |--------------------------------------------------------|--:|
 | seed (DROP DATABASE, then gunzip \| psql)              | ${T[seed_restore]} or more |
-| berth restore: $FAILED of $READS reads failed (at most ${SPACING} s apart); longest failing run | $OUTAGE |
+| berth restore of the deployed product (wall ${T[probed_restore]} s): the longer outage of the two readers below | $(python3 -c "import json; r = json.load(open('$W/probe.json')); print(max(x['longest_outage_s'] for x in r.values()))") |
+
 EOF2
+python3 - "$W/probe.json" "$INTERVAL" "$QUERY" "${T[seed_backup]}" "${T[fc_backup]}" "${T[berth_backup]}" \
+    "${S[seed_backup]}" "${S[berth_backup]}" "${T[seed_restore]}" "${T[berth_restore]}" "${C[ref_j1]}" "$(nproc)" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+interval, query = float(sys.argv[2]), sys.argv[3]
+t_seed, t_fc, t_berth, s_seed, s_berth, r_seed, r_berth, cpu_j1, cores = map(float, sys.argv[4:13])
+print(f"Readers during that restore, each reading every {interval * 1000:.0f} ms on a fixed schedule "
+      "(a failed read: an error, or no answer within 1 s):")
+print()
+print("| reader | reads | failed | HTTP 503 + Retry-After (maintenance) | HTTP 502/504 | other failures | longest outage s | outage open at the end |")
+print("|---|---:|---:|---:|---:|---|---:|---|")
+names = {"http": "product: `GET /api/db` through nginx, one keep-alive connection",
+         "db": f"database: one kept connection, `{query}`"}
+for key in ("http", "db"):
+    x = r[key]
+    k = dict(x["kinds"])
+    n503 = k.pop("503", 0)
+    n502 = k.pop("502", 0) + k.pop("504", 0)
+    other = ", ".join(f"{name} {n}" for name, n in sorted(k.items())) or "none"
+    print(f"| {names[key]} | {x['reads']} | {x['failed']} | {n503} | {n502} | {other} | {x['longest_outage_s']} | {'**yes**' if x['open_at_end'] else 'no'} |")
+print()
+faster = t_berth < t_seed and t_berth < t_fc
+smaller = s_berth < s_seed
+print(f"Backup: {'**met**' if faster and smaller else '**not met**'}: berth takes {t_berth / t_seed:.2f} of the seed's time "
+      f"and {t_berth / t_fc:.2f} of pg_dump -Fc's; its file is {s_berth / s_seed:.2f} of the seed's size.  ")
+speedup = r_seed / r_berth
+floor = r_seed / round(cpu_j1 / cores, 2)  # as in the floor row
+print(f"Restore: {'**met**' if speedup >= 2 else '**not met**'}: {speedup:.2f}x the seed's speed (goal 2x); "
+      f"the floor row allows at most {floor:.2f}x on {cores:.0f} cores"
+      f"{' (2x is out of reach for any logical restore here)' if floor < 2 else ''}.  ")
+worst = max(r.values(), key=lambda x: x["longest_outage_s"])
+still = [k for k, x in r.items() if x["open_at_end"]]
+print(f"Outage: berth's restore left the product unable to read for at most {worst['longest_outage_s']} s "
+      f"(the seed: the whole restore, {r_seed} s or more)"
+      + (f"; **still failing at the end** for: {', '.join(still)}." if still else "; every reader was reading again at the end."))
+PY

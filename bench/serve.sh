@@ -8,6 +8,7 @@
 # Prints Markdown tables (what bench/RESULTS.md holds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 LOAD_SECONDS=${1:-10}
 SOAK_MINUTES=${2:-10}
 CONNS=${3:-8}
@@ -16,6 +17,9 @@ INTERVAL=500ms
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build -q --release -p berth
 BERTH=$TARGET/release/berth
+HEADER=$(bench_header "\`berth serve\`: /metrics and /api/products under load; RSS over a ${SOAK_MINUTES}-minute probe soak" \
+    "Targets: at least 2,000 req/s for \`/metrics\` and \`/api/products\` with 20 products; memory flat while probing. The load generator is \`bench/loadgen.rs\` (closed loop, keep-alive connections)." \
+    bench/serve.sh "$@")
 WORK=$(mktemp -d)
 SERVE_PID=
 cleanup() {
@@ -85,6 +89,7 @@ for _ in $(seq 1 100); do
     [ "$up" -eq $PRODUCTS ] && break
     sleep 0.2
 done
+printf '%s\n\n' "$HEADER"
 echo "Setup: $PRODUCTS products deployed as local demo-app processes, each probed every $INTERVAL;"
 echo "\`berth serve\` (release build) on loopback, collector refresh 5 s; $(nproc) cores shared by the server, the load"
 echo "generator and the $PRODUCTS demo-apps; $CONNS keep-alive connections, ${LOAD_SECONDS} s per endpoint."
@@ -93,7 +98,7 @@ echo
 echo "| endpoint | connections | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for path in /metrics /api/products /; do
-    "$WORK/loadgen" "127.0.0.1:$PORT" "$path" "$CONNS" "$LOAD_SECONDS"
+    "$WORK/loadgen" "127.0.0.1:$PORT" "$path" "$CONNS" "$LOAD_SECONDS" | tee -a "$WORK/load.md"
 done
 echo
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$SERVE_PID/status"; }
@@ -102,8 +107,25 @@ echo "Soak: $SOAK_MINUTES minutes of probing ($PRODUCTS services every $INTERVAL
 echo
 echo "| minute | RSS KiB | probes so far |"
 echo "|---:|---:|---:|"
-echo "| 0 | $(rss) | $(probes) |"
+echo "| 0 | $(rss) | $(probes) |" | tee -a "$WORK/soak.md"
 for m in $(seq 1 "$SOAK_MINUTES"); do
     sleep 60
-    echo "| $m | $(rss) | $(probes) |"
+    echo "| $m | $(rss) | $(probes) |" | tee -a "$WORK/soak.md"
 done
+echo
+# Conclusions from the rows above: req/s and errors against the target, RSS growth.
+python3 - "$WORK/load.md" "$WORK/soak.md" <<'PY'
+import sys
+load = [[c.strip() for c in l.strip().strip("|").split("|")] for l in open(sys.argv[1]) if l.startswith("|")]
+for row in load:
+    path, errors, rps = row[0], int(row[3]), float(row[4])
+    if path in ("`/metrics`", "`/api/products`"):
+        verdict = "**met**" if rps >= 2000 and errors == 0 else "**not met**"
+        print(f"{path}: {rps:.0f} req/s ({rps / 2000:.1f}x the 2,000 req/s target), {errors} errors: {verdict}.  ")
+soak = [[int(c) for c in l.strip().strip("|").split("|")] for l in open(sys.argv[2]) if l.startswith("|")]
+first, last = soak[0][1], soak[-1][1]
+line = f"RSS over the soak: {first} KiB at minute 0, {last} KiB at minute {soak[-1][0]} ({last - first:+d} KiB, {100 * (last - first) / first:+.1f}%)"
+if len(soak) > 1:
+    line += f"; {soak[-1][1] - soak[-2][1]:+d} KiB in the last minute"
+print(line + f", after {soak[-1][2]} probes.")
+PY

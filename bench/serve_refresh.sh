@@ -15,10 +15,14 @@
 # Prints a Markdown table (what bench/RESULTS.md holds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 LINES=${1:-200000}
 BEFORE=${2:-}
 WINDOW=${3:-20}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+HEADER=$(bench_header "One collector refresh of \`berth serve\` with a $LINES-record audit log${BEFORE:+, this tree vs $BEFORE}" \
+    "Goal: a refresh costs the same with a long audit log as with a short one (only what was appended is read); the first answer comes after one full read." \
+    bench/serve_refresh.sh "$@")
 cargo build -q --release -p berth
 NOW_BIN=$TARGET/release/berth
 NOW_REV=$(git rev-parse --short HEAD)
@@ -131,7 +135,9 @@ if __name__ == "__main__":
         print(f"{per * 1000:.0f} {n_refresh} {'yes' if exact else 'NO'} {n} {kib}")
 PY
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# A random port below the ephemeral range (32768+), never bound and released to test it:
+# when berth serve cannot listen on it, it is started again on another.
+random_port() { echo $((20000 + RANDOM % 12000)); }
 
 mkdir -p "$WORK/repo/.berth"
 cd "$WORK/repo"
@@ -142,7 +148,7 @@ git config user.email bench@localhost
     printf '[project]\nname = "refresh-bench"\n\n[conventions]\nrequire_task = false\n\n[deploy]\nruntime = "local"\n\n'
     for p in p1 p2; do
         printf '[products.%s]\npaths = ["%s/**"]\n\n' "$p" "$p"
-        printf '[products.%s.services.server]\ncommand = "demo-app"\nport = 8080\nhost_port = %d\n\n' "$p" "$(free_port)"
+        printf '[products.%s.services.server]\ncommand = "demo-app"\nport = 8080\nhost_port = %d\n\n' "$p" "$(random_port)"
     done
 } > berth.toml
 mkdir p1 p2 && echo 1 > p1/README && echo 2 > p2/README
@@ -150,6 +156,7 @@ printf '.berth/\n' > .gitignore
 git add -A
 git commit -qm "chore: two products (TASK-1-bench)"
 
+printf '%s\n\n' "$HEADER"
 echo "A log of $LINES records in .berth/audit.jsonl; \`berth serve --refresh 2s\` (release build), $(nproc) cores; one deploy"
 echo "appended every second for ${WINDOW} s. CPU per refresh: berth serve's and the git it runs, averaged over the refreshes seen."
 echo
@@ -161,14 +168,20 @@ for kind in steps outcomes; do
         bin=${build#*=}
         deploys=$(python3 "$WORK/bench.py" generate .berth/audit.jsonl "$LINES" "$kind")
         mb=$(python3 -c "import os; print(f'{os.path.getsize(\".berth/audit.jsonl\") / 1e6:.0f}')")
-        port=$(free_port)
-        start=$(date +%s.%N)
-        "$bin" serve --listen "127.0.0.1:$port" --refresh 2s 2>"$WORK/serve.log" &
-        SERVE_PID=$!
-        until curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
-            kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log"; exit 1; }
-            sleep 0.01
+        started=0
+        for _ in $(seq 1 10); do
+            port=$(random_port)
+            start=$(date +%s.%N)
+            "$bin" serve --listen "127.0.0.1:$port" --refresh 2s 2>"$WORK/serve.log" &
+            SERVE_PID=$!
+            until curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; do
+                kill -0 "$SERVE_PID" 2>/dev/null || break
+                sleep 0.01
+            done
+            if kill -0 "$SERVE_PID" 2>/dev/null; then started=1; break; fi
+            SERVE_PID=
         done
+        [ "$started" -eq 1 ] || { cat "$WORK/serve.log" >&2; echo "berth serve did not start on any of 10 ports" >&2; exit 1; }
         first=$(python3 -c "import time; print(f'{time.time() - $start:.2f}')")
         read -r per refreshes exact total kib < <(python3 "$WORK/bench.py" measure "$SERVE_PID" "$port" "$WINDOW" .berth/audit.jsonl "$deploys" "$kind")
         kill "$SERVE_PID"
@@ -176,5 +189,25 @@ for kind in steps outcomes; do
         SERVE_PID=
         what=$([ "$kind" = steps ] && echo "as berth writes it (10 records a deploy)" || echo "deploy outcomes only")
         echo "| $label | $what | $deploys | $mb | $first | $per | $refreshes | $exact ($total) | $kib |"
+        printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$kind" "$per" "$exact" "$kib" >> "$WORK/rows.tsv"
     done
 done
+echo
+# Conclusions from the rows above.
+python3 - "$WORK/rows.tsv" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+builds = list(dict.fromkeys(r[0] for r in rows))
+kinds = {"steps": "as berth writes it", "outcomes": "deploy outcomes only"}
+for kind, what in kinds.items():
+    these = {r[0]: r for r in rows if r[1] == kind}
+    parts = [f"{b}: {these[b][2]} ms CPU per refresh, {these[b][4]} KiB RSS" for b in builds if b in these]
+    line = f"Log {what}: " + "; ".join(parts)
+    if len(builds) == 2 and all(b in these for b in builds):
+        a, b = (float(these[x][2]) for x in builds)
+        if b > 0:
+            line += f" ({builds[0]} costs {a / b:.1f}x {builds[1]} per refresh)"
+    print(line + ".  ")
+exact = all(r[3] == "yes" for r in rows)
+print(f"Totals matched the log on {'every run' if exact else 'NOT every run'} ({sum(r[3] == 'yes' for r in rows)} of {len(rows)}).")
+PY

@@ -7,6 +7,9 @@
 //!   GET /api/listings/{id}  a pretend listing (a route with a path parameter)
 //!   GET /api/slow?ms=N  answers after N ms (at most 10000): a request that takes time,
 //!                    so load tests have requests in flight across a switch and a drain
+//!   GET /api/db      runs `$DEMO_DB_QUERY` (default `SELECT 1`) on `$DATABASE_URL` over
+//!                    one kept connection: 200 with the row count, 500 when the read fails
+//!                    (a route that reads the product's data, for the restore benchmark)
 //!   GET /metrics     RED metrics in the Prometheus text format: requests and latency
 //!                    by method, route *template* (never the raw path; anything
 //!                    unmatched is `route="other"`) and status. No `product` label:
@@ -89,12 +92,13 @@ fn health_body() -> (u16, String) {
 }
 
 /// The route templates this app serves; a request matches one, or is `other`.
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/",
     "/api/health",
     "/health",
     "/api/listings/{id}",
     "/api/slow",
+    "/api/db",
     "/metrics",
 ];
 
@@ -258,6 +262,14 @@ fn respond(mut stream: TcpStream) {
                 ),
             )
         }
+        "/api/db" => match pg::read() {
+            Ok(rows) => (
+                200,
+                "application/json",
+                format!("{{\"database\":\"ok\",\"rows\":{rows}}}"),
+            ),
+            Err(e) => (500, "text/plain", format!("database read failed: {e}\n")),
+        },
         "/metrics" => (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -272,15 +284,192 @@ fn respond(mut stream: TcpStream) {
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        500 => "Internal Server Error",
         _ => "Service Unavailable",
     };
-    let _ = write!(
-        stream,
+    // One write: headers and body written piecemeal wait on Nagle and the client's
+    // delayed ACK (tens of ms a response).
+    let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Berth-Version: {}\r\nConnection: close\r\n\r\n{body}",
         body.len(),
         version()
     );
+    let _ = stream.write_all(response.as_bytes());
     let _ = stream.flush();
+}
+
+/// A minimal PostgreSQL client (std only): the simple query protocol over one kept
+/// connection, with trust or cleartext-password authentication (what the benchmark's
+/// cluster uses; anything else is a clear error).
+mod pg {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    static CONN: Mutex<Option<TcpStream>> = Mutex::new(None);
+
+    struct Url {
+        user: String,
+        password: String,
+        host: String,
+        port: u16,
+        db: String,
+    }
+
+    fn parse(url: &str) -> Result<Url, String> {
+        let rest = url
+            .strip_prefix("postgresql://")
+            .or_else(|| url.strip_prefix("postgres://"))
+            .ok_or("DATABASE_URL is not a postgresql:// URL")?;
+        let (auth, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+        let (hostport, db) = rest.split_once('/').unwrap_or((rest, ""));
+        let db = db.split('?').next().unwrap_or("");
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| "bad port in DATABASE_URL")?),
+            None => (hostport, 5432),
+        };
+        Ok(Url {
+            user: user.to_string(),
+            password: password.to_string(),
+            host: host.to_string(),
+            port,
+            db: if db.is_empty() { user } else { db }.to_string(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn parse_for_test(url: &str) -> (String, String, String, u16, String) {
+        let u = parse(url).expect("parses");
+        (u.user, u.password, u.host, u.port, u.db)
+    }
+
+    fn message(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        s.read_exact(&mut body)?;
+        Ok((head[0], body))
+    }
+
+    /// An ErrorResponse as `SQLSTATE: message`.
+    fn error_text(body: &[u8]) -> String {
+        let (mut code, mut msg) = (String::new(), String::new());
+        for field in body.split(|b| *b == 0) {
+            if let Some((&t, v)) = field.split_first() {
+                let v = String::from_utf8_lossy(v).into_owned();
+                match t {
+                    b'C' => code = v,
+                    b'M' => msg = v,
+                    _ => {}
+                }
+            }
+        }
+        format!("{code}: {msg}")
+    }
+
+    fn send(s: &mut TcpStream, tag: Option<u8>, body: &[u8]) -> std::io::Result<()> {
+        let mut m = Vec::with_capacity(body.len() + 5);
+        m.extend(tag);
+        m.extend(((body.len() + 4) as u32).to_be_bytes());
+        m.extend(body);
+        s.write_all(&m)
+    }
+
+    fn connect(u: &Url) -> Result<TcpStream, String> {
+        let mut s =
+            TcpStream::connect((u.host.as_str(), u.port)).map_err(|e| format!("connect: {e}"))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        for (k, v) in [("user", &u.user), ("database", &u.db)] {
+            body.extend(k.as_bytes());
+            body.push(0);
+            body.extend(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        send(&mut s, None, &body).map_err(|e| format!("startup: {e}"))?;
+        loop {
+            let (t, b) = message(&mut s).map_err(|e| format!("startup: {e}"))?;
+            match t {
+                b'R' => match b
+                    .get(..4)
+                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                {
+                    Some(0) => {}
+                    Some(3) => {
+                        let mut pw = u.password.as_bytes().to_vec();
+                        pw.push(0);
+                        send(&mut s, Some(b'p'), &pw).map_err(|e| format!("auth: {e}"))?;
+                    }
+                    other => {
+                        return Err(format!(
+                            "authentication method {other:?} is not supported by demo-app (trust or password only)"
+                        ));
+                    }
+                },
+                b'E' => return Err(error_text(&b)),
+                b'Z' => return Ok(s),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run the query; Ok(rows) or the error. `Err((true, _))`: the connection broke.
+    fn query(s: &mut TcpStream, sql: &str) -> Result<u64, (bool, String)> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        send(s, Some(b'Q'), &body).map_err(|e| (true, format!("send: {e}")))?;
+        let (mut rows, mut err) = (0, None);
+        loop {
+            let (t, b) = message(s).map_err(|e| (true, format!("read: {e}")))?;
+            match t {
+                b'D' => rows += 1,
+                b'E' => {
+                    let text = error_text(&b);
+                    // 57P01 admin_shutdown (terminated), 57P02/57P03: the server goes away.
+                    if text.starts_with("57P") {
+                        return Err((true, text));
+                    }
+                    err = Some(text);
+                }
+                b'Z' => return err.map_or(Ok(rows), |e| Err((false, e))),
+                _ => {}
+            }
+        }
+    }
+
+    /// One read of the product's data. A kept connection found broken is replaced
+    /// once, as a pooled client does; a fresh connection that fails is the answer.
+    pub fn read() -> Result<u64, String> {
+        let url =
+            std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set".to_string())?;
+        let u = parse(&url)?;
+        let sql = std::env::var("DEMO_DB_QUERY").unwrap_or_else(|_| "SELECT 1".into());
+        let mut kept = CONN.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = kept.is_some();
+        for attempt in 0..2 {
+            if kept.is_none() {
+                *kept = Some(connect(&u)?);
+            }
+            let s = kept.as_mut().expect("connected above");
+            match query(s, &sql) {
+                Ok(rows) => return Ok(rows),
+                Err((broken, e)) => {
+                    if broken {
+                        *kept = None;
+                    }
+                    if !(broken && reused && attempt == 0) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err("unreachable".into())
+    }
 }
 
 fn serve() -> ! {
@@ -400,10 +589,32 @@ mod tests {
         assert_eq!(route_of("/"), "/");
         assert_eq!(route_of("/api/listings/42"), "/api/listings/{id}");
         assert_eq!(route_of("/api/slow"), "/api/slow");
+        assert_eq!(route_of("/api/db"), "/api/db");
         assert_eq!(route_of("/api/listings/"), "other");
         assert_eq!(route_of("/api/listings/42/photos"), "other");
         assert_eq!(route_of("/wp-admin/setup.php"), "other");
         assert_eq!(method_label("GET"), "GET");
         assert_eq!(method_label("BREW"), "other");
+    }
+
+    #[test]
+    fn database_urls_parse() {
+        let u =
+            pg::parse_for_test("postgresql://shop_user:pw@127.0.0.1:25432/shop?sslmode=disable");
+        assert_eq!(
+            u,
+            (
+                "shop_user".into(),
+                "pw".into(),
+                "127.0.0.1".into(),
+                25432,
+                "shop".into()
+            )
+        );
+        let u = pg::parse_for_test("postgres://app@db/");
+        assert_eq!(
+            u,
+            ("app".into(), "".into(), "db".into(), 5432, "app".into())
+        );
     }
 }
