@@ -387,8 +387,17 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
     );
     // Status reads the containers' labels.
     let s = site.berth(&["status", "bestays", "--format", "json"]);
+    s.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    for svc in v["services"].as_array().unwrap() {
+    let services = v["services"].as_array().unwrap();
+    // Both services of bestays are reported (an empty list would pass the loop).
+    let mut names: Vec<&str> = services
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["frontend", "server"], "{v}");
+    for svc in services {
         assert_eq!(svc["version"], v1.as_str(), "{v}");
         assert_eq!(svc["health"], "up");
     }

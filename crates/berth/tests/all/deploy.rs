@@ -106,6 +106,32 @@ impl Site {
         site
     }
 
+    /// The products whose deploy lock a running deploy holds now (`berth lock status`).
+    pub fn deploy_locks(&self) -> Vec<String> {
+        let out = self.berth(&["lock", "status", "--format", "json"]);
+        out.assert_code(0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| !l["deploy"].is_null())
+            .map(|l| l["product"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Wait (up to 60 s) until a running deploy holds `product`'s lock.
+    pub fn wait_for_deploy_lock(&self, product: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.deploy_locks().iter().any(|p| p == product) {
+            assert!(
+                Instant::now() < deadline,
+                "no deploy of {product} took its lock"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Give every secret the example's services declare a value (deploys refuse without).
     pub fn fill_declared_secrets(&self) {
         fill_declared_secrets(self.repo.path());
@@ -357,8 +383,17 @@ fn deploy_redeploy_rollback_with_zero_dropped_requests_and_realestate_untouched(
     assert_eq!(deploys[1]["previous"], deploys[2]["tag"]);
     assert_eq!(deploys[1]["operator"], "test-operator");
     let s = site.berth(&["status", "bestays", "--format", "json"]);
+    s.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    for svc in v["services"].as_array().unwrap() {
+    let services = v["services"].as_array().unwrap();
+    // Both services of bestays are reported (an empty list would pass the loop).
+    let mut names: Vec<&str> = services
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["frontend", "server"], "{v}");
+    for svc in services {
         assert_eq!(svc["version"], v1.as_str());
         assert_eq!(svc["health"], "up");
         assert_eq!(svc["slot"], "blue");
@@ -576,8 +611,23 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Sit
             s
         });
         let progress = reader.join().unwrap();
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
+        // The deploy really stopped after this step (else the kill proves nothing): it
+        // said so, and it is still there, paused, when the kill comes.
+        assert!(
+            progress.contains(&format!("paused after step {step} ")),
+            "the deploy did not pause after step {step}:\n{progress}"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended instead of pausing after step {step}:\n{progress}"
+        );
+        child.kill().unwrap(); // SIGKILL
+        let killed = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&killed),
+            Some(9),
+            "{killed:?}"
+        );
         let (status, _) = site.get("bestays.app", "/api/health");
         assert_eq!(
             status, 200,
@@ -622,9 +672,34 @@ fn concurrent_deploys_of_one_product_lock_and_other_products_proceed_on(site: Si
                 .unwrap(),
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let other = site.berth(&["deploy", "realestate", "--yes"]);
-    other.assert_code(0);
+    // realestate deploys while a bestays deploy holds bestays' lock: both locks are
+    // seen held at one moment (the deploys overlapped, neither waited for the other).
+    site.wait_for_deploy_lock("bestays");
+    let mut other = berth(site.repo.path())
+        .args(["deploy", "realestate", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = site.deploy_locks();
+        if held.contains(&"bestays".to_string()) && held.contains(&"realestate".to_string()) {
+            break;
+        }
+        assert!(
+            other.try_wait().unwrap().is_none() && Instant::now() < deadline,
+            "the realestate deploy never ran while bestays was locked (locks: {held:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let other = other.wait_with_output().unwrap();
+    assert_eq!(
+        other.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     let outs: Vec<_> = children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())
@@ -645,15 +720,21 @@ fn concurrent_deploys_of_one_product_lock_and_other_products_proceed_on(site: Si
     }
     // --lock-wait waits its turn instead.
     site.change("bestays", 2);
-    let a = berth(site.repo.path())
+    let mut a = berth(site.repo.path())
         .args(["deploy", "bestays", "--yes"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // b starts while a holds the lock (seen, not assumed after a sleep): without
+    // --lock-wait it would be refused, so its success means it waited for a.
+    site.wait_for_deploy_lock("bestays");
     let b = site.berth(&["deploy", "bestays", "--yes", "--lock-wait", "60s"]);
-    let a = a.wait_with_output().unwrap();
-    assert_eq!(a.status.code(), Some(0));
+    let a_done = a.try_wait().unwrap();
+    assert!(
+        a_done.is_some(),
+        "b finished before a: it cannot have waited"
+    );
+    assert_eq!(a_done.unwrap().code(), Some(0));
     b.assert_code(0);
     // A manual hold stops deploys with its message.
     site.berth(&["lock", "acquire", "bestays", "-m", "database maintenance"])

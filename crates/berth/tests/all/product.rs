@@ -11,6 +11,7 @@ fn product_add_yields_the_seed_layout() {
     )
     .unwrap();
     run(tmp.path(), &["init", "--from", "compose.yml"]).assert_code(0);
+    let original = std::fs::read_to_string(tmp.path().join("berth.toml")).unwrap();
     let out = run(
         tmp.path(),
         &[
@@ -45,9 +46,12 @@ fn product_add_yields_the_seed_layout() {
         re["services"]["frontend"]["env"]["VITE_API_URL"].as_str(),
         Some("http://localhost:8012")
     );
-    // bestays is untouched, byte for byte.
-    let before = m.split("# Added by").next().unwrap();
-    assert!(before.contains("host_port = 8011"));
+    // Everything that was there is untouched, byte for byte: the new product is appended.
+    assert!(
+        m.starts_with(&original),
+        "product add changed the existing manifest:\n--- before\n{original}\n--- after\n{m}"
+    );
+    assert!(m[original.len()..].contains("[products.realestate]"));
     insta::assert_snapshot!("product_add_json", out.stdout);
     run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(0);
 
