@@ -49,8 +49,9 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), BackupError> {
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
         // Two backups may start at once: each writes its own temp file, and either
-        // rename leaves the same content in place.
-        let tmp = dir.join(format!(".gitignore.{}.partial", std::process::id()));
+        // rename leaves the same content in place. Not a `.partial` name: this runs
+        // before the backup lock, and the lock holder removes `.partial` leftovers.
+        let tmp = dir.join(format!(".gitignore.{}.tmp", std::process::id()));
         let written = std::fs::write(&tmp, GITIGNORE)
             .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
             .and_then(|()| std::fs::rename(&tmp, &ignore));

@@ -395,10 +395,16 @@ fn worker(
             }
             let c = conn.as_mut().expect("connected");
             // Did the server close (or reset) the connection before any byte of an answer?
-            let first = c
-                .get_mut()
-                .write_all(&req)
-                .and_then(|()| c.fill_buf().map(|b| b.is_empty()));
+            let first = c.get_mut().write_all(&req).and_then(|()| {
+                loop {
+                    // A signal to this process (a child exiting) interrupts the wait: not
+                    // the server's doing, so wait again, as read_exact and read_line do.
+                    match c.fill_buf() {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        other => break other.map(|b| b.is_empty()),
+                    }
+                }
+            });
             let stale = match &first {
                 Ok(closed) => *closed,
                 Err(e) => matches!(

@@ -145,11 +145,17 @@ impl Demo<'_> {
 
     /// Run `berth <args>` in the demo repository, show its output indented; returns (code, output).
     fn berth(&self, args: &[&str]) -> Result<(i32, String)> {
+        self.berth_env(args, &[])
+    }
+
+    /// [`Demo::berth`] with extra environment variables for that one run.
+    fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String)> {
         let out = Command::new(&self.exe)
             .args(args)
             .current_dir(&self.dir)
             .env("NO_COLOR", "1")
             .env("BERTH_OPERATOR", "demo")
+            .envs(env.iter().copied())
             .output()
             .map_err(|e| CliError::Failed(format!("cannot run berth: {e}")))?;
         let text = format!(
@@ -345,6 +351,34 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     d.step("berth product add villas --like bestays: next free ports, Redis db, prefix, database, domains");
     d.must(&["product", "add", "villas", "--like", "bestays"], 0)?;
     d.must(&["render", "--env", "dev"], 0)?;
+    // The API keys the services declare, as CI would set them: from the environment,
+    // never from arguments; deploys refuse while one is missing.
+    let keys = [
+        ("DEMO_CLERK_SECRET_KEY", "sk_test_demo-not-a-real-key"),
+        ("DEMO_OPENROUTER_API_KEY", "sk-or-v1-demo-not-a-real-key"),
+        (
+            "DEMO_VITE_CLERK_PUBLISHABLE_KEY",
+            "pk_test_demo-not-a-real-key",
+        ),
+    ];
+    for product in ["bestays", "realestate", "villas"] {
+        let (c, _) = d.berth_env(
+            &[
+                "secrets",
+                "import",
+                product,
+                "--from-env",
+                "DEMO_",
+                "--require-all",
+            ],
+            &keys,
+        )?;
+        if c != 0 {
+            return Err(CliError::Failed(format!(
+                "demo step failed: `berth secrets import {product}` exited {c}"
+            )));
+        }
+    }
     d.commit("feat: add the villas product (TASK-001-add-villas)")?;
 
     d.step(if compose {

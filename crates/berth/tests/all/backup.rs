@@ -1448,7 +1448,7 @@ fn leftovers_of_killed_backups_go_and_a_backup_without_its_record_is_not_kept() 
         let mut v: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".lock")
+            .filter(|n| n != ".lock" && n != ".gitignore")
             .collect();
         v.sort();
         v

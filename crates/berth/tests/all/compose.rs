@@ -414,8 +414,24 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         .commit_all("chore: keep one image (TASK-5-keep-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let v1 = site.head_version();
+    let v1_tag = site
+        .repo
+        .git(&["tag", "--list", "bestays-deploy-*"])
+        .trim()
+        .to_string();
     site.repo.write("products/bestays/c.md", "x");
     site.repo.commit_all("feat: c (TASK-6-c-bestays)");
+    // keep = 1 still keeps the version a rollback returns to: v1's image stays...
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        !out.stderr.contains("removed old images"),
+        "{}",
+        out.snapshot()
+    );
+    // ...until a third deploy makes it older than both.
+    site.repo.write("products/bestays/d.md", "x");
+    site.repo.commit_all("feat: d (TASK-7-d-bestays)");
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
     assert!(
@@ -423,7 +439,7 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         "{}",
         out.snapshot()
     );
-    let out = site.berth(&["rollback", "bestays", "--yes"]);
+    let out = site.berth(&["rollback", "bestays", "--to", &v1_tag, "--yes"]);
     out.assert_code(0);
     assert!(
         out.stderr
@@ -460,18 +476,9 @@ fn docker_gateway() -> String {
 
 /// GET through the site's nginx: the body.
 fn body(site: &Site, host: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", site.http_port)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf
+    berth_testkit::load::get(site.http_port, host, path)
+        .map(|r| r.text())
+        .unwrap_or_default()
 }
 
 /// The text between the first "add `" (or "set `") after `after` and the next backtick.
@@ -772,6 +779,7 @@ fn a_fresh_init_reaches_postgres_and_redis_on_the_host_with_no_hand_set_address(
     }
     out.assert_code(0);
 
+    fill_every_declared_secret(repo.path());
     let out = run(repo.path(), &["deploy", "bestays", "--yes"]);
     let cleanup = || {
         for slot in ["blue", "green"] {

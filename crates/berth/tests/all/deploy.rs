@@ -602,7 +602,10 @@ fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Sit
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                        if s.contains("paused after step") {
+                        // The whole line: its step number may come in a later read.
+                        if s.split_once("paused after step")
+                            .is_some_and(|(_, rest)| rest.contains('\n'))
+                        {
                             break;
                         }
                     }

@@ -202,16 +202,10 @@ fn a_secret_on_a_manifest_line_with_a_syntax_or_type_error_is_masked() {
 /// Set `key` in a product's secret file (as a person does for an API key).
 fn set_secret(root: &std::path::Path, product: &str, key: &str, value: &str) {
     let path = root.join(format!(".berth/secrets/{product}.env"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(
-        text.contains(&format!("\n{key}=\n")),
-        "{key} is declared empty"
-    );
-    std::fs::write(
-        &path,
-        text.replace(&format!("\n{key}=\n"), &format!("\n{key}={value}\n")),
-    )
-    .unwrap();
+    let mut file = berth_render::secrets::SecretFile::load(&path).unwrap();
+    assert!(file.keys().any(|k| k == key), "{key} is not declared");
+    file.set(key, value);
+    file.save(product).unwrap();
 }
 
 fn secret_value(root: &std::path::Path, product: &str, key: &str) -> String {

@@ -153,3 +153,24 @@ pub fn fill_declared_secrets(root: &Path) {
         file.save(product).unwrap();
     }
 }
+
+/// Give every declared secret of every product in the manifest at `root` a value, as
+/// `berth secrets list` names them (for manifests other than the example's).
+pub fn fill_every_declared_secret(root: &Path) {
+    let out = run(root, &["secrets", "list", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for row in v["secrets"].as_array().unwrap() {
+        if row["kind"] != "declared" || row["set"] == true {
+            continue;
+        }
+        let (product, name) = (
+            row["product"].as_str().unwrap(),
+            row["name"].as_str().unwrap(),
+        );
+        let path = root.join(format!(".berth/secrets/{product}.env"));
+        let mut file = berth_render::secrets::SecretFile::load(&path).unwrap();
+        file.set(name, &format!("test-{product}-{}", name.to_lowercase()));
+        file.save(product).unwrap();
+    }
+}
