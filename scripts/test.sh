@@ -23,6 +23,7 @@ ensure_compose
 ensure_actionlint
 ensure_check_jsonschema
 ensure_test_venv
+ensure_python_rootfs
 trap stop_dockerd EXIT
 start_dockerd
 

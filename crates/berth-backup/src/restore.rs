@@ -342,17 +342,24 @@ impl Maintenance<'_> {
     }
 
     fn switch_back(&self) -> Result<(), String> {
-        self.nginx.switch(self.product, self.slot).map_err(|e| {
+        let before = self.nginx.accepting_workers();
+        self.nginx
+            .end_maintenance(self.product, self.slot, self.port)
+            .map_err(|e| {
             format!(
                 "could not point the front door of {} back at the {} slot (it still answers 503): {e}; run `berth deploy {}` or fix nginx and reload",
                 self.product, self.slot, self.product
             )
         })?;
-        // berth returns once new connections reach the product again.
-        if !berth_deploy::proxy::maintenance_closed(self.port, std::time::Duration::from_secs(30)) {
+        // berth returns once new connections reach the product again: the workers of
+        // the maintenance configuration no longer accept any, and one got through.
+        let within = std::time::Duration::from_secs(30);
+        if !self.nginx.old_workers_stopped(&before, within)
+            || !self.nginx.front_door_answers(self.product, within)
+        {
             return Err(format!(
-                "nginx still listens on the maintenance port {} 30s after the reload: some of its workers may still answer 503 for {}",
-                self.port, self.product
+                "30s after the reload, new requests for {} through nginx still get the maintenance answer (503)",
+                self.product
             ));
         }
         Ok(())

@@ -187,7 +187,7 @@ impl<'a> Nginx<'a> {
     /// sends to it), so the live slot is still read from the file if berth stops
     /// before [`Nginx::switch`] puts the product back. Tested and reloaded like
     /// a switch; nginx keeps the previous configuration if anything fails.
-    /// Returns the maintenance server's port, for [`maintenance_closed`].
+    /// Returns the maintenance server's port, for [`Nginx::end_maintenance`].
     pub fn maintenance(&self, product: &str, live: Slot) -> Result<u16, ProxyError> {
         let p = &self.manifest.products[product];
         let port = maintenance_port()?;
@@ -205,11 +205,128 @@ impl<'a> Nginx<'a> {
                 berth_render::upstream_name(product, name)
             ));
         }
-        body.push_str(&format!(
-            "\nserver {{\n    listen 127.0.0.1:{port};\n    default_type text/plain;\n    add_header Retry-After {MAINTENANCE_RETRY_AFTER_S} always;\n    add_header X-Berth-Maintenance {product} always;\n    return 503 \"{product} is being restored; retry in a few seconds\\n\";\n}}\n"
-        ));
+        body.push_str(&maintenance_server(product, port));
         self.install(&self.upstream_file(product), &body)?;
         Ok(port)
+    }
+
+    /// End a maintenance: the product's upstreams point at `live` again. The maintenance
+    /// server keeps listening on `port` (until the next switch rewrites the include):
+    /// nginx workers of the maintenance configuration finish the requests they hold, and
+    /// those they proxy to it get its 503 with `Retry-After`, never a 502 from a closed
+    /// port.
+    pub fn end_maintenance(&self, product: &str, live: Slot, port: u16) -> Result<(), ProxyError> {
+        let p = &self.manifest.products[product];
+        let mut body =
+            berth_render::render_upstream(self.manifest, product, p, live.name(), &|svc, _hp| {
+                slot_port(self.manifest, &p.services[svc], live).unwrap_or(0)
+            })
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        body.push_str(&format!(
+            "\n# The maintenance server of the last restore, for requests nginx workers of that\n# configuration still hold; the next deploy or rollback removes it.\n{}",
+            maintenance_server(product, port)
+        ));
+        self.install(&self.upstream_file(product), &body)
+    }
+
+    /// The worker processes of the nginx berth runs (the master started with this config)
+    /// that accept new connections now; read from /proc (empty when none is found).
+    pub fn accepting_workers(&self) -> Vec<u32> {
+        let config = self.config().display().to_string();
+        let cmdline = |pid: &str| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default()
+        };
+        let ppid = |pid: &str| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string))
+                })
+                .unwrap_or_default()
+        };
+        let pids: Vec<String> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        let masters: Vec<&String> = pids
+            .iter()
+            .filter(|p| {
+                let c = cmdline(p);
+                c.starts_with("nginx: master process") && c.contains(&config)
+            })
+            .collect();
+        pids.iter()
+            .filter(|p| cmdline(p) == "nginx: worker process" && masters.contains(&&ppid(p)))
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Wait (up to `within`) until none of `before` (from [`Nginx::accepting_workers`]
+    /// before a reload) accepts connections any more: from then on every new connection
+    /// is served by the new configuration. False on timeout.
+    pub fn old_workers_stopped(&self, before: &[u32], within: Duration) -> bool {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let now = self.accepting_workers();
+            if !before.iter().any(|p| now.contains(p)) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether a new connection through the front door reaches the product (an answer
+    /// without the maintenance header) within `within`; true for a product without domains.
+    pub fn front_door_answers(&self, product: &str, within: Duration) -> bool {
+        let Some(domain) = self.manifest.products[product].domains.first() else {
+            return true;
+        };
+        let until = std::time::Instant::now() + within;
+        loop {
+            let answered = (|| -> std::io::Result<bool> {
+                use std::io::{BufRead, Write};
+                let mut s = std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], self.proxy.http_port)),
+                    Duration::from_millis(500),
+                )?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(
+                    s,
+                    "HEAD / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut head = String::new();
+                let mut r = std::io::BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    head.push_str(&line.to_ascii_lowercase());
+                }
+                Ok(head.starts_with("http/") && !head.contains("x-berth-maintenance"))
+            })();
+            if answered.unwrap_or(false) {
+                return true;
+            }
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Write an upstream include, `nginx -t`, reload; the previous file comes back
@@ -253,26 +370,11 @@ impl<'a> Nginx<'a> {
 /// Seconds a client is told to wait (`Retry-After`) while a product is in maintenance.
 pub const MAINTENANCE_RETRY_AFTER_S: u32 = 2;
 
-/// Wait (up to `within`) until nothing listens on the maintenance port any more:
-/// nginx closes it in every process once a reload without it has taken effect
-/// (old workers stop accepting before they finish their requests), so from then
-/// on new connections reach the new configuration. False on timeout.
-pub fn maintenance_closed(port: u16, within: Duration) -> bool {
-    let until = std::time::Instant::now() + within;
-    loop {
-        let refused = std::net::TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .is_err();
-        if refused {
-            return true;
-        }
-        if std::time::Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The server block that answers a product's requests during a restore.
+fn maintenance_server(product: &str, port: u16) -> String {
+    format!(
+        "\nserver {{\n    listen 127.0.0.1:{port};\n    default_type text/plain;\n    add_header Retry-After {MAINTENANCE_RETRY_AFTER_S} always;\n    add_header X-Berth-Maintenance {product} always;\n    return 503 \"{product} is being restored; retry in a few seconds\\n\";\n}}\n"
+    )
 }
 
 /// A loopback port free right now, for the maintenance server nginx listens on.

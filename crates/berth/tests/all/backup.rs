@@ -1132,11 +1132,7 @@ fn a_restore_whose_product_fails_its_health_gate_swaps_the_old_database_back() {
     let live_include = std::fs::read_to_string(&upstream).unwrap();
     let out = db.run(&["restore", "bestays", "latest", "--yes"]);
     out.assert_code(1);
-    assert_eq!(
-        std::fs::read_to_string(&upstream).unwrap(),
-        live_include,
-        "the front door is out of maintenance again"
-    );
+    assert_out_of_maintenance(&std::fs::read_to_string(&upstream).unwrap(), &live_include);
     assert!(
         out.stderr.contains("exited before it became healthy")
             && out.stderr.contains("the previous database is live again"),
@@ -1435,8 +1431,24 @@ fn a_restore_under_load_answers_503_with_retry_after_never_502() {
         "every 503 says Retry-After"
     );
     // Back on the live slot, serving.
-    assert_eq!(std::fs::read_to_string(&upstream).unwrap(), live_include);
-    assert_eq!(db.site.get("bestays.app", "/api/health").0, 200);
+    assert_out_of_maintenance(&std::fs::read_to_string(&upstream).unwrap(), &live_include);
+    let answer = berth_testkit::load::get(db.site.http_port, "bestays.app", "/api/health").unwrap();
+    assert_eq!(answer.status, 200, "{:?} {}", answer.headers, answer.text());
+}
+
+/// The include after a restore: the live slot's upstreams as before, then only the
+/// maintenance server kept for requests old nginx workers still hold (no upstream of it).
+#[track_caller]
+fn assert_out_of_maintenance(include: &str, live_include: &str) {
+    assert!(
+        include.starts_with(live_include),
+        "the front door is not back on the live slot:\n{include}"
+    );
+    let rest = &include[live_include.len()..];
+    assert!(
+        !rest.contains("upstream") && rest.contains("return 503") && rest.contains("Retry-After"),
+        "after the live upstreams only the maintenance server may follow:\n{rest}"
+    );
 }
 
 #[test]
@@ -1510,7 +1522,8 @@ fn leftovers_of_killed_backups_go_and_a_backup_without_its_record_is_not_kept() 
     std::fs::create_dir_all(dir.join(format!("{file}.json")).join("in-the-way")).unwrap();
     drop(stdin);
     let status = child.wait().unwrap();
-    let rest: Vec<String> = rx.try_iter().collect();
+    // Every line the child wrote (the reader ends at its EOF), not only those forwarded yet.
+    let rest: Vec<String> = rx.iter().collect();
     assert_eq!(status.code(), Some(1), "{rest:?}");
     assert!(
         rest.iter()

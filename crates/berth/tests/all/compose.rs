@@ -674,6 +674,111 @@ fn containers_reach_postgres_and_redis_on_the_host_with_no_hand_set_address() {
 
 #[test]
 fn a_fresh_init_reaches_postgres_and_redis_on_the_host_with_no_hand_set_address() {
+    fresh_init_reaches_the_hosts_databases(ServerImage::Scratch);
+}
+
+/// The same with the server in a Python image built from Debian packages (debootstrap,
+/// `docker import`): psycopg2 and redis-py log in with the URLs berth derived, and the
+/// image has no curl or wget for a health check.
+#[test]
+fn a_python_image_from_debian_packages_reaches_postgres_and_redis_on_the_host() {
+    fresh_init_reaches_the_hosts_databases(ServerImage::Python);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerImage {
+    /// FROM scratch around the static demo-app (no shell at all).
+    Scratch,
+    /// FROM the Debian-built Python base image, running a small stdlib HTTP server.
+    Python,
+}
+
+/// The server of the Python image: `/api/health` logs in to PostgreSQL and Redis with
+/// the derived URLs (a driver scheme like `+asyncpg` dropped for psycopg2).
+const PYTHON_APP: &str = r#"import json, os, http.server
+import psycopg2, redis
+
+def check():
+    out = {"status": "ok"}
+    try:
+        url = os.environ["DATABASE_URL"]
+        scheme, rest = url.split("://", 1)
+        with psycopg2.connect("postgresql://" + rest, connect_timeout=3) as c:
+            c.cursor().execute("SELECT 1")
+        out["database"] = "ok"
+    except Exception as e:
+        out["database"] = "error: %s" % e
+    try:
+        redis.from_url(os.environ["REDIS_URL"], socket_timeout=3).ping()
+        out["redis"] = "ok"
+    except Exception as e:
+        out["redis"] = "error: %s" % e
+    return out
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(check() if self.path.startswith("/api/health") else {"ok": True},
+                          separators=(",", ":")).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8011"))), Handler).serve_forever()
+"#;
+
+/// `berth-test-python:bookworm`, imported once from the root file system
+/// ./scripts/test.sh builds with debootstrap ($BERTH_TEST_PYTHON_ROOTFS).
+fn python_base_image() -> &'static str {
+    static IMAGE: OnceLock<()> = OnceLock::new();
+    const NAME: &str = "berth-test-python:bookworm";
+    IMAGE.get_or_init(|| {
+        let have = Command::new("docker")
+            .args(["image", "inspect", NAME])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if have {
+            return;
+        }
+        let tar = std::env::var("BERTH_TEST_PYTHON_ROOTFS").unwrap_or_else(|_| {
+            panic!(
+                "BERTH_TEST_PYTHON_ROOTFS is not set: this test needs a Python root file system made \
+                 from Debian packages. ./scripts/test.sh builds it; by hand: \
+                 `. scripts/lib.sh && ensure_python_rootfs && export BERTH_TEST_PYTHON_ROOTFS`"
+            )
+        });
+        let out = Command::new("docker")
+            .args(["import", &tar, NAME])
+            .output()
+            .expect("run docker import");
+        assert!(
+            out.status.success(),
+            "docker import {tar}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    // The image has Python but neither curl nor wget: a rendered check must not need them.
+    let tools = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            NAME,
+            "sh",
+            "-c",
+            "command -v curl || command -v wget",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        !tools.status.success(),
+        "the Python image has {}",
+        String::from_utf8_lossy(&tools.stdout)
+    );
+    NAME
+}
+
+fn fresh_init_reaches_the_hosts_databases(server_image: ServerImage) {
     use berth_testkit::{Postgres, Redis};
     docker_required();
     let gateway = docker_gateway();
@@ -685,10 +790,21 @@ fn a_fresh_init_reaches_postgres_and_redis_on_the_host_with_no_hand_set_address(
     )
     .unwrap();
     run(repo.path(), &["init", "--from", "docker-compose.dev.yml"]).assert_code(0);
-    // The images: FROM scratch around the static demo-app.
+    // The images: FROM scratch around the static demo-app, or the server in Python.
     let bin = static_demo_app();
     for app in ["apps/server", "apps/frontend"] {
         std::fs::create_dir_all(repo.path().join(app)).unwrap();
+        if app == "apps/server" && server_image == ServerImage::Python {
+            repo.write("apps/server/app.py", PYTHON_APP);
+            repo.write(
+                "apps/server/Dockerfile",
+                &format!(
+                    "FROM {}\nCOPY app.py /app/app.py\nCMD [\"python3\", \"-u\", \"/app/app.py\"]\n",
+                    python_base_image()
+                ),
+            );
+            continue;
+        }
         std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
         repo.write(
             &format!("{app}/Dockerfile"),

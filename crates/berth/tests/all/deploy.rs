@@ -308,8 +308,24 @@ impl Site {
 /// the old slot finished what it had while traffic moved.
 #[track_caller]
 pub fn assert_in_flight_across_switch(report: &Report, from: &str, to: &str) {
-    let first_from = report.samples.iter().position(|s| s.version == from);
-    let switch = first_from.and_then(|i| report.samples[i..].iter().find(|s| s.version == to));
+    // The switch: by send time, the first answer of `to` after one of `from` from which
+    // on the next requests all got `to` (an earlier `to` answer can be a request an old
+    // nginx worker still held in a deploy before, so the first one alone is not enough).
+    let mut by_time: Vec<_> = report.samples.iter().collect();
+    by_time.sort_by_key(|s| s.at);
+    let mut seen_from = false;
+    let mut switch = None;
+    for (i, s) in by_time.iter().enumerate() {
+        if s.version == from {
+            seen_from = true;
+        } else if s.version == to
+            && seen_from
+            && by_time[i..].iter().take(10).all(|n| n.version == to)
+        {
+            switch = Some(*s);
+            break;
+        }
+    }
     let Some(switch) = switch else {
         panic!(
             "no switch from {from} to {to} under load\n{}",
