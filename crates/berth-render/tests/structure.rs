@@ -301,25 +301,6 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-/// The single-quoted shell word at the start of `s`, decoded, and the rest.
-fn shell_word(s: &str) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut rest = s;
-    loop {
-        let body = rest.strip_prefix('\'')?;
-        let end = body.find('\'')?;
-        out.push_str(&body[..end]);
-        rest = &body[end + 1..];
-        match rest.strip_prefix("\\'") {
-            Some(r) if r.starts_with('\'') => {
-                out.push('\'');
-                rest = r;
-            }
-            _ => return Some((out, rest)),
-        }
-    }
-}
-
 fn check_compose(m: &Manifest, pname: &str, text: &str) {
     let p = &m.products[pname];
     let y: Yaml = serde_norway::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -343,6 +324,8 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
         "labels",
         "healthcheck",
         "networks",
+        "volumes",
+        "extra_hosts",
     ]);
     for (sname, svc) in &p.services {
         let s = &services[sname.as_str()];
@@ -381,20 +364,49 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
                 "{text}"
             );
         }
+        // Only berth's probe is mounted, read-only, and only the host gateway is named.
+        if let Some(v) = s.get("volumes") {
+            let v = v.as_sequence().unwrap();
+            assert_eq!(v.len(), 1, "{text}");
+            assert!(
+                v[0].as_str().unwrap().ends_with(":/berth-probe:ro"),
+                "{text}"
+            );
+        }
+        if let Some(h) = s.get("extra_hosts") {
+            let h = h.as_sequence().unwrap();
+            assert_eq!(h.len(), 1, "{text}");
+            assert_eq!(
+                h[0].as_str(),
+                Some("host.docker.internal:host-gateway"),
+                "{text}"
+            );
+        }
         if let (Some(h), Some(port)) = (&svc.health, svc.port) {
-            let test = s["healthcheck"]["test"].as_sequence().unwrap();
-            assert_eq!(test[0].as_str(), Some("CMD-SHELL"));
-            // What the shell gets once compose has turned `$$` back into `$`.
-            let cmd = test[1].as_str().unwrap().replace("$$", "$");
-            let url = format!("http://127.0.0.1:{port}{}", h.path);
-            let rest = cmd.strip_prefix("curl -fsS ").expect("curl first");
-            let (u1, rest) = shell_word(rest).expect("a quoted URL");
-            let rest = rest
-                .strip_prefix(" >/dev/null || wget -qO- ")
-                .expect("then wget");
-            let (u2, rest) = shell_word(rest).expect("a quoted URL");
-            assert_eq!((u1.as_str(), u2.as_str()), (url.as_str(), url.as_str()));
-            assert_eq!(rest, " >/dev/null || exit 1", "{cmd}");
+            let test: Vec<String> = s["healthcheck"]["test"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                // What the container gets once compose has turned `$$` back into `$`.
+                .map(|w| w.as_str().unwrap().replace("$$", "$"))
+                .collect();
+            match &h.command {
+                Some(cmd) => {
+                    assert_eq!(test[0], "CMD", "{text}");
+                    assert_eq!(&test[1..], cmd.as_slice(), "{text}");
+                }
+                None => {
+                    // Exec form, no shell: the probe, the URL as one word, the timeout.
+                    let url = format!("http://127.0.0.1:{port}{}", h.path);
+                    assert_eq!(test.len(), 4, "{text}");
+                    assert_eq!(
+                        (test[0].as_str(), test[1].as_str()),
+                        ("CMD", "/berth-probe")
+                    );
+                    assert_eq!(test[2], url, "{text}");
+                    assert!(test[3].parse::<u64>().is_ok(), "{text}");
+                }
+            }
         }
     }
 }

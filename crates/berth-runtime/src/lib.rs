@@ -103,6 +103,18 @@ pub enum RuntimeError {
     },
 }
 
+/// An I/O error of `action` on `path`, as a runtime error.
+pub(crate) fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Io {
+        action,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 /// What a deploy needs from a runtime.
 pub trait Runtime {
     fn name(&self) -> &'static str;

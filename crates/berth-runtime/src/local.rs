@@ -18,24 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 use berth_cmd::Cmd;
 use berth_manifest::Manifest;
 
-use crate::{Instance, ProductEnv, Runtime, RuntimeError, Slot, product_env, slot_port};
+use crate::{Instance, ProductEnv, Runtime, RuntimeError, Slot, io, product_env, slot_port};
 
 pub struct LocalRuntime {
     manifest: Manifest,
     root: PathBuf,
     /// Extra directories searched for commands (e.g. where demo-app was built).
     pub path_prefix: Vec<PathBuf>,
-}
-
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        action,
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 /// What a pid file records about a process berth started.

@@ -6,21 +6,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::RuntimeError;
+use crate::{RuntimeError, io};
 
 /// The probe executable (empty when the build found no static C library).
 pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-probe"));
-
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        action,
-        path: path.display().to_string(),
-        source,
-    }
-}
 
 /// Put the probe at `<root>/.berth/bin/berth-probe` (mode 0755, written atomically;
 /// left alone when it is already the same). Returns its path.
