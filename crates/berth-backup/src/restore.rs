@@ -90,9 +90,6 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     let url = berth_provision::postgres_admin_url(m, opts.root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
     let _lock = ProductLock::acquire(&r.dir, product, "restore")?;
-    let ts = stamp(crate::now_unix()).0.to_lowercase();
-    let fresh = names::derived(&db.name, "restore", &ts)?;
-    let previous = names::derived(&db.name, "pre_restore", &ts)?;
     let untouched = |e: BackupError| -> BackupError {
         let msg = format!("{e}\nthe live database {} was not touched", db.name);
         match e {
@@ -113,6 +110,22 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             "dropped {left}, left by an interrupted verify or restore"
         ));
     }
+    // The databases this restore makes are named by the second it starts; one that ran
+    // earlier in the same second kept its `_pre_restore_` under that stamp: take the next.
+    let ts = loop {
+        let ts = stamp(crate::now_unix()).0.to_lowercase();
+        let taken = pg::databases(&mut admin)?;
+        let mut free = true;
+        for kind in ["restore", "pre_restore", "failed_restore"] {
+            free &= !taken.contains(&names::derived(&db.name, kind, &ts)?);
+        }
+        if free {
+            break ts;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let fresh = names::derived(&db.name, "restore", &ts)?;
+    let previous = names::derived(&db.name, "pre_restore", &ts)?;
     let shape = pg::shape_or_default(&mut admin, &db.name)?;
     let live_exists = shape.from_live;
     drop(admin);
