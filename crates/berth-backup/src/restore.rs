@@ -186,6 +186,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 (opts.progress)(&format!(
                     "front door: {product} answers 503 (maintenance) until it is back"
                 ));
+                let serving = nginx.accepting_workers();
                 let port = match nginx.maintenance(product, slot) {
                     Ok(port) => port,
                     Err(e) => {
@@ -202,7 +203,18 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                     port,
                     ended: false,
                 });
+                // The workers of the live configuration finish what they hold (kept
+                // connections too) before the product stops: wait the drain, and until
+                // they have exited (at most 30 s more).
                 std::thread::sleep(m.deploy.drain.0);
+                let until = Instant::now() + std::time::Duration::from_secs(30);
+                while Instant::now() < until
+                    && serving
+                        .iter()
+                        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
             }
             (opts.progress)(&format!("stop {product} ({slot} slot, {version})"));
             if let Err(e) = rt.stop(product, slot) {
