@@ -1373,7 +1373,7 @@ fn deploy_moves_bestays_from_green_to_blue(site: &Site) {
         site.get("bestays.app", "/api/health"),
         (200, site.head_version())
     );
-    assert!(recorded_pids(&site, "bestays", "green").is_empty());
+    assert!(recorded_pids(site, "bestays", "green").is_empty());
 }
 
 /// A garbage upstream include: the deploy takes the live slot from the runtime, drains
