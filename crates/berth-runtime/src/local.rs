@@ -77,15 +77,23 @@ fn owned_alive(pid: u32, start_ticks: u64) -> bool {
             .is_some_and(|s| s.state != 'Z' && s.pgrp == pid && s.start_ticks == start_ticks)
 }
 
-/// Signal the process group of a process berth proved it started.
-fn signal(pf: &PidFile, sig: &str) {
-    if !pf.owned() {
-        return;
-    }
+/// Signal every process of group `pgid`; only for a group whose leader berth proved
+/// it started (the group lives on while any member does, so its id is not reused).
+fn signal_group(pgid: u32, sig: &str) {
     let _ = Cmd::new("kill", "signal a service")
-        .args([format!("-{sig}"), "--".into(), format!("-{}", pf.pid)])
+        .args([format!("-{sig}"), "--".into(), format!("-{pgid}")])
         .timeout(Some(Duration::from_secs(5)))
         .output_unchecked();
+}
+
+/// Whether a process of group `pgid` still runs (zombies do not count).
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.pgrp == pgid))
 }
 
 /// A version is a commit id (berth uses its first 12 hex digits).
@@ -431,26 +439,32 @@ impl Runtime for LocalRuntime {
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
         let files = self.pid_files(product, slot);
         // Only processes berth can prove it started are signalled; a pid file naming
-        // anything else is stale and simply removed.
-        for (_, _, pf) in &files {
-            if let Some(pf) = pf {
-                signal(pf, "TERM");
-            }
+        // anything else is stale and simply removed. The recorded pid leads the process
+        // group of the service (`sh -c` and what it runs): the whole group is signalled,
+        // and the slot is stopped once no process of it is left, not when the shell
+        // is gone (its child may still hold the port the next start needs).
+        let groups: Vec<u32> = files
+            .iter()
+            .filter_map(|(_, _, pf)| pf.as_ref().filter(|pf| pf.owned()).map(|pf| pf.pid))
+            .collect();
+        for pgid in &groups {
+            signal_group(*pgid, "TERM");
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (_, path, pf) in &files {
-            if let Some(pf) = pf {
-                while pf.owned() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if pf.owned() {
-                    signal(pf, "KILL");
-                    let gone = Instant::now() + Duration::from_secs(3);
-                    while pf.owned() && Instant::now() < gone {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
+        let wait = |within: Duration| {
+            let deadline = Instant::now() + within;
+            while groups.iter().any(|g| group_alive(*g)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
+        };
+        wait(Duration::from_secs(10));
+        let stubborn: Vec<u32> = groups.iter().copied().filter(|g| group_alive(*g)).collect();
+        if !stubborn.is_empty() {
+            for pgid in &stubborn {
+                signal_group(*pgid, "KILL");
+            }
+            wait(Duration::from_secs(3));
+        }
+        for (_, path, _) in &files {
             let _ = std::fs::remove_file(path);
         }
         Ok(())

@@ -1334,38 +1334,8 @@ fn a_backup_inside_the_repository_does_not_stop_the_next_deploy() {
     );
 }
 
-/// One request through nginx on a new connection: (status, Retry-After header);
-/// status 0 when the connection failed or was reset.
-fn get_retry_after(port: u16, host: &str) -> (u16, Option<String>) {
-    use std::io::{Read, Write};
-    let r = (|| -> std::io::Result<(u16, Option<String>)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "GET /api/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        let status = buf
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let retry = buf.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("retry-after")
-                .then(|| v.trim().to_string())
-        });
-        Ok((status, retry))
-    })();
-    r.unwrap_or((0, None))
-}
-
 #[test]
 fn a_restore_under_load_answers_503_with_retry_after_never_502() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
     let db = Db::new();
     db.run(&["deploy", "bestays", "--yes"]).assert_code(0);
     db.run(&["backup", "bestays"]).assert_code(0);
@@ -1376,58 +1346,33 @@ fn a_restore_under_load_answers_503_with_retry_after_never_502() {
         .join("deploy/dev/nginx/upstreams/bestays.conf");
     let live_include = std::fs::read_to_string(&upstream).unwrap();
 
-    // Four clients, one request after another, each on a new connection.
-    let stop = Arc::new(AtomicBool::new(false));
-    let port = db.site.http_port;
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    seen.push(get_retry_after(port, "bestays.app"));
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                seen
-            })
-        })
-        .collect();
-    // The load is flowing before the restore starts.
-    std::thread::sleep(Duration::from_millis(300));
+    // The shared load generator through nginx: kept connections and new ones, every
+    // route; a 503 with Retry-After is the deliberate answer, anything else fails.
+    let load = berth_testkit::load::LoadConfig::new(db.site.http_port, "bestays.app")
+        .paths(crate::deploy::ROUTES)
+        .allow_maintenance()
+        .start();
+    // The load is flowing before the restore starts, and still after it returned.
+    load.wait_for_answers(50);
     let out = db.run(&["restore", "bestays", "latest", "--yes"]);
-    stop.store(true, Ordering::Relaxed);
     out.assert_code(0);
-    let seen: Vec<_> = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    let mut by_status = BTreeMap::new();
-    for (status, _) in &seen {
-        *by_status.entry(*status).or_insert(0u64) += 1;
-    }
-    eprintln!(
-        "restore under load: {} requests, by status (0 = reset/refused): {by_status:?}",
-        seen.len()
-    );
+    load.wait_for_answers(50);
+    let report = load.finish();
     assert!(
         out.stderr.contains("503 (maintenance)") && out.stderr.contains("serves the"),
         "{}",
         out.snapshot()
     );
-    assert_eq!(by_status.get(&502), None, "no 502: {by_status:?}");
-    assert_eq!(by_status.get(&0), None, "no reset: {by_status:?}");
+    assert_eq!(report.count_status(502), 0, "no 502\n{}", report.summary());
+    report.assert_clean(100);
+    let maintenance: Vec<_> = report.samples.iter().filter(|s| s.status == 503).collect();
     assert!(
-        by_status.keys().all(|s| *s == 200 || *s == 503),
-        "only the product's answers and maintenance: {by_status:?}"
+        !maintenance.is_empty(),
+        "answers during the window\n{}",
+        report.summary()
     );
     assert!(
-        by_status.get(&503).is_some_and(|n| *n > 0),
-        "answers during the window: {by_status:?}"
-    );
-    assert!(
-        seen.iter()
-            .filter(|(s, _)| *s == 503)
-            .all(|(_, r)| r.as_deref() == Some("2")),
+        maintenance.iter().all(|s| s.retry_after),
         "every 503 says Retry-After"
     );
     // Back on the live slot, serving.

@@ -304,28 +304,21 @@ impl Site {
 }
 
 /// Panic unless a slow request answered by `from` was in flight when `to` took over
-/// (sent before the first answer of `to` that follows one of `from`, answered after it):
+/// (sent before the first answer of `to` on a new connection, answered after it):
 /// the old slot finished what it had while traffic moved.
 #[track_caller]
 pub fn assert_in_flight_across_switch(report: &Report, from: &str, to: &str) {
-    // The switch: by send time, the first answer of `to` after one of `from` from which
-    // on the next requests all got `to` (an earlier `to` answer can be a request an old
-    // nginx worker still held in a deploy before, so the first one alone is not enough).
-    let mut by_time: Vec<_> = report.samples.iter().collect();
-    by_time.sort_by_key(|s| s.at);
-    let mut seen_from = false;
-    let mut switch = None;
-    for (i, s) in by_time.iter().enumerate() {
-        if s.version == from {
-            seen_from = true;
-        } else if s.version == to
-            && seen_from
-            && by_time[i..].iter().take(10).all(|n| n.version == to)
-        {
-            switch = Some(*s);
-            break;
-        }
-    }
+    // The switch, by send time: the first answer of `to` on a new connection that follows
+    // an answer of `from` on a new connection. A new connection is accepted by the workers
+    // of the configuration nginx runs at that moment, so this answer was sent after the
+    // reload; a kept connection may still be held by a worker of the configuration before,
+    // and a rate that drops under load makes "the next n answers" a poor clock.
+    let mut fresh: Vec<_> = report.samples.iter().filter(|s| s.new_connection).collect();
+    fresh.sort_by_key(|s| s.at);
+    let switch = fresh
+        .windows(2)
+        .find(|w| w[0].version == from && w[1].version == to)
+        .map(|w| w[1]);
     let Some(switch) = switch else {
         panic!(
             "no switch from {from} to {to} under load\n{}",
@@ -886,16 +879,28 @@ fn postgres_state_backend_locks_and_audits() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let locked = site.berth_env(&["lock", "status", "bestays"], &env_ref);
-    assert!(
-        locked.stdout.contains("bestays: locked by"),
-        "{}",
-        locked.snapshot()
-    );
+    // Wait for the lock in the shared database (the deploy pauses after step 2 holding it).
+    let lock_held = |held: bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = site.berth_env(&["lock", "status", "bestays"], &env_ref);
+            if status.stdout.contains("bestays: locked by") == held {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the lock of bestays is still {}\n{}",
+                if held { "free" } else { "held" },
+                status.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    lock_held(true);
     let _ = child.kill();
     let _ = child.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    // PostgreSQL ends the killed session and its advisory lock with it.
+    lock_held(false);
     site.berth_env(&["deploy", "bestays", "--yes"], &env_ref)
         .assert_code(0);
 
@@ -1412,4 +1417,66 @@ fn an_audit_record_that_cannot_be_written_is_a_warning_not_silence() {
         "{}",
         out.snapshot()
     );
+}
+
+/// A service whose command leaves the shell as the process group's leader and runs the
+/// server as its child, a child that takes its time to stop (uvicorn closes its socket
+/// on the next tick; this one ignores SIGTERM): stopping a slot waits for the whole group,
+/// not only the shell, and kills what remains. Otherwise the next start on that slot
+/// cannot bind its port, and the health check passes against the old process still
+/// answering there: the old code would serve under the new version's name.
+#[test]
+fn stopping_a_slot_waits_for_every_process_of_the_service_not_only_the_shell() {
+    let site = Site::new(0);
+    serve_bestays_from_the_repo(&site, "(trap '' TERM; exec demo-app)", "");
+    site.repo
+        .commit_all("chore: the server outlives its shell (TASK-40-server-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site.head_version();
+    let blue = recorded_pids(&site, "bestays", "blue");
+    assert!(!blue.is_empty());
+    // The server itself: a child of the recorded shell, in its process group.
+    let group_of = |leader: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')').is_some_and(|(_, r)| {
+                        let f: Vec<&str> = r.split_whitespace().collect();
+                        f.first() != Some(&"Z") && f.get(2) == Some(&leader.to_string().as_str())
+                    })
+                })
+            })
+            .collect()
+    };
+    let blue_group: Vec<u32> = blue.iter().flat_map(|(_, pid)| group_of(*pid)).collect();
+    assert!(
+        blue_group.len() > blue.len(),
+        "the shells have children in their groups: {blue_group:?}"
+    );
+
+    site.change("bestays", 41);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v2 = site.head_version();
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v2.clone()));
+    let left: Vec<u32> = blue_group
+        .iter()
+        .copied()
+        .filter(|p| pid_running(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes of the stopped blue slot still run: {left:?}"
+    );
+
+    // Back on blue: the new version answers there, not the old process of v1.
+    site.change("bestays", 42);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v3 = site.head_version();
+    assert_ne!(v3, v1);
+    for _ in 0..5 {
+        assert_eq!(site.get("bestays.app", "/api/health"), (200, v3.clone()));
+    }
 }

@@ -435,13 +435,23 @@ fn compose_containers_never_get_the_admin_urls_or_the_operators_variables() {
     std::fs::write(&secrets, text).unwrap();
     let op = Operator::new(&site);
     let check = |when: &str| {
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-q", "--filter", "label=berth.product=bestays"])
-            .output()
-            .unwrap();
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
+        // This test's containers only: its compose projects, by label.
+        let ids: Vec<String> = ["blue", "green"]
+            .iter()
+            .flat_map(|slot| {
+                let out = std::process::Command::new("docker")
+                    .args(["ps", "-q", "--filter", "label=berth.product=bestays"])
+                    .args([
+                        "--filter",
+                        &format!("label=com.docker.compose.project={project}-bestays-{slot}"),
+                    ])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let mut mine = Vec::new();
         for id in &ids {
