@@ -4,7 +4,9 @@
 Two readers, each on a fixed schedule (one read every INTERVAL seconds; a read that
 takes longer moves the next one to the next tick):
   * http: GET PATH with Host HOST through nginx on 127.0.0.1:PORT over one kept-alive
-    connection (a new one after any failure); PATH is a route of the product that
+    connection (a new one after any failure; a kept connection closed by the server
+    while idle gets the request again once on a new one, counted as a stale keep-alive
+    retry, as browsers do); PATH is a route of the product that
     reads its database. Failures by kind: 503 (nginx's maintenance answer, with
     Retry-After; one without it is counted apart), 502/504
     (nginx: the product is not there), 500 (the product answered: its read failed),
@@ -115,13 +117,31 @@ def kind_of(e):
 def http_reader():
     conn = [None]
 
+    def attempt():
+        if conn[0] is None:
+            conn[0] = http.client.HTTPConnection("127.0.0.1", PORT, timeout=TIMEOUT)
+        conn[0].request("GET", PATH, headers={"Host": HOST})
+        r = conn[0].getresponse()
+        r.read()
+        return r
+
     def read():
+        kind = None
         try:
-            if conn[0] is None:
-                conn[0] = http.client.HTTPConnection("127.0.0.1", PORT, timeout=TIMEOUT)
-            conn[0].request("GET", PATH, headers={"Host": HOST})
-            r = conn[0].getresponse()
-            r.read()
+            reused = conn[0] is not None
+            try:
+                r = attempt()
+            except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                if not reused:
+                    raise
+                # A kept connection the server closed while idle (nginx does that to the
+                # connections of the workers a reload retires): the request was never
+                # read, so send it again once on a new connection, as browsers and HTTP
+                # client libraries do. Counted apart, never hidden.
+                stale_retries[0] += 1
+                conn[0].close()
+                conn[0] = None
+                r = attempt()
             if r.status == 200:
                 if r.getheader("Connection", "").lower() == "close":
                     conn[0].close()
@@ -159,6 +179,7 @@ def db_reader():
 
 
 results, ok_once = {}, {}
+stale_retries = [0]
 stop_at = [None]
 lock = threading.Lock()
 
@@ -201,6 +222,8 @@ def run(name, read):
         "open_at_end": open_at_end,
         "max_gap_s": round(max(gaps, default=0), 3),
     }
+    if name == "http":
+        results[name]["stale_keepalive_retries"] = stale_retries[0]
 
 
 threads = [threading.Thread(target=run, args=(n, r())) for n, r in [("http", http_reader), ("db", db_reader)]]
