@@ -13,7 +13,13 @@ use crate::support::*;
 
 const PROJECT: &str = "bestays-monorepo";
 
+/// kubectl with kustomize v4 or newer: the one ./scripts/test.sh put in scripts/tools/venv
+/// when the packaged one is older, else the one on the PATH.
 fn kubectl() -> PathBuf {
+    let venv = workspace_root().join("scripts/tools/venv/bin/kubectl");
+    if venv.is_file() {
+        return venv;
+    }
     berth_testkit::require_program("kubectl", &[], "apt-get install kubernetes-client")
 }
 
