@@ -84,7 +84,11 @@ pub fn effective_limits(m: &Manifest, product: &str, service: &str) -> Effective
         m.limits.as_ref(),
     ];
     let pick = |f: &dyn Fn(&Limits) -> Option<u64>, default: u64| {
-        layers.iter().flatten().find_map(|l| f(l)).unwrap_or(default)
+        layers
+            .iter()
+            .flatten()
+            .find_map(|l| f(l))
+            .unwrap_or(default)
     };
     EffectiveLimits {
         cpus: layers
@@ -237,9 +241,9 @@ impl std::str::FromStr for Memory {
             };
             return Err(format!("invalid memory `{s}`: it {why}; {hint}"));
         };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid memory `{s}`: it does not start with a number; {hint}"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid memory `{s}`: it does not start with a number; {hint}")
+        })?;
         let bytes = n
             .checked_mul(factor)
             .ok_or_else(|| format!("invalid memory `{s}`: too large"))?;
@@ -334,8 +338,8 @@ image = "b"
                 nofile: 4096
             }
         );
-        let bare = load("[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n")
-            .unwrap();
+        let bare =
+            load("[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n").unwrap();
         assert_eq!(
             effective_limits(&bare, "a", "web"),
             EffectiveLimits {
@@ -359,7 +363,16 @@ image = "b"
         ] {
             assert_eq!(text.parse::<Memory>().unwrap().bytes, bytes, "{text}");
         }
-        for bad in ["512", "512mb", "1.5GiB", "GiB", "0MiB", "-1GiB", "1 gigabyte", ""] {
+        for bad in [
+            "512",
+            "512mb",
+            "1.5GiB",
+            "GiB",
+            "0MiB",
+            "-1GiB",
+            "1 gigabyte",
+            "",
+        ] {
             assert!(bad.parse::<Memory>().is_err(), "{bad}");
         }
     }
@@ -368,10 +381,22 @@ image = "b"
     #[test]
     fn bad_values_are_located_errors() {
         for (line, bad, says) in [
-            ("memory = \"512MB\"", "memory = \"512mb\"", "unknown unit `mb`"),
+            (
+                "memory = \"512MB\"",
+                "memory = \"512mb\"",
+                "unknown unit `mb`",
+            ),
             ("memory = \"512MB\"", "memory = \"512\"", "has no unit"),
-            ("cpus = 0.5", "cpus = 0", "cpus must be a number of CPUs > 0"),
-            ("cpus = 0.5", "cpus = -1.5", "cpus must be a number of CPUs > 0"),
+            (
+                "cpus = 0.5",
+                "cpus = 0",
+                "cpus must be a number of CPUs > 0",
+            ),
+            (
+                "cpus = 0.5",
+                "cpus = -1.5",
+                "cpus must be a number of CPUs > 0",
+            ),
             ("pids = 10", "pids = 0", "integer > 0"),
             ("nofile = 10", "nofile = -3", "integer > 0"),
             ("nofile = 10", "nofile = \"many\"", "integer > 0"),
@@ -387,7 +412,11 @@ image = "b"
             assert!(d.message.contains(says), "{bad}: {}", d.message);
             let at = d.primary.as_ref().expect("located");
             assert_eq!(at.line, 6, "{bad}: {d:?}");
-            let col = if bad.starts_with("cpu =") { 1 } else { bad.find('=').unwrap() + 3 };
+            let col = if bad.starts_with("cpu =") {
+                1
+            } else {
+                bad.find('=').unwrap() + 3
+            };
             assert_eq!(at.column, col, "{bad}: {d:?}");
         }
         // In [limits] and on a product too.

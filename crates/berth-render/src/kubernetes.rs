@@ -75,7 +75,12 @@ pub fn cpu_quantity(cpus: f64) -> String {
 
 /// A memory amount as a Kubernetes quantity: `Gi`, `Mi` or `Ki` when exact, else bytes.
 pub fn memory_quantity(bytes: u64) -> String {
-    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
@@ -215,10 +220,7 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
                     port: s.port,
                     env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                     resources: limits.into(),
-                    progress_deadline: s
-                        .health
-                        .as_ref()
-                        .map_or(600, |h| secs(h.deadline.0)),
+                    progress_deadline: s.health.as_ref().map_or(600, |h| secs(h.deadline.0)),
                     probe,
                     migrate: s
                         .migrate

@@ -210,10 +210,7 @@ fn no_secret_value_in_any_rendered_file() {
         .collect();
     assert_eq!(
         env_files,
-        [
-            "bestays/base/secrets.env",
-            "realestate/base/secrets.env"
-        ]
+        ["bestays/base/secrets.env", "realestate/base/secrets.env"]
     );
     for f in files_under(&dir) {
         let path = dir.join(&f);
@@ -233,7 +230,9 @@ fn no_secret_value_in_any_rendered_file() {
             // The cluster's addresses, not this machine's.
             let text = std::fs::read_to_string(&path).unwrap();
             assert!(
-                text.contains(&format!("@postgres.{PROJECT}-shared.svc.cluster.local:5432/")),
+                text.contains(&format!(
+                    "@postgres.{PROJECT}-shared.svc.cluster.local:5432/"
+                )),
                 "{f}"
             );
             continue;
@@ -324,9 +323,9 @@ fn selects(selector: &Yaml, labels: &BTreeMap<String, String>) -> bool {
     }
     match selector.get("matchLabels").and_then(|m| m.as_mapping()) {
         None => true,
-        Some(m) => m.iter().all(|(k, v)| {
-            labels.get(k.as_str().unwrap()).map(String::as_str) == v.as_str()
-        }),
+        Some(m) => m
+            .iter()
+            .all(|(k, v)| labels.get(k.as_str().unwrap()).map(String::as_str) == v.as_str()),
     }
 }
 
@@ -336,19 +335,27 @@ fn ns_labels(ns: &str) -> BTreeMap<String, String> {
 
 /// Whether a peer (`from`/`to` entry) of a policy in `policy_ns` matches `pod`.
 fn peer_matches(peer: &Yaml, policy_ns: &str, pod: &Pod) -> bool {
-    assert!(peer.get("ipBlock").is_none(), "ipBlock peers are not allowed");
+    assert!(
+        peer.get("ipBlock").is_none(),
+        "ipBlock peers are not allowed"
+    );
     let ns_ok = match peer.get("namespaceSelector") {
         None => pod.ns == policy_ns,
         Some(sel) => selects(sel, &ns_labels(&pod.ns)),
     };
-    let pod_ok = peer.get("podSelector").is_none_or(|sel| selects(sel, &pod.labels));
+    let pod_ok = peer
+        .get("podSelector")
+        .is_none_or(|sel| selects(sel, &pod.labels));
     ns_ok && pod_ok
 }
 
 /// Kubernetes semantics: a direction is open unless a policy selecting the pod covers it;
 /// then only what one of its rules allows (ports ignored: an over-approximation).
 fn allows(policies: &[Policy], from: &Pod, to: &Pod) -> bool {
-    let direction = |pod: &Pod, other: &Pod, rules: &dyn Fn(&Policy) -> Option<&Vec<Yaml>>, key: &str| {
+    let direction = |pod: &Pod,
+                     other: &Pod,
+                     rules: &dyn Fn(&Policy) -> Option<&Vec<Yaml>>,
+                     key: &str| {
         let applying: Vec<&Policy> = policies
             .iter()
             .filter(|p| p.ns == pod.ns && selects(&p.selector, &pod.labels) && rules(p).is_some())
@@ -381,7 +388,9 @@ fn no_network_policy_lets_one_products_pods_reach_anothers() {
     let mut policies = Vec::new();
     for d in texts.iter().flat_map(|t| docs(t)) {
         let kind = s(&d, &["kind"]).unwrap();
-        let ns = s(&d, &["metadata", "namespace"]).unwrap_or_default().to_string();
+        let ns = s(&d, &["metadata", "namespace"])
+            .unwrap_or_default()
+            .to_string();
         let template = match kind {
             "Deployment" | "Job" => d["spec"]["template"].clone(),
             "CronJob" => d["spec"]["jobTemplate"]["spec"]["template"].clone(),
@@ -433,7 +442,11 @@ fn no_network_policy_lets_one_products_pods_reach_anothers() {
         &[("app.kubernetes.io/name", "ingress-nginx")],
     );
     let shared = format!("{PROJECT}-shared");
-    let postgres = outside("postgres", &shared, &[("app.kubernetes.io/name", "postgres")]);
+    let postgres = outside(
+        "postgres",
+        &shared,
+        &[("app.kubernetes.io/name", "postgres")],
+    );
     let redis = outside("redis", &shared, &[("app.kubernetes.io/name", "redis")]);
     let stranger = outside("a pod elsewhere", "default", &[("app", "x")]);
     let shared_other = outside("another pod in shared", &shared, &[("app", "x")]);
@@ -490,18 +503,38 @@ fn render_check_covers_the_kubernetes_files() {
         "{}",
         out.snapshot()
     );
-    run(repo.path(), &["render", "--check", "--target", "kubernetes"]).assert_code(1);
+    run(
+        repo.path(),
+        &["render", "--check", "--target", "kubernetes"],
+    )
+    .assert_code(1);
     run(repo.path(), &["render", "--check", "--target", "host"]).assert_code(0);
     run(repo.path(), &["render"]).assert_code(0);
     run(repo.path(), &["render", "--check"]).assert_code(0);
     // A version of its own changes the image tags, labels and the migration Jobs' names.
     let out = run(
         repo.path(),
-        &["render", "--check", "--target", "kubernetes", "--release", "0123456789ab"],
+        &[
+            "render",
+            "--check",
+            "--target",
+            "kubernetes",
+            "--release",
+            "0123456789ab",
+        ],
     );
     out.assert_code(1);
-    run(repo.path(), &["render", "--target", "kubernetes", "--release", "0123456789ab"])
-        .assert_code(0);
+    run(
+        repo.path(),
+        &[
+            "render",
+            "--target",
+            "kubernetes",
+            "--release",
+            "0123456789ab",
+        ],
+    )
+    .assert_code(0);
     let jobs = std::fs::read_to_string(k8s_dir(&repo).join("bestays/migrate/jobs.yaml")).unwrap();
     assert!(jobs.contains("name: server-migrate-0123456789ab"), "{jobs}");
     assert!(
@@ -516,7 +549,12 @@ fn a_bad_release_is_a_usage_error_and_writes_nothing() {
     for bad in ["V1", "a b", "x\n- evil", "-a", &"a".repeat(41)] {
         let out = run(
             repo.path(),
-            &["render", "--target", "kubernetes", &format!("--release={bad}")],
+            &[
+                "render",
+                "--target",
+                "kubernetes",
+                &format!("--release={bad}"),
+            ],
         );
         out.assert_code(2);
         assert!(out.stderr.contains("--release"), "{}", out.snapshot());
@@ -568,15 +606,27 @@ fn limits_shape_the_containers_the_limit_range_and_the_quota() {
     };
     let own = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     assert_eq!(resources("bestays", "server"), own("500m", "1Gi", "200"));
-    assert_eq!(resources("bestays", "frontend"), own("1000m", "256Mi", "1024"));
-    assert_eq!(resources("realestate", "server"), own("2000m", "256Mi", "1024"));
+    assert_eq!(
+        resources("bestays", "frontend"),
+        own("1000m", "256Mi", "1024")
+    );
+    assert_eq!(
+        resources("realestate", "server"),
+        own("2000m", "256Mi", "1024")
+    );
     let ns = docs(&std::fs::read_to_string(dir.join("bestays/base/namespace.yaml")).unwrap());
-    let quota = ns.iter().find(|d| s(d, &["kind"]) == Some("ResourceQuota")).unwrap();
+    let quota = ns
+        .iter()
+        .find(|d| s(d, &["kind"]) == Some("ResourceQuota"))
+        .unwrap();
     // server x3 (surge + migration) at 0.5 CPU/1GiB, frontend x2 at 1/256MiB, backup 1/256MiB.
     assert_eq!(s(quota, &["spec", "hard", "limits.cpu"]), Some("4500m"));
     assert_eq!(s(quota, &["spec", "hard", "limits.memory"]), Some("3840Mi"));
     assert_eq!(s(quota, &["spec", "hard", "pods"]), Some("6"));
-    let range = ns.iter().find(|d| s(d, &["kind"]) == Some("LimitRange")).unwrap();
+    let range = ns
+        .iter()
+        .find(|d| s(d, &["kind"]) == Some("LimitRange"))
+        .unwrap();
     let l = &range["spec"]["limits"][0];
     assert_eq!(l["default"]["memory"].as_str(), Some("256Mi"));
     assert_eq!(l["max"]["memory"].as_str(), Some("1Gi"));
@@ -594,6 +644,10 @@ fn limits_shape_the_containers_the_limit_range_and_the_quota() {
         "{}",
         out.snapshot()
     );
-    assert!(out.stderr.contains("unknown unit `megs`"), "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("unknown unit `megs`"),
+        "{}",
+        out.snapshot()
+    );
     assert!(!repo.path().join("deploy").exists());
 }
