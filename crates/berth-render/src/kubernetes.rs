@@ -68,6 +68,31 @@ pub fn valid_version(v: &str) -> bool {
         && !v.ends_with('-')
 }
 
+/// Names Kubernetes would refuse for `m` at `version`: namespaces (`<project>-<product>`) and
+/// migration Jobs (`<service>-migrate-<version>`) are DNS labels of at most 63 characters.
+pub fn name_problems(m: &Manifest, version: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (pname, p) in &m.products {
+        let ns = namespace(m, pname);
+        if ns.len() > 63 {
+            out.push(format!(
+                "the namespace of product `{pname}`, `{ns}`, is {} characters long; Kubernetes allows 63: shorten [project] name or the product's name",
+                ns.len()
+            ));
+        }
+        for (sname, s) in &p.services {
+            let job = format!("{sname}-migrate-{version}");
+            if s.migrate.is_some() && job.len() > 63 {
+                out.push(format!(
+                    "the migration Job of service `{sname}` of product `{pname}`, `{job}`, is {} characters long; Kubernetes allows 63: shorten the service's name or the release",
+                    job.len()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A CPU amount as a Kubernetes quantity, in millicores (`500m`).
 pub fn cpu_quantity(cpus: f64) -> String {
     format!("{}m", ((cpus * 1000.0).round() as u64).max(1))

@@ -135,6 +135,10 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
         Vec::new()
     };
     if kubernetes {
+        let problems = berth_render::kubernetes::name_problems(&ctx, &release);
+        if !problems.is_empty() {
+            return Err(CliError::Config(problems.join("\n")));
+        }
         files.extend(
             berth_render::kubernetes::render(&ctx, env, &release)
                 .map_err(|e| CliError::Failed(e.to_string()))?,

@@ -651,3 +651,87 @@ fn limits_shape_the_containers_the_limit_range_and_the_quota() {
     );
     assert!(!repo.path().join("deploy").exists());
 }
+
+/// Names Kubernetes would refuse are a configuration error before anything is written.
+#[test]
+fn names_kubernetes_refuses_are_a_usage_error() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let long = "a".repeat(60);
+    repo.write(
+        "berth.toml",
+        &m.replace("name = \"bestays-monorepo\"", &format!("name = \"{long}\"")),
+    );
+    let out = run(repo.path(), &["render", "--target", "kubernetes"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains(&format!("`{long}-bestays`, is 68 characters long")),
+        "{}",
+        out.snapshot()
+    );
+    assert!(!repo.path().join("deploy").exists());
+}
+
+/// A service with its own URL scheme reads its own DATABASE_URL from a Secret of its own,
+/// generated like the product's, pointing at the cluster's PostgreSQL.
+#[test]
+fn a_service_with_its_own_url_scheme_gets_its_own_secret() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    repo.write(
+        "berth.toml",
+        &m.replacen(
+            "migrate = \"demo-app migrate\"\n",
+            "migrate = \"demo-app migrate\"\ndatabase_url_scheme = \"postgresql+psycopg\"\n",
+            1,
+        ),
+    );
+    run(repo.path(), &["render", "--target", "kubernetes"]).assert_code(0);
+    let dir = k8s_dir(&repo);
+    let own = std::fs::read_to_string(dir.join("bestays/base/server.env")).unwrap();
+    assert!(
+        own.contains(&format!("DATABASE_URL=postgresql+psycopg://bestays_user:"))
+            && own.contains(&format!(
+                "@postgres.{PROJECT}-shared.svc.cluster.local:5432/bestays\n"
+            )),
+        "{own}"
+    );
+    let text = kustomize(&dir);
+    let objects = docs(&text);
+    let secret = objects
+        .iter()
+        .find(|d| {
+            s(d, &["kind"]) == Some("Secret")
+                && s(d, &["metadata", "name"])
+                    .is_some_and(|n| n.starts_with("bestays-server-urls-"))
+        })
+        .expect("the service's own Secret");
+    let name = s(secret, &["metadata", "name"]).unwrap();
+    assert!(secret["data"].get("DATABASE_URL").is_some());
+    let server = objects
+        .iter()
+        .find(|d| {
+            s(d, &["kind"]) == Some("Deployment")
+                && s(d, &["metadata", "namespace"]) == Some(&format!("{PROJECT}-bestays"))
+                && s(d, &["metadata", "name"]) == Some("server")
+        })
+        .unwrap();
+    let refs: Vec<&str> = server["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["secretRef"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(refs[0].starts_with("bestays-secrets-"), "{refs:?}");
+    assert_eq!(
+        refs[1], name,
+        "the product's first, then its own (later wins)"
+    );
+    let tmp = temp_dir();
+    let file = tmp.path().join("app.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let (ok, out) = validate_strict(&file);
+    assert!(ok, "{out}");
+}
