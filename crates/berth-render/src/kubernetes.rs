@@ -159,7 +159,7 @@ struct K8sService {
 }
 
 #[derive(Serialize)]
-struct Path_ {
+struct IngressPath {
     path: String,
     service: String,
 }
@@ -226,18 +226,17 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
             .iter()
             .map(|(sname, s)| {
                 let limits = effective_limits(m, pname, sname);
-                let probe = s.health.as_ref().and_then(|h| {
-                    let port = s.port?;
-                    let _ = port;
+                // Probes need a port to be a service at all (as compose's health checks do).
+                let probe = s.health.as_ref().filter(|_| s.port.is_some()).map(|h| {
                     let period = secs(h.interval.0);
-                    Some(Probe {
+                    Probe {
                         path: h.command.is_none().then(|| h.path.clone()),
                         command: h.command.clone(),
                         period,
                         timeout: secs(h.timeout.0),
                         failures: h.retries.max(1),
                         startup_failures: secs(h.deadline.0).div_ceil(period).max(1),
-                    })
+                    }
                 });
                 K8sService {
                     name: sname.clone(),
@@ -256,10 +255,10 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
                 }
             })
             .collect();
-        let paths: Vec<Path_> = p
+        let paths: Vec<IngressPath> = p
             .routes()
             .into_iter()
-            .map(|(service, path)| Path_ { path, service })
+            .map(|(service, path)| IngressPath { path, service })
             .collect();
         let ports: Vec<u16> = {
             let mut v: Vec<u16> = p.services.values().filter_map(|s| s.port).collect();
