@@ -162,6 +162,10 @@ struct K8sService {
 struct IngressPath {
     path: String,
     service: String,
+    /// `Prefix` for plain paths; `ImplementationSpecific` (the controller's own prefix
+    /// match, as nginx's `location`) for routes with characters ingress-nginx's strict
+    /// path validation refuses in a `Prefix`.
+    kind: &'static str,
 }
 
 #[derive(Serialize)]
@@ -258,7 +262,20 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
         let paths: Vec<IngressPath> = p
             .routes()
             .into_iter()
-            .map(|(service, path)| IngressPath { path, service })
+            .map(|(service, path)| {
+                let plain = path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'));
+                IngressPath {
+                    kind: if plain {
+                        "Prefix"
+                    } else {
+                        "ImplementationSpecific"
+                    },
+                    path,
+                    service,
+                }
+            })
             .collect();
         let ports: Vec<u16> = {
             let mut v: Vec<u16> = p.services.values().filter_map(|s| s.port).collect();
