@@ -691,7 +691,7 @@ fn a_service_with_its_own_url_scheme_gets_its_own_secret() {
     let dir = k8s_dir(&repo);
     let own = std::fs::read_to_string(dir.join("bestays/base/server.env")).unwrap();
     assert!(
-        own.contains(&format!("DATABASE_URL=postgresql+psycopg://bestays_user:"))
+        own.contains("DATABASE_URL=postgresql+psycopg://bestays_user:")
             && own.contains(&format!(
                 "@postgres.{PROJECT}-shared.svc.cluster.local:5432/bestays\n"
             )),
