@@ -131,6 +131,13 @@ fn every_object_validates_against_the_kubernetes_schemas_and_kustomize_builds_th
     for p in ["bestays", "realestate"] {
         built.push((p, kustomize(&dir.join(p).join("migrate"))));
     }
+    // dev (no TLS) too.
+    run(
+        repo.path(),
+        &["render", "--env", "dev", "--target", "kubernetes"],
+    )
+    .assert_code(0);
+    built.push(("dev", kustomize(&repo.path().join("deploy/dev/kubernetes"))));
     let mut kinds = std::collections::BTreeSet::new();
     for (name, text) in &built {
         for d in docs(text) {
