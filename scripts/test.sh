@@ -22,6 +22,8 @@ ensure_postgres
 ensure_compose
 ensure_actionlint
 ensure_check_jsonschema
+ensure_kubernetes_validate
+ensure_kubectl
 ensure_test_venv
 ensure_python_rootfs
 trap stop_dockerd EXIT

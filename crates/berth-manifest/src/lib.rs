@@ -4,6 +4,7 @@
 pub mod diag;
 pub mod duration;
 pub mod init;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod product_add;
@@ -12,6 +13,7 @@ pub mod source;
 pub mod validate;
 
 pub use diag::{Diagnostic, Label, Severity};
+pub use limits::{EffectiveLimits, Limits, effective_limits};
 pub use load::{LoadError, Loaded, check_str, load_path, parse_str};
 pub use model::*;
 

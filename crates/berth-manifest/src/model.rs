@@ -43,6 +43,11 @@ pub struct Manifest {
     /// The GitHub workflow `berth render` writes: how its jobs install berth.
     #[serde(default, skip_serializing_if = "Ci::is_default")]
     pub ci: Ci,
+    /// Resource limits of every service (CPUs, memory, processes, open files), unless
+    /// its product's or its own `limits` say otherwise [defaults: cpus 1.0, memory
+    /// "1GiB", pids 1024, nofile 4096].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
     /// Path groups shared by several products (e.g. `apps/server/**`).
     #[serde(default)]
     pub shared: IndexMap<String, SharedGroup>,
@@ -704,6 +709,10 @@ pub struct Product {
     /// Overrides of `[backup]` for this product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ProductBackup>,
+    /// Resource limits of each of this product's services (over `[limits]`; a service's
+    /// own `limits` win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
 }
 
 /// `[products.<name>.database]`
@@ -820,6 +829,9 @@ pub struct Service {
     /// This service's scheme of `REDIS_URL`, overriding the product's `redis.url_scheme`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url_scheme: Option<String>,
+    /// This service's resource limits (over its product's `limits` and `[limits]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
 }
 
 impl Service {

@@ -4,6 +4,7 @@
 //! manifest (never on secrets, time or the machine), so it is byte-identical
 //! across runs and `berth render --check` can catch drift.
 
+pub mod kubernetes;
 pub mod secrets;
 
 use std::time::Duration;
@@ -163,6 +164,50 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("backup.timer", include_str!("../templates/backup.timer.j2")),
     ("backup.cron", include_str!("../templates/backup.cron.j2")),
+    (
+        "k8s-kustomization.yaml",
+        include_str!("../templates/k8s-kustomization.yaml.j2"),
+    ),
+    (
+        "k8s-product-kustomization.yaml",
+        include_str!("../templates/k8s-product-kustomization.yaml.j2"),
+    ),
+    (
+        "k8s-base-kustomization.yaml",
+        include_str!("../templates/k8s-base-kustomization.yaml.j2"),
+    ),
+    (
+        "k8s-namespace.yaml",
+        include_str!("../templates/k8s-namespace.yaml.j2"),
+    ),
+    (
+        "k8s-network-policy.yaml",
+        include_str!("../templates/k8s-network-policy.yaml.j2"),
+    ),
+    (
+        "k8s-container.yaml",
+        include_str!("../templates/k8s-container.yaml.j2"),
+    ),
+    (
+        "k8s-services.yaml",
+        include_str!("../templates/k8s-services.yaml.j2"),
+    ),
+    (
+        "k8s-ingress.yaml",
+        include_str!("../templates/k8s-ingress.yaml.j2"),
+    ),
+    (
+        "k8s-migrate-kustomization.yaml",
+        include_str!("../templates/k8s-migrate-kustomization.yaml.j2"),
+    ),
+    (
+        "k8s-migrate.yaml",
+        include_str!("../templates/k8s-migrate.yaml.j2"),
+    ),
+    (
+        "k8s-backup.yaml",
+        include_str!("../templates/k8s-backup.yaml.j2"),
+    ),
 ];
 
 /// The templates, compiled once per process (a clone shares the compiled templates).

@@ -414,6 +414,82 @@ pub fn service_secret_path(root: &Path, product: &str, service: &str) -> PathBuf
         .join(format!("{product}.{service}.env"))
 }
 
+/// What kustomize's secretGenerator of `product` reads, as `(file name, body, names)`:
+/// `secrets.env` (the product's secret file with DATABASE_URL and REDIS_URL pointing at
+/// the cluster's PostgreSQL and Redis) and `<service>.env` for each service with its own
+/// URL scheme. Values stay as they are in the product's file: nothing is generated here.
+pub fn kubernetes_env(
+    m: &Manifest,
+    root: &Path,
+    product: &str,
+) -> Result<Vec<(String, String, Vec<String>)>, SecretError> {
+    let p = &m.products[product];
+    let file = SecretFile::load(&product_secret_path(root, product))?;
+    let url = |key: &str, scheme: &str| -> Option<String> {
+        match key {
+            "DATABASE_URL" => {
+                let db = p.database.as_ref()?;
+                let (host, port) = crate::kubernetes::cluster_address(m, "postgres");
+                Some(service_url(
+                    scheme,
+                    &db.role,
+                    file.get("DATABASE_PASSWORD")?,
+                    &host,
+                    port,
+                    &db.name,
+                ))
+            }
+            _ => {
+                let r = p.redis.as_ref()?;
+                let (host, port) = crate::kubernetes::cluster_address(m, "redis");
+                Some(service_url(
+                    scheme,
+                    product,
+                    file.get("REDIS_PASSWORD")?,
+                    &host,
+                    port,
+                    &r.db.to_string(),
+                ))
+            }
+        }
+    };
+    let header = |what: &str| {
+        format!(
+            "# {what}, for kustomize's secretGenerator in this cluster. Written by berth render from\n# .berth/secrets/{product}.env; never commit this file (it is git-ignored, mode 0600).\n"
+        )
+    };
+    let mut out = Vec::new();
+    let mut body = header(&format!("Secrets of product {product}"));
+    let mut keys = Vec::new();
+    for k in file.keys() {
+        let value = match k {
+            "DATABASE_URL" => p.database.as_ref().and_then(|d| url(k, d.scheme())),
+            "REDIS_URL" => p.redis.as_ref().and_then(|r| url(k, r.scheme())),
+            _ => None,
+        }
+        .or_else(|| file.get(k).map(String::from))
+        .unwrap_or_default();
+        body.push_str(&format!("{k}={value}\n"));
+        keys.push(k.to_string());
+    }
+    out.push(("secrets.env".to_string(), body, keys));
+    for (sname, s) in p.services.iter().filter(|(_, s)| s.overrides_url_schemes()) {
+        let mut body = header(&format!("URLs of service {sname} of product {product}"));
+        let mut keys = Vec::new();
+        for (k, scheme) in [
+            ("DATABASE_URL", s.database_url_scheme.as_deref()),
+            ("REDIS_URL", s.redis_url_scheme.as_deref()),
+        ] {
+            if let Some(u) = scheme.and_then(|sc| url(k, sc)) {
+                body.push_str(&format!("{k}={u}\n"));
+                keys.push(k.to_string());
+            }
+        }
+        out.push((format!("{sname}.env"), body, keys));
+    }
+    Ok(out)
+}
+
 /// Write a service's own URLs from the product's secret file; whether it changed.
 fn ensure_service_urls(
     m: &Manifest,

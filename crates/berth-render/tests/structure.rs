@@ -636,6 +636,356 @@ fn check_nginx(m: &Manifest, env: Env, text: &str) {
     }
 }
 
+// ---- Kubernetes ----------------------------------------------------------
+
+fn yaml_docs(text: &str) -> Vec<Yaml> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Yaml::deserialize(d).unwrap_or_else(|e| panic!("{e}\n{text}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Every key path of a YAML value (`spec.template.spec.containers[].env[].name`).
+fn key_paths(v: &Yaml, at: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Yaml::Mapping(m) => {
+            for (k, x) in m {
+                let k = k.as_str().unwrap_or_else(|| panic!("non-string key {k:?}"));
+                let p = format!("{at}.{k}");
+                out.insert(p.clone());
+                key_paths(x, &p, out);
+            }
+        }
+        Yaml::Sequence(s) => {
+            for x in s {
+                key_paths(x, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The key paths each kind of object (and kustomization) may have: those of a manifest
+/// that uses every feature the Kubernetes templates have, rendered for dev and prod.
+fn kubernetes_shapes() -> &'static std::collections::BTreeMap<String, BTreeSet<String>> {
+    static SHAPES: std::sync::LazyLock<std::collections::BTreeMap<String, BTreeSet<String>>> =
+        std::sync::LazyLock::new(|| {
+            let m: Manifest = serde_json::from_value(json!({
+                "project": { "name": "shop" },
+                "infra": { "postgres": { "mode": "container" }, "redis": { "mode": "container" } },
+                "products": { "full": {
+                    "domains": ["full.app", "www.full.app"],
+                    "database": { "name": "full", "role": "full_user" },
+                    "redis": { "db": 0, "prefix": "full:" },
+                    "services": {
+                        "server": { "image": "s", "port": 80, "migrate": "m up",
+                            "env": { "A": "b" }, "secrets": ["K"],
+                            "database_url_scheme": "postgresql+asyncpg",
+                            "health": { "path": "/h" } },
+                        "probe": { "image": "p", "port": 81,
+                            "health": { "path": "/", "command": ["/probe", "x"] } },
+                        "worker": { "image": "w" }
+                    }
+                } }
+            }))
+            .unwrap();
+            let mut shapes = std::collections::BTreeMap::new();
+            for env in [Env::Dev, Env::Prod] {
+                for f in berth_render::kubernetes::render(&m, env, "latest").unwrap() {
+                    if !f.path.ends_with(".yaml") {
+                        continue;
+                    }
+                    for d in yaml_docs(&f.contents) {
+                        let kind = d["kind"].as_str().unwrap().to_string();
+                        key_paths(&d, "", shapes.entry(kind).or_default());
+                    }
+                }
+            }
+            shapes
+        });
+    &SHAPES
+}
+
+fn check_kubernetes(m: &Manifest, envs: &[Env]) {
+    let project = berth_manifest::slug(&m.project.name);
+    for &env in envs {
+        let files = berth_render::kubernetes::render(m, env, "latest").expect("render");
+        let paths: BTreeSet<String> = files.iter().map(|f| f.path.clone()).collect();
+        let mut want = set(&["kubernetes/kustomization.yaml", "kubernetes/.gitignore"]);
+        for (pname, p) in &m.products {
+            let at = |f: &str| format!("kubernetes/{pname}/{f}");
+            for f in [
+                "kustomization.yaml",
+                "base/kustomization.yaml",
+                "base/namespace.yaml",
+                "base/network-policy.yaml",
+                "services.yaml",
+            ] {
+                want.insert(at(f));
+            }
+            if !p.domains.is_empty() && !p.routes().is_empty() {
+                want.insert(at("ingress.yaml"));
+            }
+            if p.database.is_some() && m.backup_settings(pname).enabled {
+                want.insert(at("backup.yaml"));
+            }
+            if p.services
+                .values()
+                .any(|s| s.migrate.as_deref().is_some_and(|c| !c.trim().is_empty()))
+            {
+                want.insert(at("migrate/kustomization.yaml"));
+                want.insert(at("migrate/jobs.yaml"));
+            }
+        }
+        assert_eq!(paths, want);
+        for f in &files {
+            if f.path.ends_with(".gitignore") {
+                assert!(
+                    f.contents
+                        .lines()
+                        .all(|l| l.starts_with('#') || l == "*.env")
+                );
+                continue;
+            }
+            let docs = yaml_docs(&f.contents);
+            let product = f
+                .path
+                .split('/')
+                .nth(1)
+                .filter(|p| m.products.contains_key(*p));
+            let mut objects = BTreeSet::new();
+            for d in &docs {
+                let kind = d["kind"].as_str().unwrap();
+                let mut shape = BTreeSet::new();
+                key_paths(d, "", &mut shape);
+                let allowed = &kubernetes_shapes()[kind];
+                let extra: Vec<&String> = shape.difference(allowed).collect();
+                assert!(
+                    extra.is_empty(),
+                    "{}: {kind} has {extra:?}\n{}",
+                    f.path,
+                    f.contents
+                );
+                if kind == "Kustomization" {
+                    continue;
+                }
+                let name = d["metadata"]["name"].as_str().unwrap().to_string();
+                let pname = product.unwrap_or_else(|| panic!("{}", f.path));
+                let ns = format!("{project}-{pname}");
+                if kind == "Namespace" {
+                    assert_eq!(name, ns);
+                } else {
+                    assert_eq!(
+                        d["metadata"]["namespace"].as_str(),
+                        Some(ns.as_str()),
+                        "{}",
+                        f.path
+                    );
+                }
+                objects.insert(format!("{kind}/{name}"));
+                check_k8s_values(m, pname, kind, &name, d, f);
+            }
+            // Only the objects berth writes, in the file berth writes them to.
+            let Some(pname) = product else {
+                assert_eq!(docs.len(), 1);
+                continue;
+            };
+            let p = &m.products[pname];
+            let file = f.path.splitn(3, '/').nth(2).unwrap();
+            let want: BTreeSet<String> = match file {
+                "base/namespace.yaml" => [
+                    format!("Namespace/{project}-{pname}"),
+                    format!("ResourceQuota/{pname}"),
+                    format!("LimitRange/{pname}"),
+                ]
+                .into(),
+                "base/network-policy.yaml" => {
+                    let mut w = set(&[
+                        "NetworkPolicy/default-deny",
+                        "NetworkPolicy/from-the-product",
+                        "NetworkPolicy/egress",
+                    ]);
+                    if p.services.values().any(|s| s.port.is_some()) {
+                        w.insert("NetworkPolicy/from-the-ingress-controller".into());
+                    }
+                    w
+                }
+                "services.yaml" => p
+                    .services
+                    .iter()
+                    .flat_map(|(n, s)| {
+                        std::iter::once(format!("Deployment/{n}"))
+                            .chain(s.port.map(|_| format!("Service/{n}")))
+                    })
+                    .collect(),
+                "ingress.yaml" => [format!("Ingress/{pname}")].into(),
+                "backup.yaml" => [
+                    format!("PersistentVolumeClaim/{pname}-backups"),
+                    format!("CronJob/{pname}-backup"),
+                ]
+                .into(),
+                "migrate/jobs.yaml" => p
+                    .services
+                    .iter()
+                    .filter(|(_, s)| s.migrate.as_deref().is_some_and(|c| !c.trim().is_empty()))
+                    .map(|(n, _)| format!("Job/{n}-migrate-latest"))
+                    .collect(),
+                _ => {
+                    assert_eq!(docs.len(), 1, "{}", f.path);
+                    continue;
+                }
+            };
+            assert_eq!(objects, want, "{}\n{}", f.path, f.contents);
+        }
+    }
+}
+
+/// The values from berth.toml land where berth puts them, unchanged.
+fn check_k8s_values(
+    m: &Manifest,
+    pname: &str,
+    kind: &str,
+    name: &str,
+    d: &Yaml,
+    f: &berth_render::RenderedFile,
+) {
+    let p = &m.products[pname];
+    let container = |spec: &Yaml| spec["containers"][0].clone();
+    let check_container = |c: &Yaml, sname: &str| {
+        let svc = &p.services[sname];
+        assert_eq!(
+            c["image"].as_str().unwrap(),
+            format!("{}:latest", berth_render::image_name(m, pname, sname, svc)),
+            "{}",
+            f.contents
+        );
+        let env: Vec<(String, String)> = c["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().to_string(),
+                    e["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let mut want = vec![
+            ("BERTH_PRODUCT".to_string(), pname.to_string()),
+            ("BERTH_SERVICE".into(), sname.to_string()),
+            ("BERTH_VERSION".into(), "latest".into()),
+        ];
+        if let Some(port) = svc.port {
+            want.push(("PORT".into(), port.to_string()));
+        }
+        want.extend(svc.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        assert_eq!(env, want, "{}", f.contents);
+    };
+    match kind {
+        "Deployment" => {
+            let c = container(&d["spec"]["template"]["spec"]);
+            check_container(&c, name);
+            let svc = &p.services[name];
+            if let (Some(h), Some(_)) = (&svc.health, svc.port) {
+                for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+                    match &h.command {
+                        None => {
+                            assert_eq!(c[probe]["httpGet"]["path"].as_str(), Some(h.path.as_str()))
+                        }
+                        Some(cmd) => {
+                            let got: Vec<String> =
+                                serde_norway::from_value(c[probe]["exec"]["command"].clone())
+                                    .unwrap();
+                            assert_eq!(&got, cmd);
+                        }
+                    }
+                }
+            }
+        }
+        "Job" => {
+            let sname = name.strip_suffix("-migrate-latest").unwrap();
+            let c = container(&d["spec"]["template"]["spec"]);
+            check_container(&c, sname);
+            let got: Vec<String> = serde_norway::from_value(c["command"].clone()).unwrap();
+            let want: Vec<String> = p.services[sname]
+                .migrate
+                .as_deref()
+                .unwrap()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
+            assert_eq!(got, want, "{}", f.contents);
+        }
+        "Ingress" => {
+            let rules = d["spec"]["rules"].as_sequence().unwrap();
+            let hosts: Vec<&str> = rules.iter().map(|r| r["host"].as_str().unwrap()).collect();
+            assert_eq!(
+                hosts,
+                p.domains.iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            let routes = p.routes();
+            for r in rules {
+                let got: Vec<(String, String)> = r["http"]["paths"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|x| {
+                        (
+                            x["backend"]["service"]["name"]
+                                .as_str()
+                                .unwrap()
+                                .to_string(),
+                            x["path"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(got, routes, "{}", f.contents);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The Kubernetes renderer escapes what no generator above sets: migration commands,
+/// health commands and limits, hostile everywhere and never validated.
+#[test]
+fn hostile_commands_cannot_change_the_kubernetes_structure() {
+    for seed in 1..=CASES / 2 {
+        let mut rng = Rng(seed.wrapping_mul(0xA076_1D64_78BD_642F) | 1, 50);
+        let mut m = manifest(&mut rng, true);
+        for p in m.products.values_mut() {
+            for s in p.services.values_mut() {
+                if rng.chance(60) {
+                    s.migrate = Some(hostile(&mut rng));
+                }
+                if let Some(h) = s.health.as_mut()
+                    && rng.chance(40)
+                {
+                    h.command = Some(vec![hostile(&mut rng), hostile(&mut rng)]);
+                }
+                if rng.chance(40) {
+                    s.limits = Some(berth_manifest::Limits {
+                        cpus: Some(berth_manifest::limits::Cpus(
+                            0.001 + rng.below(4000) as f64 / 1000.0,
+                        )),
+                        memory: Some(format!("{}MiB", 1 + rng.below(4096)).parse().unwrap()),
+                        pids: Some(berth_manifest::limits::Count(1 + rng.below(5000) as u64)),
+                        nofile: None,
+                    });
+                }
+            }
+            if rng.chance(30) {
+                p.limits = Some(berth_manifest::Limits {
+                    memory: Some("3GB".parse().unwrap()),
+                    ..Default::default()
+                });
+            }
+        }
+        check_kubernetes(&m, &[Env::Dev, Env::Prod]);
+    }
+}
+
 // ---- Redis ACL and .env.example -----------------------------------------
 
 /// The keys a Redis glob matches are exactly those starting with `prefix`:
@@ -745,6 +1095,8 @@ fn check_all(m: &Manifest) {
     }
     check_acl(m, Env::Dev);
     check_acl(m, Env::Prod);
+    // Prod only here (dev differs in the Ingress's TLS alone); both in the test below.
+    check_kubernetes(m, &[Env::Prod]);
 }
 
 /// Values of allow-listed fields: (where, value).

@@ -552,9 +552,27 @@ pub struct RenderArgs {
     /// Write nothing; exit 1 listing files that differ from what would be rendered
     #[arg(long)]
     pub check: bool,
+    /// What to render: `host` (compose, nginx, SQL, ACL, backups, monitoring, CI) and/or
+    /// `kubernetes` (`<out>/kubernetes/`: kustomize trees per product) [default: host, and
+    /// kubernetes too once `<out>/kubernetes/` exists]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub target: Vec<TargetArg>,
+    /// The version the Kubernetes manifests deploy: image tags, `version` labels and the
+    /// migration Jobs' names (lowercase letters, digits, `-`) [default: latest]
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+/// What `berth render` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// The files for this machine: compose, nginx, SQL, Redis ACL, backups, monitoring, CI.
+    Host,
+    /// Kubernetes manifests (kustomize) under `<out>/kubernetes/`.
+    Kubernetes,
 }
 
 #[derive(Debug, Args)]

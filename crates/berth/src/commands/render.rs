@@ -8,7 +8,7 @@ use berth_render::secrets;
 use berth_render::{Env, RenderInput, render};
 use serde_json::json;
 
-use crate::cli::{Cli, EnvArg, RenderArgs};
+use crate::cli::{Cli, EnvArg, RenderArgs, TargetArg};
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
 
@@ -93,20 +93,57 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
         .map(env_of)
         .or_else(|| env_of_proxy(&ctx))
         .unwrap_or(Env::Prod);
-    let skipped = berth_render::skipped(&ctx, env);
+    let out = out_dir(&path, env, args.out.as_deref());
+    let release = args
+        .release
+        .clone()
+        .unwrap_or_else(|| berth_render::kubernetes::DEFAULT_VERSION.to_string());
+    if !berth_render::kubernetes::valid_version(&release) {
+        return Err(CliError::Config(format!(
+            "--release `{}` cannot be a Kubernetes version: use 1 to 40 lowercase letters, digits and `-`, starting and ending with a letter or digit (e.g. a commit's first 12 hex digits)",
+            berth_manifest::diag::escape_controls(&release)
+        )));
+    }
+    // Kubernetes is rendered when asked, and kept up to date (and checked) once it is there.
+    let (host, kubernetes) = if args.target.is_empty() {
+        (true, out.join("kubernetes/kustomization.yaml").exists())
+    } else {
+        (
+            args.target.contains(&TargetArg::Host),
+            args.target.contains(&TargetArg::Kubernetes),
+        )
+    };
+    let skipped = if host {
+        berth_render::skipped(&ctx, env)
+    } else {
+        Vec::new()
+    };
     if args.format == Format::Text {
         for s in &skipped {
             printer.status("Skipped", &format!("{}: {}", s.files, s.reason));
         }
     }
-    let out = out_dir(&path, env, args.out.as_deref());
-    let files = render(&RenderInput {
-        manifest: &ctx,
-        env,
-        root_from_out: relative(&out, &root),
-        out_from_root: relative(&root, &out),
-    })
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut files = if host {
+        render(&RenderInput {
+            manifest: &ctx,
+            env,
+            root_from_out: relative(&out, &root),
+            out_from_root: relative(&root, &out),
+        })
+        .map_err(|e| CliError::Failed(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    if kubernetes {
+        let problems = berth_render::kubernetes::name_problems(&ctx, &release);
+        if !problems.is_empty() {
+            return Err(CliError::Config(problems.join("\n")));
+        }
+        files.extend(
+            berth_render::kubernetes::render(&ctx, env, &release)
+                .map_err(|e| CliError::Failed(e.to_string()))?,
+        );
+    }
 
     let mut stale = Vec::new();
     for f in &files {
@@ -173,7 +210,10 @@ pub fn run(cli: &Cli, args: &RenderArgs, printer: &Printer) -> Result<ExitCode> 
         std::fs::create_dir_all(&dir)
             .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let secret_changes = ensure_secrets(&ctx, &root, env)?;
+    let mut secret_changes = ensure_secrets(&ctx, &root, env)?;
+    if kubernetes {
+        secret_changes.extend(kubernetes_secrets(&ctx, &root, &out)?);
+    }
     let ignore_note = ensure_ignored(&root, &ctx)?;
     match args.format {
         Format::Json => printer.json(&json!({
@@ -248,6 +288,29 @@ pub fn ensure_secrets(
         if std::fs::read_to_string(&p).ok().as_deref() != Some(body.as_str()) {
             secrets::write_private(&p, &body).map_err(err)?;
             changes.push((relative(root, &p).replace("../", ""), vec!["users".into()]));
+        }
+    }
+    Ok(changes)
+}
+
+/// The values kustomize's secretGenerator reads (`kubernetes/<product>/base/*.env`,
+/// git-ignored, 0600), from each product's secret file with the cluster's addresses of
+/// PostgreSQL and Redis. Returns the files changed with the names they hold.
+fn kubernetes_secrets(
+    m: &berth_manifest::Manifest,
+    root: &Path,
+    out: &Path,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let err = |e: secrets::SecretError| CliError::Failed(e.to_string());
+    let mut changes = Vec::new();
+    for name in m.products.keys() {
+        let base = out.join("kubernetes").join(name).join("base");
+        for (file, body, keys) in secrets::kubernetes_env(m, root, name).map_err(err)? {
+            let p = base.join(&file);
+            if std::fs::read_to_string(&p).ok().as_deref() != Some(body.as_str()) {
+                secrets::write_private(&p, &body).map_err(err)?;
+                changes.push((relative(root, &p).replace("../", ""), keys));
+            }
         }
     }
     Ok(changes)

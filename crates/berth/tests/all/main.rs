@@ -12,6 +12,7 @@ mod doctor;
 mod fastapi;
 mod hooks;
 mod init;
+mod kubernetes;
 mod lint;
 mod log;
 mod notify;

@@ -1,0 +1,430 @@
+//! Resource limits: `[limits]` (defaults for every service), `limits` on a product
+//! (each of its services) and on a service (wins), resolved key by key by
+//! [`effective_limits`]. Every value is checked while berth.toml is read, so a bad
+//! one is a located error (`berth.toml:line:column`, exit 2) and a [`Manifest`] never
+//! holds one.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::Manifest;
+
+/// CPUs when nothing sets `cpus`.
+pub const DEFAULT_CPUS: f64 = 1.0;
+/// Memory when nothing sets `memory`: 1 GiB.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// Processes (and threads) when nothing sets `pids`.
+pub const DEFAULT_PIDS: u64 = 1024;
+/// Open files when nothing sets `nofile`.
+pub const DEFAULT_NOFILE: u64 = 4096;
+
+/// `[limits]`, `[products.<name>.limits]`, `[products.<name>.services.<service>.limits]`:
+/// each key is optional; a service's own value wins over its product's, which wins over
+/// `[limits]`, which wins over the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPUs, a number > 0 (`0.5` is half a core) [default: 1.0].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Cpus>,
+    /// Memory, a whole number with a unit: `B`, `KiB`, `MiB`, `GiB`, `TiB` (or `kB`, `MB`,
+    /// `GB`, `TB`), e.g. `"512MiB"` [default: "1GiB"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// Processes and threads, an integer > 0 [default: 1024].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Count>,
+    /// Open files, an integer > 0 [default: 4096].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile: Option<Count>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The limits one service runs with, every key resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectiveLimits {
+    /// CPUs (> 0).
+    pub cpus: f64,
+    /// Memory in bytes.
+    pub memory: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// Open files.
+    pub nofile: u64,
+}
+
+impl Default for EffectiveLimits {
+    fn default() -> Self {
+        Self {
+            cpus: DEFAULT_CPUS,
+            memory: DEFAULT_MEMORY,
+            pids: DEFAULT_PIDS,
+            nofile: DEFAULT_NOFILE,
+        }
+    }
+}
+
+/// The limits of `service` of `product`: per key, the service's own value, else its
+/// product's, else `[limits]`, else the default. A product or service that is not in
+/// the manifest contributes nothing (so `effective_limits(m, p, "")` is what the
+/// product's services get unless they set their own).
+pub fn effective_limits(m: &Manifest, product: &str, service: &str) -> EffectiveLimits {
+    let p = m.products.get(product);
+    let layers: [Option<&Limits>; 3] = [
+        p.and_then(|p| p.services.get(service))
+            .and_then(|s| s.limits.as_ref()),
+        p.and_then(|p| p.limits.as_ref()),
+        m.limits.as_ref(),
+    ];
+    let pick = |f: &dyn Fn(&Limits) -> Option<u64>, default: u64| {
+        layers
+            .iter()
+            .flatten()
+            .find_map(|l| f(l))
+            .unwrap_or(default)
+    };
+    EffectiveLimits {
+        cpus: layers
+            .iter()
+            .flatten()
+            .find_map(|l| l.cpus.map(|c| c.0))
+            .unwrap_or(DEFAULT_CPUS),
+        memory: pick(&|l| l.memory.as_ref().map(|v| v.bytes), DEFAULT_MEMORY),
+        pids: pick(&|l| l.pids.map(|v| v.0), DEFAULT_PIDS),
+        nofile: pick(&|l| l.nofile.map(|v| v.0), DEFAULT_NOFILE),
+    }
+}
+
+/// A number of CPUs, finite and > 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Cpus(pub f64);
+
+impl Serialize for Cpus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Cpus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of CPUs > 0, e.g. 0.5 or 2")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Cpus, E> {
+                if v.is_finite() && v >= 0.001 {
+                    Ok(Cpus(v))
+                } else {
+                    Err(E::custom(format!(
+                        "cpus must be a number of CPUs > 0 (at least 0.001), e.g. 0.5 or 2; got {v}"
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Cpus, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Cpus, E> {
+                self.visit_f64(v as f64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Cpus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Cpus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "number",
+            "description": "A number of CPUs > 0, e.g. 0.5 (half a core) or 2.",
+            "minimum": 0.001,
+            "examples": [0.5]
+        })
+    }
+}
+
+/// An integer > 0 (a count of processes or open files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub u64);
+
+impl Serialize for Count {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer > 0")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Count, E> {
+                if v > 0 {
+                    Ok(Count(v))
+                } else {
+                    Err(E::custom("expected an integer > 0, got 0"))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Count, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::custom(format!("expected an integer > 0, got {v}")))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Count {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Count".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "description": "An integer > 0.",
+            "minimum": 1
+        })
+    }
+}
+
+/// An amount of memory written with its unit (`"512MiB"`), kept as written and in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Memory {
+    /// As written in berth.toml.
+    pub text: String,
+    pub bytes: u64,
+}
+
+const UNITS: &[(&str, u64)] = &[
+    ("B", 1),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+    ("TiB", 1 << 40),
+    ("kB", 1000),
+    ("KB", 1000),
+    ("MB", 1000 * 1000),
+    ("GB", 1000 * 1000 * 1000),
+    ("TB", 1000 * 1000 * 1000 * 1000),
+];
+
+impl std::str::FromStr for Memory {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
+        let (num, unit) = t.split_at(digits);
+        let unit = unit.trim_start();
+        let hint = "write a whole number with a unit: B, KiB, MiB, GiB, TiB (or kB, MB, GB, TB), e.g. \"512MiB\" or \"1GiB\"";
+        let Some(&(_, factor)) = UNITS.iter().find(|(u, _)| *u == unit) else {
+            let why = if num.is_empty() {
+                "does not start with a number".to_string()
+            } else if unit.is_empty() {
+                "has no unit".to_string()
+            } else {
+                format!("has an unknown unit `{unit}`")
+            };
+            return Err(format!("invalid memory `{s}`: it {why}; {hint}"));
+        };
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid memory `{s}`: it does not start with a number; {hint}")
+        })?;
+        let bytes = n
+            .checked_mul(factor)
+            .ok_or_else(|| format!("invalid memory `{s}`: too large"))?;
+        if bytes == 0 {
+            return Err(format!("invalid memory `{s}`: it must be more than 0"));
+        }
+        Ok(Self {
+            text: s.to_string(),
+            bytes,
+        })
+    }
+}
+
+impl Serialize for Memory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Memory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Memory {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Memory".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "Memory: a whole number > 0 with a unit, B, KiB, MiB, GiB, TiB (or kB, MB, GB, TB), e.g. \"512MiB\" or \"1GiB\".",
+            "pattern": "^\\s*[0-9]+\\s*(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)\\s*$",
+            "examples": ["512MiB"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Manifest, Vec<crate::Diagnostic>> {
+        crate::check_str("berth.toml", text).map(|(l, _)| l.manifest)
+    }
+
+    const LAYERED: &str = r#"[project]
+name = "shop"
+[limits]
+cpus = 2
+memory = "2GiB"
+[products.a]
+limits = { memory = "512MiB", pids = 50 }
+[products.a.services.web]
+image = "a"
+limits = { cpus = 0.5 }
+[products.a.services.worker]
+image = "w"
+[products.b.services.web]
+image = "b"
+"#;
+
+    #[test]
+    fn the_service_wins_then_the_product_then_limits_then_the_defaults() {
+        let m = load(LAYERED).unwrap();
+        assert_eq!(
+            effective_limits(&m, "a", "web"),
+            EffectiveLimits {
+                cpus: 0.5,
+                memory: 512 << 20,
+                pids: 50,
+                nofile: DEFAULT_NOFILE
+            }
+        );
+        assert_eq!(
+            effective_limits(&m, "a", "worker"),
+            EffectiveLimits {
+                cpus: 2.0,
+                memory: 512 << 20,
+                pids: 50,
+                nofile: 4096
+            }
+        );
+        assert_eq!(
+            effective_limits(&m, "b", "web"),
+            EffectiveLimits {
+                cpus: 2.0,
+                memory: 2 << 30,
+                pids: 1024,
+                nofile: 4096
+            }
+        );
+        let bare =
+            load("[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n").unwrap();
+        assert_eq!(
+            effective_limits(&bare, "a", "web"),
+            EffectiveLimits {
+                cpus: 1.0,
+                memory: 1 << 30,
+                pids: 1024,
+                nofile: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn memory_units() {
+        for (text, bytes) in [
+            ("512MiB", 512u64 << 20),
+            ("1GiB", 1 << 30),
+            ("64 MiB", 64 << 20),
+            ("1000B", 1000),
+            ("2GB", 2_000_000_000),
+            ("3kB", 3000),
+        ] {
+            assert_eq!(text.parse::<Memory>().unwrap().bytes, bytes, "{text}");
+        }
+        for bad in [
+            "512",
+            "512mb",
+            "1.5GiB",
+            "GiB",
+            "0MiB",
+            "-1GiB",
+            "1 gigabyte",
+            "",
+        ] {
+            assert!(bad.parse::<Memory>().is_err(), "{bad}");
+        }
+    }
+
+    /// Each bad value is an error located at the value (line:column), saying what is wrong.
+    #[test]
+    fn bad_values_are_located_errors() {
+        for (line, bad, says) in [
+            (
+                "memory = \"512MB\"",
+                "memory = \"512mb\"",
+                "unknown unit `mb`",
+            ),
+            ("memory = \"512MB\"", "memory = \"512\"", "has no unit"),
+            (
+                "cpus = 0.5",
+                "cpus = 0",
+                "cpus must be a number of CPUs > 0",
+            ),
+            (
+                "cpus = 0.5",
+                "cpus = -1.5",
+                "cpus must be a number of CPUs > 0",
+            ),
+            ("pids = 10", "pids = 0", "integer > 0"),
+            ("nofile = 10", "nofile = -3", "integer > 0"),
+            ("nofile = 10", "nofile = \"many\"", "integer > 0"),
+            ("cpus = 0.5", "cpu = 0.5", "unknown field `cpu`"),
+        ] {
+            let good = format!(
+                "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n[products.a.services.web.limits]\n{line}\n"
+            );
+            load(&good).unwrap_or_else(|d| panic!("{line}: {d:?}"));
+            let text = good.replace(line, bad);
+            let diags = load(&text).expect_err(bad);
+            let d = &diags[0];
+            assert!(d.message.contains(says), "{bad}: {}", d.message);
+            let at = d.primary.as_ref().expect("located");
+            assert_eq!(at.line, 6, "{bad}: {d:?}");
+            let col = if bad.starts_with("cpu =") {
+                1
+            } else {
+                bad.find('=').unwrap() + 3
+            };
+            assert_eq!(at.column, col, "{bad}: {d:?}");
+        }
+        // In [limits] and on a product too.
+        let top = "[project]\nname = \"shop\"\n[limits]\nmemory = \"1 gigabyte\"\n";
+        let d = &load(top).unwrap_err()[0];
+        assert_eq!(d.location().unwrap(), "berth.toml:4:10");
+        let product = "[project]\nname = \"shop\"\n[products.a]\nlimits = { pids = 0 }\n";
+        let d = &load(product).unwrap_err()[0];
+        assert_eq!(d.location().unwrap(), "berth.toml:4:19");
+    }
+}
