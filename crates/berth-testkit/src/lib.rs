@@ -4,6 +4,7 @@
 //! message: tests never pass by skipping.
 
 pub mod load;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
