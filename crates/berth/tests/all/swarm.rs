@@ -139,7 +139,7 @@ services:
         parallelism: 1
         order: stop-first
         failure_action: rollback
-        monitor: 3s
+        monitor: 1s
       rollback_config:
         parallelism: 1
         order: stop-first
@@ -260,34 +260,51 @@ fn slot_addresses(manager: &Node, service: &str) -> Vec<String> {
     out
 }
 
-/// `.UpdateStatus.State` of a service ("" before its first update).
-fn update_state(manager: &Node, service: &str) -> String {
-    manager
-        .docker(&[
-            "service",
-            "inspect",
-            "--format",
-            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
-            service,
-        ])
-        .trim()
-        .to_string()
+/// `.UpdateStatus` of a service: (state, started at); ("", "") before its first update.
+fn update_status(manager: &Node, service: &str) -> (String, String) {
+    let out = manager.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}",
+        service,
+    ]);
+    let out = out.trim();
+    let (state, started) = out.split_once(' ').unwrap_or((out, ""));
+    (state.to_string(), started.to_string())
 }
 
-/// Poll UpdateStatus until it leaves `updating`/`rollback_started`; returns every state seen
-/// in order (the last one is where the update ended).
-fn wait_update(manager: &Node, service: &str, timeout: Duration) -> Vec<String> {
+/// Submit `docker service update -d ARGS SERVICE` and poll UpdateStatus until *this*
+/// update ended: the state is final and StartedAt is not the previous update's (right
+/// after the call the manager can still show the last update's `completed`, or none).
+/// Returns every state seen, in order; the last is where the update ended.
+fn update_and_wait(manager: &Node, service: &str, args: &[&str]) -> Vec<String> {
+    let (_, previous) = update_status(manager, service);
+    let mut all = vec!["service", "update", "-d"];
+    all.extend(args);
+    all.push(service);
+    manager.docker(&all);
     let mut seen: Vec<String> = Vec::new();
-    wait_until(timeout, &format!("the update of {service} to end"), || {
-        let s = update_state(manager, service);
-        if seen.last() != Some(&s) {
-            seen.push(s.clone());
-        }
-        matches!(
-            s.as_str(),
-            "completed" | "paused" | "rollback_completed" | "rollback_paused"
-        )
-    });
+    wait_until(
+        Duration::from_secs(120),
+        &format!("the update of {service} to end"),
+        || {
+            let (state, started) = update_status(manager, service);
+            let label = if started == previous {
+                format!("{state} (previous update)")
+            } else {
+                state.clone()
+            };
+            if seen.last() != Some(&label) {
+                seen.push(label);
+            }
+            started != previous
+                && matches!(
+                    state.as_str(),
+                    "completed" | "paused" | "rollback_completed" | "rollback_paused"
+                )
+        },
+    );
     seen
 }
 
@@ -674,19 +691,9 @@ fn update_status_and_per_task_health_guide_updates_and_rollback_to_any_tag() {
     let update = |image: &str, version: &str, extra: &[&str]| {
         let started = Instant::now();
         let env = format!("BERTH_VERSION={version}");
-        let mut args = vec![
-            "service",
-            "update",
-            "-d",
-            "--image",
-            image,
-            "--env-add",
-            &env,
-        ];
+        let mut args = vec!["--image", image, "--env-add", &env];
         args.extend(extra);
-        args.push(service);
-        m.docker(&args);
-        let states = wait_update(m, service, Duration::from_secs(120));
+        let states = update_and_wait(m, service, &args);
         (states, started.elapsed())
     };
     let (states, took) = update(&v2, "v2", &[]);
@@ -828,17 +835,7 @@ fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges()
 
     // The next deploy converges on the nodes that are left.
     let env = "BERTH_VERSION=v2";
-    m.docker(&[
-        "service",
-        "update",
-        "-d",
-        "--image",
-        &v2,
-        "--env-add",
-        env,
-        service,
-    ]);
-    let states = wait_update(m, service, Duration::from_secs(120));
+    let states = update_and_wait(m, service, &["--image", &v2, "--env-add", env]);
     assert_eq!(
         states.last().map(String::as_str),
         Some("completed"),
