@@ -41,6 +41,9 @@ pub struct SwarmConfig {
     pub nodes: usize,
     /// (node index, key, value): `docker node update --label-add key=value`.
     pub labels: Vec<(usize, String, String)>,
+    /// `docker swarm init --dispatcher-heartbeat` (Docker's default is 5 s; a node is
+    /// declared down after a few missed heartbeats).
+    pub dispatcher_heartbeat: Option<Duration>,
 }
 
 impl SwarmConfig {
@@ -50,7 +53,13 @@ impl SwarmConfig {
         Self {
             nodes,
             labels: Vec::new(),
+            dispatcher_heartbeat: None,
         }
+    }
+
+    pub fn dispatcher_heartbeat(mut self, every: Duration) -> Self {
+        self.dispatcher_heartbeat = Some(every);
+        self
     }
 
     pub fn label(mut self, node: usize, key: &str, value: &str) -> Self {
@@ -320,14 +329,22 @@ impl Swarm {
         }
 
         let manager = &swarm.nodes[0];
-        manager.docker(&[
+        let (advertise, listen) = (manager.ip.to_string(), format!("{}:2377", manager.ip));
+        let mut init = vec![
             "swarm",
             "init",
             "--advertise-addr",
-            &manager.ip.to_string(),
+            &advertise,
             "--listen-addr",
-            &format!("{}:2377", manager.ip),
-        ]);
+            &listen,
+        ];
+        let heartbeat = config
+            .dispatcher_heartbeat
+            .map(|d| format!("{}ms", d.as_millis()));
+        if let Some(h) = &heartbeat {
+            init.extend(["--dispatcher-heartbeat", h]);
+        }
+        manager.docker(&init);
         let token = manager.docker(&["swarm", "join-token", "-q", "worker"]);
         let token = token.trim();
         let join_to = format!("{}:2377", manager.ip);
@@ -1023,7 +1040,7 @@ pub fn static_binary(source: &Path, name: &str) -> PathBuf {
     }
     let dir = std::env::temp_dir().join(format!("berth-static-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a directory for static binaries");
-    let out = dir.join(name);
+    let out = dir.join(format!("{}-{name}", built.len()));
     run(
         Command::new("rustc")
             .args([
