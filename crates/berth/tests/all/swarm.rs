@@ -7,10 +7,10 @@
 //! the manager, Docker secrets granted to one product's service only, and a node's death
 //! with its task rescheduled. docs/swarm.md is the design these facts support.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_testkit::load::LoadConfig;
@@ -864,4 +864,170 @@ fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges()
                 .all(|t| t.image.starts_with(&v2) && t.node_id != victim.id),
         "{tasks:?}"
     );
+}
+
+/// An nginx image assembled from this host's nginx and the libraries it links (no image
+/// can be pulled), with `conf` as its configuration; pushed to the registry.
+fn nginx_image(swarm: &Swarm, tag: &str, conf: &str) -> String {
+    let ctx = swarm.scratch_dir(&format!("nginx-{tag}"));
+    let root = ctx.join("rootfs");
+    let ldd = Command::new("ldd").arg("/usr/sbin/nginx").output().unwrap();
+    let mut files = vec![PathBuf::from("/usr/sbin/nginx")];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in &files {
+        let to = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    for d in ["var/lib/nginx", "var/log/nginx", "tmp", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc/nginx")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(root.join("etc/nginx/nginx.conf"), conf).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"/usr/sbin/nginx\", \"-c\", \"/etc/nginx/nginx.conf\"]\n",
+    )
+    .unwrap();
+    swarm.build_and_push(&format!("edge-nginx:{tag}"), &ctx)
+}
+
+/// The other way to the tasks, weighed in docs/swarm.md: nginx as a Swarm service on the
+/// edge node, on the product's overlay, resolving `tasks.<service>` through Docker's DNS
+/// (`resolver 127.0.0.11 valid=1s`). It follows an update of the service without a
+/// reload; the requests that fail while tasks are replaced are counted and printed.
+#[test]
+fn nginx_as_a_service_on_the_edge_follows_tasks_through_docker_dns() {
+    let swarm = Swarm::shared();
+    let [v1, v2, _] = demo_images(&swarm);
+    let m = swarm.manager();
+    let stack = Stack {
+        name: "dns",
+        label: "bestays",
+        image: &v1,
+        version: "v1",
+        replicas: 2,
+        port: 18003,
+        secret: None,
+        env: &[],
+    };
+    stack.deploy(&swarm);
+    let conf = r#"daemon off;
+error_log stderr warn;
+pid /tmp/nginx.pid;
+worker_processes 1;
+events { worker_connections 512; }
+http {
+  access_log off;
+  resolver 127.0.0.11 valid=1s ipv6=off;
+  resolver_timeout 1s;
+  server {
+    listen 8081;
+    location / {
+      set $backend tasks.dns_server;
+      proxy_pass http://$backend:8080;
+      proxy_next_upstream error timeout http_502 http_503;
+      proxy_connect_timeout 300ms;
+      proxy_read_timeout 5s;
+    }
+  }
+}
+"#;
+    let image = nginx_image(&swarm, "1", conf);
+    let edge = format!(
+        r#"version: "3.8"
+services:
+  nginx:
+    image: {image}
+    ports:
+      - target: 8081
+        published: 18080
+        protocol: tcp
+        mode: host
+    networks: [app]
+    deploy:
+      replicas: 1
+      endpoint_mode: dnsrr
+      placement:
+        constraints: ["node.labels.berth.role == edge"]
+networks:
+  app:
+    external: true
+    name: dns_net
+"#
+    );
+    let file = swarm.scratch_dir("stack-edge").join("compose.yml");
+    std::fs::write(&file, edge).unwrap();
+    m.docker(&["stack", "deploy", "-c", file.to_str().unwrap(), "edge"]);
+    let door = format!("{}:18080", swarm.node(0).ip);
+    wait_until(Duration::from_secs(60), "nginx on the edge node", || {
+        let (status, body) = get(&door, "/");
+        status == 200 && body.contains("v1")
+    });
+
+    // Requests through the edge nginx while the service's tasks are replaced by v2.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, door) = (stop.clone(), door.clone());
+        std::thread::spawn(move || {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = get(&door, "/");
+                let version = ["v1", "v2"]
+                    .into_iter()
+                    .find(|v| body.contains(v))
+                    .unwrap_or("")
+                    .to_string();
+                answers.push((status, version));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answers
+        })
+    };
+    let states = update_and_wait(
+        m,
+        "dns_server",
+        &["--image", &v2, "--env-add", "BERTH_VERSION=v2"],
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    // No reload: within the DNS answer's validity nginx reaches the new tasks.
+    wait_until(
+        Duration::from_secs(10),
+        "the edge nginx to answer from v2",
+        || {
+            let (status, body) = get(&door, "/");
+            status == 200 && body.contains("v2")
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = sender.join().unwrap();
+    let failed = answers.iter().filter(|(s, _)| *s != 200).count();
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for (s, _) in &answers {
+        *by_status.entry(*s).or_default() += 1;
+    }
+    eprintln!(
+        "nginx as a swarm service, through a stop-first update of 2 tasks: {} requests, {failed} failed, by status {by_status:?}",
+        answers.len()
+    );
+    assert!(answers.len() > 100, "too few requests: {}", answers.len());
+    m.docker(&["stack", "rm", "edge"]);
 }
