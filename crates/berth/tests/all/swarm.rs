@@ -132,6 +132,9 @@ services:
 {grant}    deploy:
       replicas: {replicas}
       endpoint_mode: dnsrr
+      restart_policy:
+        condition: any
+        delay: 1s
       placement:
         constraints: ["node.labels.berth.product == {label}"]
         max_replicas_per_node: 1
@@ -226,6 +229,41 @@ fn running_tasks(manager: &Node, service: &str) -> Vec<Task> {
                 container: f[4].into(),
             })
         })
+        .collect()
+}
+
+/// (task id, state) of every task of `service` the manager wants running, whatever
+/// state it is in (`pending`, `assigned`, `preparing`, `starting`, `running`, ...).
+fn task_states(manager: &Node, service: &str) -> Vec<(String, String)> {
+    let Ok(ids) = manager.try_docker(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        service,
+    ]) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "inspect",
+        "--type",
+        "task",
+        "--format",
+        "{{.ID}} {{.Status.State}}",
+    ];
+    args.extend(&ids);
+    manager
+        .try_docker(&args)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, state)| (id.to_string(), state.to_string()))
         .collect()
 }
 
@@ -799,6 +837,11 @@ fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges()
         .unwrap()
         .clone();
 
+    // Every labelled node holds the image already (a deploy pulls it on each of them
+    // first), so a reschedule never waits for the registry.
+    for node in &swarm.nodes {
+        node.docker(&["pull", "-q", &v1]);
+    }
     let door = FrontDoor::start(&slot_addresses(m, service));
     let load = door.load("bestays.test").start();
     load.wait_for_answers(200);
@@ -807,10 +850,17 @@ fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges()
     victim.kill();
     assert_eq!(victim.process_count(), 0, "the node's processes all died");
     let mut down = None;
+    let mut timeline: Vec<String> = Vec::new();
     wait_until(
         Duration::from_secs(30),
         "the dead node's task rescheduled and running",
         || {
+            for (id, state) in task_states(m, service) {
+                let line = format!("task {} {state}", &id[..12]);
+                if !timeline.iter().any(|l| l.ends_with(&line)) {
+                    timeline.push(format!("{:.1} s: {line}", killed.elapsed().as_secs_f64()));
+                }
+            }
             if down.is_none()
                 && m.try_docker(&[
                     "node",
@@ -828,6 +878,7 @@ fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges()
         },
     );
     let rescheduled = killed.elapsed();
+    eprintln!("after the kill:\n  {}", timeline.join("\n  "));
     let slot = slot_addresses(m, service);
     for addr in &slot {
         assert_eq!(get(addr, "/").0, 200, "{addr}");
