@@ -158,7 +158,7 @@ impl Node {
             "cut a node's link",
         );
         self.kill_dockerd();
-        kill_netns_processes(&self.netns, &[]);
+        kill_netns_processes(&self.netns);
     }
 
     /// Processes running in this node's network namespace (0 once it is dead).
@@ -520,7 +520,7 @@ fn cgroup_parent(id: &str, index: usize) -> String {
 }
 
 fn preflight() {
-    // SAFETY-free check for root: only root can create network namespaces.
+    // Only root can create network namespaces and run dockerd.
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -924,11 +924,10 @@ fn descendants(roots: &BTreeSet<u32>) -> BTreeSet<u32> {
     out
 }
 
-fn kill_netns_processes(netns: &str, extra: &[u32]) {
+fn kill_netns_processes(netns: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut pids: BTreeSet<u32> = netns_pids(netns).into_iter().collect();
-        pids.extend(extra);
         pids.extend(descendants(&pids));
         pids.retain(|p| !is_zombie(*p) && Path::new(&format!("/proc/{p}")).exists());
         if pids.is_empty() {
