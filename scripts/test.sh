@@ -20,6 +20,7 @@ ensure_cmd promtool prometheus
 ensure_chromium
 ensure_postgres
 ensure_compose
+ensure_swarm
 ensure_actionlint
 ensure_check_jsonschema
 ensure_kubernetes_validate

@@ -1,9 +1,11 @@
 //! Fixtures for berth's tests: real git repositories in temp directories.
 //! `load`: the one HTTP load generator of the tests and the bench.
+//! `swarm`: a real multi-node Docker Swarm on this machine, with a registry.
 //! A fixture that cannot set up its real dependency panics with a clear
 //! message: tests never pass by skipping.
 
 pub mod load;
+pub mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -24,4 +24,5 @@ mod secrets;
 mod secrets_cmd;
 mod serve;
 mod support;
+mod swarm;
 mod trace_secrets;

@@ -1,0 +1,1146 @@
+//! The Docker Swarm building blocks the swarm runtime stands on, proven on a real
+//! three-node swarm on this machine (`berth_testkit::swarm`: one dockerd per network
+//! namespace, a bridge, a registry): stacks from compose files, `endpoint_mode: dnsrr`,
+//! placement by node label, an overlay network per product, host-mode published ports
+//! that nginx on the host reaches at `node-ip:port` (berth's front door: a slot is a list
+//! of such addresses), a service's UpdateStatus and each task's node and health read from
+//! the manager, Docker secrets granted to one product's service only, and a node's death
+//! with its task rescheduled. docs/swarm.md is the design these facts support.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_testkit::load::LoadConfig;
+use berth_testkit::swarm::{Node, Swarm, SwarmConfig, static_binary, wait_until};
+
+/// A std-only helper put into the images beside demo-app (they are FROM scratch: no
+/// shell, no curl): `cat FILE`, `get PORT PATH` (exit 0 on a 2xx, the health check),
+/// `resolve NAME` (the addresses Docker's DNS gives for NAME, one a line).
+const TOOL: &str = r#"
+use std::io::{Read, Write};
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    match a.get(1).map(String::as_str) {
+        Some("cat") => match std::fs::read(&a[2]) {
+            Ok(b) => std::io::stdout().write_all(&b).unwrap(),
+            Err(e) => { eprintln!("{}: {e}", a[2]); std::process::exit(1) }
+        },
+        Some("get") => {
+            let answer = std::net::TcpStream::connect(("127.0.0.1", a[2].parse::<u16>().unwrap()))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+                    write!(s, "GET {} HTTP/1.0\r\nHost: localhost\r\n\r\n", a[3])?;
+                    let mut b = String::new();
+                    s.read_to_string(&mut b)?;
+                    Ok(b)
+                });
+            let ok = answer.is_ok_and(|b| b.starts_with("HTTP/1.1 2") || b.starts_with("HTTP/1.0 2"));
+            std::process::exit(if ok { 0 } else { 1 })
+        }
+        Some("resolve") => match std::net::ToSocketAddrs::to_socket_addrs(&(a[2].as_str(), 80)) {
+            Ok(addrs) => { for x in addrs { println!("{}", x.ip()) } }
+            Err(e) => { eprintln!("{}: {e}", a[2]); std::process::exit(1) }
+        },
+        _ => { eprintln!("usage: tool cat FILE | get PORT PATH | resolve NAME"); std::process::exit(2) }
+    }
+}
+"#;
+
+/// demo-app images `demo:v1`, `demo:v2` and `demo:v3` in the swarm's registry (three
+/// versions retained there by tag), built once per swarm.
+fn demo_images(swarm: &Swarm) -> [String; 3] {
+    static BUILT: Mutex<Vec<(String, [String; 3])>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, images)) = built.iter().find(|(id, _)| *id == swarm.id) {
+        return images.clone();
+    }
+    let demo = static_binary(
+        &berth_testkit::workspace_root().join("examples/demo-app/src/main.rs"),
+        "demo-app",
+    );
+    let src = swarm.scratch_dir("tool").join("tool.rs");
+    std::fs::write(&src, TOOL).unwrap();
+    let tool = static_binary(&src, "tool");
+    let images = ["v1", "v2", "v3"].map(|v| {
+        let ctx = swarm.scratch_dir(&format!("demo-{v}"));
+        std::fs::copy(&demo, ctx.join("demo-app")).unwrap();
+        std::fs::copy(&tool, ctx.join("tool")).unwrap();
+        std::fs::write(ctx.join("VERSION"), v).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY demo-app tool VERSION /\nCMD [\"/demo-app\"]\n",
+        )
+        .unwrap();
+        swarm.build_and_push(&format!("demo:{v}"), &ctx)
+    });
+    built.push((swarm.id.clone(), images.clone()));
+    images
+}
+
+/// A product's stack: one service `server` running demo-app with the health check,
+/// `replicas` tasks placed on nodes labelled `berth.product=<label>` (one per node),
+/// `endpoint_mode: dnsrr`, the port published in host mode on each node, on the stack's
+/// own overlay network; `secret` (a Docker secret's name) granted as `api_key`.
+struct Stack<'a> {
+    name: &'a str,
+    label: &'a str,
+    image: &'a str,
+    version: &'a str,
+    replicas: usize,
+    port: u16,
+    secret: Option<&'a str>,
+    env: &'a [(&'a str, &'a str)],
+}
+
+impl Stack<'_> {
+    fn compose(&self) -> String {
+        let mut env = format!(
+            "      BERTH_PRODUCT: {}\n      BERTH_VERSION: {}\n      PORT: \"8080\"\n",
+            self.name, self.version
+        );
+        for (k, v) in self.env {
+            env.push_str(&format!("      {k}: \"{v}\"\n"));
+        }
+        let (grant, declare) = match self.secret {
+            Some(s) => (
+                "    secrets:\n      - source: api_key\n        target: api_key\n".to_string(),
+                format!("secrets:\n  api_key:\n    external: true\n    name: {s}\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
+        format!(
+            r#"version: "3.8"
+services:
+  server:
+    image: {image}
+    environment:
+{env}    healthcheck:
+      test: ["CMD", "/tool", "get", "8080", "/api/health"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+    stop_grace_period: 2s
+    ports:
+      - target: 8080
+        published: {port}
+        protocol: tcp
+        mode: host
+    networks: [net]
+{grant}    deploy:
+      replicas: {replicas}
+      endpoint_mode: dnsrr
+      restart_policy:
+        condition: any
+        delay: 1s
+      placement:
+        constraints: ["node.labels.berth.product == {label}"]
+        max_replicas_per_node: 1
+      update_config:
+        parallelism: 1
+        order: stop-first
+        failure_action: rollback
+        monitor: 1s
+      rollback_config:
+        parallelism: 1
+        order: stop-first
+networks:
+  net:
+    driver: overlay
+{declare}"#,
+            image = self.image,
+            port = self.port,
+            replicas = self.replicas,
+            label = self.label,
+        )
+    }
+
+    /// `docker stack deploy` on the manager, then wait until every task runs healthy.
+    fn deploy(&self, swarm: &Swarm) {
+        let dir = swarm.scratch_dir(&format!("stack-{}", self.name));
+        let file = dir.join("compose.yml");
+        std::fs::write(&file, self.compose()).unwrap();
+        swarm.manager().docker(&[
+            "stack",
+            "deploy",
+            "--prune",
+            "-c",
+            file.to_str().unwrap(),
+            self.name,
+        ]);
+        let service = format!("{}_server", self.name);
+        wait_until(
+            Duration::from_secs(90),
+            &format!("{} running tasks of {service}", self.replicas),
+            || running_tasks(swarm.manager(), &service).len() == self.replicas,
+        );
+    }
+}
+
+/// One task of a service as the manager sees it.
+#[derive(Clone, Debug, PartialEq)]
+struct Task {
+    id: String,
+    node_id: String,
+    state: String,
+    image: String,
+    container: String,
+}
+
+/// The tasks of `service` the manager wants running and reports running (a task with a
+/// health check is `starting` until it passes, then `running`).
+fn running_tasks(manager: &Node, service: &str) -> Vec<Task> {
+    let Ok(ids) = manager.try_docker(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        service,
+    ]) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "inspect",
+        "--type",
+        "task",
+        "--format",
+        "{{.ID}} {{.NodeID}} {{.Status.State}} {{.Spec.ContainerSpec.Image}} {{.Status.ContainerStatus.ContainerID}}",
+    ];
+    args.extend(&ids);
+    let Ok(out) = manager.try_docker(&args) else {
+        return Vec::new();
+    };
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() == 5 && f[2] == "running").then(|| Task {
+                id: f[0].into(),
+                node_id: f[1].into(),
+                state: f[2].into(),
+                image: f[3].into(),
+                container: f[4].into(),
+            })
+        })
+        .collect()
+}
+
+/// (task id, state) of every task of `service` the manager wants running, whatever
+/// state it is in (`pending`, `assigned`, `preparing`, `starting`, `running`, ...).
+fn task_states(manager: &Node, service: &str) -> Vec<(String, String)> {
+    let Ok(ids) = manager.try_docker(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        service,
+    ]) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "inspect",
+        "--type",
+        "task",
+        "--format",
+        "{{.ID}} {{.Status.State}}",
+    ];
+    args.extend(&ids);
+    manager
+        .try_docker(&args)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, state)| (id.to_string(), state.to_string()))
+        .collect()
+}
+
+/// The image of every task of `service` the manager wants running, whatever its state
+/// (one entry per task: `task-id image`).
+fn task_images(manager: &Node, service: &str) -> Vec<String> {
+    let Ok(ids) = manager.try_docker(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        service,
+    ]) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "inspect",
+        "--type",
+        "task",
+        "--format",
+        "{{.Spec.ContainerSpec.Image}} {{.ID}}",
+    ];
+    args.extend(&ids);
+    manager
+        .try_docker(&args)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where a slot answers: `node-address:published-port` of every running task of
+/// `service`, from the manager alone (the node's advertised address, the service's
+/// host-mode port). This is what the runtime contract hands the front door.
+fn slot_addresses(manager: &Node, service: &str) -> Vec<String> {
+    let port = manager
+        .docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{range .Endpoint.Ports}}{{.PublishedPort}}{{end}}",
+            service,
+        ])
+        .trim()
+        .to_string();
+    let mut out: Vec<String> = running_tasks(manager, service)
+        .iter()
+        .map(|t| {
+            let addr = manager.docker(&[
+                "node",
+                "inspect",
+                "--format",
+                "{{.Status.Addr}}",
+                &t.node_id,
+            ]);
+            format!("{}:{port}", addr.trim())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `.UpdateStatus` of a service: (state, started at); ("", "") before its first update.
+fn update_status(manager: &Node, service: &str) -> (String, String) {
+    let out = manager.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}",
+        service,
+    ]);
+    let out = out.trim();
+    let (state, started) = out.split_once(' ').unwrap_or((out, ""));
+    (state.to_string(), started.to_string())
+}
+
+/// Submit `docker service update -d ARGS SERVICE` and poll UpdateStatus until *this*
+/// update ended: the state is final and StartedAt is not the previous update's (right
+/// after the call the manager can still show the last update's `completed`, or none).
+/// Returns every state seen, in order; the last is where the update ended.
+fn update_and_wait(manager: &Node, service: &str, args: &[&str]) -> Vec<String> {
+    let (_, previous) = update_status(manager, service);
+    let mut all = vec!["service", "update", "-d"];
+    all.extend(args);
+    all.push(service);
+    manager.docker(&all);
+    let mut seen: Vec<String> = Vec::new();
+    wait_until(
+        Duration::from_secs(120),
+        &format!("the update of {service} to end"),
+        || {
+            let (state, started) = update_status(manager, service);
+            let label = if started == previous {
+                format!("{state} (previous update)")
+            } else {
+                state.clone()
+            };
+            if seen.last() != Some(&label) {
+                seen.push(label);
+            }
+            started != previous
+                && matches!(
+                    state.as_str(),
+                    "completed" | "paused" | "rollback_completed" | "rollback_paused"
+                )
+        },
+    );
+    seen
+}
+
+/// nginx on the host in front of a slot: an upstream of `node-ip:port` addresses, retrying
+/// the next one on a refused or broken connection. Stopped on drop.
+struct FrontDoor {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+}
+
+impl FrontDoor {
+    fn start(addresses: &[String]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-swarm-nginx-")
+            .tempdir()
+            .unwrap();
+        let port = berth_testkit::free_port();
+        write_nginx_conf(dir.path(), port, addresses);
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .args(["-c", "nginx.conf", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("nginx is required (./scripts/test.sh installs it)");
+        let this = Self { dir, port, child };
+        wait_until(Duration::from_secs(20), "nginx to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        this
+    }
+
+    /// Point the upstream at `addresses` and reload (what a switch or a reschedule does).
+    fn switch(&self, addresses: &[String]) {
+        write_nginx_conf(self.dir.path(), self.port, addresses);
+        let out = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .args(["-c", "nginx.conf", "-s", "reload"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "nginx reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn load(&self, host: &str) -> LoadConfig {
+        LoadConfig::new(self.port, host)
+            .paths(&["/", "/api/health", "/api/listings/7"])
+            .max_duration(Duration::from_secs(150))
+    }
+}
+
+impl Drop for FrontDoor {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .args(["-c", "nginx.conf", "-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_nginx_conf(dir: &Path, port: u16, addresses: &[String]) {
+    let d = dir.display();
+    let servers: String = addresses
+        .iter()
+        .map(|a| format!("    server {a} max_fails=1 fail_timeout=2s;\n"))
+        .collect();
+    let conf = format!(
+        r#"pid {d}/nginx.pid;
+error_log {d}/error.log;
+worker_processes 1;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  upstream slot {{
+{servers}    keepalive 16;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://slot;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_next_upstream error timeout http_502 http_503;
+      proxy_connect_timeout 300ms;
+      proxy_read_timeout 5s;
+    }}
+  }}
+}}
+"#
+    );
+    std::fs::write(dir.join("nginx.conf.tmp"), conf).unwrap();
+    std::fs::rename(dir.join("nginx.conf.tmp"), dir.join("nginx.conf")).unwrap();
+}
+
+/// Plain GET to `addr` (an address on the swarm's bridge): (status, body), or (0, error).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+        return (0, format!("bad address {addr}"));
+    };
+    let answer =
+        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+            let mut b = String::new();
+            s.read_to_string(&mut b)?;
+            Ok(b)
+        });
+    match answer {
+        Ok(b) => (
+            b.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+            b.split_once("\r\n\r\n")
+                .map(|(_, body)| body.to_string())
+                .unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// Run `args` in a task's container on the node it runs on: (success, stdout + stderr).
+fn exec_in(swarm: &Swarm, task: &Task, args: &[&str]) -> (bool, String) {
+    let node = swarm
+        .node_by_id(&task.node_id)
+        .unwrap_or_else(|| panic!("task {} on unknown node {}", task.id, task.node_id));
+    let out = node
+        .docker_cmd()
+        .args(["exec", &task.container])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn nodes_of(tasks: &[Task]) -> BTreeSet<String> {
+    tasks.iter().map(|t| t.node_id.clone()).collect()
+}
+
+/// A Docker secret named by its content (Swarm secrets are immutable): the value goes
+/// in on stdin, never on a command line.
+fn create_secret(manager: &Node, product: &str, key: &str, value: &str) -> String {
+    use std::io::Write;
+    let hash = berth_render::secrets::sha256_hex(value);
+    let name = format!("{product}_{key}_{}", &hash[..12]);
+    let mut child = manager
+        .docker_cmd()
+        .args([
+            "secret",
+            "create",
+            "--label",
+            &format!("berth.product={product}"),
+            &name,
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker secret create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    name
+}
+
+#[test]
+fn stacks_place_dnsrr_tasks_by_label_on_their_own_overlay_behind_host_nginx() {
+    let swarm = Swarm::shared();
+    eprintln!("swarm {} started in {:?}", swarm.id, swarm.start_time);
+    let [v1, _, _] = demo_images(&swarm);
+    let m = swarm.manager();
+    let value = format!("bestays-api-key-{}", std::process::id());
+    let secret = create_secret(m, "bestays", "api_key", &value);
+
+    let bestays = Stack {
+        name: "bestays",
+        label: "bestays",
+        image: &v1,
+        version: "v1",
+        replicas: 2,
+        port: 18001,
+        secret: Some(&secret),
+        env: &[],
+    };
+    let realestate = Stack {
+        name: "realestate",
+        label: "realestate",
+        image: &v1,
+        version: "v1",
+        replicas: 1,
+        port: 18101,
+        secret: None,
+        env: &[],
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| bestays.deploy(&swarm));
+        s.spawn(|| realestate.deploy(&swarm));
+    });
+
+    // Placement by label: bestays on the two workers (one each), realestate on the manager.
+    let b_tasks = running_tasks(m, "bestays_server");
+    let r_tasks = running_tasks(m, "realestate_server");
+    assert_eq!(
+        nodes_of(&b_tasks),
+        BTreeSet::from([swarm.node(1).id.clone(), swarm.node(2).id.clone()]),
+        "bestays' tasks: {b_tasks:?}"
+    );
+    assert_eq!(
+        nodes_of(&r_tasks),
+        BTreeSet::from([swarm.node(0).id.clone()]),
+        "realestate's tasks: {r_tasks:?}"
+    );
+    assert!(
+        b_tasks.iter().all(|t| t.image.starts_with(&v1)),
+        "{b_tasks:?}"
+    );
+
+    // dnsrr, no VIP: the service has no virtual IP, and its name resolves to its tasks.
+    let vips = m.docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Endpoint.VirtualIPs}}",
+        "bestays_server",
+    ]);
+    assert_eq!(vips.trim(), "[]", "a dnsrr service has no VIP");
+    // An overlay network per product.
+    for product in ["bestays", "realestate"] {
+        let net = m.docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Driver}} {{.Scope}}",
+            &format!("{product}_net"),
+        ]);
+        assert_eq!(net.trim(), "overlay swarm", "{product}_net");
+    }
+    let (ok, names) = exec_in(&swarm, &b_tasks[0], &["/tool", "resolve", "server"]);
+    assert!(ok, "{names}");
+    let mut expected_ips = BTreeSet::new();
+    for t in &b_tasks {
+        let ip = m.docker(&[
+            "inspect",
+            "--type",
+            "task",
+            "--format",
+            "{{range .NetworksAttachments}}{{if eq .Network.Spec.Name \"bestays_net\"}}{{range .Addresses}}{{.}}{{end}}{{end}}{{end}}",
+            &t.id,
+        ]);
+        expected_ips.insert(ip.trim().split('/').next().unwrap().to_string());
+    }
+    let resolved: BTreeSet<String> = names.lines().map(str::to_string).collect();
+    assert_eq!(
+        resolved, expected_ips,
+        "`server` resolves to both bestays tasks on bestays_net"
+    );
+    // realestate's task sees none of bestays' names: the overlays are apart.
+    for name in ["bestays_server", "tasks.bestays_server", "tasks.server"] {
+        let (ok, out) = exec_in(&swarm, &r_tasks[0], &["/tool", "resolve", name]);
+        let leaked: Vec<&str> = out.lines().filter(|l| expected_ips.contains(*l)).collect();
+        assert!(
+            !ok || leaked.is_empty(),
+            "realestate resolves {name} to bestays' tasks: {out}"
+        );
+    }
+
+    // Host-mode ports: the host reaches each task at its node's address.
+    let slot = slot_addresses(m, "bestays_server");
+    assert_eq!(
+        slot,
+        vec![
+            format!("{}:18001", swarm.node(1).ip),
+            format!("{}:18001", swarm.node(2).ip)
+        ]
+    );
+    for addr in &slot {
+        let (status, body) = get(addr, "/");
+        assert_eq!(status, 200, "{addr}: {body}");
+        assert!(
+            body.contains("bestays") && body.contains("v1"),
+            "{addr}: {body}"
+        );
+    }
+
+    // The secret: readable in bestays' tasks, absent from realestate's; never in the
+    // service's or the container's definition.
+    for t in &b_tasks {
+        let (ok, out) = exec_in(&swarm, t, &["/tool", "cat", "/run/secrets/api_key"]);
+        assert!(
+            ok && out == value,
+            "bestays task {} reads its secret: {out}",
+            t.id
+        );
+    }
+    let (ok, out) = exec_in(
+        &swarm,
+        &r_tasks[0],
+        &["/tool", "cat", "/run/secrets/api_key"],
+    );
+    assert!(
+        !ok && !out.contains(&value),
+        "realestate reads bestays' secret: {out}"
+    );
+    let spec = m.docker(&["service", "inspect", "bestays_server"]);
+    assert!(spec.contains(&secret) && !spec.contains(&value));
+    for t in &b_tasks {
+        let node = swarm.node_by_id(&t.node_id).unwrap();
+        let c = node.docker(&["inspect", &t.container]);
+        assert!(
+            !c.contains(&value),
+            "the secret's value is in the container's definition"
+        );
+    }
+    // Secrets are immutable: the same name cannot take a new value (hence names by content).
+    let again = m.try_docker(&["secret", "create", &secret, "/dev/null"]);
+    assert!(
+        again.is_err(),
+        "a second secret of the same name was created"
+    );
+
+    // nginx on the host in front of the slot: every request answered, at 100 req/s or more.
+    let door = FrontDoor::start(&slot);
+    let load = door.load("bestays.test").start();
+    load.wait_for_answers(400);
+    let report = load.finish();
+    report.assert_clean(400);
+    assert!(report.rate() >= 100.0, "{}", report.summary());
+}
+
+#[test]
+fn update_status_and_per_task_health_guide_updates_and_rollback_to_any_tag() {
+    let swarm = Swarm::shared();
+    let [v1, v2, v3] = demo_images(&swarm);
+    let m = swarm.manager();
+    let stack = Stack {
+        name: "upd",
+        label: "bestays",
+        image: &v1,
+        version: "v1",
+        replicas: 2,
+        port: 18002,
+        secret: None,
+        env: &[],
+    };
+    stack.deploy(&swarm);
+    let service = "upd_server";
+    let door = FrontDoor::start(&slot_addresses(m, service));
+    let load = door.load("upd.test").start();
+    load.wait_for_answers(100);
+
+    // A rolling update; the manager's UpdateStatus says when it is over.
+    let update = |image: &str, version: &str, extra: &[&str]| {
+        let started = Instant::now();
+        let env = format!("BERTH_VERSION={version}");
+        let mut args = vec!["--image", image, "--env-add", &env];
+        args.extend(extra);
+        let states = update_and_wait(m, service, &args);
+        (states, started.elapsed())
+    };
+    let (states, took) = update(&v2, "v2", &[]);
+    eprintln!("update to v2: UpdateStatus {states:?} in {took:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    assert!(states.iter().any(|s| s == "updating"), "{states:?}");
+    // Per task: its node and state from the manager, its container's health from its node.
+    let tasks = running_tasks(m, service);
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert_eq!(
+        nodes_of(&tasks),
+        BTreeSet::from([swarm.node(1).id.clone(), swarm.node(2).id.clone()])
+    );
+    for t in &tasks {
+        assert!(t.image.starts_with(&v2), "{t:?}");
+        let node = swarm.node_by_id(&t.node_id).unwrap();
+        let health = node.docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Health.Status}}",
+            &t.container,
+        ]);
+        assert_eq!(health.trim(), "healthy", "{t:?}");
+    }
+
+    // Back to any retained version by its tag: no rebuild, the nodes still hold the image.
+    let (states, took) = update(&v1, "v1", &[]);
+    eprintln!("back to v1 (a retained tag): UpdateStatus {states:?} in {took:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    assert!(
+        running_tasks(m, service)
+            .iter()
+            .all(|t| t.image.starts_with(&v1))
+    );
+
+    let report = load.finish();
+    eprintln!(
+        "through the update to v2 and back to v1: {}",
+        report.summary()
+    );
+    report.assert_clean(500);
+
+    // A release whose health never passes: Swarm rolls it back by itself, and UpdateStatus
+    // says so; the tasks run v1 again. The requests through the front door meanwhile are
+    // only reported: an in-place update sends traffic to tasks nginx cannot tell are
+    // unhealthy (one run saw 28 s of 502s: the unhealthy task's 503s made nginx mark
+    // servers failed until none was left), which is why berth updates the idle slot's
+    // service and switches after health (docs/swarm.md).
+    let load = door.load("upd.test").start();
+    let v3_counts = Mutex::new(BTreeSet::new());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (states, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let images: BTreeSet<String> = task_images(m, service).into_iter().collect();
+                let v3_tasks = images.iter().filter(|i| i.starts_with(&v3)).count();
+                v3_counts.lock().unwrap().insert(v3_tasks);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        let r = update(&v3, "v3", &["--env-add", "DEMO_FAIL_HEALTH=1"]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    });
+    eprintln!(
+        "v3 (health never passes): UpdateStatus {states:?} in {took:?}; tasks on v3 at once: {:?}",
+        v3_counts.lock().unwrap()
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("rollback_completed"),
+        "{states:?}"
+    );
+    let tasks = running_tasks(m, service);
+    assert!(
+        tasks.len() == 2 && tasks.iter().all(|t| t.image.starts_with(&v1)),
+        "{tasks:?}"
+    );
+    let report = load.finish();
+    eprintln!(
+        "in-place update to a release whose health never passes, through host nginx: {}",
+        report.summary()
+    );
+}
+
+#[test]
+fn a_dead_workers_task_is_rescheduled_within_30s_and_the_next_update_converges() {
+    // Its own swarm: a node dies here. Docker's 5 s dispatcher heartbeat declares a node
+    // down after 10 to 15 s; at 2 s (what docs/swarm.md recommends) after about 6. Every node carries the label, so the task of the
+    // dead node has somewhere to go (with max_replicas_per_node 1, two labelled nodes
+    // would leave it pending: the deadlock validation must reject that).
+    let swarm = Swarm::start(
+        SwarmConfig::new(3)
+            .dispatcher_heartbeat(Duration::from_secs(2))
+            .label(0, "berth.product", "bestays")
+            .label(1, "berth.product", "bestays")
+            .label(2, "berth.product", "bestays"),
+    );
+    eprintln!("swarm {} started in {:?}", swarm.id, swarm.start_time);
+    let [v1, v2, _] = demo_images(&swarm);
+    let m = swarm.manager();
+    let stack = Stack {
+        name: "bestays",
+        label: "bestays",
+        image: &v1,
+        version: "v1",
+        replicas: 2,
+        port: 18001,
+        secret: None,
+        env: &[],
+    };
+    stack.deploy(&swarm);
+    let service = "bestays_server";
+    let before = running_tasks(m, service);
+    let victim = swarm
+        .nodes
+        .iter()
+        .find(|n| n.index != 0 && before.iter().any(|t| t.node_id == n.id))
+        .expect("a worker runs a task");
+    let survivor = before
+        .iter()
+        .find(|t| t.node_id != victim.id)
+        .unwrap()
+        .clone();
+
+    // Every labelled node holds the image already (a deploy pulls it on each of them
+    // first), so a reschedule never waits for the registry.
+    for node in &swarm.nodes {
+        node.docker(&["pull", "-q", &v1]);
+    }
+    let door = FrontDoor::start(&slot_addresses(m, service));
+    let load = door.load("bestays.test").start();
+    load.wait_for_answers(200);
+
+    let killed = Instant::now();
+    victim.kill();
+    assert_eq!(victim.process_count(), 0, "the node's processes all died");
+    let mut down = None;
+    let mut timeline: Vec<String> = Vec::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the dead node's task rescheduled and running",
+        || {
+            for (id, state) in task_states(m, service) {
+                let line = format!("task {} {state}", &id[..12]);
+                if !timeline.iter().any(|l| l.ends_with(&line)) {
+                    timeline.push(format!("{:.1} s: {line}", killed.elapsed().as_secs_f64()));
+                }
+            }
+            if down.is_none()
+                && m.try_docker(&[
+                    "node",
+                    "inspect",
+                    "--format",
+                    "{{.Status.State}}",
+                    &victim.id,
+                ])
+                .is_ok_and(|s| s.trim() == "down")
+            {
+                down = Some(killed.elapsed());
+            }
+            let now = running_tasks(m, service);
+            now.len() == 2 && now.iter().all(|t| t.node_id != victim.id)
+        },
+    );
+    let rescheduled = killed.elapsed();
+    eprintln!("after the kill:\n  {}", timeline.join("\n  "));
+    let slot = slot_addresses(m, service);
+    for addr in &slot {
+        assert_eq!(get(addr, "/").0, 200, "{addr}");
+    }
+    // The front door follows the slot's new addresses.
+    door.switch(&slot);
+    let after = running_tasks(m, service);
+    assert!(
+        after.contains(&survivor),
+        "the surviving task was left alone: {after:?}"
+    );
+    load.wait_for_answers(200);
+    let report = load.finish();
+    eprintln!(
+        "a worker died: the manager saw it down after {down:?}, its task rescheduled and \
+         running after {rescheduled:?} (dispatcher heartbeat 2 s); requests during the failover: {}",
+        report.summary()
+    );
+    assert!(rescheduled < Duration::from_secs(30));
+
+    // The next deploy converges on the nodes that are left.
+    let env = "BERTH_VERSION=v2";
+    let states = update_and_wait(m, service, &["--image", &v2, "--env-add", env]);
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    let tasks = running_tasks(m, service);
+    assert!(
+        tasks.len() == 2
+            && tasks
+                .iter()
+                .all(|t| t.image.starts_with(&v2) && t.node_id != victim.id),
+        "{tasks:?}"
+    );
+}
+
+/// An nginx image assembled from this host's nginx and the libraries it links (no image
+/// can be pulled), with `conf` as its configuration; pushed to the registry.
+fn nginx_image(swarm: &Swarm, tag: &str, conf: &str) -> String {
+    let ctx = swarm.scratch_dir(&format!("nginx-{tag}"));
+    let root = ctx.join("rootfs");
+    let ldd = Command::new("ldd").arg("/usr/sbin/nginx").output().unwrap();
+    let mut files = vec![PathBuf::from("/usr/sbin/nginx")];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            files.push(PathBuf::from(p));
+        }
+    }
+    for f in &files {
+        let to = root.join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(f, &to).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+    for d in ["var/lib/nginx", "var/log/nginx", "tmp", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc/nginx")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(root.join("etc/nginx/nginx.conf"), conf).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"/usr/sbin/nginx\", \"-c\", \"/etc/nginx/nginx.conf\"]\n",
+    )
+    .unwrap();
+    swarm.build_and_push(&format!("edge-nginx:{tag}"), &ctx)
+}
+
+/// The other way to the tasks, weighed in docs/swarm.md: nginx as a Swarm service on the
+/// edge node, on the product's overlay, resolving `tasks.<service>` through Docker's DNS
+/// (`resolver 127.0.0.11 valid=1s`). It follows an update of the service without a
+/// reload; the requests that fail while tasks are replaced are counted and printed.
+#[test]
+fn nginx_as_a_service_on_the_edge_follows_tasks_through_docker_dns() {
+    let swarm = Swarm::shared();
+    let [v1, v2, _] = demo_images(&swarm);
+    let m = swarm.manager();
+    let stack = Stack {
+        name: "dns",
+        label: "bestays",
+        image: &v1,
+        version: "v1",
+        replicas: 2,
+        port: 18003,
+        secret: None,
+        env: &[],
+    };
+    stack.deploy(&swarm);
+    let conf = r#"daemon off;
+error_log stderr warn;
+pid /tmp/nginx.pid;
+worker_processes 1;
+events { worker_connections 512; }
+http {
+  access_log off;
+  resolver 127.0.0.11 valid=1s ipv6=off;
+  resolver_timeout 1s;
+  server {
+    listen 8081;
+    location / {
+      set $backend tasks.dns_server;
+      proxy_pass http://$backend:8080;
+      proxy_next_upstream error timeout http_502 http_503;
+      proxy_connect_timeout 300ms;
+      proxy_read_timeout 5s;
+    }
+  }
+}
+"#;
+    let image = nginx_image(&swarm, "1", conf);
+    let edge = format!(
+        r#"version: "3.8"
+services:
+  nginx:
+    image: {image}
+    ports:
+      - target: 8081
+        published: 18080
+        protocol: tcp
+        mode: host
+    networks: [app]
+    deploy:
+      replicas: 1
+      endpoint_mode: dnsrr
+      placement:
+        constraints: ["node.labels.berth.role == edge"]
+networks:
+  app:
+    external: true
+    name: dns_net
+"#
+    );
+    let file = swarm.scratch_dir("stack-edge").join("compose.yml");
+    std::fs::write(&file, edge).unwrap();
+    m.docker(&["stack", "deploy", "-c", file.to_str().unwrap(), "edge"]);
+    let door = format!("{}:18080", swarm.node(0).ip);
+    wait_until(Duration::from_secs(60), "nginx on the edge node", || {
+        let (status, body) = get(&door, "/");
+        status == 200 && body.contains("v1")
+    });
+
+    // Requests through the edge nginx while the service's tasks are replaced by v2.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, door) = (stop.clone(), door.clone());
+        std::thread::spawn(move || {
+            let mut answers: Vec<(u16, String)> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = get(&door, "/");
+                let version = ["v1", "v2"]
+                    .into_iter()
+                    .find(|v| body.contains(v))
+                    .unwrap_or("")
+                    .to_string();
+                answers.push((status, version));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answers
+        })
+    };
+    let states = update_and_wait(
+        m,
+        "dns_server",
+        &["--image", &v2, "--env-add", "BERTH_VERSION=v2"],
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("completed"),
+        "{states:?}"
+    );
+    // No reload: within the DNS answer's validity nginx reaches the new tasks.
+    wait_until(
+        Duration::from_secs(10),
+        "the edge nginx to answer from v2",
+        || {
+            let (status, body) = get(&door, "/");
+            status == 200 && body.contains("v2")
+        },
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = sender.join().unwrap();
+    let failed = answers.iter().filter(|(s, _)| *s != 200).count();
+    let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+    for (s, _) in &answers {
+        *by_status.entry(*s).or_default() += 1;
+    }
+    eprintln!(
+        "nginx as a swarm service, through a stop-first update of 2 tasks: {} requests, {failed} failed, by status {by_status:?}",
+        answers.len()
+    );
+    assert!(answers.len() > 100, "too few requests: {}", answers.len());
+    m.docker(&["stack", "rm", "edge"]);
+}
