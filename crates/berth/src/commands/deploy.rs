@@ -380,6 +380,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     if !confirm(&format!("deploy {} {}?", p.product, p.version), args.yes)? {
         return Err(CliError::Failed("cancelled".into()));
     }
+    super::tls::before_switch(&l.manifest, &l.root, &args.product, printer)?;
     let code = run_plan(&l, rt.as_ref(), &p, args.lock_wait.0, args.format, printer)?;
     if args.push_tags {
         let tag = tags::history(&l.repo, &args.product)?
