@@ -145,6 +145,15 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("berth.conf", include_str!("../templates/berth.conf.j2")),
     ("site.conf", include_str!("../templates/site.conf.j2")),
     (
+        "tls-renew.service",
+        include_str!("../templates/tls-renew.service.j2"),
+    ),
+    (
+        "tls-renew.timer",
+        include_str!("../templates/tls-renew.timer.j2"),
+    ),
+    ("tls-renew.cron", include_str!("../templates/tls-renew.cron.j2")),
+    (
         "upstream.conf",
         include_str!("../templates/upstream.conf.j2"),
     ),
@@ -799,6 +808,35 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             );
         }
         berth_manifest::Scheduler::Cron => {}
+    }
+
+    // Certificate renewal: twice a day, at a minute (and cron hour) of the project's own.
+    if m.products.keys().any(|n| sites.contains_key(n)) {
+        let jitter = project
+            .bytes()
+            .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+        let (minute, hour) = (jitter % 60, (jitter / 60) % 12);
+        let ctx = context! { header => HEADER, project => project, env_file => env_file,
+        minute => format!("{minute:02}"), hour => hour };
+        match m.backup.scheduler {
+            berth_manifest::Scheduler::Systemd => {
+                add(
+                    "systemd/berth-tls-renew.service".into(),
+                    render_one(&tpl, "tls-renew.service", ctx.clone())?,
+                );
+                add(
+                    "systemd/berth-tls-renew.timer".into(),
+                    render_one(&tpl, "tls-renew.timer", ctx)?,
+                );
+            }
+            berth_manifest::Scheduler::Cron => {
+                add(
+                    format!("cron/berth-tls-{project}"),
+                    render_one(&tpl, "tls-renew.cron", context! { header => HEADER, project => project,
+                    env_file => env_file, minute => minute, hour => hour })?,
+                );
+            }
+        }
     }
 
     // Monitoring and CI.

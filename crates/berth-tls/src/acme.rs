@@ -210,7 +210,18 @@ pub fn order(ca: &Ca, store: &Store, names: &[String]) -> Result<(String, String
         .enable_all()
         .build()
         .map_err(|e| OrderError::new(format!("could not start the async runtime: {e}")))?;
-    rt.block_on(order_async(ca, store, names))
+    // A CA may reject any nonce (RFC 8555 6.5); the client retries each request a
+    // few times, and berth the whole order (earlier proofs are reused) a few more.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match rt.block_on(order_async(ca, store, names)) {
+            Err(e) if attempt < 4 && e.message.contains("urn:ietf:params:acme:error:badNonce") => {
+                tracing::warn!("the CA rejected a nonce again ({}); ordering anew", e.message);
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn order_async(
@@ -226,7 +237,7 @@ async fn order_async(
         .await
         .map_err(|e| from_acme(e, &retry))?;
     let challenge_dir = store.challenge_dir();
-    crate::store::private_dir(&challenge_dir, 0o755).map_err(|e| {
+    store.prepare().map_err(|e| {
         OrderError::new(format!("could not create {}: {e}", challenge_dir.display()))
     })?;
     let mut tokens = Tokens(Vec::new());

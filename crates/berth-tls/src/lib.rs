@@ -324,6 +324,9 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 certificate: None,
             });
         }
+        self.store.prepare().map_err(|e| {
+            TlsError::Failed(format!("could not create {}: {e}", self.store.dir.display()))
+        })?;
         if !self.door.serves_site(product) {
             return Err(TlsError::Config(format!(
                 "the nginx configuration does not serve {product} over TLS ({} is not included): render it with `berth render --env prod` and point [proxy] nginx_config at it",

@@ -51,6 +51,17 @@ impl Store {
         }
     }
 
+    /// Create `.berth/tls` traversable (nginx's workers read the challenge webroot
+    /// under it; every directory below with secrets in it is 0700).
+    pub fn prepare(&self) -> std::io::Result<()> {
+        private_dir(&self.dir, 0o755)?;
+        private_dir(&self.dir.join("challenge/.well-known/acme-challenge"), 0o755)?;
+        for sub in ["challenge", "challenge/.well-known"] {
+            std::fs::set_permissions(self.dir.join(sub), std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
+    }
+
     pub fn live_dir(&self, product: &str) -> PathBuf {
         self.dir.join("live").join(product)
     }

@@ -520,8 +520,9 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
             }));
         }
     }
+    let tls = super::tls::status_of(&l.manifest, &l.root, args.product.as_deref());
     match args.format {
-        Format::Json => printer.json(&json!({ "services": rows })),
+        Format::Json => printer.json(&json!({ "services": rows, "tls": tls })),
         Format::Text => {
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
@@ -549,6 +550,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     s("last_deploy")
                 );
             }
+            super::tls::print_status(&tls, printer);
         }
     }
     Ok(ExitCode::SUCCESS)

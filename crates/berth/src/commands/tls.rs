@@ -164,6 +164,33 @@ pub fn status_line(s: &ProductStatus) -> String {
     format!("{} [{}] {}: {cert}{err}", s.product, s.mode, s.health)
 }
 
+/// The TLS status of the products with TLS (all, or `product`), for `berth status`.
+pub fn status_of(m: &Manifest, root: &Path, product: Option<&str>) -> Vec<ProductStatus> {
+    berth_tls::status(m, root)
+        .into_iter()
+        .filter(|s| s.mode != "off" && product.is_none_or(|p| p == s.product))
+        .collect()
+}
+
+/// The TLS lines of `berth status` (nothing without TLS), loud under 7 days.
+pub fn print_status(all: &[ProductStatus], printer: &Printer) {
+    if all.is_empty() {
+        return;
+    }
+    println!();
+    println!("TLS");
+    for s in all {
+        println!("  {}", status_line(s));
+        if s.days_left.is_some_and(|d| d < WARN_DAYS) {
+            printer.warn(&format!(
+                "the certificate of {} expires in {} days",
+                s.product,
+                s.days_left.unwrap_or(0)
+            ));
+        }
+    }
+}
+
 pub fn status(cli: &Cli, args: &TlsStatusArgs, printer: &Printer) -> Result<ExitCode> {
     let (m, root) = load(cli, printer)?;
     if let Some(p) = &args.product

@@ -22,5 +22,6 @@ mod schema;
 mod secrets;
 mod secrets_cmd;
 mod serve;
+mod tls;
 mod support;
 mod trace_secrets;

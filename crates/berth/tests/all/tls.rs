@@ -1,0 +1,611 @@
+//! Per-product HTTPS against a real ACME server: Debian's `pebble` (RFC 8555) with
+//! `pebble-challtestsrv` as its DNS (every name is 127.0.0.1), validating HTTP-01
+//! on berth's own nginx. Certificates are checked with `openssl s_client` against
+//! the root pebble issued from, never with berth's own code.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// pebble and its DNS, started as direct children (their pids are the ones stopped).
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pebble: Option<Child>,
+    dns: Child,
+}
+
+impl Pebble {
+    /// pebble validating HTTP-01 on `http_port`, issuing certificates valid for
+    /// `validity` seconds, with `env` (e.g. nonce rejection) on top of no VA sleep.
+    pub fn start(http_port: u16, validity: u64, env: &[(&str, &str)]) -> Self {
+        for bin in ["pebble", "pebble-challtestsrv"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {bin}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success(),
+                "{bin} is required (Debian package `pebble`; scripts/test.sh installs it)"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // pebble ships no certificates: a CA and a localhost certificate per run.
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "berth test CA for pebble");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let port = berth_testkit::reserve_ports(5);
+        let (mgmt, dns_port, dns_mgmt, tls_port) = (port + 1, port + 2, port + 3, port + 4);
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+            "certificateValidityPeriod": validity,
+        }});
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let dns = Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .unwrap();
+        let mut c = Command::new("pebble");
+        c.args(["-config", dir.path().join("pebble.json").to_str().unwrap()])
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let pebble = c.spawn().unwrap();
+        let p = Self {
+            dir,
+            port,
+            pebble: Some(pebble),
+            dns,
+        };
+        wait_port(dns_mgmt, "pebble-challtestsrv");
+        wait_port(port, "pebble");
+        wait_port(mgmt, "pebble's management interface");
+        // The issuing root (new on every start).
+        let root = Command::new("curl")
+            .args(["-sfk", &format!("https://127.0.0.1:{mgmt}/roots/0")])
+            .output()
+            .unwrap();
+        assert!(root.status.success(), "pebble's /roots/0 did not answer");
+        std::fs::write(p.root(), &root.stdout).unwrap();
+        p
+    }
+
+    pub fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+    /// The CA of pebble's own HTTPS (for `[tls.acme] root_ca`).
+    pub fn https_ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+    /// The root pebble's certificates chain to.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("issuing-root.pem")
+    }
+
+    /// Stop pebble (its DNS keeps running): the CA is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.pebble.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
+    }
+}
+
+/// The example monorepo rendered for prod, nginx on free loopback ports, TLS from
+/// `tls` (a `[tls]` table). nginx is stopped on drop.
+pub struct TlsSite {
+    pub repo: GitRepo,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl TlsSite {
+    pub fn new(http_port: u16, tls: &str, extra_product_tls: &[(&str, &str)]) -> Self {
+        let repo = GitRepo::new();
+        // nginx's workers (nobody) read the challenge webroot, as on a server's checkout.
+        std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        repo.copy_tree(&example_dir());
+        let https_port = berth_testkit::free_port();
+        let mut m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+        m = m.replace(
+            "nginx_config = \"deploy/prod/nginx/nginx.conf\"",
+            &format!(
+                "nginx_config = \"deploy/prod/nginx/nginx.conf\"\nlisten = \"127.0.0.1\"\nhttp_port = {http_port}\nhttps_port = {https_port}"
+            ),
+        );
+        m = m.replace(
+            "[secret_scan]",
+            &format!("[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\n\n{tls}\n\n[secret_scan]"),
+        );
+        for old in [
+            "host_port = 8011",
+            "host_port = 5183",
+            "host_port = 8012",
+            "host_port = 5184",
+        ] {
+            m = m.replace(old, &format!("host_port = {}", berth_testkit::reserve_ports(2)));
+        }
+        for (product, table) in extra_product_tls {
+            m.push_str(&format!("\n[products.{product}.tls]\n{table}\n"));
+        }
+        repo.write("berth.toml", &m);
+        let site = Self {
+            repo,
+            http_port,
+            https_port,
+        };
+        site.berth(&["render", "--env", "prod"]).assert_code(0);
+        site.repo
+            .commit_all("chore: the example, rendered for prod (TASK-0-setup-bestays)");
+        site
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Outcome {
+        run(self.repo.path(), args)
+    }
+
+    /// The leaf certificate nginx presents for `name`, verified (chain and host name)
+    /// against `root` by openssl: (its PEM, its SANs, its serial).
+    pub fn served(&self, name: &str, root: &Path) -> Result<(String, Vec<String>, String), String> {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", self.https_port)])
+            .args(["-servername", name, "-verify_hostname", name])
+            .args(["-CAfile", root.to_str().unwrap(), "-verify_return_error"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() || !text.contains("Verify return code: 0 (ok)") {
+            return Err(format!("s_client {name}: {text}\n{err}"));
+        }
+        let start = text.find("-----BEGIN CERTIFICATE-----").ok_or("no certificate")?;
+        let end = text.find("-----END CERTIFICATE-----").ok_or("no certificate")?;
+        let pem = format!("{}-----END CERTIFICATE-----\n", &text[start..end]);
+        let x509 = |args: &[&str]| {
+            let mut c = Command::new("openssl")
+                .arg("x509")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            c.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
+            String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()
+        };
+        let sans: Vec<String> = x509(&["-noout", "-ext", "subjectAltName"])
+            .split([',', '\n'])
+            .filter_map(|s| s.trim().strip_prefix("DNS:").map(str::to_string))
+            .collect();
+        let serial = x509(&["-noout", "-serial"]).trim().to_string();
+        Ok((pem, sans, serial))
+    }
+
+    /// One plain-HTTP request to nginx's port 80: (status, Location).
+    pub fn http(&self, host: &str, path: &str) -> (u16, String) {
+        let r = berth_testkit::load::get(self.http_port, host, path).unwrap();
+        (r.status, r.header("location").unwrap_or("").to_string())
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        json(self.repo.path(), &["tls", "status"], 0)
+    }
+
+    pub fn product_status(&self, product: &str) -> serde_json::Value {
+        self.status_json()["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["product"] == product)
+            .unwrap()
+            .clone()
+    }
+}
+
+impl Drop for TlsSite {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .args(["-p", self.repo.path().to_str().unwrap()])
+            .args(["-c", "deploy/prod/nginx/nginx.conf", "-s", "stop"])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn acme_table(pebble: &Pebble) -> String {
+    format!(
+        "[tls]\nmode = \"acme\"\n\n[tls.acme]\ndirectory = \"{}\"\ncontact = \"ops@bestays.app\"\nroot_ca = \"{}\"",
+        pebble.directory(),
+        pebble.https_ca().display()
+    )
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn challenge_requests(site: &TlsSite) -> usize {
+    std::fs::read_to_string(site.repo.path().join(".berth/nginx/access.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("/.well-known/acme-challenge/"))
+        .count()
+}
+
+#[test]
+fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() {
+    let http_port = berth_testkit::free_port();
+    // Random nonce rejection and authorization reuse on: a real client must cope.
+    let pebble = Pebble::start(
+        http_port,
+        3600,
+        &[("PEBBLE_WFE_NONCEREJECT", "10"), ("PEBBLE_AUTHZREUSE", "100")],
+    );
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    let root = site.repo.path();
+
+    // Before any certificate: port 80 serves, nothing is redirected yet.
+    let out = site.berth(&["tls", "issue", "--all"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("bestays: issued"), "{}", out.all());
+    assert!(out.stderr.contains("realestate: issued"), "{}", out.all());
+
+    // One certificate per product, naming exactly its own domains, chain verified.
+    for (product, names) in [
+        ("bestays", ["bestays.app", "www.bestays.app"]),
+        ("realestate", ["realestate.app", "www.realestate.app"]),
+    ] {
+        for name in names {
+            let (_, sans, _) = site.served(name, &pebble.root()).unwrap();
+            assert_eq!(
+                sorted(sans),
+                sorted(names.map(String::from).to_vec()),
+                "{product} served for {name}"
+            );
+        }
+    }
+    // HTTP redirects to HTTPS, except the challenge path.
+    let (status, location) = site.http("bestays.app", "/listings?x=1");
+    assert_eq!(status, 301);
+    assert_eq!(location, "https://bestays.app/listings?x=1");
+    let (status, _) = site.http("www.realestate.app", "/.well-known/acme-challenge/none");
+    assert_eq!(status, 404, "the challenge path is answered, not redirected");
+    // Token files are gone once the order is done.
+    let tokens = root.join(".berth/tls/challenge/.well-known/acme-challenge");
+    assert_eq!(std::fs::read_dir(&tokens).unwrap().count(), 0);
+
+    // Storage: keys 0600 in 0700 directories, the account 0600 in a 0700 directory.
+    assert_eq!(mode(&root.join(".berth/tls/live/bestays")), 0o700);
+    assert_eq!(mode(&root.join(".berth/tls/live/bestays/privkey.pem")), 0o600);
+    let accounts: Vec<_> = std::fs::read_dir(root.join(".berth/tls/accounts"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(accounts.len(), 1, "one account per directory");
+    assert_eq!(mode(&accounts[0].path()), 0o700);
+    assert_eq!(mode(&accounts[0].path().join("account.json")), 0o600);
+    // Nothing of it in git.
+    assert_eq!(site.repo.git(&["status", "--porcelain"]).trim(), "");
+    let key = std::fs::read_to_string(root.join(".berth/tls/live/bestays/privkey.pem")).unwrap();
+    assert!(!out.all().contains(key.lines().nth(1).unwrap()));
+
+    // Status: both products, their names, issuer, expiry, days left.
+    let s = site.product_status("bestays");
+    assert_eq!(s["health"], "ok", "{s}");
+    assert_eq!(s["mode"], "acme");
+    assert!(s["days_left"].as_i64().is_some(), "{s}");
+    assert!(s["certificate"]["issuer"].as_str().unwrap().contains("Pebble"), "{s}");
+    assert!(s["last_error"].is_null());
+
+    // Nothing to do the second time.
+    let again = site.berth(&["tls", "issue", "--all"]);
+    again.assert_code(0);
+    assert!(again.stderr.contains("bestays: unchanged"), "{}", again.all());
+
+    // Authorization reuse: a forced new order proves nothing again on port 80.
+    let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    let before = challenge_requests(&site);
+    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(0);
+    let (_, _, new_serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    assert_ne!(serial, new_serial, "a new certificate is served");
+    assert_eq!(challenge_requests(&site), before, "authorizations were reused");
+}
+
+#[test]
+fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
+    let http_port = berth_testkit::free_port();
+    let mut pebble = Pebble::start(http_port, 3600, &[]);
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    site.berth(&["tls", "issue", "bestays"]).assert_code(0);
+    let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
+
+    pebble.stop();
+    let out = site.berth(&["tls", "renew", "bestays", "--force"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("bestays:"), "{}", out.all());
+    assert!(
+        out.stderr.contains("HTTP request failure") || out.stderr.contains("onnect"),
+        "says what failed: {}",
+        out.all()
+    );
+    // The old certificate keeps serving.
+    let (_, _, still) = site.served("bestays.app", &pebble.root()).unwrap();
+    assert_eq!(serial, still);
+    // Status shows the error and the days left.
+    let s = site.product_status("bestays");
+    assert!(s["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+    assert!(s["days_left"].as_i64().is_some(), "{s}");
+    assert_eq!(s["health"], "expiring", "an hour-long certificate is under 7 days: {s}");
+    let text = site.berth(&["tls", "status"]);
+    assert!(text.stdout.contains("last attempt failed"), "{}", text.all());
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_when_a_third_of_its_life_is_left() {
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start(http_port, 45, &[]);
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    site.berth(&["tls", "issue", "bestays"]).assert_code(0);
+    let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    // Not yet: more than a third (15 s) is left.
+    let out = site.berth(&["tls", "renew", "bestays"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("bestays: unchanged"), "{}", out.all());
+    // Then, as the lifetime runs down, renew orders a new one (the twice-a-day timer's job).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = site.berth(&["tls", "renew", "--all"]);
+        out.assert_code(0);
+        if out.stderr.contains("bestays: renewed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never renewed: {}", out.all());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, _, renewed) = site.served("bestays.app", &pebble.root()).unwrap();
+    assert_ne!(serial, renewed);
+}
+
+/// A self-signed certificate for `names` (a Cloudflare origin certificate stands in).
+fn own_certificate(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start(http_port, 3600, &[]);
+    let site = TlsSite::new(
+        http_port,
+        &acme_table(&pebble),
+        &[(
+            "realestate",
+            "mode = \"files\"\ncert = \"certs/realestate.crt\"\nkey = \"certs/realestate.key\"",
+        )],
+    );
+    let (cert, key) = own_certificate(&["realestate.app", "www.realestate.app"]);
+    site.repo.write("certs/realestate.crt", &cert);
+    site.repo.write("certs/realestate.key", &key);
+    site.berth(&["tls", "issue", "--all"]).assert_code(0);
+    let own_root = site.repo.path().join("certs/realestate.crt");
+    let (served, _, _) = site.served("realestate.app", &own_root).unwrap();
+    assert_eq!(served.trim(), cert.trim(), "bring-your-own files are served");
+    let (_, _, bestays_serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    // Files mode has the same expiry visibility.
+    let s = site.product_status("realestate");
+    assert_eq!(s["mode"], "files");
+    assert!(s["days_left"].as_i64().unwrap() > 300, "{s}");
+
+    // realestate's file breaks: its renew fails, nobody goes offline.
+    site.repo.write("certs/realestate.crt", "-----BEGIN CERTIFICATE-----\ngarbage\n");
+    let out = site.berth(&["tls", "renew", "--all"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("realestate:"), "{}", out.all());
+    assert!(!out.stderr.contains("bestays: nginx"), "{}", out.all());
+    // Another product's change reloads nginx fine: the broken file never reached it.
+    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(0);
+    let (_, _, new_serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    assert_ne!(bestays_serial, new_serial);
+    let (still, _, _) = site.served("realestate.app", &own_root).unwrap();
+    assert_eq!(still.trim(), cert.trim(), "realestate keeps its last good certificate");
+    // A key that is not the certificate's is refused the same way.
+    let (_, other_key) = own_certificate(&["realestate.app"]);
+    site.repo.write("certs/realestate.crt", &cert);
+    site.repo.write("certs/realestate.key", &other_key);
+    let out = site.berth(&["tls", "renew", "realestate"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("does not belong"), "{}", out.all());
+    let s = site.product_status("realestate");
+    assert!(s["last_error"].as_str().unwrap().contains("does not belong"), "{s}");
+}
+
+/// A tiny ACME server that answers every new order with a recorded `rateLimited`
+/// problem document and `Retry-After`, counting the orders it was sent.
+struct RateLimitedCa {
+    port: u16,
+    orders: Arc<AtomicUsize>,
+}
+
+const RATE_LIMITED: &str = r#"{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many new orders (300) from this account in the last 3h0m0s, retry after 2026-11-30 15:00:00 UTC: see https://letsencrypt.org/docs/rate-limits/#new-orders-per-account","status":429}"#;
+
+impl RateLimitedCa {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let orders = Arc::new(AtomicUsize::new(0));
+        let counter = orders.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let base = format!("http://127.0.0.1:{port}");
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, headers, body) = match path.as_str() {
+                    "/dir" => (
+                        "200 OK",
+                        String::new(),
+                        format!(
+                            r#"{{"newNonce":"{base}/nonce","newAccount":"{base}/account","newOrder":"{base}/order"}}"#
+                        ),
+                    ),
+                    "/nonce" => ("200 OK", String::new(), String::new()),
+                    "/account" => (
+                        "201 Created",
+                        format!("Location: {base}/account/1\r\n"),
+                        r#"{"status":"valid"}"#.to_string(),
+                    ),
+                    "/order" => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        (
+                            "429 Too Many Requests",
+                            "Retry-After: 7200\r\n".to_string(),
+                            RATE_LIMITED.to_string(),
+                        )
+                    }
+                    _ => ("404 Not Found", String::new(), String::new()),
+                };
+                let ctype = if status.starts_with("429") {
+                    "application/problem+json"
+                } else {
+                    "application/json"
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nReplay-Nonce: n{}\r\nContent-Type: {ctype}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    rand_nonce(),
+                    body.len()
+                );
+            }
+        });
+        Self { port, orders }
+    }
+}
+
+fn rand_nonce() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+#[test]
+fn a_rate_limited_order_backs_off_until_the_cas_retry_after() {
+    let ca = RateLimitedCa::start();
+    let http_port = berth_testkit::free_port();
+    let site = TlsSite::new(
+        http_port,
+        &format!(
+            "[tls]\nmode = \"acme\"\n\n[tls.acme]\ndirectory = \"http://127.0.0.1:{}/dir\"",
+            ca.port
+        ),
+        &[],
+    );
+    let started = berth_tls_now();
+    let out = site.berth(&["tls", "issue", "bestays"]);
+    out.assert_code(1);
+    assert!(out.stderr.contains("rateLimited"), "{}", out.all());
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 1);
+    let s = site.product_status("bestays");
+    let not_before = s["retry_not_before"].as_i64().expect("a backoff is recorded");
+    assert!(
+        (started + 7200 - 5..=started + 7200 + 60).contains(&not_before),
+        "the CA's Retry-After is honoured: {s}"
+    );
+    assert!(s["last_error"].as_str().unwrap().contains("too many new orders"));
+    // Until then berth does not ask again (renew from the timer, or issue).
+    for args in [&["tls", "renew", "--all"][..], &["tls", "issue", "bestays"]] {
+        let out = site.berth(args);
+        out.assert_code(1);
+        assert!(out.stderr.contains("rate limited"), "{}", out.all());
+    }
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 1, "no new order during the backoff");
+    // --force asks anyway.
+    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(1);
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 2);
+}
+
+fn berth_tls_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
