@@ -402,9 +402,16 @@ pub fn tls_sites(m: &Manifest, env: Env) -> std::collections::BTreeMap<String, S
 
 /// The server blocks of `product` (a product of [`tls_sites`]), written to
 /// `nginx/sites/<product>.conf`: port 80 only (with the ACME challenge location in
-/// mode `acme`) while `https` is false, else the redirect and the HTTPS block
-/// serving the certificate in [`tls_live_dir`].
-pub fn render_site(m: &Manifest, product: &str, https: bool) -> Result<String, RenderError> {
+/// mode `acme`) without `cert_dir`, else the redirect and the HTTPS block serving
+/// `<cert_dir>/fullchain.pem` and `privkey.pem` (absolute: nginx reads certificate
+/// paths relative to its configuration's directory, not its prefix).
+pub fn render_site(
+    m: &Manifest,
+    product: &str,
+    cert_dir: Option<&str>,
+) -> Result<String, RenderError> {
+    let https = cert_dir.is_some();
+    let live = cert_dir.unwrap_or_default();
     let tpl = environment();
     let p = &m.products[product];
     let ctx = product_ctx(m, product, p, ".");
@@ -413,7 +420,6 @@ pub fn render_site(m: &Manifest, product: &str, https: bool) -> Result<String, R
         None => (80, 443, String::new()),
     };
     let mode = m.tls_mode(product);
-    let live = tls_live_dir(product);
     render_one(
         &tpl,
         "site.conf",
@@ -742,7 +748,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     for name in sites.keys() {
         add(
             format!("nginx/sites/{name}.conf"),
-            render_site(m, name, false)?,
+            render_site(m, name, None)?,
         );
     }
     if !sites.is_empty() {

@@ -540,7 +540,14 @@ fn with_sites(m: &Manifest, text: &str, https: bool) -> String {
         if out.contains(&include) {
             out = out.replace(
                 &include,
-                &berth_render::render_site(m, name, https).expect("render site"),
+                &berth_render::render_site(
+                    m,
+                    name,
+                    https
+                        .then(|| berth_render::tls_live_dir(name))
+                        .as_deref(),
+                )
+                .expect("render site"),
             );
         }
     }

@@ -122,8 +122,14 @@ impl FrontDoor for NginxDoor<'_> {
     fn test(&self) -> Result<(), String> {
         self.nginx.test().map_err(|e| e.to_string())
     }
+    /// Reload and return once every new connection gets the new configuration (the
+    /// old workers stopped accepting; 10 s at most).
     fn reload(&self) -> Result<(), String> {
-        self.nginx.reload().map_err(|e| e.to_string())
+        let before = self.nginx.accepting_workers();
+        self.nginx.reload().map_err(|e| e.to_string())?;
+        self.nginx
+            .old_workers_stopped(&before, std::time::Duration::from_secs(10));
+        Ok(())
     }
 }
 
@@ -361,8 +367,13 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 rfc3339(t)
             )));
         }
-        // Port 80 must answer the challenge before the order: the site as it is now.
+        // Port 80 must answer the challenge before the order: the site as it is now,
+        // and nginx running (a reload starts it).
         self.serve_current(product)?;
+        self.door
+            .test()
+            .and_then(|_| self.door.reload())
+            .map_err(|e| TlsError::Failed(format!("{product}: nginx cannot answer the challenge: {e}")))?;
         state.last_attempt = Some(now);
         let ca = ca(self.m, &self.root)?;
         let names = self.m.products[product].domains.clone();
@@ -482,7 +493,37 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 return Err(format!("could not write {}: {e}", path.display()));
             }
         }
-        self.write_site(product, true, &previous)
+        self.write_site(product, true, &previous)?;
+        self.wait_served(product, chain)
+    }
+
+    /// A reload is graceful: old workers serve on for a moment. Return once nginx
+    /// presents the new certificate for the product's first domain (10 s at most).
+    fn wait_served(&self, product: &str, chain: &str) -> Result<(), String> {
+        let Some(px) = &self.m.proxy else {
+            return Ok(());
+        };
+        let want = pem_leaf(chain);
+        let host = match px.listen.as_deref().map(|l| l.trim_matches(['[', ']'])) {
+            Some(l) if l.parse::<std::net::IpAddr>().is_ok_and(|a| !a.is_unspecified()) => {
+                l.parse().unwrap()
+            }
+            _ => std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        let addr = std::net::SocketAddr::new(host, px.https_port);
+        let name = &self.m.products[product].domains[0];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if want.is_some() && presented(addr, name) == want {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "nginx reloaded but does not present the new certificate of {product} for {name} on {addr}"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Write the product's site (`https` or port 80 only), test, reload; on failure
@@ -493,7 +534,9 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         https: bool,
         also: &[(PathBuf, Option<Vec<u8>>, u32)],
     ) -> Result<(), String> {
-        let body = berth_render::render_site(self.m, product, https).map_err(|e| e.to_string())?;
+        let live = self.store.live_dir(product).display().to_string();
+        let body = berth_render::render_site(self.m, product, https.then_some(live.as_str()))
+            .map_err(|e| e.to_string())?;
         let path = self.door.site_file(product);
         let before = std::fs::read(&path).ok();
         if before.as_deref() == Some(body.as_bytes()) && also.is_empty() {
@@ -514,6 +557,14 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         }
         Ok(())
     }
+}
+
+/// The first certificate of a PEM chain, as DER.
+fn pem_leaf(chain: &str) -> Option<Vec<u8>> {
+    x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes())
+        .flatten()
+        .find(|p| p.label == "CERTIFICATE")
+        .map(|p| p.contents)
 }
 
 fn restore(files: &[(PathBuf, Option<Vec<u8>>, u32)]) {
@@ -537,4 +588,61 @@ mod tests {
         assert_eq!(super::base64url("_-8").unwrap(), vec![0xff, 0xef]);
         assert!(super::base64url("a b").is_none());
     }
+}
+
+/// The leaf certificate (DER) a TLS server presents for `sni`, read with a client
+/// that verifies nothing (it only looks).
+pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
+    use std::sync::Arc;
+    #[derive(Debug)]
+    struct Look(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for Look {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls_pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls_pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Look(provider)))
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).ok()?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;
+    let mut sock =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).ok()?;
+    }
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
 }

@@ -80,7 +80,7 @@ impl Pebble {
         let dns = Command::new("pebble-challtestsrv")
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
             .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
             .stdout(log("challtestsrv.log"))
             .stderr(log("challtestsrv.err"))
@@ -298,7 +298,7 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     // Random nonce rejection and authorization reuse on: a real client must cope.
     let pebble = Pebble::start(
         http_port,
-        3600,
+        90 * 86_400,
         &[("PEBBLE_WFE_NONCEREJECT", "10"), ("PEBBLE_AUTHZREUSE", "100")],
     );
     let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
@@ -365,9 +365,10 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     // Authorization reuse: a forced new order proves nothing again on port 80.
     let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
     let before = challenge_requests(&site);
-    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(0);
+    let forced = site.berth(&["tls", "issue", "bestays", "--force"]);
+    forced.assert_code(0);
     let (_, _, new_serial) = site.served("bestays.app", &pebble.root()).unwrap();
-    assert_ne!(serial, new_serial, "a new certificate is served");
+    assert_ne!(serial, new_serial, "a new certificate is served: {}", forced.all());
     assert_eq!(challenge_requests(&site), before, "authorizations were reused");
 }
 
@@ -439,7 +440,7 @@ fn own_certificate(names: &[&str]) -> (String, String) {
 #[test]
 fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     let http_port = berth_testkit::free_port();
-    let pebble = Pebble::start(http_port, 3600, &[]);
+    let pebble = Pebble::start(http_port, 90 * 86_400, &[]);
     let site = TlsSite::new(
         http_port,
         &acme_table(&pebble),
@@ -452,7 +453,9 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     site.repo.write("certs/realestate.crt", &cert);
     site.repo.write("certs/realestate.key", &key);
     site.berth(&["tls", "issue", "--all"]).assert_code(0);
-    let own_root = site.repo.path().join("certs/realestate.crt");
+    let own = tempfile::tempdir().unwrap();
+    let own_root = own.path().join("realestate-root.pem");
+    std::fs::write(&own_root, &cert).unwrap();
     let (served, _, _) = site.served("realestate.app", &own_root).unwrap();
     assert_eq!(served.trim(), cert.trim(), "bring-your-own files are served");
     let (_, _, bestays_serial) = site.served("bestays.app", &pebble.root()).unwrap();
@@ -592,7 +595,7 @@ fn a_rate_limited_order_backs_off_until_the_cas_retry_after() {
     );
     assert!(s["last_error"].as_str().unwrap().contains("too many new orders"));
     // Until then berth does not ask again (renew from the timer, or issue).
-    for args in [&["tls", "renew", "--all"][..], &["tls", "issue", "bestays"]] {
+    for args in [&["tls", "renew", "bestays"][..], &["tls", "issue", "bestays"]] {
         let out = site.berth(args);
         out.assert_code(1);
         assert!(out.stderr.contains("rate limited"), "{}", out.all());
