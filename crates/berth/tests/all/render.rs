@@ -150,8 +150,8 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
         }
         assert_eq!(
             names.len(),
-            4,
-            "a service and a timer per product: {names:?}"
+            6,
+            "a service and a timer per product, and the certificate renewal's: {names:?}"
         );
         let mut args = vec!["verify"];
         args.extend(names.iter().map(String::as_str));
@@ -750,7 +750,15 @@ fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
         "nginx_config = \"deploy/prod/nginx/nginx.conf\"\nlisten = \"::1\"",
     );
     run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
-    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    // berth.conf and the products' server blocks (nginx/sites/, state written once).
+    let mut conf =
+        std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    for p in ["bestays", "realestate"] {
+        let site = repo.path().join(format!("deploy/prod/nginx/sites/{p}.conf"));
+        std::fs::remove_file(&site).unwrap();
+        run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+        conf.push_str(&std::fs::read_to_string(&site).unwrap());
+    }
     let listens: Vec<&str> = conf
         .lines()
         .map(str::trim)

@@ -612,3 +612,111 @@ fn berth_tls_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// An HTTPS GET through nginx (curl, verifying against `root`): (status, body).
+fn https_get(site: &TlsSite, root: &Path, host: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--cacert", root.to_str().unwrap()])
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", site.https_port)])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://{host}:{}{path}", site.https_port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn deploy_issues_the_certificate_and_a_domain_added_gets_a_new_one_on_the_next_deploy() {
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start(http_port, 90 * 86_400, &[]);
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    fill_declared_secrets(site.repo.path());
+    // The first deploy issues before the switch: the product has no certificate.
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("bestays: issued (it has no certificate)"), "{}", out.all());
+    let (status, _) = https_get(&site, &pebble.root(), "bestays.app", "/api/health");
+    assert_eq!(status, 200, "bestays is served over HTTPS");
+    // The next deploy with nothing changed orders nothing.
+    site.repo.write("products/bestays/a.md", "a");
+    site.repo.commit_all("feat: a (TASK-1-a-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(!out.stderr.contains("issued"), "{}", out.all());
+
+    // A domain added: the next deploy gets a certificate naming it.
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+    site.repo.write(
+        "berth.toml",
+        &m.replace(
+            "domains = [\"bestays.app\", \"www.bestays.app\"]",
+            "domains = [\"bestays.app\", \"www.bestays.app\", \"book.bestays.app\"]",
+        ),
+    );
+    site.berth(&["render", "--env", "prod"]).assert_code(0);
+    site.repo.commit_all("feat: book.bestays.app (TASK-2-domain-bestays)");
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("bestays: issued (its domains changed)"), "{}", out.all());
+    let want = sorted(vec![
+        "bestays.app".into(),
+        "www.bestays.app".into(),
+        "book.bestays.app".into(),
+    ]);
+    for name in ["book.bestays.app", "bestays.app"] {
+        let (_, sans, _) = site.served(name, &pebble.root()).unwrap();
+        assert_eq!(sorted(sans), want, "never another product's domain");
+    }
+    let (status, _) = https_get(&site, &pebble.root(), "book.bestays.app", "/api/health");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_short_lived_certificate_is_renewed_under_load_with_no_failed_request() {
+    use berth_testkit::load::LoadConfig;
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start(http_port, 75, &[]);
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    fill_declared_secrets(site.repo.path());
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
+    // The load generator speaks HTTP: socat carries each of its connections over its
+    // own TLS connection to nginx, verified against pebble's root with SNI.
+    let tunnel = berth_testkit::free_port();
+    let mut socat = Command::new("socat")
+        .arg(format!("TCP-LISTEN:{tunnel},bind=127.0.0.1,fork,reuseaddr"))
+        .arg(format!(
+            "OPENSSL:127.0.0.1:{},cafile={},snihost=bestays.app,commonname=bestays.app,verify=1",
+            site.https_port,
+            pebble.root().display()
+        ))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat is required (scripts/test.sh installs it)");
+    wait_port(tunnel, "socat");
+    let load = LoadConfig::new(tunnel, "bestays.app")
+        .paths(&["/api/health", "/", "/api/listings/7"])
+        .workers(3, 2)
+        .start();
+    load.wait_for_answers(50);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = site.berth(&["tls", "renew", "--all"]);
+        out.assert_code(0);
+        if out.stderr.contains("bestays: renewed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never renewed: {}", out.all());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Requests keep being answered after the reload, on both kinds of connection.
+    load.wait_for_answers(50);
+    let report = load.finish();
+    let _ = socat.kill();
+    let _ = socat.wait();
+    report.assert_clean(100).assert_covered();
+    let (_, _, renewed) = site.served("bestays.app", &pebble.root()).unwrap();
+    assert_ne!(serial, renewed);
+}
