@@ -830,7 +830,8 @@ impl Manifest {
         Some((
             own.cert
                 .unwrap_or_else(|| format!("{dir}/{first}/fullchain.pem")),
-            own.key.unwrap_or_else(|| format!("{dir}/{first}/privkey.pem")),
+            own.key
+                .unwrap_or_else(|| format!("{dir}/{first}/privkey.pem")),
         ))
     }
 }

@@ -492,7 +492,9 @@ impl Validator<'_> {
                 .any(|p| url.starts_with(p));
             let ok = (url.starts_with("https://") || loopback)
                 && url.len() > 8
-                && !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"');
+                && !url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"');
             if !ok {
                 let d = Diagnostic::error(
                     "tls-acme-directory",
@@ -505,12 +507,24 @@ impl Validator<'_> {
             if let Some(c) = &acme.contact
                 && !EMAIL.is_match(c.trim_start_matches("mailto:"))
             {
-                let d = Diagnostic::error("tls-acme-contact", format!("tls.acme.contact `{}` is not an email address", c.escape_debug()))
-                    .at(self.label(&vpath(&["tls", "acme", "contact"]), "expected e.g. `ops@example.com`"))
-                    .help("the CA writes to it about expiring certificates");
+                let d = Diagnostic::error(
+                    "tls-acme-contact",
+                    format!(
+                        "tls.acme.contact `{}` is not an email address",
+                        c.escape_debug()
+                    ),
+                )
+                .at(self.label(
+                    &vpath(&["tls", "acme", "contact"]),
+                    "expected e.g. `ops@example.com`",
+                ))
+                .help("the CA writes to it about expiring certificates");
                 self.push(d);
             }
-            for (key, v) in [("eab_kid_env", &acme.eab_kid_env), ("eab_hmac_env", &acme.eab_hmac_env)] {
+            for (key, v) in [
+                ("eab_kid_env", &acme.eab_kid_env),
+                ("eab_hmac_env", &acme.eab_hmac_env),
+            ] {
                 if let Some(v) = v
                     && !NOTIFY_ENV.is_match(v)
                 {
@@ -521,16 +535,28 @@ impl Validator<'_> {
                 }
             }
             if acme.eab_kid_env.is_some() != acme.eab_hmac_env.is_some() {
-                let d = Diagnostic::error("tls-acme-eab", "tls.acme: an external account binding needs both eab_kid_env and eab_hmac_env")
-                    .at(self.label(&vpath(&["tls", "acme"]), "one of the two is missing"))
-                    .help("the CA gives a key id and an HMAC key together");
+                let d = Diagnostic::error(
+                    "tls-acme-eab",
+                    "tls.acme: an external account binding needs both eab_kid_env and eab_hmac_env",
+                )
+                .at(self.label(&vpath(&["tls", "acme"]), "one of the two is missing"))
+                .help("the CA gives a key id and an HMAC key together");
                 self.push(d);
             }
             if let Some(r) = &acme.root_ca
                 && !SAFE_PATH.is_match(r)
             {
-                let d = Diagnostic::error("tls-path", format!("tls.acme.root_ca `{}` is not a plain path", r.escape_debug()))
-                    .at(self.label(&vpath(&["tls", "acme", "root_ca"]), "expected letters, digits, `._+@-` and `/`"));
+                let d = Diagnostic::error(
+                    "tls-path",
+                    format!(
+                        "tls.acme.root_ca `{}` is not a plain path",
+                        r.escape_debug()
+                    ),
+                )
+                .at(self.label(
+                    &vpath(&["tls", "acme", "root_ca"]),
+                    "expected letters, digits, `._+@-` and `/`",
+                ));
                 self.push(d);
             }
         }

@@ -152,7 +152,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "tls-renew.timer",
         include_str!("../templates/tls-renew.timer.j2"),
     ),
-    ("tls-renew.cron", include_str!("../templates/tls-renew.cron.j2")),
+    (
+        "tls-renew.cron",
+        include_str!("../templates/tls-renew.cron.j2"),
+    ),
     (
         "upstream.conf",
         include_str!("../templates/upstream.conf.j2"),
@@ -818,9 +821,9 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
 
     // Certificate renewal: twice a day, at a minute (and cron hour) of the project's own.
     if m.products.keys().any(|n| sites.contains_key(n)) {
-        let jitter = project
-            .bytes()
-            .fold(2166136261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16777619));
+        let jitter = project.bytes().fold(2166136261u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(16777619)
+        });
         let (minute, hour) = (jitter % 60, (jitter / 60) % 12);
         let ctx = context! { header => HEADER, project => project, env_file => env_file,
         minute => format!("{minute:02}"), hour => hour };
@@ -838,8 +841,12 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             berth_manifest::Scheduler::Cron => {
                 add(
                     format!("cron/berth-tls-{project}"),
-                    render_one(&tpl, "tls-renew.cron", context! { header => HEADER, project => project,
-                    env_file => env_file, minute => minute, hour => hour })?,
+                    render_one(
+                        &tpl,
+                        "tls-renew.cron",
+                        context! { header => HEADER, project => project,
+                        env_file => env_file, minute => minute, hour => hour },
+                    )?,
                 );
             }
         }

@@ -543,9 +543,7 @@ fn with_sites(m: &Manifest, text: &str, https: bool) -> String {
                 &berth_render::render_site(
                     m,
                     name,
-                    https
-                        .then(|| berth_render::tls_live_dir(name))
-                        .as_deref(),
+                    https.then(|| berth_render::tls_live_dir(name)).as_deref(),
                 )
                 .expect("render site"),
             );

@@ -277,7 +277,8 @@ impl Collector for Derived {
             )?;
             for p in products {
                 if let Some(c) = p.view.tls.as_ref().and_then(|t| t.certificate.as_ref()) {
-                    ConstGauge::new(c.not_after).encode(m.encode_family(&product(&p.view.name))?)?;
+                    ConstGauge::new(c.not_after)
+                        .encode(m.encode_family(&product(&p.view.name))?)?;
                 }
             }
         }

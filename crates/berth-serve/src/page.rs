@@ -219,14 +219,26 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
                 esc(&berth_tls::rfc3339(c.not_after)),
                 esc(t.mode)
             ),
-            _ => format!(r#"<span class="bad">no certificate</span> <span class="muted">({})</span>"#, esc(t.mode)),
+            _ => format!(
+                r#"<span class="bad">no certificate</span> <span class="muted">({})</span>"#,
+                esc(t.mode)
+            ),
         };
         let err = t
             .last_error
             .as_ref()
-            .map(|e| format!(r#"<br><span class="bad">last attempt failed: {}</span>"#, esc(e)))
+            .map(|e| {
+                format!(
+                    r#"<br><span class="bad">last attempt failed: {}</span>"#,
+                    esc(e)
+                )
+            })
             .unwrap_or_default();
-        let _ = write!(s, r#"<dt>TLS</dt><dd data-tls="{}">{cert}{err}</dd>"#, t.health);
+        let _ = write!(
+            s,
+            r#"<dt>TLS</dt><dd data-tls="{}">{cert}{err}</dd>"#,
+            t.health
+        );
     }
     let _ = write!(
         s,

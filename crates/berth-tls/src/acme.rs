@@ -45,11 +45,14 @@ pub struct Ca {
     pub root_ca: Option<PathBuf>,
 }
 
+/// Where the client leaves the CA's last `Retry-After`.
+type RetrySlot = Arc<Mutex<Option<SystemTime>>>;
+
 /// The HTTP client: hyper + rustls (ring), the system roots or the configured root,
 /// remembering the last `Retry-After` the CA sent on an error.
 struct Client {
     inner: Box<dyn HttpClient>,
-    retry_after: Arc<Mutex<Option<SystemTime>>>,
+    retry_after: RetrySlot,
 }
 
 impl HttpClient for Client {
@@ -86,13 +89,16 @@ fn parse_retry_after(v: &str) -> Option<SystemTime> {
     }
 }
 
-fn client(root_ca: Option<&Path>) -> Result<(Client, Arc<Mutex<Option<SystemTime>>>), OrderError> {
+fn client(root_ca: Option<&Path>) -> Result<(Client, RetrySlot), OrderError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = hyper_rustls::HttpsConnectorBuilder::new();
     let builder = match root_ca {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|e| {
-                OrderError::new(format!("could not read tls.acme.root_ca {}: {e}", path.display()))
+                OrderError::new(format!(
+                    "could not read tls.acme.root_ca {}: {e}",
+                    path.display()
+                ))
             })?;
             let mut roots = rustls::RootCertStore::empty();
             use rustls_pki_types::pem::PemObject;
@@ -114,11 +120,13 @@ fn client(root_ca: Option<&Path>) -> Result<(Client, Arc<Mutex<Option<SystemTime
             .try_with_platform_verifier()
             .map_err(|e| OrderError::new(format!("no system root certificates: {e}")))?,
     };
-    let connector = builder.https_or_http().enable_http1().enable_http2().build();
-    let hyper = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build::<_, BodyWrapper<Bytes>>(connector);
+    let connector = builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, BodyWrapper<Bytes>>(connector);
     let slot = Arc::new(Mutex::new(None));
     Ok((
         Client {
@@ -130,10 +138,11 @@ fn client(root_ca: Option<&Path>) -> Result<(Client, Arc<Mutex<Option<SystemTime
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn from_acme(e: instant_acme::Error, retry: &Arc<Mutex<Option<SystemTime>>>) -> OrderError {
+fn from_acme(e: instant_acme::Error, retry: &RetrySlot) -> OrderError {
     let rate_limited = matches!(&e, instant_acme::Error::Api(p)
         if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:rateLimited"));
     OrderError {
@@ -149,12 +158,15 @@ async fn account(
     ca: &Ca,
     store: &Store,
     http: Client,
-    retry: &Arc<Mutex<Option<SystemTime>>>,
+    retry: &RetrySlot,
 ) -> Result<Account, OrderError> {
     let path = store.account_path(&ca.directory);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let creds: AccountCredentials = serde_json::from_str(&text).map_err(|e| {
-            OrderError::new(format!("the ACME account file {} is unreadable: {e}", path.display()))
+            OrderError::new(format!(
+                "the ACME account file {} is unreadable: {e}",
+                path.display()
+            ))
         })?;
         return Account::builder_with_http(Box::new(http))
             .from_credentials(creds)
@@ -217,7 +229,10 @@ pub fn order(ca: &Ca, store: &Store, names: &[String]) -> Result<(String, String
         attempt += 1;
         match rt.block_on(order_async(ca, store, names)) {
             Err(e) if attempt < 4 && e.message.contains("urn:ietf:params:acme:error:badNonce") => {
-                tracing::warn!("the CA rejected a nonce again ({}); ordering anew", e.message);
+                tracing::warn!(
+                    "the CA rejected a nonce again ({}); ordering anew",
+                    e.message
+                );
             }
             other => return other,
         }
@@ -271,9 +286,8 @@ async fn order_async(
             }
             let path = challenge_dir.join(&ch.token);
             tokens.0.push(path.clone());
-            write_file(&path, ch.key_authorization().as_str().as_bytes(), 0o644).map_err(|e| {
-                OrderError::new(format!("could not write {}: {e}", path.display()))
-            })?;
+            write_file(&path, ch.key_authorization().as_str().as_bytes(), 0o644)
+                .map_err(|e| OrderError::new(format!("could not write {}: {e}", path.display())))?;
             ch.set_ready().await.map_err(|e| from_acme(e, &retry))?;
         }
     }

@@ -95,7 +95,10 @@ pub fn check_pair(chain_pem: &str, key_pem: &str, now: i64) -> Result<CertInfo, 
     }
     let i = info(&cert);
     if i.not_after <= now {
-        return Err(format!("the certificate expired ({})", rfc3339(i.not_after)));
+        return Err(format!(
+            "the certificate expired ({})",
+            rfc3339(i.not_after)
+        ));
     }
     Ok(i)
 }

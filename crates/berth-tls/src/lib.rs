@@ -180,7 +180,9 @@ pub fn status(m: &Manifest, root: &Path) -> Vec<ProductStatus> {
             let cert = store
                 .live(name)
                 .and_then(|(c, k)| check_pair(&c, &k, i64::MIN).ok());
-            let days_left = cert.as_ref().map(|c| (c.not_after - now).div_euclid(86_400));
+            let days_left = cert
+                .as_ref()
+                .map(|c| (c.not_after - now).div_euclid(86_400));
             let health = match (&cert, mode) {
                 (_, TlsMode::Off) => "off",
                 (None, _) => "missing",
@@ -209,13 +211,17 @@ pub fn status(m: &Manifest, root: &Path) -> Vec<ProductStatus> {
 
 /// The CA settings of the manifest, the EAB values read from their variables.
 pub fn ca(m: &Manifest, root: &Path) -> Result<acme::Ca, TlsError> {
-    let acme = m.tls.as_ref().and_then(|t| t.acme.clone()).unwrap_or(berth_manifest::Acme {
-        directory: "letsencrypt".into(),
-        contact: None,
-        eab_kid_env: None,
-        eab_hmac_env: None,
-        root_ca: None,
-    });
+    let acme = m
+        .tls
+        .as_ref()
+        .and_then(|t| t.acme.clone())
+        .unwrap_or(berth_manifest::Acme {
+            directory: "letsencrypt".into(),
+            contact: None,
+            eab_kid_env: None,
+            eab_hmac_env: None,
+            root_ca: None,
+        });
     let eab = match (&acme.eab_kid_env, &acme.eab_hmac_env) {
         (Some(kid), Some(hmac)) => {
             let read = |name: &str| {
@@ -227,7 +233,9 @@ pub fn ca(m: &Manifest, root: &Path) -> Result<acme::Ca, TlsError> {
             };
             let kid_v = read(kid)?;
             let hmac_v = base64url(&read(hmac)?).ok_or_else(|| {
-                TlsError::Config(format!("tls.acme: {hmac} is not base64url (the CA's HMAC key)"))
+                TlsError::Config(format!(
+                    "tls.acme: {hmac} is not base64url (the CA's HMAC key)"
+                ))
             })?;
             Some((kid_v, hmac_v))
         }
@@ -311,7 +319,12 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
 
     /// Bring `product` to what `purpose` asks: issue, renew or copy its certificate,
     /// then serve it. On failure the previous certificate keeps serving.
-    pub fn ensure(&self, product: &str, purpose: Purpose, force: bool) -> Result<Outcome, TlsError> {
+    pub fn ensure(
+        &self,
+        product: &str,
+        purpose: Purpose,
+        force: bool,
+    ) -> Result<Outcome, TlsError> {
         let mode = self.m.tls_mode(product);
         let p = self
             .m
@@ -331,7 +344,10 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
             });
         }
         self.store.prepare().map_err(|e| {
-            TlsError::Failed(format!("could not create {}: {e}", self.store.dir.display()))
+            TlsError::Failed(format!(
+                "could not create {}: {e}",
+                self.store.dir.display()
+            ))
         })?;
         if !self.door.serves_site(product) {
             return Err(TlsError::Config(format!(
@@ -373,7 +389,9 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         self.door
             .test()
             .and_then(|_| self.door.reload())
-            .map_err(|e| TlsError::Failed(format!("{product}: nginx cannot answer the challenge: {e}")))?;
+            .map_err(|e| {
+                TlsError::Failed(format!("{product}: nginx cannot answer the challenge: {e}"))
+            })?;
         state.last_attempt = Some(now);
         let ca = ca(self.m, &self.root)?;
         let names = self.m.products[product].domains.clone();
@@ -391,10 +409,14 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
             .and_then(|(chain, key)| {
                 let info = check_pair(&chain, &key, now)
                     .map_err(|e| format!("the CA's certificate is unusable: {e}"))?;
-                if let Some(n) = info.names.iter().find(|n| {
-                    !names.iter().any(|d| d.eq_ignore_ascii_case(n))
-                }) {
-                    return Err(format!("the CA's certificate names {n}, which is not {product}'s"));
+                if let Some(n) = info
+                    .names
+                    .iter()
+                    .find(|n| !names.iter().any(|d| d.eq_ignore_ascii_case(n)))
+                {
+                    return Err(format!(
+                        "the CA's certificate names {n}, which is not {product}'s"
+                    ));
                 }
                 if let Some(d) = names.iter().find(|d| !info.covers(d)) {
                     return Err(format!("the CA's certificate does not name {d}"));
@@ -410,7 +432,11 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 let _ = self.store.save_state(product, &state);
                 Ok(Outcome {
                     product: product.into(),
-                    action: if need == Need::RenewalDue { "renewed" } else { "issued" },
+                    action: if need == Need::RenewalDue {
+                        "renewed"
+                    } else {
+                        "issued"
+                    },
                     why: Some(need.describe().into()),
                     certificate: Some(info),
                 })
@@ -429,19 +455,26 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         let mut state = self.store.state(product);
         state.last_attempt = Some(now());
         let read = |p: &str| {
-            std::fs::read_to_string(self.root.join(p)).map_err(|e| format!("could not read {p}: {e}"))
+            std::fs::read_to_string(self.root.join(p))
+                .map_err(|e| format!("could not read {p}: {e}"))
         };
-        let result = read(&cert).and_then(|c| read(&key).map(|k| (c, k))).and_then(|(c, k)| {
-            let info = check_pair(&c, &k, now()).map_err(|e| format!("{cert}: {e}"))?;
-            if let Some(d) = self.m.products[product].domains.iter().find(|d| !info.covers(d)) {
-                return Err(format!("{cert} does not name {d}"));
-            }
-            if self.store.live(product).as_ref() == Some(&(c.clone(), k.clone())) {
-                self.serve_current(product).map_err(|e| e.to_string())?;
-                return Ok(("unchanged", info));
-            }
-            self.install(product, &c, &k).map(|_| ("installed", info))
-        });
+        let result = read(&cert)
+            .and_then(|c| read(&key).map(|k| (c, k)))
+            .and_then(|(c, k)| {
+                let info = check_pair(&c, &k, now()).map_err(|e| format!("{cert}: {e}"))?;
+                if let Some(d) = self.m.products[product]
+                    .domains
+                    .iter()
+                    .find(|d| !info.covers(d))
+                {
+                    return Err(format!("{cert} does not name {d}"));
+                }
+                if self.store.live(product).as_ref() == Some(&(c.clone(), k.clone())) {
+                    self.serve_current(product).map_err(|e| e.to_string())?;
+                    return Ok(("unchanged", info));
+                }
+                self.install(product, &c, &k).map(|_| ("installed", info))
+            });
         match result {
             Ok((action, info)) => {
                 state.last_success = Some(now());
@@ -484,7 +517,8 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
             (self.store.cert_path(product), chain, 0o644),
         ];
         let dir = self.store.live_dir(product);
-        store::private_dir(&dir, 0o700).map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        store::private_dir(&dir, 0o700)
+            .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
         let mut previous = Vec::new();
         for (path, body, mode) in &files {
             previous.push((path.clone(), std::fs::read(path).ok(), *mode));
@@ -505,7 +539,10 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         };
         let want = pem_leaf(chain);
         let host = match px.listen.as_deref().map(|l| l.trim_matches(['[', ']'])) {
-            Some(l) if l.parse::<std::net::IpAddr>().is_ok_and(|a| !a.is_unspecified()) => {
+            Some(l)
+                if l.parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| !a.is_unspecified()) =>
+            {
                 l.parse().unwrap()
             }
             _ => std::net::IpAddr::from([127, 0, 0, 1]),
@@ -580,15 +617,6 @@ fn restore(files: &[(PathBuf, Option<Vec<u8>>, u32)]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64url_decodes() {
-        assert_eq!(super::base64url("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(super::base64url("_-8").unwrap(), vec![0xff, 0xef]);
-        assert!(super::base64url("a b").is_none());
-    }
-}
 
 /// The leaf certificate (DER) a TLS server presents for `sni`, read with a client
 /// that verifies nothing (it only looks).
@@ -613,7 +641,12 @@ pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
             c: &rustls_pki_types::CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn verify_tls13_signature(
             &self,
@@ -621,7 +654,12 @@ pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
             c: &rustls_pki_types::CertificateDer<'_>,
             d: &rustls::DigitallySignedStruct,
         ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
@@ -645,4 +683,14 @@ pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
     conn.peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64url_decodes() {
+        assert_eq!(super::base64url("aGVsbG8").unwrap(), b"hello");
+        assert_eq!(super::base64url("_-8").unwrap(), vec![0xff, 0xef]);
+        assert!(super::base64url("a b").is_none());
+    }
 }

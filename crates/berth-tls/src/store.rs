@@ -55,7 +55,10 @@ impl Store {
     /// under it; every directory below with secrets in it is 0700).
     pub fn prepare(&self) -> std::io::Result<()> {
         private_dir(&self.dir, 0o755)?;
-        private_dir(&self.dir.join("challenge/.well-known/acme-challenge"), 0o755)?;
+        private_dir(
+            &self.dir.join("challenge/.well-known/acme-challenge"),
+            0o755,
+        )?;
         for sub in ["challenge", "challenge/.well-known"] {
             std::fs::set_permissions(self.dir.join(sub), std::fs::Permissions::from_mode(0o755))?;
         }
@@ -84,7 +87,13 @@ impl Store {
             .trim_start_matches("https://")
             .trim_start_matches("http://")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join("accounts").join(name).join("account.json")
     }

@@ -80,7 +80,10 @@ fn describe(o: &Outcome) -> String {
         "{}: {}{}{}",
         o.product,
         o.action,
-        o.why.as_ref().map(|w| format!(" ({w})")).unwrap_or_default(),
+        o.why
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default(),
         cert.unwrap_or_default()
     )
 }
@@ -119,7 +122,10 @@ fn run(cli: &Cli, args: &TlsArgs, printer: &Printer, purpose: Purpose) -> Result
             printer.warn(&format!(
                 "the certificate of {} expires in {d} days ({}): {}",
                 s.product,
-                s.certificate.as_ref().map(|c| rfc3339(c.not_after)).unwrap_or_default(),
+                s.certificate
+                    .as_ref()
+                    .map(|c| rfc3339(c.not_after))
+                    .unwrap_or_default(),
                 s.last_error.as_deref().unwrap_or("renew it now")
             ));
         }

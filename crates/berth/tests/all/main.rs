@@ -22,6 +22,6 @@ mod schema;
 mod secrets;
 mod secrets_cmd;
 mod serve;
-mod tls;
 mod support;
+mod tls;
 mod trace_secrets;

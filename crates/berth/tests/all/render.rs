@@ -754,7 +754,9 @@ fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
     let mut conf =
         std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
     for p in ["bestays", "realestate"] {
-        let site = repo.path().join(format!("deploy/prod/nginx/sites/{p}.conf"));
+        let site = repo
+            .path()
+            .join(format!("deploy/prod/nginx/sites/{p}.conf"));
         std::fs::remove_file(&site).unwrap();
         run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
         conf.push_str(&std::fs::read_to_string(&site).unwrap());

@@ -178,7 +178,10 @@ impl TlsSite {
             "host_port = 8012",
             "host_port = 5184",
         ] {
-            m = m.replace(old, &format!("host_port = {}", berth_testkit::reserve_ports(2)));
+            m = m.replace(
+                old,
+                &format!("host_port = {}", berth_testkit::reserve_ports(2)),
+            );
         }
         for (product, table) in extra_product_tls {
             m.push_str(&format!("\n[products.{product}.tls]\n{table}\n"));
@@ -203,7 +206,11 @@ impl TlsSite {
     /// against `root` by openssl: (its PEM, its SANs, its serial).
     pub fn served(&self, name: &str, root: &Path) -> Result<(String, Vec<String>, String), String> {
         let out = Command::new("openssl")
-            .args(["s_client", "-connect", &format!("127.0.0.1:{}", self.https_port)])
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", self.https_port),
+            ])
             .args(["-servername", name, "-verify_hostname", name])
             .args(["-CAfile", root.to_str().unwrap(), "-verify_return_error"])
             .stdin(Stdio::null())
@@ -214,8 +221,12 @@ impl TlsSite {
         if !out.status.success() || !text.contains("Verify return code: 0 (ok)") {
             return Err(format!("s_client {name}: {text}\n{err}"));
         }
-        let start = text.find("-----BEGIN CERTIFICATE-----").ok_or("no certificate")?;
-        let end = text.find("-----END CERTIFICATE-----").ok_or("no certificate")?;
+        let start = text
+            .find("-----BEGIN CERTIFICATE-----")
+            .ok_or("no certificate")?;
+        let end = text
+            .find("-----END CERTIFICATE-----")
+            .ok_or("no certificate")?;
         let pem = format!("{}-----END CERTIFICATE-----\n", &text[start..end]);
         let x509 = |args: &[&str]| {
             let mut c = Command::new("openssl")
@@ -299,7 +310,10 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     let pebble = Pebble::start(
         http_port,
         90 * 86_400,
-        &[("PEBBLE_WFE_NONCEREJECT", "10"), ("PEBBLE_AUTHZREUSE", "100")],
+        &[
+            ("PEBBLE_WFE_NONCEREJECT", "10"),
+            ("PEBBLE_AUTHZREUSE", "100"),
+        ],
     );
     let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
     let root = site.repo.path();
@@ -329,14 +343,20 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     assert_eq!(status, 301);
     assert_eq!(location, "https://bestays.app/listings?x=1");
     let (status, _) = site.http("www.realestate.app", "/.well-known/acme-challenge/none");
-    assert_eq!(status, 404, "the challenge path is answered, not redirected");
+    assert_eq!(
+        status, 404,
+        "the challenge path is answered, not redirected"
+    );
     // Token files are gone once the order is done.
     let tokens = root.join(".berth/tls/challenge/.well-known/acme-challenge");
     assert_eq!(std::fs::read_dir(&tokens).unwrap().count(), 0);
 
     // Storage: keys 0600 in 0700 directories, the account 0600 in a 0700 directory.
     assert_eq!(mode(&root.join(".berth/tls/live/bestays")), 0o700);
-    assert_eq!(mode(&root.join(".berth/tls/live/bestays/privkey.pem")), 0o600);
+    assert_eq!(
+        mode(&root.join(".berth/tls/live/bestays/privkey.pem")),
+        0o600
+    );
     let accounts: Vec<_> = std::fs::read_dir(root.join(".berth/tls/accounts"))
         .unwrap()
         .flatten()
@@ -354,13 +374,23 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     assert_eq!(s["health"], "ok", "{s}");
     assert_eq!(s["mode"], "acme");
     assert!(s["days_left"].as_i64().is_some(), "{s}");
-    assert!(s["certificate"]["issuer"].as_str().unwrap().contains("Pebble"), "{s}");
+    assert!(
+        s["certificate"]["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("Pebble"),
+        "{s}"
+    );
     assert!(s["last_error"].is_null());
 
     // Nothing to do the second time.
     let again = site.berth(&["tls", "issue", "--all"]);
     again.assert_code(0);
-    assert!(again.stderr.contains("bestays: unchanged"), "{}", again.all());
+    assert!(
+        again.stderr.contains("bestays: unchanged"),
+        "{}",
+        again.all()
+    );
 
     // Authorization reuse: a forced new order proves nothing again on port 80.
     let (_, _, serial) = site.served("bestays.app", &pebble.root()).unwrap();
@@ -368,8 +398,17 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     let forced = site.berth(&["tls", "issue", "bestays", "--force"]);
     forced.assert_code(0);
     let (_, _, new_serial) = site.served("bestays.app", &pebble.root()).unwrap();
-    assert_ne!(serial, new_serial, "a new certificate is served: {}", forced.all());
-    assert_eq!(challenge_requests(&site), before, "authorizations were reused");
+    assert_ne!(
+        serial,
+        new_serial,
+        "a new certificate is served: {}",
+        forced.all()
+    );
+    assert_eq!(
+        challenge_requests(&site),
+        before,
+        "authorizations were reused"
+    );
 }
 
 #[test]
@@ -394,11 +433,53 @@ fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
     assert_eq!(serial, still);
     // Status shows the error and the days left.
     let s = site.product_status("bestays");
-    assert!(s["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+    assert!(
+        s["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{s}"
+    );
     assert!(s["days_left"].as_i64().is_some(), "{s}");
-    assert_eq!(s["health"], "expiring", "an hour-long certificate is under 7 days: {s}");
+    assert_eq!(
+        s["health"], "expiring",
+        "an hour-long certificate is under 7 days: {s}"
+    );
     let text = site.berth(&["tls", "status"]);
-    assert!(text.stdout.contains("last attempt failed"), "{}", text.all());
+    assert!(
+        text.stdout.contains("last attempt failed"),
+        "{}",
+        text.all()
+    );
+
+    // The same in `berth status`, on the dashboard and in /metrics.
+    let st = json(site.repo.path(), &["status"], 0);
+    let tls = st["tls"].as_array().unwrap();
+    let b = tls.iter().find(|t| t["product"] == "bestays").unwrap();
+    assert!(b["last_error"].as_str().is_some(), "{st}");
+    let text = site.berth(&["status"]);
+    assert!(text.stdout.contains("TLS\n"), "{}", text.all());
+    assert!(
+        text.stderr
+            .contains("the certificate of bestays expires in 0 days"),
+        "{}",
+        text.all()
+    );
+    let not_after = s["certificate"]["not_after"].as_i64().unwrap();
+    let serve = crate::serve::Serve::start(site.repo.path(), &["--refresh", "200ms"], &[]);
+    let metrics = serve.get("/metrics").1;
+    assert!(
+        metrics.contains(&format!(
+            "berth_tls_certificate_expiry_timestamp_seconds{{product=\"bestays\"}} {not_after}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("berth_tls_certificate_expiry_timestamp_seconds{product=\"realestate\"}"),
+        "no certificate, no sample: {metrics}"
+    );
+    let api = serve.json("/api/products/bestays");
+    assert!(api["tls"]["last_error"].as_str().is_some(), "{api}");
+    let page = serve.get("/").1;
+    assert!(page.contains(r#"data-tls="expiring""#), "{page}");
+    assert!(page.contains("last attempt failed"), "{page}");
 }
 
 #[test]
@@ -430,10 +511,11 @@ fn a_short_lived_certificate_is_renewed_when_a_third_of_its_life_is_left() {
 /// A self-signed certificate for `names` (a Cloudflare origin certificate stands in).
 fn own_certificate(names: &[&str]) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
     (cert.pem(), key.serialize_pem())
 }
 
@@ -457,7 +539,11 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     let own_root = own.path().join("realestate-root.pem");
     std::fs::write(&own_root, &cert).unwrap();
     let (served, _, _) = site.served("realestate.app", &own_root).unwrap();
-    assert_eq!(served.trim(), cert.trim(), "bring-your-own files are served");
+    assert_eq!(
+        served.trim(),
+        cert.trim(),
+        "bring-your-own files are served"
+    );
     let (_, _, bestays_serial) = site.served("bestays.app", &pebble.root()).unwrap();
     // Files mode has the same expiry visibility.
     let s = site.product_status("realestate");
@@ -465,17 +551,25 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     assert!(s["days_left"].as_i64().unwrap() > 300, "{s}");
 
     // realestate's file breaks: its renew fails, nobody goes offline.
-    site.repo.write("certs/realestate.crt", "-----BEGIN CERTIFICATE-----\ngarbage\n");
+    site.repo.write(
+        "certs/realestate.crt",
+        "-----BEGIN CERTIFICATE-----\ngarbage\n",
+    );
     let out = site.berth(&["tls", "renew", "--all"]);
     out.assert_code(1);
     assert!(out.stderr.contains("realestate:"), "{}", out.all());
     assert!(!out.stderr.contains("bestays: nginx"), "{}", out.all());
     // Another product's change reloads nginx fine: the broken file never reached it.
-    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(0);
+    site.berth(&["tls", "issue", "bestays", "--force"])
+        .assert_code(0);
     let (_, _, new_serial) = site.served("bestays.app", &pebble.root()).unwrap();
     assert_ne!(bestays_serial, new_serial);
     let (still, _, _) = site.served("realestate.app", &own_root).unwrap();
-    assert_eq!(still.trim(), cert.trim(), "realestate keeps its last good certificate");
+    assert_eq!(
+        still.trim(),
+        cert.trim(),
+        "realestate keeps its last good certificate"
+    );
     // A key that is not the certificate's is refused the same way.
     let (_, other_key) = own_certificate(&["realestate.app"]);
     site.repo.write("certs/realestate.crt", &cert);
@@ -484,7 +578,13 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     out.assert_code(1);
     assert!(out.stderr.contains("does not belong"), "{}", out.all());
     let s = site.product_status("realestate");
-    assert!(s["last_error"].as_str().unwrap().contains("does not belong"), "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not belong"),
+        "{s}"
+    );
 }
 
 /// A tiny ACME server that answers every new order with a recorded `rateLimited`
@@ -588,21 +688,36 @@ fn a_rate_limited_order_backs_off_until_the_cas_retry_after() {
     assert!(out.stderr.contains("rateLimited"), "{}", out.all());
     assert_eq!(ca.orders.load(Ordering::SeqCst), 1);
     let s = site.product_status("bestays");
-    let not_before = s["retry_not_before"].as_i64().expect("a backoff is recorded");
+    let not_before = s["retry_not_before"]
+        .as_i64()
+        .expect("a backoff is recorded");
     assert!(
         (started + 7200 - 5..=started + 7200 + 60).contains(&not_before),
         "the CA's Retry-After is honoured: {s}"
     );
-    assert!(s["last_error"].as_str().unwrap().contains("too many new orders"));
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("too many new orders")
+    );
     // Until then berth does not ask again (renew from the timer, or issue).
-    for args in [&["tls", "renew", "bestays"][..], &["tls", "issue", "bestays"]] {
+    for args in [
+        &["tls", "renew", "bestays"][..],
+        &["tls", "issue", "bestays"],
+    ] {
         let out = site.berth(args);
         out.assert_code(1);
         assert!(out.stderr.contains("rate limited"), "{}", out.all());
     }
-    assert_eq!(ca.orders.load(Ordering::SeqCst), 1, "no new order during the backoff");
+    assert_eq!(
+        ca.orders.load(Ordering::SeqCst),
+        1,
+        "no new order during the backoff"
+    );
     // --force asks anyway.
-    site.berth(&["tls", "issue", "bestays", "--force"]).assert_code(1);
+    site.berth(&["tls", "issue", "bestays", "--force"])
+        .assert_code(1);
     assert_eq!(ca.orders.load(Ordering::SeqCst), 2);
 }
 
@@ -617,7 +732,10 @@ fn berth_tls_now() -> i64 {
 fn https_get(site: &TlsSite, root: &Path, host: &str, path: &str) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "--cacert", root.to_str().unwrap()])
-        .args(["--resolve", &format!("{host}:{}:127.0.0.1", site.https_port)])
+        .args([
+            "--resolve",
+            &format!("{host}:{}:127.0.0.1", site.https_port),
+        ])
         .args(["-w", "\n%{http_code}"])
         .arg(format!("https://{host}:{}{path}", site.https_port))
         .output()
@@ -636,7 +754,12 @@ fn deploy_issues_the_certificate_and_a_domain_added_gets_a_new_one_on_the_next_d
     // The first deploy issues before the switch: the product has no certificate.
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
-    assert!(out.stderr.contains("bestays: issued (it has no certificate)"), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("bestays: issued (it has no certificate)"),
+        "{}",
+        out.all()
+    );
     let (status, _) = https_get(&site, &pebble.root(), "bestays.app", "/api/health");
     assert_eq!(status, 200, "bestays is served over HTTPS");
     // The next deploy with nothing changed orders nothing.
@@ -656,10 +779,15 @@ fn deploy_issues_the_certificate_and_a_domain_added_gets_a_new_one_on_the_next_d
         ),
     );
     site.berth(&["render", "--env", "prod"]).assert_code(0);
-    site.repo.commit_all("feat: book.bestays.app (TASK-2-domain-bestays)");
+    site.repo
+        .commit_all("feat: book.bestays.app (TASK-2-domain-bestays)");
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
-    assert!(out.stderr.contains("bestays: issued (its domains changed)"), "{}", out.all());
+    assert!(
+        out.stderr.contains("bestays: issued (its domains changed)"),
+        "{}",
+        out.all()
+    );
     let want = sorted(vec![
         "bestays.app".into(),
         "www.bestays.app".into(),
@@ -719,4 +847,43 @@ fn a_short_lived_certificate_is_renewed_under_load_with_no_failed_request() {
     report.assert_clean(100).assert_covered();
     let (_, _, renewed) = site.served("bestays.app", &pebble.root()).unwrap();
     assert_ne!(serial, renewed);
+}
+
+#[test]
+fn bad_tls_settings_are_located_errors() {
+    let repo = example_repo();
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(
+        "[secret_scan]",
+        "[tls]\nmode = \"acme\"\n\n[tls.acme]\ndirectory = \"ftp://ca.example/dir\"\neab_kid_env = \"kid-name\"\n\n[secret_scan]",
+    );
+    repo.write(
+        "berth.toml",
+        &format!("{m}\n[products.realestate.tls]\nmode = \"files\"\ncert = \"certs/$HOME.pem\"\n"),
+    );
+    let out = run(repo.path(), &["check"]);
+    out.assert_code(2);
+    for (code, what) in [
+        (
+            "tls-acme-directory",
+            "tls.acme.directory `ftp://ca.example/dir`",
+        ),
+        ("tls-acme-env", "tls.acme.eab_kid_env `kid-name`"),
+        ("tls-acme-eab", "needs both eab_kid_env and eab_hmac_env"),
+        ("tls-path", "products.realestate.tls.cert"),
+    ] {
+        assert!(
+            out.stderr.contains(&format!("error[{code}]: ")),
+            "{code}: {}",
+            out.all()
+        );
+        assert!(out.stderr.contains(what), "{what}: {}", out.all());
+    }
+    assert!(
+        out.stderr.contains("--> berth.toml:"),
+        "located: {}",
+        out.all()
+    );
+    // Nothing was rendered or ordered.
+    assert!(!repo.path().join(".berth/tls").exists());
 }
