@@ -617,7 +617,6 @@ fn restore(files: &[(PathBuf, Option<Vec<u8>>, u32)]) {
     }
 }
 
-
 /// The leaf certificate (DER) a TLS server presents for `sni`, read with a client
 /// that verifies nothing (it only looks).
 pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
