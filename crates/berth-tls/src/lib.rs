@@ -372,6 +372,9 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 certificate: info,
             });
         };
+        // The CA settings first: a missing EAB variable is a configuration error, before
+        // anything is touched.
+        let ca = ca(self.m, &self.root)?;
         let mut state = self.store.state(product);
         let now = now();
         if let Some(t) = state.retry_not_before
@@ -393,7 +396,6 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 TlsError::Failed(format!("{product}: nginx cannot answer the challenge: {e}"))
             })?;
         state.last_attempt = Some(now);
-        let ca = ca(self.m, &self.root)?;
         let names = self.m.products[product].domains.clone();
         let result = acme::order(&ca, &self.store, &names)
             .map_err(|e| {

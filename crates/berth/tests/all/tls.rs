@@ -34,6 +34,16 @@ impl Pebble {
     /// pebble validating HTTP-01 on `http_port`, issuing certificates valid for
     /// `validity` seconds, with `env` (e.g. nonce rejection) on top of no VA sleep.
     pub fn start(http_port: u16, validity: u64, env: &[(&str, &str)]) -> Self {
+        Self::start_with(http_port, validity, env, None)
+    }
+
+    /// The same, requiring an external account binding with key id `eab.0`, HMAC `eab.1`.
+    pub fn start_with(
+        http_port: u16,
+        validity: u64,
+        env: &[(&str, &str)],
+        eab: Option<(&str, &str)>,
+    ) -> Self {
         for bin in ["pebble", "pebble-challtestsrv"] {
             assert!(
                 Command::new("sh")
@@ -64,7 +74,7 @@ impl Pebble {
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
         let port = berth_testkit::reserve_ports(5);
         let (mgmt, dns_port, dns_mgmt, tls_port) = (port + 1, port + 2, port + 3, port + 4);
-        let config = serde_json::json!({ "pebble": {
+        let mut config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt}"),
             "certificate": dir.path().join("cert.pem"),
@@ -75,6 +85,10 @@ impl Pebble {
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity,
         }});
+        if let Some((kid, hmac)) = eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: hmac });
+        }
         std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
         let dns = Command::new("pebble-challtestsrv")
@@ -886,4 +900,46 @@ fn bad_tls_settings_are_located_errors() {
     );
     // Nothing was rendered or ordered.
     assert!(!repo.path().join(".berth/tls").exists());
+}
+
+#[test]
+fn an_external_account_binding_comes_from_the_variables_it_names() {
+    const HMAC: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start_with(http_port, 90 * 86_400, &[], Some(("kid-berth", HMAC)));
+    let site = TlsSite::new(
+        http_port,
+        &format!(
+            "{}\neab_kid_env = \"TEST_ACME_KID\"\neab_hmac_env = \"TEST_ACME_HMAC\"",
+            acme_table(&pebble)
+        ),
+        &[],
+    );
+    // Without the variables: a configuration error naming the missing one, exit 2.
+    let out = site.berth(&["tls", "issue", "bestays"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("TEST_ACME_KID is not set"),
+        "{}",
+        out.all()
+    );
+    let mut c = berth(site.repo.path());
+    c.args(["tls", "issue", "bestays"])
+        .env("TEST_ACME_KID", "kid-berth")
+        .env("TEST_ACME_HMAC", HMAC);
+    let out = c.output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(HMAC), "the HMAC key is never printed");
+    site.served("bestays.app", &pebble.root()).unwrap();
+    // The account file holds the account key, never the HMAC.
+    let accounts = site.repo.path().join(".berth/tls/accounts");
+    for e in std::fs::read_dir(&accounts).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path().join("account.json")).unwrap();
+        assert!(!text.contains(HMAC));
+    }
 }
