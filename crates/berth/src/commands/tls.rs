@@ -61,9 +61,14 @@ pub fn before_switch(m: &Manifest, root: &Path, product: &str, printer: &Printer
             Ok(())
         }
         Err(TlsError::Config(e)) => Err(CliError::Config(e)),
-        Err(TlsError::Failed(e)) => Err(CliError::Failed(format!(
-            "no certificate for {product}'s domains, nothing switched: {e}"
-        ))),
+        // The deploy goes on: without a certificate the product is served on port 80,
+        // with an older one that one keeps serving. Loud, and retried by the timer.
+        Err(TlsError::Failed(e)) => {
+            printer.warn(&format!(
+                "no new certificate for {product} ({e}); deploying anyway: {product} keeps what nginx serves it with (port 80 only while it has no certificate); `berth tls issue {product}` retries"
+            ));
+            Ok(())
+        }
     }
 }
 

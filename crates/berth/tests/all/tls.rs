@@ -733,6 +733,22 @@ fn a_rate_limited_order_backs_off_until_the_cas_retry_after() {
     site.berth(&["tls", "issue", "bestays", "--force"])
         .assert_code(1);
     assert_eq!(ca.orders.load(Ordering::SeqCst), 2);
+
+    // A deploy goes on without a certificate, loudly, and does not ask the CA during
+    // the backoff: the product is served on port 80 until its certificate exists.
+    fill_declared_secrets(site.repo.path());
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("no new certificate for bestays"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(ca.orders.load(Ordering::SeqCst), 2);
+    let (status, location) = site.http("bestays.app", "/api/health");
+    assert_eq!((status, location.as_str()), (200, ""), "served on port 80");
+    let no_cert = site.served("bestays.app", &site.repo.path().join("berth.toml"));
+    assert!(no_cert.is_err(), "no HTTPS for bestays yet");
 }
 
 fn berth_tls_now() -> i64 {
