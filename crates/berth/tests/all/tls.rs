@@ -442,6 +442,13 @@ fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
         "says what failed: {}",
         out.all()
     );
+    // Loud under 7 days.
+    assert!(
+        out.stderr
+            .contains("warning: the certificate of bestays expires in 0 days"),
+        "{}",
+        out.all()
+    );
     // The old certificate keeps serving.
     let (_, _, still) = site.served("bestays.app", &pebble.root()).unwrap();
     assert_eq!(serial, still);
