@@ -392,6 +392,25 @@ fn backup_schedules_follow_the_manifest() {
     assert!(cron.contains(". /etc/berth/bestays-monorepo.env"), "{cron}");
     // Nothing secret in it: the admin URL comes from the root-only env file.
     assert!(!cron.contains("postgresql://"));
+    // Certificate renewal: one line, twice a day 12 hours apart, with a random delay;
+    // cron turns an unescaped `%` into a newline, so every one is escaped.
+    let tls = std::fs::read_to_string(out.join("cron/berth-tls-bestays-monorepo")).unwrap();
+    let jobs: Vec<&str> = tls.lines().filter(|l| l.contains(" root ")).collect();
+    assert_eq!(jobs.len(), 1, "{tls}");
+    let fields: Vec<&str> = jobs[0].split_whitespace().collect();
+    let minute: u32 = fields[0].parse().unwrap();
+    let hours: Vec<u32> = fields[1].split(',').map(|h| h.parse().unwrap()).collect();
+    assert!(
+        minute < 60 && hours.len() == 2 && hours[1] == hours[0] + 12,
+        "{tls}"
+    );
+    assert!(jobs[0].ends_with("berth tls renew --all"), "{tls}");
+    assert!(jobs[0].contains("/dev/urandom"), "jitter: {tls}");
+    assert_eq!(
+        jobs[0].matches('%').count(),
+        jobs[0].matches("\\%").count(),
+        "{tls}"
+    );
 }
 
 /// The attacks of issue 12, written into a manifest that is rendered WITHOUT
