@@ -217,7 +217,47 @@ impl Drop for Tokens {
 }
 
 /// One order for `names`: returns (certificate chain PEM, private key PEM).
+/// The certificate's ARI identifier (`<AKI>.<serial>`, RFC 9773), when it has an AKI.
+fn cert_id(chain_pem: &str) -> Option<instant_acme::CertificateIdentifier<'static>> {
+    let der = x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+        .flatten()
+        .find(|p| p.label == "CERTIFICATE")?
+        .contents;
+    let der = rustls_pki_types::CertificateDer::from(der);
+    instant_acme::CertificateIdentifier::try_from(&der)
+        .ok()
+        .map(|id| id.into_owned())
+}
+
+/// ARI (RFC 9773): whether the CA's suggested renewal window for the certificate has
+/// started. `None` when the directory offers no `renewalInfo` (or the certificate has no
+/// AKI, or the CA cannot be asked): the one-third rule decides then.
+pub fn ari_due(ca: &Ca, store: &Store, chain_pem: &str) -> Option<bool> {
+    let id = cert_id(chain_pem)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let (http, retry) = client(ca.root_ca.as_deref()).ok()?;
+        let acct = account(ca, store, http, &retry).await.ok()?;
+        let (info, _) = acct.renewal_info(&id).await.ok()?;
+        let now = time::OffsetDateTime::now_utc();
+        Some(now >= info.suggested_window.start)
+    })
+}
+
 pub fn order(ca: &Ca, store: &Store, names: &[String]) -> Result<(String, String), OrderError> {
+    order_replacing(ca, store, names, None)
+}
+
+/// An order that, when the CA offers ARI, says which certificate it replaces.
+pub fn order_replacing(
+    ca: &Ca,
+    store: &Store,
+    names: &[String],
+    previous: Option<&str>,
+) -> Result<(String, String), OrderError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -227,7 +267,7 @@ pub fn order(ca: &Ca, store: &Store, names: &[String]) -> Result<(String, String
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match rt.block_on(order_async(ca, store, names)) {
+        match rt.block_on(order_async(ca, store, names, previous)) {
             Err(e) if attempt < 4 && e.message.contains("urn:ietf:params:acme:error:badNonce") => {
                 tracing::warn!(
                     "the CA rejected a nonce again ({}); ordering anew",
@@ -243,12 +283,24 @@ async fn order_async(
     ca: &Ca,
     store: &Store,
     names: &[String],
+    previous: Option<&str>,
 ) -> Result<(String, String), OrderError> {
     let (http, retry) = client(ca.root_ca.as_deref())?;
     let acct = account(ca, store, http, &retry).await?;
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    // `replaces` only where the CA offers ARI (else the order would be refused).
+    let mut replaces = None;
+    if let Some(id) = previous.and_then(cert_id)
+        && acct.renewal_info(&id).await.is_ok()
+    {
+        replaces = Some(id);
+    }
+    let mut new = NewOrder::new(&ids);
+    if let Some(id) = replaces {
+        new = new.replaces(id);
+    }
     let mut order = acct
-        .new_order(&NewOrder::new(&ids))
+        .new_order(&new)
         .await
         .map_err(|e| from_acme(e, &retry))?;
     let challenge_dir = store.challenge_dir();

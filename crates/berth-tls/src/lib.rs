@@ -47,6 +47,8 @@ pub enum Need {
     Missing,
     DomainsChanged,
     RenewalDue,
+    /// The CA's suggested renewal window (ARI, RFC 9773) has started.
+    AriWindow,
     Forced,
 }
 
@@ -56,6 +58,7 @@ impl Need {
             Need::Missing => "it has no certificate",
             Need::DomainsChanged => "its domains changed",
             Need::RenewalDue => "a third of its lifetime is left",
+            Need::AriWindow => "the CA's renewal window (ARI) has started",
             Need::Forced => "--force",
         }
     }
@@ -314,6 +317,13 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         if purpose == Purpose::Renew && c.not_after - now() < c.lifetime() / RENEW_FRACTION {
             return Some(Need::RenewalDue);
         }
+        if purpose == Purpose::Renew
+            && let Ok(ca) = ca(self.m, &self.root)
+            && let Some((chain, _)) = self.store.live(product)
+            && acme::ari_due(&ca, &self.store, &chain) == Some(true)
+        {
+            return Some(Need::AriWindow);
+        }
         None
     }
 
@@ -397,7 +407,8 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
             })?;
         state.last_attempt = Some(now);
         let names = self.m.products[product].domains.clone();
-        let result = acme::order(&ca, &self.store, &names)
+        let previous = self.store.live(product).map(|(c, _)| c);
+        let result = acme::order_replacing(&ca, &self.store, &names, previous.as_deref())
             .map_err(|e| {
                 if e.rate_limited || e.retry_after.is_some() {
                     state.rate_limited += u32::from(e.rate_limited);
@@ -434,7 +445,7 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 let _ = self.store.save_state(product, &state);
                 Ok(Outcome {
                     product: product.into(),
-                    action: if need == Need::RenewalDue {
+                    action: if matches!(need, Need::RenewalDue | Need::AriWindow) {
                         "renewed"
                     } else {
                         "issued"

@@ -966,3 +966,210 @@ fn an_external_account_binding_comes_from_the_variables_it_names() {
         assert!(!text.contains(HMAC));
     }
 }
+
+fn base64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, b| (n << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+fn unbase64url(s: &str) -> Vec<u8> {
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            _ => 63,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    out
+}
+
+/// A tiny ACME CA offering ARI (RFC 9773): its suggested window opens when told; new
+/// orders are recorded (their JWS payloads) and answered `rateLimited`.
+struct AriCa {
+    port: u16,
+    window_open: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+    orders: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl AriCa {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ca = Self {
+            port,
+            window_open: Default::default(),
+            asked: Default::default(),
+            orders: Default::default(),
+        };
+        let (open, asked, orders) = (ca.window_open.clone(), ca.asked.clone(), ca.orders.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if r.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let base = format!("http://127.0.0.1:{port}");
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, headers, body) = if path == "/dir" {
+                    (
+                        "200 OK",
+                        String::new(),
+                        format!(
+                            r#"{{"newNonce":"{base}/nonce","newAccount":"{base}/account","newOrder":"{base}/order","renewalInfo":"{base}/ari"}}"#
+                        ),
+                    )
+                } else if path == "/nonce" {
+                    ("200 OK", String::new(), String::new())
+                } else if path == "/account" {
+                    (
+                        "201 Created",
+                        format!("Location: {base}/account/1\r\n"),
+                        r#"{"status":"valid"}"#.into(),
+                    )
+                } else if let Some(id) = path.strip_prefix("/ari/") {
+                    asked.lock().unwrap().push(id.to_string());
+                    let (start, end) = if open.load(Ordering::SeqCst) {
+                        ("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z")
+                    } else {
+                        ("2090-01-01T00:00:00Z", "2090-01-02T00:00:00Z")
+                    };
+                    (
+                        "200 OK",
+                        "Retry-After: 21600\r\n".into(),
+                        format!(r#"{{"suggestedWindow":{{"start":"{start}","end":"{end}"}}}}"#),
+                    )
+                } else if path == "/order" {
+                    let jws: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let payload = unbase64url(jws["payload"].as_str().unwrap_or(""));
+                    orders
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&payload).unwrap_or_default());
+                    (
+                        "429 Too Many Requests",
+                        "Retry-After: 60\r\n".into(),
+                        RATE_LIMITED.to_string(),
+                    )
+                } else {
+                    ("404 Not Found", String::new(), String::new())
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nReplay-Nonce: n{}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    rand_nonce(),
+                    body.len()
+                );
+            }
+        });
+        ca
+    }
+}
+
+#[test]
+fn inside_the_cas_ari_window_renew_orders_a_replacement_naming_the_old_certificate() {
+    let ca = AriCa::start();
+    let http_port = berth_testkit::free_port();
+    let site = TlsSite::new(
+        http_port,
+        &format!(
+            "[tls]\nmode = \"acme\"\n\n[tls.acme]\ndirectory = \"http://127.0.0.1:{}/dir\"",
+            ca.port
+        ),
+        &[],
+    );
+    // The certificate the CA issued earlier: long-lived (the one-third rule says wait),
+    // with an Authority Key Identifier and a known serial.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["bestays.app".into(), "www.bestays.app".into()])
+            .unwrap();
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(rcgen::SerialNumber::from(vec![0x12, 0x34, 0x56]));
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let live = site.repo.path().join(".berth/tls/live/bestays");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::write(live.join("fullchain.pem"), cert.pem()).unwrap();
+    std::fs::write(live.join("privkey.pem"), key.serialize_pem()).unwrap();
+    // Its ARI identifier, from openssl: base64url(AKI) "." base64url(serial).
+    let aki = {
+        let mut c = Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "authorityKeyIdentifier"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(cert.pem().as_bytes())
+            .unwrap();
+        let text = String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned();
+        let hex: String = text
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_start_matches("keyid:")
+            .replace(':', "");
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+    };
+    let id = format!("{}.{}", base64url(&aki), base64url(&[0x12, 0x34, 0x56]));
+
+    // Window not open yet: nothing is ordered.
+    let out = site.berth(&["tls", "renew", "bestays"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("bestays: unchanged"), "{}", out.all());
+    assert!(
+        ca.asked.lock().unwrap().contains(&id),
+        "{:?} {id}",
+        ca.asked
+    );
+    assert!(ca.orders.lock().unwrap().is_empty());
+
+    // Window open: renew orders at once, naming the certificate it replaces.
+    ca.window_open.store(true, Ordering::SeqCst);
+    let out = site.berth(&["tls", "renew", "bestays"]);
+    out.assert_code(1);
+    let orders = ca.orders.lock().unwrap();
+    assert_eq!(orders.len(), 1, "{}", out.all());
+    assert_eq!(orders[0]["replaces"], id.as_str(), "{}", orders[0]);
+}
