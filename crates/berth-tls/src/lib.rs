@@ -359,6 +359,21 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 self.store.dir.display()
             ))
         })?;
+        // One TLS operation per product at a time (the renewal timer, a deploy, an
+        // operator): the key, chain and site files change together. Released on drop.
+        let lock_path = self.store.dir.join("state").join(format!("{product}.lock"));
+        let _lock = store::private_dir(&self.store.dir.join("state"), 0o700)
+            .and_then(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock_path)
+            })
+            .and_then(|f| f.lock().map(|_| f))
+            .map_err(|e| {
+                TlsError::Failed(format!("could not lock {}: {e}", lock_path.display()))
+            })?;
         if !self.door.serves_site(product) {
             return Err(TlsError::Config(format!(
                 "the nginx configuration does not serve {product} over TLS ({} is not included): render it with `berth render --env prod` and point [proxy] nginx_config at it",

@@ -1173,3 +1173,54 @@ fn inside_the_cas_ari_window_renew_orders_a_replacement_naming_the_old_certifica
     assert_eq!(orders.len(), 1, "{}", out.all());
     assert_eq!(orders[0]["replaces"], id.as_str(), "{}", orders[0]);
 }
+
+#[test]
+fn concurrent_issues_of_one_product_take_turns_and_leave_a_matching_pair_served() {
+    let http_port = berth_testkit::free_port();
+    let pebble = Pebble::start(http_port, 90 * 86_400, &[]);
+    let site = TlsSite::new(http_port, &acme_table(&pebble), &[]);
+    site.berth(&["tls", "issue", "bestays"]).assert_code(0);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            berth(site.repo.path())
+                .args(["tls", "issue", "bestays", "--force"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // What is stored is one pair, and it is what nginx serves.
+    let live = site.repo.path().join(".berth/tls/live/bestays");
+    let pubkey = |args: &[&str], file: &Path| {
+        let out = Command::new("openssl")
+            .args(args)
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        out.stdout
+    };
+    assert_eq!(
+        pubkey(
+            &["x509", "-noout", "-pubkey", "-in"],
+            &live.join("fullchain.pem")
+        ),
+        pubkey(&["pkey", "-pubout", "-in"], &live.join("privkey.pem")),
+        "the key belongs to the certificate"
+    );
+    let (served, _, _) = site.served("bestays.app", &pebble.root()).unwrap();
+    let stored = std::fs::read_to_string(live.join("fullchain.pem")).unwrap();
+    assert!(
+        stored.starts_with(served.trim()),
+        "nginx serves the stored certificate"
+    );
+}
