@@ -42,6 +42,18 @@ ensure_chromium() {
     ensure_cmd chromedriver chromium-driver
 }
 
+# Debian's pebble (a real RFC 8555 ACME server) and pebble-challtestsrv (its DNS),
+# one package: the TLS tests issue certificates from it through berth's nginx.
+# curl fetches pebble's issuing root from its management port; socat carries the
+# load generator's plain HTTP over TLS to nginx (the renewal-under-load test).
+ensure_pebble() {
+    ensure_cmd curl curl
+    ensure_cmd socat socat
+    command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1 && return 0
+    log "installing pebble (ACME test server, for the TLS tests)"
+    apt_install pebble
+}
+
 # PostgreSQL server binaries live outside PATH on Debian.
 ensure_postgres() {
     if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

@@ -22,6 +22,11 @@ pub struct Manifest {
     /// The nginx front door. Without it a deploy restarts in place (not zero-downtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Proxy>,
+    /// HTTPS for the products' domains: ACME certificates berth issues and renews,
+    /// or certificate files you bring. Without it, `berth render --env prod` serves
+    /// `<certs_dir>/<first domain>/{fullchain,privkey}.pem` (mode `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     /// How deploys run.
     #[serde(default)]
     pub deploy: Deploy,
@@ -713,6 +718,131 @@ pub struct Product {
     /// own `limits` win).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Limits>,
+    /// Overrides of `[tls]` for this product (its mode, or its own certificate files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProductTls>,
+}
+
+/// How a product's domains get their certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// berth issues one certificate per product from an ACME CA (HTTP-01 through
+    /// its nginx) and renews it (`berth tls issue`, `berth tls renew`).
+    Acme,
+    /// Certificate files you bring (a Cloudflare origin certificate, a corporate CA).
+    Files,
+    /// Plain HTTP only.
+    Off,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// `acme`, `files` or `off` for every product without its own `[products.<name>.tls]`.
+    #[serde(default = "default_tls_mode")]
+    pub mode: TlsMode,
+    /// The ACME CA (mode `acme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<Acme>,
+}
+
+fn default_tls_mode() -> TlsMode {
+    TlsMode::Acme
+}
+
+/// `[tls.acme]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// `letsencrypt`, `letsencrypt-staging`, or the `https://` URL of any RFC 8555 directory.
+    #[serde(default = "default_acme_directory")]
+    pub directory: String,
+    /// Contact email the CA writes to about expiring certificates and problems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// External account binding: the name of the environment variable holding the key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_kid_env: Option<String>,
+    /// External account binding: the name of the environment variable holding the
+    /// base64url HMAC key (never the key itself: berth.toml is committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_env: Option<String>,
+    /// A PEM file of the root CA the directory's own HTTPS certificate chains to (a
+    /// private CA), relative to berth.toml; the system roots otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_ca: Option<String>,
+}
+
+fn default_acme_directory() -> String {
+    "letsencrypt".into()
+}
+
+/// The directory URL Let's Encrypt's production CA answers at.
+pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// The directory URL of Let's Encrypt's staging CA.
+pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+impl Acme {
+    /// The directory URL (`letsencrypt` and `letsencrypt-staging` resolved).
+    pub fn directory_url(&self) -> &str {
+        match self.directory.as_str() {
+            "letsencrypt" => LETSENCRYPT_DIRECTORY,
+            "letsencrypt-staging" => LETSENCRYPT_STAGING_DIRECTORY,
+            url => url,
+        }
+    }
+}
+
+/// `[products.<name>.tls]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductTls {
+    /// This product's mode [default: `[tls] mode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TlsMode>,
+    /// Mode `files`: the certificate chain (PEM), relative to berth.toml or absolute
+    /// [default: `<proxy.certs_dir>/<first domain>/fullchain.pem`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<String>,
+    /// Mode `files`: the private key (PEM) [default: `<proxy.certs_dir>/<first domain>/privkey.pem`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Manifest {
+    /// How `product`'s domains get their certificate in a prod render: its own
+    /// `[products.<name>.tls] mode`, else `[tls] mode`, else `files` (the
+    /// `certs_dir` layout berth always served).
+    pub fn tls_mode(&self, product: &str) -> TlsMode {
+        self.products
+            .get(product)
+            .and_then(|p| p.tls.as_ref())
+            .and_then(|t| t.mode)
+            .or(self.tls.as_ref().map(|t| t.mode))
+            .unwrap_or(TlsMode::Files)
+    }
+
+    /// Mode `files`: the certificate chain and key of `product`, as written in
+    /// berth.toml (relative to its directory, or absolute).
+    pub fn tls_files(&self, product: &str) -> Option<(String, String)> {
+        let p = self.products.get(product)?;
+        let first = p.domains.first()?;
+        let dir = self
+            .proxy
+            .as_ref()
+            .map(|px| px.certs_dir.clone())
+            .unwrap_or_else(default_certs_dir);
+        let own = p.tls.clone().unwrap_or_default();
+        Some((
+            own.cert
+                .unwrap_or_else(|| format!("{dir}/{first}/fullchain.pem")),
+            own.key
+                .unwrap_or_else(|| format!("{dir}/{first}/privkey.pem")),
+        ))
+    }
 }
 
 /// `[products.<name>.database]`

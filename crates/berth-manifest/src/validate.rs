@@ -96,6 +96,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.backup();
     v.serve();
     v.notify();
+    v.tls();
     v.allow_lists();
     v.inline_secrets();
     v.feature_fields();
@@ -474,6 +475,110 @@ impl Validator<'_> {
                     .help("nginx routes a domain to exactly one product");
                     self.push(d);
                 }
+            }
+        }
+    }
+
+    /// `[tls]`, `[tls.acme]` and `[products.<name>.tls]`: every value reaches a file
+    /// berth writes, a command line or a request to the CA.
+    fn tls(&mut self) {
+        static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+            Regex::new(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$").unwrap()
+        });
+        if let Some(acme) = self.m.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+            let url = acme.directory_url();
+            let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            let ok = (url.starts_with("https://") || loopback)
+                && url.len() > 8
+                && !url
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+            if !ok {
+                let d = Diagnostic::error(
+                    "tls-acme-directory",
+                    format!("tls.acme.directory `{}` is not an ACME directory", acme.directory.escape_debug()),
+                )
+                .at(self.label(&vpath(&["tls", "acme", "directory"]), "expected `letsencrypt`, `letsencrypt-staging` or an https:// URL"))
+                .help("RFC 8555 directories are served over HTTPS (plain http:// is accepted on loopback only, for a test CA)");
+                self.push(d);
+            }
+            if let Some(c) = &acme.contact
+                && !EMAIL.is_match(c.trim_start_matches("mailto:"))
+            {
+                let d = Diagnostic::error(
+                    "tls-acme-contact",
+                    format!(
+                        "tls.acme.contact `{}` is not an email address",
+                        c.escape_debug()
+                    ),
+                )
+                .at(self.label(
+                    &vpath(&["tls", "acme", "contact"]),
+                    "expected e.g. `ops@example.com`",
+                ))
+                .help("the CA writes to it about expiring certificates");
+                self.push(d);
+            }
+            for (key, v) in [
+                ("eab_kid_env", &acme.eab_kid_env),
+                ("eab_hmac_env", &acme.eab_hmac_env),
+            ] {
+                if let Some(v) = v
+                    && !NOTIFY_ENV.is_match(v)
+                {
+                    let d = Diagnostic::error("tls-acme-env", format!("tls.acme.{key} `{}` is not an environment variable name", v.escape_debug()))
+                        .at(self.label(&vpath(&["tls", "acme", key]), "expected a name like `ACME_EAB_HMAC`"))
+                        .help("give the NAME of the variable that holds the value: berth.toml is committed, secrets never are");
+                    self.push(d);
+                }
+            }
+            if acme.eab_kid_env.is_some() != acme.eab_hmac_env.is_some() {
+                let d = Diagnostic::error(
+                    "tls-acme-eab",
+                    "tls.acme: an external account binding needs both eab_kid_env and eab_hmac_env",
+                )
+                .at(self.label(&vpath(&["tls", "acme"]), "one of the two is missing"))
+                .help("the CA gives a key id and an HMAC key together");
+                self.push(d);
+            }
+            if let Some(r) = &acme.root_ca
+                && !SAFE_PATH.is_match(r)
+            {
+                let d = Diagnostic::error(
+                    "tls-path",
+                    format!(
+                        "tls.acme.root_ca `{}` is not a plain path",
+                        r.escape_debug()
+                    ),
+                )
+                .at(self.label(
+                    &vpath(&["tls", "acme", "root_ca"]),
+                    "expected letters, digits, `._+@-` and `/`",
+                ));
+                self.push(d);
+            }
+        }
+        for (pname, product) in &self.m.products {
+            if let Some(t) = &product.tls {
+                for (key, v) in [("cert", &t.cert), ("key", &t.key)] {
+                    if let Some(v) = v
+                        && !SAFE_PATH.is_match(v)
+                    {
+                        let d = Diagnostic::error("tls-path", format!("products.{pname}.tls.{key} `{}` is not a plain path", v.escape_debug()))
+                            .at(self.label(&vpath(&["products", pname, "tls", key]), "expected letters, digits, `._+@-` and `/`"))
+                            .help("the path is read by berth and its copy served by nginx; rename directories with spaces, quotes or `$`");
+                        self.push(d);
+                    }
+                }
+            }
+            let mode = self.m.tls_mode(pname);
+            if mode == crate::TlsMode::Acme && product.domains.len() > 100 {
+                let d = Diagnostic::error("tls-too-many-names", format!("`{pname}` has {} domains; one ACME certificate names at most 100", product.domains.len()))
+                    .at(self.label(&vpath(&["products", pname, "domains"]), "more than 100 names"))
+                    .help("split the product, or bring a certificate with `[products.<name>.tls] mode = \"files\"`");
+                self.push(d);
             }
         }
     }

@@ -144,6 +144,19 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("env.example", include_str!("../templates/env.example.j2")),
     ("nginx.conf", include_str!("../templates/nginx.conf.j2")),
     ("berth.conf", include_str!("../templates/berth.conf.j2")),
+    ("site.conf", include_str!("../templates/site.conf.j2")),
+    (
+        "tls-renew.service",
+        include_str!("../templates/tls-renew.service.j2"),
+    ),
+    (
+        "tls-renew.timer",
+        include_str!("../templates/tls-renew.timer.j2"),
+    ),
+    (
+        "tls-renew.cron",
+        include_str!("../templates/tls-renew.cron.j2"),
+    ),
     (
         "upstream.conf",
         include_str!("../templates/upstream.conf.j2"),
@@ -406,6 +419,66 @@ pub fn upstream_name(product: &str, service: &str) -> String {
     format!("berth_{}_{}", ident(product), ident(service))
 }
 
+/// Where nginx finds a product's certificate and key, relative to the directory of
+/// berth.toml (nginx's prefix): berth's own validated copy, whatever the mode.
+pub fn tls_live_dir(product: &str) -> String {
+    format!(".berth/tls/live/{product}")
+}
+
+/// The HTTP-01 webroot: tokens are files under `<it>/.well-known/acme-challenge/`.
+pub const TLS_WEBROOT: &str = ".berth/tls/challenge";
+
+/// The products served over HTTPS in a render for `env` (a prod render, a product
+/// with domains, its TLS mode not `off`), with their mode.
+pub fn tls_sites(m: &Manifest, env: Env) -> std::collections::BTreeMap<String, String> {
+    if env != Env::Prod {
+        return Default::default();
+    }
+    m.products
+        .iter()
+        .filter(|(_, p)| !p.domains.is_empty())
+        .filter_map(|(n, _)| {
+            let mode = match m.tls_mode(n) {
+                berth_manifest::TlsMode::Acme => "acme",
+                berth_manifest::TlsMode::Files => "files",
+                berth_manifest::TlsMode::Off => return None,
+            };
+            Some((n.clone(), mode.to_string()))
+        })
+        .collect()
+}
+
+/// The server blocks of `product` (a product of [`tls_sites`]), written to
+/// `nginx/sites/<product>.conf`: port 80 only (with the ACME challenge location in
+/// mode `acme`) without `cert_dir`, else the redirect and the HTTPS block serving
+/// `<cert_dir>/fullchain.pem` and `privkey.pem` (absolute: nginx reads certificate
+/// paths relative to its configuration's directory, not its prefix).
+pub fn render_site(
+    m: &Manifest,
+    product: &str,
+    cert_dir: Option<&str>,
+) -> Result<String, RenderError> {
+    let https = cert_dir.is_some();
+    let live = cert_dir.unwrap_or_default();
+    let tpl = environment();
+    let p = &m.products[product];
+    let ctx = product_ctx(m, product, p, ".");
+    let (http_port, https_port, listen) = match &m.proxy {
+        Some(px) => (px.http_port, px.https_port, px.listen_prefix()),
+        None => (80, 443, String::new()),
+    };
+    let mode = m.tls_mode(product);
+    render_one(
+        &tpl,
+        "site.conf",
+        context! { header => HEADER, p => ctx, https => https,
+        acme => mode == berth_manifest::TlsMode::Acme,
+        mode => match mode { berth_manifest::TlsMode::Acme => "acme", berth_manifest::TlsMode::Files => "files", berth_manifest::TlsMode::Off => "off" },
+        listen => listen, http_port => http_port, https_port => https_port,
+        webroot => TLS_WEBROOT, cert => format!("{live}/fullchain.pem"), key => format!("{live}/privkey.pem") },
+    )
+}
+
 /// The relative path from `<out>/<sub>` back to the manifest directory.
 fn root_from(sub_depth: usize, root_from_out: &str) -> String {
     let mut parts: Vec<&str> = std::iter::repeat_n("..", sub_depth).collect();
@@ -602,7 +675,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
         .then_some(berth_manifest::HOST_GATEWAY_NAME);
     let mut files = Vec::new();
     let mut add = |path: String, contents: String| {
-        let state = path.starts_with("nginx/upstreams/");
+        let state = path.starts_with("nginx/upstreams/") || path.starts_with("nginx/sites/");
         files.push(RenderedFile {
             path,
             contents,
@@ -710,15 +783,30 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             context! { header => HEADER, conf => format!("{}/nginx/nginx.conf", input.out_from_root) },
         )?,
     );
+    let sites = tls_sites(m, input.env);
     add(
         "nginx/berth.conf".into(),
         render_one(
             &tpl,
             "berth.conf",
-            context! { header => HEADER, env => env_name, products => products, tls => prod,
-            listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
+            context! { header => HEADER, env => env_name, products => products, tls => !sites.is_empty(),
+            sites => sites, listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
         )?,
     );
+    for name in sites.keys() {
+        add(
+            format!("nginx/sites/{name}.conf"),
+            render_site(m, name, None)?,
+        );
+    }
+    if !sites.is_empty() {
+        add(
+            "nginx/sites/.gitignore".into(),
+            format!(
+                "# {HEADER}\n# A product's server blocks follow its certificate (`berth tls`): state, not source.\n*.conf\n"
+            ),
+        );
+    }
     for (name, p) in &m.products {
         add(
             format!("nginx/upstreams/{name}.conf"),
@@ -774,6 +862,39 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             );
         }
         berth_manifest::Scheduler::Cron => {}
+    }
+
+    // Certificate renewal: twice a day, at a minute (and cron hour) of the project's own.
+    if m.products.keys().any(|n| sites.contains_key(n)) {
+        let jitter = project.bytes().fold(2166136261u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(16777619)
+        });
+        let (minute, hour) = (jitter % 60, (jitter / 60) % 12);
+        let ctx = context! { header => HEADER, project => project, env_file => env_file,
+        minute => format!("{minute:02}"), hour => hour };
+        match m.backup.scheduler {
+            berth_manifest::Scheduler::Systemd => {
+                add(
+                    "systemd/berth-tls-renew.service".into(),
+                    render_one(&tpl, "tls-renew.service", ctx.clone())?,
+                );
+                add(
+                    "systemd/berth-tls-renew.timer".into(),
+                    render_one(&tpl, "tls-renew.timer", ctx)?,
+                );
+            }
+            berth_manifest::Scheduler::Cron => {
+                add(
+                    format!("cron/berth-tls-{project}"),
+                    render_one(
+                        &tpl,
+                        "tls-renew.cron",
+                        context! { header => HEADER, project => project,
+                        env_file => env_file, minute => minute, hour => hour },
+                    )?,
+                );
+            }
+        }
     }
 
     // Monitoring and CI.

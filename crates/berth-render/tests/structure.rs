@@ -531,9 +531,31 @@ fn nginx_parse(
     }
 }
 
-fn check_nginx(m: &Manifest, env: Env, text: &str) {
+/// berth.conf with every `include sites/<p>.conf;` replaced by the product's server
+/// blocks as `berth tls` writes them (`https`: once its certificate exists).
+fn with_sites(m: &Manifest, text: &str, https: bool) -> String {
+    let mut out = text.to_string();
+    for name in m.products.keys() {
+        let include = format!("include sites/{name}.conf;");
+        if out.contains(&include) {
+            out = out.replace(
+                &include,
+                &berth_render::render_site(
+                    m,
+                    name,
+                    https.then(|| berth_render::tls_live_dir(name)).as_deref(),
+                )
+                .expect("render site"),
+            );
+        }
+    }
+    out
+}
+
+fn check_nginx(m: &Manifest, env: Env, text: &str, https: bool) {
+    let text = &with_sites(m, text, https);
     let tree = nginx_parse(&mut nginx_tokens(text).into_iter().peekable());
-    let tls = env == Env::Prod;
+    let tls = env == Env::Prod && https;
     let with_domains: Vec<_> = m
         .products
         .iter()
@@ -583,12 +605,12 @@ fn check_nginx(m: &Manifest, env: Env, text: &str) {
             .filter(|d| {
                 d.block.as_ref().unwrap().iter().any(|x| {
                     x.args[0] == "location" || x.args[0] == "server_name" && x.args[1] != "_"
-                }) && !d
-                    .block
-                    .as_ref()
-                    .unwrap()
-                    .iter()
-                    .any(|x| x.args[0] == "return")
+                }) && !d.block.as_ref().unwrap().iter().any(|x| {
+                    x.args[0] == "return"
+                        || x.block
+                            .as_ref()
+                            .is_some_and(|b| b.iter().any(|y| y.args[0] == "return"))
+                })
             })
             .collect();
     assert_eq!(product_servers.len(), with_domains.len(), "{text}");
@@ -628,9 +650,11 @@ fn check_nginx(m: &Manifest, env: Env, text: &str) {
                 .iter()
                 .find(|d| d.args[0] == "ssl_certificate")
                 .unwrap();
+            // berth's validated copy of the product's certificate, never another's.
+            let _ = certs;
             assert_eq!(
                 cert.args[1],
-                format!("{certs}/{}/fullchain.pem", p.domains[0])
+                format!("{}/fullchain.pem", berth_render::tls_live_dir(pname))
             );
         }
     }
@@ -1085,7 +1109,8 @@ fn check_all(m: &Manifest) {
                 check_compose(m, p, text);
             }
         } else if path == "nginx/berth.conf" {
-            check_nginx(m, *env, text);
+            check_nginx(m, *env, text, false);
+            check_nginx(m, *env, text, true);
         } else if let Some(p) = path
             .strip_prefix("env/")
             .and_then(|p| p.strip_suffix(".env.example"))

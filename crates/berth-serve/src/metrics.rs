@@ -270,6 +270,20 @@ impl Collector for Derived {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "berth_tls_certificate_expiry_timestamp",
+                "Unix time the certificate nginx serves for the product expires (mode acme or files)",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(c) = p.view.tls.as_ref().and_then(|t| t.certificate.as_ref()) {
+                    ConstGauge::new(c.not_after)
+                        .encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "berth_backup_size",
                 "Size of the product's newest backup file",
                 Some(&Unit::Bytes),

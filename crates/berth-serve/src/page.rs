@@ -208,6 +208,38 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         None => r#"<span class="muted">none</span>"#.into(),
     };
     let _ = write!(s, "<dt>Last backup</dt><dd>{backup}</dd>");
+    if let Some(t) = &p.tls {
+        let class = match t.health {
+            "ok" | "renewal-due" => "ok",
+            _ => "bad",
+        };
+        let cert = match (&t.certificate, t.days_left) {
+            (Some(c), Some(d)) => format!(
+                r#"<span class="{class}">{d} days left</span> <span class="muted">({}, {})</span>"#,
+                esc(&berth_tls::rfc3339(c.not_after)),
+                esc(t.mode)
+            ),
+            _ => format!(
+                r#"<span class="bad">no certificate</span> <span class="muted">({})</span>"#,
+                esc(t.mode)
+            ),
+        };
+        let err = t
+            .last_error
+            .as_ref()
+            .map(|e| {
+                format!(
+                    r#"<br><span class="bad">last attempt failed: {}</span>"#,
+                    esc(e)
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            s,
+            r#"<dt>TLS</dt><dd data-tls="{}">{cert}{err}</dd>"#,
+            t.health
+        );
+    }
     let _ = write!(
         s,
         r#"<dt>Deploys</dt><dd>{} ok, {} failed, {} rollbacks</dd></dl><ul class="svc">"#,

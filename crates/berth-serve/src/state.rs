@@ -132,6 +132,8 @@ pub struct ProductView {
     pub last_deploy: Option<LastDeploy>,
     pub last_backup: Option<LastBackup>,
     pub deploys: DeployCounts,
+    /// Its certificate (mode acme or files): names, expiry, days left, last error.
+    pub tls: Option<berth_tls::ProductStatus>,
 }
 
 /// A product in the snapshot: its view without probes, and its deploy events.
@@ -262,6 +264,10 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
         problems.push(format!("audit log: {e}"));
     }
     let none = Deploys::default();
+    let tls_status: Vec<berth_tls::ProductStatus> = berth_tls::status(m, &src.root)
+        .into_iter()
+        .filter(|t| t.mode != "off")
+        .collect();
     let mut products = Vec::new();
     for (name, p) in &m.products {
         let instances = src.runtime.instances(name).unwrap_or_else(|e| {
@@ -349,6 +355,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
             file_bytes: r.file_bytes,
             file: r.file.clone(),
         });
+        let tls = tls_status.iter().find(|t| t.product == *name).cloned();
         products.push(ProductState {
             view: ProductView {
                 name: name.clone(),
@@ -361,6 +368,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                 last_deploy,
                 last_backup,
                 deploys: d.counts.clone(),
+                tls,
             },
             events: d.newest_first(),
             durations: d.durations.clone(),

@@ -87,6 +87,9 @@ pub enum Command {
     /// Show, take or release a product's deploy lock
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Per-product HTTPS certificates: issue (ACME or your files), renew, status
+    #[command(subcommand, long_about = TLS_LONG)]
+    Tls(TlsCommand),
     /// Check what berth needs: programs, servers and credentials, nginx, ports, disk, locks
     #[command(long_about = DOCTOR_LONG)]
     Doctor(DoctorArgs),
@@ -415,6 +418,43 @@ pub struct StatusArgs {
     /// Which runtime runs the services
     #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
     pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+const TLS_LONG: &str = "Per-product HTTPS certificates. In mode `acme` berth orders one certificate per product naming all its domains (never another product's) from the `[tls.acme]` CA, answering HTTP-01 through its own nginx; in mode `files` it checks and serves the files you bring. nginx serves berth's validated copy in .berth/tls/live/<product>/, so one product's broken file never takes another offline. `berth deploy` issues before the switch when a product has no certificate or its domains changed; run `berth tls renew --all` twice a day (the rendered systemd timer or cron line does).";
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Issue a product's certificate when it has none or its domains changed (mode files: install its files)
+    Issue(TlsArgs),
+    /// Renew certificates with a third of their lifetime left (and pick up changed files)
+    Renew(TlsArgs),
+    /// Per product: names, issuer, expiry, days left, last attempt and its error
+    Status(TlsStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// The product
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub product: Option<String>,
+    /// Every product with domains
+    #[arg(long)]
+    pub all: bool,
+    /// Order a new certificate even when the current one is fine (or the CA asked to wait)
+    #[arg(long)]
+    pub force: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsStatusArgs {
+    /// Only this product
+    pub product: Option<String>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

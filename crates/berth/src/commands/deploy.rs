@@ -380,6 +380,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     if !confirm(&format!("deploy {} {}?", p.product, p.version), args.yes)? {
         return Err(CliError::Failed("cancelled".into()));
     }
+    super::tls::before_switch(&l.manifest, &l.root, &args.product, printer)?;
     let code = run_plan(&l, rt.as_ref(), &p, args.lock_wait.0, args.format, printer)?;
     if args.push_tags {
         let tag = tags::history(&l.repo, &args.product)?
@@ -519,8 +520,9 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
             }));
         }
     }
+    let tls = super::tls::status_of(&l.manifest, &l.root, args.product.as_deref());
     match args.format {
-        Format::Json => printer.json(&json!({ "services": rows })),
+        Format::Json => printer.json(&json!({ "services": rows, "tls": tls })),
         Format::Text => {
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
@@ -548,6 +550,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     s("last_deploy")
                 );
             }
+            super::tls::print_status(&tls, printer);
         }
     }
     Ok(ExitCode::SUCCESS)

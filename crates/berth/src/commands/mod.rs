@@ -18,6 +18,7 @@ mod render;
 mod schema;
 mod secrets;
 mod serve;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ use clap::Parser;
 
 use crate::cli::{
     Cli, Command, HooksCommand, LintCommand, LockCommand, ProductCommand, SecretsCommand,
+    TlsCommand,
 };
 use crate::exit::{CliError, Result};
 use crate::output::Printer;
@@ -57,6 +59,9 @@ pub fn run() -> ExitCode {
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
+        Command::Tls(TlsCommand::Issue(a)) => tls::issue(&cli, a, &printer),
+        Command::Tls(TlsCommand::Renew(a)) => tls::renew(&cli, a, &printer),
+        Command::Tls(TlsCommand::Status(a)) => tls::status(&cli, a, &printer),
         Command::Doctor(a) => doctor::run(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Set(a)) => secrets::set(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Unset(a)) => secrets::unset(&cli, a, &printer),

@@ -25,4 +25,5 @@ mod secrets_cmd;
 mod serve;
 mod support;
 mod swarm;
+mod tls;
 mod trace_secrets;

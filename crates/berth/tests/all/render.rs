@@ -150,8 +150,8 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
         }
         assert_eq!(
             names.len(),
-            4,
-            "a service and a timer per product: {names:?}"
+            6,
+            "a service and a timer per product, and the certificate renewal's: {names:?}"
         );
         let mut args = vec!["verify"];
         args.extend(names.iter().map(String::as_str));
@@ -392,6 +392,25 @@ fn backup_schedules_follow_the_manifest() {
     assert!(cron.contains(". /etc/berth/bestays-monorepo.env"), "{cron}");
     // Nothing secret in it: the admin URL comes from the root-only env file.
     assert!(!cron.contains("postgresql://"));
+    // Certificate renewal: one line, twice a day 12 hours apart, with a random delay;
+    // cron turns an unescaped `%` into a newline, so every one is escaped.
+    let tls = std::fs::read_to_string(out.join("cron/berth-tls-bestays-monorepo")).unwrap();
+    let jobs: Vec<&str> = tls.lines().filter(|l| l.contains(" root ")).collect();
+    assert_eq!(jobs.len(), 1, "{tls}");
+    let fields: Vec<&str> = jobs[0].split_whitespace().collect();
+    let minute: u32 = fields[0].parse().unwrap();
+    let hours: Vec<u32> = fields[1].split(',').map(|h| h.parse().unwrap()).collect();
+    assert!(
+        minute < 60 && hours.len() == 2 && hours[1] == hours[0] + 12,
+        "{tls}"
+    );
+    assert!(jobs[0].ends_with("berth tls renew --all"), "{tls}");
+    assert!(jobs[0].contains("/dev/urandom"), "jitter: {tls}");
+    assert_eq!(
+        jobs[0].matches('%').count(),
+        jobs[0].matches("\\%").count(),
+        "{tls}"
+    );
 }
 
 /// The attacks of issue 12, written into a manifest that is rendered WITHOUT
@@ -750,7 +769,17 @@ fn proxy_listen_v6_is_bracketed_and_default_is_every_interface() {
         "nginx_config = \"deploy/prod/nginx/nginx.conf\"\nlisten = \"::1\"",
     );
     run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
-    let conf = std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    // berth.conf and the products' server blocks (nginx/sites/, state written once).
+    let mut conf =
+        std::fs::read_to_string(repo.path().join("deploy/prod/nginx/berth.conf")).unwrap();
+    for p in ["bestays", "realestate"] {
+        let site = repo
+            .path()
+            .join(format!("deploy/prod/nginx/sites/{p}.conf"));
+        std::fs::remove_file(&site).unwrap();
+        run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
+        conf.push_str(&std::fs::read_to_string(&site).unwrap());
+    }
     let listens: Vec<&str> = conf
         .lines()
         .map(str::trim)
