@@ -3,6 +3,7 @@
 //! each in the audit log. Nothing is done that the plan did not name.
 
 pub mod audit_tail;
+pub mod record;
 pub mod health;
 pub mod lock;
 pub mod notify;

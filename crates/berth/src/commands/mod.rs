@@ -12,9 +12,11 @@ mod hooks;
 mod init;
 mod lint;
 mod log;
+mod logs;
 mod product;
 mod provision;
 mod render;
+mod run_cmd;
 mod schema;
 mod secrets;
 mod serve;
@@ -58,6 +60,8 @@ pub fn run() -> ExitCode {
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
         Command::Lock(LockCommand::Release(a)) => deploy::lock_release(&cli, a, &printer),
         Command::Doctor(a) => doctor::run(&cli, a, &printer),
+        Command::Logs(a) => logs::run(&cli, a, &printer),
+        Command::Run(a) => run_cmd::run(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Set(a)) => secrets::set(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Unset(a)) => secrets::unset(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Import(a)) => secrets::import(&cli, a, &printer),

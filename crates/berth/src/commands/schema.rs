@@ -1,11 +1,15 @@
 use std::process::ExitCode;
 
-use crate::cli::SchemaArgs;
+use crate::cli::{SchemaArgs, SchemaName};
 use crate::exit::{CliError, Result};
 use crate::output::Printer;
 
 pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
-    let schema = berth_manifest::json_schema();
+    let schema = match args.name {
+        SchemaName::Manifest => berth_manifest::json_schema(),
+        SchemaName::Audit => berth_deploy::record::json_schema(),
+        SchemaName::Logs => super::logs::json_schema(),
+    };
     match &args.output {
         None => print!("{schema}"),
         Some(path) if args.check => {
