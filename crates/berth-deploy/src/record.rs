@@ -12,8 +12,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// One line of the audit log.
+///
+/// The schema allows no other field (berth writes none); reading is lenient, so a
+/// record with a field this berth does not know still reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct AuditRecord {
     /// What happened: `deploy` (a whole deploy or rollback), a deploy step (`lock`,
     /// `build`, `switch`, ...), `backup`, `backup-verify`, `restore`, `run`,

@@ -10,6 +10,7 @@ use berth_backup::restore::RestoreOptions;
 use berth_backup::verify::{VerifyOptions, verify};
 use berth_backup::{BackupError, Record, human_bytes};
 use berth_deploy::lock::Holder;
+use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
 use serde_json::json;
@@ -49,9 +50,9 @@ pub fn human_age(secs: u64) -> String {
     }
 }
 
-fn audit(l: &Loaded, product: &str, record: serde_json::Value) {
+fn audit(l: &Loaded, record: AuditRecord) {
     match Store::from_manifest(&l.manifest, &l.root) {
-        Ok(store) => store.audit(None, product, &record),
+        Ok(store) => store.record(None, &record),
         Err(e) => tracing::warn!("no audit record written: {e}"),
     }
 }
@@ -113,18 +114,13 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        let mut entry = json!({
-            "step": "backup",
-            "product": product,
-            "operator": operator(&l.root),
-            "at": berth_backup::stamp(berth_backup::now_unix()).1,
-        });
+        let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
         match result {
             Ok(r) => {
-                entry["result"] = "ok".into();
-                entry["file"] = r.path().display().to_string().into();
-                entry["bytes"] = r.file_bytes.into();
-                audit(&l, product, entry);
+                entry.set_result(true);
+                entry.file = Some(r.path().display().to_string());
+                entry.bytes = Some(r.file_bytes);
+                audit(&l, entry);
                 if args.format == Format::Text {
                     println!(
                         "{product}: {} ({} from {} dumped, {} tables, {:.1}s{})",
@@ -152,9 +148,9 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
                 }
             }
             Err(e) => {
-                entry["result"] = "failed".into();
-                entry["error"] = e.to_string().into();
-                audit(&l, product, entry);
+                entry.set_result(false);
+                entry.error = Some(e.to_string());
+                audit(&l, entry);
                 if products.len() == 1 || matches!(e, BackupError::Config(_)) {
                     if args.format == Format::Json {
                         printer.json(&json!({ "backups": done, "failed": [{"product": product, "error": e.to_string()}] }));
@@ -292,19 +288,11 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
         r,
     )
     .map_err(cli_err)?;
-    audit(
-        &l,
-        &product,
-        json!({
-            "step": "backup-verify",
-            "product": product,
-            "operator": operator(&l.root),
-            "at": berth_backup::stamp(berth_backup::now_unix()).1,
-            "file": report.file,
-            "result": if report.ok { "ok" } else { "failed" },
-            "error": report.problem,
-        }),
-    );
+    let mut entry = AuditRecord::new("backup-verify", product.as_str(), &operator(&l.root));
+    entry.file = Some(report.file.clone());
+    entry.set_result(report.ok);
+    entry.error = report.problem.clone();
+    audit(&l, entry);
     match args.format {
         Format::Json => printer.json(&serde_json::to_value(&report).expect("serializes")),
         Format::Text if report.ok => println!(
@@ -518,24 +506,19 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         },
         &r,
     );
-    let mut entry = json!({
-        "step": "restore",
-        "product": args.product,
-        "operator": op,
-        "at": berth_backup::stamp(berth_backup::now_unix()).1,
-        "file": r.path().display().to_string(),
-    });
+    let mut entry = AuditRecord::new("restore", args.product.as_str(), &op);
+    entry.file = Some(r.path().display().to_string());
     match &result {
         Ok(rep) => {
-            entry["result"] = "ok".into();
-            entry["previous_database"] = rep.previous_database.clone().into();
+            entry.set_result(true);
+            entry.previous_database = rep.previous_database.clone();
         }
         Err(e) => {
-            entry["result"] = "failed".into();
-            entry["error"] = e.to_string().into();
+            entry.set_result(false);
+            entry.error = Some(e.to_string());
         }
     }
-    l.store.audit(Some(&mut guard), &args.product, &entry);
+    l.store.record(Some(&mut guard), &entry);
     drop(guard);
     let rep = result.map_err(cli_err)?;
     match args.format {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_deploy::lock::Holder;
+use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
 use berth_manifest::{Manifest, RuntimeKind};
@@ -602,6 +603,10 @@ pub fn lock_acquire(cli: &Cli, args: &LockAcquireArgs, printer: &Printer) -> Res
     l.store
         .hold(&args.product, &holder)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut record = AuditRecord::new("lock-hold", args.product.as_str(), &holder.operator);
+    record.message = Some(holder.message.clone());
+    record.set_result(true);
+    l.store.record(None, &record);
     println!(
         "{} is held: deploys refuse until `berth lock release {}`",
         args.product, args.product
@@ -620,7 +625,14 @@ pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exi
         .release(p)
         .map_err(|e| CliError::Failed(e.to_string()))?
     {
-        Some(h) => println!("{p}: released the hold of {} ({})", h.operator, h.message),
+        Some(h) => {
+            let mut record =
+                AuditRecord::new("lock-release", p.as_str(), &berth_deploy::operator(&l.repo));
+            record.message = Some(format!("released the hold of {}: {}", h.operator, h.message));
+            record.set_result(true);
+            l.store.record(None, &record);
+            println!("{p}: released the hold of {} ({})", h.operator, h.message)
+        }
         None => println!("{p}: was not held"),
     }
     Ok(ExitCode::SUCCESS)

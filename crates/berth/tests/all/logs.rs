@@ -46,6 +46,7 @@ fn ticking_site(compose: bool) -> Site {
         "PRODUCT_ID = \"bestays\",",
         "PRODUCT_ID = \"bestays\", DEMO_LOG_EVERY_MS = \"50\",",
     );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
     site.repo
         .commit_all("chore: a ticking server (TASK-50-ticks-bestays)");
     site
