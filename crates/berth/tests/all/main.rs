@@ -2,6 +2,7 @@
 //! pinned environment, against real git repositories.
 
 mod affected;
+mod audit;
 mod backup;
 mod check;
 mod cli;

@@ -91,3 +91,23 @@ fn example_validates_against_the_schema() {
         run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(2);
     }
 }
+
+/// The committed schemas of the audit log's records and of `berth logs --format json`
+/// lines match what `berth schema audit|logs` prints.
+#[test]
+fn committed_audit_and_logs_schemas_are_up_to_date() {
+    let tmp = temp_dir();
+    for (name, title) in [("audit", "AuditRecord"), ("logs", "LogRecord")] {
+        let path = workspace_root().join(format!("schema/{name}.schema.json"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let out = run(tmp.path(), &["schema", name]);
+        out.assert_code(0);
+        assert!(
+            committed == out.stdout,
+            "schema/{name}.schema.json is stale: run `cargo run -p berth -- schema {name} --output schema/{name}.schema.json`"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["title"], title);
+        assert_eq!(v["additionalProperties"], false, "{name}");
+    }
+}
