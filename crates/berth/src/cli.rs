@@ -725,7 +725,7 @@ pub struct ProductListArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
-    /// Which schema: berth.toml's, the audit log's records, or `berth logs --format json` lines
+    /// Which schema: berth.toml's, the audit log's records, or a command's `--format json` output
     #[arg(value_enum, default_value_t = SchemaName::Manifest)]
     pub name: SchemaName,
     /// Write the schema to this file instead of stdout
@@ -744,6 +744,18 @@ pub enum SchemaName {
     Audit,
     /// One line of `berth logs --format json` (schema/logs.schema.json)
     Logs,
+    /// `berth status --format json`
+    Status,
+    /// `berth history --format json`
+    History,
+    /// `berth lock status --format json`
+    Lock,
+    /// `berth deploy|rollback --format json`
+    Deploy,
+    /// `berth secrets list --format json`
+    SecretsList,
+    /// `berth doctor --format json`
+    Doctor,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,15 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
         SchemaName::Manifest => berth_manifest::json_schema(),
         SchemaName::Audit => berth_deploy::record::json_schema(),
         SchemaName::Logs => super::logs::json_schema(),
+        // Written by hand beside the others; tests validate real output against them.
+        SchemaName::Status => include_str!("../../../../schema/status.schema.json").into(),
+        SchemaName::History => include_str!("../../../../schema/history.schema.json").into(),
+        SchemaName::Lock => include_str!("../../../../schema/lock.schema.json").into(),
+        SchemaName::Deploy => include_str!("../../../../schema/deploy.schema.json").into(),
+        SchemaName::SecretsList => {
+            include_str!("../../../../schema/secrets-list.schema.json").into()
+        }
+        SchemaName::Doctor => include_str!("../../../../schema/doctor.schema.json").into(),
     };
     match &args.output {
         None => print!("{schema}"),

@@ -111,3 +111,37 @@ fn committed_audit_and_logs_schemas_are_up_to_date() {
         assert_eq!(v["additionalProperties"], false, "{name}");
     }
 }
+
+/// Each `--format json` output with a schema validates against it (real output of a
+/// real deploy, with check-jsonschema), and `berth schema <name>` prints that schema.
+#[test]
+fn format_json_outputs_validate_against_their_schemas() {
+    let site = crate::deploy::Site::new(0);
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = site.berth(args);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.snapshot()))
+    };
+    let deploy = site.berth(&["deploy", "bestays", "--yes", "--format", "json"]);
+    deploy.assert_code(0);
+    site.berth(&["lock", "acquire", "realestate", "-m", "maintenance"])
+        .assert_code(0);
+    let outputs = [
+        ("deploy", serde_json::from_str(&deploy.stdout).unwrap()),
+        ("status", json_of(&["status", "--format", "json"])),
+        ("history", json_of(&["history", "bestays", "--format", "json"])),
+        ("lock", json_of(&["lock", "status", "--format", "json"])),
+        ("secrets-list", json_of(&["secrets", "list", "--format", "json"])),
+        // Whatever doctor finds here (no PostgreSQL), its output has the one shape.
+        ("doctor", json_of(&["doctor", "--format", "json"])),
+    ];
+    for (name, doc) in outputs {
+        let printed = site.berth(&["schema", name]);
+        printed.assert_code(0);
+        let committed =
+            std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
+                .unwrap();
+        assert_eq!(printed.stdout, committed, "{name}");
+        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+    }
+}
