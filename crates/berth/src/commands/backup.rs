@@ -1,6 +1,6 @@
 //! `berth backup [list|verify|prune]` and `berth restore`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use berth_backup::restore::RestoreOptions;
 use berth_backup::verify::{VerifyOptions, verify};
 use berth_backup::{BackupError, Record, human_bytes};
 use berth_deploy::lock::Holder;
+use berth_cmd::progress::Progress;
 use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
@@ -19,6 +20,7 @@ use crate::cli::{
     BackupArgs, BackupCommand, BackupListArgs, BackupPruneArgs, BackupVerifyArgs, Cli, RestoreArgs,
 };
 use crate::exit::{CliError, Result};
+use crate::progress::{Reporter, Shape};
 use crate::output::{Format, Printer};
 
 struct Loaded {
@@ -99,21 +101,14 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for product in &products {
-        let bar = progress_bar(product);
-        let progress = |n: u64| {
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        };
+        let progress = Reporter::new(Some(product), Shape::Bytes);
         let result = berth_backup::backup(&berth_backup::Options {
             manifest: &l.manifest,
             root: &l.root,
             product,
             progress: &progress,
         });
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        drop(progress);
         let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
         match result {
             Ok(r) => {
@@ -170,22 +165,6 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
-}
-
-fn progress_bar(product: &str) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new_spinner();
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {prefix}: dumped {bytes} ({bytes_per_sec}, {elapsed})",
-        )
-        .expect("valid template"),
-    );
-    b.set_prefix(product.to_string());
-    b.enable_steady_tick(Duration::from_millis(120));
-    Some(b)
 }
 
 fn record_json(r: &Record) -> serde_json::Value {
@@ -278,6 +257,11 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
     };
     let ids = identities(&args.identity)?;
     let product = r.product.clone();
+    let progress = Reporter::new(Some(&product), Shape::Steps);
+    progress.step(&format!(
+        "verify {}: checksum, then a restore into a scratch database",
+        r.file
+    ));
     let report = verify(
         &VerifyOptions {
             manifest: &l.manifest,
@@ -288,6 +272,7 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
         r,
     )
     .map_err(cli_err)?;
+    drop(progress);
     let mut entry = AuditRecord::new("backup-verify", product.as_str(), &operator(&l.root));
     entry.file = Some(report.file.clone());
     entry.set_result(report.ok);
@@ -488,11 +473,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         .store
         .acquire(&args.product, &holder, Duration::from_secs(0))
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let mut err = std::io::stderr();
-    let product = args.product.clone();
-    let mut progress = |line: &str| {
-        let _ = writeln!(err, "[{product}] {line}");
-    };
+    let progress = Reporter::new(Some(&args.product), Shape::Steps);
     let result = berth_backup::restore::restore(
         &mut RestoreOptions {
             manifest: &l.manifest,
@@ -502,7 +483,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
             jobs: args.jobs.unwrap_or_else(berth_backup::default_jobs),
             runtime: Some(rt.as_ref()),
             with_redis: args.with_redis,
-            progress: &mut progress,
+            progress: &progress,
         },
         &r,
     );

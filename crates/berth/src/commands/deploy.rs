@@ -209,11 +209,17 @@ fn run_plan(
     format: Format,
     printer: &Printer,
 ) -> Result<ExitCode> {
-    let mut stderr = std::io::stderr();
-    let mut ctx = l.context(rt, lock_wait, &mut stderr);
+    // The executor's step lines, shown through the one progress reporter (a spinner
+    // on the current step on a terminal, plain lines otherwise).
+    let reporter = crate::progress::Reporter::new(None, crate::progress::Shape::Steps);
+    let mut lines = berth_cmd::progress::Lines::new(&reporter);
+    let mut ctx = l.context(rt, lock_wait, &mut lines);
     let operator = ctx.operator.clone();
     let started = std::time::Instant::now();
     let result = execute(&mut ctx, plan);
+    drop(ctx);
+    drop(lines);
+    drop(reporter);
     notify(l, plan, &result, operator, started.elapsed(), printer);
     let outcome = result.map_err(deploy_err)?;
     match format {

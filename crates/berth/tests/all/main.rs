@@ -18,6 +18,7 @@ mod log;
 mod logs;
 mod notify;
 mod product;
+mod progress;
 mod provision;
 mod render;
 mod run_cmd;
