@@ -633,17 +633,19 @@ impl Runtime for ComposeRuntime {
         if !tty {
             c = c.arg("-T");
         }
-        let status = c
+        let child = c
             .arg(service)
             .args(argv)
             .to_command()
-            .status()
+            .spawn()
             .map_err(|e| {
                 RuntimeError::Failed(format!(
                     "could not run a command in {product}.{service}: docker: {e}"
                 ))
             })?;
-        Ok(crate::local::exit_code(status))
+        Ok(crate::local::exit_code(crate::local::wait_in_foreground(
+            child,
+        )?))
     }
 
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {

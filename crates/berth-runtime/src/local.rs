@@ -552,13 +552,13 @@ impl Runtime for LocalRuntime {
         let mut c = Command::new(program);
         c.args(args).current_dir(&cwd).env_clear().envs(env.vars);
         tracing::debug!(target: "berth::cmd", "run in {product}.{service} ({slot}, {version}): {program}");
-        let status = c.status().map_err(|e| {
+        let child = c.spawn().map_err(|e| {
             RuntimeError::Failed(format!(
                 "could not run `{program}` in {product}.{service} ({}): {e}",
                 cwd.display()
             ))
         })?;
-        Ok(exit_code(status))
+        Ok(exit_code(wait_in_foreground(child)?))
     }
 
     /// Remove the checkouts of versions not in `keep` and not run by a live instance.
@@ -668,6 +668,16 @@ fn follow_file(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Wait for a one-off command that shares berth's terminal (the binary keeps Ctrl-C
+/// from ending berth first: the command decides what it means).
+pub(crate) fn wait_in_foreground(
+    mut child: std::process::Child,
+) -> Result<std::process::ExitStatus, RuntimeError> {
+    child
+        .wait()
+        .map_err(|e| RuntimeError::Failed(format!("could not wait for the command: {e}")))
 }
 
 /// A child's exit status as a shell reports it: its code, or 128 + the signal.

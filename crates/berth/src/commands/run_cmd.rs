@@ -57,6 +57,7 @@ pub fn run(cli: &Cli, args: &RunArgs, printer: &Printer) -> Result<ExitCode> {
     let operator = berth_deploy::operator(&l.repo);
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let started = Instant::now();
+    let interrupts = interrupts_are_the_commands();
     let result = rt.run_once(product, &service, slot, &version, &args.command, tty);
     let mut record = AuditRecord::new("run", product, &operator);
     record.service = Some(service.clone());
@@ -76,6 +77,30 @@ pub fn run(cli: &Cli, args: &RunArgs, printer: &Printer) -> Result<ExitCode> {
         }
     }
     l.store.record(None, &record);
+    drop(interrupts);
     let code = result.map_err(|e| CliError::Failed(masker.mask(&e.to_string())))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// While the command runs, Ctrl-C and Ctrl-\\ (sent to the terminal's whole foreground
+/// group) are the command's to handle: berth stays to record and pass on its exit
+/// code. A handler is installed rather than the signals ignored, since an ignored
+/// signal would be inherited by the command; exec resets a handler.
+fn interrupts_are_the_commands() -> Option<(
+    tokio::runtime::Runtime,
+    Vec<tokio::signal::unix::Signal>,
+)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .ok()?;
+    let signals = {
+        let _entered = rt.enter();
+        [SignalKind::interrupt(), SignalKind::quit()]
+            .into_iter()
+            .filter_map(|k| signal(k).ok())
+            .collect()
+    };
+    Some((rt, signals))
 }

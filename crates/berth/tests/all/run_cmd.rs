@@ -94,3 +94,52 @@ fn run_sees_the_products_own_database_url_and_passes_its_exit_code_through_on_co
         .commit_all("chore: a server image with a shell (TASK-53-shell-bestays)");
     runs_in_the_products_own_environment(site);
 }
+
+/// Ctrl-C at the terminal reaches the whole foreground group: the command handles it,
+/// and berth outlives it to audit and pass on its exit code (not die of the signal).
+#[test]
+fn an_interrupt_is_the_commands_to_handle_and_its_exit_code_still_passes_through() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let mut child = crate::support::berth(site.repo.path())
+        .args([
+            "run",
+            "bestays",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo interrupted; exit 42' INT; echo ready; while :; do sleep 0.1; done",
+        ])
+        .env("BERTH_OPERATOR", "test-operator")
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // As a terminal does: SIGINT to every process of the foreground group.
+    let pgid = child.id();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(code.code(), Some(42), "{code:?}; output after ready: {rest}");
+    assert!(rest.contains("interrupted"), "{rest}");
+    let audit =
+        std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["step"] == "run" && r["exit_code"] == 42),
+        "{audit}"
+    );
+}
