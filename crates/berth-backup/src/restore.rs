@@ -100,7 +100,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     };
 
     // 1. Everything that can fail without touching the live database.
-    opts.progress.step(&format!("check the checksum of {}", r.file));
+    opts.progress
+        .step(&format!("check the checksum of {}", r.file));
     let t = Instant::now();
     check_checksum(r).map_err(untouched)?;
     tracing::info!("checksum: {:?}", t.elapsed());
@@ -216,7 +217,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             }
-            opts.progress.step(&format!("stop {product} ({slot} slot, {version})"));
+            opts.progress
+                .step(&format!("stop {product} ({slot} slot, {version})"));
             if let Err(e) = rt.stop(product, slot) {
                 drop_quietly(&url, &fresh);
                 let _ = rt.start(product, slot, &version);
@@ -298,7 +300,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         start_again(opts.progress)
     })();
     if let Err(e) = after {
-        opts.progress.step(&format!("{e}; swapping the previous database back"));
+        opts.progress
+            .step(&format!("{e}; swapping the previous database back"));
         if let Some((slot, _)) = &live
             && let Some(rt) = opts.runtime
         {

@@ -3,11 +3,11 @@
 //! each in the audit log. Nothing is done that the plan did not name.
 
 pub mod audit_tail;
-pub mod record;
 pub mod health;
 pub mod lock;
 pub mod notify;
 pub mod proxy;
+pub mod record;
 pub mod store;
 pub mod tags;
 

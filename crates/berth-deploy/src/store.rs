@@ -208,11 +208,7 @@ impl Store {
     }
 
     /// Append one typed audit record (through the lock's session when there is one).
-    pub fn record(
-        &self,
-        guard: Option<&mut Guard>,
-        record: &crate::record::AuditRecord,
-    ) {
+    pub fn record(&self, guard: Option<&mut Guard>, record: &crate::record::AuditRecord) {
         self.audit(guard, &record.product, &record.to_value());
     }
 

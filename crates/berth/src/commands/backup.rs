@@ -9,8 +9,8 @@ use berth_backup::prune::{self, Item, Policy};
 use berth_backup::restore::RestoreOptions;
 use berth_backup::verify::{VerifyOptions, verify};
 use berth_backup::{BackupError, Record, human_bytes};
-use berth_deploy::lock::Holder;
 use berth_cmd::progress::Progress;
+use berth_deploy::lock::Holder;
 use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
@@ -20,8 +20,8 @@ use crate::cli::{
     BackupArgs, BackupCommand, BackupListArgs, BackupPruneArgs, BackupVerifyArgs, Cli, RestoreArgs,
 };
 use crate::exit::{CliError, Result};
-use crate::progress::{Reporter, Shape};
 use crate::output::{Format, Printer};
+use crate::progress::{Reporter, Shape};
 
 struct Loaded {
     manifest: Manifest,

@@ -634,7 +634,10 @@ pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exi
         Some(h) => {
             let mut record =
                 AuditRecord::new("lock-release", p.as_str(), &berth_deploy::operator(&l.repo));
-            record.message = Some(format!("released the hold of {}: {}", h.operator, h.message));
+            record.message = Some(format!(
+                "released the hold of {}: {}",
+                h.operator, h.message
+            ));
             record.set_result(true);
             l.store.record(None, &record);
             println!("{p}: released the hold of {} ({})", h.operator, h.message)

@@ -119,11 +119,7 @@ fn rfc3339_millis(t: SystemTime) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     let s = berth_deploy::tags::utc_stamp(d.as_secs()).1;
-    format!(
-        "{}.{:03}Z",
-        s.trim_end_matches('Z'),
-        d.subsec_millis()
-    )
+    format!("{}.{:03}Z", s.trim_end_matches('Z'), d.subsec_millis())
 }
 
 struct Out<'a> {

@@ -86,10 +86,8 @@ pub fn run(cli: &Cli, args: &RunArgs, printer: &Printer) -> Result<ExitCode> {
 /// group) are the command's to handle: berth stays to record and pass on its exit
 /// code. A handler is installed rather than the signals ignored, since an ignored
 /// signal would be inherited by the command; exec resets a handler.
-fn interrupts_are_the_commands() -> Option<(
-    tokio::runtime::Runtime,
-    Vec<tokio::signal::unix::Signal>,
-)> {
+fn interrupts_are_the_commands()
+-> Option<(tokio::runtime::Runtime, Vec<tokio::signal::unix::Signal>)> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -43,13 +43,18 @@ fn every_commands_audit_records_validate_against_the_committed_schema() {
         &[],
     )
     .assert_code(0);
-    run(&["lock", "acquire", "bestays", "-m", "maintenance window"], 0);
+    run(
+        &["lock", "acquire", "bestays", "-m", "maintenance window"],
+        0,
+    );
     run(&["lock", "release", "bestays"], 0);
     run(&["run", "bestays", "--", "sh", "-c", "exit 3"], 3);
 
-    let text =
-        std::fs::read_to_string(db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
-    assert!(!text.contains("sk-or-audit-test-value"), "a value in the audit log");
+    let text = std::fs::read_to_string(db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(
+        !text.contains("sk-or-audit-test-value"),
+        "a value in the audit log"
+    );
     let records: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

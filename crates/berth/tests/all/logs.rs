@@ -136,9 +136,11 @@ fn follow_across_a_deploy(compose: bool) {
         .unwrap()
         .as_millis();
     // Green ticks written after the deploy (and its drain) ended.
-    f.until(Duration::from_secs(60), "from green after the deploy", |v| {
-        v["slot"] == "green" && tick(v).is_some_and(|(_, ms)| ms > deployed_ms)
-    });
+    f.until(
+        Duration::from_secs(60),
+        "from green after the deploy",
+        |v| v["slot"] == "green" && tick(v).is_some_and(|(_, ms)| ms > deployed_ms),
+    );
     let _ = f.child.kill();
     let seen = std::mem::take(&mut f.seen);
     for v in &seen {
@@ -176,7 +178,10 @@ fn follow_across_a_deploy(compose: bool) {
             assert_eq!(w[1].0, w[0].0 + 1, "{name} ticks skip or repeat: {t:?}");
         }
     }
-    assert_eq!(green[0].0, 0, "the new slot's first lines are missing: {green:?}");
+    assert_eq!(
+        green[0].0, 0,
+        "the new slot's first lines are missing: {green:?}"
+    );
     // No gap longer than the drain (1 s) between the old slot's last line and the new's.
     let last_blue = blue.last().unwrap().1;
     let first_green_ms = green[0].1;

@@ -31,12 +31,17 @@ fn on_a_terminal(site: &Site, args: &[&str], env: &[(&str, &str)]) -> String {
             s.env(k, v);
         }
     }
-    s.env("BERTH_OPERATOR", "test-operator").env("TERM", "xterm");
+    s.env("BERTH_OPERATOR", "test-operator")
+        .env("TERM", "xterm");
     for (k, v) in env {
         s.env(k, v);
     }
     let out = s.output().expect("run script (util-linux)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -51,9 +56,15 @@ fn deploy_progress_is_a_spinner_on_a_terminal_and_plain_lines_elsewhere() {
     let site = Site::new(1500);
     let piped = site.berth(&["deploy", "bestays", "--yes"]);
     piped.assert_code(0);
-    assert!(piped.stderr.contains("[bestays] 1/"), "{}", piped.snapshot());
     assert!(
-        !piped.stderr.contains('\r') && !piped.stderr.contains('\u{1b}') && !has_spinner(&piped.stderr),
+        piped.stderr.contains("[bestays] 1/"),
+        "{}",
+        piped.snapshot()
+    );
+    assert!(
+        !piped.stderr.contains('\r')
+            && !piped.stderr.contains('\u{1b}')
+            && !has_spinner(&piped.stderr),
         "cursor movement or a spinner in a pipe:\n{:?}",
         piped.stderr
     );

@@ -46,8 +46,7 @@ fn runs_in_the_products_own_environment(site: Site) {
     // No admin URL of any kind in its environment.
     assert_eq!(lines[2], "0", "{}", out.snapshot());
     // The audit record: who, what, when, the exit code; no value.
-    let audit =
-        std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
     let runs: Vec<serde_json::Value> = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -73,7 +72,11 @@ fn runs_in_the_products_own_environment(site: Site) {
     // Nothing of realestate runs: no version to run as.
     let none = site.berth(&["run", "realestate", "--", "true"]);
     none.assert_code(1);
-    assert!(none.stderr.contains("nothing of realestate runs"), "{}", none.snapshot());
+    assert!(
+        none.stderr.contains("nothing of realestate runs"),
+        "{}",
+        none.snapshot()
+    );
 }
 
 #[test]
@@ -131,10 +134,13 @@ fn an_interrupt_is_the_commands_to_handle_and_its_exit_code_still_passes_through
     let code = child.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert_eq!(code.code(), Some(42), "{code:?}; output after ready: {rest}");
+    assert_eq!(
+        code.code(),
+        Some(42),
+        "{code:?}; output after ready: {rest}"
+    );
     assert!(rest.contains("interrupted"), "{rest}");
-    let audit =
-        std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
     assert!(
         audit
             .lines()

@@ -129,9 +129,15 @@ fn format_json_outputs_validate_against_their_schemas() {
     let outputs = [
         ("deploy", serde_json::from_str(&deploy.stdout).unwrap()),
         ("status", json_of(&["status", "--format", "json"])),
-        ("history", json_of(&["history", "bestays", "--format", "json"])),
+        (
+            "history",
+            json_of(&["history", "bestays", "--format", "json"]),
+        ),
         ("lock", json_of(&["lock", "status", "--format", "json"])),
-        ("secrets-list", json_of(&["secrets", "list", "--format", "json"])),
+        (
+            "secrets-list",
+            json_of(&["secrets", "list", "--format", "json"]),
+        ),
         // Whatever doctor finds here (no PostgreSQL), its output has the one shape.
         ("doctor", json_of(&["doctor", "--format", "json"])),
     ];
