@@ -90,10 +90,10 @@ pub enum Command {
     /// Check what berth needs: programs, servers and credentials, nginx, ports, disk, locks
     #[command(long_about = DOCTOR_LONG)]
     Doctor(DoctorArgs),
-    /// Show a product's service logs (the live slot by default), masked; -f follows across deploys
+    /// Show a product's logs: the live slot, secrets masked; -f follows across deploys
     #[command(long_about = LOGS_LONG)]
     Logs(LogsArgs),
-    /// Run a one-off command in the live version's environment (exit code passed through, audited)
+    /// Run a one-off command in the live version's environment (audited)
     #[command(long_about = RUN_LONG)]
     Run(RunArgs),
     /// Set, unset, import, list and check a product's secrets (values are never printed)
