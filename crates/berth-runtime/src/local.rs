@@ -599,28 +599,43 @@ impl Runtime for LocalRuntime {
     }
 }
 
-/// The offset of the last `n` lines of the file at `path` (0 when it has fewer).
+/// The offset of the last `n` lines of the file at `path` (0 when it has fewer),
+/// read backwards from its end in blocks: a large log is not read whole.
 fn tail_offset(path: &Path, n: usize) -> u64 {
-    let Ok(bytes) = std::fs::read(path) else {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
         return 0;
     };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     if n == 0 {
-        return bytes.len() as u64;
+        return len;
     }
-    // A final line without its newline still counts as a line.
-    let end = if bytes.last() == Some(&b'\n') {
-        bytes.len() - 1
-    } else {
-        bytes.len()
-    };
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
     let mut seen = 0;
-    for i in (0..end).rev() {
-        if bytes[i] == b'\n' {
+    // A final line without its newline still counts as a line; a final newline ends
+    // the last line rather than starting another.
+    let mut skip_last_newline = true;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let mut buf = vec![0; (end - start) as usize];
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut buf).is_err() {
+            return 0;
+        }
+        for i in (0..buf.len()).rev() {
+            if buf[i] != b'\n' {
+                skip_last_newline = false;
+                continue;
+            }
+            if std::mem::take(&mut skip_last_newline) {
+                continue;
+            }
             seen += 1;
             if seen == n {
-                return (i + 1) as u64;
+                return start + i as u64 + 1;
             }
         }
+        end = start;
     }
     0
 }
@@ -727,6 +742,14 @@ mod tests {
         std::fs::write(&f, "one\ntwo").unwrap();
         assert_eq!(tail_offset(&f, 1), 4);
         assert_eq!(tail_offset(&dir.join("missing"), 3), 0);
+        // Across block boundaries: the same as counting from the front.
+        let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&f, &text).unwrap();
+        for n in [1, 3, 9_000, 49_999, 50_000, 60_000] {
+            let from = tail_offset(&f, n) as usize;
+            assert_eq!(text[from..].lines().count(), n.min(50_000), "{n}");
+            assert!(from == 0 || text.as_bytes()[from - 1] == b'\n', "{n}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
