@@ -756,6 +756,12 @@ pub enum SchemaName {
     SecretsList,
     /// `berth doctor --format json`
     Doctor,
+    /// `berth backup list --format json`
+    BackupList,
+    /// `berth backup verify --format json`
+    Verify,
+    /// `berth restore --format json`
+    Restore,
 }
 
 #[derive(Debug, Args)]

@@ -34,8 +34,36 @@ fn every_commands_audit_records_validate_against_the_committed_schema() {
     run(&["deploy", "bestays", "--yes"], 0);
     run(&["rollback", "bestays", "--yes"], 0);
     run(&["backup", "bestays"], 0);
-    run(&["backup", "verify", "--latest", "bestays"], 0);
-    run(&["restore", "bestays", "latest", "--yes"], 0);
+    // The --format json outputs of the backup commands, against their schemas.
+    let mut outputs = Vec::new();
+    for (name, args) in [
+        (
+            "verify",
+            &[
+                "backup", "verify", "--latest", "bestays", "--format", "json",
+            ][..],
+        ),
+        (
+            "restore",
+            &["restore", "bestays", "latest", "--yes", "--format", "json"],
+        ),
+        ("backup-list", &["backup", "list", "--format", "json"]),
+    ] {
+        let out = db.run_env(args, &[]);
+        out.assert_code(0);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.snapshot()));
+        let printed = db.run_env(&["schema", name], &[]);
+        let committed = std::fs::read_to_string(
+            crate::support::workspace_root().join(format!("schema/{name}.schema.json")),
+        )
+        .unwrap();
+        assert_eq!(printed.stdout, committed, "{name}");
+        outputs.push((name, doc));
+    }
+    for (name, doc) in outputs {
+        validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+    }
     with_stdin(
         db.site.repo.path(),
         &["secrets", "set", "bestays", "OPENROUTER_API_KEY"],
