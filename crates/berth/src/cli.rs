@@ -762,6 +762,10 @@ pub enum SchemaName {
     Verify,
     /// `berth restore --format json`
     Restore,
+    /// `berth product list --format json`
+    ProductList,
+    /// `berth check --format json`
+    Check,
 }
 
 #[derive(Debug, Args)]

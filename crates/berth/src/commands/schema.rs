@@ -21,6 +21,10 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
         SchemaName::BackupList => include_str!("../../../../schema/backup-list.schema.json").into(),
         SchemaName::Verify => include_str!("../../../../schema/verify.schema.json").into(),
         SchemaName::Restore => include_str!("../../../../schema/restore.schema.json").into(),
+        SchemaName::ProductList => {
+            include_str!("../../../../schema/product-list.schema.json").into()
+        }
+        SchemaName::Check => include_str!("../../../../schema/check.schema.json").into(),
     };
     match &args.output {
         None => print!("{schema}"),

@@ -140,6 +140,11 @@ fn format_json_outputs_validate_against_their_schemas() {
         ),
         // Whatever doctor finds here (no PostgreSQL), its output has the one shape.
         ("doctor", json_of(&["doctor", "--format", "json"])),
+        (
+            "product-list",
+            json_of(&["product", "list", "--format", "json"]),
+        ),
+        ("check", json_of(&["check", "--format", "json"])),
     ];
     for (name, doc) in outputs {
         let printed = site.berth(&["schema", name]);
@@ -150,4 +155,31 @@ fn format_json_outputs_validate_against_their_schemas() {
         assert_eq!(printed.stdout, committed, "{name}");
         crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
     }
+}
+
+/// `berth check --format json` of a manifest with problems (errors with their places,
+/// a related place) validates against schema/check.schema.json.
+#[test]
+fn check_json_with_problems_validates_against_its_schema() {
+    let repo = example_repo();
+    let path = repo.path().join("berth.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Two products on one port, and a key berth does not know.
+    let bad = text
+        .replacen("host_port = 8012", "host_port = 8011", 1)
+        .replacen("[secret_scan]", "[secret_scan]\nbogus = 1", 1);
+    assert_ne!(bad, text);
+    std::fs::write(&path, bad).unwrap();
+    let out = run(
+        repo.path(),
+        &["check", "--no-secret-scan", "--format", "json"],
+    );
+    out.assert_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        doc["diagnostics"].as_array().is_some_and(|d| !d.is_empty()),
+        "{}",
+        out.snapshot()
+    );
+    crate::logs::validate_json_docs("check.schema.json", &[doc]);
 }
