@@ -756,6 +756,8 @@ pub enum SchemaName {
     SecretsList,
     /// `berth doctor --format json`
     Doctor,
+    /// `berth backup --format json`
+    Backup,
     /// `berth backup list --format json`
     BackupList,
     /// `berth backup verify --format json`

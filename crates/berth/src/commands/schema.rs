@@ -18,6 +18,7 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
             include_str!("../../../../schema/secrets-list.schema.json").into()
         }
         SchemaName::Doctor => include_str!("../../../../schema/doctor.schema.json").into(),
+        SchemaName::Backup => include_str!("../../../../schema/backup.schema.json").into(),
         SchemaName::BackupList => include_str!("../../../../schema/backup-list.schema.json").into(),
         SchemaName::Verify => include_str!("../../../../schema/verify.schema.json").into(),
         SchemaName::Restore => include_str!("../../../../schema/restore.schema.json").into(),
