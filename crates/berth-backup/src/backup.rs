@@ -19,7 +19,7 @@ pub struct Options<'a> {
     pub root: &'a Path,
     pub product: &'a str,
     /// Called with the bytes pg_dump has written so far.
-    pub progress: &'a dyn Fn(u64),
+    pub progress: &'a dyn berth_cmd::progress::Progress,
 }
 
 /// Removes a partial file unless disarmed.

@@ -26,7 +26,7 @@ pub struct RestoreOptions<'a> {
     /// Also put the product's Redis keys back from the backup's Redis file.
     pub with_redis: bool,
     /// One line per step, as it starts.
-    pub progress: &'a mut dyn FnMut(&str),
+    pub progress: &'a dyn berth_cmd::progress::Progress,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,13 +100,14 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     };
 
     // 1. Everything that can fail without touching the live database.
-    (opts.progress)(&format!("check the checksum of {}", r.file));
+    opts.progress
+        .step(&format!("check the checksum of {}", r.file));
     let t = Instant::now();
     check_checksum(r).map_err(untouched)?;
     tracing::info!("checksum: {:?}", t.elapsed());
     let mut admin = pg::session(&url, "postgres")?;
     for left in clean_leftovers(&mut admin, &db.name, &r.dir)? {
-        (opts.progress)(&format!(
+        opts.progress.step(&format!(
             "dropped {left}, left by an interrupted verify or restore"
         ));
     }
@@ -129,7 +130,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     let shape = pg::shape_or_default(&mut admin, &db.name)?;
     let live_exists = shape.from_live;
     drop(admin);
-    (opts.progress)(&format!(
+    opts.progress.step(&format!(
         "restore into a new database {fresh} (pg_restore -j {})",
         opts.jobs
     ));
@@ -150,7 +151,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     }
     tracing::info!("analyze {fresh}: {:?}", t.elapsed());
     for w in &warnings {
-        (opts.progress)(&format!("warning: {w}"));
+        opts.progress.step(&format!("warning: {w}"));
     }
     debug_pause("restored", opts.progress);
 
@@ -183,7 +184,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             // product is down; requests already under way finish (graceful reload,
             // then the deploy's drain) before it stops.
             if let Some(nginx) = nginx {
-                (opts.progress)(&format!(
+                opts.progress.step(&format!(
                     "front door: {product} answers 503 (maintenance) until it is back"
                 ));
                 let serving = nginx.accepting_workers();
@@ -216,7 +217,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
             }
-            (opts.progress)(&format!("stop {product} ({slot} slot, {version})"));
+            opts.progress
+                .step(&format!("stop {product} ({slot} slot, {version})"));
             if let Err(e) = rt.stop(product, slot) {
                 drop_quietly(&url, &fresh);
                 let _ = rt.start(product, slot, &version);
@@ -227,11 +229,11 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             live = Some((slot, version));
         }
     }
-    let start_again = |progress: &mut dyn FnMut(&str)| -> Result<(), String> {
+    let start_again = |progress: &dyn berth_cmd::progress::Progress| -> Result<(), String> {
         let (Some(rt), Some((slot, version))) = (opts.runtime, &live) else {
             return Ok(());
         };
-        progress(&format!(
+        progress.step(&format!(
             "start {product} ({slot} slot, {version}) and health-check it"
         ));
         rt.start(product, *slot, version)
@@ -244,7 +246,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
 
     // 3. Swap: terminate what still connects, then both renames in one transaction.
     let aside = live_exists.then_some(previous.as_str());
-    (opts.progress)(&match aside {
+    opts.progress.step(&match aside {
         Some(p) => format!("swap: {} -> {p}, {fresh} -> {}", db.name, db.name),
         None => format!("{fresh} -> {} (there was no live database)", db.name),
     });
@@ -269,7 +271,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             let snapshot = save_redis(opts.manifest, opts.root, product, r, &ts)
                 .map_err(|e| format!("could not save the current Redis keys: {e}"))?;
             previous_redis = Some(r.dir.join(&snapshot).display().to_string());
-            (opts.progress)(&format!(
+            opts.progress.step(&format!(
                 "restore the Redis keys from {} (the current ones saved in {snapshot})",
                 part.file
             ));
@@ -298,7 +300,8 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         start_again(opts.progress)
     })();
     if let Err(e) = after {
-        (opts.progress)(&format!("{e}; swapping the previous database back"));
+        opts.progress
+            .step(&format!("{e}; swapping the previous database back"));
         if let Some((slot, _)) = &live
             && let Some(rt) = opts.runtime
         {
@@ -357,8 +360,8 @@ struct Maintenance<'a> {
 }
 
 impl Maintenance<'_> {
-    fn end(mut self, progress: &mut dyn FnMut(&str)) -> Result<(), String> {
-        progress(&format!(
+    fn end(mut self, progress: &dyn berth_cmd::progress::Progress) -> Result<(), String> {
+        progress.step(&format!(
             "front door: {} serves the {} slot again",
             self.product, self.slot
         ));
@@ -480,9 +483,9 @@ fn swap(
 
 /// Test hook: `BERTH_DEBUG_PAUSE_RESTORE=restored|stopped` holds still at that point so
 /// a test can kill berth right there.
-fn debug_pause(point: &str, progress: &mut dyn FnMut(&str)) {
+fn debug_pause(point: &str, progress: &dyn berth_cmd::progress::Progress) {
     if std::env::var("BERTH_DEBUG_PAUSE_RESTORE").is_ok_and(|p| p == point) {
-        progress(&format!("paused: {point} (BERTH_DEBUG_PAUSE_RESTORE)"));
+        progress.step(&format!("paused: {point} (BERTH_DEBUG_PAUSE_RESTORE)"));
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

@@ -32,14 +32,14 @@ impl<W: Write> Write for HashWriter<W> {
 pub struct CountingReader<'a, R> {
     pub inner: R,
     pub bytes: u64,
-    pub progress: &'a dyn Fn(u64),
+    pub progress: &'a dyn berth_cmd::progress::Progress,
 }
 
 impl<R: Read> Read for CountingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
-        (self.progress)(self.bytes);
+        self.progress.bytes(self.bytes);
         Ok(n)
     }
 }

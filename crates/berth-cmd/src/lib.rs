@@ -7,6 +7,8 @@
 //! same set masks a command's output tails here, and the deploy's log tails,
 //! audit records and notifications above.
 
+pub mod progress;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{Read, Write};
@@ -423,6 +425,27 @@ impl Cmd {
 }
 
 impl Cmd {
+    /// The program, arguments, directory and environment as a `std::process::Command`,
+    /// for the few callers that stream its output or hand it berth's terminal (`berth
+    /// logs -f`, `berth run`): no timeout, no capture, no masking; stdio as inherited
+    /// unless the caller sets it.
+    pub fn to_command(&self) -> Command {
+        tracing::debug!(target: "berth::cmd", "{}: {}", self.summary, self.display());
+        let mut c = Command::new(&self.program);
+        c.args(self.args.iter().map(|(a, _)| a));
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        if self.env_clear {
+            c.env_clear();
+        }
+        for k in &self.env_remove {
+            c.env_remove(k);
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
     /// Run, handing stdout to `f` record by record (records end with `sep`) while
     /// the program is still writing, so parsing overlaps with its work. Fails
     /// like [`Cmd::output`] on a non-zero exit; the timeout kills the program.

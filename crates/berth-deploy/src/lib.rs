@@ -7,6 +7,7 @@ pub mod health;
 pub mod lock;
 pub mod notify;
 pub mod proxy;
+pub mod record;
 pub mod store;
 pub mod tags;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::health::Probe;
 use crate::lock::Holder;
 use crate::proxy::Nginx;
+use crate::record::AuditRecord;
 use crate::store::{Guard, Store};
 
 /// One step of a deploy, with its inputs.
@@ -458,9 +460,9 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
     let mut tasks: Vec<String> = Vec::new();
     let mut started_new = false;
     let mut switched = false;
-    let base = serde_json::json!({
-        "product": product, "version": plan.version, "commit": plan.commit, "operator": ctx.operator,
-    });
+    let mut base = AuditRecord::new("", product, &ctx.operator);
+    base.version = Some(plan.version.clone());
+    base.commit = Some(plan.commit.clone());
     // What the product's processes and commands printed is theirs, not berth's: every
     // value of its secret file is masked in what the deploy prints, records and reports.
     let masker = match berth_render::secrets::product_masker(&ctx.root, product) {
@@ -600,23 +602,23 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
         }
         let ms = t.elapsed().as_millis();
         let mut record = base.clone();
-        record["step"] = serde_json::to_value(step).expect("serializable")["step"].clone();
-        record["detail"] = serde_json::Value::String(step.to_string());
-        record["duration_ms"] = (ms as u64).into();
-        record["at"] = tags::utc_stamp(now_secs()).1.into();
-        record["tag"] = tag_name.clone().into();
-        record["tasks"] = serde_json::json!(tasks);
+        record.step = step_name(step);
+        record.detail = Some(step.to_string());
+        record.duration_ms = Some(ms as u64);
+        record.at = Some(tags::utc_stamp(now_secs()).1);
+        record.tag = Some(tag_name.clone());
+        record.tasks = Some(tasks.clone());
         match result {
             Ok(()) => {
-                record["result"] = "ok".into();
-                ctx.store.audit(lock.as_mut(), product, &record);
+                record.set_result(true);
+                ctx.store.record(lock.as_mut(), &record);
                 timings.push((step.to_string(), ms));
             }
             Err((why, probes)) => {
                 let why = masker.mask(&why);
-                record["result"] = "failed".into();
-                record["error"] = why.clone().into();
-                ctx.store.audit(lock.as_mut(), product, &record);
+                record.set_result(false);
+                record.error = Some(why.clone());
+                ctx.store.record(lock.as_mut(), &record);
                 if matches!(step, Step::Lock) {
                     return Err(DeployError::NotStarted(why));
                 }
@@ -655,27 +657,26 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                     );
                 }
                 let mut record = base.clone();
-                record["step"] = "deploy".into();
-                record["result"] = "failed".into();
-                record["failed_step"] =
-                    serde_json::to_value(step).expect("serializable")["step"].clone();
-                record["rollback_of"] = plan.rollback_of.clone().into();
-                record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
-                record["at"] = tags::utc_stamp(now_secs()).1.into();
-                ctx.store.audit(lock.as_mut(), product, &record);
+                record.step = "deploy".into();
+                record.set_result(false);
+                record.failed_step = Some(step_name(step));
+                record.rollback_of = Some(plan.rollback_of.clone());
+                record.duration_ms = Some(start.elapsed().as_millis() as u64);
+                record.at = Some(tags::utc_stamp(now_secs()).1);
+                ctx.store.record(lock.as_mut(), &record);
                 return Err(DeployError::Failed(report));
             }
         }
     }
     let mut record = base.clone();
-    record["step"] = "deploy".into();
-    record["result"] = "ok".into();
-    record["tag"] = tag_name.clone().into();
-    record["tasks"] = serde_json::json!(tasks);
-    record["rollback_of"] = plan.rollback_of.clone().into();
-    record["duration_ms"] = (start.elapsed().as_millis() as u64).into();
-    record["at"] = tags::utc_stamp(now_secs()).1.into();
-    ctx.store.audit(lock.as_mut(), product, &record);
+    record.step = "deploy".into();
+    record.set_result(true);
+    record.tag = Some(tag_name.clone());
+    record.tasks = Some(tasks.clone());
+    record.rollback_of = Some(plan.rollback_of.clone());
+    record.duration_ms = Some(start.elapsed().as_millis() as u64);
+    record.at = Some(tags::utc_stamp(now_secs()).1);
+    ctx.store.record(lock.as_mut(), &record);
     Ok(Outcome {
         product: product.to_string(),
         version: plan.version.clone(),
@@ -685,6 +686,14 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
         duration_ms: start.elapsed().as_millis(),
         steps: timings,
     })
+}
+
+/// The name a step has in the audit log (`build`, `switch`, ...).
+fn step_name(step: &Step) -> String {
+    serde_json::to_value(step).expect("serializable")["step"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Tasks in commits since the previous deploy attributed to the product, then the annotated tag.

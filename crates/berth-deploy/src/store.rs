@@ -207,6 +207,11 @@ impl Store {
         }
     }
 
+    /// Append one typed audit record (through the lock's session when there is one).
+    pub fn record(&self, guard: Option<&mut Guard>, record: &crate::record::AuditRecord) {
+        self.audit(guard, &record.product, &record.to_value());
+    }
+
     /// Append one audit record (through the lock's session when there is one).
     pub fn audit(&self, guard: Option<&mut Guard>, product: &str, record: &serde_json::Value) {
         if let Self::Local(root) = self

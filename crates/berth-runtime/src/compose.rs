@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use berth_cmd::Cmd;
 use berth_manifest::Manifest;
 
-use crate::{Instance, Runtime, RuntimeError, Slot, slot_port};
+use crate::{Instance, LogFrom, LogLine, LogStream, Runtime, RuntimeError, Slot, slot_port};
 
 pub struct ComposeRuntime {
     manifest: Manifest,
@@ -510,6 +510,144 @@ impl Runtime for ComposeRuntime {
         Ok(removed)
     }
 
+    /// `docker compose logs --timestamps` of the slot's project (with `--follow`, until
+    /// the stream is dropped or the containers go); each line's time is docker's.
+    fn log_stream(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+        from: LogFrom,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut c = self
+            .compose(
+                product,
+                slot,
+                "latest",
+                format!("read the logs of {product}.{service} ({slot})"),
+            )?
+            .args(["logs", "--no-color", "--no-log-prefix", "--timestamps"]);
+        match from {
+            LogFrom::Tail(n) => c = c.args(["--tail", &n.to_string()]),
+            LogFrom::Since(t) => {
+                let d = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                c = c.args([
+                    "--since".to_string(),
+                    format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+                ]);
+            }
+            // A slot's containers are made by its `up`: their logs are its run.
+            LogFrom::Run => {}
+        }
+        if follow {
+            c = c.arg("--follow");
+        }
+        let mut cmd = c.arg(service).to_command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            RuntimeError::Failed(format!(
+                "could not read the logs of {product}.{service}: docker: {e}"
+            ))
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let tx_err = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let (at, text) = split_timestamp(&line);
+                if tx
+                    .send(LogLine {
+                        at,
+                        text: text.to_string(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // What compose itself says (a missing service, no engine) is shown as it is.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx_err.send(LogLine {
+                    at: None,
+                    text: line,
+                });
+            }
+        });
+        let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+        let reaper = child.clone();
+        std::thread::spawn(move || {
+            // Reap it when it ends by itself (the containers went).
+            loop {
+                if let Ok(mut c) = reaper.lock()
+                    && !matches!(c.try_wait(), Ok(None))
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Ok(LogStream::new(rx, move || {
+            if let Ok(mut c) = child.lock() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }))
+    }
+
+    /// `docker compose run --rm --no-deps` of the service in the slot's project: the
+    /// version's image, the product's network, its env and secret file.
+    fn run_once(
+        &self,
+        product: &str,
+        service: &str,
+        slot: Slot,
+        version: &str,
+        argv: &[String],
+        tty: bool,
+    ) -> Result<i32, RuntimeError> {
+        if argv.is_empty() {
+            return Err(RuntimeError::Failed("no command to run".into()));
+        }
+        self.shared_network()?;
+        self.product_network(product)?;
+        crate::probe::install(self.root())?;
+        let mut c = self
+            .compose(
+                product,
+                slot,
+                version,
+                format!("run a command in {product}.{service} ({slot}, {version})"),
+            )?
+            .args(["run", "--rm", "--no-deps", "--label"])
+            .arg(format!("berth.run={product}"));
+        if !tty {
+            c = c.arg("-T");
+        }
+        let child = c
+            .arg(service)
+            .args(argv)
+            .to_command()
+            .spawn()
+            .map_err(|e| {
+                RuntimeError::Failed(format!(
+                    "could not run a command in {product}.{service}: docker: {e}"
+                ))
+            })?;
+        Ok(crate::local::exit_code(crate::local::wait_in_foreground(
+            child,
+        )?))
+    }
+
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         let Ok(c) = self.compose(
             product,
@@ -568,6 +706,51 @@ fn docker_cmd(summary: impl Into<String>) -> Cmd {
     c
 }
 
+/// A line of `docker compose logs --timestamps`: its RFC 3339 time (UTC) and the text.
+fn split_timestamp(line: &str) -> (Option<SystemTime>, &str) {
+    match line.split_once(' ') {
+        Some((stamp, text)) => match parse_rfc3339_utc(stamp) {
+            Some(t) => (Some(t), text),
+            None => (None, line),
+        },
+        None => match parse_rfc3339_utc(line) {
+            Some(t) => (Some(t), ""),
+            None => (None, line),
+        },
+    }
+}
+
+/// `2026-11-30T12:01:02.123456789Z` as a time (only the UTC form docker writes).
+pub(crate) fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (time, ""),
+    };
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = format!("{:0<9}", &frac[..frac.len().min(9)]).parse().ok()?;
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
 /// `docker ps`'s "5 minutes ago" as a duration (coarse; for uptime display only).
 fn parse_running_for(s: &str) -> Duration {
     let mut parts = s.split_whitespace();
@@ -588,4 +771,27 @@ fn parse_running_for(s: &str) -> Duration {
         _ => 1,
     };
     Duration::from_secs(n * secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_timestamps_parse() {
+        let t = parse_rfc3339_utc("2026-11-30T12:01:02.5Z").unwrap();
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(d.as_secs(), 1_796_040_062);
+        assert_eq!(d.subsec_millis(), 500);
+        assert_eq!(
+            parse_rfc3339_utc("1970-01-01T00:00:00Z"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        assert_eq!(parse_rfc3339_utc("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_utc("hello"), None);
+        let (at, text) = split_timestamp("2026-11-30T12:01:02.000000001Z demo-app: tick 3");
+        assert!(at.is_some());
+        assert_eq!(text, "demo-app: tick 3");
+        assert_eq!(split_timestamp("no time here").1, "no time here");
+    }
 }

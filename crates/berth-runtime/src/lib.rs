@@ -142,6 +142,125 @@ pub trait Runtime {
     fn prune(&self, _product: &str, _keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         Ok(Vec::new())
     }
+
+    // --- Operating a running product: log streams and one-off commands (`berth logs`,
+    // `berth run`). Default implementations keep runtimes without them compiling.
+
+    /// A stream of a service's log in `slot`, starting at `from`; with `follow`, each
+    /// new line as it is written until the stream is dropped. The default reads
+    /// [`Runtime::logs`] once and cannot follow.
+    fn log_stream(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+        from: LogFrom,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        if follow {
+            return Err(RuntimeError::Failed(format!(
+                "the {} runtime cannot follow logs",
+                self.name()
+            )));
+        }
+        let lines = match from {
+            LogFrom::Tail(n) => n,
+            LogFrom::Since(_) | LogFrom::Run => usize::MAX,
+        };
+        Ok(LogStream::finished(
+            self.logs(product, slot, service, lines)
+                .lines()
+                .map(|l| LogLine {
+                    at: None,
+                    text: l.to_string(),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Run `argv` once as `version` of a service in `slot`'s environment (its env and
+    /// secrets, its network, its code), with berth's stdin, stdout and stderr (a TTY
+    /// when `tty`); returns the command's exit code.
+    fn run_once(
+        &self,
+        product: &str,
+        _service: &str,
+        _slot: Slot,
+        _version: &str,
+        _argv: &[String],
+        _tty: bool,
+    ) -> Result<i32, RuntimeError> {
+        Err(RuntimeError::Failed(format!(
+            "the {} runtime cannot run one-off commands (for {product})",
+            self.name()
+        )))
+    }
+}
+
+/// Where a log stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFrom {
+    /// The last `n` lines.
+    Tail(usize),
+    /// Lines written at or after this time.
+    Since(SystemTime),
+    /// Everything the slot's current run (its processes or containers) wrote.
+    Run,
+}
+
+/// One line of a service's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the runtime recorded the line, if it records times (compose does; the
+    /// local runtime's log files do not).
+    pub at: Option<SystemTime>,
+    pub text: String,
+}
+
+/// Lines of a log as they arrive. Dropping it (or [`LogStream::finish`]) stops the
+/// reader; lines already written are still delivered before the channel closes.
+pub struct LogStream {
+    pub lines: std::sync::mpsc::Receiver<LogLine>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl LogStream {
+    /// A stream fed by a reader that `stop` ends.
+    pub fn new(
+        lines: std::sync::mpsc::Receiver<LogLine>,
+        stop: impl FnOnce() + Send + 'static,
+    ) -> Self {
+        Self {
+            lines,
+            stop: Some(Box::new(stop)),
+        }
+    }
+
+    /// A stream of lines already read.
+    pub fn finished(lines: Vec<LogLine>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for l in lines {
+            let _ = tx.send(l);
+        }
+        Self {
+            lines: rx,
+            stop: None,
+        }
+    }
+
+    /// Stop reading new lines; what was written until now is still delivered, then
+    /// the channel closes.
+    pub fn finish(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// The environment of one product process, and the values to mask in its output.

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant, SystemTime};
 use berth_cmd::Cmd;
 use berth_manifest::Manifest;
 
-use crate::{Instance, ProductEnv, Runtime, RuntimeError, Slot, io, product_env, slot_port};
+use crate::{
+    Instance, LogFrom, LogLine, LogStream, ProductEnv, Runtime, RuntimeError, Slot, io,
+    product_env, slot_port,
+};
 
 pub struct LocalRuntime {
     manifest: Manifest,
@@ -36,6 +39,9 @@ struct PidFile {
     start_ticks: Option<u64>,
     version: String,
     command: String,
+    /// The length of the log file when this run started: its lines begin there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_from: Option<u64>,
 }
 
 impl PidFile {
@@ -393,6 +399,7 @@ impl Runtime for LocalRuntime {
                 .open(&log)
                 .map_err(io("open", &log))?;
             let err = out.try_clone().map_err(io("open", &log))?;
+            let log_from = out.metadata().map(|m| m.len()).ok();
             // The same shell as `migrate`: `cd sub && exec server` works in both.
             let mut c = Command::new("sh");
             c.args(["-c", &command])
@@ -428,6 +435,7 @@ impl Runtime for LocalRuntime {
                 start_ticks: Some(start_ticks),
                 version: version.to_string(),
                 command,
+                log_from,
             };
             let pid_file = dir.join(format!("{service}.json"));
             let body = serde_json::to_vec(&meta).expect("serializable");
@@ -502,6 +510,71 @@ impl Runtime for LocalRuntime {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// The slot's log file from `from`, then (with `follow`) what is appended to it,
+    /// read every 100 ms. The file holds no times: `LogFrom::Since` is refused.
+    fn log_stream(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+        from: LogFrom,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        let path = self.dir(product, slot).join(format!("{service}.log"));
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let start = match from {
+            LogFrom::Since(_) => {
+                return Err(RuntimeError::Failed(
+                    "the local runtime's log files record no times, so --since cannot select lines: use --tail N".into(),
+                ));
+            }
+            LogFrom::Tail(n) => tail_offset(&path, n),
+            LogFrom::Run => {
+                let pid_file = self.dir(product, slot).join(format!("{service}.json"));
+                match PidFile::read(&pid_file) {
+                    Some(pf) => pf.log_from.unwrap_or(0).min(len),
+                    // Nothing started there: only what is written from now on.
+                    None => len,
+                }
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(!follow));
+        let stopped = stop.clone();
+        std::thread::spawn(move || follow_file(&path, start, &stopped, &tx));
+        Ok(LogStream::new(rx, move || {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst)
+        }))
+    }
+
+    /// `argv` in the version's checkout (the service's `workdir`) with the cleared
+    /// environment of [`product_env`] for `slot`, on berth's own terminal.
+    fn run_once(
+        &self,
+        product: &str,
+        service: &str,
+        slot: Slot,
+        version: &str,
+        argv: &[String],
+        _tty: bool,
+    ) -> Result<i32, RuntimeError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(RuntimeError::Failed("no command to run".into()));
+        };
+        let cwd = self.workdir(product, service, version)?;
+        let env = self.env(product, service, Some(slot), version)?;
+        let mut c = Command::new(program);
+        c.args(args).current_dir(&cwd).env_clear().envs(env.vars);
+        tracing::debug!(target: "berth::cmd", "run in {product}.{service} ({slot}, {version}): {program}");
+        let child = c.spawn().map_err(|e| {
+            RuntimeError::Failed(format!(
+                "could not run `{program}` in {product}.{service} ({}): {e}",
+                cwd.display()
+            ))
+        })?;
+        Ok(exit_code(wait_in_foreground(child)?))
+    }
+
     /// Remove the checkouts of versions not in `keep` and not run by a live instance.
     fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         let dir = self.versions_dir(product);
@@ -540,6 +613,111 @@ impl Runtime for LocalRuntime {
     }
 }
 
+/// The offset of the last `n` lines of the file at `path` (0 when it has fewer),
+/// read backwards from its end in blocks: a large log is not read whole.
+fn tail_offset(path: &Path, n: usize) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if n == 0 {
+        return len;
+    }
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut seen = 0;
+    // A final line without its newline still counts as a line; a final newline ends
+    // the last line rather than starting another.
+    let mut skip_last_newline = true;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let mut buf = vec![0; (end - start) as usize];
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_exact(&mut buf).is_err() {
+            return 0;
+        }
+        for i in (0..buf.len()).rev() {
+            if buf[i] != b'\n' {
+                skip_last_newline = false;
+                continue;
+            }
+            if std::mem::take(&mut skip_last_newline) {
+                continue;
+            }
+            seen += 1;
+            if seen == n {
+                return start + i as u64 + 1;
+            }
+        }
+        end = start;
+    }
+    0
+}
+
+/// Send the lines of `path` from `offset`, then what is appended, until `stop` is set
+/// (one last read follows it, so nothing written before is lost). A file that shrank
+/// was truncated: reading starts again at its beginning.
+fn follow_file(
+    path: &Path,
+    mut offset: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    tx: &std::sync::mpsc::Sender<LogLine>,
+) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let last = stop.load(std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut f) = std::fs::File::open(path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < offset {
+                offset = 0;
+                partial.clear();
+            }
+            let mut buf = Vec::new();
+            if f.seek(SeekFrom::Start(offset)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                offset += buf.len() as u64;
+                partial.extend_from_slice(&buf);
+                while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = partial.drain(..=nl).collect();
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1])
+                        .trim_end_matches('\r')
+                        .to_string();
+                    if tx.send(LogLine { at: None, text }).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if last {
+            if !partial.is_empty() {
+                let text = String::from_utf8_lossy(&partial).into_owned();
+                let _ = tx.send(LogLine { at: None, text });
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait for a one-off command that shares berth's terminal (the binary keeps Ctrl-C
+/// from ending berth first: the command decides what it means).
+pub(crate) fn wait_in_foreground(
+    mut child: std::process::Child,
+) -> Result<std::process::ExitStatus, RuntimeError> {
+    child
+        .wait()
+        .map_err(|e| RuntimeError::Failed(format!("could not wait for the command: {e}")))
+}
+
+/// A child's exit status as a shell reports it: its code, or 128 + the signal.
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +741,30 @@ mod tests {
         let _ = child.wait();
         assert!(!owned_alive(pid, s.start_ticks));
         assert!(!owned_alive(0, 0));
+    }
+
+    #[test]
+    fn tail_offsets_count_lines_from_the_end() {
+        let dir = std::env::temp_dir().join(format!("berth-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.log");
+        std::fs::write(&f, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(tail_offset(&f, 1), 8);
+        assert_eq!(tail_offset(&f, 2), 4);
+        assert_eq!(tail_offset(&f, 5), 0);
+        assert_eq!(tail_offset(&f, 0), 14);
+        std::fs::write(&f, "one\ntwo").unwrap();
+        assert_eq!(tail_offset(&f, 1), 4);
+        assert_eq!(tail_offset(&dir.join("missing"), 3), 0);
+        // Across block boundaries: the same as counting from the front.
+        let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&f, &text).unwrap();
+        for n in [1, 3, 9_000, 49_999, 50_000, 60_000] {
+            let from = tail_offset(&f, n) as usize;
+            assert_eq!(text[from..].lines().count(), n.min(50_000), "{n}");
+            assert!(from == 0 || text.as_bytes()[from - 1] == b'\n', "{n}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

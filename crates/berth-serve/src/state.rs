@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use berth_deploy::audit_tail::{Appended, AuditTail};
 use berth_deploy::proxy::Nginx;
+use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
 use berth_runtime::{Runtime, Slot, slot_port};
@@ -215,7 +216,9 @@ impl DeployLog {
         self.tail.read(|a| match a {
             Appended::Restart => products.values_mut().for_each(|d| *d = Deploys::default()),
             Appended::Record(r) => {
-                if let Some(d) = r["product"].as_str().and_then(|p| products.get_mut(p)) {
+                if let Some(r) = AuditRecord::from_value(&r)
+                    && let Some(d) = products.get_mut(&r.product)
+                {
                     d.add(event_of(&r));
                 }
             }
@@ -383,37 +386,25 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
 }
 
 /// One `deploy` record of the audit log as a deploy event.
-fn event_of(r: &serde_json::Value) -> DeployEvent {
-    let s = |k: &str| r[k].as_str().map(str::to_string);
-    let at = s("at").unwrap_or_default();
-    let rollback_of = s("rollback_of").filter(|x| !x.is_empty());
+fn event_of(r: &AuditRecord) -> DeployEvent {
+    let at = r.at.clone().unwrap_or_default();
+    let rollback_of = r.rollback_of.clone().flatten().filter(|x| !x.is_empty());
     DeployEvent {
         unix: parse_time(&at).unwrap_or(0),
         at,
-        result: if r["result"].as_str() == Some("ok") {
-            "success"
-        } else {
-            "failure"
-        },
+        result: if r.ok() { "success" } else { "failure" },
         kind: if rollback_of.is_some() {
             "rollback"
         } else {
             "deploy"
         },
-        version: s("version").unwrap_or_default(),
-        tag: s("tag").filter(|t| !t.is_empty()),
-        operator: s("operator").unwrap_or_default(),
-        tasks: r["tasks"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        duration_ms: r["duration_ms"].as_u64().unwrap_or(0),
+        version: r.version.clone().unwrap_or_default(),
+        tag: r.tag.clone().filter(|t| !t.is_empty()),
+        operator: r.operator.clone().unwrap_or_default(),
+        tasks: r.tasks.clone().unwrap_or_default(),
+        duration_ms: r.duration_ms.unwrap_or(0),
         rollback_of,
-        failed_step: s("failed_step"),
+        failed_step: r.failed_step.clone(),
     }
 }
 

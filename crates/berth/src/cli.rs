@@ -93,6 +93,12 @@ pub enum Command {
     /// Check what berth needs: programs, servers and credentials, nginx, ports, disk, locks
     #[command(long_about = DOCTOR_LONG)]
     Doctor(DoctorArgs),
+    /// Show a product's logs: the live slot, secrets masked; -f follows across deploys
+    #[command(long_about = LOGS_LONG)]
+    Logs(LogsArgs),
+    /// Run a one-off command in the live version's environment (audited)
+    #[command(long_about = RUN_LONG)]
+    Run(RunArgs),
     /// Set, unset, import, list and check a product's secrets (values are never printed)
     #[command(subcommand, long_about = SECRETS_LONG)]
     Secrets(SecretsCommand),
@@ -502,6 +508,86 @@ product accounts for.
 Every problem says what, where and how to fix it. Exit status: 0 when nothing \
 failed (warnings allowed), 1 when a check failed, 2 usage or configuration error.";
 
+const LOGS_LONG: &str = "\
+Show the log lines of a product's services, each prefixed with product, service, slot \
+and version (--format json: one object per line with those fields and the timestamp; \
+`berth schema logs` prints its schema). The live slot by default (the one the front door \
+points at); --slot reads the other. Values of the product's secret file are masked.
+
+-f follows until interrupted, and across a deploy: when the front door switches, the old \
+slot's lines up to the switch are shown, then everything the new slot's run wrote.
+
+The local runtime's log files record no times: --since works on compose only (use --tail), \
+and a local line's timestamp is when berth read it.";
+
+const RUN_LONG: &str = "\
+Run a command once in the live version's environment: the service's env and the product's \
+secrets, its network, its code (the live image on compose, the version's checkout on \
+local). stdin, stdout and stderr are berth's own (a TTY when berth has one); berth exits \
+with the command's exit code. The audit log records who ran what, when, and the exit code, \
+never the environment.
+
+  berth run bestays -- alembic upgrade head
+  berth run bestays server --slot green -- sh -c 'echo $BERTH_VERSION'";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlotArg {
+    Blue,
+    Green,
+}
+
+impl SlotArg {
+    pub fn slot(self) -> berth_runtime::Slot {
+        match self {
+            Self::Blue => berth_runtime::Slot::Blue,
+            Self::Green => berth_runtime::Slot::Green,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The product
+    pub product: String,
+    /// One service [default: every service of the product]
+    pub service: Option<String>,
+    /// Read this slot instead of the live one (-f then stays on it)
+    #[arg(long, value_enum)]
+    pub slot: Option<SlotArg>,
+    /// Follow: print new lines as they are written, across deploys, until interrupted
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only lines written in this last span (e.g. "10m"; compose)
+    #[arg(long, value_name = "DURATION", conflicts_with = "tail")]
+    pub since: Option<berth_manifest::duration::HumanDuration>,
+    /// The last N lines of each service [default: 100]
+    #[arg(long, short = 'n', value_name = "N")]
+    pub tail: Option<usize>,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The product
+    pub product: String,
+    /// The service whose environment and code to use [default: the first with a `migrate`, else the first]
+    pub service: Option<String>,
+    /// Run as the version of this slot instead of the live one
+    #[arg(long, value_enum)]
+    pub slot: Option<SlotArg>,
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Output format
@@ -697,12 +783,49 @@ pub struct ProductListArgs {
 
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
+    /// Which schema: berth.toml's, the audit log's records, or a command's `--format json` output
+    #[arg(value_enum, default_value_t = SchemaName::Manifest)]
+    pub name: SchemaName,
     /// Write the schema to this file instead of stdout
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Exit 1 if the file given by --output is not up to date
     #[arg(long, requires = "output")]
     pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaName {
+    /// berth.toml (schema/berth.schema.json)
+    Manifest,
+    /// One record of the audit log (schema/audit.schema.json)
+    Audit,
+    /// One line of `berth logs --format json` (schema/logs.schema.json)
+    Logs,
+    /// `berth status --format json`
+    Status,
+    /// `berth history --format json`
+    History,
+    /// `berth lock status --format json`
+    Lock,
+    /// `berth deploy|rollback --format json`
+    Deploy,
+    /// `berth secrets list --format json`
+    SecretsList,
+    /// `berth doctor --format json`
+    Doctor,
+    /// `berth backup --format json`
+    Backup,
+    /// `berth backup list --format json`
+    BackupList,
+    /// `berth backup verify --format json`
+    Verify,
+    /// `berth restore --format json`
+    Restore,
+    /// `berth product list --format json`
+    ProductList,
+    /// `berth check --format json`
+    Check,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod commands;
 mod demo_files;
 mod exit;
 mod output;
+mod progress;
 
 fn main() -> std::process::ExitCode {
     commands::run()

@@ -18,7 +18,9 @@
 //!
 //! Switches for tests: DEMO_FAIL_HEALTH=1 (health answers 503), DEMO_FAIL_MIGRATE=1,
 //! DEMO_EXIT_AT_START=1 (exit 3 before listening), DEMO_MIGRATE_CONNECT=1 (the migration
-//! connects to DATABASE_URL and REDIS_URL first). DATABASE_URL and REDIS_URL, when
+//! connects to DATABASE_URL and REDIS_URL first), DEMO_LOG_EVERY_MS=N (a numbered line
+//! `demo-app: tick <n> at <unix ms>` every N ms on stdout, from process start, for the
+//! log tests). DATABASE_URL and REDIS_URL, when
 //! set, are checked with a TCP connection and reported by the health check.
 
 use std::io::{BufRead, BufReader, Write};
@@ -478,6 +480,18 @@ fn serve() -> ! {
         std::process::exit(3);
     }
     watch_dependencies();
+    if let Some(every) = env("DEMO_LOG_EVERY_MS").and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::spawn(move || {
+            for n in 0u64.. {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                println!("demo-app: tick {n} at {ms}");
+                std::thread::sleep(Duration::from_millis(every.max(1)));
+            }
+        });
+    }
     let delay = env("DEMO_BOOT_DELAY_MS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);

@@ -1,6 +1,6 @@
 //! `berth backup [list|verify|prune]` and `berth restore`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +9,9 @@ use berth_backup::prune::{self, Item, Policy};
 use berth_backup::restore::RestoreOptions;
 use berth_backup::verify::{VerifyOptions, verify};
 use berth_backup::{BackupError, Record, human_bytes};
+use berth_cmd::progress::Progress;
 use berth_deploy::lock::Holder;
+use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
 use serde_json::json;
@@ -19,6 +21,7 @@ use crate::cli::{
 };
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
+use crate::progress::{Reporter, Shape};
 
 struct Loaded {
     manifest: Manifest,
@@ -49,9 +52,9 @@ pub fn human_age(secs: u64) -> String {
     }
 }
 
-fn audit(l: &Loaded, product: &str, record: serde_json::Value) {
+fn audit(l: &Loaded, record: AuditRecord) {
     match Store::from_manifest(&l.manifest, &l.root) {
-        Ok(store) => store.audit(None, product, &record),
+        Ok(store) => store.record(None, &record),
         Err(e) => tracing::warn!("no audit record written: {e}"),
     }
 }
@@ -98,33 +101,21 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
     let mut done = Vec::new();
     let mut failed = Vec::new();
     for product in &products {
-        let bar = progress_bar(product);
-        let progress = |n: u64| {
-            if let Some(b) = &bar {
-                b.set_position(n);
-            }
-        };
+        let progress = Reporter::new(Some(product), Shape::Bytes);
         let result = berth_backup::backup(&berth_backup::Options {
             manifest: &l.manifest,
             root: &l.root,
             product,
             progress: &progress,
         });
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let mut entry = json!({
-            "step": "backup",
-            "product": product,
-            "operator": operator(&l.root),
-            "at": berth_backup::stamp(berth_backup::now_unix()).1,
-        });
+        drop(progress);
+        let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
         match result {
             Ok(r) => {
-                entry["result"] = "ok".into();
-                entry["file"] = r.path().display().to_string().into();
-                entry["bytes"] = r.file_bytes.into();
-                audit(&l, product, entry);
+                entry.set_result(true);
+                entry.file = Some(r.path().display().to_string());
+                entry.bytes = Some(r.file_bytes);
+                audit(&l, entry);
                 if args.format == Format::Text {
                     println!(
                         "{product}: {} ({} from {} dumped, {} tables, {:.1}s{})",
@@ -152,9 +143,9 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
                 }
             }
             Err(e) => {
-                entry["result"] = "failed".into();
-                entry["error"] = e.to_string().into();
-                audit(&l, product, entry);
+                entry.set_result(false);
+                entry.error = Some(e.to_string());
+                audit(&l, entry);
                 if products.len() == 1 || matches!(e, BackupError::Config(_)) {
                     if args.format == Format::Json {
                         printer.json(&json!({ "backups": done, "failed": [{"product": product, "error": e.to_string()}] }));
@@ -174,22 +165,6 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
     } else {
         ExitCode::from(1)
     })
-}
-
-fn progress_bar(product: &str) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new_spinner();
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {prefix}: dumped {bytes} ({bytes_per_sec}, {elapsed})",
-        )
-        .expect("valid template"),
-    );
-    b.set_prefix(product.to_string());
-    b.enable_steady_tick(Duration::from_millis(120));
-    Some(b)
 }
 
 fn record_json(r: &Record) -> serde_json::Value {
@@ -282,6 +257,11 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
     };
     let ids = identities(&args.identity)?;
     let product = r.product.clone();
+    let progress = Reporter::new(Some(&product), Shape::Steps);
+    progress.step(&format!(
+        "verify {}: checksum, then a restore into a scratch database",
+        r.file
+    ));
     let report = verify(
         &VerifyOptions {
             manifest: &l.manifest,
@@ -292,19 +272,12 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
         r,
     )
     .map_err(cli_err)?;
-    audit(
-        &l,
-        &product,
-        json!({
-            "step": "backup-verify",
-            "product": product,
-            "operator": operator(&l.root),
-            "at": berth_backup::stamp(berth_backup::now_unix()).1,
-            "file": report.file,
-            "result": if report.ok { "ok" } else { "failed" },
-            "error": report.problem,
-        }),
-    );
+    drop(progress);
+    let mut entry = AuditRecord::new("backup-verify", product.as_str(), &operator(&l.root));
+    entry.file = Some(report.file.clone());
+    entry.set_result(report.ok);
+    entry.error = report.problem.clone();
+    audit(&l, entry);
     match args.format {
         Format::Json => printer.json(&serde_json::to_value(&report).expect("serializes")),
         Format::Text if report.ok => println!(
@@ -500,11 +473,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
         .store
         .acquire(&args.product, &holder, Duration::from_secs(0))
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let mut err = std::io::stderr();
-    let product = args.product.clone();
-    let mut progress = |line: &str| {
-        let _ = writeln!(err, "[{product}] {line}");
-    };
+    let progress = Reporter::new(Some(&args.product), Shape::Steps);
     let result = berth_backup::restore::restore(
         &mut RestoreOptions {
             manifest: &l.manifest,
@@ -514,28 +483,23 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
             jobs: args.jobs.unwrap_or_else(berth_backup::default_jobs),
             runtime: Some(rt.as_ref()),
             with_redis: args.with_redis,
-            progress: &mut progress,
+            progress: &progress,
         },
         &r,
     );
-    let mut entry = json!({
-        "step": "restore",
-        "product": args.product,
-        "operator": op,
-        "at": berth_backup::stamp(berth_backup::now_unix()).1,
-        "file": r.path().display().to_string(),
-    });
+    let mut entry = AuditRecord::new("restore", args.product.as_str(), &op);
+    entry.file = Some(r.path().display().to_string());
     match &result {
         Ok(rep) => {
-            entry["result"] = "ok".into();
-            entry["previous_database"] = rep.previous_database.clone().into();
+            entry.set_result(true);
+            entry.previous_database = rep.previous_database.clone();
         }
         Err(e) => {
-            entry["result"] = "failed".into();
-            entry["error"] = e.to_string().into();
+            entry.set_result(false);
+            entry.error = Some(e.to_string());
         }
     }
-    l.store.audit(Some(&mut guard), &args.product, &entry);
+    l.store.record(Some(&mut guard), &entry);
     drop(guard);
     let rep = result.map_err(cli_err)?;
     match args.format {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_deploy::lock::Holder;
+use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
 use berth_manifest::{Manifest, RuntimeKind};
@@ -208,11 +209,17 @@ fn run_plan(
     format: Format,
     printer: &Printer,
 ) -> Result<ExitCode> {
-    let mut stderr = std::io::stderr();
-    let mut ctx = l.context(rt, lock_wait, &mut stderr);
+    // The executor's step lines, shown through the one progress reporter (a spinner
+    // on the current step on a terminal, plain lines otherwise).
+    let reporter = crate::progress::Reporter::new(None, crate::progress::Shape::Steps);
+    let mut lines = berth_cmd::progress::Lines::new(&reporter);
+    let mut ctx = l.context(rt, lock_wait, &mut lines);
     let operator = ctx.operator.clone();
     let started = std::time::Instant::now();
     let result = execute(&mut ctx, plan);
+    drop(ctx);
+    drop(lines);
+    drop(reporter);
     notify(l, plan, &result, operator, started.elapsed(), printer);
     let outcome = result.map_err(deploy_err)?;
     match format {
@@ -605,6 +612,10 @@ pub fn lock_acquire(cli: &Cli, args: &LockAcquireArgs, printer: &Printer) -> Res
     l.store
         .hold(&args.product, &holder)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut record = AuditRecord::new("lock-hold", args.product.as_str(), &holder.operator);
+    record.message = Some(holder.message.clone());
+    record.set_result(true);
+    l.store.record(None, &record);
     println!(
         "{} is held: deploys refuse until `berth lock release {}`",
         args.product, args.product
@@ -623,7 +634,17 @@ pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exi
         .release(p)
         .map_err(|e| CliError::Failed(e.to_string()))?
     {
-        Some(h) => println!("{p}: released the hold of {} ({})", h.operator, h.message),
+        Some(h) => {
+            let mut record =
+                AuditRecord::new("lock-release", p.as_str(), &berth_deploy::operator(&l.repo));
+            record.message = Some(format!(
+                "released the hold of {}: {}",
+                h.operator, h.message
+            ));
+            record.set_result(true);
+            l.store.record(None, &record);
+            println!("{p}: released the hold of {} ({})", h.operator, h.message)
+        }
         None => println!("{p}: was not held"),
     }
     Ok(ExitCode::SUCCESS)

@@ -12,9 +12,11 @@ mod hooks;
 mod init;
 mod lint;
 mod log;
+mod logs;
 mod product;
 mod provision;
 mod render;
+mod run_cmd;
 mod schema;
 mod secrets;
 mod serve;
@@ -63,6 +65,8 @@ pub fn run() -> ExitCode {
         Command::Tls(TlsCommand::Renew(a)) => tls::renew(&cli, a, &printer),
         Command::Tls(TlsCommand::Status(a)) => tls::status(&cli, a, &printer),
         Command::Doctor(a) => doctor::run(&cli, a, &printer),
+        Command::Logs(a) => logs::run(&cli, a, &printer),
+        Command::Run(a) => run_cmd::run(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Set(a)) => secrets::set(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Unset(a)) => secrets::unset(&cli, a, &printer),
         Command::Secrets(SecretsCommand::Import(a)) => secrets::import(&cli, a, &printer),

@@ -177,17 +177,10 @@ fn audit(site: &Site, product: &str, action: &str, names: &[String]) {
         Some(r) => berth_deploy::operator(r),
         None => std::env::var("BERTH_OPERATOR").unwrap_or_else(|_| "unknown".into()),
     };
-    store.audit(
-        None,
-        product,
-        &json!({
-            "step": format!("secrets-{action}"),
-            "product": product,
-            "names": names,
-            "operator": operator,
-            "at": berth_backup::stamp(berth_backup::now_unix()).1,
-        }),
-    );
+    let mut record =
+        berth_deploy::record::AuditRecord::new(format!("secrets-{action}"), product, &operator);
+    record.names = Some(names.to_vec());
+    store.record(None, &record);
 }
 
 /// Say which running product keeps the old value until its next deploy.

@@ -730,7 +730,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8011")))
 
 /// `berth-test-python:bookworm`, imported once from the root file system
 /// ./scripts/test.sh builds with debootstrap ($BERTH_TEST_PYTHON_ROOTFS).
-fn python_base_image() -> &'static str {
+pub fn python_base_image() -> &'static str {
     static IMAGE: OnceLock<()> = OnceLock::new();
     const NAME: &str = "berth-test-python:bookworm";
     IMAGE.get_or_init(|| {

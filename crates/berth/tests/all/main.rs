@@ -2,6 +2,7 @@
 //! pinned environment, against real git repositories.
 
 mod affected;
+mod audit;
 mod backup;
 mod check;
 mod cli;
@@ -15,10 +16,13 @@ mod init;
 mod kubernetes;
 mod lint;
 mod log;
+mod logs;
 mod notify;
 mod product;
+mod progress;
 mod provision;
 mod render;
+mod run_cmd;
 mod schema;
 mod secrets;
 mod secrets_cmd;

@@ -91,3 +91,95 @@ fn example_validates_against_the_schema() {
         run(tmp.path(), &["check", "--no-secret-scan"]).assert_code(2);
     }
 }
+
+/// The committed schemas of the audit log's records and of `berth logs --format json`
+/// lines match what `berth schema audit|logs` prints.
+#[test]
+fn committed_audit_and_logs_schemas_are_up_to_date() {
+    let tmp = temp_dir();
+    for (name, title) in [("audit", "AuditRecord"), ("logs", "LogRecord")] {
+        let path = workspace_root().join(format!("schema/{name}.schema.json"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let out = run(tmp.path(), &["schema", name]);
+        out.assert_code(0);
+        assert!(
+            committed == out.stdout,
+            "schema/{name}.schema.json is stale: run `cargo run -p berth -- schema {name} --output schema/{name}.schema.json`"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["title"], title);
+        assert_eq!(v["additionalProperties"], false, "{name}");
+    }
+}
+
+/// Each `--format json` output with a schema validates against it (real output of a
+/// real deploy, with check-jsonschema), and `berth schema <name>` prints that schema.
+#[test]
+fn format_json_outputs_validate_against_their_schemas() {
+    let site = crate::deploy::Site::new(0);
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = site.berth(args);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", out.snapshot()))
+    };
+    let deploy = site.berth(&["deploy", "bestays", "--yes", "--format", "json"]);
+    deploy.assert_code(0);
+    site.berth(&["lock", "acquire", "realestate", "-m", "maintenance"])
+        .assert_code(0);
+    let outputs = [
+        ("deploy", serde_json::from_str(&deploy.stdout).unwrap()),
+        ("status", json_of(&["status", "--format", "json"])),
+        (
+            "history",
+            json_of(&["history", "bestays", "--format", "json"]),
+        ),
+        ("lock", json_of(&["lock", "status", "--format", "json"])),
+        (
+            "secrets-list",
+            json_of(&["secrets", "list", "--format", "json"]),
+        ),
+        // Whatever doctor finds here (no PostgreSQL), its output has the one shape.
+        ("doctor", json_of(&["doctor", "--format", "json"])),
+        (
+            "product-list",
+            json_of(&["product", "list", "--format", "json"]),
+        ),
+        ("check", json_of(&["check", "--format", "json"])),
+    ];
+    for (name, doc) in outputs {
+        let printed = site.berth(&["schema", name]);
+        printed.assert_code(0);
+        let committed =
+            std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
+                .unwrap();
+        assert_eq!(printed.stdout, committed, "{name}");
+        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+    }
+}
+
+/// `berth check --format json` of a manifest with problems (errors with their places,
+/// a related place) validates against schema/check.schema.json.
+#[test]
+fn check_json_with_problems_validates_against_its_schema() {
+    let repo = example_repo();
+    let path = repo.path().join("berth.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Two products on one port, and a key berth does not know.
+    let bad = text
+        .replacen("host_port = 8012", "host_port = 8011", 1)
+        .replacen("[secret_scan]", "[secret_scan]\nbogus = 1", 1);
+    assert_ne!(bad, text);
+    std::fs::write(&path, bad).unwrap();
+    let out = run(
+        repo.path(),
+        &["check", "--no-secret-scan", "--format", "json"],
+    );
+    out.assert_code(2);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        doc["diagnostics"].as_array().is_some_and(|d| !d.is_empty()),
+        "{}",
+        out.snapshot()
+    );
+    crate::logs::validate_json_docs("check.schema.json", &[doc]);
+}

@@ -8,7 +8,12 @@ use crate::deploy::Site;
 use crate::support::*;
 
 /// `berth secrets ...` with `input` on stdin (not a terminal).
-fn with_stdin(dir: &std::path::Path, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Outcome {
+pub(crate) fn with_stdin(
+    dir: &std::path::Path,
+    args: &[&str],
+    input: &[u8],
+    env: &[(&str, &str)],
+) -> Outcome {
     let mut c = berth(dir);
     c.args(args)
         .env("BERTH_OPERATOR", "secret-keeper")

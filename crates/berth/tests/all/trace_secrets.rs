@@ -1,5 +1,5 @@
 //! The README promises that logs never contain a secret. Run the commands that handle
-//! secrets (provision, deploy, backup, verify, restore, rollback, status) with the most
+//! secrets (provision, deploy, backup, verify, restore, rollback, status, logs, run) with the most
 //! verbose log level berth has, and look for every secret value in everything they print
 //! and in everything they record.
 
@@ -90,6 +90,9 @@ fn trace_logs_of_every_command_hold_no_secret_value() {
     berth(&["restore", "bestays", "latest", "--yes"]);
     berth(&["rollback", "bestays"]);
     berth(&["history", "bestays"]);
+    berth(&["logs", "bestays"]);
+    berth(&["logs", "bestays", "--format", "json"]);
+    berth(&["run", "bestays", "--", "sh", "-c", "echo ran"]);
     // The commands that carry credentials were logged, masked: the test looked where secrets would be.
     assert!(
         printed.contains("****"),
