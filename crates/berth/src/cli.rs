@@ -826,6 +826,8 @@ pub enum SchemaName {
     ProductList,
     /// `berth check --format json`
     Check,
+    /// `berth tls status --format json`
+    TlsStatus,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,7 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
             include_str!("../../../../schema/product-list.schema.json").into()
         }
         SchemaName::Check => include_str!("../../../../schema/check.schema.json").into(),
+        SchemaName::TlsStatus => include_str!("../../../../schema/tls-status.schema.json").into(),
     };
     match &args.output {
         None => print!("{schema}"),

@@ -145,6 +145,10 @@ fn format_json_outputs_validate_against_their_schemas() {
             json_of(&["product", "list", "--format", "json"]),
         ),
         ("check", json_of(&["check", "--format", "json"])),
+        (
+            "tls-status",
+            json_of(&["tls", "status", "--format", "json"]),
+        ),
     ];
     for (name, doc) in outputs {
         let printed = site.berth(&["schema", name]);

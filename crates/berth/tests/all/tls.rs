@@ -472,6 +472,9 @@ fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
 
     // The same in `berth status`, on the dashboard and in /metrics.
     let st = json(site.repo.path(), &["status"], 0);
+    // Both outputs, with a certificate and an error in them, have their published shape.
+    crate::logs::validate_json_docs("status.schema.json", std::slice::from_ref(&st));
+    crate::logs::validate_json_docs("tls-status.schema.json", &[site.status_json()]);
     let tls = st["tls"].as_array().unwrap();
     let b = tls.iter().find(|t| t["product"] == "bestays").unwrap();
     assert!(b["last_error"].as_str().is_some(), "{st}");
