@@ -35,12 +35,16 @@ pub enum Step {
     },
     Build {
         runtime: String,
+        /// What building means for this runtime, as the plan says it.
+        #[serde(skip)]
+        summary: String,
     },
     /// The images (or local checkout) of this version are still there: nothing to build.
     Retained {
         version: String,
+        /// What reusing it means for this runtime, as the plan says it.
         #[serde(skip)]
-        runtime: String,
+        summary: String,
     },
     Migrate {
         service: String,
@@ -77,17 +81,7 @@ impl std::fmt::Display for Step {
         match self {
             Self::Lock => write!(f, "take the deploy lock"),
             Self::ResolveVersion { version, .. } => write!(f, "resolve the version: {version}"),
-            Self::Build { runtime } if runtime == "local" => write!(
-                f,
-                "build: check out the version's commit under .berth/versions and run its build commands"
-            ),
-            Self::Build { runtime } => write!(f, "build images ({runtime})"),
-            Self::Retained { version, runtime } if runtime == "local" => {
-                write!(f, "reuse the retained checkout of {version} (no build)")
-            }
-            Self::Retained { version, .. } => {
-                write!(f, "reuse the retained images of {version} (no build)")
-            }
+            Self::Build { summary, .. } | Self::Retained { summary, .. } => f.write_str(summary),
             Self::Migrate { service } => write!(
                 f,
                 "run the migration of {service} in a one-off process of the new version"
@@ -228,11 +222,12 @@ pub fn plan(
     if ctx.runtime.has_version(product, &version) {
         steps.push(Step::Retained {
             version: version.clone(),
-            runtime: ctx.runtime.name().to_string(),
+            summary: ctx.runtime.retained_summary(&version),
         });
     } else {
         steps.push(Step::Build {
             runtime: ctx.runtime.name().to_string(),
+            summary: ctx.runtime.build_summary(),
         });
     }
     // Migrations move forward only: a rollback starts the old code on the current schema.
@@ -334,27 +329,6 @@ pub fn wait_healthy(
         }
     }
     Ok(probes)
-}
-
-/// Every port of the slot must be free before it starts: a stranger listening there
-/// would answer the health check in the new version's place.
-fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String> {
-    for (name, svc) in &ctx.manifest.products[product].services {
-        let Some(port) = slot_port(ctx.manifest, svc, slot) else {
-            continue;
-        };
-        // A process just stopped may take a moment to let go of its socket.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(())
 }
 
 /// The versions whose images stay: the newest `[deploy] keep` deploys of the product
@@ -521,7 +495,9 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
                 ctx.runtime
                     .stop(product, *slot)
                     .map_err(|e| (e.to_string(), vec![]))?;
-                ports_free(ctx, product, *slot).map_err(|e| (e, vec![]))?;
+                ctx.runtime
+                    .slot_free(product, *slot)
+                    .map_err(|e| (e.to_string(), vec![]))?;
                 started_new = true;
                 ctx.runtime
                     .start(product, *slot, &plan.version)

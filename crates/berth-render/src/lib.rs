@@ -515,8 +515,9 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
     }
 }
 
-/// The infra network every product joins, when berth runs the infrastructure.
-fn infra_network(m: &Manifest) -> Option<String> {
+/// The infra network every product joins, when berth runs the infrastructure
+/// (`<project>-shared`): the one rule for its name.
+pub fn infra_network(m: &Manifest) -> Option<String> {
     let container = |i: &Option<berth_manifest::InfraService>| {
         i.as_ref().is_some_and(|i| i.mode == InfraMode::Container)
     };
