@@ -678,7 +678,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     for (name, p) in &m.products {
         add(
             format!("nginx/upstreams/{name}.conf"),
-            render_upstream(m, name, p, "blue", &|_, hp| hp)?,
+            render_upstream(m, name, p, "blue", &|_, hp| vec![format!("127.0.0.1:{hp}")])?,
         );
     }
     // Which slot is live is runtime state, rewritten by every deploy: never committed.
@@ -791,14 +791,14 @@ pub fn ci_install_script(ci: &berth_manifest::Ci) -> String {
     format!("cargo install berth --version '{version}' --locked")
 }
 
-/// The upstream include of one product, pointing at `slot`; `port(service, host_port)` maps
-/// a service's host port to the port of that slot.
+/// The upstream include of one product, pointing at `slot`; `servers(service, host_port)`
+/// lists the addresses (`host:port`) where the service answers in that slot.
 pub fn render_upstream(
     m: &Manifest,
     name: &str,
     p: &Product,
     slot: &str,
-    port: &dyn Fn(&str, u16) -> u16,
+    servers: &dyn Fn(&str, u16) -> Vec<String>,
 ) -> Result<String, RenderError> {
     let _ = m;
     let upstreams: Vec<_> = p
@@ -806,7 +806,7 @@ pub fn render_upstream(
         .iter()
         .filter_map(|(s, svc)| {
             let hp = svc.host_port.or(svc.port)?;
-            Some(context! { name => upstream_name(name, s), port => port(s, hp) })
+            Some(context! { name => upstream_name(name, s), servers => servers(s, hp) })
         })
         .collect();
     render_one(

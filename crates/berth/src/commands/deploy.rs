@@ -9,7 +9,7 @@ use berth_deploy::lock::Holder;
 use berth_deploy::store::Store;
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
 use berth_manifest::Manifest;
-use berth_runtime::{Runtime, slot_port};
+use berth_runtime::Runtime;
 use serde_json::json;
 
 use crate::cli::{
@@ -51,6 +51,7 @@ impl Loaded {
             root: self.root.clone(),
             repo: self.repo.clone(),
             runtime,
+            front_door: berth_deploy::front_door::open(&self.manifest, &self.root),
             operator: berth_deploy::operator(&self.repo),
             lock_wait,
             store: &self.store,
@@ -400,7 +401,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         product_known(&l.manifest, p)?;
     }
     let rt = runtime(&l, args.runtime)?;
-    let nginx = berth_deploy::proxy::Nginx::new(&l.manifest, &l.root);
+    let front_door = berth_deploy::front_door::open(&l.manifest, &l.root);
     let mut rows = Vec::new();
     for (name, p) in l
         .manifest
@@ -411,10 +412,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         let instances = rt
             .instances(name)
             .map_err(|e| CliError::Failed(e.to_string()))?;
-        let live = match &nginx {
-            Some(n) => n.live(name, &instances).ok().flatten(),
-            None => instances.iter().find(|i| i.alive).map(|i| i.slot),
-        };
+        let live = front_door.live(name, rt.as_ref()).ok().flatten();
         let last = tags::history(&l.repo, name)?.into_iter().next();
         let backup = berth_backup::latest(&l.manifest, &l.root, name);
         let now = std::time::SystemTime::now()
@@ -427,9 +425,18 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     .iter()
                     .find(|i| i.slot == s && &i.service == svc_name)
             });
+            // Every address of the service in the live slot: the first that fails
+            // is reported, or the first when all answer.
             let health = match (live, &svc.health) {
-                (Some(s), Some(h)) => slot_port(&l.manifest, svc, s)
-                    .map(|port| berth_deploy::health::probe(port, &h.path, h.timeout.0)),
+                (Some(s), Some(h)) => {
+                    let probes: Vec<_> = rt
+                        .addresses(name, svc_name, s)
+                        .iter()
+                        .map(|a| berth_deploy::health::probe(a, &h.path, h.timeout.0))
+                        .collect();
+                    let failed = probes.iter().position(|p| !p.ok()).unwrap_or(0);
+                    probes.into_iter().nth(failed)
+                }
                 _ => None,
             };
             rows.push(json!({
