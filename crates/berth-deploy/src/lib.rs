@@ -680,8 +680,25 @@ impl Run<'_, '_> {
     }
 }
 
+/// Unit tests' stand-in for a kill: called with the number of each step done.
+#[cfg(test)]
+type AfterStep = Box<dyn Fn(usize)>;
+
+#[cfg(test)]
+thread_local! {
+    /// The [`AfterStep`] hook of this thread's deploys.
+    static AFTER_STEP: std::cell::RefCell<Option<AfterStep>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Test hook: hold still after step `n` (1-based) so a test can kill berth right there.
 fn pause_after_step(progress: &mut dyn Write, product: &str, n: usize) {
+    #[cfg(test)]
+    AFTER_STEP.with(|h| {
+        if let Some(h) = h.borrow().as_ref() {
+            h(n)
+        }
+    });
     if let Ok(want) = std::env::var("BERTH_DEBUG_PAUSE_AFTER_STEP")
         && want.parse::<usize>().ok() == Some(n)
     {
@@ -876,3 +893,6 @@ pub fn rollback_target(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests;

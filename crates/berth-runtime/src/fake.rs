@@ -43,6 +43,8 @@ struct State {
     running: BTreeMap<(String, Slot, String), Running>,
     /// Every call that changed something, in order (`start bestays blue abc`).
     calls: Vec<String>,
+    /// Slots where something berth did not start answers.
+    occupied: BTreeSet<(String, Slot)>,
     next_id: u64,
 }
 
@@ -88,6 +90,25 @@ impl FakeRuntime {
         versions.all(|v| v == first).then_some(first)
     }
 
+    /// The processes of a slot die (as if killed by someone else).
+    pub fn crash(&self, product: &str, slot: Slot) {
+        let mut st = self.state();
+        st.calls.push(format!("crash {product} {slot}"));
+        for ((p, s, _), r) in st.running.iter_mut() {
+            if p == product && *s == slot {
+                r.alive = false;
+                if let Some(stop) = r.stop.take() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// A process berth did not start answers where `slot` of `product` would.
+    pub fn occupy(&self, product: &str, slot: Slot) {
+        self.state().occupied.insert((product.to_string(), slot));
+    }
+
     /// Forget a built version (as if its images were removed by hand).
     pub fn forget_version(&self, product: &str, version: &str) {
         self.state()
@@ -130,8 +151,16 @@ fn serve(status: u16, version: String) -> Result<(Address, Arc<AtomicBool>), Run
                 Ok((mut s, _)) => {
                     let _ = s.set_nonblocking(false);
                     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    // The whole request head first: a client may write it in pieces,
+                    // and closing with unread bytes would reset the connection.
+                    let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf);
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
                     let body = format!("{version}\n");
                     let _ = write!(
                         s,
@@ -202,17 +231,21 @@ impl Runtime for FakeRuntime {
         for name in self.services(product)? {
             let takes_traffic = p.services[&name].host_port.or(p.services[&name].port);
             let alive = broken != Some(Broken::ExitsAtStart);
-            let (address, stop) = match (alive, takes_traffic) {
-                (true, Some(_)) => {
-                    let status = if broken == Some(Broken::HealthNeverPasses) {
-                        500
-                    } else {
-                        200
-                    };
+            let status = if broken == Some(Broken::HealthNeverPasses) {
+                500
+            } else {
+                200
+            };
+            let (address, stop) = match takes_traffic {
+                Some(_) => {
                     let (a, s) = serve(status, version.to_string())?;
+                    if !alive {
+                        // Exited at start: its address refuses connections.
+                        s.store(true, Ordering::SeqCst);
+                    }
                     (Some(a), Some(s))
                 }
-                _ => (None, None),
+                None => (None, None),
             };
             started.push((name, alive, address, stop));
         }
@@ -294,6 +327,15 @@ impl Runtime for FakeRuntime {
             .and_then(|r| r.address.clone())
             .into_iter()
             .collect()
+    }
+
+    fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        if self.state().occupied.contains(&(product.to_string(), slot)) {
+            return Err(RuntimeError::Failed(format!(
+                "fake: the {slot} slot of {product} is already in use by a process berth did not start"
+            )));
+        }
+        Ok(())
     }
 
     fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
