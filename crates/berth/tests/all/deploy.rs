@@ -486,8 +486,6 @@ fn strip_table(text: &str, header: &str) -> String {
     out.join("\n") + "\n"
 }
 
-/// Each broken release leaves the old version serving (no failed request) and exits 1
-/// naming the step, with the new service's log tail.
 // Broken releases (health never passes, migration fails, exits at start) and a
 // kill -9 after every step are scenarios of the runtime contract suite, run on
 // every runtime under load: see contract.rs.
