@@ -27,7 +27,9 @@ pub trait FrontDoor {
     fn switches(&self) -> bool;
 
     /// The slot the front door sends the product's traffic to as configured now,
-    /// whether or not anything runs there (`None`: it names no slot).
+    /// whether or not anything runs there (`None`: it names no slot). Cheap: read from
+    /// the front door's own configuration and the runtime's addresses, never from
+    /// what runs (the prober asks it before every probe).
     fn routed(&self, product: &str, rt: &dyn Runtime) -> Result<Option<Slot>, ProxyError>;
 
     /// The live slot: [`FrontDoor::routed`] when the product runs there; otherwise
@@ -82,8 +84,9 @@ impl FrontDoor for Direct {
     fn switches(&self) -> bool {
         false
     }
-    fn routed(&self, product: &str, rt: &dyn Runtime) -> Result<Option<Slot>, ProxyError> {
-        running(product, rt)
+    /// Nothing routes: clients reach whatever runs ([`FrontDoor::live`]).
+    fn routed(&self, _product: &str, _rt: &dyn Runtime) -> Result<Option<Slot>, ProxyError> {
+        Ok(None)
     }
     fn live(&self, product: &str, rt: &dyn Runtime) -> Result<Option<Slot>, ProxyError> {
         running(product, rt)

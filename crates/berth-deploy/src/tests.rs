@@ -217,7 +217,7 @@ impl Fake {
     fn answering(&self, product: &str) -> Option<String> {
         let rt: &dyn Runtime = self.rt.as_ref();
         let slot = if self.direct {
-            Direct.routed(product, rt).ok().flatten()
+            Direct.live(product, rt).ok().flatten()
         } else {
             self.door.routed(product, rt).ok().flatten()
         }?;

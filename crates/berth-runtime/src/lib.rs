@@ -433,3 +433,44 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address reads back from what it writes (`host:port`), and the local and
+    /// compose runtimes give one loopback address per slot: the slot-port rule.
+    #[test]
+    fn addresses_follow_the_slot_port_rule() {
+        let a = Address::new("10.0.0.7", 8011);
+        assert_eq!(a.to_string(), "10.0.0.7:8011");
+        assert_eq!(Address::parse("10.0.0.7:8011"), Some(a));
+        assert_eq!(
+            Address::parse("tasks.web:80"),
+            Some(Address::new("tasks.web", 80))
+        );
+        assert_eq!(Address::parse(":80"), None);
+        assert_eq!(Address::parse("host"), None);
+
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let offset = m.deploy.slot_port_offset;
+        let root = std::env::temp_dir();
+        for rt in [
+            Box::new(local::LocalRuntime::new(m.clone(), root.clone())) as Box<dyn Runtime>,
+            Box::new(compose::ComposeRuntime::new(m.clone(), root.clone())),
+        ] {
+            assert_eq!(
+                rt.addresses("bestays", "server", Slot::Blue),
+                [Address::new("127.0.0.1", 8011)]
+            );
+            assert_eq!(
+                rt.addresses("bestays", "server", Slot::Green),
+                [Address::new("127.0.0.1", 8011 + offset)]
+            );
+            assert!(rt.addresses("bestays", "nope", Slot::Blue).is_empty());
+        }
+    }
+}
