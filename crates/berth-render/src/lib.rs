@@ -459,11 +459,8 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
                 }),
             }),
             port: s.port,
-            host_port: s.host_port.or(s.port),
-            green_port: s
-                .host_port
-                .or(s.port)
-                .and_then(|p| p.checked_add(m.deploy.slot_port_offset)),
+            host_port: m.slot_host_port(s, false),
+            green_port: m.slot_host_port(s, true),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             own_urls: s.overrides_url_schemes(),
             health: s.health.as_ref().and_then(|h| {

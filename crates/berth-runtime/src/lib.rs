@@ -135,11 +135,7 @@ impl std::fmt::Display for Address {
 /// The host port a service listens on in a slot: the one rule (blue on `host_port`,
 /// green `[deploy] slot_port_offset` above it).
 pub fn slot_port(m: &Manifest, svc: &Service, slot: Slot) -> Option<u16> {
-    let hp = svc.host_port.or(svc.port)?;
-    Some(match slot {
-        Slot::Blue => hp,
-        Slot::Green => hp + m.deploy.slot_port_offset,
-    })
+    m.slot_host_port(svc, slot == Slot::Green)
 }
 
 /// Which slot a host port belongs to, for a service.
