@@ -167,13 +167,14 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 return Err(untouched(BackupError::Failed(e.to_string())));
             }
         };
-        let nginx = berth_deploy::proxy::Nginx::new(m, opts.root);
-        let nginx_slot = nginx
-            .as_ref()
-            .and_then(|n| n.live_slot(product).ok().flatten());
-        let slot = nginx_slot
-            .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive))
-            .or_else(|| instances.iter().find(|i| i.alive).map(|i| i.slot));
+        let front_door = berth_deploy::front_door::open(m, opts.root);
+        let slot = match front_door.live(product, rt) {
+            Ok(slot) => slot,
+            Err(e) => {
+                drop_quietly(&url, &fresh);
+                return Err(untouched(BackupError::Failed(e.to_string())));
+            }
+        };
         if let Some(slot) = slot {
             let version = instances
                 .iter()
@@ -181,40 +182,27 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
                 .map(|i| i.version.clone())
                 .unwrap_or_default();
             // The front door answers 503 + Retry-After instead of a 502 while the
-            // product is down; requests already under way finish (graceful reload,
-            // then the deploy's drain) before it stops.
-            if let Some(nginx) = nginx {
-                opts.progress.step(&format!(
-                    "front door: {product} answers 503 (maintenance) until it is back"
-                ));
-                let serving = nginx.accepting_workers();
-                let port = match nginx.maintenance(product, slot) {
-                    Ok(port) => port,
-                    Err(e) => {
-                        drop_quietly(&url, &fresh);
-                        return Err(untouched(BackupError::Failed(format!(
-                            "could not put {product} in maintenance at the front door: {e}"
-                        ))));
-                    }
-                };
-                maintenance = Some(Maintenance {
-                    nginx,
-                    product,
-                    slot,
-                    port,
-                    ended: false,
-                });
-                // The workers of the live configuration finish what they hold (kept
-                // connections too) before the product stops: wait the drain, and until
-                // they have exited (at most 30 s more).
-                std::thread::sleep(m.deploy.drain.0);
-                let until = Instant::now() + std::time::Duration::from_secs(30);
-                while Instant::now() < until
-                    && serving
-                        .iter()
-                        .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+            // product is down; requests already under way finish before it stops.
+            match front_door.begin_maintenance(product, slot, rt) {
+                Ok(Some(token)) => {
+                    opts.progress.step(&format!(
+                        "front door: {product} answers 503 (maintenance) until it is back"
+                    ));
+                    maintenance = Some(Maintenance {
+                        front_door,
+                        runtime: rt,
+                        token,
+                        product,
+                        slot,
+                        ended: false,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    drop_quietly(&url, &fresh);
+                    return Err(untouched(BackupError::Failed(format!(
+                        "could not put {product} in maintenance at the front door: {e}"
+                    ))));
                 }
             }
             opts.progress
@@ -240,7 +228,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             .map_err(|e| e.to_string())?;
         berth_deploy::wait_healthy(m, rt, product, *slot)
             .map(|_| ())
-            .map_err(|(e, _)| e)
+            .map_err(|e| e.why)
     };
     debug_pause("stopped", opts.progress);
 
@@ -348,14 +336,14 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     })
 }
 
-/// The product answering 503 at the front door; ended by pointing its upstreams
+/// The product answering 503 at the front door; ended by pointing its traffic
 /// back at the live slot, explicitly on success and on drop on every failure path.
 struct Maintenance<'a> {
-    nginx: berth_deploy::proxy::Nginx<'a>,
+    front_door: Box<dyn berth_deploy::front_door::FrontDoor + Send + Sync + 'a>,
+    runtime: &'a dyn Runtime,
+    token: berth_deploy::front_door::Maintenance,
     product: &'a str,
     slot: Slot,
-    /// Where nginx serves the maintenance answer.
-    port: u16,
     ended: bool,
 }
 
@@ -370,27 +358,7 @@ impl Maintenance<'_> {
     }
 
     fn switch_back(&self) -> Result<(), String> {
-        let before = self.nginx.accepting_workers();
-        self.nginx
-            .end_maintenance(self.product, self.slot, self.port)
-            .map_err(|e| {
-            format!(
-                "could not point the front door of {} back at the {} slot (it still answers 503): {e}; run `berth deploy {}` or fix nginx and reload",
-                self.product, self.slot, self.product
-            )
-        })?;
-        // berth returns once new connections reach the product again: the workers of
-        // the maintenance configuration no longer accept any, and one got through.
-        let within = std::time::Duration::from_secs(30);
-        if !self.nginx.old_workers_stopped(&before, within)
-            || !self.nginx.front_door_answers(self.product, within)
-        {
-            return Err(format!(
-                "30s after the reload, new requests for {} through nginx still get the maintenance answer (503)",
-                self.product
-            ));
-        }
-        Ok(())
+        self.front_door.end_maintenance(&self.token, self.runtime)
     }
 }
 

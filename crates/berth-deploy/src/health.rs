@@ -1,9 +1,10 @@
-//! HTTP health probes against a service's port on this machine.
+//! HTTP health probes against an address where a service answers.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use berth_runtime::Address;
 use serde::Serialize;
 
 /// One probe: what was asked and what came back.
@@ -40,18 +41,24 @@ impl std::fmt::Display for Probe {
     }
 }
 
-/// GET `http://127.0.0.1:port{path}` with a timeout.
-pub fn probe(port: u16, path: &str, timeout: Duration) -> Probe {
-    let url = format!("http://127.0.0.1:{port}{path}");
+/// GET `http://{address}{path}` with a timeout.
+pub fn probe(address: &Address, path: &str, timeout: Duration) -> Probe {
+    let url = format!("http://{address}{path}");
     let start = Instant::now();
     let result = (|| -> std::io::Result<(u16, String)> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let addr = (address.host.as_str(), address.port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+            })?;
         let mut s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-health\r\nConnection: close\r\n\r\n",
+            address.host
         )?;
         let mut buf = Vec::new();
         s.take(64 * 1024).read_to_end(&mut buf)?;

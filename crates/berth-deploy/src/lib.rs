@@ -3,6 +3,7 @@
 //! each in the audit log. Nothing is done that the plan did not name.
 
 pub mod audit_tail;
+pub mod front_door;
 pub mod health;
 pub mod lock;
 pub mod notify;
@@ -17,12 +18,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_git::Repo;
 use berth_manifest::Manifest;
-use berth_runtime::{Runtime, Slot, slot_port};
+use berth_runtime::{Runtime, RuntimeError, Slot};
 use serde::Serialize;
 
+use crate::front_door::FrontDoor;
 use crate::health::Probe;
 use crate::lock::Holder;
-use crate::proxy::Nginx;
+use crate::proxy::ProxyError;
 use crate::record::AuditRecord;
 use crate::store::{Guard, Store};
 
@@ -37,12 +39,16 @@ pub enum Step {
     },
     Build {
         runtime: String,
+        /// What building means for this runtime, as the plan says it.
+        #[serde(skip)]
+        summary: String,
     },
     /// The images (or local checkout) of this version are still there: nothing to build.
     Retained {
         version: String,
+        /// What reusing it means for this runtime, as the plan says it.
         #[serde(skip)]
-        runtime: String,
+        summary: String,
     },
     Migrate {
         service: String,
@@ -79,17 +85,7 @@ impl std::fmt::Display for Step {
         match self {
             Self::Lock => write!(f, "take the deploy lock"),
             Self::ResolveVersion { version, .. } => write!(f, "resolve the version: {version}"),
-            Self::Build { runtime } if runtime == "local" => write!(
-                f,
-                "build: check out the version's commit under .berth/versions and run its build commands"
-            ),
-            Self::Build { runtime } => write!(f, "build images ({runtime})"),
-            Self::Retained { version, runtime } if runtime == "local" => {
-                write!(f, "reuse the retained checkout of {version} (no build)")
-            }
-            Self::Retained { version, .. } => {
-                write!(f, "reuse the retained images of {version} (no build)")
-            }
+            Self::Build { summary, .. } | Self::Retained { summary, .. } => f.write_str(summary),
             Self::Migrate { service } => write!(
                 f,
                 "run the migration of {service} in a one-off process of the new version"
@@ -152,6 +148,8 @@ pub struct Context<'a> {
     pub root: PathBuf,
     pub repo: Repo,
     pub runtime: &'a dyn Runtime,
+    /// Where traffic enters: which slot is live, and the switch.
+    pub front_door: Box<dyn FrontDoor + 'a>,
     pub operator: String,
     pub lock_wait: Duration,
     /// Where the lock and the audit log live.
@@ -184,21 +182,14 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The slot traffic goes to now: the proxy's upstream, or (without a proxy) the slot that runs.
+/// The slot traffic goes to now, as the front door says.
 pub fn live_slot(ctx: &Context<'_>, product: &str) -> Result<Option<Slot>, DeployError> {
-    let instances = ctx
-        .runtime
-        .instances(product)
-        .map_err(|e| DeployError::Failed(e.to_string()))?;
-    if let Some(nginx) = Nginx::new(ctx.manifest, &ctx.root) {
-        // The proxy says where traffic goes; a slot with nothing running serves nothing
-        // (before the first deploy the rendered upstream points at an empty blue), and
-        // a missing or unreadable include is answered by the runtime.
-        return nginx
-            .live(product, &instances)
-            .map_err(|e| DeployError::Config(e.to_string()));
-    }
-    Ok(instances.iter().find(|i| i.alive).map(|i| i.slot))
+    ctx.front_door
+        .live(product, ctx.runtime)
+        .map_err(|e| match e {
+            ProxyError::Runtime(e) => DeployError::Failed(e.to_string()),
+            e => DeployError::Config(e.to_string()),
+        })
 }
 
 /// Build the plan for deploying `commit` (already resolved) of `product`.
@@ -214,7 +205,7 @@ pub fn plan(
     })?;
     let version = commit[..12.min(commit.len())].to_string();
     let live = live_slot(ctx, product)?;
-    let zero_downtime = m.proxy.is_some();
+    let zero_downtime = ctx.front_door.switches();
     let target = match (zero_downtime, live) {
         (true, Some(l)) => l.other(),
         (true, None) => Slot::Blue,
@@ -230,11 +221,12 @@ pub fn plan(
     if ctx.runtime.has_version(product, &version) {
         steps.push(Step::Retained {
             version: version.clone(),
-            runtime: ctx.runtime.name().to_string(),
+            summary: ctx.runtime.retained_summary(&version),
         });
     } else {
         steps.push(Step::Build {
             runtime: ctx.runtime.name().to_string(),
+            summary: ctx.runtime.build_summary(),
         });
     }
     // Migrations move forward only: a rollback starts the old code on the current schema.
@@ -284,79 +276,65 @@ pub fn plan(
     })
 }
 
-/// Wait until every service with a health check answers 2xx on its slot port, or
-/// its deadline passes. Returns the probes made (the last few per service).
+/// A slot that did not become healthy: why, and the probes made.
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct Unhealthy {
+    pub why: String,
+    pub probes: Vec<Probe>,
+}
+
+/// Wait until every service with a health check answers 2xx at every address the
+/// runtime gives for it in `slot`, or its deadline passes. Returns the probes made.
 pub fn wait_healthy(
     manifest: &Manifest,
     runtime: &dyn Runtime,
     product: &str,
     slot: Slot,
-) -> Result<Vec<Probe>, (String, Vec<Probe>)> {
+) -> Result<Vec<Probe>, Unhealthy> {
     let p = &manifest.products[product];
     let mut probes = Vec::new();
     for (name, svc) in &p.services {
         let Some(h) = &svc.health else { continue };
-        let Some(port) = slot_port(manifest, svc, slot) else {
-            continue;
-        };
         let start = Instant::now();
-        loop {
-            let pr = health::probe(port, &h.path, h.timeout.0);
-            let ok = pr.ok();
-            probes.push(pr);
-            if ok {
-                break;
+        for address in runtime.addresses(product, name, slot) {
+            loop {
+                let pr = health::probe(&address, &h.path, h.timeout.0);
+                let ok = pr.ok();
+                probes.push(pr);
+                if ok {
+                    break;
+                }
+                // A service that exited will never become healthy: say so now.
+                let dead = runtime
+                    .instances(product)
+                    .map(|is| {
+                        is.iter()
+                            .any(|i| i.slot == slot && i.service == *name && !i.alive)
+                    })
+                    .unwrap_or(false);
+                if dead {
+                    return Err(Unhealthy {
+                        why: format!("{product}.{name} exited before it became healthy"),
+                        probes,
+                    });
+                }
+                if start.elapsed() >= h.deadline.0 {
+                    return Err(Unhealthy {
+                        why: format!(
+                            "{product}.{name} did not become healthy within {} ({} probes of {})",
+                            h.deadline,
+                            probes.len(),
+                            h.path
+                        ),
+                        probes,
+                    });
+                }
+                std::thread::sleep(h.interval.0.min(Duration::from_millis(250)));
             }
-            // A service that exited will never become healthy: say so now.
-            let dead = runtime
-                .instances(product)
-                .map(|is| {
-                    is.iter()
-                        .any(|i| i.slot == slot && i.service == *name && !i.alive)
-                })
-                .unwrap_or(false);
-            if dead {
-                return Err((
-                    format!("{product}.{name} exited before it became healthy"),
-                    probes,
-                ));
-            }
-            if start.elapsed() >= h.deadline.0 {
-                return Err((
-                    format!(
-                        "{product}.{name} did not become healthy within {} ({} probes of {})",
-                        h.deadline,
-                        probes.len(),
-                        h.path
-                    ),
-                    probes,
-                ));
-            }
-            std::thread::sleep(h.interval.0.min(Duration::from_millis(250)));
         }
     }
     Ok(probes)
-}
-
-/// Every port of the slot must be free before it starts: a stranger listening there
-/// would answer the health check in the new version's place.
-fn ports_free(ctx: &Context<'_>, product: &str, slot: Slot) -> Result<(), String> {
-    for (name, svc) in &ctx.manifest.products[product].services {
-        let Some(port) = slot_port(ctx.manifest, svc, slot) else {
-            continue;
-        };
-        // A process just stopped may take a moment to let go of its socket.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(())
 }
 
 /// The versions whose images stay: the newest `[deploy] keep` deploys of the product
@@ -449,22 +427,290 @@ pub struct Outcome {
     pub steps: Vec<(String, u128)>,
 }
 
-/// Run a plan.
+/// Why a step of a deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The deploy lock could not be taken: nothing was done.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    /// The runtime failed (build, migrate, start, stop, a busy slot).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The front door could not switch.
+    #[error(transparent)]
+    FrontDoor(#[from] ProxyError),
+    /// The slot did not become (or stay) healthy.
+    #[error(transparent)]
+    Unhealthy(#[from] Unhealthy),
+    /// The deploy tag could not be written.
+    #[error(transparent)]
+    Tag(#[from] DeployError),
+}
+
+impl StepError {
+    /// The health probes behind the failure (the last ones made).
+    pub fn probes(&self) -> &[Probe] {
+        match self {
+            Self::Unhealthy(u) => &u.probes,
+            _ => &[],
+        }
+    }
+}
+
+/// A plan being run: what its steps took and left behind.
+struct Run<'r, 'a> {
+    ctx: &'r mut Context<'a>,
+    plan: &'r Plan,
+    start: Instant,
+    lock: Option<Guard>,
+    tag: String,
+    tasks: Vec<String>,
+    /// The new version was started (its slot is stopped again on failure).
+    started_new: bool,
+    /// Traffic was switched to the new slot (switched back on failure).
+    switched: bool,
+    /// Every value of the product's secret file, masked in what the deploy prints,
+    /// records and reports: what its processes printed is theirs, not berth's.
+    masker: berth_cmd::Masker,
+}
+
+impl Run<'_, '_> {
+    fn product(&self) -> &str {
+        &self.plan.product
+    }
+
+    fn say(&mut self, line: &str) {
+        let _ = writeln!(self.ctx.progress, "[{}] {line}", self.plan.product);
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), StepError> {
+        match step {
+            Step::Lock => self.take_lock(),
+            Step::ResolveVersion { .. } | Step::Retained { .. } => Ok(()),
+            Step::Build { .. } => self.build(),
+            Step::Migrate { service } => self.migrate(service),
+            Step::StartSlot { slot, .. } => self.start_idle_slot(*slot),
+            Step::RestartInPlace { slot, .. } => self.restart_in_place(*slot),
+            Step::HealthCheck { slot } => self.health_gate(*slot),
+            Step::Switch { to, .. } => self.switch(*to),
+            Step::DrainAndStop { slot, drain_ms } => {
+                self.drain_and_stop(*slot, Duration::from_millis(*drain_ms))
+            }
+            Step::Tag { name } => self.tag(name),
+            Step::Unlock => {
+                self.lock.take();
+                Ok(())
+            }
+        }
+    }
+
+    fn take_lock(&mut self) -> Result<(), StepError> {
+        let holder = Holder {
+            operator: self.ctx.operator.clone(),
+            pid: std::process::id(),
+            since: tags::utc_stamp(now_secs()).1,
+            message: format!("deploying {}", self.plan.version),
+        };
+        self.lock = Some(self.ctx.store.acquire(
+            &self.plan.product,
+            &holder,
+            self.ctx.lock_wait,
+        )?);
+        Ok(())
+    }
+
+    fn build(&mut self) -> Result<(), StepError> {
+        if let Some(note) = self.ctx.runtime.build(self.product(), &self.plan.version)? {
+            let note = self.masker.mask(&note);
+            self.say(&format!("    {note}"));
+        }
+        Ok(())
+    }
+
+    fn migrate(&mut self, service: &str) -> Result<(), StepError> {
+        self.ctx.runtime.migrate(
+            self.product(),
+            service,
+            &self.plan.version,
+            self.plan.target,
+        )?;
+        Ok(())
+    }
+
+    fn start_idle_slot(&mut self, slot: Slot) -> Result<(), StepError> {
+        let rt = self.ctx.runtime;
+        // Leftovers of an interrupted deploy in the idle slot go first. A deploy killed
+        // right after its switch left them with requests still in flight (the front
+        // door's old workers finish theirs): drain them like any old slot.
+        let leftovers = rt
+            .instances(self.product())?
+            .iter()
+            .any(|i| i.slot == slot && i.alive);
+        if leftovers {
+            std::thread::sleep(self.ctx.manifest.deploy.drain.0);
+        }
+        rt.stop(self.product(), slot)?;
+        rt.slot_free(self.product(), slot)?;
+        self.started_new = true;
+        rt.start(self.product(), slot, &self.plan.version)?;
+        Ok(())
+    }
+
+    fn restart_in_place(&mut self, slot: Slot) -> Result<(), StepError> {
+        let rt = self.ctx.runtime;
+        rt.stop(self.product(), slot)?;
+        self.started_new = true;
+        rt.start(self.product(), slot, &self.plan.version)?;
+        Ok(())
+    }
+
+    fn health_gate(&mut self, slot: Slot) -> Result<(), StepError> {
+        wait_healthy(self.ctx.manifest, self.ctx.runtime, self.product(), slot)?;
+        Ok(())
+    }
+
+    fn switch(&mut self, to: Slot) -> Result<(), StepError> {
+        self.ctx
+            .front_door
+            .switch(&self.plan.product, to, self.ctx.runtime)?;
+        self.switched = true;
+        // After the switch: the new slot must still answer, or traffic goes back.
+        self.health_gate(to)
+    }
+
+    fn drain_and_stop(&mut self, slot: Slot, drain: Duration) -> Result<(), StepError> {
+        std::thread::sleep(drain);
+        self.ctx.runtime.stop(self.product(), slot)?;
+        // The newest `keep` deployed versions keep their images; older ones go.
+        // Never fewer than two: the live version and the one a rollback returns to.
+        let keep = kept_versions(self.ctx, self.product(), Some(&self.plan.version));
+        match self.ctx.runtime.prune(self.product(), &keep) {
+            Ok(removed) if !removed.is_empty() => {
+                self.say(&format!("    removed old images: {}", removed.join(", ")));
+            }
+            Ok(_) => {}
+            Err(e) => self.say(&format!("    could not prune old images: {e}")),
+        }
+        Ok(())
+    }
+
+    fn tag(&mut self, name: &str) -> Result<(), StepError> {
+        let (tag, tasks) = write_tag(self.ctx, self.plan, name, self.start.elapsed())?;
+        self.tag = tag;
+        self.tasks = tasks;
+        Ok(())
+    }
+
+    /// After a failed step: traffic back to the old slot, the new slot stopped, and
+    /// what this deploy built and created removed unless a kept deploy needs it.
+    fn put_back(&mut self) {
+        let product = self.plan.product.clone();
+        if self.switched
+            && self.ctx.front_door.switches()
+            && let Some(old) = self.plan.live
+        {
+            self.say(&format!("switching traffic back to {old}"));
+            if let Err(e) = self.ctx.front_door.switch(&product, old, self.ctx.runtime) {
+                self.say(&format!("could not switch back: {e}"));
+            }
+        }
+        if self.started_new && self.plan.zero_downtime && self.plan.live != Some(self.plan.target) {
+            let _ = self.ctx.runtime.stop(&product, self.plan.target);
+        }
+        let keep = kept_versions(self.ctx, &product, None);
+        if let Ok(removed) = self.ctx.runtime.prune(&product, &keep)
+            && !removed.is_empty()
+        {
+            self.say(&format!(
+                "removed what the failed deploy left: {}",
+                removed.join(", ")
+            ));
+        }
+    }
+
+    /// The fields every audit record of this deploy carries.
+    fn base_record(&self) -> AuditRecord {
+        let mut record = AuditRecord::new("", &self.plan.product, &self.ctx.operator);
+        record.version = Some(self.plan.version.clone());
+        record.commit = Some(self.plan.commit.clone());
+        record
+    }
+
+    /// The audit record of one step.
+    fn audit_step(&mut self, step: &Step, ms: u128, error: Option<&str>) {
+        let mut record = self.base_record();
+        record.step = step_name(step);
+        record.detail = Some(step.to_string());
+        record.duration_ms = Some(ms as u64);
+        record.at = Some(tags::utc_stamp(now_secs()).1);
+        record.tag = Some(self.tag.clone());
+        record.tasks = Some(self.tasks.clone());
+        record.set_result(error.is_none());
+        record.error = error.map(str::to_string);
+        self.ctx.store.record(self.lock.as_mut(), &record);
+    }
+
+    /// The audit record of the whole deploy (`failed_step`: the step that failed).
+    fn audit_deploy(&mut self, failed_step: Option<&Step>) {
+        let mut record = self.base_record();
+        record.step = "deploy".into();
+        record.set_result(failed_step.is_none());
+        match failed_step {
+            None => {
+                record.tag = Some(self.tag.clone());
+                record.tasks = Some(self.tasks.clone());
+            }
+            Some(step) => record.failed_step = Some(step_name(step)),
+        }
+        record.rollback_of = Some(self.plan.rollback_of.clone());
+        record.duration_ms = Some(self.start.elapsed().as_millis() as u64);
+        record.at = Some(tags::utc_stamp(now_secs()).1);
+        self.ctx.store.record(self.lock.as_mut(), &record);
+    }
+}
+
+/// The name a step has in the audit log (`build`, `switch`, ...).
+fn step_name(step: &Step) -> String {
+    serde_json::to_value(step).expect("serializable")["step"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Unit tests' stand-in for a kill: called with the number of each step done.
+#[cfg(test)]
+type AfterStep = Box<dyn Fn(usize)>;
+
+#[cfg(test)]
+thread_local! {
+    /// The [`AfterStep`] hook of this thread's deploys.
+    static AFTER_STEP: std::cell::RefCell<Option<AfterStep>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Test hook: hold still after step `n` (1-based) so a test can kill berth right there.
+fn pause_after_step(progress: &mut dyn Write, product: &str, n: usize) {
+    #[cfg(test)]
+    AFTER_STEP.with(|h| {
+        if let Some(h) = h.borrow().as_ref() {
+            h(n)
+        }
+    });
+    if let Ok(want) = std::env::var("BERTH_DEBUG_PAUSE_AFTER_STEP")
+        && want.parse::<usize>().ok() == Some(n)
+    {
+        let _ = writeln!(
+            progress,
+            "[{product}] paused after step {n} (BERTH_DEBUG_PAUSE_AFTER_STEP)"
+        );
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Run a plan: each step in order, each recorded in the audit log; on a failed step,
+/// traffic goes back to the old slot and the new one is stopped.
 pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployError> {
-    let start = Instant::now();
     let product = plan.product.as_str();
-    let total = plan.steps.len();
-    let mut lock: Option<Guard> = None;
-    let mut timings: Vec<(String, u128)> = Vec::new();
-    let mut tag_name = String::new();
-    let mut tasks: Vec<String> = Vec::new();
-    let mut started_new = false;
-    let mut switched = false;
-    let mut base = AuditRecord::new("", product, &ctx.operator);
-    base.version = Some(plan.version.clone());
-    base.commit = Some(plan.commit.clone());
-    // What the product's processes and commands printed is theirs, not berth's: every
-    // value of its secret file is masked in what the deploy prints, records and reports.
     let masker = match berth_render::secrets::product_masker(&ctx.root, product) {
         Ok(m) => m,
         Err(e) => {
@@ -475,225 +721,61 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
             berth_cmd::Masker::new()
         }
     };
+    let mut run = Run {
+        ctx,
+        plan,
+        start: Instant::now(),
+        lock: None,
+        tag: String::new(),
+        tasks: Vec::new(),
+        started_new: false,
+        switched: false,
+        masker,
+    };
+    let total = plan.steps.len();
+    let mut timings: Vec<(String, u128)> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
-        let _ = writeln!(ctx.progress, "[{product}] {}/{total} {step}", i + 1);
-        let result: Result<(), (String, Vec<Probe>)> = (|| match step {
-            Step::Lock => {
-                let holder = Holder {
-                    operator: ctx.operator.clone(),
-                    pid: std::process::id(),
-                    since: tags::utc_stamp(now_secs()).1,
-                    message: format!("deploying {}", plan.version),
-                };
-                lock = Some(
-                    ctx.store
-                        .acquire(product, &holder, ctx.lock_wait)
-                        .map_err(|e| (e.to_string(), vec![]))?,
-                );
-                Ok(())
-            }
-            Step::ResolveVersion { .. } | Step::Retained { .. } => Ok(()),
-            Step::Build { .. } => match ctx.runtime.build(product, &plan.version) {
-                Ok(Some(note)) => {
-                    let _ = writeln!(ctx.progress, "[{product}]     {}", masker.mask(&note));
-                    Ok(())
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err((e.to_string(), vec![])),
-            },
-            Step::Migrate { service } => ctx
-                .runtime
-                .migrate(product, service, &plan.version, plan.target)
-                .map(|_| ())
-                .map_err(|e| (e.to_string(), vec![])),
-            Step::StartSlot { slot, .. } => {
-                // Leftovers of an interrupted deploy in the idle slot go first. A deploy
-                // killed right after its switch left them with requests still in flight
-                // (nginx's old workers finish theirs): drain them like any old slot.
-                let leftovers = ctx
-                    .runtime
-                    .instances(product)
-                    .map_err(|e| (e.to_string(), vec![]))?
-                    .iter()
-                    .any(|i| i.slot == *slot && i.alive);
-                if leftovers {
-                    std::thread::sleep(ctx.manifest.deploy.drain.0);
-                }
-                ctx.runtime
-                    .stop(product, *slot)
-                    .map_err(|e| (e.to_string(), vec![]))?;
-                ports_free(ctx, product, *slot).map_err(|e| (e, vec![]))?;
-                started_new = true;
-                ctx.runtime
-                    .start(product, *slot, &plan.version)
-                    .map_err(|e| (e.to_string(), vec![]))
-            }
-            Step::RestartInPlace { slot, .. } => {
-                ctx.runtime
-                    .stop(product, *slot)
-                    .map_err(|e| (e.to_string(), vec![]))?;
-                started_new = true;
-                ctx.runtime
-                    .start(product, *slot, &plan.version)
-                    .map_err(|e| (e.to_string(), vec![]))
-            }
-            Step::HealthCheck { slot } => {
-                wait_healthy(ctx.manifest, ctx.runtime, product, *slot).map(|_| ())
-            }
-            Step::Switch { to, .. } => {
-                let nginx =
-                    Nginx::new(ctx.manifest, &ctx.root).expect("a switch step means a proxy");
-                nginx
-                    .switch(product, *to)
-                    .map_err(|e| (e.to_string(), vec![]))?;
-                switched = true;
-                // After the switch: the new slot must still answer, or traffic goes back.
-                wait_healthy(ctx.manifest, ctx.runtime, product, *to).map(|_| ())
-            }
-            Step::DrainAndStop { slot, drain_ms } => {
-                std::thread::sleep(Duration::from_millis(*drain_ms));
-                ctx.runtime
-                    .stop(product, *slot)
-                    .map_err(|e| (e.to_string(), vec![]))?;
-                // The newest `keep` deployed versions keep their images; older ones go.
-                // Never fewer than two: the live version and the one a rollback returns to.
-                let keep = kept_versions(ctx, product, Some(&plan.version));
-                match ctx.runtime.prune(product, &keep) {
-                    Ok(removed) if !removed.is_empty() => {
-                        let _ = writeln!(
-                            ctx.progress,
-                            "[{product}]     removed old images: {}",
-                            removed.join(", ")
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = writeln!(
-                            ctx.progress,
-                            "[{product}]     could not prune old images: {e}"
-                        );
-                    }
-                }
-                Ok(())
-            }
-            Step::Tag { name } => {
-                let (n, t) = write_tag(ctx, plan, name, start.elapsed())
-                    .map_err(|e| (e.to_string(), vec![]))?;
-                tag_name = n;
-                tasks = t;
-                Ok(())
-            }
-            Step::Unlock => {
-                lock.take();
-                Ok(())
-            }
-        })();
-        // Test hook: hold still after a step so a test can kill berth right there.
-        if let Ok(n) = std::env::var("BERTH_DEBUG_PAUSE_AFTER_STEP")
-            && n.parse::<usize>().ok() == Some(i + 1)
-        {
-            let _ = writeln!(
-                ctx.progress,
-                "[{product}] paused after step {} (BERTH_DEBUG_PAUSE_AFTER_STEP)",
-                i + 1
-            );
-            std::thread::sleep(Duration::from_secs(3600));
-        }
+        run.say(&format!("{}/{total} {step}", i + 1));
+        let result = run.step(step);
+        pause_after_step(run.ctx.progress, product, i + 1);
         let ms = t.elapsed().as_millis();
-        let mut record = base.clone();
-        record.step = step_name(step);
-        record.detail = Some(step.to_string());
-        record.duration_ms = Some(ms as u64);
-        record.at = Some(tags::utc_stamp(now_secs()).1);
-        record.tag = Some(tag_name.clone());
-        record.tasks = Some(tasks.clone());
-        match result {
+        let err = match result {
             Ok(()) => {
-                record.set_result(true);
-                ctx.store.record(lock.as_mut(), &record);
+                run.audit_step(step, ms, None);
                 timings.push((step.to_string(), ms));
+                continue;
             }
-            Err((why, probes)) => {
-                let why = masker.mask(&why);
-                record.set_result(false);
-                record.error = Some(why.clone());
-                ctx.store.record(lock.as_mut(), &record);
-                if matches!(step, Step::Lock) {
-                    return Err(DeployError::NotStarted(why));
-                }
-                let report = masker.mask(&failure(
-                    ctx,
-                    product,
-                    plan.target,
-                    step,
-                    &why,
-                    &probes,
-                    started_new,
-                ));
-                // Put things back: traffic to the old slot, the new slot stopped.
-                if switched
-                    && let (Some(nginx), Some(old)) =
-                        (Nginx::new(ctx.manifest, &ctx.root), plan.live)
-                {
-                    let _ = writeln!(ctx.progress, "[{product}] switching traffic back to {old}");
-                    if let Err(e) = nginx.switch(product, old) {
-                        let _ = writeln!(ctx.progress, "[{product}] could not switch back: {e}");
-                    }
-                }
-                if started_new && plan.zero_downtime && plan.live != Some(plan.target) {
-                    let _ = ctx.runtime.stop(product, plan.target);
-                }
-                // What this deploy built and created goes too, unless a kept deploy
-                // (the live one among them) needs it: its images, the idle network.
-                let keep = kept_versions(ctx, product, None);
-                if let Ok(removed) = ctx.runtime.prune(product, &keep)
-                    && !removed.is_empty()
-                {
-                    let _ = writeln!(
-                        ctx.progress,
-                        "[{product}] removed what the failed deploy left: {}",
-                        removed.join(", ")
-                    );
-                }
-                let mut record = base.clone();
-                record.step = "deploy".into();
-                record.set_result(false);
-                record.failed_step = Some(step_name(step));
-                record.rollback_of = Some(plan.rollback_of.clone());
-                record.duration_ms = Some(start.elapsed().as_millis() as u64);
-                record.at = Some(tags::utc_stamp(now_secs()).1);
-                ctx.store.record(lock.as_mut(), &record);
-                return Err(DeployError::Failed(report));
-            }
+            Err(e) => e,
+        };
+        let why = run.masker.mask(&err.to_string());
+        run.audit_step(step, ms, Some(&why));
+        if matches!(err, StepError::Lock(_)) {
+            return Err(DeployError::NotStarted(why));
         }
+        let report = run.masker.mask(&failure(
+            run.ctx,
+            product,
+            plan.target,
+            step,
+            &why,
+            err.probes(),
+            run.started_new,
+        ));
+        run.put_back();
+        run.audit_deploy(Some(step));
+        return Err(DeployError::Failed(report));
     }
-    let mut record = base.clone();
-    record.step = "deploy".into();
-    record.set_result(true);
-    record.tag = Some(tag_name.clone());
-    record.tasks = Some(tasks.clone());
-    record.rollback_of = Some(plan.rollback_of.clone());
-    record.duration_ms = Some(start.elapsed().as_millis() as u64);
-    record.at = Some(tags::utc_stamp(now_secs()).1);
-    ctx.store.record(lock.as_mut(), &record);
+    run.audit_deploy(None);
     Ok(Outcome {
         product: product.to_string(),
         version: plan.version.clone(),
         slot: plan.target,
-        tag: tag_name,
-        tasks,
-        duration_ms: start.elapsed().as_millis(),
+        tag: run.tag.clone(),
+        tasks: run.tasks.clone(),
+        duration_ms: run.start.elapsed().as_millis(),
         steps: timings,
     })
-}
-
-/// The name a step has in the audit log (`build`, `switch`, ...).
-fn step_name(step: &Step) -> String {
-    serde_json::to_value(step).expect("serializable")["step"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Tasks in commits since the previous deploy attributed to the product, then the annotated tag.
@@ -808,3 +890,6 @@ pub fn rollback_target(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use berth_cmd::Cmd;
 use berth_manifest::{Manifest, Proxy};
-use berth_runtime::{Instance, Slot, slot_of_port, slot_port};
+use berth_runtime::{Address, Instance, Runtime, Slot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -18,6 +18,9 @@ pub enum ProxyError {
     Config(String),
     #[error(transparent)]
     Cmd(#[from] berth_cmd::CmdError),
+    /// The runtime could not say what runs.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
     #[error("could not {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -34,7 +37,9 @@ pub struct Nginx<'a> {
 }
 
 impl<'a> Nginx<'a> {
-    pub fn new(manifest: &'a Manifest, root: &Path) -> Option<Self> {
+    /// The nginx of berth.toml's `[proxy]` (`None` without one). Code outside this
+    /// crate gets its front door from [`crate::front_door::open`].
+    pub(crate) fn new(manifest: &'a Manifest, root: &Path) -> Option<Self> {
         manifest.proxy.as_ref().map(|proxy| Self {
             manifest,
             proxy,
@@ -58,12 +63,17 @@ impl<'a> Nginx<'a> {
     /// otherwise (the include missing, unreadable, or naming a slot where nothing
     /// runs) the one slot with live instances, or `None` when nothing runs. Both slots
     /// running with no usable include is an error: berth cannot tell which is live.
-    pub fn live(&self, product: &str, instances: &[Instance]) -> Result<Option<Slot>, ProxyError> {
+    pub fn live(
+        &self,
+        product: &str,
+        instances: &[Instance],
+        rt: &dyn Runtime,
+    ) -> Result<Option<Slot>, ProxyError> {
         let running: Vec<Slot> = [Slot::Blue, Slot::Green]
             .into_iter()
             .filter(|s| instances.iter().any(|i| i.slot == *s && i.alive))
             .collect();
-        let why = match self.live_slot(product) {
+        let why = match self.live_slot(product, rt) {
             Ok(Some(s)) if running.contains(&s) => return Ok(Some(s)),
             Ok(Some(s)) => format!("points at {s}, where nothing runs"),
             Ok(None) => "names no slot of the product".to_string(),
@@ -86,8 +96,9 @@ impl<'a> Nginx<'a> {
     }
 
     /// The slot the product's upstream points at, read from the include nginx loads
-    /// (`Ok(None)`: the include names no slot of the product).
-    pub fn live_slot(&self, product: &str) -> Result<Option<Slot>, ProxyError> {
+    /// (`Ok(None)`: the include names no slot of the product): the slot where the
+    /// runtime says a service answers at an address the include names.
+    pub fn live_slot(&self, product: &str, rt: &dyn Runtime) -> Result<Option<Slot>, ProxyError> {
         let path = self.upstream_file(product);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -107,17 +118,19 @@ impl<'a> Nginx<'a> {
         };
         let p = &self.manifest.products[product];
         for line in text.lines() {
-            let Some(addr) = line.trim().strip_prefix("server 127.0.0.1:") else {
+            let Some(addr) = line
+                .trim()
+                .strip_prefix("server ")
+                .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == ';').next())
+                .and_then(Address::parse)
+            else {
                 continue;
             };
-            let port: u16 = addr
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            for svc in p.services.values() {
-                if let Some(slot) = slot_of_port(self.manifest, svc, port) {
-                    return Ok(Some(slot));
+            for svc in p.services.keys() {
+                for slot in [Slot::Blue, Slot::Green] {
+                    if rt.addresses(product, svc, slot).contains(&addr) {
+                        return Ok(Some(slot));
+                    }
                 }
             }
         }
@@ -138,20 +151,25 @@ impl<'a> Nginx<'a> {
     }
 
     /// The upstream include of `product` pointing at `slot`.
-    pub fn upstream_body(&self, product: &str, slot: Slot) -> Result<String, ProxyError> {
+    pub fn upstream_body(
+        &self,
+        product: &str,
+        slot: Slot,
+        rt: &dyn Runtime,
+    ) -> Result<String, ProxyError> {
         let p = &self.manifest.products[product];
         berth_render::render_upstream(self.manifest, product, p, slot.name(), &|svc, _hp| {
-            slot_port(self.manifest, &p.services[svc], slot).unwrap_or(0)
+            servers(rt, product, svc, slot)
         })
         .map_err(|e| ProxyError::Config(e.to_string()))
     }
 
     /// Point the product's upstreams at `slot`, test the config, reload gracefully.
     /// nginx keeps serving the previous configuration if anything fails.
-    pub fn switch(&self, product: &str, slot: Slot) -> Result<(), ProxyError> {
+    pub fn switch(&self, product: &str, slot: Slot, rt: &dyn Runtime) -> Result<(), ProxyError> {
         let path = self.upstream_file(product);
         let previous = std::fs::read_to_string(&path).ok();
-        let body = self.upstream_body(product, slot)?;
+        let body = self.upstream_body(product, slot, rt)?;
         let restore = |prev: &Option<String>| {
             if let Some(prev) = prev {
                 let _ = berth_runtime::write_atomic(&path, prev.as_bytes());
@@ -188,7 +206,12 @@ impl<'a> Nginx<'a> {
     /// before [`Nginx::switch`] puts the product back. Tested and reloaded like
     /// a switch; nginx keeps the previous configuration if anything fails.
     /// Returns the maintenance server's port, for [`Nginx::end_maintenance`].
-    pub fn maintenance(&self, product: &str, live: Slot) -> Result<u16, ProxyError> {
+    pub fn maintenance(
+        &self,
+        product: &str,
+        live: Slot,
+        rt: &dyn Runtime,
+    ) -> Result<u16, ProxyError> {
         let p = &self.manifest.products[product];
         let port = maintenance_port()?;
         let mut body = format!(
@@ -197,11 +220,15 @@ impl<'a> Nginx<'a> {
             live.name()
         );
         for (name, svc) in &p.services {
-            let Some(live_port) = slot_port(self.manifest, svc, live) else {
+            if svc.host_port.or(svc.port).is_none() {
                 continue;
-            };
+            }
+            let mut servers = String::new();
+            for a in rt.addresses(product, name, live) {
+                servers.push_str(&format!("    server {a} down;\n"));
+            }
             body.push_str(&format!(
-                "\nupstream {} {{\n    server 127.0.0.1:{live_port} down;\n    server 127.0.0.1:{port} max_fails=0;\n}}\n",
+                "\nupstream {} {{\n{servers}    server 127.0.0.1:{port} max_fails=0;\n}}\n",
                 berth_render::upstream_name(product, name)
             ));
         }
@@ -215,13 +242,14 @@ impl<'a> Nginx<'a> {
     /// nginx workers of the maintenance configuration finish the requests they hold, and
     /// those they proxy to it get its 503 with `Retry-After`, never a 502 from a closed
     /// port.
-    pub fn end_maintenance(&self, product: &str, live: Slot, port: u16) -> Result<(), ProxyError> {
-        let p = &self.manifest.products[product];
-        let mut body =
-            berth_render::render_upstream(self.manifest, product, p, live.name(), &|svc, _hp| {
-                slot_port(self.manifest, &p.services[svc], live).unwrap_or(0)
-            })
-            .map_err(|e| ProxyError::Config(e.to_string()))?;
+    pub fn end_maintenance(
+        &self,
+        product: &str,
+        live: Slot,
+        port: u16,
+        rt: &dyn Runtime,
+    ) -> Result<(), ProxyError> {
+        let mut body = self.upstream_body(product, live, rt)?;
         body.push_str(&format!(
             "\n# The maintenance server of the last restore, for requests nginx workers of that\n# configuration still hold; the next deploy or rollback removes it.\n{}",
             maintenance_server(product, port)
@@ -367,6 +395,14 @@ impl<'a> Nginx<'a> {
     }
 }
 
+/// The upstream servers of a service in a slot: where the runtime says it answers.
+fn servers(rt: &dyn Runtime, product: &str, service: &str, slot: Slot) -> Vec<String> {
+    rt.addresses(product, service, slot)
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+}
+
 /// Seconds a client is told to wait (`Retry-After`) while a product is in maintenance.
 pub const MAINTENANCE_RETRY_AFTER_S: u32 = 2;
 
@@ -422,6 +458,10 @@ mod tests {
         let loaded = berth_manifest::parse_str("berth.toml", text).unwrap();
         let root = tempfile::tempdir().unwrap();
         let nginx = Nginx::new(&loaded.manifest, root.path()).unwrap();
+        let rt = berth_runtime::local::LocalRuntime::new(
+            loaded.manifest.clone(),
+            root.path().to_path_buf(),
+        );
         let include = nginx.upstream_file("bestays");
         let blue = [instance("server", Slot::Blue, true)];
         let green = [instance("server", Slot::Green, true)];
@@ -429,10 +469,13 @@ mod tests {
         let dead_blue = [instance("server", Slot::Blue, false)];
 
         // No include.
-        assert_eq!(nginx.live("bestays", &[]).unwrap(), None);
-        assert_eq!(nginx.live("bestays", &dead_blue).unwrap(), None);
-        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
-        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert_eq!(nginx.live("bestays", &[], &rt).unwrap(), None);
+        assert_eq!(nginx.live("bestays", &dead_blue, &rt).unwrap(), None);
+        assert_eq!(
+            nginx.live("bestays", &green, &rt).unwrap(),
+            Some(Slot::Green)
+        );
+        let e = nginx.live("bestays", &both, &rt).unwrap_err().to_string();
         assert!(
             e.contains("both slots run") && e.contains("does not exist"),
             "{e}"
@@ -442,17 +485,23 @@ mod tests {
         std::fs::create_dir_all(include.parent().unwrap()).unwrap();
         std::fs::write(
             &include,
-            nginx.upstream_body("bestays", Slot::Blue).unwrap(),
+            nginx.upstream_body("bestays", Slot::Blue, &rt).unwrap(),
         )
         .unwrap();
-        assert_eq!(nginx.live("bestays", &blue).unwrap(), Some(Slot::Blue));
-        assert_eq!(nginx.live("bestays", &both).unwrap(), Some(Slot::Blue));
-        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
+        assert_eq!(nginx.live("bestays", &blue, &rt).unwrap(), Some(Slot::Blue));
+        assert_eq!(nginx.live("bestays", &both, &rt).unwrap(), Some(Slot::Blue));
+        assert_eq!(
+            nginx.live("bestays", &green, &rt).unwrap(),
+            Some(Slot::Green)
+        );
 
         // Garbage.
         std::fs::write(&include, "}}} not nginx").unwrap();
-        assert_eq!(nginx.live("bestays", &green).unwrap(), Some(Slot::Green));
-        let e = nginx.live("bestays", &both).unwrap_err().to_string();
+        assert_eq!(
+            nginx.live("bestays", &green, &rt).unwrap(),
+            Some(Slot::Green)
+        );
+        let e = nginx.live("bestays", &both, &rt).unwrap_err().to_string();
         assert!(e.contains("names no slot"), "{e}");
     }
 }

@@ -81,5 +81,57 @@ pub fn history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError
             rollback_of: one("Rollback-Of"),
         });
     }
+    // Newest first by stamp, then by the number of deploys in that second
+    // (`-10` after `-9`, which a sort by name alone gets wrong).
+    records.sort_by_cached_key(|r| std::cmp::Reverse(order_key(&r.tag, product)));
     Ok(records)
+}
+
+/// `<product>-deploy-<stamp>[-<n>]` as (stamp, n); the first deploy of a second is n = 1.
+fn order_key(tag: &str, product: &str) -> (String, u64) {
+    let rest = tag
+        .strip_prefix(product)
+        .and_then(|r| r.strip_prefix("-deploy-"))
+        .unwrap_or(tag);
+    // The stamp is `YYYYMMDD-HHMMSS` (15 characters); a suffix follows a dash.
+    let (stamp, n) = match rest.get(15..).and_then(|s| s.strip_prefix('-')) {
+        Some(n) => (&rest[..15], n.parse().unwrap_or(0)),
+        None => (rest, 1),
+    };
+    (stamp.to_string(), n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ten deploys in one second: the tenth (`-10`) is newer than the ninth (`-9`).
+    #[test]
+    fn deploys_in_one_second_order_by_their_number() {
+        let repo = berth_testkit::GitRepo::new();
+        let commit = repo.commit_all("one");
+        let base = "bestays-deploy-20260101-000000";
+        let mut names = vec![base.to_string()];
+        names.extend((2..=11).map(|n| format!("{base}-{n}")));
+        for name in &names {
+            repo.git(&["tag", "-a", name, "-m", "Version: x\n", &commit]);
+        }
+        repo.git(&[
+            "tag",
+            "-a",
+            "bestays-deploy-20251231-235959",
+            "-m",
+            "x",
+            &commit,
+        ]);
+        let r = Repo::open(repo.path()).unwrap();
+        let got: Vec<String> = history(&r, "bestays")
+            .unwrap()
+            .into_iter()
+            .map(|d| d.tag)
+            .collect();
+        let mut want: Vec<String> = names.iter().rev().cloned().collect();
+        want.push("bestays-deploy-20251231-235959".into());
+        assert_eq!(got, want);
+    }
 }

@@ -201,6 +201,18 @@ pub struct ProductNetwork {
 }
 
 impl Manifest {
+    /// The host port of a service in its blue slot (`green`: false) or its green slot:
+    /// `host_port` (or `port`), green `[deploy] slot_port_offset` above it. The one
+    /// slot-to-port rule (`berth_runtime::slot_port` and the rendered compose files use it).
+    pub fn slot_host_port(&self, svc: &Service, green: bool) -> Option<u16> {
+        let hp = svc.host_port.or(svc.port)?;
+        if green {
+            hp.checked_add(self.deploy.slot_port_offset)
+        } else {
+            Some(hp)
+        }
+    }
+
     /// Whether a product's services run in containers: the compose runtime, or `auto`
     /// with a service that builds or names an image.
     pub fn in_containers(&self, product: &str) -> bool {

@@ -577,11 +577,8 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
                 }),
             }),
             port: s.port,
-            host_port: s.host_port.or(s.port),
-            green_port: s
-                .host_port
-                .or(s.port)
-                .and_then(|p| p.checked_add(m.deploy.slot_port_offset)),
+            host_port: m.slot_host_port(s, false),
+            green_port: m.slot_host_port(s, true),
             env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             own_urls: s.overrides_url_schemes(),
             health: s.health.as_ref().and_then(|h| {
@@ -633,8 +630,9 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
     }
 }
 
-/// The infra network every product joins, when berth runs the infrastructure.
-fn infra_network(m: &Manifest) -> Option<String> {
+/// The infra network every product joins, when berth runs the infrastructure
+/// (`<project>-shared`): the one rule for its name.
+pub fn infra_network(m: &Manifest) -> Option<String> {
     let container = |i: &Option<berth_manifest::InfraService>| {
         i.as_ref().is_some_and(|i| i.mode == InfraMode::Container)
     };
@@ -810,7 +808,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     for (name, p) in &m.products {
         add(
             format!("nginx/upstreams/{name}.conf"),
-            render_upstream(m, name, p, "blue", &|_, hp| hp)?,
+            render_upstream(m, name, p, "blue", &|_, hp| vec![format!("127.0.0.1:{hp}")])?,
         );
     }
     // Which slot is live is runtime state, rewritten by every deploy: never committed.
@@ -956,14 +954,14 @@ pub fn ci_install_script(ci: &berth_manifest::Ci) -> String {
     format!("cargo install berth --version '{version}' --locked")
 }
 
-/// The upstream include of one product, pointing at `slot`; `port(service, host_port)` maps
-/// a service's host port to the port of that slot.
+/// The upstream include of one product, pointing at `slot`; `servers(service, host_port)`
+/// lists the addresses (`host:port`) where the service answers in that slot.
 pub fn render_upstream(
     m: &Manifest,
     name: &str,
     p: &Product,
     slot: &str,
-    port: &dyn Fn(&str, u16) -> u16,
+    servers: &dyn Fn(&str, u16) -> Vec<String>,
 ) -> Result<String, RenderError> {
     let _ = m;
     let upstreams: Vec<_> = p
@@ -971,7 +969,7 @@ pub fn render_upstream(
         .iter()
         .filter_map(|(s, svc)| {
             let hp = svc.host_port.or(svc.port)?;
-            Some(context! { name => upstream_name(name, s), port => port(s, hp) })
+            Some(context! { name => upstream_name(name, s), servers => servers(s, hp) })
         })
         .collect();
     render_one(

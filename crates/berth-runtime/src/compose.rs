@@ -9,22 +9,55 @@ use std::time::{Duration, SystemTime};
 use berth_cmd::Cmd;
 use berth_manifest::Manifest;
 
-use crate::{Instance, LogFrom, LogLine, LogStream, Runtime, RuntimeError, Slot, slot_port};
+use crate::{
+    Address, Instance, LogFrom, LogLine, LogStream, Runtime, RuntimeError, Slot, slot_port,
+};
 
 pub struct ComposeRuntime {
     manifest: Manifest,
+    /// The directory of berth.toml.
+    root: PathBuf,
     /// The rendered `compose/` directory.
     compose_dir: PathBuf,
-    project: String,
+}
+
+/// Where deploys find the rendered compose files: beside the nginx config's
+/// directory (`deploy/<env>/compose`), or `deploy/prod/compose` without a proxy.
+pub fn compose_dir(manifest: &Manifest, root: &Path) -> PathBuf {
+    match &manifest.proxy {
+        Some(p) => root
+            .join(&p.nginx_config)
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("compose"))
+            .unwrap_or_else(|| root.join("deploy/prod/compose")),
+        None => root.join("deploy/prod/compose"),
+    }
+}
+
+/// The compose project of a product's slot: `<project>-<product>-<slot>` (the one rule
+/// for the name; its containers carry it as `com.docker.compose.project`).
+pub fn project_name(manifest: &Manifest, product: &str, slot: Slot) -> String {
+    format!(
+        "{}-{product}-{slot}",
+        berth_manifest::slug(&manifest.project.name)
+    )
 }
 
 impl ComposeRuntime {
-    pub fn new(manifest: Manifest, compose_dir: PathBuf) -> Self {
-        let project = berth_manifest::slug(&manifest.project.name);
+    /// The compose runtime of the manifest at `root`, with the compose files where
+    /// deploys render them ([`compose_dir`]).
+    pub fn new(manifest: Manifest, root: PathBuf) -> Self {
+        let compose_dir = compose_dir(&manifest, &root);
+        Self::in_dir(manifest, root, compose_dir)
+    }
+
+    /// The compose runtime with its compose files in `compose_dir`.
+    pub fn in_dir(manifest: Manifest, root: PathBuf, compose_dir: PathBuf) -> Self {
         Self {
             manifest,
+            root,
             compose_dir,
-            project,
         }
     }
 
@@ -38,7 +71,14 @@ impl ComposeRuntime {
     }
 
     fn project_name(&self, product: &str, slot: Slot) -> String {
-        format!("{}-{product}-{slot}", self.project)
+        project_name(&self.manifest, product, slot)
+    }
+
+    fn project_label(&self) -> String {
+        format!(
+            "berth.project={}",
+            berth_manifest::slug(&self.manifest.project.name)
+        )
     }
 
     fn compose(
@@ -76,12 +116,9 @@ impl ComposeRuntime {
         Ok(c)
     }
 
-    /// The project root (the compose files are in `<root>/deploy/<env>/compose`).
+    /// The directory of berth.toml.
     fn root(&self) -> &Path {
-        self.compose_dir
-            .ancestors()
-            .nth(3)
-            .unwrap_or(&self.compose_dir)
+        &self.root
     }
 
     fn images(&self, product: &str, version: &str) -> Vec<String> {
@@ -99,19 +136,10 @@ impl ComposeRuntime {
     }
 
     fn shared_network(&self) -> Result<(), RuntimeError> {
-        use berth_manifest::InfraMode;
-        let m = &self.manifest;
-        let container = |i: &Option<berth_manifest::InfraService>| {
-            i.as_ref().is_some_and(|i| i.mode == InfraMode::Container)
-        };
-        if !(container(&m.infra.postgres) || container(&m.infra.redis)) {
-            return Ok(());
+        match berth_render::infra_network(&self.manifest) {
+            Some(name) => self.ensure_network(&name, None, "the shared network"),
+            None => Ok(()),
         }
-        self.ensure_network(
-            &format!("{}-shared", self.project),
-            None,
-            "the shared network",
-        )
     }
 
     /// The product's own network, which both slots join, with the subnet berth rendered.
@@ -168,7 +196,7 @@ impl ComposeRuntime {
                 (Err(_), _) => {
                     let mut c = Cmd::new("docker", format!("create {what}"))
                         .args(["network", "create", "--label"])
-                        .arg(format!("berth.project={}", self.project));
+                        .arg(self.project_label());
                     if let Some(s) = subnet {
                         c = c.args(["--subnet", s]);
                     }
@@ -277,6 +305,84 @@ impl Runtime for ComposeRuntime {
         "compose"
     }
 
+    /// The compose file a deploy starts must say what berth.toml says now.
+    fn preflight(&self, product: &str, _dirty: bool) -> Result<Vec<String>, RuntimeError> {
+        let out = self
+            .compose_dir
+            .parent()
+            .unwrap_or(&self.root)
+            .to_path_buf();
+        let env = if out.file_name().is_some_and(|n| n == "dev") {
+            berth_render::Env::Dev
+        } else {
+            berth_render::Env::Prod
+        };
+        let files = berth_render::render(&berth_render::RenderInput {
+            manifest: &self.manifest,
+            env,
+            root_from_out: relative(&out, &self.root),
+            out_from_root: relative(&self.root, &out),
+        })
+        .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let want = files
+            .iter()
+            .find(|f| f.path == format!("compose/{product}.yml"))
+            .map(|f| f.contents.as_str());
+        let path = self.compose_dir.join(format!("{product}.yml"));
+        if want.is_none() && self.manifest.deploy.runtime == crate::Kind::Local {
+            return Err(RuntimeError::Preflight(format!(
+                "berth.toml sets [deploy] runtime = \"local\", so `berth render` writes no compose file for {product}: set runtime = \"compose\" (or \"auto\") and render, or deploy with the local runtime"
+            )));
+        }
+        if std::fs::read_to_string(&path).ok().as_deref() != want {
+            return Err(RuntimeError::Preflight(format!(
+                "{} does not match berth.toml: run `berth render --env {}` and commit it before deploying",
+                path.display(),
+                env.name()
+            )));
+        }
+        Ok(Vec::new())
+    }
+
+    fn addresses(&self, product: &str, service: &str, slot: Slot) -> Vec<Address> {
+        crate::loopback(&self.manifest, product, service, slot)
+    }
+
+    fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        crate::loopback_free(&self.manifest, product, slot)
+    }
+
+    /// Both slots' projects down, every image of the product removed, then its
+    /// network and (when no other product uses it) the shared one.
+    fn teardown(&self, product: &str) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for slot in [Slot::Blue, Slot::Green] {
+            let file = self.compose_dir.join(format!("{product}.yml"));
+            if !file.exists() {
+                continue;
+            }
+            self.compose(
+                product,
+                slot,
+                "latest",
+                format!("take down the {slot} slot of {product}"),
+            )?
+            .args(["down", "--timeout", "2", "--remove-orphans"])
+            .output()?;
+            removed.push(self.project_name(product, slot));
+        }
+        removed.extend(self.prune(product, &[])?);
+        if let Some(shared) = berth_render::infra_network(&self.manifest)
+            && Cmd::new("docker", format!("remove the network {shared} if unused"))
+                .args(["network", "rm", &shared])
+                .output()
+                .is_ok()
+        {
+            removed.push(format!("network {shared}"));
+        }
+        Ok(removed)
+    }
+
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
         let images = self.images(product, version);
         if images.is_empty() {
@@ -323,12 +429,7 @@ impl Runtime for ComposeRuntime {
         )?;
         let result = (|| -> Result<(), RuntimeError> {
             // Secret files stay where they are; the checkout points at them.
-            let root = self
-                .compose_dir
-                .ancestors()
-                .nth(3)
-                .unwrap_or(&top)
-                .to_path_buf();
+            let root = self.root.clone();
             let root_rel = root
                 .strip_prefix(&top)
                 .unwrap_or(Path::new(""))
@@ -749,6 +850,24 @@ pub(crate) fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
     Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// The relative path leading from directory `from` to directory `to` (both absolute).
+fn relative(from: &Path, to: &Path) -> String {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), f.len() - common).collect();
+    parts.extend(
+        t[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    if parts.is_empty() {
+        ".".into()
+    } else {
+        parts.join("/")
+    }
 }
 
 /// `docker ps`'s "5 minutes ago" as a duration (coarse; for uptime display only).

@@ -3,6 +3,7 @@
 //! processes), never from a cache berth keeps.
 
 pub mod compose;
+pub mod fake;
 pub mod local;
 pub mod probe;
 pub mod reach;
@@ -51,13 +52,90 @@ impl std::fmt::Display for Slot {
     }
 }
 
-/// The host port a service listens on in a slot.
+/// Which runtime runs a product's services: berth.toml's `[deploy] runtime`, or
+/// `--runtime`. The one enum for the idea; [`open`] turns it into a runtime.
+pub use berth_manifest::RuntimeKind as Kind;
+
+/// The runtime of `kind` for the manifest at `root` (`None`: berth.toml's
+/// `[deploy] runtime`). `auto` is compose when a Docker Engine answers, local
+/// processes otherwise.
+pub fn open(
+    kind: Option<Kind>,
+    manifest: &Manifest,
+    root: &Path,
+) -> Box<dyn Runtime + Send + Sync> {
+    match resolve(kind.unwrap_or(manifest.deploy.runtime)) {
+        Kind::Compose => Box::new(compose::ComposeRuntime::new(
+            manifest.clone(),
+            root.to_path_buf(),
+        )),
+        Kind::Local | Kind::Auto => {
+            let mut rt = local::LocalRuntime::new(manifest.clone(), root.to_path_buf());
+            // Programs built beside berth (demo-app) are found without being installed.
+            if let Some(dir) = std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(Path::to_path_buf))
+            {
+                rt.path_prefix.push(dir);
+            }
+            Box::new(rt)
+        }
+    }
+}
+
+/// `auto` resolved: compose when a Docker Engine answers, local otherwise.
+pub fn resolve(kind: Kind) -> Kind {
+    match kind {
+        Kind::Auto if compose::ComposeRuntime::available() => Kind::Compose,
+        Kind::Auto => Kind::Local,
+        k => k,
+    }
+}
+
+/// Whether `kind` can run here now (compose: a Docker Engine answers); the error says
+/// what is missing.
+pub fn available(kind: Kind) -> Result<(), RuntimeError> {
+    match kind {
+        Kind::Compose if !compose::ComposeRuntime::available() => Err(RuntimeError::Preflight(
+            "the compose runtime needs a Docker Engine (docker version could not reach one; set DOCKER_HOST or start dockerd)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where a service of a slot answers: a host (name or IP) and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Address {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Parse `host:port` (as an upstream line names it).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (host, port) = s.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        (!host.is_empty()).then(|| Self::new(host, port))
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The host port a service listens on in a slot: the one rule (blue on `host_port`,
+/// green `[deploy] slot_port_offset` above it).
 pub fn slot_port(m: &Manifest, svc: &Service, slot: Slot) -> Option<u16> {
-    let hp = svc.host_port.or(svc.port)?;
-    Some(match slot {
-        Slot::Blue => hp,
-        Slot::Green => hp + m.deploy.slot_port_offset,
-    })
+    m.slot_host_port(svc, slot == Slot::Green)
 }
 
 /// Which slot a host port belongs to, for a service.
@@ -94,6 +172,9 @@ pub enum RuntimeError {
     Cmd(#[from] berth_cmd::CmdError),
     #[error("{0}")]
     Failed(String),
+    /// A check before anything ran failed: the configuration must change (exit 2).
+    #[error("{0}")]
+    Preflight(String),
     #[error("could not {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -115,9 +196,36 @@ pub(crate) fn io<'a>(
     }
 }
 
-/// What a deploy needs from a runtime.
+/// What a deploy needs from a runtime. Everything that differs between engines is
+/// a method here: code outside this crate never asks which runtime it has.
 pub trait Runtime {
+    /// The runtime's name, for people (plans, messages).
     fn name(&self) -> &'static str;
+    /// What building a version means here, as a plan says it.
+    fn build_summary(&self) -> String {
+        format!("build images ({})", self.name())
+    }
+    /// What starting a retained version without a build means here, as a plan says it.
+    fn retained_summary(&self, version: &str) -> String {
+        format!("reuse the retained images of {version} (no build)")
+    }
+    /// Checks before a deploy of `product` plans anything (`dirty`: the work tree has
+    /// uncommitted changes). `Err(Preflight)`: the configuration must change; `Ok`
+    /// holds warnings to show.
+    fn preflight(&self, _product: &str, _dirty: bool) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
+    /// Where `service` of `product` answers in `slot`: every address traffic and
+    /// health checks go to (empty: the service takes no traffic).
+    fn addresses(&self, product: &str, service: &str, slot: Slot) -> Vec<Address>;
+    /// Before a slot starts: nothing berth did not start may already answer where the
+    /// slot will (it would pass the health check in the new version's place).
+    fn slot_free(&self, _product: &str, _slot: Slot) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// Remove everything the runtime made for `product`: both slots stopped, its
+    /// images or checkouts, its network. Returns what was removed.
+    fn teardown(&self, product: &str) -> Result<Vec<String>, RuntimeError>;
     /// Build `version` of the product's services; `Ok(None)` when there is nothing to build.
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError>;
     /// Whether `version` can start without a build (a retained image).
@@ -263,6 +371,40 @@ impl Drop for LogStream {
     }
 }
 
+/// The addresses of a service in a slot on this machine: its slot port on 127.0.0.1.
+pub(crate) fn loopback(m: &Manifest, product: &str, service: &str, slot: Slot) -> Vec<Address> {
+    m.products
+        .get(product)
+        .and_then(|p| p.services.get(service))
+        .and_then(|svc| slot_port(m, svc, slot))
+        .map(|port| vec![Address::new("127.0.0.1", port)])
+        .unwrap_or_default()
+}
+
+/// Every loopback port of the slot must be free before it starts: a stranger
+/// listening there would answer the health check in the new version's place.
+pub(crate) fn loopback_free(m: &Manifest, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+    let Some(p) = m.products.get(product) else {
+        return Ok(());
+    };
+    for (name, svc) in &p.services {
+        let Some(port) = slot_port(m, svc, slot) else {
+            continue;
+        };
+        // A process just stopped may take a moment to let go of its socket.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() >= deadline {
+                return Err(RuntimeError::Failed(format!(
+                    "port {port} of {product}.{name} ({slot} slot) is already in use by a process berth did not start; stop it, or change host_port / [deploy] slot_port_offset"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
 /// The environment of one product process, and the values to mask in its output.
 pub struct ProductEnv {
     /// Every variable the process gets; nothing else reaches it.
@@ -405,4 +547,45 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address reads back from what it writes (`host:port`), and the local and
+    /// compose runtimes give one loopback address per slot: the slot-port rule.
+    #[test]
+    fn addresses_follow_the_slot_port_rule() {
+        let a = Address::new("10.0.0.7", 8011);
+        assert_eq!(a.to_string(), "10.0.0.7:8011");
+        assert_eq!(Address::parse("10.0.0.7:8011"), Some(a));
+        assert_eq!(
+            Address::parse("tasks.web:80"),
+            Some(Address::new("tasks.web", 80))
+        );
+        assert_eq!(Address::parse(":80"), None);
+        assert_eq!(Address::parse("host"), None);
+
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let offset = m.deploy.slot_port_offset;
+        let root = std::env::temp_dir();
+        for rt in [
+            Box::new(local::LocalRuntime::new(m.clone(), root.clone())) as Box<dyn Runtime>,
+            Box::new(compose::ComposeRuntime::new(m.clone(), root.clone())),
+        ] {
+            assert_eq!(
+                rt.addresses("bestays", "server", Slot::Blue),
+                [Address::new("127.0.0.1", 8011)]
+            );
+            assert_eq!(
+                rt.addresses("bestays", "server", Slot::Green),
+                [Address::new("127.0.0.1", 8011 + offset)]
+            );
+            assert!(rt.addresses("bestays", "nope", Slot::Blue).is_empty());
+        }
+    }
 }

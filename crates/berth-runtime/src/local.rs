@@ -19,7 +19,7 @@ use berth_cmd::Cmd;
 use berth_manifest::Manifest;
 
 use crate::{
-    Instance, LogFrom, LogLine, LogStream, ProductEnv, Runtime, RuntimeError, Slot, io,
+    Address, Instance, LogFrom, LogLine, LogStream, ProductEnv, Runtime, RuntimeError, Slot, io,
     product_env, slot_port,
 };
 
@@ -282,6 +282,52 @@ impl LocalRuntime {
 impl Runtime for LocalRuntime {
     fn name(&self) -> &'static str {
         "local"
+    }
+
+    fn build_summary(&self) -> String {
+        "build: check out the version's commit under .berth/versions and run its build commands"
+            .into()
+    }
+
+    fn retained_summary(&self, version: &str) -> String {
+        format!("reuse the retained checkout of {version} (no build)")
+    }
+
+    fn preflight(&self, _product: &str, dirty: bool) -> Result<Vec<String>, RuntimeError> {
+        Ok(if dirty {
+            vec![
+                "uncommitted changes are not deployed: the local runtime runs a checkout of the commit"
+                    .into(),
+            ]
+        } else {
+            Vec::new()
+        })
+    }
+
+    fn addresses(&self, product: &str, service: &str, slot: Slot) -> Vec<Address> {
+        crate::loopback(&self.manifest, product, service, slot)
+    }
+
+    fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        crate::loopback_free(&self.manifest, product, slot)
+    }
+
+    /// Both slots stopped, then every checkout and the run directory removed.
+    fn teardown(&self, product: &str) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for slot in [Slot::Blue, Slot::Green] {
+            self.stop(product, slot)?;
+        }
+        for dir in [
+            self.versions_dir(product),
+            self.root.join(".berth/run").join(product),
+        ] {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+                removed.push(dir.display().to_string());
+            }
+        }
+        Ok(removed)
     }
 
     /// Check out the version's commit under `.berth/versions/<product>/<version>/`

@@ -118,8 +118,7 @@ async fn serve(
         snapshot.clone(),
         probes.clone(),
         metrics.clone(),
-        Arc::new(sources.manifest.clone()),
-        sources.root.clone(),
+        sources.clone(),
     );
     spawn_collector(sources.clone(), log, snapshot.clone(), config.refresh);
 

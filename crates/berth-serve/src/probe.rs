@@ -2,19 +2,16 @@
 //! slot's port on the service's health path at its interval, with its timeout.
 //! Results go to [`Probes`] and to the probe metrics.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_deploy::proxy::Nginx;
-use berth_manifest::Manifest;
-use berth_runtime::slot_port;
+use berth_runtime::Address;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
-use crate::state::{Health, Probes, Shared, now_unix};
+use crate::state::{Health, Probes, Shared, Sources, now_unix};
 
 /// The shortest interval probes run at, whatever berth.toml says.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -26,13 +23,14 @@ pub struct ProbeResult {
     pub elapsed: Duration,
 }
 
-/// `GET http://127.0.0.1:{port}{path}`, reading only the status line, within `timeout`.
-pub async fn probe(port: u16, path: &str, timeout: Duration) -> ProbeResult {
+/// `GET http://{address}{path}`, reading only the status line, within `timeout`.
+pub async fn probe(address: &Address, path: &str, timeout: Duration) -> ProbeResult {
     let start = Instant::now();
     let attempt = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut s = TcpStream::connect((address.host.as_str(), address.port)).await?;
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: berth-serve\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-serve\r\nConnection: close\r\n\r\n",
+            address.host
         );
         s.write_all(req.as_bytes()).await?;
         let mut buf = [0u8; 64];
@@ -77,14 +75,8 @@ pub async fn probe(port: u16, path: &str, timeout: Duration) -> ProbeResult {
 }
 
 /// Start one probing task per service with a health check. They run until the runtime stops.
-pub fn spawn_all(
-    snapshot: Shared,
-    probes: Probes,
-    metrics: Metrics,
-    manifest: Arc<Manifest>,
-    root: PathBuf,
-) {
-    for (product, p) in &manifest.products {
+pub fn spawn_all(snapshot: Shared, probes: Probes, metrics: Metrics, sources: Arc<Sources>) {
+    for (product, p) in &sources.manifest.products {
         for (service, svc) in &p.services {
             let Some(h) = &svc.health else { continue };
             let (product, service) = (product.clone(), service.clone());
@@ -92,15 +84,15 @@ pub fn spawn_all(
             let interval = h.interval.0.max(MIN_INTERVAL);
             let timeout = h.timeout.0.min(interval).max(Duration::from_millis(50));
             let (snapshot, probes, metrics) = (snapshot.clone(), probes.clone(), metrics.clone());
-            let (manifest, root) = (manifest.clone(), root.clone());
+            let sources = sources.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    // The proxy's upstream file says where traffic goes now (read every
-                    // probe, so a switch is followed at once); without a proxy, the
-                    // collector's live slot.
+                    // The front door says where traffic goes now (asked every probe, so
+                    // a switch is followed at once); when it names no slot, the
+                    // collector's live slot. Every address of the service there is probed.
                     let deployed_slot = {
                         let s = snapshot.read().unwrap_or_else(|e| e.into_inner());
                         s.products
@@ -109,18 +101,18 @@ pub fn spawn_all(
                             .filter(|x| x.view.deployed)
                             .map(|x| x.view.live_slot)
                     };
-                    let target = deployed_slot.and_then(|known| {
-                        let slot = match Nginx::new(&manifest, &root) {
-                            Some(n) => n.live_slot(&product).ok().flatten().or(known),
-                            None => known,
-                        }?;
-                        slot_port(
-                            &manifest,
-                            &manifest.products[&product].services[&service],
-                            slot,
-                        )
-                    });
-                    let Some(port) = target else {
+                    let targets: Vec<Address> = deployed_slot
+                        .and_then(|known| {
+                            let rt = sources.runtime.as_ref();
+                            berth_deploy::front_door::open(&sources.manifest, &sources.root)
+                                .routed(&product, rt)
+                                .ok()
+                                .flatten()
+                                .or(known)
+                                .map(|slot| rt.addresses(&product, &service, slot))
+                        })
+                        .unwrap_or_default();
+                    if targets.is_empty() {
                         // Not deployed (or no live slot known yet): nothing to probe.
                         probes
                             .lock()
@@ -128,9 +120,23 @@ pub fn spawn_all(
                             .remove(&(product.clone(), service.clone()));
                         metrics.forget_up(&product, &service);
                         continue;
+                    }
+                    // The service is up when every address answers 2xx; the first that
+                    // does not is the one reported.
+                    let mut reported = None;
+                    for address in &targets {
+                        let r = probe(address, &path, timeout).await;
+                        let up = r.status.is_some_and(|s| (200..300).contains(&s));
+                        if !up || reported.is_none() {
+                            reported = Some((address.port, r, up));
+                        }
+                        if !up {
+                            break;
+                        }
+                    }
+                    let Some((port, r, up)) = reported else {
+                        continue;
                     };
-                    let r = probe(port, &path, timeout).await;
-                    let up = r.status.is_some_and(|s| (200..300).contains(&s));
                     metrics.observe_probe(&product, &service, r.elapsed, up);
                     let now = now_unix();
                     let health = Health {

@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use berth_deploy::audit_tail::{Appended, AuditTail};
-use berth_deploy::proxy::Nginx;
 use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_manifest::Manifest;
-use berth_runtime::{Runtime, Slot, slot_port};
+use berth_runtime::{Runtime, Slot};
 use serde::Serialize;
 
 use crate::metrics::DeployDurations;
@@ -102,7 +101,7 @@ pub type Probes = Arc<Mutex<HashMap<(String, String), Health>>>;
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
     pub name: String,
-    /// The live slot's port on this machine.
+    /// The port of the first address where the live slot's service answers.
     pub port: Option<u16>,
     pub version: Option<String>,
     pub running: bool,
@@ -261,7 +260,7 @@ pub fn parse_time(s: &str) -> Option<u64> {
 /// reports it down).
 pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snapshot {
     let m = &src.manifest;
-    let nginx = Nginx::new(m, &src.root);
+    let front_door = berth_deploy::front_door::open(m, &src.root);
     let mut problems = Vec::new();
     if let Err(e) = log.refresh() {
         problems.push(format!("audit log: {e}"));
@@ -287,9 +286,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
         let d = log.of(name).unwrap_or(&none);
         let deployed = !instances.is_empty() || !tags.is_empty() || d.counts.success > 0;
         let alive_slot = instances.iter().find(|i| i.alive).map(|i| i.slot);
-        let proxy_slot = nginx
-            .as_ref()
-            .and_then(|n| n.live_slot(name).ok().flatten());
+        let proxy_slot = front_door.routed(name, src.runtime.as_ref()).ok().flatten();
         let before = previous
             .products
             .iter()
@@ -318,7 +315,12 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                 });
                 ServiceView {
                     name: sname.clone(),
-                    port: live_slot.and_then(|s| slot_port(m, svc, s)),
+                    port: live_slot.and_then(|s| {
+                        src.runtime
+                            .addresses(name, sname, s)
+                            .first()
+                            .map(|a| a.port)
+                    }),
                     version: inst.map(|i| i.version.clone()),
                     running: inst.is_some_and(|i| i.alive),
                     health_path: svc.health.as_ref().map(|h| h.path.clone()),

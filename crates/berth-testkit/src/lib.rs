@@ -4,6 +4,7 @@
 //! A fixture that cannot set up its real dependency panics with a clear
 //! message: tests never pass by skipping.
 
+pub mod contract;
 pub mod load;
 pub mod swarm;
 

@@ -102,7 +102,7 @@ pub struct NginxDoor<'a> {
 
 impl<'a> NginxDoor<'a> {
     pub fn new(m: &'a Manifest, root: &Path) -> Option<Self> {
-        berth_deploy::proxy::Nginx::new(m, root).map(|nginx| Self { nginx })
+        berth_deploy::front_door::nginx(m, root).map(|nginx| Self { nginx })
     }
     fn dir(&self) -> PathBuf {
         self.nginx

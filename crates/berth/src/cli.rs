@@ -354,6 +354,17 @@ pub enum RuntimeArg {
     Compose,
 }
 
+impl RuntimeArg {
+    /// The runtime kind asked for (`None`: berth.toml's).
+    pub fn kind(self) -> Option<berth_runtime::Kind> {
+        match self {
+            Self::Manifest => None,
+            Self::Local => Some(berth_runtime::Kind::Local),
+            Self::Compose => Some(berth_runtime::Kind::Compose),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     /// The product to deploy
@@ -840,6 +851,15 @@ pub struct CompletionsArgs {
 pub enum DemoRuntime {
     Local,
     Compose,
+}
+
+impl DemoRuntime {
+    pub fn kind(self) -> berth_runtime::Kind {
+        match self {
+            Self::Local => berth_runtime::Kind::Local,
+            Self::Compose => berth_runtime::Kind::Compose,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -29,8 +29,8 @@ LLM_CHAT_MODEL=anthropic/claude-3-sonnet
 struct Cleanup {
     dir: PathBuf,
     nginx: bool,
-    /// The compose project prefix, when the demo ran on Docker.
-    compose: Option<String>,
+    /// The runtime the demo deployed with.
+    runtime: berth_runtime::Kind,
 }
 
 impl Drop for Cleanup {
@@ -48,31 +48,18 @@ impl Drop for Cleanup {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        stop_all(&self.dir.join(".berth/run"));
-        if let Some(project) = &self.compose {
-            for product in ["bestays", "realestate", "villas"] {
-                for slot in ["blue", "green"] {
-                    let _ = Command::new("docker")
-                        .args([
-                            "compose",
-                            "-p",
-                            &format!("{project}-{product}-{slot}"),
-                            "-f",
-                        ])
-                        .arg(self.dir.join(format!("deploy/dev/compose/{product}.yml")))
-                        .args(["down", "--timeout", "2", "--rmi", "all"])
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
-                }
-            }
-            // The shared network and each product's own (both slots' projects use it).
-            for net in ["shared", "bestays", "realestate", "villas"] {
-                let _ = Command::new("docker")
-                    .args(["network", "rm", &format!("{project}-{net}")])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
+        // The runtime takes down what it made for each product (processes or
+        // containers, images, networks).
+        let Ok(text) = std::fs::read_to_string(self.dir.join("berth.toml")) else {
+            return;
+        };
+        let Ok(loaded) = berth_manifest::parse_str("berth.toml", &text) else {
+            return;
+        };
+        let rt = berth_runtime::open(Some(self.runtime), &loaded.manifest, &self.dir);
+        for product in loaded.manifest.products.keys() {
+            if let Err(e) = rt.teardown(product) {
+                eprintln!("could not take down the demo's {product}: {e}");
             }
         }
     }
@@ -102,25 +89,6 @@ fn static_demo_app(dir: &Path) -> Result<PathBuf> {
         .hint_if_missing("the compose demo compiles its product server with rustc (install Rust)")
         .output()?;
     Ok(out)
-}
-
-fn stop_all(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            stop_all(&p);
-        } else if p.extension().is_some_and(|x| x == "json")
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(
-                &std::fs::read_to_string(&p).unwrap_or_default(),
-            )
-            && let Some(pid) = v["pid"].as_u64()
-        {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{pid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
 }
 
 struct Demo<'a> {
@@ -259,16 +227,13 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         .map_err(|e| CliError::Failed(format!("cannot locate berth: {e}")))?;
     let nginx = nginx_installed();
     let compose = args.runtime == crate::cli::DemoRuntime::Compose;
-    if compose && !berth_runtime::compose::ComposeRuntime::available() {
-        return Err(CliError::Config(
-            "--runtime compose needs a Docker Engine (docker version could not reach one; set DOCKER_HOST or start dockerd)".into(),
-        ));
-    }
+    berth_runtime::available(args.runtime.kind())
+        .map_err(|e| CliError::Config(format!("--runtime compose: {e}")))?;
     let project = format!("berth-demo-{}", std::process::id());
     let _cleanup = Cleanup {
         dir: dir.clone(),
         nginx,
-        compose: compose.then(|| project.clone()),
+        runtime: args.runtime.kind(),
     };
     let mut d = Demo {
         dir: dir.clone(),

@@ -9,10 +9,8 @@ use berth_deploy::lock::Holder;
 use berth_deploy::record::AuditRecord;
 use berth_deploy::store::Store;
 use berth_deploy::{Context, DeployError, Plan, execute, plan, rollback_target, tags};
-use berth_manifest::{Manifest, RuntimeKind};
-use berth_runtime::compose::ComposeRuntime;
-use berth_runtime::local::LocalRuntime;
-use berth_runtime::{Runtime, slot_port};
+use berth_manifest::Manifest;
+use berth_runtime::Runtime;
 use serde_json::json;
 
 use crate::cli::{
@@ -54,6 +52,7 @@ impl Loaded {
             root: self.root.clone(),
             repo: self.repo.clone(),
             runtime,
+            front_door: berth_deploy::front_door::open(&self.manifest, &self.root),
             operator: berth_deploy::operator(&self.repo),
             lock_wait,
             store: &self.store,
@@ -73,57 +72,7 @@ pub(super) fn product_known(m: &Manifest, product: &str) -> Result<()> {
     )))
 }
 
-/// Where deploys find the rendered compose files: beside the nginx config's
-/// directory (`deploy/<env>/compose`), or `deploy/prod/compose` without a proxy.
-fn compose_dir(manifest: &Manifest, root: &Path) -> PathBuf {
-    match &manifest.proxy {
-        Some(p) => root
-            .join(&p.nginx_config)
-            .parent()
-            .and_then(Path::parent)
-            .map(|d| d.join("compose"))
-            .unwrap_or_else(|| root.join("deploy/prod/compose")),
-        None => root.join("deploy/prod/compose"),
-    }
-}
-
-/// The compose file a deploy starts must say what berth.toml says now.
-fn compose_file_current(l: &Loaded, product: &str) -> Result<()> {
-    let dir = compose_dir(&l.manifest, &l.root);
-    let out = dir.parent().unwrap_or(&l.root).to_path_buf();
-    let env = if out.file_name().is_some_and(|n| n == "dev") {
-        berth_render::Env::Dev
-    } else {
-        berth_render::Env::Prod
-    };
-    let files = berth_render::render(&berth_render::RenderInput {
-        manifest: &l.manifest,
-        env,
-        root_from_out: super::render::relative(&out, &l.root),
-        out_from_root: super::render::relative(&l.root, &out),
-    })
-    .map_err(|e| CliError::Failed(e.to_string()))?;
-    let want = files
-        .iter()
-        .find(|f| f.path == format!("compose/{product}.yml"))
-        .map(|f| f.contents.as_str());
-    let path = dir.join(format!("{product}.yml"));
-    if want.is_none() && l.manifest.deploy.runtime == RuntimeKind::Local {
-        return Err(CliError::Config(format!(
-            "berth.toml sets [deploy] runtime = \"local\", so `berth render` writes no compose file for {product}: set runtime = \"compose\" (or \"auto\") and render, or deploy with the local runtime"
-        )));
-    }
-    if std::fs::read_to_string(&path).ok().as_deref() != want {
-        return Err(CliError::Config(format!(
-            "{} does not match berth.toml: run `berth render --env {}` and commit it before deploying",
-            path.display(),
-            env.name()
-        )));
-    }
-    Ok(())
-}
-
-/// The runtime to use: `auto` is compose when a Docker Engine answers, local processes otherwise.
+/// The runtime to use: `--runtime`, or berth.toml's `[deploy] runtime`.
 pub(super) fn runtime(l: &Loaded, arg: RuntimeArg) -> Result<Box<dyn Runtime + Send + Sync>> {
     runtime_for(&l.manifest, &l.root, arg)
 }
@@ -134,32 +83,14 @@ pub(super) fn runtime_for(
     root: &Path,
     arg: RuntimeArg,
 ) -> Result<Box<dyn Runtime + Send + Sync>> {
-    let kind = match arg {
-        RuntimeArg::Manifest => manifest.deploy.runtime,
-        RuntimeArg::Local => RuntimeKind::Local,
-        RuntimeArg::Compose => RuntimeKind::Compose,
-    };
-    let kind = match kind {
-        RuntimeKind::Auto if ComposeRuntime::available() => RuntimeKind::Compose,
-        RuntimeKind::Auto => RuntimeKind::Local,
-        k => k,
-    };
-    match kind {
-        RuntimeKind::Compose => Ok(Box::new(ComposeRuntime::new(
-            manifest.clone(),
-            compose_dir(manifest, root),
-        ))),
-        RuntimeKind::Local | RuntimeKind::Auto => {
-            let mut rt = LocalRuntime::new(manifest.clone(), root.to_path_buf());
-            // Programs built beside berth (demo-app) are found without being installed.
-            if let Some(dir) = std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(Path::to_path_buf))
-            {
-                rt.path_prefix.push(dir);
-            }
-            Ok(Box::new(rt))
-        }
+    Ok(berth_runtime::open(arg.kind(), manifest, root))
+}
+
+/// A runtime's error as the CLI reports it: a failed preflight check is a configuration error.
+pub(super) fn runtime_err(e: berth_runtime::RuntimeError) -> CliError {
+    match e {
+        berth_runtime::RuntimeError::Preflight(m) => CliError::Config(m),
+        other => CliError::Failed(other.to_string()),
     }
 }
 
@@ -366,13 +297,11 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         return Err(CliError::Config(dirty_tree_message(&l, &dirty)));
     }
     let rt = runtime(&l, args.runtime)?;
-    if rt.name() == "compose" {
-        compose_file_current(&l, &args.product)?;
-    }
-    if rt.name() == "local" && !dirty.trim().is_empty() {
-        printer.warn(
-            "uncommitted changes are not deployed: the local runtime runs a checkout of the commit",
-        );
+    for warning in rt
+        .preflight(&args.product, !dirty.trim().is_empty())
+        .map_err(runtime_err)?
+    {
+        printer.warn(&warning);
     }
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
@@ -480,7 +409,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         product_known(&l.manifest, p)?;
     }
     let rt = runtime(&l, args.runtime)?;
-    let nginx = berth_deploy::proxy::Nginx::new(&l.manifest, &l.root);
+    let front_door = berth_deploy::front_door::open(&l.manifest, &l.root);
     let mut rows = Vec::new();
     for (name, p) in l
         .manifest
@@ -491,10 +420,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         let instances = rt
             .instances(name)
             .map_err(|e| CliError::Failed(e.to_string()))?;
-        let live = match &nginx {
-            Some(n) => n.live(name, &instances).ok().flatten(),
-            None => instances.iter().find(|i| i.alive).map(|i| i.slot),
-        };
+        let live = front_door.live(name, rt.as_ref()).ok().flatten();
         let last = tags::history(&l.repo, name)?.into_iter().next();
         let backup = berth_backup::latest(&l.manifest, &l.root, name);
         let now = std::time::SystemTime::now()
@@ -507,9 +433,18 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     .iter()
                     .find(|i| i.slot == s && &i.service == svc_name)
             });
+            // Every address of the service in the live slot: the first that fails
+            // is reported, or the first when all answer.
             let health = match (live, &svc.health) {
-                (Some(s), Some(h)) => slot_port(&l.manifest, svc, s)
-                    .map(|port| berth_deploy::health::probe(port, &h.path, h.timeout.0)),
+                (Some(s), Some(h)) => {
+                    let probes: Vec<_> = rt
+                        .addresses(name, svc_name, s)
+                        .iter()
+                        .map(|a| berth_deploy::health::probe(a, &h.path, h.timeout.0))
+                        .collect();
+                    let failed = probes.iter().position(|p| !p.ok()).unwrap_or(0);
+                    probes.into_iter().nth(failed)
+                }
                 _ => None,
             };
             rows.push(json!({

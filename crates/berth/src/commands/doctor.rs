@@ -405,7 +405,7 @@ fn nginx(l: &Loaded, r: &mut Report) {
         );
         return;
     }
-    match berth_deploy::proxy::Nginx::new(&l.manifest, &l.root).map(|n| n.test()) {
+    match berth_deploy::front_door::nginx(&l.manifest, &l.root).map(|n| n.test()) {
         Some(Ok(())) => r.ok("nginx config", format!("{} passes `nginx -t`", proxy.nginx_config)),
         Some(Err(e)) => r.fail(
             "nginx config",

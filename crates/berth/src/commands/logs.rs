@@ -60,12 +60,9 @@ pub(super) fn live(
     let instances = rt
         .instances(product)
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let slot = match berth_deploy::proxy::Nginx::new(&l.manifest, &l.root) {
-        Some(n) => n
-            .live(product, &instances)
-            .map_err(|e| CliError::Failed(e.to_string()))?,
-        None => instances.iter().find(|i| i.alive).map(|i| i.slot),
-    };
+    let slot = berth_deploy::front_door::open(&l.manifest, &l.root)
+        .live(product, rt)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     Ok((slot, instances))
 }
 

@@ -198,7 +198,11 @@ fn container_check(
         return Ok(Vec::new());
     }
     let env = super::render::env_of(args.env).name();
-    let rt = ComposeRuntime::new(m.clone(), root.join(format!("deploy/{env}/compose")));
+    let rt = ComposeRuntime::in_dir(
+        m.clone(),
+        root.to_path_buf(),
+        root.join(format!("deploy/{env}/compose")),
+    );
     let mut out = Vec::new();
     for (name, targets) in wanted {
         let net = m.product_network(&name);

@@ -340,16 +340,14 @@ fn missing_include(
     else {
         return Include::Rendered;
     };
-    let Some(nginx) = berth_deploy::proxy::Nginx::new(m, root) else {
+    let Some(nginx) = berth_deploy::front_door::nginx(m, root) else {
         return Include::Rendered;
     };
     if !m.products.contains_key(product) || absolute(&nginx.upstream_file(product)) != path {
         return Include::Rendered;
     }
-    let instances = match super::deploy::runtime_for(m, root, crate::cli::RuntimeArg::Manifest)
-        .map_err(|e| e.to_string())
-        .and_then(|rt| rt.instances(product).map_err(|e| e.to_string()))
-    {
+    let rt = berth_runtime::open(None, m, root);
+    let instances = match rt.instances(product) {
         Ok(i) => i,
         Err(e) => {
             printer.warn(&format!(
@@ -359,9 +357,9 @@ fn missing_include(
             return Include::Rendered;
         }
     };
-    match nginx.live(product, &instances) {
+    match nginx.live(product, &instances, rt.as_ref()) {
         Ok(None) => Include::Rendered,
-        Ok(Some(slot)) => match nginx.upstream_body(product, slot) {
+        Ok(Some(slot)) => match nginx.upstream_body(product, slot, rt.as_ref()) {
             Ok(body) => {
                 printer.status(
                     "Live",

@@ -1,10 +1,10 @@
 //! Deploys on the local runtime behind a real nginx: zero downtime under load,
 //! rollbacks, broken releases, kill -9 at every step, concurrent deploys.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth_runtime::Kind;
 use berth_testkit::load::{Load, LoadConfig, Report};
 
 use crate::support::*;
@@ -20,21 +20,30 @@ pub fn port_pair() -> u16 {
 pub struct Site {
     pub repo: GitRepo,
     pub http_port: u16,
+    /// The runtime berth.toml names.
+    pub runtime: Kind,
     /// The project name, when the site runs on Docker Compose.
     pub compose: Option<String>,
 }
 
 impl Site {
+    /// The site on the local runtime.
     pub fn new(boot_delay_ms: u64) -> Self {
-        Self::with(false, boot_delay_ms)
+        Self::with(Kind::Local, boot_delay_ms)
     }
 
     /// The same site on a real Docker Engine: images `FROM scratch` around a static demo-app.
     pub fn compose(boot_delay_ms: u64) -> Self {
-        Self::with(true, boot_delay_ms)
+        Self::with(Kind::Compose, boot_delay_ms)
     }
 
-    fn with(compose: bool, boot_delay_ms: u64) -> Self {
+    /// The site on the runtime `kind` (its services take `boot_delay_ms` to start).
+    pub fn with(kind: Kind, boot_delay_ms: u64) -> Self {
+        let compose = match kind {
+            Kind::Local => false,
+            Kind::Compose => true,
+            Kind::Auto => panic!("a test site names its runtime"),
+        };
         if compose {
             crate::compose::docker_required();
         }
@@ -97,6 +106,7 @@ impl Site {
         let site = Self {
             repo,
             http_port,
+            runtime: kind,
             compose: project,
         };
         site.berth(&["render", "--env", "dev"]).assert_code(0);
@@ -479,195 +489,61 @@ fn strip_table(text: &str, header: &str) -> String {
     out.join("\n") + "\n"
 }
 
-/// Each broken release leaves the old version serving (no failed request) and exits 1
-/// naming the step, with the new service's log tail.
-#[test]
-fn broken_releases_leave_the_old_version_serving() {
-    broken_releases_leave_the_old_version_serving_on(Site::new(500));
-}
+// Broken releases (health never passes, migration fails, exits at start) and a
+// kill -9 after every step are scenarios of the runtime contract suite, run on
+// every runtime under load: see contract.rs.
 
+/// nginx rejects the configuration of the switch (a broken line in berth's nginx
+/// config): the deploy fails at the switch, the old version keeps serving under
+/// load, the new slot is stopped, and once the config is fixed a deploy goes through.
 #[test]
-fn broken_releases_leave_the_old_version_serving_on_compose() {
-    broken_releases_leave_the_old_version_serving_on(Site::compose(500));
-}
-
-fn broken_releases_leave_the_old_version_serving_on(site: Site) {
+fn a_switch_nginx_rejects_leaves_the_old_version_serving() {
+    let site = Site::new(300);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     let live = site.get("bestays.app", "/api/health").1;
-    let cases: &[(&str, &str, &str)] = &[
-        (
-            "DEMO_FAIL_HEALTH",
-            "health-check the green slot",
-            "did not become healthy",
-        ),
-        (
-            "DEMO_FAIL_MIGRATE",
-            "run the migration of server",
-            "migration 0002_add_listings failed",
-        ),
-        (
-            "DEMO_EXIT_AT_START",
-            "health-check the green slot",
-            "exited before it became healthy",
-        ),
-        ("BAD_NGINX", "switch traffic", "nginx"),
-    ];
-    let base = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
-    for (i, (switch, step, why)) in cases.iter().enumerate() {
-        let conf = site.repo.path().join("deploy/dev/nginx/berth.conf");
-        let conf_before = std::fs::read_to_string(&conf).unwrap();
-        if *switch == "BAD_NGINX" {
-            std::fs::write(
-                &conf,
-                format!("{conf_before}\nthis_is_not_a_directive on;\n"),
-            )
-            .unwrap();
-        } else {
-            let m = base.replace(
-                "PRODUCT_ID = \"bestays\",",
-                &format!("PRODUCT_ID = \"bestays\", {switch} = \"1\","),
-            );
-            site.repo.write("berth.toml", &m);
-            // The compose files follow berth.toml.
-            site.berth(&["render", "--env", "dev"]).assert_code(0);
-        }
-        site.repo.commit_all(&format!(
-            "feat: broken {i} (TASK-{}-broken-bestays)",
-            10 + i
-        ));
-        let load = site.load("bestays.app");
-        load.wait_for_answers(10);
-        let out = site.berth(&["deploy", "bestays", "--yes"]);
-        load.wait_for_answers(10);
-        let report = load.finish();
-        out.assert_code(1);
-        assert!(
-            out.stderr.contains(&format!("failed at step `{step}")),
-            "{switch}:\n{}",
-            out.snapshot()
-        );
-        assert!(out.stderr.contains(why), "{switch}:\n{}", out.snapshot());
-        if *switch != "DEMO_FAIL_MIGRATE" {
-            assert!(
-                out.stderr
-                    .contains("last log lines of bestays.server (green)"),
-                "{switch}:\n{}",
-                out.snapshot()
-            );
-        }
-        eprintln!("{switch}:");
-        report.assert_clean(40).assert_covered();
-        assert_eq!(
-            report.versions(),
-            [live.as_str()],
-            "{switch}: only the old version answered"
-        );
-        assert_eq!(
-            site.get("bestays.app", "/api/health"),
-            (200, live.clone()),
-            "{switch}: the old version still serves"
-        );
-        // The new slot was stopped.
-        let green: Vec<_> = site
-            .processes("bestays")
-            .into_iter()
-            .filter(|(t, _)| !t.contains(&live))
-            .collect();
-        assert!(green.is_empty(), "{switch}: leftovers {green:?}");
-        // Restore for the next case.
-        std::fs::write(&conf, conf_before).unwrap();
-        site.repo.write("berth.toml", &base);
-        site.berth(&["render", "--env", "dev"]).assert_code(0);
-        site.repo
-            .commit_all(&format!("fix: unbreak {i} (TASK-{}-fix-bestays)", 20 + i));
-    }
-    // After all that, a good deploy goes through.
+    let conf = site.repo.path().join("deploy/dev/nginx/berth.conf");
+    let conf_before = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        format!("{conf_before}\nthis_is_not_a_directive on;\n"),
+    )
+    .unwrap();
+    site.repo
+        .commit_all("feat: broken nginx (TASK-10-broken-bestays)");
+    let load = site.load("bestays.app");
+    load.wait_for_answers(10);
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    load.wait_for_answers(10);
+    let report = load.finish();
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("failed at step `switch traffic"),
+        "{}",
+        out.snapshot()
+    );
+    assert!(out.stderr.contains("nginx"), "{}", out.snapshot());
+    assert!(
+        out.stderr
+            .contains("last log lines of bestays.server (green)"),
+        "{}",
+        out.snapshot()
+    );
+    report.assert_clean(40).assert_covered();
+    assert_eq!(
+        report.versions(),
+        [live.as_str()],
+        "only the old version answered"
+    );
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, live.clone()));
+    let green: Vec<_> = site
+        .processes("bestays")
+        .into_iter()
+        .filter(|(t, _)| !t.contains(&live))
+        .collect();
+    assert!(green.is_empty(), "leftovers {green:?}");
+    std::fs::write(&conf, conf_before).unwrap();
+    site.repo.commit_all("fix: nginx (TASK-11-fix-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-}
-
-#[test]
-fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges() {
-    kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(Site::new(300));
-}
-
-#[test]
-fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on_compose() {
-    kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(Site::compose(300));
-}
-
-fn kill_9_at_every_step_keeps_serving_and_the_next_deploy_converges_on(site: Site) {
-    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
-    let steps = 10;
-    for step in 1..=steps {
-        site.change("bestays", 100 + step);
-        // Load through the kill and the next deploy.
-        let load = site.load("bestays.app");
-        load.wait_for_answers(10);
-        let mut child = berth(site.repo.path())
-            .args(["deploy", "bestays", "--yes"])
-            .env("BERTH_DEBUG_PAUSE_AFTER_STEP", step.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Wait for the pause (or the end, for steps past the plan).
-        let mut err = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let mut buf = [0u8; 256];
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(30) {
-                match err.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                        // The whole line: its step number may come in a later read.
-                        if s.split_once("paused after step")
-                            .is_some_and(|(_, rest)| rest.contains('\n'))
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-            s
-        });
-        let progress = reader.join().unwrap();
-        // The deploy really stopped after this step (else the kill proves nothing): it
-        // said so, and it is still there, paused, when the kill comes.
-        assert!(
-            progress.contains(&format!("paused after step {step} ")),
-            "the deploy did not pause after step {step}:\n{progress}"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the deploy ended instead of pausing after step {step}:\n{progress}"
-        );
-        child.kill().unwrap(); // SIGKILL
-        let killed = child.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&killed),
-            Some(9),
-            "{killed:?}"
-        );
-        let (status, _) = site.get("bestays.app", "/api/health");
-        assert_eq!(
-            status, 200,
-            "after kill -9 at step {step} the product must keep serving:\n{progress}"
-        );
-        // No manual unlock: the next deploy runs and converges.
-        let out = site.berth(&["deploy", "bestays", "--yes"]);
-        out.assert_code(0);
-        let head = site.head_version();
-        assert_eq!(
-            site.get("bestays.app", "/api/health"),
-            (200, head),
-            "converged after a kill at step {step}"
-        );
-        load.wait_for_answers(10);
-        eprintln!("kill -9 after step {step}:");
-        load.finish().assert_clean(40).assert_covered();
-    }
 }
 
 #[test]

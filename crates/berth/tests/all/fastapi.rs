@@ -85,6 +85,7 @@ impl FastApi {
         let site = Site {
             repo,
             http_port,
+            runtime: berth_runtime::Kind::Local,
             compose: None,
         };
         let this = Self { pg, redis, site };

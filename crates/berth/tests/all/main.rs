@@ -7,6 +7,7 @@ mod backup;
 mod check;
 mod cli;
 mod compose;
+mod contract;
 mod demo;
 mod deploy;
 mod doctor;
