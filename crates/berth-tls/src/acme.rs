@@ -204,13 +204,64 @@ async fn account(
     Ok(acct)
 }
 
-/// Removes the HTTP-01 token files it holds when dropped: whether the order
-/// succeeded, failed or panicked.
-struct Tokens(Vec<PathBuf>);
+/// How the CA is shown that berth controls a name: one challenge type, answered for
+/// each name of an order and taken down when the solver is dropped (whether the order
+/// succeeded, failed or panicked).
+///
+/// Built: [`Http01`], a file in the webroot every port-80 server block of berth's
+/// nginx serves at `/.well-known/acme-challenge/`. Designed, not built:
+/// - DNS-01 (wildcards, names not reachable on port 80): `present` writes the TXT
+///   record `_acme-challenge.<name>` = base64url(SHA-256(key authorization)) through
+///   the DNS provider's API (credentials by env var name, as the EAB key), then waits
+///   until the zone's authoritative servers answer it; `Drop` deletes the record.
+/// - TLS-ALPN-01 (only port 443 open): `present` makes a self-signed certificate for
+///   the name with the critical acmeIdentifier extension (SHA-256 of the key
+///   authorization), which nginx's stream module answers for ALPN `acme-tls/1`
+///   (routed by `ssl_preread`) before the product's HTTPS server; `Drop` removes it.
+trait Solver {
+    /// The challenge type the CA must offer for each name.
+    fn kind(&self) -> ChallengeType;
+    /// Answer the challenge for `name` (`token` and `key_authorization` from the CA).
+    fn present(&mut self, name: &str, token: &str, key_authorization: &str)
+    -> Result<(), OrderError>;
+}
 
-impl Drop for Tokens {
+/// HTTP-01 from the webroot berth's nginx serves; removes its token files on drop.
+struct Http01 {
+    dir: PathBuf,
+    tokens: Vec<PathBuf>,
+}
+
+impl Solver for Http01 {
+    fn kind(&self) -> ChallengeType {
+        ChallengeType::Http01
+    }
+
+    fn present(
+        &mut self,
+        name: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), OrderError> {
+        if token.is_empty()
+            || !token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(OrderError::new(format!(
+                "the CA sent an http-01 token for {name} that is not base64url"
+            )));
+        }
+        let path = self.dir.join(token);
+        self.tokens.push(path.clone());
+        write_file(&path, key_authorization.as_bytes(), 0o644)
+            .map_err(|e| OrderError::new(format!("could not write {}: {e}", path.display())))
+    }
+}
+
+impl Drop for Http01 {
     fn drop(&mut self) {
-        for p in &self.0 {
+        for p in &self.tokens {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -307,7 +358,10 @@ async fn order_async(
     store.prepare().map_err(|e| {
         OrderError::new(format!("could not create {}: {e}", challenge_dir.display()))
     })?;
-    let mut tokens = Tokens(Vec::new());
+    let mut solver = Http01 {
+        dir: challenge_dir,
+        tokens: Vec::new(),
+    };
     {
         let mut authzs = order.authorizations();
         while let Some(a) = authzs.next().await {
@@ -323,23 +377,12 @@ async fn order_async(
                     )));
                 }
             }
-            let mut ch = a.challenge(ChallengeType::Http01).ok_or_else(|| {
-                OrderError::new(format!("the CA offers no http-01 challenge for {name}"))
+            let kind = solver.kind();
+            let mut ch = a.challenge(kind.clone()).ok_or_else(|| {
+                OrderError::new(format!("the CA offers no {kind:?} challenge for {name}"))
             })?;
-            if ch.token.is_empty()
-                || !ch
-                    .token
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(OrderError::new(format!(
-                    "the CA sent an http-01 token for {name} that is not base64url"
-                )));
-            }
-            let path = challenge_dir.join(&ch.token);
-            tokens.0.push(path.clone());
-            write_file(&path, ch.key_authorization().as_str().as_bytes(), 0o644)
-                .map_err(|e| OrderError::new(format!("could not write {}: {e}", path.display())))?;
+            let token = ch.token.clone();
+            solver.present(&name, &token, ch.key_authorization().as_str())?;
             ch.set_ready().await.map_err(|e| from_acme(e, &retry))?;
         }
     }
@@ -372,6 +415,6 @@ async fn order_async(
         .poll_certificate(&poll)
         .await
         .map_err(|e| from_acme(e, &retry))?;
-    drop(tokens);
+    drop(solver);
     Ok((chain, key.serialize_pem()))
 }
