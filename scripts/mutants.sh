@@ -8,7 +8,8 @@
 # `git apply` (undone with `git apply -R` by a trap, whatever happens), build the tests, run
 # each named test alone, and record PASS when the test failed (as it must) with the first line
 # of its failure, or FAIL when it still passed (the test cannot see the breakage). Prints a
-# markdown table; --write FILE also writes it to FILE with the command, commit and date.
+# markdown table; --write FILE also writes it to FILE with the command, commit and date
+# (rows of mutants not named this time are kept from FILE, so mutants can be run one by one).
 # --baseline first runs every named test on the unpatched tree (each must pass, or a mutant's
 # PASS would prove nothing). Exits 1 if any mutant survived or anything could not be run.
 #
@@ -161,22 +162,38 @@ for n in "${names[@]}"; do
     restore
 done
 
-table=$(
-    echo "| mutant | test | the patch breaks | result | first line of the test's failure |"
-    echo "|---|---|---|---|---|"
-    printf '%s\n' "${rows[@]}"
-)
-printf '%s\n' "$table"
+when=$(date -u '+%Y-%m-%d %H:%M')
+stamp="$commit | $when"
+table() {
+    echo "| mutant | test | the patch breaks | result | first line of the test's failure | commit | date (UTC) |"
+    echo "|---|---|---|---|---|---|---|"
+    local p n
+    for p in "$mutants_dir"/*.patch; do
+        n=$(basename "$p" .patch)
+        if printf '%s\n' "${names[@]}" | grep -qx "$n"; then
+            printf '%s\n' "${rows[@]}" | awk -F'|' -v n=" $n " -v s="$stamp" '$2==n { print $0 " " s " |" }'
+        elif [ -n "$write" ] && [ -f "$write" ] && grep -q "^| $n |" "$write"; then
+            # Not run this time: the row of its last run stays, with that run's commit and date.
+            awk -F'|' -v n=" $n " '$2==n' "$write"
+        elif [ -n "$write" ]; then
+            echo "| $n | $(header "$n" test | tr '\n' ' ') | $(header "$n" breaks | head -1 | sed 's/|/\\|/g') | NOT RUN | | | |"
+        fi
+    done
+}
+table >"$logdir/table.md"
 if [ -n "$write" ]; then
     {
         echo "# Mutants: each strengthened test fails against a deliberately broken build"
         echo
-        echo "Written by \`$invocation\` at commit $commit, $started ($(date -u '+%H:%M UTC') done)."
-        echo "Each mutant is a patch in \`tests/mutants/\` that breaks the product, not the test;"
-        echo "PASS means the named test failed against it, as it must; FAIL means it still passed."
+        echo "Written by \`scripts/mutants.sh --write $write\` (last run: \`$invocation\` at commit $commit,"
+        echo "$started to $(date -u '+%H:%M UTC')). Each mutant is a patch in \`tests/mutants/\` that breaks the"
+        echo "product, not the test; PASS means the test it names failed against it, as it must; FAIL"
+        echo "means the test still passed. Rows of mutants not run again keep their own commit and date."
         echo
-        printf '%s\n' "$table"
-    } >"$write.tmp"
+        cat "$logdir/table.md"
+    } >"$logdir/out.md"
+    cp "$logdir/out.md" "$write.tmp"
     mv "$write.tmp" "$write"
 fi
+cat "$logdir/table.md"
 exit "$bad"
