@@ -192,6 +192,7 @@ if [ -n "$write" ]; then
         echo
         cat "$logdir/table.md"
     } >"$logdir/out.md"
+    mkdir -p "$(dirname "$write")"
     cp "$logdir/out.md" "$write.tmp"
     mv "$write.tmp" "$write"
 fi
