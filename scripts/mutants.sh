@@ -176,7 +176,7 @@ table() {
             # Not run this time: the row of its last run stays, with that run's commit and date.
             awk -F'|' -v n=" $n " '$2==n' "$write"
         elif [ -n "$write" ]; then
-            echo "| $n | $(header "$n" test | tr '\n' ' ') | $(header "$n" breaks | head -1 | sed 's/|/\\|/g') | NOT RUN | | | |"
+            echo "| $n | $(header "$n" test | sed 's/.*/`&`/' | paste -sd' ') | $(header "$n" breaks | head -1 | sed 's/|/\\|/g') | NOT RUN | | | |"
         fi
     done
 }
