@@ -57,7 +57,7 @@ tree_state() {
 before=$(tree_state)
 commit=$(git rev-parse --short HEAD)
 [ -z "$before" ] || commit="$commit (+ uncommitted changes)"
-started=$(date -u '+%Y-%m-%d %H:%M UTC')
+started=$(date -u '+%Y-%m-%d %H:%M')
 logdir=$(mktemp -d)
 applied=""
 
@@ -104,10 +104,11 @@ run_test() {
     return 2
 }
 
-# The first line of the panic message (the line after "panicked at file:line:col:").
+# The first line of the panic message (after "panicked at file:line:col:"; blank lines skipped).
 first_failure_line() {
-    awk '/panicked at/ { if (sub(/.*panicked at [^:]*:[0-9]+:[0-9]+: ?/, "") && $0 != "") { print; exit } ; getline; print; exit }' "$1" \
-        | cut -c1-160 | sed 's/|/\\|/g'
+    awk 'found && NF { print; exit }
+         /panicked at/ { found = 1; if (sub(/.*panicked at [^:]*:[0-9]+:[0-9]+: ?/, "") && NF) { print; exit } }' "$1" \
+        | sed 's/^ *//' | cut -c1-160 | sed 's/|/\\|/g'
 }
 
 rows=()
@@ -162,8 +163,7 @@ for n in "${names[@]}"; do
     restore
 done
 
-when=$(date -u '+%Y-%m-%d %H:%M')
-stamp="$commit | $when"
+stamp="$commit | $started"
 table() {
     echo "| mutant | test | the patch breaks | result | first line of the test's failure | commit | date (UTC) |"
     echo "|---|---|---|---|---|---|---|"
@@ -186,7 +186,7 @@ if [ -n "$write" ]; then
         echo "# Mutants: each strengthened test fails against a deliberately broken build"
         echo
         echo "Written by \`scripts/mutants.sh --write $write\` (last run: \`$invocation\` at commit $commit,"
-        echo "$started to $(date -u '+%H:%M UTC')). Each mutant is a patch in \`tests/mutants/\` that breaks the"
+        echo "$started to $(date -u '+%H:%M') UTC). Each mutant is a patch in \`tests/mutants/\` that breaks the"
         echo "product, not the test; PASS means the test it names failed against it, as it must; FAIL"
         echo "means the test still passed. Rows of mutants not run again keep their own commit and date."
         echo
