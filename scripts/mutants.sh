@@ -106,7 +106,8 @@ run_test() {
 
 # The first line of the panic message (after "panicked at file:line:col:"; blank lines skipped).
 first_failure_line() {
-    awk 'found && NF { print; exit }
+    awk 'found && /^(stack backtrace:|note: )/ { print "(the assertion has no message)"; exit }
+         found && NF { print; exit }
          /panicked at/ { found = 1; if (sub(/.*panicked at [^:]*:[0-9]+:[0-9]+: ?/, "") && NF) { print; exit } }' "$1" \
         | sed 's/^ *//' | cut -c1-160 | sed 's/|/\\|/g'
 }
