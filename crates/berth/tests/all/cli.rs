@@ -24,14 +24,23 @@ fn listed_subcommands(help: &str) -> Vec<String> {
         .take_while(|l| !l.trim().is_empty())
         // A command's name is indented by two spaces; wrapped descriptions by more.
         .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_string)
+        .filter(|l| l.split_whitespace().next() != Some("help"))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next().unwrap_or_default().to_string();
+            // Each one says what it does on its line of the list.
+            assert!(
+                words.next().is_some(),
+                "`{name}` has no help text in its parent's list:\n{help}"
+            );
+            name
+        })
         .collect()
 }
 
-/// Every subcommand clap knows, at every depth, answers `--help` with its usage. The list is
-/// read from the help pages themselves, so a new subcommand is covered without editing this test.
+/// Every subcommand clap knows, at every depth, answers `--help` with its usage and has a line
+/// of help text in its parent's list. The list is read from the help pages themselves, so a new
+/// subcommand is covered without editing this test.
 #[test]
 fn every_subcommand_has_help() {
     let tmp = temp_dir();

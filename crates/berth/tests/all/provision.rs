@@ -105,7 +105,7 @@ fn postgres_roles_are_isolated_and_provision_is_idempotent() {
     );
     assert!(
         !ok && text.contains("permission denied for schema public"),
-        "{text}"
+        "bestays_user created a table in the postgres database's public schema: {text}"
     );
     let (ok, text) = pg.psql_as("bestays_user", &bpw, "postgres", "SELECT 1");
     assert!(
