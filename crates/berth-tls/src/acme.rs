@@ -222,8 +222,12 @@ trait Solver {
     /// The challenge type the CA must offer for each name.
     fn kind(&self) -> ChallengeType;
     /// Answer the challenge for `name` (`token` and `key_authorization` from the CA).
-    fn present(&mut self, name: &str, token: &str, key_authorization: &str)
-    -> Result<(), OrderError>;
+    fn present(
+        &mut self,
+        name: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), OrderError>;
 }
 
 /// HTTP-01 from the webroot berth's nginx serves; removes its token files on drop.
