@@ -329,18 +329,7 @@ impl Cmd {
     pub fn output_unchecked(&self) -> Result<Output, CmdError> {
         let command = self.display();
         tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
-        let mut c = Command::new(&self.program);
-        c.args(self.args.iter().map(|(a, _)| a));
-        if let Some(d) = &self.cwd {
-            c.current_dir(d);
-        }
-        if self.env_clear {
-            c.env_clear();
-        }
-        for k in &self.env_remove {
-            c.env_remove(k);
-        }
-        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut c = self.command();
         c.stdin(if self.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -431,6 +420,11 @@ impl Cmd {
     /// unless the caller sets it.
     pub fn to_command(&self) -> Command {
         tracing::debug!(target: "berth::cmd", "{}: {}", self.summary, self.display());
+        self.command()
+    }
+
+    /// The program, arguments, directory and environment; nothing else set.
+    fn command(&self) -> Command {
         let mut c = Command::new(&self.program);
         c.args(self.args.iter().map(|(a, _)| a));
         if let Some(d) = &self.cwd {
@@ -454,18 +448,7 @@ impl Cmd {
         use std::sync::{Arc, Mutex};
         let command = self.display();
         tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
-        let mut c = Command::new(&self.program);
-        c.args(self.args.iter().map(|(a, _)| a));
-        if let Some(d) = &self.cwd {
-            c.current_dir(d);
-        }
-        if self.env_clear {
-            c.env_clear();
-        }
-        for k in &self.env_remove {
-            c.env_remove(k);
-        }
-        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut c = self.command();
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

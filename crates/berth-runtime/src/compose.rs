@@ -853,7 +853,7 @@ pub(crate) fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
 }
 
 /// The relative path leading from directory `from` to directory `to` (both absolute).
-fn relative(from: &Path, to: &Path) -> String {
+pub fn relative(from: &Path, to: &Path) -> String {
     let f: Vec<_> = from.components().collect();
     let t: Vec<_> = to.components().collect();
     let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();

@@ -207,7 +207,11 @@ pub fn killed_between_steps(h: &mut dyn Harness, product: &str) {
     for step in 1.. {
         let next = h.change(product);
         if !h.deploy_killed_after(product, step) {
-            assert!(step > 5, "[{}] a plan of fewer than 5 steps", h.name());
+            assert!(
+                step > 5,
+                "[{}] the deploy ran to its end instead of pausing after step {step} (every plan has more than 5 steps)",
+                h.name()
+            );
             deployed(h, product, &next);
             break;
         }

@@ -39,23 +39,7 @@ pub fn absolute(path: &Path) -> PathBuf {
     out
 }
 
-/// The relative path leading from directory `from` to directory `to` (both absolute).
-pub fn relative(from: &Path, to: &Path) -> String {
-    let f: Vec<_> = from.components().collect();
-    let t: Vec<_> = to.components().collect();
-    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = std::iter::repeat_n("..".to_string(), f.len() - common).collect();
-    parts.extend(
-        t[common..]
-            .iter()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-    );
-    if parts.is_empty() {
-        ".".into()
-    } else {
-        parts.join("/")
-    }
-}
+pub use berth_runtime::compose::relative;
 
 /// Where rendered files go: `--out`, or `deploy/<env>` beside the manifest.
 pub fn out_dir(manifest: &Path, env: Env, out: Option<&Path>) -> PathBuf {
