@@ -87,6 +87,13 @@ for df in ["docker/server.Dockerfile", "docker/frontend.Dockerfile"]:
 git = lambda *a: run(["git", "-c", "user.name=bench", "-c", "user.email=b@b", *a], repo)
 git("init", "-q", "-b", "main")
 run([BERTH, "render", "--env", "dev"], repo)
+# The declared secrets get (fake) values, from the environment, as an operator's CI would
+# give them: deploys refuse while one is missing.
+keys = {"BENCH_CLERK_SECRET_KEY": "sk_test_bench-not-a-real-key",
+        "BENCH_OPENROUTER_API_KEY": "sk-or-v1-bench-not-a-real-key",
+        "BENCH_VITE_CLERK_PUBLISHABLE_KEY": "pk_test_bench-not-a-real-key"}
+for product in ["bestays", "realestate"]:
+    run([BERTH, "secrets", "import", product, "--from-env", "BENCH_", "--require-all"], repo, env=keys)
 git("add", "-A"); git("commit", "-qm", "chore: bench (TASK-0-bench-bestays)")
 run([BERTH, "deploy", "bestays", "--yes"], repo)
 v1 = git("rev-parse", "--short=12", "HEAD").stdout.strip()
