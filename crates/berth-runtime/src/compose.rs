@@ -554,6 +554,13 @@ impl Runtime for ComposeRuntime {
             ) else {
                 continue;
             };
+            // A one-off container (`berth run`, a migration) carries its service's labels but
+            // is no instance of the slot.
+            if labels.get("com.docker.compose.oneoff") == Some(&"True")
+                || labels.contains_key("berth.run")
+            {
+                continue;
+            }
             // Only this project's containers (another checkout may run a product of the same name).
             if labels.get("com.docker.compose.project")
                 != Some(&self.project_name(product, slot).as_str())

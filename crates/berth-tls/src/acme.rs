@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use berth_cmd::progress::Progress;
 use bytes::Bytes;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
@@ -303,7 +304,7 @@ pub fn ari_due(ca: &Ca, store: &Store, chain_pem: &str) -> Option<bool> {
 }
 
 pub fn order(ca: &Ca, store: &Store, names: &[String]) -> Result<(String, String), OrderError> {
-    order_replacing(ca, store, names, None)
+    order_replacing(ca, store, names, None, &berth_cmd::progress::Silent)
 }
 
 /// An order that, when the CA offers ARI, says which certificate it replaces.
@@ -312,6 +313,7 @@ pub fn order_replacing(
     store: &Store,
     names: &[String],
     previous: Option<&str>,
+    progress: &dyn Progress,
 ) -> Result<(String, String), OrderError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -322,7 +324,7 @@ pub fn order_replacing(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match rt.block_on(order_async(ca, store, names, previous)) {
+        match rt.block_on(order_async(ca, store, names, previous, progress)) {
             Err(e) if attempt < 4 && e.message.contains("urn:ietf:params:acme:error:badNonce") => {
                 tracing::warn!(
                     "the CA rejected a nonce again ({}); ordering anew",
@@ -339,6 +341,7 @@ async fn order_async(
     store: &Store,
     names: &[String],
     previous: Option<&str>,
+    progress: &dyn Progress,
 ) -> Result<(String, String), OrderError> {
     let (http, retry) = client(ca.root_ca.as_deref())?;
     let acct = account(ca, store, http, &retry).await?;
@@ -374,7 +377,10 @@ async fn order_async(
             match a.status {
                 AuthorizationStatus::Pending => {}
                 // Authorization reuse: the CA still trusts an earlier proof.
-                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Valid => {
+                    progress.step(&format!("{name}: the CA still trusts an earlier proof"));
+                    continue;
+                }
                 s => {
                     return Err(OrderError::new(format!(
                         "the CA's authorization for {name} is {s:?}"
@@ -385,6 +391,10 @@ async fn order_async(
             let mut ch = a.challenge(kind.clone()).ok_or_else(|| {
                 OrderError::new(format!("the CA offers no {kind:?} challenge for {name}"))
             })?;
+            progress.step(&format!(
+                "{name}: answer the CA's {} challenge",
+                kind_name(&kind)
+            ));
             let token = ch.token.clone();
             solver.present(&name, &token, ch.key_authorization().as_str())?;
             ch.set_ready().await.map_err(|e| from_acme(e, &retry))?;
@@ -393,6 +403,7 @@ async fn order_async(
     let poll = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .timeout(Duration::from_secs(90));
+    progress.step("wait for the CA to validate every name");
     let status = order
         .poll_ready(&poll)
         .await
@@ -411,6 +422,7 @@ async fn order_async(
     let csr = params
         .serialize_request(&key)
         .map_err(|e| OrderError::new(format!("could not build the request: {e}")))?;
+    progress.step("send the certificate request, wait for the certificate");
     order
         .finalize_csr(csr.der())
         .await
@@ -421,4 +433,14 @@ async fn order_async(
         .map_err(|e| from_acme(e, &retry))?;
     drop(solver);
     Ok((chain, key.serialize_pem()))
+}
+
+/// A challenge type as RFC 8555 writes it.
+fn kind_name(kind: &ChallengeType) -> &'static str {
+    match kind {
+        ChallengeType::Http01 => "http-01",
+        ChallengeType::Dns01 => "dns-01",
+        ChallengeType::TlsAlpn01 => "tls-alpn-01",
+        _ => "other",
+    }
 }

@@ -14,6 +14,7 @@ pub mod store;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use berth_cmd::progress::Progress;
 use berth_manifest::{Manifest, TlsMode};
 use serde::Serialize;
 
@@ -328,12 +329,15 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
     }
 
     /// Bring `product` to what `purpose` asks: issue, renew or copy its certificate,
-    /// then serve it. On failure the previous certificate keeps serving.
+    /// then serve it. On failure the previous certificate keeps serving. Each stage
+    /// (the order, each challenge, the CA's validation, the install) is reported to
+    /// `progress`.
     pub fn ensure(
         &self,
         product: &str,
         purpose: Purpose,
         force: bool,
+        progress: &dyn Progress,
     ) -> Result<Outcome, TlsError> {
         let mode = self.m.tls_mode(product);
         let p = self
@@ -381,12 +385,23 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
             )));
         }
         match mode {
-            TlsMode::Files => self.install_files(product),
-            _ => self.acme(product, purpose, force),
+            TlsMode::Files => {
+                progress.step(&format!(
+                    "check {product}'s certificate files and serve them"
+                ));
+                self.install_files(product)
+            }
+            _ => self.acme(product, purpose, force, progress),
         }
     }
 
-    fn acme(&self, product: &str, purpose: Purpose, force: bool) -> Result<Outcome, TlsError> {
+    fn acme(
+        &self,
+        product: &str,
+        purpose: Purpose,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<Outcome, TlsError> {
         let Some(need) = self.need(product, purpose, force) else {
             // Nothing to order; make sure nginx serves what is there.
             let info = self.serve_current(product)?;
@@ -423,7 +438,12 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
         state.last_attempt = Some(now);
         let names = self.m.products[product].domains.clone();
         let previous = self.store.live(product).map(|(c, _)| c);
-        let result = acme::order_replacing(&ca, &self.store, &names, previous.as_deref())
+        progress.step(&format!(
+            "order a certificate for {} ({})",
+            names.join(", "),
+            need.describe()
+        ));
+        let result = acme::order_replacing(&ca, &self.store, &names, previous.as_deref(), progress)
             .map_err(|e| {
                 if e.rate_limited || e.retry_after.is_some() {
                     state.rate_limited += u32::from(e.rate_limited);
@@ -449,6 +469,7 @@ impl<'a, D: FrontDoor> Tls<'a, D> {
                 if let Some(d) = names.iter().find(|d| !info.covers(d)) {
                     return Err(format!("the CA's certificate does not name {d}"));
                 }
+                progress.step("install the certificate (nginx -t, reload)");
                 self.install(product, &chain, &key).map(|_| info)
             });
         match result {

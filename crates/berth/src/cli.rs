@@ -839,6 +839,34 @@ pub enum SchemaName {
     Check,
     /// `berth tls status --format json`
     TlsStatus,
+    /// `berth tls issue|renew --format json`
+    Tls,
+    /// `berth affected --format json`
+    Affected,
+    /// `berth lint commit --format json`
+    LintCommit,
+    /// `berth lint branch --format json`
+    LintBranch,
+    /// `berth hooks install|uninstall --format json`
+    Hooks,
+    /// `berth log --format json`
+    Log,
+    /// `berth render --format json` (with or without --check)
+    Render,
+    /// `berth init --format json`
+    Init,
+    /// `berth product add --format json`
+    ProductAdd,
+    /// `berth provision --format json`
+    Provision,
+    /// `berth backup prune --format json`
+    BackupPrune,
+    /// `berth secrets check --format json`
+    SecretsCheck,
+    /// `berth deploy|rollback --dry-run --format json`
+    DeployPlan,
+    /// `berth lock release --format json`
+    LockRelease,
 }
 
 #[derive(Debug, Args)]

@@ -564,23 +564,30 @@ pub fn lock_release(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<Exi
         return Err(CliError::Config("name the product to release".into()));
     };
     product_known(&l.manifest, p)?;
-    match l
+    let released = l
         .store
         .release(p)
-        .map_err(|e| CliError::Failed(e.to_string()))?
-    {
-        Some(h) => {
-            let mut record =
-                AuditRecord::new("lock-release", p.as_str(), &berth_deploy::operator(&l.repo));
-            record.message = Some(format!(
-                "released the hold of {}: {}",
-                h.operator, h.message
-            ));
-            record.set_result(true);
-            l.store.record(None, &record);
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if let Some(h) = &released {
+        let mut record =
+            AuditRecord::new("lock-release", p.as_str(), &berth_deploy::operator(&l.repo));
+        record.message = Some(format!(
+            "released the hold of {}: {}",
+            h.operator, h.message
+        ));
+        record.set_result(true);
+        l.store.record(None, &record);
+    }
+    match (args.format, &released) {
+        (Format::Json, _) => printer.json(&json!({
+            "product": p,
+            "released": released.is_some(),
+            "hold": released,
+        })),
+        (Format::Text, Some(h)) => {
             println!("{p}: released the hold of {} ({})", h.operator, h.message)
         }
-        None => println!("{p}: was not held"),
+        (Format::Text, None) => println!("{p}: was not held"),
     }
     Ok(ExitCode::SUCCESS)
 }

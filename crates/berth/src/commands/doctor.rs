@@ -92,6 +92,7 @@ pub fn run(cli: &Cli, args: &DoctorArgs, printer: &Printer) -> Result<ExitCode> 
     ports(&l, &mut r);
     disk(&l, &mut r);
     locks(&l, &mut r);
+    certificates(&l, &mut r);
     leftovers(&l, &mut r);
     let failed = r.0.iter().filter(|f| f.status == Status::Fail).count();
     let warned = r.0.iter().filter(|f| f.status == Status::Warn).count();
@@ -607,6 +608,39 @@ fn locks(l: &Loaded, r: &mut Report) {
                 format!("a deploy runs: {h}"),
                 "wait for it to finish (the lock goes with its process)",
             );
+        }
+    }
+}
+
+/// Each served certificate's days left: expired fails, expiring, due or missing warns.
+fn certificates(l: &Loaded, r: &mut Report) {
+    for s in berth_tls::status(&l.manifest, &l.root) {
+        let check = format!("certificate {}", s.product);
+        let p = &s.product;
+        let last = s
+            .last_error
+            .as_deref()
+            .map(|e| format!("; the last attempt failed: {}", first_line(e)))
+            .unwrap_or_default();
+        let days = s.days_left.unwrap_or_default();
+        match s.health {
+            "off" => continue,
+            "missing" => r.warn(
+                check,
+                format!("no certificate yet{last}"),
+                format!("`berth tls issue {p}` (a deploy also gets one before its switch)"),
+            ),
+            "expired" => r.fail(
+                check,
+                format!("expired {} days ago{last}", -days),
+                format!("`berth tls renew {p}` now: browsers refuse {p}'s domains"),
+            ),
+            "expiring" | "renewal-due" => r.warn(
+                check,
+                format!("{days} days left ({}){last}", s.health),
+                format!("`berth tls renew {p}`"),
+            ),
+            _ => r.ok(check, format!("{days} days left{last}")),
         }
     }
 }

@@ -10,23 +10,7 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
         SchemaName::Audit => berth_deploy::record::json_schema(),
         SchemaName::Logs => super::logs::json_schema(),
         // Written by hand beside the others; tests validate real output against them.
-        SchemaName::Status => include_str!("../../../../schema/status.schema.json").into(),
-        SchemaName::History => include_str!("../../../../schema/history.schema.json").into(),
-        SchemaName::Lock => include_str!("../../../../schema/lock.schema.json").into(),
-        SchemaName::Deploy => include_str!("../../../../schema/deploy.schema.json").into(),
-        SchemaName::SecretsList => {
-            include_str!("../../../../schema/secrets-list.schema.json").into()
-        }
-        SchemaName::Doctor => include_str!("../../../../schema/doctor.schema.json").into(),
-        SchemaName::Backup => include_str!("../../../../schema/backup.schema.json").into(),
-        SchemaName::BackupList => include_str!("../../../../schema/backup-list.schema.json").into(),
-        SchemaName::Verify => include_str!("../../../../schema/verify.schema.json").into(),
-        SchemaName::Restore => include_str!("../../../../schema/restore.schema.json").into(),
-        SchemaName::ProductList => {
-            include_str!("../../../../schema/product-list.schema.json").into()
-        }
-        SchemaName::Check => include_str!("../../../../schema/check.schema.json").into(),
-        SchemaName::TlsStatus => include_str!("../../../../schema/tls-status.schema.json").into(),
+        name => written(name).into(),
     };
     match &args.output {
         None => print!("{schema}"),
@@ -47,4 +31,46 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The schemas written by hand under schema/, by name.
+fn written(name: SchemaName) -> &'static str {
+    macro_rules! schema {
+        ($file:literal) => {
+            include_str!(concat!("../../../../schema/", $file, ".schema.json"))
+        };
+    }
+    match name {
+        // Generated from their types (see `run`); the committed copies are what it prints.
+        SchemaName::Manifest => schema!("berth"),
+        SchemaName::Audit => schema!("audit"),
+        SchemaName::Logs => schema!("logs"),
+        SchemaName::Status => schema!("status"),
+        SchemaName::History => schema!("history"),
+        SchemaName::Lock => schema!("lock"),
+        SchemaName::Deploy => schema!("deploy"),
+        SchemaName::SecretsList => schema!("secrets-list"),
+        SchemaName::Doctor => schema!("doctor"),
+        SchemaName::Backup => schema!("backup"),
+        SchemaName::BackupList => schema!("backup-list"),
+        SchemaName::Verify => schema!("verify"),
+        SchemaName::Restore => schema!("restore"),
+        SchemaName::ProductList => schema!("product-list"),
+        SchemaName::Check => schema!("check"),
+        SchemaName::TlsStatus => schema!("tls-status"),
+        SchemaName::Tls => schema!("tls"),
+        SchemaName::Affected => schema!("affected"),
+        SchemaName::LintCommit => schema!("lint-commit"),
+        SchemaName::LintBranch => schema!("lint-branch"),
+        SchemaName::Hooks => schema!("hooks"),
+        SchemaName::Log => schema!("log"),
+        SchemaName::Render => schema!("render"),
+        SchemaName::Init => schema!("init"),
+        SchemaName::ProductAdd => schema!("product-add"),
+        SchemaName::Provision => schema!("provision"),
+        SchemaName::BackupPrune => schema!("backup-prune"),
+        SchemaName::SecretsCheck => schema!("secrets-check"),
+        SchemaName::DeployPlan => schema!("deploy-plan"),
+        SchemaName::LockRelease => schema!("lock-release"),
+    }
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::progress::{Reporter, Shape};
 use berth_manifest::Manifest;
 use berth_tls::{NginxDoor, Outcome, ProductStatus, Purpose, Tls, TlsError, WARN_DAYS, rfc3339};
 use serde_json::json;
@@ -53,7 +54,10 @@ pub fn before_switch(m: &Manifest, root: &Path, product: &str, printer: &Printer
         return Ok(());
     }
     let tls = Tls::new(m, root, door);
-    match tls.ensure(product, Purpose::Deploy, false) {
+    let progress = Reporter::new(Some(product), Shape::Steps);
+    let outcome = tls.ensure(product, Purpose::Deploy, false, &progress);
+    drop(progress);
+    match outcome {
         Ok(o) => {
             if matches!(o.action, "issued" | "renewed" | "installed") {
                 printer.status("TLS", &describe(&o));
@@ -101,7 +105,10 @@ fn run(cli: &Cli, args: &TlsArgs, printer: &Printer, purpose: Purpose) -> Result
     let mut failures = Vec::new();
     for p in &products {
         // One product's failure never stops the others.
-        match tls.ensure(p, purpose, args.force) {
+        let progress = Reporter::new(Some(p), Shape::Steps);
+        let outcome = tls.ensure(p, purpose, args.force, &progress);
+        drop(progress);
+        match outcome {
             Ok(o) => {
                 if args.format == Format::Text {
                     printer.status("TLS", &describe(&o));

@@ -48,6 +48,12 @@ fn every_commands_audit_records_validate_against_the_committed_schema() {
             &["restore", "bestays", "latest", "--yes", "--format", "json"],
         ),
         ("backup-list", &["backup", "list", "--format", "json"]),
+        // A dry run: what it would keep and delete, and why.
+        ("backup-prune", &["backup", "prune", "--format", "json"]),
+        (
+            "provision",
+            &["provision", "--all", "--env", "dev", "--format", "json"],
+        ),
     ] {
         let out = db.run_env(args, &[]);
         out.assert_code(0);

@@ -69,6 +69,7 @@ fn runs_in_the_products_own_environment(site: Site) {
     validate_json_docs("audit.schema.json", &runs);
     // A command that succeeds: exit 0, recorded ok.
     site.berth(&["run", "bestays", "--", "true"]).assert_code(0);
+    a_running_command_is_no_instance_of_a_slot(&site);
     // Nothing of realestate runs: no version to run as.
     let none = site.berth(&["run", "realestate", "--", "true"]);
     none.assert_code(1);
@@ -147,5 +148,46 @@ fn an_interrupt_is_the_commands_to_handle_and_its_exit_code_still_passes_through
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .any(|r| r["step"] == "run" && r["exit_code"] == 42),
         "{audit}"
+    );
+}
+
+/// While a one-off command runs (its own container on compose, labelled with the live
+/// slot's service), the runtime still reports exactly the slot's instances: status, the
+/// front door's live slot and the idle-slot cleanup of the next deploy read them.
+fn a_running_command_is_no_instance_of_a_slot(site: &Site) {
+    use std::io::BufRead;
+    let root = site.repo.path();
+    let text = std::fs::read_to_string(root.join("berth.toml")).unwrap();
+    let m = berth_manifest::parse_str("berth.toml", &text)
+        .expect("parses")
+        .manifest;
+    let rt = berth_runtime::open(Some(site.runtime), &m, root);
+    let ids = |what: &str| -> Vec<String> {
+        let mut ids: Vec<String> = rt
+            .instances("bestays")
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .iter()
+            .map(|i| format!("{} {} {}", i.service, i.slot, i.id))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = ids("before the run");
+    assert!(!before.is_empty());
+    let mut child = crate::support::berth(root)
+        .args(["run", "bestays", "--", "sh", "-c", "echo ready; sleep 3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let during = ids("while the command runs");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        during, before,
+        "the one-off command's process counts as an instance of the slot"
     );
 }

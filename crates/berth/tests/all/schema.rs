@@ -135,6 +135,23 @@ fn format_json_outputs_validate_against_their_schemas() {
         ),
         ("lock", json_of(&["lock", "status", "--format", "json"])),
         (
+            "lock-release",
+            json_of(&["lock", "release", "realestate", "--format", "json"]),
+        ),
+        (
+            "deploy-plan",
+            json_of(&["deploy", "bestays", "--dry-run", "--format", "json"]),
+        ),
+        (
+            "secrets-check",
+            json_of(&["secrets", "check", "--format", "json"]),
+        ),
+        ("render", json_of(&["render", "--format", "json"])),
+        (
+            "render",
+            json_of(&["render", "--check", "--format", "json"]),
+        ),
+        (
             "secrets-list",
             json_of(&["secrets", "list", "--format", "json"]),
         ),
@@ -186,4 +203,159 @@ fn check_json_with_problems_validates_against_its_schema() {
         out.snapshot()
     );
     crate::logs::validate_json_docs("check.schema.json", &[doc]);
+}
+
+/// The `--format json` outputs of the git-side commands (affected, lint, log, hooks) and of
+/// the manifest-writing ones (init, product add) validate against their committed schemas.
+#[test]
+fn git_and_manifest_command_outputs_validate_against_their_schemas() {
+    let repo = attribution_repo();
+    let base = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    repo.write("products/bestays/listing.py", "x");
+    repo.commit_all("feat: listing (TASK-001-listing-bestays)");
+    // A commit no rule attributes: a finding in affected and lint.
+    repo.write("README.md", "x");
+    repo.commit_all("chore: readme");
+    let range = format!("{base}..HEAD");
+    let mut docs = vec![
+        (
+            "affected",
+            json(repo.path(), &["affected", "--explain", "--base", &base], 1),
+        ),
+        (
+            "lint-commit",
+            json(repo.path(), &["lint", "commit", "--range", &range], 1),
+        ),
+        (
+            "lint-branch",
+            json(repo.path(), &["lint", "branch", "feat/TASK-1-x"], 1),
+        ),
+        (
+            "log",
+            json(repo.path(), &["log", "--product", "bestays"], 0),
+        ),
+        ("hooks", json(repo.path(), &["hooks", "install"], 0)),
+        ("hooks", json(repo.path(), &["hooks", "uninstall"], 0)),
+        (
+            "product-add",
+            json(
+                repo.path(),
+                &["product", "add", "villas", "--like", "bestays"],
+                0,
+            ),
+        ),
+    ];
+    let fresh = GitRepo::new();
+    std::fs::copy(
+        fixtures().join("seed/docker-compose.dev.yml"),
+        fresh.path().join("docker-compose.dev.yml"),
+    )
+    .unwrap();
+    docs.push((
+        "init",
+        json(
+            fresh.path(),
+            &["init", "--from", "docker-compose.dev.yml"],
+            0,
+        ),
+    ));
+    for (name, doc) in docs {
+        let printed = run(repo.path(), &["schema", name]);
+        printed.assert_code(0);
+        let committed =
+            std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
+                .unwrap();
+        assert_eq!(printed.stdout, committed, "{name}");
+        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+    }
+}
+
+/// Every command that takes `--format` (found by walking `berth --help`, so a new one is
+/// caught) names the committed schemas of its JSON output, and `berth schema` prints each.
+#[test]
+fn every_command_with_a_json_output_has_a_schema() {
+    let schemas_of = |cmd: &str| -> &'static [&'static str] {
+        match cmd {
+            "deploy" | "rollback" => &["deploy", "deploy-plan"],
+            "lock status" => &["lock"],
+            "lock release" => &["lock-release"],
+            "tls issue" | "tls renew" => &["tls"],
+            "tls status" => &["tls-status"],
+            "lint commit" => &["lint-commit"],
+            "lint branch" => &["lint-branch"],
+            "hooks install" | "hooks uninstall" => &["hooks"],
+            "secrets list" => &["secrets-list"],
+            "secrets check" => &["secrets-check"],
+            "product add" => &["product-add"],
+            "product list" => &["product-list"],
+            "backup list" => &["backup-list"],
+            "backup verify" => &["verify"],
+            "backup prune" => &["backup-prune"],
+            "check" => &["check"],
+            "affected" => &["affected"],
+            "log" => &["log"],
+            "logs" => &["logs"],
+            "render" => &["render"],
+            "provision" => &["provision"],
+            "history" => &["history"],
+            "status" => &["status"],
+            "doctor" => &["doctor"],
+            "init" => &["init"],
+            "backup" => &["backup"],
+            "restore" => &["restore"],
+            _ => &[],
+        }
+    };
+    let dir = temp_dir();
+    let help = |cmd: &[String]| -> String {
+        let mut args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = run(dir.path(), &args);
+        out.assert_code(0);
+        out.stdout
+    };
+    // The subcommands a help text lists under `Commands:`.
+    let children = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  ") || l.is_empty())
+            .filter(|l| l.len() > 2 && !l[2..].starts_with(' '))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|c| c != "help")
+            .collect()
+    };
+    let mut todo = vec![Vec::<String>::new()];
+    let mut with_format = Vec::new();
+    while let Some(cmd) = todo.pop() {
+        let text = help(&cmd);
+        let takes_format = text
+            .lines()
+            .any(|l| l.trim_start().starts_with("--format <"));
+        if !cmd.is_empty() && takes_format {
+            with_format.push(cmd.join(" "));
+        }
+        for c in children(&text) {
+            let mut next = cmd.clone();
+            next.push(c);
+            todo.push(next);
+        }
+    }
+    assert!(with_format.len() > 20, "walked too little: {with_format:?}");
+    for cmd in &with_format {
+        let names = schemas_of(cmd);
+        assert!(
+            !names.is_empty(),
+            "`berth {cmd} --format json` has no schema: write schema/<name>.schema.json and add it to `berth schema`"
+        );
+        for name in names {
+            let printed = run(dir.path(), &["schema", name]);
+            printed.assert_code(0);
+            let committed = std::fs::read_to_string(
+                workspace_root().join(format!("schema/{name}.schema.json")),
+            )
+            .unwrap_or_default();
+            assert_eq!(printed.stdout, committed, "{name}");
+        }
+    }
 }

@@ -337,6 +337,25 @@ fn two_products_get_one_certificate_each_with_nonce_rejection_and_authz_reuse() 
     out.assert_code(0);
     assert!(out.stderr.contains("bestays: issued"), "{}", out.all());
     assert!(out.stderr.contains("realestate: issued"), "{}", out.all());
+    // Progress, one plain line per stage (stderr is no terminal here), prefixed by product.
+    for stage in [
+        "[bestays] order a certificate for bestays.app, www.bestays.app (it has no certificate)",
+        "[bestays] wait for the CA to validate every name",
+        "[bestays] send the certificate request, wait for the certificate",
+        "[bestays] install the certificate (nginx -t, reload)",
+        "[realestate] order a certificate for realestate.app, www.realestate.app",
+    ] {
+        assert!(out.stderr.contains(stage), "no `{stage}`:\n{}", out.all());
+    }
+    assert!(
+        out.stderr
+            .contains("[bestays] bestays.app: answer the CA's http-01 challenge")
+            || out
+                .stderr
+                .contains("[bestays] bestays.app: the CA still trusts"),
+        "{}",
+        out.all()
+    );
 
     // One certificate per product, naming exactly its own domains, chain verified.
     for (product, names) in [
@@ -463,6 +482,23 @@ fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
         s["health"], "expiring",
         "an hour-long certificate is under 7 days: {s}"
     );
+    // `berth doctor` names it too, with the fix, and counts it as a warning.
+    let doctor = site.berth(&["doctor", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
+    let cert = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "certificate bestays")
+        .unwrap_or_else(|| panic!("doctor has no certificate check: {doc}"));
+    assert_eq!(cert["status"], "warn", "{cert}");
+    let detail = cert["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("0 days left (expiring)") && detail.contains("the last attempt failed"),
+        "{cert}"
+    );
+    assert_eq!(cert["fix"], "`berth tls renew bestays`", "{cert}");
+    crate::logs::validate_json_docs("doctor.schema.json", &[doc]);
     let text = site.berth(&["tls", "status"]);
     assert!(
         text.stdout.contains("last attempt failed"),
@@ -573,6 +609,19 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     let s = site.product_status("realestate");
     assert_eq!(s["mode"], "files");
     assert!(s["days_left"].as_i64().unwrap() > 300, "{s}");
+    let doctor = site.berth(&["doctor", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
+    let finding = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "certificate realestate")
+        .unwrap_or_else(|| panic!("doctor has no certificate check: {doc}"));
+    assert_eq!(finding["status"], "ok", "{finding}");
+    assert!(
+        finding["detail"].as_str().unwrap().ends_with(" days left"),
+        "{finding}"
+    );
 
     // realestate's file breaks: its renew fails, nobody goes offline.
     site.repo.write(
@@ -583,6 +632,13 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     out.assert_code(1);
     assert!(out.stderr.contains("realestate:"), "{}", out.all());
     assert!(!out.stderr.contains("bestays: nginx"), "{}", out.all());
+    // The same as JSON: one outcome, one failure, in the published shape.
+    let out = site.berth(&["tls", "renew", "--all", "--format", "json"]);
+    out.assert_code(1);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["failures"][0]["product"], "realestate", "{doc}");
+    assert_eq!(doc["outcomes"][0]["product"], "bestays", "{doc}");
+    crate::logs::validate_json_docs("tls.schema.json", &[doc]);
     // Another product's change reloads nginx fine: the broken file never reached it.
     site.berth(&["tls", "issue", "bestays", "--force"])
         .assert_code(0);
