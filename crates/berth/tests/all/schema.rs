@@ -168,13 +168,7 @@ fn format_json_outputs_validate_against_their_schemas() {
         ),
     ];
     for (name, doc) in outputs {
-        let printed = site.berth(&["schema", name]);
-        printed.assert_code(0);
-        let committed =
-            std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
-                .unwrap();
-        assert_eq!(printed.stdout, committed, "{name}");
-        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+        assert_published(name, Some(doc));
     }
 }
 
@@ -260,13 +254,7 @@ fn git_and_manifest_command_outputs_validate_against_their_schemas() {
         ),
     ));
     for (name, doc) in docs {
-        let printed = run(repo.path(), &["schema", name]);
-        printed.assert_code(0);
-        let committed =
-            std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
-                .unwrap();
-        assert_eq!(printed.stdout, committed, "{name}");
-        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
+        assert_published(name, Some(doc));
     }
 }
 
@@ -349,13 +337,21 @@ fn every_command_with_a_json_output_has_a_schema() {
             "`berth {cmd} --format json` has no schema: write schema/<name>.schema.json and add it to `berth schema`"
         );
         for name in names {
-            let printed = run(dir.path(), &["schema", name]);
-            printed.assert_code(0);
-            let committed = std::fs::read_to_string(
-                workspace_root().join(format!("schema/{name}.schema.json")),
-            )
-            .unwrap_or_default();
-            assert_eq!(printed.stdout, committed, "{name}");
+            assert_published(name, None);
         }
+    }
+}
+
+/// `berth schema <name>` prints the committed schema/<name>.schema.json, and `doc` (a real
+/// output) validates against it.
+fn assert_published(name: &str, doc: Option<serde_json::Value>) {
+    let printed = run(temp_dir().path(), &["schema", name]);
+    printed.assert_code(0);
+    let committed =
+        std::fs::read_to_string(workspace_root().join(format!("schema/{name}.schema.json")))
+            .unwrap_or_default();
+    assert_eq!(printed.stdout, committed, "{name}");
+    if let Some(doc) = doc {
+        crate::logs::validate_json_docs(&format!("{name}.schema.json"), &[doc]);
     }
 }

@@ -483,14 +483,7 @@ fn with_the_ca_gone_renew_fails_loudly_and_the_old_certificate_keeps_serving() {
         "an hour-long certificate is under 7 days: {s}"
     );
     // `berth doctor` names it too, with the fix, and counts it as a warning.
-    let doctor = site.berth(&["doctor", "--format", "json"]);
-    let doc: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
-    let cert = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "certificate bestays")
-        .unwrap_or_else(|| panic!("doctor has no certificate check: {doc}"));
+    let (doc, cert) = doctor_finding(&site, "certificate bestays");
     assert_eq!(cert["status"], "warn", "{cert}");
     let detail = cert["detail"].as_str().unwrap();
     assert!(
@@ -609,14 +602,7 @@ fn a_broken_certificate_file_of_one_product_never_takes_another_offline() {
     let s = site.product_status("realestate");
     assert_eq!(s["mode"], "files");
     assert!(s["days_left"].as_i64().unwrap() > 300, "{s}");
-    let doctor = site.berth(&["doctor", "--format", "json"]);
-    let doc: serde_json::Value = serde_json::from_str(&doctor.stdout).unwrap();
-    let finding = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["check"] == "certificate realestate")
-        .unwrap_or_else(|| panic!("doctor has no certificate check: {doc}"));
+    let (_, finding) = doctor_finding(&site, "certificate realestate");
     assert_eq!(finding["status"], "ok", "{finding}");
     assert!(
         finding["detail"].as_str().unwrap().ends_with(" days left"),
@@ -743,6 +729,20 @@ impl RateLimitedCa {
         });
         Self { port, orders }
     }
+}
+
+/// `berth doctor --format json`, and its finding named `check`.
+fn doctor_finding(site: &TlsSite, check: &str) -> (serde_json::Value, serde_json::Value) {
+    let out = site.berth(&["doctor", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let finding = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == check)
+        .unwrap_or_else(|| panic!("doctor has no `{check}`: {doc}"))
+        .clone();
+    (doc, finding)
 }
 
 fn rand_nonce() -> u64 {
