@@ -365,17 +365,11 @@ pub fn rollback_after_the_window_starts_the_slot(h: &mut dyn StandbyHarness, pro
     deployed(h.harness(), product, &v1);
     let v2 = h.change(product);
     deployed(h.harness(), product, &v2);
-    let sb = h
-        .standby(product)
-        .expect("a standby right after the deploy");
+    // The deploy tag (the window's start) was written before the deploy returned.
+    let window_end = unix_now() + 2 + 1;
     let before = h.instance_ids(product);
     // Wait for the window to end (the condition itself: the clock).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while unix_now() < sb.until_unix {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the window never ended: {sb:?}"
-        );
+    while unix_now() <= window_end {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     rolled_back(h, product, &v1);

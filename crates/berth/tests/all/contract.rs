@@ -248,16 +248,17 @@ impl SiteHarness {
 
 impl StandbyHarness for SiteHarness {
     fn set_standby(&mut self, product: &str, window: &str) -> String {
-        let (from, _) = self
+        // The `[deploy]` line the site writes (not the example's comment).
+        let old = self
             .base
-            .split_once("standby = \"")
-            .expect("the site's berth.toml sets standby");
-        let old = self.base[from.len()..]
-            .split('\n')
-            .next()
-            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("standby = "))
+            .expect("the site's berth.toml sets standby")
             .to_string();
-        self.base = self.base.replace(&old, &format!("standby = \"{window}\""));
+        self.base = self.base.replace(
+            &format!("\n{old}\n"),
+            &format!("\nstandby = \"{window}\"\n"),
+        );
         self.manifest_changed = true;
         self.change(product)
     }
@@ -275,7 +276,19 @@ impl StandbyHarness for SiteHarness {
 
     fn standby(&mut self, product: &str) -> Option<StandbyView> {
         let v = json(self.site.repo.path(), &["status", product], 0);
-        let s = v["standby"].as_array()?.first()?.clone();
+        let Some(s) = v["standby"].as_array().and_then(|a| a.first()).cloned() else {
+            eprintln!(
+                "[{}] no standby: status {v}\ninstances {:?}\nberth.toml: {:?}",
+                self.name(),
+                self.instances(product),
+                std::fs::read_to_string(self.site.repo.path().join("berth.toml"))
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("standby"))
+                    .collect::<Vec<_>>()
+            );
+            return None;
+        };
         Some(StandbyView {
             slot: s["slot"].as_str()?.to_string(),
             version: s["version"].as_str()?.to_string(),
