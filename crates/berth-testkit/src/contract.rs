@@ -250,8 +250,11 @@ pub trait StandbyHarness: Harness {
     fn harness(&mut self) -> &mut dyn Harness;
 }
 
+/// A warm-standby scenario.
+pub type StandbyScenario = fn(&mut dyn StandbyHarness, &str);
+
 /// Every warm-standby scenario, by name.
-pub const STANDBY_SCENARIOS: &[(&str, fn(&mut dyn StandbyHarness, &str))] = &[
+pub const STANDBY_SCENARIOS: &[(&str, StandbyScenario)] = &[
     (
         "rollback_within_the_window_starts_nothing",
         rollback_within_the_window_starts_nothing,
