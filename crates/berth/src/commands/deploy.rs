@@ -335,8 +335,9 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     if !args.dry_run {
         reap_standby(&l, rt.as_ref(), &args.product, printer);
     }
+    let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
     let mut stderr = std::io::stderr();
-    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
+    let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
     print_plan(&p, printer);
     if args.dry_run {
@@ -374,8 +375,10 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     if !args.dry_run {
         reap_standby(&l, rt.as_ref(), &args.product, printer);
     }
+    // Planning asks the runtime the same question many times: one answer each.
+    let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
     let mut stderr = std::io::stderr();
-    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
+    let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
     let live = tags::history(&l.repo, &args.product)?
         .into_iter()
