@@ -9,6 +9,7 @@ pub mod lock;
 pub mod notify;
 pub mod proxy;
 pub mod record;
+pub mod standby;
 pub mod store;
 pub mod tags;
 
@@ -74,6 +75,18 @@ pub enum Step {
         slot: Slot,
         drain_ms: u64,
     },
+    /// The old slot keeps running without traffic for `window` after the switch: a
+    /// warm standby a rollback switches back to. Whoever comes after the window stops
+    /// it (see [`standby`]).
+    KeepStandby {
+        slot: Slot,
+        window: String,
+    },
+    /// Rollback within the standby window: `slot` still runs `version`, warm.
+    UseStandby {
+        slot: Slot,
+        version: String,
+    },
     Tag {
         name: String,
     },
@@ -107,6 +120,14 @@ impl std::fmt::Display for Step {
             Self::DrainAndStop { slot, drain_ms } => {
                 write!(f, "drain {drain_ms}ms, then stop the {slot} slot")
             }
+            Self::KeepStandby { slot, window } => write!(
+                f,
+                "keep the {slot} slot running without traffic as a warm standby for {window}"
+            ),
+            Self::UseStandby { slot, version } => write!(
+                f,
+                "the {slot} slot still runs {version} as a warm standby: no build, no start, no migration"
+            ),
             Self::Tag { name } => write!(f, "tag the deploy: {name}"),
             Self::Unlock => write!(f, "release the deploy lock"),
         }
@@ -218,6 +239,61 @@ pub fn plan(
             version: version.clone(),
         },
     ];
+    let window = standby::window(m, product);
+    // After the switch, the old slot: a warm standby, or drained and stopped.
+    let after_switch = |live: Slot| {
+        if window.is_zero() {
+            Step::DrainAndStop {
+                slot: live,
+                drain_ms: m.deploy.drain.0.as_millis() as u64,
+            }
+        } else {
+            Step::KeepStandby {
+                slot: live,
+                window: berth_manifest::duration::HumanDuration(window).to_string(),
+            }
+        }
+    };
+    // A rollback to the version the warm standby runs is a switch back to it (after
+    // its health check, as always). A standby that died, or whose window is over,
+    // does not count: the rollback starts the slot as without one.
+    if rollback_of.is_some()
+        && zero_downtime
+        && let Some(l) = live
+        && let Some(s) = standby::find(m, &ctx.repo, ctx.runtime, ctx.front_door.as_ref(), product)
+        && s.slot == l.other()
+        && s.version == version
+        && s.alive
+        && !s.expired(standby::now_unix())
+        && standby_answers(m, ctx.runtime, product, s.slot)
+    {
+        steps.extend([
+            Step::UseStandby {
+                slot: s.slot,
+                version: version.clone(),
+            },
+            Step::HealthCheck { slot: s.slot },
+            Step::Switch {
+                from: live,
+                to: s.slot,
+            },
+            after_switch(l),
+            Step::Tag {
+                name: format!("{product}-deploy-{}", tags::utc_stamp(now_secs()).0),
+            },
+            Step::Unlock,
+        ]);
+        return Ok(Plan {
+            product: product.to_string(),
+            commit: commit.to_string(),
+            version,
+            live,
+            target: s.slot,
+            zero_downtime,
+            rollback_of,
+            steps,
+        });
+    }
     if ctx.runtime.has_version(product, &version) {
         steps.push(Step::Retained {
             version: version.clone(),
@@ -248,10 +324,7 @@ pub fn plan(
             to: target,
         });
         if let Some(l) = live {
-            steps.push(Step::DrainAndStop {
-                slot: l,
-                drain_ms: m.deploy.drain.0.as_millis() as u64,
-            });
+            steps.push(after_switch(l));
         }
     } else {
         steps.push(Step::RestartInPlace {
@@ -273,6 +346,17 @@ pub fn plan(
         zero_downtime,
         rollback_of,
         steps,
+    })
+}
+
+/// Whether every health-checked service of `slot` answers one probe now (a standby
+/// that died or hangs does not: the rollback then starts the slot).
+fn standby_answers(m: &Manifest, rt: &dyn Runtime, product: &str, slot: Slot) -> bool {
+    m.products[product].services.iter().all(|(name, svc)| {
+        let Some(h) = &svc.health else { return true };
+        rt.addresses(product, name, slot)
+            .iter()
+            .all(|a| health::probe(a, &h.path, h.timeout.0).ok())
     })
 }
 
@@ -486,7 +570,7 @@ impl Run<'_, '_> {
     fn step(&mut self, step: &Step) -> Result<(), StepError> {
         match step {
             Step::Lock => self.take_lock(),
-            Step::ResolveVersion { .. } | Step::Retained { .. } => Ok(()),
+            Step::ResolveVersion { .. } | Step::Retained { .. } | Step::UseStandby { .. } => Ok(()),
             Step::Build { .. } => self.build(),
             Step::Migrate { service } => self.migrate(service),
             Step::StartSlot { slot, .. } => self.start_idle_slot(*slot),
@@ -496,6 +580,7 @@ impl Run<'_, '_> {
             Step::DrainAndStop { slot, drain_ms } => {
                 self.drain_and_stop(*slot, Duration::from_millis(*drain_ms))
             }
+            Step::KeepStandby { .. } => self.keep_standby(),
             Step::Tag { name } => self.tag(name),
             Step::Unlock => {
                 self.lock.take();
@@ -546,7 +631,21 @@ impl Run<'_, '_> {
             .instances(self.product())?
             .iter()
             .any(|i| i.slot == slot && i.alive);
-        if leftovers {
+        // A warm standby there took no traffic since the switch away from it: once the
+        // drain has passed since then, it goes without another wait.
+        let drained = standby::find(
+            self.ctx.manifest,
+            &self.ctx.repo,
+            rt,
+            self.ctx.front_door.as_ref(),
+            self.product(),
+        )
+        .is_some_and(|s| {
+            s.slot == slot
+                && standby::now_unix().saturating_sub(s.since_unix)
+                    > self.ctx.manifest.deploy.drain.0.as_secs_f64().ceil() as u64
+        });
+        if leftovers && !drained {
             std::thread::sleep(self.ctx.manifest.deploy.drain.0);
         }
         rt.stop(self.product(), slot)?;
@@ -581,6 +680,18 @@ impl Run<'_, '_> {
     fn drain_and_stop(&mut self, slot: Slot, drain: Duration) -> Result<(), StepError> {
         std::thread::sleep(drain);
         self.ctx.runtime.stop(self.product(), slot)?;
+        self.prune_old_images();
+        Ok(())
+    }
+
+    /// The old slot keeps running; only the images beyond `keep` go (the standby's
+    /// version is among the kept ones: it is the previous deploy).
+    fn keep_standby(&mut self) -> Result<(), StepError> {
+        self.prune_old_images();
+        Ok(())
+    }
+
+    fn prune_old_images(&mut self) {
         // The newest `keep` deployed versions keep their images; older ones go.
         // Never fewer than two: the live version and the one a rollback returns to.
         let keep = kept_versions(self.ctx, self.product(), Some(&self.plan.version));
@@ -591,7 +702,6 @@ impl Run<'_, '_> {
             Ok(_) => {}
             Err(e) => self.say(&format!("    could not prune old images: {e}")),
         }
-        Ok(())
     }
 
     fn tag(&mut self, name: &str) -> Result<(), StepError> {

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 pub struct AuditRecord {
     /// What happened: `deploy` (a whole deploy or rollback), a deploy step (`lock`,
     /// `build`, `switch`, ...), `backup`, `backup-verify`, `restore`, `run`,
-    /// `secrets-set`, `secrets-unset`, `secrets-import`, `lock-hold`, `lock-release`.
+    /// `secrets-set`, `secrets-unset`, `secrets-import`, `lock-hold`, `lock-release`,
+    /// `standby-stop` (an expired warm standby stopped).
     pub step: String,
     /// The product it happened to.
     pub product: String,

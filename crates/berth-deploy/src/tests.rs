@@ -19,6 +19,7 @@ name = "fake"
 
 [deploy]
 drain = "5ms"
+standby = "0"
 
 [products.bestays]
 paths = ["products/bestays/**"]
@@ -517,4 +518,104 @@ fn audit_records_name_each_step_and_the_deploy() {
         ok["tag"].as_str().unwrap().starts_with("bestays-deploy-"),
         "{ok}"
     );
+}
+
+impl contract::StandbyHarness for Fake {
+    fn set_standby(&mut self, product: &str, window: &str) -> String {
+        self.manifest.deploy.standby = window.parse().unwrap();
+        self.change(product)
+    }
+    fn instance_ids(&mut self, product: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .rt
+            .instances(product)
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.alive)
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+    fn standby(&mut self, product: &str) -> Option<contract::StandbyView> {
+        let repo = berth_git::Repo::open(self.repo.path()).unwrap();
+        let s = standby::find(&self.manifest, &repo, self.rt.as_ref(), &self.door, product)?;
+        Some(contract::StandbyView {
+            slot: s.slot.to_string(),
+            version: s.version,
+            alive: s.alive,
+            until_unix: s.until_unix,
+        })
+    }
+    fn kill_standby(&mut self, product: &str) {
+        let s = self.standby(product).expect("a standby to kill");
+        self.rt.crash(product, Slot::parse(&s.slot).unwrap());
+    }
+    fn harness(&mut self) -> &mut dyn Harness {
+        self
+    }
+}
+
+/// The warm-standby scenarios of the contract suite on the fake runtime, and what
+/// only the fake can see: a rollback within the window calls nothing on the runtime
+/// that changes something (no start, no stop, no build, no migration).
+#[test]
+fn the_standby_scenarios_pass_on_the_fake_runtime() {
+    let mut f = Fake::new();
+    contract::run_standby(&mut f, "bestays");
+}
+
+/// Within the window: the rollback's plan is a switch to the standby, and executing
+/// it changes nothing in the runtime. The old slot stays a standby after a deploy
+/// (no stop), and `standby = "0"` stops it as before.
+#[test]
+fn a_rollback_within_the_window_is_only_a_switch() {
+    use contract::StandbyHarness;
+    let mut f = Fake::new();
+    let v1 = f.set_standby("bestays", "10m");
+    f.deploy_head("bestays").unwrap();
+    f.change("bestays");
+    f.deploy_head("bestays").unwrap();
+    let calls = f.rt.calls();
+    assert!(
+        calls
+            .last()
+            .is_some_and(|c| c.starts_with("start bestays green")),
+        "the deploy stopped nothing after its start: the old slot is a standby: {calls:?}"
+    );
+    assert_eq!(
+        f.rt.running_version("bestays", Slot::Blue),
+        Some(v1.clone())
+    );
+    let plan = f.plan_head("bestays");
+    assert!(
+        plan.steps.iter().any(|s| matches!(
+            s,
+            Step::KeepStandby {
+                slot: Slot::Green,
+                ..
+            }
+        )),
+        "{:?}",
+        plan.steps
+    );
+    let before = f.rt.calls().len();
+    f.rollback("bestays", None).unwrap();
+    let during: Vec<String> = f.rt.calls()[before..].to_vec();
+    assert_eq!(
+        during,
+        Vec::<String>::new(),
+        "the rollback changed the runtime"
+    );
+    assert!(
+        f.progress
+            .contains("as a warm standby: no build, no start, no migration"),
+        "{}",
+        f.progress
+    );
+    assert_eq!(f.answering("bestays"), Some(v1));
+    // Off: the old slot is drained and stopped by the deploy itself.
+    f.set_standby("bestays", "0");
+    f.deploy_head("bestays").unwrap();
+    assert!(f.standby("bestays").is_none(), "{:?}", f.rt.calls());
 }

@@ -201,6 +201,17 @@ pub struct ProductNetwork {
 }
 
 impl Manifest {
+    /// How long the old slot of `product` stays a warm standby after a switch: its
+    /// `[products.<name>.deploy] standby`, else `[deploy] standby` (zero: none).
+    pub fn standby(&self, product: &str) -> std::time::Duration {
+        self.products
+            .get(product)
+            .and_then(|p| p.deploy.as_ref())
+            .and_then(|d| d.standby)
+            .unwrap_or(self.deploy.standby)
+            .0
+    }
+
     /// The host port of a service in its blue slot (`green`: false) or its green slot:
     /// `host_port` (or `port`), green `[deploy] slot_port_offset` above it. The one
     /// slot-to-port rule (`berth_runtime::slot_port` and the rendered compose files use it).
@@ -391,7 +402,14 @@ pub struct Deploy {
     pub drain: HumanDuration,
     /// The green slot listens on `host_port + slot_port_offset` (blue on `host_port`).
     pub slot_port_offset: u16,
+    /// Warm standby: how long the old slot keeps running, without traffic, after a
+    /// switch; within it `berth rollback` is only a switch back (no start, no
+    /// migration). `"0"` stops the old slot right after its drain.
+    pub standby: HumanDuration,
 }
+
+/// The longest warm standby berth.toml may ask for: a standby holds its memory.
+pub const MAX_STANDBY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 impl Default for Deploy {
     fn default() -> Self {
@@ -400,8 +418,18 @@ impl Default for Deploy {
             keep: 5,
             drain: HumanDuration::from_secs(2),
             slot_port_offset: 10000,
+            standby: HumanDuration::from_secs(300),
         }
     }
+}
+
+/// `[products.<name>.deploy]`: per-product overrides of `[deploy]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductDeploy {
+    /// This product's warm standby (instead of `[deploy] standby`); `"0"` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<HumanDuration>,
 }
 
 /// Where locks and the audit log live.
@@ -726,6 +754,9 @@ pub struct Product {
     /// Overrides of `[backup]` for this product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ProductBackup>,
+    /// Overrides of `[deploy]` for this product (its warm standby).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<ProductDeploy>,
     /// Resource limits of each of this product's services (over `[limits]`; a service's
     /// own `limits` win).
     #[serde(default, skip_serializing_if = "Option::is_none")]

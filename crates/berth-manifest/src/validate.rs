@@ -94,6 +94,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.infra();
     v.containers();
     v.backup();
+    v.standby();
     v.serve();
     v.notify();
     v.tls();
@@ -964,6 +965,28 @@ impl Validator<'_> {
                 env,
             ));
             self.push(d);
+        }
+    }
+
+    /// `[deploy] standby` and each product's override: at most a day (a standby
+    /// holds its memory the whole time).
+    fn standby(&mut self) {
+        let mut values = vec![(vpath(&["deploy", "standby"]), self.m.deploy.standby)];
+        for (name, p) in &self.m.products {
+            if let Some(s) = p.deploy.as_ref().and_then(|d| d.standby) {
+                values.push((vpath(&["products", name, "deploy", "standby"]), s));
+            }
+        }
+        for (path, s) in values {
+            if s.0 > crate::model::MAX_STANDBY {
+                let d = Diagnostic::error(
+                    "standby-too-long",
+                    format!("standby `{s}` is longer than a day: the old slot would hold its memory that long"),
+                )
+                .at(self.label(&path, "at most \"24h\""))
+                .help("a few minutes covers a rollback after a bad deploy; write \"0\" to stop the old slot right after its drain");
+                self.push(d);
+            }
         }
     }
 

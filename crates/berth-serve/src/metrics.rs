@@ -256,6 +256,22 @@ impl Collector for Derived {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "berth_standby_until_timestamp",
+                "Unix time the product's warm standby (its old slot, running without traffic) is stopped; absent when none runs",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(sb) = &p.view.standby {
+                    let mut l = product(&p.view.name);
+                    l.push(("slot", sb.slot.to_string()));
+                    l.push(("alive", sb.alive.to_string()));
+                    ConstGauge::new(sb.until_unix as i64).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "berth_last_backup_timestamp",
                 "Unix time the product's newest backup finished",
                 Some(&Unit::Seconds),

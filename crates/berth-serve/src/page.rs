@@ -180,6 +180,20 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         _ => r#"<span class="muted">not deployed</span>"#.to_string(),
     };
     let _ = write!(s, "<dt>Live</dt><dd>{live}</dd>");
+    if let Some(sb) = &p.standby {
+        let _ = write!(
+            s,
+            r#"<dt>Standby</dt><dd class="standby"><code class="version">{}</code> <span class="muted">({}, no traffic)</span> {} until {}</dd>"#,
+            esc(&sb.version),
+            sb.slot,
+            if sb.alive {
+                "warm"
+            } else {
+                "<strong>died</strong>"
+            },
+            esc(&sb.until())
+        );
+    }
     let deploy = match &p.last_deploy {
         Some(d) => format!(
             r#"{} ago by {}{}<br><span class="muted">{}{}</span>"#,

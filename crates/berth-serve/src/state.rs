@@ -134,6 +134,9 @@ pub struct ProductView {
     pub deploys: DeployCounts,
     /// Its certificate (mode acme or files): names, expiry, days left, last error.
     pub tls: Option<berth_tls::ProductStatus>,
+    /// Its old slot, still running without traffic after a switch (`[deploy] standby`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<berth_deploy::standby::Standby>,
 }
 
 /// A product in the snapshot: its view without probes, and its deploy events.
@@ -361,6 +364,25 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
             file: r.file.clone(),
         });
         let tls = tls_status.iter().find(|t| t.product == *name).cloned();
+        // berth has no daemon of its own: each tick of `berth serve` ends a standby
+        // whose window is over (under the deploy lock), then shows the one that runs.
+        let standby = src.repo.as_ref().and_then(|repo| {
+            let reaped = berth_deploy::standby::reap(
+                m,
+                repo,
+                src.runtime.as_ref(),
+                front_door.as_ref(),
+                &src.store,
+                name,
+                "berth serve",
+            );
+            if let Err(e) = reaped {
+                problems.push(format!(
+                    "{name}: could not stop the expired warm standby: {e}"
+                ));
+            }
+            berth_deploy::standby::find(m, repo, src.runtime.as_ref(), front_door.as_ref(), name)
+        });
         products.push(ProductState {
             view: ProductView {
                 name: name.clone(),
@@ -374,6 +396,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                 last_backup,
                 deploys: d.counts.clone(),
                 tls,
+                standby,
             },
             events: d.newest_first(),
             durations: d.durations.clone(),

@@ -223,3 +223,170 @@ pub fn killed_between_steps(h: &mut dyn Harness, product: &str) {
         deployed(h, product, &next);
     }
 }
+
+/// A product's warm standby as the harness reads it (berth's own view of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StandbyView {
+    pub slot: String,
+    pub version: String,
+    /// Every service runs in it.
+    pub alive: bool,
+    /// When its window ends (Unix seconds).
+    pub until_unix: u64,
+}
+
+/// What the warm-standby scenarios need beyond [`Harness`]: set the window, see the
+/// instances (to tell a switch from a start), and kill the standby.
+pub trait StandbyHarness: Harness {
+    /// Commit `[deploy] standby = "<window>"`; returns the version a deploy gets.
+    fn set_standby(&mut self, product: &str, window: &str) -> String;
+    /// The ids (pid or container id) of the product's running instances, sorted.
+    fn instance_ids(&mut self, product: &str) -> Vec<String>;
+    /// The product's warm standby, if one runs.
+    fn standby(&mut self, product: &str) -> Option<StandbyView>;
+    /// Kill every process of the standby (as if it crashed).
+    fn kill_standby(&mut self, product: &str);
+    /// Upcast, to drive the scenarios of [`Harness`].
+    fn harness(&mut self) -> &mut dyn Harness;
+}
+
+/// A warm-standby scenario.
+pub type StandbyScenario = fn(&mut dyn StandbyHarness, &str);
+
+/// Every warm-standby scenario, by name.
+pub const STANDBY_SCENARIOS: &[(&str, StandbyScenario)] = &[
+    (
+        "rollback_within_the_window_starts_nothing",
+        rollback_within_the_window_starts_nothing,
+    ),
+    (
+        "a_dead_standby_is_started_again",
+        a_dead_standby_is_started_again,
+    ),
+    (
+        "rollback_after_the_window_starts_the_slot",
+        rollback_after_the_window_starts_the_slot,
+    ),
+];
+
+/// Run every warm-standby scenario against `h` on `product`, in order; the product's
+/// standby is set to "0" at the end.
+pub fn run_standby(h: &mut dyn StandbyHarness, product: &str) {
+    for (name, scenario) in STANDBY_SCENARIOS {
+        eprintln!("contract [{}]: {name}", h.name());
+        scenario(h, product);
+    }
+    h.set_standby(product, "0");
+}
+
+#[track_caller]
+fn rolled_back(h: &mut dyn StandbyHarness, product: &str, version: &str) {
+    if let Err(report) = h.rollback(product, None) {
+        panic!("[{}] rollback failed:\n{report}", h.name());
+    }
+    assert_eq!(
+        h.serving(product).as_deref(),
+        Some(version),
+        "[{}] a rollback returns to the previous deploy",
+        h.name()
+    );
+}
+
+/// Within the window a rollback is a switch: the same processes run before and after
+/// it (nothing started, nothing stopped), the version rolled away from becomes the
+/// standby, and a deploy then replaces that standby (its slot gets the new version).
+pub fn rollback_within_the_window_starts_nothing(h: &mut dyn StandbyHarness, product: &str) {
+    let v1 = h.set_standby(product, "10m");
+    deployed(h.harness(), product, &v1);
+    let v2 = h.change(product);
+    deployed(h.harness(), product, &v2);
+    let sb = h.standby(product).unwrap_or_else(|| {
+        panic!(
+            "[{}] after a deploy the old slot is a warm standby",
+            h.name()
+        )
+    });
+    assert_eq!(
+        (sb.version.as_str(), sb.alive),
+        (v1.as_str(), true),
+        "[{}]",
+        h.name()
+    );
+    let before = h.instance_ids(product);
+    rolled_back(h, product, &v1);
+    assert_eq!(
+        h.instance_ids(product),
+        before,
+        "[{}] a rollback within the window starts and stops nothing",
+        h.name()
+    );
+    let now = h
+        .standby(product)
+        .expect("the rolled-away version is the standby");
+    assert_eq!(now.version, v2, "[{}]", h.name());
+    assert_ne!(now.slot, sb.slot, "[{}]", h.name());
+    // A deploy in the window goes to the standby's slot, replacing it.
+    let v3 = h.change(product);
+    deployed(h.harness(), product, &v3);
+    let after = h.standby(product).expect("a standby after the deploy");
+    assert_eq!(
+        (after.slot.as_str(), after.version.as_str()),
+        (sb.slot.as_str(), v1.as_str()),
+        "[{}] the deploy replaced the standby; v1 is the new standby",
+        h.name()
+    );
+}
+
+/// A standby that died is noticed: the rollback starts the slot again and succeeds.
+pub fn a_dead_standby_is_started_again(h: &mut dyn StandbyHarness, product: &str) {
+    let v1 = h.change(product);
+    deployed(h.harness(), product, &v1);
+    let v2 = h.change(product);
+    deployed(h.harness(), product, &v2);
+    let before = h.instance_ids(product);
+    h.kill_standby(product);
+    if let Some(sb) = h.standby(product) {
+        assert!(
+            !sb.alive,
+            "[{}] a killed standby is not alive: {sb:?}",
+            h.name()
+        );
+    }
+    rolled_back(h, product, &v1);
+    let after = h.instance_ids(product);
+    assert!(
+        after.iter().any(|id| !before.contains(id)),
+        "[{}] the rollback started the dead standby's slot again: {before:?} -> {after:?}",
+        h.name()
+    );
+}
+
+/// After the window the standby is gone (or goes at the next command) and a rollback
+/// starts the slot, as without a standby.
+pub fn rollback_after_the_window_starts_the_slot(h: &mut dyn StandbyHarness, product: &str) {
+    let v1 = h.set_standby(product, "2s");
+    deployed(h.harness(), product, &v1);
+    let v2 = h.change(product);
+    deployed(h.harness(), product, &v2);
+    // The deploy tag (the window's start) was written before the deploy returned.
+    let window_end = unix_now() + 2 + 1;
+    let before = h.instance_ids(product);
+    // Wait for the window to end (the condition itself: the clock).
+    while unix_now() <= window_end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    rolled_back(h, product, &v1);
+    let after = h.instance_ids(product);
+    assert!(
+        after.iter().any(|id| !before.contains(id)),
+        "[{}] after the window the rollback started the slot: {before:?} -> {after:?}",
+        h.name()
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -377,7 +377,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         );
     }
 
-    d.step("berth rollback bestays: back to the previous deploy, no rebuild");
+    d.step("berth rollback bestays: back to the previous deploy, still running as a warm standby: only a switch");
     d.must(&["rollback", "bestays", "--yes"], 0)?;
     if nginx {
         println!(

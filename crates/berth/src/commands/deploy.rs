@@ -94,6 +94,35 @@ pub(super) fn runtime_err(e: berth_runtime::RuntimeError) -> CliError {
     }
 }
 
+/// Stop the product's warm standby if its window is over (berth has no daemon: the
+/// next command on the product ends it). A failure to stop is a warning.
+pub(super) fn reap_standby(l: &Loaded, rt: &dyn Runtime, product: &str, printer: &Printer) {
+    let front_door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    match berth_deploy::standby::reap(
+        &l.manifest,
+        &l.repo,
+        rt,
+        front_door.as_ref(),
+        &l.store,
+        product,
+        &berth_deploy::operator(&l.repo),
+    ) {
+        Ok(berth_deploy::standby::Reaped::Stopped(s)) => printer.status(
+            "Stopped",
+            &format!(
+                "the warm standby of {product} ({} slot, {}): its window ended at {}",
+                s.slot,
+                s.version,
+                s.until()
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => printer.warn(&format!(
+            "could not stop the expired warm standby of {product}: {e}"
+        )),
+    }
+}
+
 fn confirm(question: &str, yes: bool) -> Result<bool> {
     if yes || !std::io::stdin().is_terminal() {
         return Ok(true);
@@ -303,8 +332,12 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     {
         printer.warn(&warning);
     }
+    if !args.dry_run {
+        reap_standby(&l, rt.as_ref(), &args.product, printer);
+    }
+    let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
     let mut stderr = std::io::stderr();
-    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
+    let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
     print_plan(&p, printer);
     if args.dry_run {
@@ -339,21 +372,30 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     product_known(&l.manifest, &args.product)?;
     super::secrets::require_complete(&l.manifest, &l.root, &args.product)?;
     let rt = runtime(&l, args.runtime)?;
+    if !args.dry_run {
+        reap_standby(&l, rt.as_ref(), &args.product, printer);
+    }
+    // Planning asks the runtime the same question many times: one answer each.
+    let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
     let mut stderr = std::io::stderr();
-    let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
+    let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
     let live = tags::history(&l.repo, &args.product)?
         .into_iter()
         .next()
         .map(|r| r.tag)
         .unwrap_or_default();
-    if !rt.has_version(&args.product, &target.version) {
+    let p = plan(&ctx, &args.product, &target.commit, Some(live)).map_err(deploy_err)?;
+    let warm = p
+        .steps
+        .iter()
+        .any(|s| matches!(s, berth_deploy::Step::UseStandby { .. }));
+    if !warm && !rt.has_version(&args.product, &target.version) {
         printer.warn(&format!(
             "{} is no longer retained: it will be rebuilt from {}",
             target.version, target.tag
         ));
     }
-    let p = plan(&ctx, &args.product, &target.commit, Some(live)).map_err(deploy_err)?;
     print_plan(&p, printer);
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
@@ -411,12 +453,31 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
     let rt = runtime(&l, args.runtime)?;
     let front_door = berth_deploy::front_door::open(&l.manifest, &l.root);
     let mut rows = Vec::new();
+    let mut standbys = Vec::new();
     for (name, p) in l
         .manifest
         .products
         .iter()
         .filter(|(n, _)| args.product.as_ref().is_none_or(|x| x == *n))
     {
+        reap_standby(&l, rt.as_ref(), name, printer);
+        if let Some(s) = berth_deploy::standby::find(
+            &l.manifest,
+            &l.repo,
+            rt.as_ref(),
+            front_door.as_ref(),
+            name,
+        ) {
+            standbys.push(json!({
+                "product": name,
+                "slot": s.slot,
+                "version": s.version,
+                "alive": s.alive,
+                "since": tags::utc_stamp(s.since_unix).1,
+                "until": s.until(),
+                "until_unix": s.until_unix,
+            }));
+        }
         let instances = rt
             .instances(name)
             .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -464,7 +525,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
     }
     let tls = super::tls::status_of(&l.manifest, &l.root, args.product.as_deref());
     match args.format {
-        Format::Json => printer.json(&json!({ "services": rows, "tls": tls })),
+        Format::Json => printer.json(&json!({ "services": rows, "tls": tls, "standby": standbys })),
         Format::Text => {
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
@@ -490,6 +551,21 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     uptime,
                     backup,
                     s("last_deploy")
+                );
+            }
+            for sb in &standbys {
+                let s = |k: &str| sb[k].as_str().unwrap_or("-").to_string();
+                println!(
+                    "{}: warm standby in {} ({}, no traffic) until {}{}",
+                    s("product"),
+                    s("slot"),
+                    s("version"),
+                    s("until"),
+                    if sb["alive"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        "; it died: a rollback starts it again"
+                    }
                 );
             }
             super::tls::print_status(&tls, printer);

@@ -828,7 +828,7 @@ fn fresh_init_reaches_the_hosts_databases(server_image: ServerImage) {
         .replace("host_port = 8011", &format!("host_port = {server}"))
         .replace("host_port = 5183", &format!("host_port = {frontend}"))
         .replace("interval = \"10s\"", "interval = \"1s\"");
-    let m = format!("{m}\n[deploy]\nruntime = \"compose\"\n");
+    let m = format!("{m}\n[deploy]\nruntime = \"compose\"\nstandby = \"0\"\n");
     repo.write("berth.toml", &m);
     run(repo.path(), &["render", "--env", "dev"]).assert_code(0);
     let acl = std::fs::read_to_string(repo.path().join("deploy/dev/redis/users.acl")).unwrap();

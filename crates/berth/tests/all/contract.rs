@@ -8,7 +8,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use berth_runtime::Kind;
-use berth_testkit::contract::{self, Break, Harness};
+use berth_testkit::contract::{self, Break, Harness, StandbyHarness, StandbyView};
 
 use crate::deploy::Site;
 use crate::support::*;
@@ -233,6 +233,125 @@ impl Harness for SiteHarness {
             _ => None,
         }
     }
+}
+
+impl SiteHarness {
+    /// The product's instances as the runtime reports them.
+    fn instances(&self, product: &str) -> Vec<berth_runtime::Instance> {
+        let path = self.site.repo.path().join("berth.toml");
+        let m = berth_manifest::load_path(&path).unwrap().0.manifest;
+        berth_runtime::open(Some(self.site.runtime), &m, self.site.repo.path())
+            .instances(product)
+            .unwrap()
+    }
+}
+
+impl StandbyHarness for SiteHarness {
+    fn set_standby(&mut self, product: &str, window: &str) -> String {
+        // The `[deploy]` line the site writes (not the example's comment).
+        let old = self
+            .base
+            .lines()
+            .find(|l| l.starts_with("standby = "))
+            .expect("the site's berth.toml sets standby")
+            .to_string();
+        self.base = self.base.replace(
+            &format!("\n{old}\n"),
+            &format!("\nstandby = \"{window}\"\n"),
+        );
+        self.manifest_changed = true;
+        self.change(product)
+    }
+
+    fn instance_ids(&mut self, product: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .instances(product)
+            .into_iter()
+            .filter(|i| i.alive)
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn standby(&mut self, product: &str) -> Option<StandbyView> {
+        let v = json(self.site.repo.path(), &["status", product], 0);
+        let Some(s) = v["standby"].as_array().and_then(|a| a.first()).cloned() else {
+            eprintln!(
+                "[{}] no standby: status {v}\ninstances {:?}\nberth.toml: {:?}",
+                self.name(),
+                self.instances(product),
+                std::fs::read_to_string(self.site.repo.path().join("berth.toml"))
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.contains("standby"))
+                    .collect::<Vec<_>>()
+            );
+            return None;
+        };
+        Some(StandbyView {
+            slot: s["slot"].as_str()?.to_string(),
+            version: s["version"].as_str()?.to_string(),
+            alive: s["alive"].as_bool()?,
+            until_unix: s["until_unix"].as_u64()?,
+        })
+    }
+
+    fn kill_standby(&mut self, product: &str) {
+        let sb = self.standby(product).expect("a standby to kill");
+        for i in self.instances(product) {
+            if i.slot.name() != sb.slot || !i.alive {
+                continue;
+            }
+            if self.site.compose.is_some() {
+                let out = std::process::Command::new("docker")
+                    .args(["kill", &i.id])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+            } else {
+                // The process group this test's berth started (its pid file names it).
+                let pid: i32 = i.id.parse().unwrap();
+                let out = std::process::Command::new("kill")
+                    .args(["-9", "--", &format!("-{pid}")])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+            }
+        }
+        // Until the runtime sees it dead.
+        let until = Instant::now() + Duration::from_secs(20);
+        while self
+            .instances(product)
+            .iter()
+            .any(|i| i.slot.name() == sb.slot && i.alive)
+        {
+            assert!(Instant::now() < until, "the killed standby still runs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn harness(&mut self) -> &mut dyn Harness {
+        self
+    }
+}
+
+/// The warm-standby scenarios under load: a rollback within the window is a switch
+/// (the same processes before and after), a dead standby is started again, and
+/// after the window the rollback starts the slot.
+fn the_standby_scenarios_pass_on(kind: Kind) {
+    let mut h = SiteHarness::new(kind);
+    contract::run_standby(&mut h, "bestays");
+}
+
+#[test]
+fn the_standby_scenarios_pass_on_local() {
+    the_standby_scenarios_pass_on(Kind::Local);
+}
+
+#[test]
+fn the_standby_scenarios_pass_on_compose() {
+    the_standby_scenarios_pass_on(Kind::Compose);
 }
 
 fn the_contract_suite_passes_on(kind: Kind) {

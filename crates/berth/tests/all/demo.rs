@@ -52,7 +52,8 @@ fn demo_runs_on_docker_with_runtime_compose() {
         "containers behind nginx",
         "build images (compose)",
         "is live in green",
-        "reuse the retained images",
+        // The rollback goes back to the old slot, still running as a warm standby.
+        "as a warm standby: no build, no start, no migration",
         "[10] done",
     ] {
         assert!(

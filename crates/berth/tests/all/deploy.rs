@@ -59,7 +59,7 @@ impl Site {
         );
         m = m.replace(
             "[secret_scan]",
-            "[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\n\n[secret_scan]",
+            "[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\nstandby = \"0\"\n\n[secret_scan]",
         );
         for old in [
             "host_port = 8011",

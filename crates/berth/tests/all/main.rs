@@ -28,6 +28,7 @@ mod schema;
 mod secrets;
 mod secrets_cmd;
 mod serve;
+mod standby;
 mod support;
 mod swarm;
 mod tls;

@@ -1626,3 +1626,58 @@ fn a_short_token_on_a_public_address_is_refused() {
         "the token is never shown: {err}"
     );
 }
+
+/// A warm standby shows on the dashboard, in the API and in /metrics with when it
+/// ends; at the end of its window `berth serve`'s tick stops it (audited as
+/// `standby-stop`) and it disappears from all three.
+#[test]
+fn a_warm_standby_shows_and_the_serve_tick_ends_it() {
+    let site = Site::new(0);
+    site.edit_manifest("standby = \"0\"", "standby = \"4s\"");
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.change("bestays", 1);
+    let v1 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    site.change("bestays", 2);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let serve = Serve::start(site.repo.path(), &["--refresh", "200ms"], &[]);
+    let p = serve.wait_product("bestays", Duration::from_secs(20), "a standby", |p| {
+        !p["standby"].is_null()
+    });
+    assert_eq!(p["standby"]["version"], v1.as_str(), "{p}");
+    let until = p["standby"]["until_unix"].as_u64().unwrap();
+    let text = serve.get("/metrics").1;
+    promtool_check(&text);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("berth_standby_until_timestamp_seconds{")
+                && l.contains("product=\"bestays\"")
+                && l.ends_with(&format!(" {until}"))),
+        "{text}"
+    );
+    let page = serve.get("/").1;
+    assert!(
+        page.contains("<dt>Standby</dt>") && page.contains(&v1),
+        "{page}"
+    );
+    // The window ends; the next tick stops the standby.
+    let p = serve.wait_product(
+        "bestays",
+        Duration::from_secs(30),
+        "the standby gone",
+        |p| p["standby"].is_null(),
+    );
+    assert!(now() >= until, "stopped before its window ended: {p}");
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"standby-stop\"") && l.contains("\"ok\"")),
+        "{audit}"
+    );
+    let text = serve.get("/metrics").1;
+    assert!(
+        !text.contains("berth_standby_until_timestamp_seconds{"),
+        "{text}"
+    );
+}

@@ -184,7 +184,7 @@ impl TlsSite {
         );
         m = m.replace(
             "[secret_scan]",
-            &format!("[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\n\n{tls}\n\n[secret_scan]"),
+            &format!("[deploy]\nruntime = \"local\"\nslot_port_offset = 1\ndrain = \"1s\"\nstandby = \"0\"\n\n{tls}\n\n[secret_scan]"),
         );
         for old in [
             "host_port = 8011",
