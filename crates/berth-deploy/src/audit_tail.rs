@@ -258,7 +258,7 @@ impl PgTail {
             .query(
                 "SELECT 'berth_audit'::regclass::oid, pg_relation_filenode('berth_audit'), coalesce(max(id), 0) FROM berth_audit",
             )
-            .map_err(what)?;
+            .map_err(|e| what(e.into()))?;
         let mut head = head.first().map(|l| l.split('|')).into_iter().flatten();
         let (Some(oid), Some(node), Some(top)) = (head.next(), head.next(), head.next()) else {
             return Err(what("no answer to a query of its size".into()));
@@ -286,7 +286,7 @@ impl PgTail {
                     "SELECT id, at < now() - interval '{settle_ms} milliseconds', record::text FROM berth_audit \
                      WHERE id > {after}{filter} ORDER BY id LIMIT {PAGE}"
                 ))
-                .map_err(what)?;
+                .map_err(|e| what(e.into()))?;
             for row in &rows {
                 let mut cols = row.splitn(3, '|');
                 let (Some(id), Some(old), Some(text)) = (cols.next(), cols.next(), cols.next())

@@ -1,6 +1,6 @@
 //! Where deploy locks, manual holds and the audit log live: this machine
 //! (`local`: OS file locks, `.berth/audit.jsonl`) or a shared PostgreSQL
-//! (`postgres`: advisory locks held by a psql session for the whole deploy, so
+//! (`postgres`: advisory locks held by a session berth owns for the whole deploy, so
 //! they vanish with the session if berth dies; the audit in a `berth_audit` table).
 
 use std::io::Write;
@@ -162,7 +162,7 @@ impl Store {
                         "SELECT holder FROM berth_holds WHERE product = {}",
                         dollar(product)
                     ))
-                    .map_err(&io)?;
+                    .map_err(|e| io(e.into()))?;
                 if let Some(h) = held.first().and_then(|h| serde_json::from_str(h).ok()) {
                     return Err(LockError::Held {
                         product: product.to_string(),
@@ -176,7 +176,7 @@ impl Store {
                             "SELECT pg_try_advisory_lock({})",
                             Self::key(project, product)
                         ))
-                        .map_err(&io)?;
+                        .map_err(|e| io(e.into()))?;
                     if got.first().map(String::as_str) == Some("t") {
                         let h = serde_json::to_string(holder).expect("serializable");
                         // The row names the session holding the lock, so a reader can tell it
@@ -186,7 +186,7 @@ impl Store {
                             dollar(product),
                             dollar(&h)
                         ))
-                        .map_err(&io)?;
+                        .map_err(|e| io(e.into()))?;
                         return Ok(Guard::Postgres(s));
                     }
                     if start.elapsed() >= wait {
@@ -236,8 +236,8 @@ impl Store {
                     dollar(&record.to_string())
                 );
                 let result = match guard {
-                    Some(Guard::Postgres(s)) => s.query(&sql),
-                    _ => open_state(url).and_then(|mut s| s.query(&sql)),
+                    Some(Guard::Postgres(s)) => s.execute(&sql).map_err(String::from),
+                    _ => open_state(url).and_then(|mut s| s.execute(&sql).map_err(String::from)),
                 };
                 if let Err(e) = result {
                     tracing::warn!(
@@ -302,7 +302,7 @@ impl Store {
                     dollar(&serde_json::to_string(holder).expect("serializable"))
                 ))
                 .map(|_| ())
-                .map_err(io_err(url))
+                .map_err(|e| io_err(url)(e.into()))
             }
         }
     }
