@@ -15,8 +15,19 @@ use crate::lock::{self, DeployLock, Holder, LockError};
 
 /// A session on the state database, its tables created.
 pub(crate) fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
-    let mut s = PgSession::open(url, None)
-        .map_err(|e| format!("the state database is not reachable: {e}"))?;
+    open_state_within(url, None)
+}
+
+/// [`open_state`], connecting and answering each statement within `timeout`.
+pub(crate) fn open_state_within(
+    url: &ServiceUrl,
+    timeout: Option<Duration>,
+) -> Result<PgSession, String> {
+    let s = match timeout {
+        Some(t) => PgSession::open_within(url, None, t),
+        None => PgSession::open(url, None),
+    };
+    let mut s = s.map_err(|e| format!("the state database is not reachable: {e}"))?;
     s.query(
         "CREATE TABLE IF NOT EXISTS berth_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), product text NOT NULL, record jsonb NOT NULL); \
          CREATE TABLE IF NOT EXISTS berth_locks (product text PRIMARY KEY, holder jsonb NOT NULL); \

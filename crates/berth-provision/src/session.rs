@@ -62,6 +62,7 @@ pub struct PgSession {
     conn: Option<tokio::task::JoinHandle<()>>,
     timeout: Duration,
     broken: Option<PgError>,
+    timed_out: bool,
 }
 
 /// libpq connection parameters for `url` on database `db` (no password, no TLS
@@ -147,6 +148,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, PgError> {
 impl PgSession {
     /// Connect to `db` (the URL's own database when `None`).
     pub fn open(url: &ServiceUrl, db: Option<&str>) -> Result<Self, PgError> {
+        Self::connect(url, db, None)
+    }
+
+    /// Connect to `db` with `timeout` bounding the whole connection (TCP, TLS,
+    /// authentication) and then every statement: for readers that must notice a
+    /// stalled server quickly (the audit tail).
+    pub fn open_within(
+        url: &ServiceUrl,
+        db: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, PgError> {
+        let mut s = Self::connect(url, db, Some(timeout))?;
+        s.timeout = timeout;
+        Ok(s)
+    }
+
+    fn connect(url: &ServiceUrl, db: Option<&str>, bound: Option<Duration>) -> Result<Self, PgError> {
         let db = db.unwrap_or_else(|| url_database(url));
         let place = format!("{} database {db}", url.redacted());
         let mode = match url_param(url, "sslmode") {
@@ -181,16 +199,14 @@ impl PgSession {
             cfg.password(pw.as_bytes());
         }
         let rt = runtime()?;
-        let connected = rt.block_on(async {
-            tokio::time::timeout(connect_timeout + Duration::from_secs(5), cfg.connect(tls))
-                .await
-        });
+        // connect_timeout bounds the TCP connection; a server that accepts and then
+        // says nothing (stopped, overloaded) is bounded here.
+        let bound = bound.unwrap_or(connect_timeout + Duration::from_secs(5));
+        let connected =
+            rt.block_on(async { tokio::time::timeout(bound, cfg.connect(tls)).await });
         let (client, connection) = match connected {
             Err(_) => {
-                return Err(PgError::Connect(format!(
-                    "could not connect to {place}: no answer within {}s",
-                    connect_timeout.as_secs()
-                )));
+                return Err(PgError::Timeout(bound));
             }
             Ok(Err(e)) => return Err(connect_error(&e, &place, mode)),
             Ok(Ok(c)) => c,
@@ -204,7 +220,13 @@ impl PgSession {
             conn: Some(conn),
             timeout: STATEMENT_TIMEOUT,
             broken: None,
+            timed_out: false,
         })
+    }
+
+    /// Whether a statement went unanswered within the timeout (the session is closed).
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 
     /// How long each later statement may take (the default is [`STATEMENT_TIMEOUT`]).
@@ -272,6 +294,7 @@ impl PgSession {
             Err(_) => {
                 // The answer may still come; this session is not to be trusted after it.
                 let err = PgError::Timeout(timeout);
+                self.timed_out = true;
                 self.broken = Some(PgError::Closed(err.to_string()));
                 if let Some(c) = self.conn.take() {
                     c.abort();
