@@ -15,8 +15,12 @@ use crate::lock::{self, DeployLock, Holder, LockError};
 
 /// A session on the state database, its tables created.
 pub(crate) fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
-    open_state_within(url, None)
+    open_state_within(url, Some(STATE_TIMEOUT))
 }
+
+/// How long the state database may take to connect or answer one statement (its
+/// statements are small: a lock, a row): a stalled server fails the step, not hangs it.
+const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// [`open_state`], connecting and answering each statement within `timeout`.
 pub(crate) fn open_state_within(

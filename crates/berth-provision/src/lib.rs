@@ -183,7 +183,8 @@ pub fn run_script(url: &ServiceUrl, script: &str) -> Result<(), ProvisionError> 
             }
             buf.clear();
             let db = db.trim().trim_matches('"');
-            s = PgSession::open(url, Some(db)).map_err(|e| ProvisionError::Postgres(e.to_string()))?;
+            s = PgSession::open(url, Some(db))
+                .map_err(|e| ProvisionError::Postgres(e.to_string()))?;
         } else if t.starts_with("\\set ") {
         } else if let Some(q) = t.strip_suffix("\\gexec") {
             buf.push_str(q);

@@ -24,8 +24,10 @@ use crate::url::ServiceUrl;
 
 /// How long a connection may take, unless the URL says `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one statement may take before the session is given up on.
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long one statement may take before the session is given up on, unless the
+/// caller says otherwise ([`PgSession::set_timeout`], [`PgSession::open_within`]):
+/// long enough for an ANALYZE of a large restored database.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// What went wrong talking to PostgreSQL. No variant carries the password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,7 +166,11 @@ impl PgSession {
         Ok(s)
     }
 
-    fn connect(url: &ServiceUrl, db: Option<&str>, bound: Option<Duration>) -> Result<Self, PgError> {
+    fn connect(
+        url: &ServiceUrl,
+        db: Option<&str>,
+        bound: Option<Duration>,
+    ) -> Result<Self, PgError> {
         let db = db.unwrap_or_else(|| url_database(url));
         let place = format!("{} database {db}", url.redacted());
         let mode = match url_param(url, "sslmode") {
@@ -202,8 +208,7 @@ impl PgSession {
         // connect_timeout bounds the TCP connection; a server that accepts and then
         // says nothing (stopped, overloaded) is bounded here.
         let bound = bound.unwrap_or(connect_timeout + Duration::from_secs(5));
-        let connected =
-            rt.block_on(async { tokio::time::timeout(bound, cfg.connect(tls)).await });
+        let connected = rt.block_on(async { tokio::time::timeout(bound, cfg.connect(tls)).await });
         let (client, connection) = match connected {
             Err(_) => {
                 return Err(PgError::Timeout(bound));
@@ -481,13 +486,10 @@ impl rustls::client::danger::ServerCertVerifier for AnyName {
         ocsp_response: &[u8],
         now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
@@ -564,9 +566,7 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

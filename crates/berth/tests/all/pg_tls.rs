@@ -69,9 +69,10 @@ fn postgres_over_tls_with_verify_full() {
 
     // With verify-full: provision, deploy with the state in PostgreSQL, backup, verify, restore.
     run(&["provision", "--all", "--env", "dev"], &url).assert_code(0);
-    let bpw = berth_render::secrets::SecretFile::load(
-        &berth_render::secrets::product_secret_path(site.repo.path(), "bestays"),
-    )
+    let bpw = berth_render::secrets::SecretFile::load(&berth_render::secrets::product_secret_path(
+        site.repo.path(),
+        "bestays",
+    ))
     .unwrap()
     .get("DATABASE_PASSWORD")
     .unwrap()
@@ -93,7 +94,12 @@ fn postgres_over_tls_with_verify_full() {
 
     run(&["backup", "bestays"], &url).assert_code(0);
     run(&["backup", "verify", "--latest", "bestays"], &url).assert_code(0);
-    pg.psql_as("bestays_user", &bpw, "bestays", "DELETE FROM t WHERE id > 10");
+    pg.psql_as(
+        "bestays_user",
+        &bpw,
+        "bestays",
+        "DELETE FROM t WHERE id > 10",
+    );
     run(&["restore", "bestays", "latest", "--yes"], &url).assert_code(0);
     let (ok, text) = pg.psql_as("bestays_user", &bpw, "bestays", "SELECT count(*) FROM t");
     assert!(ok && text.trim() == "1000", "restored: {text}");
