@@ -357,7 +357,13 @@ fn connect_error(e: &tokio_postgres::Error, place: &str, mode: TlsMode) -> PgErr
     let text = chain(e);
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = src {
-        if let Some(r) = c.downcast_ref::<rustls::Error>() {
+        // tokio-rustls hands rustls' error over inside an io::Error, whose source() skips it.
+        let rustls_error = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(r) = rustls_error {
             let why = match r {
                 rustls::Error::InvalidCertificate(
                     rustls::CertificateError::NotValidForName
