@@ -130,7 +130,7 @@ pub enum Store {
 /// Holds a product's deploy lock until dropped.
 pub enum Guard {
     Local(DeployLock),
-    Postgres(PgSession),
+    Postgres(Box<PgSession>),
 }
 
 impl Store {
@@ -202,7 +202,7 @@ impl Store {
                             dollar(&h)
                         ))
                         .map_err(|e| io(e.into()))?;
-                        return Ok(Guard::Postgres(s));
+                        return Ok(Guard::Postgres(Box::new(s)));
                     }
                     if start.elapsed() >= wait {
                         let holder = live_holder(&mut s, project, product).unwrap_or(Holder {
