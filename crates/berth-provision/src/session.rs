@@ -654,3 +654,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
         Pin::new(&mut *self.0).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> ServiceUrl {
+        ServiceUrl::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tls_settings_come_from_the_url_as_libpq_reads_them() {
+        let u = url(
+            "postgresql://a:pw@db.example.com:5432/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem",
+        );
+        assert_eq!(url_database(&u), "app");
+        assert_eq!(url_param(&u, "sslrootcert").as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(
+            libpq_env(&u),
+            [
+                ("PGSSLMODE", "verify-full".to_string()),
+                ("PGSSLROOTCERT", "/etc/ca.pem".to_string())
+            ]
+        );
+        assert!(libpq_env(&url("postgresql://a:pw@h/db")).is_empty());
+
+        // Refused before connecting, with what to do, and no password.
+        for (u, want) in [
+            (
+                "postgresql://a:pw@127.0.0.1:1/db?sslmode=verify-full",
+                "sslmode=verify-full needs the CA's certificate: add sslrootcert=",
+            ),
+            (
+                "postgresql://a:pw@127.0.0.1:1/db?sslmode=verify",
+                "sslmode=verify is not one of disable, allow, prefer, require, verify-ca, verify-full",
+            ),
+            (
+                "postgresql://a:pw@127.0.0.1:1/db?sslmode=require&sslrootcert=/nonexistent/ca.pem",
+                "sslrootcert /nonexistent/ca.pem:",
+            ),
+        ] {
+            let e = PgSession::open(&url(u), None).err().expect("refused");
+            assert!(matches!(e, PgError::Config(_)), "{e:?}");
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
+    }
+}
