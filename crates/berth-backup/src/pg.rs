@@ -1,10 +1,11 @@
-//! PostgreSQL through its own tools: pg_dump, pg_restore, psql sessions.
+//! PostgreSQL: pg_dump and pg_restore for the data (TLS settings passed in their
+//! environment), catalog queries through `PgSession`.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_cmd::Cmd;
-use berth_provision::session::{PgSession, conninfo};
+use berth_provision::session::{PgSession, conninfo, libpq_env};
 use berth_provision::url::ServiceUrl;
 
 use crate::BackupError;
@@ -21,6 +22,7 @@ pub fn client(program: &str, url: &ServiceUrl, db: &str) -> Command {
     c.arg("-d")
         .arg(conninfo(url, db))
         .env("PGCONNECT_TIMEOUT", "10")
+        .envs(libpq_env(url))
         .stdin(Stdio::null());
     if let Some(pw) = &url.password {
         c.env("PGPASSWORD", pw);
@@ -29,7 +31,7 @@ pub fn client(program: &str, url: &ServiceUrl, db: &str) -> Command {
 }
 
 pub fn session(url: &ServiceUrl, db: &str) -> Result<PgSession, BackupError> {
-    PgSession::open(url, Some(db)).map_err(BackupError::Failed)
+    PgSession::open(url, Some(db)).map_err(|e| BackupError::Failed(e.to_string()))
 }
 
 pub fn query(s: &mut PgSession, sql: &str, what: &str) -> Result<Vec<String>, BackupError> {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use berth_provision::session::PgSession;
 use berth_provision::url::ServiceUrl;
 
-use crate::store::{Store, dollar, local_audit_path, open_state};
+use crate::store::{Store, dollar, local_audit_path, open_state_within};
 
 /// What a read hands over, in the order the log holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +48,10 @@ const HEAD: usize = 256;
 
 /// Rows per query on PostgreSQL (the first read of a long table is paged).
 const PAGE: usize = 5000;
+
+/// How long the state database may take to connect or answer one query of a read:
+/// a stalled server or a partitioned network is an error after this, not a hang.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a reader of the audit log has got to; see the module documentation.
 pub struct AuditTail {
@@ -76,6 +80,8 @@ struct PgTail {
     /// Kept between reads; dropped after an error and opened again on the next read.
     session: Option<PgSession>,
     settle: Duration,
+    /// Bounds connecting and each query ([`READ_TIMEOUT`]).
+    timeout: Duration,
     /// (oid, file node) of the table that was read.
     table: Option<(String, String)>,
     /// Every row with an id up to this one has been handed over (or was younger
@@ -100,6 +106,7 @@ impl AuditTail {
                 url: url.clone(),
                 session: None,
                 settle: SETTLE,
+                timeout: READ_TIMEOUT,
                 table: None,
                 low: 0,
                 seen: BTreeSet::new(),
@@ -121,11 +128,13 @@ impl AuditTail {
             Position::Postgres(t) => {
                 // A kept session may have been closed meanwhile (idle_session_timeout,
                 // a pooler, a restart): one more try on a fresh one before an error.
+                // Not after a timeout: a stalled server would stall the fresh one too.
                 let kept = t.session.is_some();
                 let mut r = t.read(step, &mut each);
                 if r.is_err() {
+                    let stalled = t.session.as_ref().is_some_and(PgSession::timed_out);
                     t.session = None;
-                    if kept {
+                    if kept && !stalled {
                         r = t.read(step, &mut each);
                         if r.is_err() {
                             t.session = None;
@@ -251,14 +260,17 @@ impl PgTail {
     fn read(&mut self, step: Option<&str>, each: &mut dyn FnMut(Appended)) -> Result<(), String> {
         let s = match &mut self.session {
             Some(s) => s,
-            None => self.session.insert(open_state(&self.url)?),
+            None => self
+                .session
+                .insert(open_state_within(&self.url, Some(self.timeout))?),
         };
+        s.set_timeout(self.timeout);
         let what = |e: String| format!("reading the audit table at {}: {e}", self.url.redacted());
         let head = s
             .query(
                 "SELECT 'berth_audit'::regclass::oid, pg_relation_filenode('berth_audit'), coalesce(max(id), 0) FROM berth_audit",
             )
-            .map_err(what)?;
+            .map_err(|e| what(e.into()))?;
         let mut head = head.first().map(|l| l.split('|')).into_iter().flatten();
         let (Some(oid), Some(node), Some(top)) = (head.next(), head.next(), head.next()) else {
             return Err(what("no answer to a query of its size".into()));
@@ -286,7 +298,7 @@ impl PgTail {
                     "SELECT id, at < now() - interval '{settle_ms} milliseconds', record::text FROM berth_audit \
                      WHERE id > {after}{filter} ORDER BY id LIMIT {PAGE}"
                 ))
-                .map_err(what)?;
+                .map_err(|e| what(e.into()))?;
             for row in &rows {
                 let mut cols = row.splitn(3, '|');
                 let (Some(id), Some(old), Some(text)) = (cols.next(), cols.next(), cols.next())
@@ -562,5 +574,34 @@ mod tests {
         assert_eq!(ns(&records(&mut tail)), ["R"]);
         audit(&store, 10, "deploy");
         assert_eq!(ns(&records(&mut tail)), ["10"]);
+    }
+
+    /// A stalled server (every process of the cluster SIGSTOPped): the read is an
+    /// error within the tail's timeout, not a hang; after SIGCONT the next read
+    /// recovers on a fresh session and hands over what was written meanwhile.
+    #[test]
+    fn postgres_tail_notices_a_stalled_server_and_recovers() {
+        let pg = berth_testkit::Postgres::start();
+        let (store, _) = pg_store(&pg);
+        let mut tail = AuditTail::new(&store, Some("deploy"));
+        audit(&store, 1, "deploy");
+        assert_eq!(ns(&records(&mut tail)), ["1"]);
+        let Position::Postgres(t) = &mut tail.at else {
+            unreachable!()
+        };
+        t.timeout = Duration::from_secs(2);
+
+        pg.pause();
+        let start = std::time::Instant::now();
+        let r = tail.read(|_| {});
+        let took = start.elapsed();
+        pg.resume();
+        let e = r.expect_err("a stalled server is an error");
+        assert!(e.contains("no answer within 2s"), "{e}");
+        assert!(!e.contains(&pg.password), "{e}");
+        assert!(took < Duration::from_secs(6), "noticed after {took:?}");
+
+        audit(&store, 2, "deploy");
+        assert_eq!(ns(&records(&mut tail)), ["2"], "recovered");
     }
 }

@@ -1,6 +1,6 @@
 //! Where deploy locks, manual holds and the audit log live: this machine
 //! (`local`: OS file locks, `.berth/audit.jsonl`) or a shared PostgreSQL
-//! (`postgres`: advisory locks held by a psql session for the whole deploy, so
+//! (`postgres`: advisory locks held by a session berth owns for the whole deploy, so
 //! they vanish with the session if berth dies; the audit in a `berth_audit` table).
 
 use std::io::Write;
@@ -15,8 +15,23 @@ use crate::lock::{self, DeployLock, Holder, LockError};
 
 /// A session on the state database, its tables created.
 pub(crate) fn open_state(url: &ServiceUrl) -> Result<PgSession, String> {
-    let mut s = PgSession::open(url, None)
-        .map_err(|e| format!("the state database is not reachable: {e}"))?;
+    open_state_within(url, Some(STATE_TIMEOUT))
+}
+
+/// How long the state database may take to connect or answer one statement (its
+/// statements are small: a lock, a row): a stalled server fails the step, not hangs it.
+const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`open_state`], connecting and answering each statement within `timeout`.
+pub(crate) fn open_state_within(
+    url: &ServiceUrl,
+    timeout: Option<Duration>,
+) -> Result<PgSession, String> {
+    let s = match timeout {
+        Some(t) => PgSession::open_within(url, None, t),
+        None => PgSession::open(url, None),
+    };
+    let mut s = s.map_err(|e| format!("the state database is not reachable: {e}"))?;
     s.query(
         "CREATE TABLE IF NOT EXISTS berth_audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), product text NOT NULL, record jsonb NOT NULL); \
          CREATE TABLE IF NOT EXISTS berth_locks (product text PRIMARY KEY, holder jsonb NOT NULL); \
@@ -115,7 +130,7 @@ pub enum Store {
 /// Holds a product's deploy lock until dropped.
 pub enum Guard {
     Local(DeployLock),
-    Postgres(PgSession),
+    Postgres(Box<PgSession>),
 }
 
 impl Store {
@@ -162,7 +177,7 @@ impl Store {
                         "SELECT holder FROM berth_holds WHERE product = {}",
                         dollar(product)
                     ))
-                    .map_err(&io)?;
+                    .map_err(|e| io(e.into()))?;
                 if let Some(h) = held.first().and_then(|h| serde_json::from_str(h).ok()) {
                     return Err(LockError::Held {
                         product: product.to_string(),
@@ -176,7 +191,7 @@ impl Store {
                             "SELECT pg_try_advisory_lock({})",
                             Self::key(project, product)
                         ))
-                        .map_err(&io)?;
+                        .map_err(|e| io(e.into()))?;
                     if got.first().map(String::as_str) == Some("t") {
                         let h = serde_json::to_string(holder).expect("serializable");
                         // The row names the session holding the lock, so a reader can tell it
@@ -186,8 +201,8 @@ impl Store {
                             dollar(product),
                             dollar(&h)
                         ))
-                        .map_err(&io)?;
-                        return Ok(Guard::Postgres(s));
+                        .map_err(|e| io(e.into()))?;
+                        return Ok(Guard::Postgres(Box::new(s)));
                     }
                     if start.elapsed() >= wait {
                         let holder = live_holder(&mut s, project, product).unwrap_or(Holder {
@@ -236,8 +251,8 @@ impl Store {
                     dollar(&record.to_string())
                 );
                 let result = match guard {
-                    Some(Guard::Postgres(s)) => s.query(&sql),
-                    _ => open_state(url).and_then(|mut s| s.query(&sql)),
+                    Some(Guard::Postgres(s)) => s.execute(&sql).map_err(String::from),
+                    _ => open_state(url).and_then(|mut s| s.execute(&sql).map_err(String::from)),
                 };
                 if let Err(e) = result {
                     tracing::warn!(
@@ -302,7 +317,7 @@ impl Store {
                     dollar(&serde_json::to_string(holder).expect("serializable"))
                 ))
                 .map(|_| ())
-                .map_err(io_err(url))
+                .map_err(|e| io_err(url)(e.into()))
             }
         }
     }

@@ -10,12 +10,12 @@ pub mod verifier;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_cmd::Cmd;
 use berth_manifest::{InfraMode, Manifest};
 use berth_render::secrets::{self, SecretFile};
 use serde::Serialize;
 
 use crate::resp::{Connection, Reply};
+use crate::session::{PgError, PgSession};
 use crate::url::ServiceUrl;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,8 @@ pub enum ProvisionError {
     Cmd(#[from] berth_cmd::CmdError),
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
+    #[error("{0}")]
+    Postgres(String),
     #[error("could not {action} Redis at {url}: {detail}")]
     Redis {
         action: String,
@@ -150,32 +152,60 @@ pub fn redis_connect(url: &ServiceUrl) -> Result<Connection, ProvisionError> {
     Ok(conn)
 }
 
-/// psql against the admin URL; the password goes through PGPASSWORD, never argv.
-pub fn psql(url: &ServiceUrl, summary: &str) -> Cmd {
-    let mut conn = format!(
-        "host={} dbname={}",
-        url.host,
-        if url.path.is_empty() {
-            "postgres"
+/// A session on the admin URL's database (TLS and timeouts as the URL says).
+pub fn admin_session(url: &ServiceUrl) -> Result<PgSession, ProvisionError> {
+    PgSession::open(url, None).map_err(|e| ProvisionError::Postgres(e.to_string()))
+}
+
+/// Run a provisioning script as psql would: SQL, and the three psql commands the
+/// rendered `provision.sql` uses (`\set` (ignored: every error stops here),
+/// `\gexec` (run each value the query returns), `\connect <db>`). Stops at the
+/// first error, which names the statement.
+pub fn run_script(url: &ServiceUrl, script: &str) -> Result<(), ProvisionError> {
+    let fail = |sql: &str, e: PgError| {
+        let first = sql
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("--"))
+            .unwrap_or("");
+        ProvisionError::Postgres(format!(
+            "the provisioning SQL failed on {} at `{first}`: {e}",
+            url.redacted()
+        ))
+    };
+    let mut s = admin_session(url)?;
+    let mut buf = String::new();
+    for line in script.lines() {
+        let t = line.trim();
+        if let Some(db) = t.strip_prefix("\\connect ").or(t.strip_prefix("\\c ")) {
+            if !buf.trim().is_empty() {
+                s.execute(&buf).map_err(|e| fail(&buf, e))?;
+            }
+            buf.clear();
+            let db = db.trim().trim_matches('"');
+            s = PgSession::open(url, Some(db))
+                .map_err(|e| ProvisionError::Postgres(e.to_string()))?;
+        } else if t.starts_with("\\set ") {
+        } else if let Some(q) = t.strip_suffix("\\gexec") {
+            buf.push_str(q);
+            let rows = s.rows(&buf).map_err(|e| fail(&buf, e))?;
+            for cell in rows.into_iter().flatten().flatten() {
+                s.execute(&cell).map_err(|e| fail(&cell, e))?;
+            }
+            buf.clear();
+        } else if t.starts_with('\\') {
+            return Err(ProvisionError::Config(format!(
+                "the provisioning SQL has a psql command berth does not run: {t}"
+            )));
         } else {
-            url.path.split('?').next().unwrap_or("postgres")
+            buf.push_str(line);
+            buf.push('\n');
         }
-    );
-    if let Some(p) = url.port {
-        conn.push_str(&format!(" port={p}"));
     }
-    if let Some(u) = &url.user {
-        conn.push_str(&format!(" user={u}"));
+    if !buf.trim().is_empty() {
+        s.execute(&buf).map_err(|e| fail(&buf, e))?;
     }
-    let mut c = Cmd::new("psql", summary)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d"])
-        .arg(conn)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .hint_if_missing("install the PostgreSQL client: apt-get install postgresql-client");
-    if let Some(pw) = &url.password {
-        c = c.env("PGPASSWORD", pw).redact(pw.clone());
-    }
-    c
+    Ok(())
 }
 
 pub struct Options<'a> {
@@ -247,19 +277,22 @@ fn provision_postgres(
         quote(dbs.iter().map(|d| d.role.as_str()).collect()),
         quote(dbs.iter().map(|d| d.name.as_str()).collect()),
     );
-    let out = psql(
-        url,
-        &format!("read existing databases and roles on {}", url.redacted()),
-    )
-    .args(["-At", "-c", &query])
-    .timeout(Some(Duration::from_secs(30)))
-    .output()?;
-    let existing: std::collections::HashSet<String> =
-        out.stdout_str().lines().map(str::to_string).collect();
+    let mut session = admin_session(url)?;
+    let existing: std::collections::HashSet<String> = session
+        .query(&query)
+        .map_err(|e| {
+            ProvisionError::Postgres(format!(
+                "could not read existing databases and roles on {}: {e}",
+                url.redacted()
+            ))
+        })?
+        .into_iter()
+        .collect();
     let stored = stored_passwords(
-        url,
+        &mut session,
         &dbs.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
     );
+    drop(session);
 
     // The rendered SQL for just these products, then the passwords (as SCRAM verifiers:
     // the plain password never reaches the server, its logs or psql's command line).
@@ -339,14 +372,7 @@ fn provision_postgres(
     for l in &password_lines {
         script.push_str(l);
     }
-    let applied = psql(
-        url,
-        &format!("apply the provisioning SQL on {}", url.redacted()),
-    )
-    .args(["-f", "-"])
-    .stdin(script)
-    .timeout(Some(Duration::from_secs(120)))
-    .output();
+    let applied = run_script(url, &script);
     if let Err(e) = applied {
         // Nothing half-done: a rotated password the server did not take is put back.
         for f in &restore {
@@ -355,7 +381,7 @@ fn provision_postgres(
                 f.path.file_stem().and_then(|s| s.to_str()).unwrap_or("")
             ));
         }
-        return Err(e.into());
+        return Err(e);
     }
     Ok(())
 }
@@ -363,7 +389,7 @@ fn provision_postgres(
 /// The stored password (`pg_authid.rolpassword`, a SCRAM verifier) of each role that
 /// has one; `None` when the admin may not read `pg_authid` (not a superuser). Never logged.
 fn stored_passwords(
-    url: &ServiceUrl,
+    s: &mut PgSession,
     roles: &[&str],
 ) -> Option<std::collections::HashMap<String, String>> {
     let list = roles
@@ -371,25 +397,17 @@ fn stored_passwords(
         .map(|r| format!("'{r}'"))
         .collect::<Vec<_>>()
         .join(",");
-    let out = psql(url, "compare the roles' passwords with the secret files")
-        .args([
-            "-At",
-            "-F",
-            "\t",
-            "-c",
-            &format!(
-                "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({list})"
-            ),
-        ])
-        .timeout(Some(Duration::from_secs(30)))
-        .output_unchecked()
-        .ok()
-        .filter(|o| o.status.success())?;
+    let rows = s
+        .rows(&format!(
+            "SELECT rolname, coalesce(rolpassword, '') FROM pg_authid WHERE rolname IN ({list})"
+        ))
+        .ok()?;
     Some(
-        out.stdout_str()
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(r, v)| (r.to_string(), v.to_string()))
+        rows.into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [Some(r), Some(v)] => Some((r.clone(), v.clone())),
+                _ => None,
+            })
             .collect(),
     )
 }

@@ -221,6 +221,74 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
     );
 }
 
+/// A certificate authority made for one test (rcgen), and the server
+/// certificates it signs.
+pub struct TestCa {
+    key: rcgen::KeyPair,
+    params: rcgen::CertificateParams,
+    /// The CA's certificate, PEM (what a client's `sslrootcert` / CA file holds).
+    pub cert_pem: String,
+    dir: tempfile::TempDir,
+}
+
+/// A server certificate (PEM) and its private key (PEM).
+pub struct ServerCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-ca-")
+            .tempdir()
+            .expect("temp dir");
+        let cert_pem = cert.pem();
+        std::fs::write(dir.path().join("ca.crt"), &cert_pem).expect("write ca.crt");
+        Self {
+            key,
+            params,
+            cert_pem,
+            dir,
+        }
+    }
+
+    /// The CA's certificate as a file (for `sslrootcert=` and `--tls-ca-cert-file`).
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A server certificate for `names` (DNS names, or IP addresses as text).
+    pub fn issue(&self, names: &[&str]) -> ServerCert {
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("server params");
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).expect("sign server cert");
+        ServerCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
 /// A throwaway PostgreSQL cluster on a free port, run as the `postgres` user
 /// (PostgreSQL refuses to run as root). The superuser is `postgres` with a
 /// password; host connections use scram-sha-256. Stopped on drop.
@@ -239,6 +307,15 @@ impl Postgres {
     /// Started with `listen_addresses` set to `listen` (e.g. `127.0.0.1,172.17.0.1`
     /// for containers reaching the host's PostgreSQL through Docker's gateway).
     pub fn start_listening(listen: &str) -> Self {
+        Self::start_with(listen, None)
+    }
+
+    /// Started with `ssl = on`, serving `cert` (signed by a test CA) on TCP.
+    pub fn start_tls(cert: &ServerCert) -> Self {
+        Self::start_with("127.0.0.1", Some(cert))
+    }
+
+    fn start_with(listen: &str, tls: Option<&ServerCert>) -> Self {
         const PG: &[&str] = &["/usr/lib/postgresql/*/bin"];
         let install = "apt-get install postgresql";
         let initdb = require_program("initdb", PG, install);
@@ -270,6 +347,17 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let log = dir.path().join("postgres.log");
+        let mut ssl = String::new();
+        if let Some(c) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let (crt, key) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&crt, &c.cert_pem).expect("write server.crt");
+            std::fs::write(&key, &c.key_pem).expect("write server.key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod server.key");
+            as_postgres_owner(dir.path());
+            ssl = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
+        }
         let out = postgres_cmd(&pg_ctl)
             .args([
                 "-D",
@@ -283,7 +371,7 @@ impl Postgres {
                 "-o",
             ])
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off",
+                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off{ssl}",
                 dir.path().display()
             ))
             .stdout(std::process::Stdio::null())
@@ -314,6 +402,70 @@ impl Postgres {
             .expect("open pg_hba.conf");
         writeln!(f, "{line}").expect("append to pg_hba.conf");
         self.admin("SELECT pg_reload_conf()");
+    }
+
+    /// Refuse TCP connections without TLS (`host` lines of pg_hba.conf become
+    /// `hostssl`), so a client that gets in has proven it spoke TLS.
+    pub fn require_tls_for_tcp(&self) {
+        let path = self.dir.path().join("data/pg_hba.conf");
+        let text = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        let text: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&path, text).expect("write pg_hba.conf");
+        self.admin("SELECT pg_reload_conf()");
+    }
+
+    /// The cluster's processes: the postmaster (from `postmaster.pid`) and its children.
+    fn processes(&self) -> Vec<u32> {
+        let pidfile = self.dir.path().join("data/postmaster.pid");
+        let main: u32 = std::fs::read_to_string(&pidfile)
+            .expect("read postmaster.pid")
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid in postmaster.pid");
+        let mut pids = vec![main];
+        for e in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // `pid (comm) state ppid ...`: the fields after the last `)`.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(main) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pids: Vec<String> = self.processes().iter().map(u32::to_string).collect();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(&pids)
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pids:?} failed");
+    }
+
+    /// Stop every process of the cluster (SIGSTOP): connections stay open, nothing
+    /// answers, as with a stalled server or a network partition. [`resume`](Self::resume) undoes it.
+    pub fn pause(&self) {
+        self.signal_all("STOP");
+    }
+
+    /// Continue the processes [`pause`](Self::pause) stopped (SIGCONT).
+    pub fn resume(&self) {
+        self.signal_all("CONT");
     }
 
     /// The admin URL (superuser `postgres`).

@@ -235,7 +235,11 @@ fn as_user(admin: &ServiceUrl, user: &str, password: &str, path: &str) -> Servic
     ServiceUrl {
         user: Some(user.to_string()),
         password: Some(password.to_string()),
-        path: path.to_string(),
+        // The admin URL's settings (sslmode, sslrootcert) hold for the product's login too.
+        path: match admin.path.split_once('?') {
+            Some((_, q)) => format!("{path}?{q}"),
+            None => path.to_string(),
+        },
         ..admin.clone()
     }
 }
@@ -268,13 +272,13 @@ fn postgres(l: &Loaded, r: &mut Report) {
             return;
         }
     };
-    let server = berth_provision::psql(&admin, "ask PostgreSQL its version")
-        .args(["-tAc", "SHOW server_version"])
-        .timeout(Some(Duration::from_secs(15)))
-        .output();
+    let server = berth_provision::session::PgSession::open(&admin, None).and_then(|mut s| {
+        s.set_timeout(Duration::from_secs(15));
+        s.query("SHOW server_version")
+    });
     match server {
         Ok(o) => {
-            let v = o.stdout_str().trim().to_string();
+            let v = o.first().map(|v| v.trim().to_string()).unwrap_or_default();
             r.ok(
                 "postgres admin",
                 format!("{} answers: PostgreSQL {v}", admin.redacted()),
@@ -319,10 +323,10 @@ fn postgres(l: &Loaded, r: &mut Report) {
             continue; // reported by the secrets check
         };
         let url = as_user(&admin, &db.role, &pw, &db.name);
-        let out = berth_provision::psql(&url, &format!("log in as {name}'s role"))
-            .args(["-tAc", "SELECT 1"])
-            .timeout(Some(Duration::from_secs(15)))
-            .output();
+        let out = berth_provision::session::PgSession::open(&url, None).and_then(|mut s| {
+            s.set_timeout(Duration::from_secs(15));
+            s.query("SELECT 1")
+        });
         match out {
             Ok(_) => r.ok(format!("postgres {name}"), format!("{} logs in to {}", db.role, db.name)),
             Err(e) => r.fail(
