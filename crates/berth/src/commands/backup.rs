@@ -110,11 +110,30 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
         });
         drop(progress);
         let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
+        // The off-site copy is part of the run: a backup that could not leave the
+        // machine is a failed run (its local file and record stay).
+        let result = result.and_then(|mut r| {
+            match berth_backup::offsite::Remote::of(&l.manifest, &l.root, product) {
+                Ok(Some(remote)) => {
+                    let sent = berth_backup::offsite::send(&remote, &mut r);
+                    Ok((r, sent.err()))
+                }
+                Ok(None) => Ok((r, None)),
+                Err(e) => Ok((r, Some(e))),
+            }
+        });
         match result {
-            Ok(r) => {
-                entry.set_result(true);
+            Ok((r, offsite_err)) => {
+                entry.set_result(offsite_err.is_none());
                 entry.file = Some(r.path().display().to_string());
                 entry.bytes = Some(r.file_bytes);
+                if let Some(o) = &r.offsite {
+                    entry.offsite = Some(if o.ok { "ok" } else { "failed" }.to_string());
+                    entry.offsite_remote = Some(o.remote.clone());
+                }
+                if let Some(e) = &offsite_err {
+                    entry.error = Some(format!("the off-site copy failed: {e}"));
+                }
                 audit(&l, entry);
                 if args.format == Format::Text {
                     println!(
@@ -134,7 +153,34 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
                         );
                     }
                 }
+                if args.format == Format::Text
+                    && let Some(o) = r.offsite.as_ref().filter(|o| o.ok)
+                {
+                    println!(
+                        "{product}: copied to {} (size and sha256 read back{})",
+                        o.remote,
+                        if o.checked_by.as_deref() == Some("download") {
+                            " by downloading it"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 done.push(record_json(&r));
+                if let Some(e) = &offsite_err {
+                    let msg = format!(
+                        "the backup {} is complete here, but its off-site copy failed: {e}",
+                        r.file
+                    );
+                    if products.len() == 1 {
+                        if args.format == Format::Json {
+                            printer.json(&json!({ "backups": done, "failed": [{"product": product, "error": msg}] }));
+                        }
+                        return Err(CliError::Failed(msg));
+                    }
+                    printer.error(&format!("{product}: {msg}"));
+                    failed.push(json!({"product": product, "error": msg}));
+                }
                 if let Some(e) = &r.redis_error {
                     printer.error(&format!(
                         "{product}: the database backup is complete, but its Redis part failed: {e}"
