@@ -409,3 +409,29 @@ pub fn fetch_if_missing(
 pub fn stem_of(name: &str) -> &str {
     name.split_once('.').map_or(name, |(s, _)| s)
 }
+
+/// When the backup named `stem` (`<product>_20261130T030000Z[-2]`) started, from its
+/// name.
+pub fn started_of(product: &str, stem: &str) -> Option<u64> {
+    let stamp = stem.strip_prefix(&format!("{product}_"))?;
+    let stamp = stamp.split_once('-').map_or(stamp, |(s, _)| s);
+    let t = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp).ok()?;
+    let ts = t.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_second()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backup_names_give_their_start_time_and_stem() {
+        assert_eq!(
+            super::started_of("bestays", "bestays_19700101T000100Z-2"),
+            Some(60)
+        );
+        assert_eq!(super::started_of("bestays", "other_19700101T000100Z"), None);
+        assert_eq!(
+            super::stem_of("bestays_19700101T000100Z.dump.zst.age.json"),
+            "bestays_19700101T000100Z"
+        );
+    }
+}

@@ -997,6 +997,9 @@ pub enum BackupCommand {
 pub struct BackupListArgs {
     /// Only this product
     pub product: Option<String>,
+    /// List the off-site copies (`[backup.offsite]`), read from the remote
+    #[arg(long)]
+    pub offsite: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
