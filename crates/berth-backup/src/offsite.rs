@@ -61,9 +61,17 @@ pub struct Remote {
 /// Keys of an rclone config section whose values are credentials.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["pass", "secret", "key", "token", "auth", "credential", "sas"]
-        .iter()
-        .any(|w| k.contains(w))
+    [
+        "pass",
+        "secret",
+        "key",
+        "token",
+        "auth",
+        "credential",
+        "sas",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
         && k != "key_use_agent"
 }
 
@@ -185,9 +193,8 @@ impl Remote {
                 err.trim()
             ))));
         }
-        let files: Vec<RemoteFile> = serde_json::from_slice(&out.stdout).map_err(|e| {
-            BackupError::Failed(format!("rclone lsjson printed no file list: {e}"))
-        })?;
+        let files: Vec<RemoteFile> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| BackupError::Failed(format!("rclone lsjson printed no file list: {e}")))?;
         Ok(files.into_iter().filter(|f| !f.is_dir).collect())
     }
 
@@ -219,10 +226,7 @@ impl Remote {
         parse(&out.stdout_str())
             .map(|h| (h, "download"))
             .ok_or_else(|| {
-                BackupError::Failed(format!(
-                    "rclone printed no sha256 for {}",
-                    self.path(name)
-                ))
+                BackupError::Failed(format!("rclone printed no sha256 for {}", self.path(name)))
             })
     }
 
@@ -320,7 +324,12 @@ impl Remote {
 /// outcome) off-site. The outcome is written into the local record either way.
 pub fn send(remote: &Remote, record: &mut Record) -> Result<(), BackupError> {
     let result = (|| -> Result<&'static str, BackupError> {
-        let how = remote.put_verified(&record.path(), &record.file, record.file_bytes, &record.sha256)?;
+        let how = remote.put_verified(
+            &record.path(),
+            &record.file,
+            record.file_bytes,
+            &record.sha256,
+        )?;
         if let Some(r) = &record.redis {
             remote.put_verified(&record.dir.join(&r.file), &r.file, r.file_bytes, &r.sha256)?;
         }
@@ -343,7 +352,10 @@ pub fn send(remote: &Remote, record: &mut Record) -> Result<(), BackupError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let json = std::fs::read(record.record_path()).map_err(|e| {
-        BackupError::Failed(format!("could not read back {}: {e}", record.record_path().display()))
+        BackupError::Failed(format!(
+            "could not read back {}: {e}",
+            record.record_path().display()
+        ))
     })?;
     let sha = crate::stream::hex(&<sha2::Sha256 as sha2::Digest>::digest(&json));
     let upload = remote.put_verified(&record.record_path(), &rec_name, json.len() as u64, &sha);
@@ -387,9 +399,8 @@ pub fn fetch_if_missing(
     for (file, sha) in missing {
         let dest = record.dir.join(&file);
         remote.download(&file, &dest)?;
-        let got = crate::stream::sha256_file(&dest).map_err(|e| {
-            BackupError::Failed(format!("could not read {}: {e}", dest.display()))
-        })?;
+        let got = crate::stream::sha256_file(&dest)
+            .map_err(|e| BackupError::Failed(format!("could not read {}: {e}", dest.display())))?;
         if got != sha {
             let _ = std::fs::remove_file(&dest);
             return Err(BackupError::Damaged(format!(

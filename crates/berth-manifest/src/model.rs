@@ -1220,7 +1220,12 @@ mod offsite_tests {
 
     #[test]
     fn offsite_remotes_that_could_change_the_rclone_command_are_refused() {
-        for ok in ["offsite:", "offsite:berth", "my s3.eu@x:bucket/berth/prod", "a_b-c:x"] {
+        for ok in [
+            "offsite:",
+            "offsite:berth",
+            "my s3.eu@x:bucket/berth/prod",
+            "a_b-c:x",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
         for bad in [

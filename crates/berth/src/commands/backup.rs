@@ -544,8 +544,8 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
         .keys()
         .filter(|k| args.product.as_ref().is_none_or(|p| p == *k))
     {
-        let Some(remote) = berth_backup::offsite::Remote::of(&l.manifest, &l.root, product)
-            .map_err(cli_err)?
+        let Some(remote) =
+            berth_backup::offsite::Remote::of(&l.manifest, &l.root, product).map_err(cli_err)?
         else {
             continue;
         };
