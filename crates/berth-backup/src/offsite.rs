@@ -6,10 +6,12 @@
 //! credentials stay in rclone's own config file: any value there that looks like a
 //! credential is masked in every message berth shows or records.
 //!
-//! Read-back: `rclone hashsum sha256` asks the backend for the hash where it keeps or
-//! computes one (local disks; SFTP servers that let rclone run `sha256sum`); where it
-//! cannot (S3 and most object stores keep MD5 only, B2 SHA-1), berth asks again with
-//! `--download`, which streams the copy back and hashes it on this machine.
+//! Read-back: the size from `rclone lsjson`, then `rclone hashsum sha256`, which asks
+//! the backend for the hash where it can compute one (local disks; SFTP servers that
+//! run `sha256sum` for rclone newer than 1.60); where it cannot (rclone 1.60's SFTP,
+//! which knows MD5 and SHA-1 only; S3 and most object stores, which keep MD5; B2,
+//! SHA-1), berth asks again with `--download`, which streams the copy back and hashes
+//! it on this machine. The record says which (`checked_by`: `backend` or `download`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

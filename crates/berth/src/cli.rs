@@ -829,6 +829,8 @@ pub enum SchemaName {
     Backup,
     /// `berth backup list --format json`
     BackupList,
+    /// `berth backup list --offsite --format json`
+    BackupListOffsite,
     /// `berth backup verify --format json`
     Verify,
     /// `berth restore --format json`

@@ -20,6 +20,9 @@ pub fn run(args: &SchemaArgs, printer: &Printer) -> Result<ExitCode> {
         SchemaName::Doctor => include_str!("../../../../schema/doctor.schema.json").into(),
         SchemaName::Backup => include_str!("../../../../schema/backup.schema.json").into(),
         SchemaName::BackupList => include_str!("../../../../schema/backup-list.schema.json").into(),
+        SchemaName::BackupListOffsite => {
+            include_str!("../../../../schema/backup-list-offsite.schema.json").into()
+        }
         SchemaName::Verify => include_str!("../../../../schema/verify.schema.json").into(),
         SchemaName::Restore => include_str!("../../../../schema/restore.schema.json").into(),
         SchemaName::ProductList => {

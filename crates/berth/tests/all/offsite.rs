@@ -132,10 +132,15 @@ fn bytes(p: &Path) -> Vec<u8> {
 
 /// Backup, read-back, prune on both sides, then restore from the remote with the
 /// local backups gone.
-fn round_trip(mut s: Setup, checked_by: &str) {
+fn round_trip(mut s: Setup, checked_by: &[&str]) {
     let first = s.backup();
     assert_eq!(first["offsite"]["ok"], true, "{first}");
-    assert_eq!(first["offsite"]["checked_by"], checked_by, "{first}");
+    // rclone 1.60 (Debian 12) reads sha256 from neither backend: it streams the copy
+    // back; a newer rclone asks an SFTP server to run sha256sum.
+    assert!(
+        checked_by.contains(&first["offsite"]["checked_by"].as_str().unwrap()),
+        "{first}"
+    );
     let file = first["file"].as_str().unwrap().to_string();
     let local = PathBuf::from(first["path"].as_str().unwrap());
     assert_eq!(
@@ -237,12 +242,15 @@ fn refused(s: &mut Setup, why: &str) {
 
 #[test]
 fn sftp_copies_are_read_back_pruned_and_restored_when_the_local_copy_is_gone() {
-    round_trip(Setup::new(Server::Sftp(Sftp::start())), "backend");
+    round_trip(
+        Setup::new(Server::Sftp(Sftp::start())),
+        &["backend", "download"],
+    );
 }
 
 #[test]
 fn s3_copies_are_read_back_pruned_and_restored_when_the_local_copy_is_gone() {
-    round_trip(Setup::new(Server::S3(S3::start())), "download");
+    round_trip(Setup::new(Server::S3(S3::start())), &["download"]);
 }
 
 #[test]
