@@ -100,10 +100,16 @@ impl Setup {
         v
     }
 
+    /// Point `[backup.offsite]` at another section of the rclone config.
     fn use_remote(&self, name: &str) {
-        self.db
-            .site
-            .edit_manifest("remote = \"vault:", &format!("remote = \"{name}:"));
+        let path = self.db.site.repo.path().join("berth.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (head, tail) = text.split_once("[backup.offsite]\nremote = \"").unwrap();
+        let (_, rest) = tail.split_once(':').unwrap();
+        self.db.site.repo.write(
+            "berth.toml",
+            &format!("{head}[backup.offsite]\nremote = \"{name}:{rest}"),
+        );
     }
 
     /// No credential in anything berth printed, recorded or audited.
@@ -254,7 +260,7 @@ fn s3_copies_are_read_back_pruned_and_restored_when_the_local_copy_is_gone() {
 }
 
 #[test]
-fn refused_uploads_fail_the_backup_and_show_in_status() {
+fn refused_sftp_uploads_fail_the_backup_and_show_in_status() {
     let mut s = Setup::new(Server::Sftp(Sftp::start()));
     s.use_remote("vault-wrong");
     refused(&mut s, "sftp, a key the server refuses");
@@ -265,7 +271,10 @@ fn refused_uploads_fail_the_backup_and_show_in_status() {
         sftp.stop();
     }
     refused(&mut s, "sftp, server stopped");
+}
 
+#[test]
+fn refused_s3_uploads_fail_the_backup_and_show_in_status() {
     let mut s = Setup::new(Server::S3(S3::start()));
     s.use_remote("vault-wrong");
     refused(&mut s, "s3, a wrong secret key");
