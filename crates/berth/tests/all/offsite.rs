@@ -10,6 +10,7 @@ use berth_testkit::offsite::{S3, Sftp};
 use crate::backup::Db;
 use crate::deploy::Site;
 use crate::logs::validate_json_docs;
+use crate::serve::Serve;
 use crate::support::{Outcome, temp_dir};
 
 enum Server {
@@ -179,6 +180,21 @@ fn round_trip(mut s: Setup, checked_by: &[&str]) {
     );
     assert!(!local.exists(), "the older local backup is pruned");
 
+    let serve = Serve::start(s.db.site.repo.path(), &[], &[]);
+    let (_, metrics) = serve.get("/metrics");
+    assert!(
+        metrics.contains("berth_backup_offsite_failed{product=\"bestays\"} 0")
+            && metrics.contains(
+                "berth_backup_offsite_last_success_timestamp_seconds{product=\"bestays\"}"
+            ),
+        "{metrics}"
+    );
+    let (_, page) = serve.get("/");
+    assert!(
+        page.contains("Last off-site copy</dt><dd><span class=\"ok\">ok"),
+        "{page}"
+    );
+    drop(serve);
     let listed = s.run(&["backup", "list", "--offsite", "--format", "json"]);
     listed.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
@@ -237,6 +253,18 @@ fn refused(s: &mut Setup, why: &str) {
         "{why}: {}",
         text.snapshot()
     );
+    let serve = Serve::start(s.db.site.repo.path(), &[], &[]);
+    let (_, metrics) = serve.get("/metrics");
+    assert!(
+        metrics.contains("berth_backup_offsite_failed{product=\"bestays\"} 1"),
+        "{why}: {metrics}"
+    );
+    let (_, page) = serve.get("/");
+    assert!(
+        page.contains("Last off-site copy</dt><dd><span class=\"bad\">FAILED"),
+        "{why}: {page}"
+    );
+    drop(serve);
     let audit = std::fs::read_to_string(s.db.site.repo.path().join(".berth/audit.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
     assert_eq!(
