@@ -347,7 +347,7 @@ pub fn send(remote: &Remote, record: &mut Record) -> Result<(), BackupError> {
         error: result.as_ref().err().map(ToString::to_string),
     });
     crate::backup::write_record(record)?;
-    let how = result?;
+    result?;
     let rec_name = record
         .record_path()
         .file_name()
@@ -370,7 +370,6 @@ pub fn send(remote: &Remote, record: &mut Record) -> Result<(), BackupError> {
         crate::backup::write_record(record)?;
         return Err(e);
     }
-    let _ = how;
     Ok(())
 }
 

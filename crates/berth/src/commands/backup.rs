@@ -112,14 +112,14 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
         let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
         // The off-site copy is part of the run: a backup that could not leave the
         // machine is a failed run (its local file and record stay).
-        let result = result.and_then(|mut r| {
+        let result = result.map(|mut r| {
             match berth_backup::offsite::Remote::of(&l.manifest, &l.root, product) {
                 Ok(Some(remote)) => {
                     let sent = berth_backup::offsite::send(&remote, &mut r);
-                    Ok((r, sent.err()))
+                    (r, sent.err())
                 }
-                Ok(None) => Ok((r, None)),
-                Err(e) => Ok((r, Some(e))),
+                Ok(None) => (r, None),
+                Err(e) => (r, Some(e)),
             }
         });
         match result {
