@@ -140,6 +140,10 @@ impl Remote {
         let mut c = Cmd::new(&self.program, summary)
             .hint_if_missing("install rclone (Debian: apt install rclone)")
             .mask_with(&self.masker)
+            // rclone 1.60's S3 backend refuses to start at all when AWS_CA_BUNDLE is
+            // set ("unable to load custom CA bundle"); rclone takes a CA from its own
+            // `ca_cert` setting instead.
+            .env_remove("AWS_CA_BUNDLE")
             .timeout(Some(Duration::from_secs(3600)))
             .args([
                 "--retries",
