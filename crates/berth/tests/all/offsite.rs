@@ -223,8 +223,22 @@ fn round_trip(mut s: Setup, checked_by: &[&str]) {
         before,
         "the off-site copy is restored"
     );
-    s.run(&["backup", "verify", "--latest", "bestays"])
-        .assert_code(0);
+    // Only the file goes (its record stays): verify fetches it too.
+    std::fs::remove_file(
+        s.db.site
+            .repo
+            .path()
+            .join("backups/bestays")
+            .join(&second_file),
+    )
+    .unwrap();
+    let out = s.run(&["backup", "verify", "--latest", "bestays"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("fetched it from off-site"),
+        "{}",
+        out.snapshot()
+    );
     s.assert_no_secret();
 }
 
