@@ -36,6 +36,40 @@ ensure_rust() {
         || die "cargo is not installed: berth needs Rust 1.89 or newer (https://rustup.rs)"
 }
 
+# rclone (Debian 12: 1.60), the transport of off-site backups ([backup.offsite]).
+ensure_rclone() {
+    ensure_cmd rclone rclone
+}
+
+# Debian's OpenSSH server for the off-site SFTP tests: the tests start their own sshd
+# (own config, host key and port on loopback); the package's own service is not started.
+ensure_sftp() {
+    command -v ssh-keygen >/dev/null 2>&1 || apt_install openssh-client
+    [ -x /usr/sbin/sshd ] && return 0
+    log "installing openssh-server (the off-site SFTP tests start their own sshd)"
+    apt_install openssh-server
+}
+
+# A real S3-protocol server for the off-site S3 tests: s3s-fs (crates.io; signature V4
+# checked against its own access key, objects as files). Built once into
+# /var/cache/berth/s3s-fs (rustc 1.95: 0.14.1 is the newest that builds), exported as
+# BERTH_TEST_S3FS. A cold build takes several CPU-minutes (see the s3s-fs figure in the report).
+S3S_FS_VERSION=0.14.1
+ensure_s3s_fs() {
+    local root=/var/cache/berth/s3s-fs
+    mkdir -p /var/cache/berth 2>/dev/null && [ -w /var/cache/berth ] || root=$PWD/.berth-test-cache/s3s-fs
+    if [ "$(cat "$root/version" 2>/dev/null)" != "$S3S_FS_VERSION" ] || [ ! -x "$root/bin/s3s-fs" ]; then
+        log "building s3s-fs $S3S_FS_VERSION (S3 server for the off-site tests) into $root"
+        local target; target=$(mktemp -d)
+        CARGO_TARGET_DIR=$target cargo install -q --locked --force "s3s-fs@$S3S_FS_VERSION" \
+            --features binary --root "$root" >/dev/null \
+            || { rm -rf "$target"; die "could not build s3s-fs $S3S_FS_VERSION from crates.io"; }
+        rm -rf "$target"
+        printf '%s' "$S3S_FS_VERSION" >"$root/version"
+    fi
+    export BERTH_TEST_S3FS="$root/bin/s3s-fs"
+}
+
 # Headless Chromium and its WebDriver, for the dashboard's browser test.
 ensure_chromium() {
     ensure_cmd chromium chromium

@@ -26,6 +26,9 @@ ensure_actionlint
 ensure_check_jsonschema
 ensure_kubernetes_validate
 ensure_kubectl
+ensure_rclone
+ensure_sftp
+ensure_s3s_fs
 ensure_test_venv
 ensure_python_rootfs
 trap stop_dockerd EXIT

@@ -251,6 +251,7 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         redis,
         redis_error,
         verified: None,
+        offsite: None,
         dir: dir.clone(),
     };
     debug_pause_backup(&record);

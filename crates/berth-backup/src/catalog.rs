@@ -70,6 +70,9 @@ pub struct Record {
     /// Why the Redis part is missing when `[backup] redis` asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_error: Option<String>,
+    /// The off-site copy (`[backup.offsite]`): where, when, whether it was verified there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<crate::offsite::OffsiteCopy>,
     /// Set when read: where the record lives.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -160,18 +163,22 @@ pub fn list(m: &Manifest, root: &Path, product: Option<&str>) -> Vec<Record> {
                 }
             })
             .collect();
-        // `x-2.dump.zst` was taken after `x.dump.zst` in the same second.
-        records.sort_by(|a, b| {
-            (a.started_unix, a.finished_unix, a.file.len(), &a.file).cmp(&(
-                b.started_unix,
-                b.finished_unix,
-                b.file.len(),
-                &b.file,
-            ))
-        });
+        sort(&mut records);
         out.extend(records);
     }
     out
+}
+
+/// Oldest first: `x-2.dump.zst` was taken after `x.dump.zst` in the same second.
+pub fn sort(records: &mut [Record]) {
+    records.sort_by(|a, b| {
+        (a.started_unix, a.finished_unix, a.file.len(), &a.file).cmp(&(
+            b.started_unix,
+            b.finished_unix,
+            b.file.len(),
+            &b.file,
+        ))
+    });
 }
 
 /// The newest backup of `product`.

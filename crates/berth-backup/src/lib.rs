@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod names;
+pub mod offsite;
 pub mod pg;
 pub mod prune;
 pub mod redis;

@@ -68,6 +68,15 @@ pub struct AuditRecord {
     /// Its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// A backup's off-site copy (`[backup.offsite]`): `ok` (uploaded, size and sha256
+    /// read back there) or `failed` (why in `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["ok", "failed"]))]
+    pub offsite: Option<String>,
+    /// Where the off-site copy went: `<rclone remote>:<path>/<product>` (credentials
+    /// stay in rclone's config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite_remote: Option<String>,
     /// The database a restore swapped out (kept under this name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_database: Option<String>,

@@ -618,6 +618,26 @@ pub struct Backup {
     pub recipients: Vec<String>,
     /// Also save the product's Redis keys (SCAN on its prefix, DUMP) into a second file.
     pub redis: bool,
+    /// Off-site copies through rclone: every backup and its record are uploaded right
+    /// after they are written, verified there by reading back size and sha256, and
+    /// pruned there with the same policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<Offsite>,
+}
+
+/// `[backup.offsite]`: where the off-site copies go. Credentials live in rclone's own
+/// config file, outside the repository, never here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Offsite {
+    /// An rclone remote and path, `<remote>:<path>` (e.g. `offsite:berth-backups`): a
+    /// remote defined in rclone's config file; each product goes under
+    /// `<remote>:<path>/<product>/`.
+    pub remote: String,
+    /// rclone's config file (absolute, outside the repository). Default: rclone's own
+    /// (`RCLONE_CONFIG`, else `~/.config/rclone/rclone.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 impl Default for Backup {
@@ -633,8 +653,42 @@ impl Default for Backup {
             keep_months: 6,
             recipients: Vec::new(),
             redis: false,
+            offsite: None,
         }
     }
+}
+
+/// Why an off-site remote string cannot be used: berth passes it to rclone as one
+/// argument (never through a shell), but a leading `-` would read as an option, an
+/// on-the-fly `:backend,key=value:` remote would put credentials in berth.toml, and
+/// control characters would garble logs.
+pub fn check_offsite_remote(remote: &str) -> Result<(), String> {
+    if remote.starts_with('-') {
+        return Err("it starts with `-`, which rclone would read as an option".into());
+    }
+    if remote.chars().any(char::is_control) {
+        return Err("it holds a control character".into());
+    }
+    let Some((name, path)) = remote.split_once(':') else {
+        return Err("it has no `:`: a local path is not off-site".into());
+    };
+    if name.is_empty() {
+        return Err("an on-the-fly `:backend:` remote would carry its settings (and credentials) in berth.toml".into());
+    }
+    if name.starts_with(' ')
+        || name.ends_with(' ')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-. +@".contains(c))
+    {
+        return Err(format!(
+            "`{name}` is not an rclone remote name (letters, digits, `_ - . + @` and inner spaces; no `,` connection-string settings)"
+        ));
+    }
+    if path.split('/').any(|s| s == "..") {
+        return Err("its path climbs with `..`".into());
+    }
+    Ok(())
 }
 
 /// `[products.<name>.backup]`: per-product overrides of `[backup]`.
@@ -1187,6 +1241,36 @@ command = "b"
             "10.0.0.1",
         ] {
             assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod offsite_tests {
+    use super::check_offsite_remote as check;
+
+    #[test]
+    fn offsite_remotes_that_could_change_the_rclone_command_are_refused() {
+        for ok in [
+            "offsite:",
+            "offsite:berth",
+            "my s3.eu@x:bucket/berth/prod",
+            "a_b-c:x",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "-offsite:x",
+            "--config=/tmp/evil:x",
+            ":s3,access_key_id=AKIA,secret_access_key=x:bucket",
+            "s3,secret_access_key=x:bucket",
+            "/var/backups",
+            "offsite:x\ny",
+            " offsite:x",
+            "offsite:a/../../etc",
+            "off;rm -rf /:x",
+        ] {
+            assert!(check(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -1049,6 +1049,28 @@ impl Validator<'_> {
                 self.push(d);
             }
         }
+        if let Some(o) = &b.offsite {
+            if let Err(why) = crate::model::check_offsite_remote(&o.remote) {
+                let d = Diagnostic::error(
+                    "backup-offsite-remote",
+                    format!("off-site remote `{}` is not usable: {why}", o.remote.escape_debug()),
+                )
+                .at(self.label(&vpath(&["backup", "offsite", "remote"]), "expected `<rclone remote>:<path>`"))
+                .help("name a remote defined in rclone's config file (`rclone config`), e.g. `offsite:berth-backups`; credentials stay in that file, never in berth.toml");
+                self.push(d);
+            }
+            if let Some(c) = &o.config
+                && (!c.starts_with('/') || c.chars().any(char::is_control))
+            {
+                let d = Diagnostic::error(
+                    "backup-offsite-config",
+                    format!("rclone config path `{}` is not an absolute path", c.escape_debug()),
+                )
+                .at(self.label(&vpath(&["backup", "offsite", "config"]), "expected an absolute path outside the repository"))
+                .help("keep rclone's config (it holds the credentials) outside the repository, e.g. /etc/berth/rclone.conf");
+                self.push(d);
+            }
+        }
         if !(1..=19).contains(&b.level) {
             let d = Diagnostic::error(
                 "backup-level",

@@ -286,6 +286,38 @@ impl Collector for Derived {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "berth_backup_offsite_last_success_timestamp",
+                "Unix time of the product's newest backup copied off-site and verified there",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(t) = p
+                    .view
+                    .last_backup
+                    .as_ref()
+                    .and_then(|b| b.offsite_last_success_unix)
+                {
+                    ConstGauge::new(t as i64).encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "berth_backup_offsite_failed",
+                "1 when the off-site copy of the product's newest backup failed, else 0",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in products {
+                if let Some(o) = p.view.last_backup.as_ref().and_then(|b| b.offsite.as_ref()) {
+                    ConstGauge::new(i64::from(!o.ok))
+                        .encode(m.encode_family(&product(&p.view.name))?)?;
+                }
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "berth_tls_certificate_expiry_timestamp",
                 "Unix time the certificate nginx serves for the product expires (mode acme or files)",
                 Some(&Unit::Seconds),

@@ -222,6 +222,21 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         None => r#"<span class="muted">none</span>"#.into(),
     };
     let _ = write!(s, "<dt>Last backup</dt><dd>{backup}</dd>");
+    if let Some(o) = p.last_backup.as_ref().and_then(|b| b.offsite.as_ref()) {
+        let copy = if o.ok {
+            format!(
+                r#"<span class="ok">ok</span> {} ago"#,
+                esc(&age(now.saturating_sub(o.at_unix)))
+            )
+        } else {
+            format!(
+                r#"<span class="bad">FAILED</span> {} ago <span class="muted">({})</span>"#,
+                esc(&age(now.saturating_sub(o.at_unix))),
+                esc(o.error.as_deref().unwrap_or(""))
+            )
+        };
+        let _ = write!(s, "<dt>Last off-site copy</dt><dd>{copy}</dd>");
+    }
     if let Some(t) = &p.tls {
         let class = match t.health {
             "ok" | "renewal-due" => "ok",

@@ -76,6 +76,22 @@ pub struct LastBackup {
     pub finished_unix: u64,
     pub file_bytes: u64,
     pub file: String,
+    /// The newest backup's off-site copy (`[backup.offsite]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<OffsiteView>,
+    /// When the newest backup whose off-site copy succeeded was copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite_last_success_unix: Option<u64>,
+}
+
+/// The last off-site copy, as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsiteView {
+    pub ok: bool,
+    pub at: String,
+    pub at_unix: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The last probe of one service.
@@ -357,11 +373,23 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                 .then(|| last_deploy.as_ref().map(|d| d.version.clone()))
                 .flatten()
         });
-        let last_backup = berth_backup::latest(m, &src.root, name).map(|r| LastBackup {
+        let records = berth_backup::list(m, &src.root, Some(name));
+        let offsite_last_success_unix = records
+            .iter()
+            .filter_map(|r| r.offsite.as_ref().filter(|o| o.ok).map(|o| o.at_unix))
+            .max();
+        let last_backup = records.last().map(|r| LastBackup {
             finished: r.finished.clone(),
             finished_unix: r.finished_unix,
             file_bytes: r.file_bytes,
             file: r.file.clone(),
+            offsite: r.offsite.as_ref().map(|o| OffsiteView {
+                ok: o.ok,
+                at: o.at.clone(),
+                at_unix: o.at_unix,
+                error: o.error.clone(),
+            }),
+            offsite_last_success_unix,
         });
         let tls = tls_status.iter().find(|t| t.product == *name).cloned();
         // berth has no daemon of its own: each tick of `berth serve` ends a standby

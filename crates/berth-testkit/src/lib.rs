@@ -6,6 +6,7 @@
 
 pub mod contract;
 pub mod load;
+pub mod offsite;
 pub mod swarm;
 
 use std::path::{Path, PathBuf};

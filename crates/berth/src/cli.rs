@@ -829,6 +829,8 @@ pub enum SchemaName {
     Backup,
     /// `berth backup list --format json`
     BackupList,
+    /// `berth backup list --offsite --format json`
+    BackupListOffsite,
     /// `berth backup verify --format json`
     Verify,
     /// `berth restore --format json`
@@ -1025,6 +1027,9 @@ pub enum BackupCommand {
 pub struct BackupListArgs {
     /// Only this product
     pub product: Option<String>,
+    /// List the off-site copies (`[backup.offsite]`), read from the remote
+    #[arg(long)]
+    pub offsite: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

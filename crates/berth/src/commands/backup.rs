@@ -110,11 +110,30 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
         });
         drop(progress);
         let mut entry = AuditRecord::new("backup", product.as_str(), &operator(&l.root));
+        // The off-site copy is part of the run: a backup that could not leave the
+        // machine is a failed run (its local file and record stay).
+        let result = result.map(|mut r| {
+            match berth_backup::offsite::Remote::of(&l.manifest, &l.root, product) {
+                Ok(Some(remote)) => {
+                    let sent = berth_backup::offsite::send(&remote, &mut r);
+                    (r, sent.err())
+                }
+                Ok(None) => (r, None),
+                Err(e) => (r, Some(e)),
+            }
+        });
         match result {
-            Ok(r) => {
-                entry.set_result(true);
+            Ok((r, offsite_err)) => {
+                entry.set_result(offsite_err.is_none());
                 entry.file = Some(r.path().display().to_string());
                 entry.bytes = Some(r.file_bytes);
+                if let Some(o) = &r.offsite {
+                    entry.offsite = Some(if o.ok { "ok" } else { "failed" }.to_string());
+                    entry.offsite_remote = Some(o.remote.clone());
+                }
+                if let Some(e) = &offsite_err {
+                    entry.error = Some(format!("the off-site copy failed: {e}"));
+                }
                 audit(&l, entry);
                 if args.format == Format::Text {
                     println!(
@@ -134,7 +153,34 @@ pub fn run(cli: &Cli, args: &BackupArgs, printer: &Printer) -> Result<ExitCode> 
                         );
                     }
                 }
+                if args.format == Format::Text
+                    && let Some(o) = r.offsite.as_ref().filter(|o| o.ok)
+                {
+                    println!(
+                        "{product}: copied to {} (size and sha256 read back{})",
+                        o.remote,
+                        if o.checked_by.as_deref() == Some("download") {
+                            " by downloading it"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 done.push(record_json(&r));
+                if let Some(e) = &offsite_err {
+                    let msg = format!(
+                        "the backup {} is complete here, but its off-site copy failed: {e}",
+                        r.file
+                    );
+                    if products.len() == 1 {
+                        if args.format == Format::Json {
+                            printer.json(&json!({ "backups": done, "failed": [{"product": product, "error": msg}] }));
+                        }
+                        return Err(CliError::Failed(msg));
+                    }
+                    printer.error(&format!("{product}: {msg}"));
+                    failed.push(json!({"product": product, "error": msg}));
+                }
                 if let Some(e) = &r.redis_error {
                     printer.error(&format!(
                         "{product}: the database backup is complete, but its Redis part failed: {e}"
@@ -177,6 +223,9 @@ fn list(cli: &Cli, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode>
     let l = load(cli, printer)?;
     if let Some(p) = &args.product {
         known(&l.manifest, p)?;
+    }
+    if args.offsite {
+        return list_offsite(&l, args, printer);
     }
     let records = berth_backup::list(&l.manifest, &l.root, args.product.as_deref());
     match args.format {
@@ -222,6 +271,79 @@ fn list(cli: &Cli, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `berth backup list --offsite`: the records on each product's remote.
+fn list_offsite(l: &Loaded, args: &BackupListArgs, printer: &Printer) -> Result<ExitCode> {
+    if l.manifest.backup.offsite.is_none() {
+        return Err(CliError::Config(
+            "berth.toml has no [backup.offsite]: there are no off-site copies to list".into(),
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for product in l
+        .manifest
+        .products
+        .iter()
+        .filter(|(n, p)| {
+            p.database.is_some() && args.product.as_ref().is_none_or(|want| want == *n)
+        })
+        .map(|(n, _)| n)
+    {
+        let remote = berth_backup::offsite::Remote::of(&l.manifest, &l.root, product)
+            .map_err(cli_err)?
+            .expect("offsite is set");
+        let dir = berth_backup::catalog::backup_dir(&l.manifest, &l.root, product);
+        match remote.records(product, &dir) {
+            Ok(records) => rows.extend(records.into_iter().map(|r| (remote.dir.clone(), r))),
+            Err(e) => {
+                printer.error(&format!("{product}: {e}"));
+                errors.push(json!({"product": product, "error": e.to_string()}));
+            }
+        }
+    }
+    match args.format {
+        Format::Json => {
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(remote, r)| {
+                    let mut v = serde_json::to_value(r).expect("record serializes");
+                    v["remote_path"] = format!("{remote}/{}", r.file).into();
+                    v["local"] = r.path().exists().into();
+                    v
+                })
+                .collect();
+            printer.json(&json!({ "backups": v, "errors": errors }));
+        }
+        Format::Text => {
+            if rows.is_empty() && errors.is_empty() {
+                println!("no off-site copies");
+            } else if !rows.is_empty() {
+                println!(
+                    "{:<12} {:<20} {:>6} {:>10} {:<6} REMOTE",
+                    "PRODUCT", "FINISHED", "AGE", "SIZE", "LOCAL"
+                );
+                let now = berth_backup::now_unix();
+                for (remote, r) in &rows {
+                    println!(
+                        "{:<12} {:<20} {:>6} {:>10} {:<6} {remote}/{}",
+                        r.product,
+                        r.finished,
+                        human_age(now.saturating_sub(r.finished_unix)),
+                        human_bytes(r.file_bytes),
+                        if r.path().exists() { "yes" } else { "no" },
+                        r.file,
+                    );
+                }
+            }
+        }
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn identities(path: &Option<PathBuf>) -> Result<Vec<Box<dyn age::Identity>>> {
     match path {
         Some(p) => berth_backup::stream::identities(p).map_err(cli_err),
@@ -233,8 +355,24 @@ fn identities(path: &Option<PathBuf>) -> Result<Vec<Box<dyn age::Identity>>> {
 fn resolve_record(l: &Loaded, product: Option<&str>, file: &Path) -> Result<Record> {
     if file == Path::new("latest") {
         let p = product.expect("latest needs a product");
-        return berth_backup::latest(&l.manifest, &l.root, p)
-            .ok_or_else(|| CliError::Config(format!("{p} has no backups yet")));
+        if let Some(r) = berth_backup::latest(&l.manifest, &l.root, p) {
+            return Ok(r);
+        }
+        // No record here (the backup directory is gone): the newest off-site copy.
+        if let Some(remote) =
+            berth_backup::offsite::Remote::of(&l.manifest, &l.root, p).map_err(cli_err)?
+        {
+            let dir = berth_backup::catalog::backup_dir(&l.manifest, &l.root, p);
+            if let Some(r) = remote.records(p, &dir).map_err(cli_err)?.pop() {
+                return Ok(r);
+            }
+        }
+        return Err(CliError::Config(format!("{p} has no backups yet")));
+    }
+    let record = berth_backup::catalog::record_path_of(file);
+    if !file.exists() && record.exists() {
+        // The file is gone but its record stays: an off-site copy may bring it back.
+        return Record::read(&record).map_err(CliError::Config);
     }
     if !file.exists() {
         return Err(CliError::Config(format!(
@@ -243,6 +381,18 @@ fn resolve_record(l: &Loaded, product: Option<&str>, file: &Path) -> Result<Reco
         )));
     }
     Record::read(file).map_err(CliError::Config)
+}
+
+/// When the backup file is gone here, fetch its off-site copy (sha256 checked
+/// against the record) so verify and restore can go on as usual.
+fn fetch_offsite(m: &Manifest, root: &Path, r: &Record, with_redis: bool) -> Result<()> {
+    if berth_backup::offsite::fetch_if_missing(m, root, r, with_redis).map_err(cli_err)? {
+        eprintln!(
+            "{}: the local copy was gone; fetched it from off-site (sha256 matches its record)",
+            r.file
+        );
+    }
+    Ok(())
 }
 
 fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<ExitCode> {
@@ -256,6 +406,7 @@ fn verify_cmd(cli: &Cli, args: &BackupVerifyArgs, printer: &Printer) -> Result<E
         (None, None) => unreachable!("clap requires one"),
     };
     let ids = identities(&args.identity)?;
+    fetch_offsite(&l.manifest, &l.root, &r, false)?;
     let product = r.product.clone();
     let progress = Reporter::new(Some(&product), Shape::Steps);
     progress.step(&format!(
@@ -386,6 +537,82 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
             }));
         }
     }
+    // The same policy off-site: the remote's copies are named like the local ones.
+    for product in l
+        .manifest
+        .products
+        .keys()
+        .filter(|k| args.product.as_ref().is_none_or(|p| p == *k))
+    {
+        let Some(remote) =
+            berth_backup::offsite::Remote::of(&l.manifest, &l.root, product).map_err(cli_err)?
+        else {
+            continue;
+        };
+        let s = l.manifest.backup_settings(product);
+        let policy = Policy {
+            keep_days: args.keep_days.unwrap_or(s.keep_days),
+            keep_weeks: args.keep_weeks.unwrap_or(s.keep_weeks),
+            keep_months: args.keep_months.unwrap_or(s.keep_months),
+        };
+        let files = match remote.list() {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(format!("{product}: off-site: {e}"));
+                continue;
+            }
+        };
+        let local: Vec<Record> = berth_backup::list(&l.manifest, &l.root, Some(product));
+        let mut copies: Vec<(String, u64, u64)> = files
+            .iter()
+            .filter(|f| f.name.contains(".dump.zst") && !f.name.ends_with(".json"))
+            .filter_map(|f| {
+                let stem = berth_backup::offsite::stem_of(&f.name);
+                let unix = berth_backup::offsite::started_of(product, stem)?;
+                Some((stem.to_string(), unix, f.size.max(0) as u64))
+            })
+            .collect();
+        copies.sort_by(|a, b| (a.1, a.0.len(), &a.0).cmp(&(b.1, b.0.len(), &b.0)));
+        let items: Vec<Item> = copies
+            .iter()
+            .map(|(stem, unix, _)| Item {
+                unix: *unix,
+                verified: local
+                    .iter()
+                    .any(|r| berth_backup::offsite::stem_of(&r.file) == stem && r.verified_ok()),
+            })
+            .collect();
+        for ((stem, _, bytes), d) in copies.iter().zip(prune::select(&items, now, policy)) {
+            let mut deleted = false;
+            if !d.keep && args.yes {
+                let mut ok = true;
+                // The record last: a copy without its record is never listed.
+                let mut names: Vec<&str> = files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .filter(|n| berth_backup::offsite::stem_of(n) == stem)
+                    .collect();
+                names.sort_by_key(|n| n.ends_with(".json"));
+                for n in names {
+                    if let Err(e) = remote.delete(n) {
+                        errors.push(format!("{product}: off-site: {e}"));
+                        ok = false;
+                        break;
+                    }
+                }
+                deleted = ok;
+            }
+            rows.push(json!({
+                "product": product,
+                "file": format!("{}/{stem}", remote.dir),
+                "offsite": true,
+                "keep": d.keep,
+                "deleted": deleted,
+                "reason": d.reason,
+                "bytes": bytes,
+            }));
+        }
+    }
     let going: Vec<_> = rows.iter().filter(|r| r["keep"] == false).collect();
     let freed: u64 = going.iter().filter_map(|r| r["bytes"].as_u64()).sum();
     match args.format {
@@ -436,6 +663,7 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
     };
     let r = resolve_record(&light, Some(&args.product), &args.file)?;
     let ids = identities(&args.identity)?;
+    fetch_offsite(&l.manifest, &l.root, &r, args.with_redis)?;
     let db = l.manifest.products[&args.product]
         .database
         .as_ref()

@@ -520,6 +520,12 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                 "last_deploy": last.as_ref().map(|r| r.tag.clone()),
                 "last_backup": backup.as_ref().map(|b| b.finished.clone()),
                 "last_backup_age_s": backup.as_ref().map(|b| now.saturating_sub(b.finished_unix)),
+                "last_offsite_copy": backup.as_ref().and_then(|b| b.offsite.as_ref()).map(|o| json!({
+                    "ok": o.ok,
+                    "at": o.at,
+                    "remote": o.remote,
+                    "error": o.error,
+                })),
             }));
         }
     }
@@ -567,6 +573,17 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                         "; it died: a rollback starts it again"
                     }
                 );
+            }
+            for r in &rows {
+                let o = &r["last_offsite_copy"];
+                if o["ok"] == false {
+                    printer.warn(&format!(
+                        "{}: the last off-site copy FAILED ({}): {}",
+                        r["product"].as_str().unwrap_or(""),
+                        o["at"].as_str().unwrap_or(""),
+                        o["error"].as_str().unwrap_or("")
+                    ));
+                }
             }
             super::tls::print_status(&tls, printer);
         }

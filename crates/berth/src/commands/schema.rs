@@ -53,6 +53,7 @@ fn written(name: SchemaName) -> &'static str {
         SchemaName::Doctor => schema!("doctor"),
         SchemaName::Backup => schema!("backup"),
         SchemaName::BackupList => schema!("backup-list"),
+        SchemaName::BackupListOffsite => schema!("backup-list-offsite"),
         SchemaName::Verify => schema!("verify"),
         SchemaName::Restore => schema!("restore"),
         SchemaName::ProductList => schema!("product-list"),

@@ -86,7 +86,7 @@ impl Db {
 
     /// Everything that makes a database's content: per-table row counts and
     /// checksums (computed in SQL), the view, sequences, indexes, constraints, owners.
-    fn fingerprint(&self, db: &str) -> BTreeMap<String, String> {
+    pub(crate) fn fingerprint(&self, db: &str) -> BTreeMap<String, String> {
         let mut f = BTreeMap::new();
         let tables = self.sql(
             db,

@@ -19,6 +19,7 @@ mod lint;
 mod log;
 mod logs;
 mod notify;
+mod offsite;
 mod pg_tls;
 mod product;
 mod progress;

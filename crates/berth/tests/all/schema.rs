@@ -276,7 +276,7 @@ fn every_command_with_a_json_output_has_a_schema() {
             "secrets check" => &["secrets-check"],
             "product add" => &["product-add"],
             "product list" => &["product-list"],
-            "backup list" => &["backup-list"],
+            "backup list" => &["backup-list", "backup-list-offsite"],
             "backup verify" => &["verify"],
             "backup prune" => &["backup-prune"],
             "check" => &["check"],

@@ -343,6 +343,7 @@ fn write_backup_record(site: &Site, product: &str, finished_unix: u64, file_byte
         redis: None,
         redis_error: None,
         verified: None,
+        offsite: None,
         dir: Default::default(),
     };
     std::fs::write(
