@@ -797,7 +797,7 @@ fn passes_to_docker(name: &str) -> bool {
 }
 
 /// `docker` with a cleared environment plus [`passes_to_docker`]'s allow-list.
-fn docker_cmd(summary: impl Into<String>) -> Cmd {
+pub(crate) fn docker_cmd(summary: impl Into<String>) -> Cmd {
     let mut c = Cmd::new("docker", summary).env_clear();
     for (k, v) in std::env::vars_os() {
         if k.to_str().is_some_and(passes_to_docker) {

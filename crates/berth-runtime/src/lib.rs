@@ -7,6 +7,7 @@ pub mod fake;
 pub mod local;
 pub mod probe;
 pub mod reach;
+pub mod swarm;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,10 @@ pub fn open(
 ) -> Box<dyn Runtime + Send + Sync> {
     match resolve(kind.unwrap_or(manifest.deploy.runtime)) {
         Kind::Compose => Box::new(compose::ComposeRuntime::new(
+            manifest.clone(),
+            root.to_path_buf(),
+        )),
+        Kind::Swarm => Box::new(swarm::SwarmRuntime::new(
             manifest.clone(),
             root.to_path_buf(),
         )),
