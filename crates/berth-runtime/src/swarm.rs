@@ -949,18 +949,24 @@ impl Runtime for SwarmRuntime {
         let Some(port) = svc.port.and(slot_port(&self.manifest, svc, slot)) else {
             return Vec::new();
         };
-        let mut out: Vec<Address> = self
+        let tasks: Vec<Task> = self
             .tasks(product)
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| {
-                t.slot == slot
-                    && t.service == service
-                    && t.desired == "running"
-                    && !t.node_addr.is_empty()
-            })
-            .map(|t| Address::new(t.node_addr, port))
+            .filter(|t| t.slot == slot && t.service == service && !t.node_addr.is_empty())
             .collect();
+        let wanted = tasks.iter().filter(|t| t.desired == "running");
+        // A slot whose tasks all died (and are not yet replaced) still answers nowhere
+        // else than where they ran: a health check there fails, never passes on nothing.
+        let mut out: Vec<Address> = if wanted.clone().next().is_some() {
+            wanted.map(|t| Address::new(t.node_addr.clone(), port)).collect()
+        } else {
+            tasks
+                .iter()
+                .filter(|t| t.failed())
+                .map(|t| Address::new(t.node_addr.clone(), port))
+                .collect()
+        };
         out.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
         out.dedup();
         out
