@@ -453,6 +453,8 @@ mod tests {
             id: "1".into(),
             started: None,
             port: None,
+            node: None,
+            state: None,
         }
     }
 

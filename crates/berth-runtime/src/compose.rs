@@ -571,6 +571,8 @@ impl Runtime for ComposeRuntime {
                     SystemTime::now() - parse_running_for(v["RunningFor"].as_str().unwrap_or("")),
                 ),
                 port: svc.and_then(|s| slot_port(&self.manifest, s, slot)),
+                node: None,
+                state: None,
             });
         }
         Ok(instances)

@@ -162,6 +162,14 @@ pub struct Instance {
     #[serde(skip)]
     pub started: Option<SystemTime>,
     pub port: Option<u16>,
+    /// The machine it runs on, when the runtime spreads over several (swarm: the node's
+    /// address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its state as the runtime sees it, when it says more than alive/dead (swarm: the
+    /// task's state, e.g. `running`, `starting`, `failed: task: non-zero exit (3)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl Instance {

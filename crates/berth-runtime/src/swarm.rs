@@ -1203,6 +1203,12 @@ impl Runtime for SwarmRuntime {
                     id: t.id.chars().take(12).collect(),
                     started: t.since,
                     port: svc.and_then(|s| slot_port(m, s, t.slot)),
+                    node: Some(t.node_addr.clone()).filter(|a| !a.is_empty()),
+                    state: Some(if t.error.is_empty() {
+                        t.state.clone()
+                    } else {
+                        format!("{}: {}", t.state, t.error)
+                    }),
                 }
             })
             .collect())
