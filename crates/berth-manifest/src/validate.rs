@@ -1244,7 +1244,10 @@ impl Validator<'_> {
                 "swarm-manager",
                 format!("deploy.swarm.manager `{m}` is not a DOCKER_HOST value"),
             )
-            .at(self.label(&vpath(&["deploy", "swarm", "manager"]), "expected unix://, tcp:// or ssh://"))
+            .at(self.label(
+                &vpath(&["deploy", "swarm", "manager"]),
+                "expected unix://, tcp:// or ssh://",
+            ))
             .help("e.g. ssh://admin@manager.internal or unix:///run/docker.sock");
             self.push(d);
         }
@@ -1290,7 +1293,12 @@ impl Validator<'_> {
                     .at(self.label(&path, ""))
                     .help(format!(
                         "services of {pname}: {}",
-                        product.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                        product
+                            .services
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ));
                     self.push(d);
                 } else if *n == 0 {

@@ -119,6 +119,9 @@ mod tests {
         assert!(text.contains("endpoint_mode: dnsrr"));
         assert!(text.contains("max_replicas_per_node: 1"));
         assert!(text.contains("node.labels.berth.product == bestays"));
-        assert!(text.contains("\"bestays_KEY_abcdef012345\":\n    external: true"), "{text}");
+        assert!(
+            text.contains("\"bestays_KEY_abcdef012345\":\n    external: true"),
+            "{text}"
+        );
     }
 }

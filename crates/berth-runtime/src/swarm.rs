@@ -483,7 +483,11 @@ impl SwarmRuntime {
                     port: svc.port,
                     published: svc.port.and(slot_port(&self.manifest, svc, slot)),
                     replicas: self.settings.replicas(product, name),
-                    env: svc.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    env: svc
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     secrets: grants.clone(),
                 })
                 .collect(),
@@ -646,7 +650,10 @@ impl SwarmRuntime {
     fn registry_tags(&self, agent: &ureq::Agent, repo: &str) -> Result<Vec<String>, RuntimeError> {
         let url = format!("{}/v2/{repo}/tags/list", self.registry_url());
         let mut r = agent.get(&url).call().map_err(|e| {
-            RuntimeError::Failed(format!("the registry {} did not answer: {e}", self.registry_host()))
+            RuntimeError::Failed(format!(
+                "the registry {} did not answer: {e}",
+                self.registry_host()
+            ))
         })?;
         if r.status().as_u16() == 404 {
             return Ok(Vec::new());
@@ -662,11 +669,7 @@ impl SwarmRuntime {
 
     /// Delete the tags of `product`'s images not in `keep` (a digest another kept
     /// tag also names stays: deleting it would take the kept tag along).
-    fn prune_registry(
-        &self,
-        product: &str,
-        keep: &[String],
-    ) -> Result<Vec<String>, RuntimeError> {
+    fn prune_registry(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         let agent = Self::registry_agent();
         let mut removed = Vec::new();
         for service in self.built_services(product) {
@@ -745,7 +748,10 @@ impl SwarmRuntime {
         }
         for (secret, key) in &secrets {
             c = c
-                .args(["--secret", &format!("source={secret},target={key},mode=0400")])
+                .args([
+                    "--secret",
+                    &format!("source={secret},target={key},mode=0400"),
+                ])
                 .args(["--env", &format!("{key}_FILE=/run/secrets/{key}")]);
         }
         if let Some(a) = &self.settings.host_address {
@@ -959,7 +965,9 @@ impl Runtime for SwarmRuntime {
         // A slot whose tasks all died (and are not yet replaced) still answers nowhere
         // else than where they ran: a health check there fails, never passes on nothing.
         let mut out: Vec<Address> = if wanted.clone().next().is_some() {
-            wanted.map(|t| Address::new(t.node_addr.clone(), port)).collect()
+            wanted
+                .map(|t| Address::new(t.node_addr.clone(), port))
+                .collect()
         } else {
             tasks
                 .iter()
@@ -967,7 +975,7 @@ impl Runtime for SwarmRuntime {
                 .map(|t| Address::new(t.node_addr.clone(), port))
                 .collect()
         };
-        out.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        out.sort_by_key(|a| a.to_string());
         out.dedup();
         out
     }
@@ -1048,7 +1056,11 @@ impl Runtime for SwarmRuntime {
                     .stdout_str()
                     .trim(),
             );
-            let rel = self.root.strip_prefix(&top).unwrap_or(Path::new("")).to_path_buf();
+            let rel = self
+                .root
+                .strip_prefix(&top)
+                .unwrap_or(Path::new(""))
+                .to_path_buf();
             let tmp = std::env::temp_dir().join(format!(
                 "berth-swarm-build-{product}-{version}-{}",
                 std::process::id()
@@ -1090,7 +1102,10 @@ impl Runtime for SwarmRuntime {
             Ok(images)
         })();
         if let Some(tmp) = checkout {
-            let _ = git(&["worktree", "remove", "--force", &tmp], "remove the build checkout");
+            let _ = git(
+                &["worktree", "remove", "--force", &tmp],
+                "remove the build checkout",
+            );
         }
         let images = result?;
         Ok(Some(format!("built and pushed {}", images.join(", "))))
@@ -1222,7 +1237,14 @@ impl Runtime for SwarmRuntime {
         let out = self
             .docker(format!("read the logs of {product}.{service} ({slot})"))
             .mask_with(&masker)
-            .args(["service", "logs", "--no-trunc", "--tail", &lines.to_string(), &name])
+            .args([
+                "service",
+                "logs",
+                "--no-trunc",
+                "--tail",
+                &lines.to_string(),
+                &name,
+            ])
             .timeout(Some(Duration::from_secs(30)))
             .output_unchecked()
             .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))

@@ -235,10 +235,18 @@ impl Harness for SiteHarness {
                     let root = self.site.repo.path();
                     eprintln!("DEBUG serving {other:?}");
                     for e in walk(&root.join("deploy/dev/nginx")) {
-                        eprintln!("== {}\n{}", e.display(), std::fs::read_to_string(&e).unwrap_or_default());
+                        eprintln!(
+                            "== {}\n{}",
+                            e.display(),
+                            std::fs::read_to_string(&e).unwrap_or_default()
+                        );
                     }
-                    let log = std::fs::read_to_string(root.join(".berth/nginx/error.log")).unwrap_or_default();
-                    eprintln!("nginx error.log tail: {}", log.lines().rev().take(10).collect::<Vec<_>>().join("\n"));
+                    let log = std::fs::read_to_string(root.join(".berth/nginx/error.log"))
+                        .unwrap_or_default();
+                    eprintln!(
+                        "nginx error.log tail: {}",
+                        log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+                    );
                 }
                 None
             }
@@ -283,7 +291,11 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
         let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)); } else if p.extension().is_some_and(|x| x == "conf") { out.push(p); }
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "conf") {
+            out.push(p);
+        }
     }
     out
 }
