@@ -1249,7 +1249,37 @@ impl Runtime for SwarmRuntime {
             .output_unchecked()
             .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
             .unwrap_or_default();
-        masker.mask(&out)
+        // Where each task ran and how it ended: what a log alone does not say.
+        self.forget();
+        let mut tasks = String::new();
+        for t in self
+            .tasks(product)
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t.slot == slot && t.service == service)
+        {
+            tasks.push_str(&format!(
+                "task {} on {}: {} (desired {}){}{}\n",
+                t.id.chars().take(12).collect::<String>(),
+                if t.node_addr.is_empty() {
+                    "no node"
+                } else {
+                    &t.node_addr
+                },
+                t.state,
+                t.desired,
+                if t.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.error)
+                },
+                t.exit_code
+                    .filter(|c| *c != 0)
+                    .map(|c| format!(", exit {c}"))
+                    .unwrap_or_default(),
+            ));
+        }
+        masker.mask(&format!("{out}{tasks}"))
     }
 
     fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {

@@ -1322,6 +1322,17 @@ fn bestays_deploys_and_rolls_back_across_labelled_nodes_at_100_rps_with_its_own_
         "{}",
         status.stdout
     );
+    // The steps' wall times of every deploy, from the audit log (for the report).
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    for line in audit.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        eprintln!(
+            "audit {} {} {} ms",
+            r["product"].as_str().unwrap_or(""),
+            r["step"].as_str().unwrap_or(""),
+            r["duration_ms"]
+        );
+    }
     eprintln!(
         "bestays across labelled nodes: {:.1} s",
         started.elapsed().as_secs_f64()
