@@ -49,6 +49,8 @@ pub struct Task {
     /// When the task reached its current state.
     pub since: Option<SystemTime>,
     pub exit_code: Option<i64>,
+    /// The replica it is an attempt of (Swarm's task slot, 1-based).
+    pub replica: u64,
 }
 
 impl Task {
@@ -335,6 +337,7 @@ impl SwarmRuntime {
                     .as_str()
                     .and_then(parse_docker_time),
                 exit_code: t["Status"]["ContainerStatus"]["ExitCode"].as_i64(),
+                replica: t["Slot"].as_u64().unwrap_or(0),
             });
         }
         tasks.sort_by(|a, b| (a.slot, &a.service, &a.id).cmp(&(b.slot, &b.service, &b.id)));
@@ -547,8 +550,15 @@ impl SwarmRuntime {
                         t.error
                     )));
                 }
-                if mine.iter().any(|t| t.failed()) {
-                    // The process exited: the health gate says so with the log tail.
+                // A replica whose process exited twice is in a restart loop: the health
+                // gate says so with the log tail. (Once can be a hiccup Swarm retries.)
+                let looping = mine.iter().any(|t| {
+                    mine.iter()
+                        .filter(|o| o.replica == t.replica && o.failed())
+                        .count()
+                        >= 2
+                });
+                if looping {
                     return Ok(());
                 }
                 let want = self.settings.replicas(product, name) as usize;
@@ -1203,11 +1213,22 @@ impl Runtime for SwarmRuntime {
 
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError> {
         let m = &self.manifest;
-        Ok(self
-            .tasks(product)?
+        let all = self.tasks(product)?;
+        Ok(all
+            .clone()
             .into_iter()
-            // The tasks the services want, and those that died (a failed start).
-            .filter(|t| t.desired == "running" || t.failed())
+            // The tasks the services want, and those that died with nothing of their
+            // replica running since (a failed start, not a retried hiccup).
+            .filter(|t| {
+                t.desired == "running"
+                    || (t.failed()
+                        && !all.iter().any(|o| {
+                            o.slot == t.slot
+                                && o.service == t.service
+                                && o.replica == t.replica
+                                && o.running()
+                        }))
+            })
             .map(|t| {
                 let svc = m.products[product].services.get(&t.service);
                 Instance {
