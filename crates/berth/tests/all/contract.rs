@@ -230,26 +230,7 @@ impl Harness for SiteHarness {
     fn serving(&mut self, product: &str) -> Option<String> {
         match self.site.get(&Self::host(product), "/api/health") {
             (200, version) if !version.is_empty() => Some(version),
-            other => {
-                if std::env::var("H1_DEBUG").is_ok() {
-                    let root = self.site.repo.path();
-                    eprintln!("DEBUG serving {other:?}");
-                    for e in walk(&root.join("deploy/dev/nginx")) {
-                        eprintln!(
-                            "== {}\n{}",
-                            e.display(),
-                            std::fs::read_to_string(&e).unwrap_or_default()
-                        );
-                    }
-                    let log = std::fs::read_to_string(root.join(".berth/nginx/error.log"))
-                        .unwrap_or_default();
-                    eprintln!(
-                        "nginx error.log tail: {}",
-                        log.lines().rev().take(10).collect::<Vec<_>>().join("\n")
-                    );
-                }
-                None
-            }
+            _ => None,
         }
     }
 }
@@ -285,17 +266,4 @@ fn the_contract_suite_passes_on_compose() {
 #[test]
 fn the_contract_suite_passes_on_swarm() {
     the_contract_suite_passes_on(Kind::Swarm);
-}
-
-fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else if p.extension().is_some_and(|x| x == "conf") {
-            out.push(p);
-        }
-    }
-    out
 }
