@@ -41,10 +41,26 @@ impl Site {
 
     /// The site on the runtime `kind` (its services take `boot_delay_ms` to start).
     pub fn with(kind: Kind, boot_delay_ms: u64) -> Self {
-        let (compose, swarm) = match kind {
-            Kind::Local => (false, None),
-            Kind::Compose => (true, None),
-            Kind::Swarm => (true, Some(berth_testkit::swarm::Swarm::shared())),
+        let swarm = (kind == Kind::Swarm).then(berth_testkit::swarm::Swarm::shared);
+        Self::build(kind, boot_delay_ms, swarm)
+    }
+
+    /// The site on a swarm of the test's own (one whose nodes it may kill).
+    pub fn on_swarm(
+        swarm: std::sync::Arc<berth_testkit::swarm::Swarm>,
+        boot_delay_ms: u64,
+    ) -> Self {
+        Self::build(Kind::Swarm, boot_delay_ms, Some(swarm))
+    }
+
+    fn build(
+        kind: Kind,
+        boot_delay_ms: u64,
+        swarm: Option<std::sync::Arc<berth_testkit::swarm::Swarm>>,
+    ) -> Self {
+        let compose = match kind {
+            Kind::Local => false,
+            Kind::Compose | Kind::Swarm => true,
             Kind::Auto => panic!("a test site names its runtime"),
         };
         if compose && swarm.is_none() {

@@ -1338,3 +1338,65 @@ fn bestays_deploys_and_rolls_back_across_labelled_nodes_at_100_rps_with_its_own_
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A worker dies (every process of it killed -9, its link down) while bestays runs its
+/// two server tasks on two of its three labelled nodes: the failed requests through
+/// the host's nginx during the failover are reported (goal 0), the task runs again on
+/// the spare node within 30 s, and the next deploy converges on the nodes left.
+#[test]
+fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
+    let swarm = Arc::new(Swarm::start(
+        SwarmConfig::new(3)
+            .dispatcher_heartbeat(Duration::from_secs(2))
+            .label(0, "berth.bestays", "yes")
+            .label(1, "berth.bestays", "yes")
+            .label(2, "berth.bestays", "yes"),
+    ));
+    let site = crate::deploy::Site::on_swarm(swarm.clone(), 300);
+    site.edit_manifest(
+        "[deploy.swarm.products.bestays]\nreplicas",
+        "[deploy.swarm.products.bestays]\nnode_label = \"berth.bestays=yes\"\nreplicas",
+    );
+    site.repo
+        .commit_all("chore: bestays on three nodes (TASK-2-place-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let tasks = status_tasks(&site, "bestays", "server");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    // A worker with a server task (at least one of the two runs on a worker).
+    let victim = [1, 2]
+        .into_iter()
+        .map(|i| swarm.node(i))
+        .find(|n| tasks.iter().any(|t| t["node"] == n.ip.to_string().as_str()))
+        .expect("a server task on a worker");
+    let victim_ip = victim.ip.to_string();
+    let load = LoadConfig::new(site.http_port, "bestays.app")
+        .paths(&["/api/health", "/"])
+        .start();
+    load.wait_for_answers(20);
+    victim.kill();
+    let rescheduled = wait_until(
+        Duration::from_secs(30),
+        "bestays.server running on two live nodes again",
+        || {
+            let t = status_tasks(&site, "bestays", "server");
+            t.iter()
+                .filter(|t| t["running"] == true && t["node"] != victim_ip.as_str())
+                .count()
+                == 2
+        },
+    );
+    let report = load.finish();
+    eprintln!(
+        "failover: rescheduled within {:.1} s of the kill; load: {}",
+        rescheduled.as_secs_f64(),
+        report.summary()
+    );
+    site.change("bestays", 3);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let nodes: BTreeSet<String> = status_tasks(&site, "bestays", "server")
+        .iter()
+        .map(|t| t["node"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!nodes.contains(&victim_ip), "{nodes:?}");
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
