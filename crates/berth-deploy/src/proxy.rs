@@ -187,7 +187,13 @@ impl<'a> Nginx<'a> {
             restore(&previous);
             return Err(e.into());
         }
-        self.reload().inspect_err(|_| restore(&previous))
+        let before = self.accepting_workers();
+        self.reload().inspect_err(|_| restore(&previous))?;
+        // `nginx -s reload` returns once the signal is sent: the switch is done when
+        // the workers of the old configuration no longer take new connections (a
+        // request right after would otherwise still reach the old addresses).
+        self.old_workers_stopped(&before, Duration::from_secs(10));
+        Ok(())
     }
 
     /// Run the configured test command (`nginx -t`) against berth's config.
@@ -447,6 +453,8 @@ mod tests {
             id: "1".into(),
             started: None,
             port: None,
+            node: None,
+            state: None,
         }
     }
 

@@ -229,7 +229,7 @@ impl Manifest {
     pub fn in_containers(&self, product: &str) -> bool {
         match self.deploy.runtime {
             RuntimeKind::Local => false,
-            RuntimeKind::Compose => true,
+            RuntimeKind::Compose | RuntimeKind::Swarm => true,
             RuntimeKind::Auto => self.products.get(product).is_some_and(|p| {
                 p.services
                     .values()
@@ -388,13 +388,16 @@ pub enum RuntimeKind {
     Local,
     /// Docker Compose v2 on a Docker Engine (`DOCKER_HOST` or the current docker context).
     Compose,
+    /// Docker Swarm: each product's services as Swarm services on the nodes carrying
+    /// its label, images shipped through a registry (`[deploy.swarm]`).
+    Swarm,
 }
 
 /// `[deploy]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Deploy {
-    /// The runtime: `auto`, `local` or `compose`.
+    /// The runtime: `auto`, `local`, `compose` or `swarm`.
     pub runtime: RuntimeKind,
     /// Images (versions) kept per product for instant rollbacks.
     pub keep: usize,
@@ -406,6 +409,70 @@ pub struct Deploy {
     /// switch; within it `berth rollback` is only a switch back (no start, no
     /// migration). `"0"` stops the old slot right after its drain.
     pub standby: HumanDuration,
+    /// The swarm runtime's cluster: its manager, registry and where each product runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSettings>,
+}
+
+/// `[deploy.swarm]`: the Docker Swarm a `runtime = "swarm"` deploy runs on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSettings {
+    /// How berth reaches a manager node: a `DOCKER_HOST` value (`unix:///run/docker.sock`,
+    /// `ssh://admin@manager`, `tcp://manager:2376`). Unset: berth's own `DOCKER_HOST` or
+    /// docker context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<String>,
+    /// A docker context naming the manager (instead of `manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The registry images are pushed to and every node pulls from (`host:port`, plain
+    /// HTTP or trusted by the nodes).
+    pub registry: String,
+    /// The address of the machine PostgreSQL and Redis run on, as the nodes reach it:
+    /// tasks resolve `host.docker.internal` to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_address: Option<String>,
+    /// Per product: the node label its tasks are placed on and its replicas.
+    #[serde(default)]
+    pub products: IndexMap<String, SwarmProduct>,
+}
+
+/// `[deploy.swarm.products.<name>]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmProduct {
+    /// `key=value` of the node label the product's tasks are placed on
+    /// [default: `berth.product=<product>`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_label: Option<String>,
+    /// Tasks per service (`{ server = 2 }`); a service not named runs one. At most one
+    /// task of a service per node (its published port), so the label needs as many nodes.
+    #[serde(default)]
+    pub replicas: IndexMap<String, u32>,
+}
+
+impl SwarmSettings {
+    /// The node label (`key`, `value`) `product`'s tasks are placed on.
+    pub fn node_label(&self, product: &str) -> (String, String) {
+        let label = self
+            .products
+            .get(product)
+            .and_then(|p| p.node_label.clone())
+            .unwrap_or_else(|| format!("berth.product={product}"));
+        match label.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (label, String::new()),
+        }
+    }
+
+    /// How many tasks `service` of `product` runs.
+    pub fn replicas(&self, product: &str, service: &str) -> u32 {
+        self.products
+            .get(product)
+            .and_then(|p| p.replicas.get(service).copied())
+            .unwrap_or(1)
+    }
 }
 
 /// The longest warm standby berth.toml may ask for: a standby holds its memory.
@@ -419,6 +486,7 @@ impl Default for Deploy {
             drain: HumanDuration::from_secs(2),
             slot_port_offset: 10000,
             standby: HumanDuration::from_secs(300),
+            swarm: None,
         }
     }
 }

@@ -93,6 +93,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.conventions();
     v.infra();
     v.containers();
+    v.swarm();
     v.backup();
     v.standby();
     v.serve();
@@ -1238,6 +1239,123 @@ impl Validator<'_> {
                 crate::model::HOST_GATEWAY_NAME
             ));
             self.push(d);
+        }
+    }
+
+    /// `runtime = "swarm"` and `[deploy.swarm]`: a registry, a manager named one way,
+    /// products and services that exist, placement labels as `key=value`, at least one
+    /// replica, and no two tasks of a service with a port on one node (docs/swarm.md:
+    /// the host-mode port would deadlock the second).
+    fn swarm(&mut self) {
+        use crate::model::RuntimeKind;
+        let Some(sw) = &self.m.deploy.swarm else {
+            if self.m.deploy.runtime == RuntimeKind::Swarm {
+                let d = Diagnostic::error(
+                    "swarm-settings",
+                    "runtime = \"swarm\" needs [deploy.swarm]: the registry images are pushed to",
+                )
+                .at(self.label(&vpath(&["deploy", "runtime"]), ""))
+                .help("add [deploy.swarm] with registry = \"host:port\" (and manager = \"<DOCKER_HOST of a manager>\" unless berth's DOCKER_HOST is one)");
+                self.push(d);
+            }
+            return;
+        };
+        if sw.registry.trim().is_empty()
+            || sw.registry.chars().any(|c| c.is_whitespace() || c == '@')
+        {
+            let d = Diagnostic::error(
+                "swarm-registry",
+                format!("deploy.swarm.registry `{}` is not a registry address", sw.registry),
+            )
+            .at(self.label(&vpath(&["deploy", "swarm", "registry"]), "expected host:port"))
+            .help("the registry every node pulls from, e.g. registry.internal:5000 (credentials go through `docker login`, never here)");
+            self.push(d);
+        }
+        if sw.manager.is_some() && sw.context.is_some() {
+            let d = Diagnostic::error(
+                "swarm-manager",
+                "deploy.swarm sets both manager and context: name the manager one way",
+            )
+            .at(self.label(&vpath(&["deploy", "swarm", "context"]), ""))
+            .help("keep manager (a DOCKER_HOST value) or context (a docker context), not both");
+            self.push(d);
+        }
+        if let Some(m) = &sw.manager
+            && !["unix://", "tcp://", "ssh://", "npipe://"]
+                .iter()
+                .any(|s| m.starts_with(s))
+        {
+            let d = Diagnostic::error(
+                "swarm-manager",
+                format!("deploy.swarm.manager `{m}` is not a DOCKER_HOST value"),
+            )
+            .at(self.label(
+                &vpath(&["deploy", "swarm", "manager"]),
+                "expected unix://, tcp:// or ssh://",
+            ))
+            .help("e.g. ssh://admin@manager.internal or unix:///run/docker.sock");
+            self.push(d);
+        }
+        for (pname, sp) in &sw.products {
+            let Some(product) = self.m.products.get(pname) else {
+                let d = Diagnostic::error(
+                    "swarm-product",
+                    format!("deploy.swarm.products.{pname} is not a product"),
+                )
+                .at(self.label(&vpath(&["deploy", "swarm", "products", pname]), ""))
+                .help(format!("products: {}", self.product_list()));
+                self.push(d);
+                continue;
+            };
+            if let Some(l) = &sp.node_label {
+                let ok = l.split_once('=').is_some_and(|(k, v)| {
+                    !k.is_empty()
+                        && !v.is_empty()
+                        && l.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-=".contains(c))
+                        && l.matches('=').count() == 1
+                });
+                if !ok {
+                    let d = Diagnostic::error(
+                        "swarm-node-label",
+                        format!("deploy.swarm.products.{pname}.node_label `{l}` is not key=value"),
+                    )
+                    .at(self.label(
+                        &vpath(&["deploy", "swarm", "products", pname, "node_label"]),
+                        "expected key=value",
+                    ))
+                    .help("a node label, e.g. berth.product=bestays (docker node update --label-add berth.product=bestays NODE)");
+                    self.push(d);
+                }
+            }
+            for (sname, n) in &sp.replicas {
+                let path = vpath(&["deploy", "swarm", "products", pname, "replicas", sname]);
+                if !product.services.contains_key(sname) {
+                    let d = Diagnostic::error(
+                        "swarm-replicas",
+                        format!("{pname} has no service `{sname}`"),
+                    )
+                    .at(self.label(&path, ""))
+                    .help(format!(
+                        "services of {pname}: {}",
+                        product
+                            .services
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                    self.push(d);
+                } else if *n == 0 {
+                    let d = Diagnostic::error(
+                        "swarm-replicas",
+                        format!("{pname}.{sname} runs 0 tasks"),
+                    )
+                    .at(self.label(&path, "expected at least 1"))
+                    .help("remove the service instead, or run at least one task");
+                    self.push(d);
+                }
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod kubernetes;
 pub mod secrets;
+pub mod swarm;
 
 use std::time::Duration;
 
@@ -220,6 +221,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "k8s-backup.yaml",
         include_str!("../templates/k8s-backup.yaml.j2"),
+    ),
+    (
+        "swarm-stack.yml",
+        include_str!("../templates/swarm-stack.yml.j2"),
     ),
 ];
 

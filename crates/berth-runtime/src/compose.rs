@@ -578,6 +578,8 @@ impl Runtime for ComposeRuntime {
                     SystemTime::now() - parse_running_for(v["RunningFor"].as_str().unwrap_or("")),
                 ),
                 port: svc.and_then(|s| slot_port(&self.manifest, s, slot)),
+                node: None,
+                state: None,
             });
         }
         Ok(instances)
@@ -804,7 +806,7 @@ fn passes_to_docker(name: &str) -> bool {
 }
 
 /// `docker` with a cleared environment plus [`passes_to_docker`]'s allow-list.
-fn docker_cmd(summary: impl Into<String>) -> Cmd {
+pub(crate) fn docker_cmd(summary: impl Into<String>) -> Cmd {
     let mut c = Cmd::new("docker", summary).env_clear();
     for (k, v) in std::env::vars_os() {
         if k.to_str().is_some_and(passes_to_docker) {

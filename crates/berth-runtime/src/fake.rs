@@ -304,6 +304,8 @@ impl Runtime for FakeRuntime {
                 id: r.id.to_string(),
                 started: Some(SystemTime::now()),
                 port: r.address.as_ref().map(|a| a.port),
+                node: None,
+                state: None,
             })
             .collect())
     }

@@ -8,6 +8,7 @@ pub mod fake;
 pub mod local;
 pub mod probe;
 pub mod reach;
+pub mod swarm;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,10 @@ pub fn open(
 ) -> Box<dyn Runtime + Send + Sync> {
     match resolve(kind.unwrap_or(manifest.deploy.runtime)) {
         Kind::Compose => Box::new(compose::ComposeRuntime::new(
+            manifest.clone(),
+            root.to_path_buf(),
+        )),
+        Kind::Swarm => Box::new(swarm::SwarmRuntime::new(
             manifest.clone(),
             root.to_path_buf(),
         )),
@@ -158,6 +163,14 @@ pub struct Instance {
     #[serde(skip)]
     pub started: Option<SystemTime>,
     pub port: Option<u16>,
+    /// The machine it runs on, when the runtime spreads over several (swarm: the node's
+    /// address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Its state as the runtime sees it, when it says more than alive/dead (swarm: the
+    /// task's state, e.g. `running`, `starting`, `failed: task: non-zero exit (3)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 impl Instance {

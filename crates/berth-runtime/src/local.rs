@@ -543,6 +543,8 @@ impl Runtime for LocalRuntime {
                     id: pf.pid.to_string(),
                     started: started.or(Some(SystemTime::UNIX_EPOCH)),
                     port: slot_port(&self.manifest, &p.services[&service], slot),
+                    node: None,
+                    state: None,
                 });
             }
         }

@@ -352,6 +352,8 @@ pub enum RuntimeArg {
     Local,
     /// Docker Compose v2
     Compose,
+    /// Docker Swarm ([deploy.swarm])
+    Swarm,
 }
 
 impl RuntimeArg {
@@ -361,6 +363,7 @@ impl RuntimeArg {
             Self::Manifest => None,
             Self::Local => Some(berth_runtime::Kind::Local),
             Self::Compose => Some(berth_runtime::Kind::Compose),
+            Self::Swarm => Some(berth_runtime::Kind::Swarm),
         }
     }
 }

@@ -508,10 +508,42 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                 }
                 _ => None,
             };
+            // A runtime that spreads a service over machines (swarm): each task of the
+            // live slot with its node, state and its own health check.
+            let tasks: Vec<serde_json::Value> = live
+                .map(|s| {
+                    instances
+                        .iter()
+                        .filter(|i| i.slot == s && &i.service == svc_name && i.node.is_some())
+                        .map(|i| {
+                            let node = i.node.clone().unwrap_or_default();
+                            let health = match (&svc.health, i.port) {
+                                (Some(h), Some(port)) if i.alive => Some(
+                                    berth_deploy::health::probe(
+                                        &berth_runtime::Address::new(node.clone(), port),
+                                        &h.path,
+                                        h.timeout.0,
+                                    )
+                                    .ok(),
+                                ),
+                                _ => None,
+                            };
+                            json!({
+                                "id": i.id,
+                                "node": node,
+                                "state": i.state,
+                                "running": i.alive,
+                                "health": health.map(|ok| if ok { "up" } else { "down" }),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             rows.push(json!({
                 "product": name,
                 "service": svc_name,
                 "slot": live,
+                "tasks": tasks,
                 "version": inst.map(|i| i.version.clone()),
                 "running": inst.is_some_and(|i| i.alive),
                 "uptime_s": inst.and_then(|i| i.uptime()).map(|d| d.as_secs()),
@@ -558,6 +590,16 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     backup,
                     s("last_deploy")
                 );
+                for t in r["tasks"].as_array().into_iter().flatten() {
+                    let f = |k: &str| t[k].as_str().unwrap_or("-").to_string();
+                    println!(
+                        "    task {} on {}: {}, health {}",
+                        f("id"),
+                        f("node"),
+                        f("state"),
+                        f("health")
+                    );
+                }
             }
             for sb in &standbys {
                 let s = |k: &str| sb[k].as_str().unwrap_or("-").to_string();

@@ -378,3 +378,11 @@ fn the_contract_suite_passes_on_local() {
 fn the_contract_suite_passes_on_compose() {
     the_contract_suite_passes_on(Kind::Compose);
 }
+
+/// The suite on a real three-node swarm (`Swarm::shared`): bestays's two server tasks
+/// on its two labelled workers, realestate on the manager, images through the
+/// swarm's registry, the host's nginx in front.
+#[test]
+fn the_contract_suite_passes_on_swarm() {
+    the_contract_suite_passes_on(Kind::Swarm);
+}

@@ -24,6 +24,8 @@ pub struct Site {
     pub runtime: Kind,
     /// The project name, when the site runs on Docker Compose.
     pub compose: Option<String>,
+    /// The swarm the site runs on (`Kind::Swarm`), shared by the tests at hand.
+    pub swarm: Option<std::sync::Arc<berth_testkit::swarm::Swarm>>,
 }
 
 impl Site {
@@ -39,12 +41,29 @@ impl Site {
 
     /// The site on the runtime `kind` (its services take `boot_delay_ms` to start).
     pub fn with(kind: Kind, boot_delay_ms: u64) -> Self {
+        let swarm = (kind == Kind::Swarm).then(berth_testkit::swarm::Swarm::shared);
+        Self::build(kind, boot_delay_ms, swarm)
+    }
+
+    /// The site on a swarm of the test's own (one whose nodes it may kill).
+    pub fn on_swarm(
+        swarm: std::sync::Arc<berth_testkit::swarm::Swarm>,
+        boot_delay_ms: u64,
+    ) -> Self {
+        Self::build(Kind::Swarm, boot_delay_ms, Some(swarm))
+    }
+
+    fn build(
+        kind: Kind,
+        boot_delay_ms: u64,
+        swarm: Option<std::sync::Arc<berth_testkit::swarm::Swarm>>,
+    ) -> Self {
         let compose = match kind {
             Kind::Local => false,
-            Kind::Compose => true,
+            Kind::Compose | Kind::Swarm => true,
             Kind::Auto => panic!("a test site names its runtime"),
         };
-        if compose {
+        if compose && swarm.is_none() {
             crate::compose::docker_required();
         }
         let repo = GitRepo::new();
@@ -85,15 +104,33 @@ impl Site {
                 "name = \"bestays-monorepo\"",
                 &format!("name = \"{project}\""),
             );
-            m = m.replace("runtime = \"local\"", "runtime = \"compose\"");
             m = m.replace(
                 "migrate = \"demo-app migrate\"",
                 "migrate = \"/demo-app migrate\"",
             );
-            m = m.replace(
-                "deadline = \"60s\" }",
-                "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
-            );
+            match &swarm {
+                None => {
+                    m = m.replace("runtime = \"local\"", "runtime = \"compose\"");
+                    m = m.replace(
+                        "deadline = \"60s\" }",
+                        "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
+                    );
+                }
+                // bestays runs two server tasks on its two labelled workers, realestate
+                // one of each on the manager (the edge); the host's nginx is the front door.
+                Some(sw) => {
+                    m = m.replace("runtime = \"local\"", "runtime = \"swarm\"");
+                    m = m.replace(
+                        "drain = \"1s\"\n",
+                        &format!(
+                            "drain = \"1s\"\n\n[deploy.swarm]\nmanager = \"{}\"\nregistry = \"{}\"\nhost_address = \"{}\"\n\n[deploy.swarm.products.bestays]\nreplicas = {{ server = 2 }}\n",
+                            sw.manager().docker_host(),
+                            sw.registry(),
+                            sw.host_ip
+                        ),
+                    );
+                }
+            }
             let bin = crate::compose::static_demo_app();
             for app in ["apps/server", "apps/frontend"] {
                 std::fs::copy(&bin, repo.path().join(app).join("demo-app")).unwrap();
@@ -108,6 +145,7 @@ impl Site {
             http_port,
             runtime: kind,
             compose: project,
+            swarm,
         };
         site.berth(&["render", "--env", "dev"]).assert_code(0);
         site.fill_declared_secrets();
@@ -216,6 +254,9 @@ impl Site {
 
     /// Every running instance of a product (pid or container id, version, start), sorted.
     pub fn processes(&self, product: &str) -> Vec<(String, String)> {
+        if let (Some(project), Some(sw)) = (&self.compose, &self.swarm) {
+            return swarm_tasks(sw, project, product);
+        }
         if let Some(project) = &self.compose {
             let out = std::process::Command::new("docker")
                 .args(["ps", "--no-trunc", "--filter", &format!("label=berth.product={product}")])
@@ -264,9 +305,68 @@ impl Drop for Site {
             .stderr(std::process::Stdio::null())
             .status();
         kill_all(&root.join(".berth/run"));
-        if let Some(project) = &self.compose {
+        if let (Some(project), Some(sw)) = (&self.compose, &self.swarm) {
+            swarm_down(sw, project);
+        } else if let Some(project) = &self.compose {
             crate::compose::down_all(root, project);
         }
+    }
+}
+
+/// The running tasks of `product`'s stacks (`<project>-<product>-<slot>`) on the swarm:
+/// ("task-id version stack", "node-id created"), sorted.
+pub fn swarm_tasks(
+    sw: &berth_testkit::swarm::Swarm,
+    project: &str,
+    product: &str,
+) -> Vec<(String, String)> {
+    let m = sw.manager();
+    let services = m.docker(&["service", "ls", "--format", "{{.Name}}"]);
+    let mine: Vec<&str> = services
+        .lines()
+        .filter(|n| n.starts_with(&format!("{project}-{product}-")) && !n.contains("-migrate-"))
+        .collect();
+    if mine.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec![
+        "service",
+        "ps",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.ID}} {{.Image}} {{.Name}}\t{{.Node}} {{.CurrentState}}",
+    ];
+    args.extend(mine.iter().copied());
+    let Ok(out) = m.try_docker(&args) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (a, b) = l.split_once('\t')?;
+            // "Running 5 seconds ago": the state, not its age.
+            let state = b.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            Some((a.to_string(), state))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Remove every service and secret of a site's project from the swarm.
+fn swarm_down(sw: &berth_testkit::swarm::Swarm, project: &str) {
+    let m = sw.manager();
+    let services = m.docker(&["service", "ls", "--format", "{{.Name}}"]);
+    let mine: Vec<&str> = services
+        .lines()
+        .filter(|n| n.starts_with(&format!("{project}-")))
+        .collect();
+    if !mine.is_empty() {
+        let mut args = vec!["service", "rm"];
+        args.extend(mine);
+        let _ = m.try_docker(&args);
     }
 }
 

@@ -87,6 +87,7 @@ impl FastApi {
             http_port,
             runtime: berth_runtime::Kind::Local,
             compose: None,
+            swarm: None,
         };
         let this = Self { pg, redis, site };
         this.site.berth(&["render", "--env", "dev"]).assert_code(0);

@@ -1144,3 +1144,259 @@ networks:
     assert!(answers.len() > 100, "too few requests: {}", answers.len());
     m.docker(&["stack", "rm", "edge"]);
 }
+
+// --- berth's swarm runtime on the shared swarm ---------------------------------------
+
+/// The `berth status` JSON rows of `product`.`service`.
+fn status_tasks(
+    site: &crate::deploy::Site,
+    product: &str,
+    service: &str,
+) -> Vec<serde_json::Value> {
+    let v = crate::support::json(site.repo.path(), &["status", product], 0);
+    v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == service)
+        .unwrap_or_else(|| panic!("no {product}.{service} in {v}"))["tasks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// `berth deploy` / `rollback` of bestays through the host's nginx under >= 100 req/s:
+/// 0 failed requests, and both versions answered.
+fn under_fast_load(site: &crate::deploy::Site, args: &[&str]) -> berth_testkit::load::Report {
+    let load = LoadConfig::new(site.http_port, "bestays.app")
+        .paths(&["/api/health", "/", "/api/listings/7"])
+        .workers(8, 4)
+        .start();
+    load.wait_for_answers(50);
+    let out = site.berth(args);
+    load.wait_for_answers(50);
+    let report = load.finish();
+    out.assert_code(0);
+    eprintln!("berth {}: {}", args.join(" "), report.summary());
+    report.assert_clean(100).assert_covered();
+    assert!(
+        report.rate() >= 100.0,
+        "the load ran at {:.0} req/s, below the 100 the claim needs",
+        report.rate()
+    );
+    report
+}
+
+/// bestays on its two labelled workers (server: one task on each), realestate on the
+/// manager: a deploy and a rollback of bestays under >= 100 req/s through the host's
+/// nginx fail no request; bestays's tasks only ever run on nodes with its label;
+/// realestate's tasks (ids) are untouched throughout; each product's services are
+/// granted its own Docker secrets only, and no secret value is in a service's spec (env,
+/// labels), a rendered stack file or berth's output; `berth status` shows each task's
+/// node and health.
+#[test]
+fn bestays_deploys_and_rolls_back_across_labelled_nodes_at_100_rps_with_its_own_secrets() {
+    let started = Instant::now();
+    let site = crate::deploy::Site::with(berth_runtime::Kind::Swarm, 300);
+    let swarm = site.swarm.clone().unwrap();
+    let project = site.compose.clone().unwrap();
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    let realestate = site.processes("realestate");
+    assert_eq!(realestate.len(), 2, "{realestate:?}");
+    site.change("bestays", 1);
+    let v1 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+
+    let labelled: BTreeSet<String> = [1, 2]
+        .iter()
+        .map(|i| swarm.node(*i).ip.to_string())
+        .collect();
+    let placed = |what: &str| {
+        let tasks = status_tasks(&site, "bestays", "server");
+        let nodes: BTreeSet<String> = tasks
+            .iter()
+            .map(|t| t["node"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            nodes, labelled,
+            "{what}: bestays.server's two tasks on its two labelled nodes: {tasks:?}"
+        );
+        for t in &tasks {
+            assert_eq!(t["health"], "up", "{what}: {t}");
+            assert_eq!(t["state"], "running", "{what}: {t}");
+        }
+        for t in status_tasks(&site, "bestays", "frontend") {
+            assert!(
+                labelled.contains(t["node"].as_str().unwrap()),
+                "{what}: {t}"
+            );
+        }
+    };
+    placed("first deploy");
+
+    site.change("bestays", 2);
+    let v2 = site.head_version();
+    let report = under_fast_load(&site, &["deploy", "bestays", "--yes"]);
+    assert_eq!(report.versions(), [v1.clone(), v2.clone()]);
+    placed("redeploy");
+    let report = under_fast_load(&site, &["rollback", "bestays", "--yes"]);
+    assert_eq!(report.versions(), [v2.clone(), v1.clone()]);
+    placed("rollback");
+    assert_eq!(
+        site.processes("realestate"),
+        realestate,
+        "realestate's tasks untouched"
+    );
+
+    // Secrets: granted per product, by name only.
+    let m = swarm.manager();
+    let services = m.docker(&["service", "ls", "--format", "{{.Name}}"]);
+    let mut values: Vec<String> = Vec::new();
+    for product in ["bestays", "realestate"] {
+        let file = berth_render::secrets::SecretFile::load(
+            &berth_render::secrets::product_secret_path(site.repo.path(), product),
+        )
+        .unwrap();
+        values.extend(
+            file.keys()
+                .filter_map(|k| file.get(k))
+                .filter(|v| v.len() >= 8)
+                .map(str::to_string),
+        );
+    }
+    assert!(!values.is_empty());
+    for name in services
+        .lines()
+        .filter(|n| n.starts_with(&format!("{project}-")))
+    {
+        let product = if name.starts_with(&format!("{project}-bestays-")) {
+            "bestays"
+        } else {
+            "realestate"
+        };
+        let spec = m.docker(&["service", "inspect", name]);
+        let granted: Vec<String> = serde_json::from_str::<serde_json::Value>(&spec).unwrap()[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s["SecretName"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            !granted.is_empty(),
+            "{name} is granted its product's secrets"
+        );
+        for g in &granted {
+            assert!(
+                g.starts_with(&format!("{project}-{product}_")),
+                "{name} is granted {g}, not its own product's"
+            );
+        }
+        for v in &values {
+            assert!(
+                !spec.contains(v.as_str()),
+                "a secret value is in `docker service inspect {name}`"
+            );
+        }
+    }
+    for e in std::fs::read_dir(site.repo.path().join(".berth/swarm"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        for v in &values {
+            assert!(
+                !text.contains(v.as_str()),
+                "a secret value is in {}",
+                e.path().display()
+            );
+        }
+    }
+    let status = site.berth(&["status"]);
+    status.assert_code(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("on {}: running, health up", swarm.node(1).ip)),
+        "{}",
+        status.stdout
+    );
+    // The steps' wall times of every deploy, from the audit log (for the report).
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    for line in audit.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        eprintln!(
+            "audit {} {} {} ms",
+            r["product"].as_str().unwrap_or(""),
+            r["step"].as_str().unwrap_or(""),
+            r["duration_ms"]
+        );
+    }
+    eprintln!(
+        "bestays across labelled nodes: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A worker dies (every process of it killed -9, its link down) while bestays runs its
+/// two server tasks on two of its three labelled nodes: the failed requests through
+/// the host's nginx during the failover are reported (goal 0), the task runs again on
+/// the spare node within 30 s, and the next deploy converges on the nodes left.
+#[test]
+fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
+    let swarm = Arc::new(Swarm::start(
+        SwarmConfig::new(3)
+            .dispatcher_heartbeat(Duration::from_secs(2))
+            .label(0, "berth.bestays", "yes")
+            .label(1, "berth.bestays", "yes")
+            .label(2, "berth.bestays", "yes"),
+    ));
+    let site = crate::deploy::Site::on_swarm(swarm.clone(), 300);
+    site.edit_manifest(
+        "[deploy.swarm.products.bestays]\nreplicas",
+        "[deploy.swarm.products.bestays]\nnode_label = \"berth.bestays=yes\"\nreplicas",
+    );
+    site.repo
+        .commit_all("chore: bestays on three nodes (TASK-2-place-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let tasks = status_tasks(&site, "bestays", "server");
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    // A worker with a server task (at least one of the two runs on a worker).
+    let victim = [1, 2]
+        .into_iter()
+        .map(|i| swarm.node(i))
+        .find(|n| tasks.iter().any(|t| t["node"] == n.ip.to_string().as_str()))
+        .expect("a server task on a worker");
+    let victim_ip = victim.ip.to_string();
+    let load = LoadConfig::new(site.http_port, "bestays.app")
+        .paths(&["/api/health", "/"])
+        .start();
+    load.wait_for_answers(20);
+    victim.kill();
+    let rescheduled = wait_until(
+        Duration::from_secs(30),
+        "bestays.server running on two live nodes again",
+        || {
+            let t = status_tasks(&site, "bestays", "server");
+            t.iter()
+                .filter(|t| t["running"] == true && t["node"] != victim_ip.as_str())
+                .count()
+                == 2
+        },
+    );
+    let report = load.finish();
+    eprintln!(
+        "failover: rescheduled within {:.1} s of the kill; load: {}",
+        rescheduled.as_secs_f64(),
+        report.summary()
+    );
+    site.change("bestays", 3);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let nodes: BTreeSet<String> = status_tasks(&site, "bestays", "server")
+        .iter()
+        .map(|t| t["node"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!nodes.contains(&victim_ip), "{nodes:?}");
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+}

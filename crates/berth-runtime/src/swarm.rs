@@ -1,0 +1,1331 @@
+//! The swarm runtime: Docker Swarm through a manager node (`[deploy.swarm] manager`,
+//! or berth's own `DOCKER_HOST` / docker context). Design and measured facts:
+//! docs/swarm.md. In short:
+//! - a slot is a stack, `<project>-<product>-<slot>`, whose services run on the nodes
+//!   carrying the product's label, on the product's own overlay network;
+//! - each task publishes the slot's port in host mode (no ingress mesh, no VIP:
+//!   `endpoint_mode: dnsrr`), so a slot's addresses are `node-address:slot-port`, one
+//!   per running task, and the host's nginx is the front door;
+//! - images are built on the manager and pushed to `[deploy.swarm] registry`, tagged by
+//!   version: a version is retained while its tag is in the registry;
+//! - a product's secrets are Docker secrets named by their content, granted to its
+//!   stacks only and read from `/run/secrets/<KEY>` (`<KEY>_FILE` names the file);
+//! - `start` returns once every task of the slot runs the version (read from the
+//!   manager: UpdateStatus and the tasks, never the CLI's "converged").
+//!
+//! Everything is read back from the manager; berth keeps no cache beyond a second.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_cmd::Cmd;
+use berth_manifest::{Manifest, SwarmSettings};
+use serde_json::Value;
+
+use crate::{Address, Instance, Runtime, RuntimeError, Slot, slot_port};
+
+/// How often the manager is asked while waiting.
+const POLL: Duration = Duration::from_millis(200);
+
+/// One task of a product, as the manager reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    /// berth's service name (`server`).
+    pub service: String,
+    pub slot: Slot,
+    pub version: String,
+    pub node_id: String,
+    /// The node's address (`Status.Addr`), empty before the task is assigned.
+    pub node_addr: String,
+    /// `running`, `starting`, `failed`, `pending`, ...
+    pub state: String,
+    /// `running` for the tasks the service wants, `shutdown` for the others.
+    pub desired: String,
+    /// What went wrong (`Status.Err`), if anything.
+    pub error: String,
+    /// When the task reached its current state.
+    pub since: Option<SystemTime>,
+    pub exit_code: Option<i64>,
+    /// The replica it is an attempt of (Swarm's task slot, 1-based).
+    pub replica: u64,
+}
+
+impl Task {
+    pub fn running(&self) -> bool {
+        self.state == "running" && self.desired == "running"
+    }
+    /// The task's container exited (or could not start) for good.
+    pub fn failed(&self) -> bool {
+        matches!(self.state.as_str(), "failed" | "rejected" | "complete")
+    }
+}
+
+/// A node of the swarm.
+#[derive(Debug, Clone)]
+struct NodeInfo {
+    addr: String,
+    ready: bool,
+    active: bool,
+    labels: BTreeMap<String, String>,
+}
+
+pub struct SwarmRuntime {
+    manifest: Manifest,
+    root: PathBuf,
+    settings: SwarmSettings,
+    /// The product's tasks read in the last second (`None`: read again).
+    cache: Mutex<Option<(Instant, String, Vec<Task>)>>,
+}
+
+impl SwarmRuntime {
+    pub fn new(manifest: Manifest, root: PathBuf) -> Self {
+        let settings = manifest
+            .deploy
+            .swarm
+            .clone()
+            .unwrap_or_else(|| SwarmSettings {
+                manager: None,
+                context: None,
+                registry: String::new(),
+                host_address: None,
+                products: Default::default(),
+            });
+        Self {
+            manifest,
+            root,
+            settings,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// `docker` talking to the manager, with compose's allow-listed environment.
+    fn docker(&self, summary: impl Into<String>) -> Cmd {
+        let mut c = crate::compose::docker_cmd(summary)
+            .env("DOCKER_CLI_HINTS", "false")
+            .timeout(Some(Duration::from_secs(300)))
+            .hint_if_missing("install Docker (the docker CLI talks to the swarm's manager)");
+        if let Some(m) = &self.settings.manager {
+            c = c.env("DOCKER_HOST", m).env_remove("DOCKER_CONTEXT");
+        } else if let Some(ctx) = &self.settings.context {
+            c = c.env("DOCKER_CONTEXT", ctx).env_remove("DOCKER_HOST");
+        }
+        c
+    }
+
+    fn prefix(&self) -> String {
+        berth_manifest::slug(&self.manifest.project.name)
+    }
+
+    /// The stack of a product's slot: `<project>-<product>-<slot>`.
+    pub fn stack(&self, product: &str, slot: Slot) -> String {
+        format!("{}-{product}-{slot}", self.prefix())
+    }
+
+    /// The Swarm service of a berth service in a slot (`<stack>_<service>`).
+    pub fn service_name(&self, product: &str, slot: Slot, service: &str) -> String {
+        format!("{}_{service}", self.stack(product, slot))
+    }
+
+    fn network(&self, product: &str) -> String {
+        self.manifest.product_network(product).name
+    }
+
+    fn registry_host(&self) -> &str {
+        let r = self.settings.registry.as_str();
+        r.strip_prefix("http://")
+            .or_else(|| r.strip_prefix("https://"))
+            .unwrap_or(r)
+            .trim_end_matches('/')
+    }
+
+    fn registry_url(&self) -> String {
+        if self.settings.registry.starts_with("https://") {
+            format!("https://{}", self.registry_host())
+        } else {
+            format!("http://{}", self.registry_host())
+        }
+    }
+
+    /// The repository (in the registry) of a built service.
+    fn repo_name(&self, product: &str, service: &str) -> String {
+        let svc = &self.manifest.products[product].services[service];
+        berth_render::image_name(&self.manifest, product, service, svc)
+    }
+
+    /// The image a service runs as `version`: the registry's tag for a built service,
+    /// its own `image` otherwise.
+    fn image(&self, product: &str, service: &str, version: &str) -> String {
+        let svc = &self.manifest.products[product].services[service];
+        match (&svc.build, &svc.image) {
+            (None, Some(i)) => i.clone(),
+            _ => format!(
+                "{}/{}:{version}",
+                self.registry_host(),
+                self.repo_name(product, service)
+            ),
+        }
+    }
+
+    fn built_services(&self, product: &str) -> Vec<String> {
+        self.manifest.products[product]
+            .services
+            .iter()
+            .filter(|(_, s)| s.build.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn masker(&self, product: &str) -> Result<berth_cmd::Masker, RuntimeError> {
+        berth_render::secrets::product_masker(&self.root, product)
+            .map_err(|e| RuntimeError::Failed(e.to_string()))
+    }
+
+    fn forget(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = None;
+        }
+    }
+
+    // --- reading the swarm -------------------------------------------------------
+
+    fn nodes(&self) -> Result<BTreeMap<String, NodeInfo>, RuntimeError> {
+        let ids = self
+            .docker("list the swarm's nodes")
+            .args(["node", "ls", "-q"])
+            .output()?
+            .stdout_str();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let text = self
+            .docker("read the swarm's nodes")
+            .args(["node", "inspect"])
+            .args(&ids)
+            .output()?
+            .stdout_str();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        for n in v.as_array().into_iter().flatten() {
+            let labels = n["Spec"]["Labels"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(
+                n["ID"].as_str().unwrap_or("").to_string(),
+                NodeInfo {
+                    addr: n["Status"]["Addr"].as_str().unwrap_or("").to_string(),
+                    ready: n["Status"]["State"].as_str() == Some("ready"),
+                    active: n["Spec"]["Availability"].as_str() == Some("active"),
+                    labels,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// The nodes `product`'s tasks may run on: Ready, active, with its label.
+    fn placement_nodes(&self, product: &str) -> Result<Vec<NodeInfo>, RuntimeError> {
+        let (k, v) = self.settings.node_label(product);
+        Ok(self
+            .nodes()?
+            .into_values()
+            .filter(|n| n.ready && n.active && n.labels.get(&k) == Some(&v))
+            .collect())
+    }
+
+    /// The Swarm services of `product` (this project's): (id, name).
+    fn services(&self, product: &str) -> Result<Vec<(String, String)>, RuntimeError> {
+        let out = self
+            .docker(format!("list the services of {product}"))
+            .args(["service", "ls", "--filter"])
+            .arg(format!("label=berth.product={product}"))
+            .args(["--format", "{{.ID}} {{.Name}}"])
+            .output()?
+            .stdout_str();
+        let prefix = format!("{}-{product}-", self.prefix());
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, name)| name.starts_with(&prefix))
+            .map(|(id, name)| (id.to_string(), name.to_string()))
+            .collect())
+    }
+
+    /// Every task of `product`'s services (history included), read from the manager.
+    pub fn tasks(&self, product: &str) -> Result<Vec<Task>, RuntimeError> {
+        if let Ok(c) = self.cache.lock()
+            && let Some((at, p, tasks)) = c.as_ref()
+            && p == product
+            && at.elapsed() < Duration::from_millis(500)
+        {
+            return Ok(tasks.clone());
+        }
+        let tasks = self.read_tasks(product)?;
+        if let Ok(mut c) = self.cache.lock() {
+            *c = Some((Instant::now(), product.to_string(), tasks.clone()));
+        }
+        Ok(tasks)
+    }
+
+    fn read_tasks(&self, product: &str) -> Result<Vec<Task>, RuntimeError> {
+        let services = self.services(product)?;
+        if services.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A service removed between the two calls makes `service ps` fail: read again.
+        let mut ids = String::new();
+        for attempt in 0..3 {
+            let out = self
+                .docker(format!("list the tasks of {product}"))
+                .args(["service", "ps", "-q", "--no-trunc"])
+                .args(services.iter().map(|(id, _)| id))
+                .output_unchecked()?;
+            if out.status.success() {
+                ids = out.stdout_str();
+                break;
+            }
+            if attempt == 2 {
+                return Ok(Vec::new());
+            }
+        }
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .docker(format!("read the tasks of {product}"))
+            .args(["inspect", "--type", "task"])
+            .args(&ids)
+            .output_unchecked()?;
+        let v: Value = serde_json::from_str(&out.stdout_str()).unwrap_or(Value::Null);
+        let nodes = self.nodes()?;
+        let mut tasks = Vec::new();
+        for t in v.as_array().into_iter().flatten() {
+            let labels = &t["Spec"]["ContainerSpec"]["Labels"];
+            let (Some(service), Some(slot)) = (
+                labels["berth.service"].as_str(),
+                labels["berth.slot"].as_str().and_then(Slot::parse),
+            ) else {
+                continue;
+            };
+            if labels["berth.product"].as_str() != Some(product) {
+                continue;
+            }
+            let node_id = t["NodeID"].as_str().unwrap_or("").to_string();
+            tasks.push(Task {
+                id: t["ID"].as_str().unwrap_or("").to_string(),
+                service: service.to_string(),
+                slot,
+                version: labels["berth.version"].as_str().unwrap_or("").to_string(),
+                node_addr: nodes
+                    .get(&node_id)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default(),
+                node_id,
+                state: t["Status"]["State"].as_str().unwrap_or("").to_string(),
+                desired: t["DesiredState"].as_str().unwrap_or("").to_string(),
+                error: t["Status"]["Err"].as_str().unwrap_or("").to_string(),
+                since: t["Status"]["Timestamp"]
+                    .as_str()
+                    .and_then(parse_docker_time),
+                exit_code: t["Status"]["ContainerStatus"]["ExitCode"].as_i64(),
+                replica: t["Slot"].as_u64().unwrap_or(0),
+            });
+        }
+        tasks.sort_by(|a, b| (a.slot, &a.service, &a.id).cmp(&(b.slot, &b.service, &b.id)));
+        Ok(tasks)
+    }
+
+    /// `UpdateStatus` of a service: (state, started at), empty when it has none.
+    fn update_status(&self, name: &str) -> Option<(String, String)> {
+        let out = self
+            .docker(format!("read the update status of {name}"))
+            .args([
+                "service",
+                "inspect",
+                "--format",
+                "{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}",
+                name,
+            ])
+            .output()
+            .ok()?;
+        let text = out.stdout_str();
+        let (state, at) = text.trim().split_once(' ')?;
+        Some((state.to_string(), at.to_string()))
+    }
+
+    // --- making things -----------------------------------------------------------
+
+    /// The product's overlay network, created once (attachable, so one-off tasks join).
+    fn ensure_network(&self, product: &str) -> Result<(), RuntimeError> {
+        let net = self.manifest.product_network(product);
+        if self
+            .docker(format!("look for the network of {product}"))
+            .args(["network", "inspect", "--format", "{{.ID}}", &net.name])
+            .output()
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let out = self
+            .docker(format!("create the overlay network of {product}"))
+            .args(["network", "create", "--driver", "overlay", "--attachable"])
+            .args(["--label", &format!("berth.product={product}")])
+            .args(["--label", &format!("berth.project={}", self.prefix())])
+            .args(["--subnet", &net.subnet, &net.name])
+            .output_unchecked()?;
+        // Two deploys at once: the other one made it.
+        if !out.status.success()
+            && !out.stderr_str().contains("already exists")
+            && self
+                .docker("look for the network again")
+                .args(["network", "inspect", "--format", "{{.ID}}", &net.name])
+                .output()
+                .is_err()
+        {
+            return Err(RuntimeError::Failed(format!(
+                "could not create the overlay network {} of {product}: {}",
+                net.name,
+                out.stderr_str().trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The product's secrets as Docker secrets, each named by its content
+    /// (`<project>-<product>_<KEY>_<12 hex of sha256>`): created when missing, the value
+    /// on stdin only. Returns (docker name, key) for each.
+    fn ensure_secrets(&self, product: &str) -> Result<Vec<(String, String)>, RuntimeError> {
+        use sha2::Digest;
+        let path = berth_render::secrets::product_secret_path(&self.root, product);
+        let file = berth_render::secrets::SecretFile::load(&path)
+            .map_err(|e| RuntimeError::Failed(e.to_string()))?;
+        let existing = self
+            .docker(format!("list the secrets of {product}"))
+            .args(["secret", "ls", "--filter"])
+            .arg(format!("label=berth.product={product}"))
+            .args(["--format", "{{.Name}}"])
+            .output()?
+            .stdout_str();
+        let mut out = Vec::new();
+        for key in file.keys().map(str::to_string).collect::<Vec<_>>() {
+            let Some(value) = file.get(&key) else {
+                continue;
+            };
+            let digest = sha2::Sha256::digest(value.as_bytes());
+            let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            let name = format!("{}-{product}_{key}_{hex}", self.prefix());
+            if !existing.lines().any(|l| l.trim() == name) {
+                let created = self
+                    .docker(format!("create the secret {key} of {product}"))
+                    .args(["secret", "create", "--label"])
+                    .arg(format!("berth.product={product}"))
+                    .args(["--label", &format!("berth.project={}", self.prefix())])
+                    .args([&name, "-"])
+                    .stdin(value.as_bytes().to_vec())
+                    .redact(value)
+                    .output_unchecked()?;
+                if !created.status.success() && !created.stderr_str().contains("already exists") {
+                    return Err(RuntimeError::Failed(format!(
+                        "could not create the Docker secret {name}: {}",
+                        created.stderr_str().trim()
+                    )));
+                }
+            }
+            out.push((name, key));
+        }
+        Ok(out)
+    }
+
+    /// The stack file of a slot, rendered through berth-render's template.
+    fn stack_file(
+        &self,
+        product: &str,
+        slot: Slot,
+        version: &str,
+        secrets: &[(String, String)],
+    ) -> Result<String, RuntimeError> {
+        use berth_render::swarm::{Stack, StackSecret, StackService};
+        let p = &self.manifest.products[product];
+        let (label_key, label_value) = self.settings.node_label(product);
+        let grants: Vec<StackSecret> = secrets
+            .iter()
+            .map(|(name, key)| StackSecret {
+                name: name.clone(),
+                target: key.clone(),
+                env: format!("{key}_FILE"),
+                path: format!("/run/secrets/{key}"),
+            })
+            .collect();
+        let stack = Stack {
+            product: product.to_string(),
+            slot: slot.name().to_string(),
+            version: version.to_string(),
+            network: self.network(product),
+            label_key,
+            label_value,
+            host_gateway: self
+                .settings
+                .host_address
+                .as_ref()
+                .map(|a| format!("{}:{a}", berth_manifest::HOST_GATEWAY_NAME)),
+            services: p
+                .services
+                .iter()
+                .map(|(name, svc)| StackService {
+                    name: name.clone(),
+                    image: self.image(product, name, version),
+                    port: svc.port,
+                    published: svc.port.and(slot_port(&self.manifest, svc, slot)),
+                    replicas: self.settings.replicas(product, name),
+                    env: svc
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    secrets: grants.clone(),
+                })
+                .collect(),
+        };
+        berth_render::swarm::render_stack(&stack).map_err(|e| RuntimeError::Failed(e.to_string()))
+    }
+
+    /// Wait until every service of the slot runs `version` on all its replicas; `Ok`
+    /// also when a task exited (the health check reports it, with the log tail).
+    fn wait_converged(
+        &self,
+        product: &str,
+        slot: Slot,
+        version: &str,
+        before: &BTreeMap<String, Option<(String, String)>>,
+    ) -> Result<(), RuntimeError> {
+        let p = &self.manifest.products[product];
+        let deadline = p
+            .services
+            .values()
+            .filter_map(|s| s.health.as_ref().map(|h| h.deadline.0))
+            .max()
+            .unwrap_or(Duration::from_secs(60))
+            + Duration::from_secs(60);
+        let start = Instant::now();
+        loop {
+            self.forget();
+            let tasks = self.tasks(product)?;
+            let mut done = true;
+            let mut waiting = Vec::new();
+            for name in p.services.keys() {
+                let full = self.service_name(product, slot, name);
+                // An update of an existing service: its UpdateStatus must be a new one,
+                // and final (right after the call it can still show the previous one).
+                if let Some(Some((_, old_at))) = before.get(name) {
+                    match self.update_status(&full) {
+                        Some((state, at)) if at != *old_at => match state.as_str() {
+                            "completed" => {}
+                            "paused" | "rollback_started" | "rollback_paused"
+                            | "rollback_completed" => {
+                                return Err(RuntimeError::Failed(format!(
+                                    "the update of {full} ended `{state}`"
+                                )));
+                            }
+                            _ => done = false,
+                        },
+                        _ => done = false,
+                    }
+                }
+                let mine: Vec<&Task> = tasks
+                    .iter()
+                    .filter(|t| t.slot == slot && t.service == *name && t.version == version)
+                    .collect();
+                if let Some(t) = mine.iter().find(|t| t.state == "rejected") {
+                    return Err(RuntimeError::Failed(format!(
+                        "a task of {product}.{name} ({slot}) was rejected: {}",
+                        t.error
+                    )));
+                }
+                // A replica whose process exited twice is in a restart loop: the health
+                // gate says so with the log tail. (Once can be a hiccup Swarm retries.)
+                let looping = mine.iter().any(|t| {
+                    mine.iter()
+                        .filter(|o| o.replica == t.replica && o.failed())
+                        .count()
+                        >= 2
+                });
+                if looping {
+                    return Ok(());
+                }
+                let want = self.settings.replicas(product, name) as usize;
+                let running = mine.iter().filter(|t| t.running()).count();
+                if running < want {
+                    done = false;
+                    let pending: Vec<String> = mine
+                        .iter()
+                        .filter(|t| t.desired == "running" && !t.running())
+                        .map(|t| {
+                            if t.error.is_empty() {
+                                t.state.clone()
+                            } else {
+                                format!("{}: {}", t.state, t.error)
+                            }
+                        })
+                        .collect();
+                    waiting.push(format!(
+                        "{name}: {running} of {want} running{}",
+                        if pending.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", pending.join("; "))
+                        }
+                    ));
+                }
+            }
+            if done {
+                return Ok(());
+            }
+            if start.elapsed() > deadline {
+                return Err(RuntimeError::Failed(format!(
+                    "the {slot} slot of {product} did not converge within {}s: {}",
+                    deadline.as_secs(),
+                    waiting.join(", ")
+                )));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Wait until nothing answers on the slot's port of any node the product may run on.
+    fn wait_ports_free(
+        &self,
+        product: &str,
+        slot: Slot,
+        within: Duration,
+    ) -> Result<(), RuntimeError> {
+        let nodes = self.placement_nodes(product)?;
+        let p = &self.manifest.products[product];
+        let deadline = Instant::now() + within;
+        for (name, svc) in &p.services {
+            let Some(port) = svc.port.and(slot_port(&self.manifest, svc, slot)) else {
+                continue;
+            };
+            for n in &nodes {
+                let addr = format!("{}:{port}", n.addr);
+                while answers(&addr) {
+                    if Instant::now() >= deadline {
+                        return Err(RuntimeError::Failed(format!(
+                            "{addr} ({product}.{name}, {slot} slot) still answers although berth runs nothing there: stop what listens, or change host_port / [deploy] slot_port_offset"
+                        )));
+                    }
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn registry_agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .http_status_as_error(false)
+            .build()
+            .into()
+    }
+
+    /// The digest of `repo:tag` in the registry (`None`: no such tag).
+    fn registry_digest(&self, agent: &ureq::Agent, repo: &str, tag: &str) -> Option<String> {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.registry_url());
+        let r = agent
+            .head(&url)
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .call()
+            .ok()?;
+        if r.status().as_u16() != 200 {
+            return None;
+        }
+        r.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    fn registry_tags(&self, agent: &ureq::Agent, repo: &str) -> Result<Vec<String>, RuntimeError> {
+        let url = format!("{}/v2/{repo}/tags/list", self.registry_url());
+        let mut r = agent.get(&url).call().map_err(|e| {
+            RuntimeError::Failed(format!(
+                "the registry {} did not answer: {e}",
+                self.registry_host()
+            ))
+        })?;
+        if r.status().as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        let v: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        Ok(v["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Delete the tags of `product`'s images not in `keep` (a digest another kept
+    /// tag also names stays: deleting it would take the kept tag along).
+    fn prune_registry(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
+        let agent = Self::registry_agent();
+        let mut removed = Vec::new();
+        for service in self.built_services(product) {
+            let repo = self.repo_name(product, &service);
+            let tags = self.registry_tags(&agent, &repo)?;
+            let digests: BTreeMap<String, Option<String>> = tags
+                .iter()
+                .map(|t| (t.clone(), self.registry_digest(&agent, &repo, t)))
+                .collect();
+            let kept: Vec<&String> = digests
+                .iter()
+                .filter(|(t, _)| keep.contains(t))
+                .filter_map(|(_, d)| d.as_ref())
+                .collect();
+            let mut gone: Vec<&String> = Vec::new();
+            for (tag, digest) in &digests {
+                let Some(d) = digest else { continue };
+                if keep.contains(tag) {
+                    continue;
+                }
+                if !kept.contains(&d) && !gone.contains(&d) {
+                    let url = format!("{}/v2/{repo}/manifests/{d}", self.registry_url());
+                    match agent.delete(&url).call() {
+                        Ok(r) if r.status().is_success() => gone.push(d),
+                        _ => continue,
+                    }
+                }
+                if gone.contains(&d) {
+                    removed.push(format!("{}/{repo}:{tag}", self.registry_host()));
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Run a one-off task (a Swarm job) of `service` as `version` in the product's
+    /// environment: its network, placement, env and secrets. Returns (exit code, log).
+    fn run_job(
+        &self,
+        product: &str,
+        service: &str,
+        slot: Slot,
+        version: &str,
+        argv: &[String],
+        what: &str,
+    ) -> Result<(i64, String), RuntimeError> {
+        self.ensure_network(product)?;
+        let secrets = self.ensure_secrets(product)?;
+        let masker = self.masker(product)?;
+        let svc = &self.manifest.products[product].services[service];
+        let (k, v) = self.settings.node_label(product);
+        let name = format!(
+            "{}-{what}-{}",
+            self.service_name(product, slot, service),
+            std::process::id()
+        );
+        let _ = self
+            .docker("remove a leftover one-off task")
+            .args(["service", "rm", &name])
+            .output_unchecked();
+        let mut c = self
+            .docker(format!("start the {what} of {product}.{service}"))
+            .mask_with(&masker)
+            .args(["service", "create", "--detach", "--quiet", "--name", &name])
+            .args(["--mode", "replicated-job", "--restart-condition", "none"])
+            .args(["--network", &self.network(product)])
+            .args(["--constraint", &format!("node.labels.{k}=={v}")])
+            .args(["--label", &format!("berth.product={product}")])
+            .args(["--label", &format!("berth.run={what}")])
+            .args(["--env", &format!("BERTH_PRODUCT={product}")])
+            .args(["--env", &format!("BERTH_SERVICE={service}")])
+            .args(["--env", &format!("BERTH_SLOT={slot}")])
+            .args(["--env", &format!("BERTH_VERSION={version}")]);
+        for (key, value) in &svc.env {
+            c = c.args(["--env", &format!("{key}={value}")]);
+        }
+        for (secret, key) in &secrets {
+            c = c
+                .args([
+                    "--secret",
+                    &format!("source={secret},target={key},mode=0400"),
+                ])
+                .args(["--env", &format!("{key}_FILE=/run/secrets/{key}")]);
+        }
+        if let Some(a) = &self.settings.host_address {
+            c = c.args([
+                "--host",
+                &format!("{}:{a}", berth_manifest::HOST_GATEWAY_NAME),
+            ]);
+        }
+        c.arg(self.image(product, service, version))
+            .args(argv)
+            .output()?;
+        let result = (|| {
+            let start = Instant::now();
+            loop {
+                let out = self
+                    .docker(format!("wait for the {what} of {product}.{service}"))
+                    .args(["service", "ps", "-q", "--no-trunc", &name])
+                    .output()?
+                    .stdout_str();
+                let ids: Vec<&str> = out.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let v: Value = serde_json::from_str(
+                        &self
+                            .docker("read the one-off task")
+                            .args(["inspect", "--type", "task"])
+                            .args(&ids)
+                            .output()?
+                            .stdout_str(),
+                    )
+                    .unwrap_or(Value::Null);
+                    for t in v.as_array().into_iter().flatten() {
+                        let state = t["Status"]["State"].as_str().unwrap_or("");
+                        match state {
+                            "complete" => return Ok(0),
+                            "failed" => {
+                                return Ok(t["Status"]["ContainerStatus"]["ExitCode"]
+                                    .as_i64()
+                                    .unwrap_or(1));
+                            }
+                            "rejected" => {
+                                return Err(RuntimeError::Failed(format!(
+                                    "the {what} of {product}.{service} could not start: {}",
+                                    t["Status"]["Err"].as_str().unwrap_or("")
+                                )));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if start.elapsed() > Duration::from_secs(900) {
+                    return Err(RuntimeError::Failed(format!(
+                        "the {what} of {product}.{service} did not end within 15 minutes"
+                    )));
+                }
+                std::thread::sleep(POLL);
+            }
+        })();
+        let log = self
+            .docker(format!("read the log of the {what}"))
+            .mask_with(&masker)
+            .args(["service", "logs", "--raw", "--tail", "50", &name])
+            .timeout(Some(Duration::from_secs(30)))
+            .output_unchecked()
+            .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
+            .unwrap_or_default();
+        let _ = self
+            .docker(format!("remove the {what} task"))
+            .args(["service", "rm", &name])
+            .output_unchecked();
+        Ok((result?, masker.mask(&log)))
+    }
+
+    /// Is the manager a swarm manager? (state, is manager)
+    fn swarm_state(&self) -> Result<(String, bool), RuntimeError> {
+        let out = self
+            .docker("ask the manager for its swarm state")
+            .args([
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+            ])
+            .timeout(Some(Duration::from_secs(15)))
+            .output()
+            .map_err(|e| {
+                RuntimeError::Preflight(format!(
+                    "the swarm runtime could not reach the manager ([deploy.swarm] manager, or DOCKER_HOST): {e}"
+                ))
+            })?
+            .stdout_str();
+        let mut it = out.split_whitespace();
+        Ok((
+            it.next().unwrap_or("").to_string(),
+            it.next() == Some("true"),
+        ))
+    }
+}
+
+/// Does something accept TCP connections at `addr`?
+fn answers(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+        })
+}
+
+/// docker's task time (`2026-11-30T12:01:02.123456789Z`).
+fn parse_docker_time(s: &str) -> Option<SystemTime> {
+    crate::compose::parse_rfc3339_utc(s)
+}
+
+impl Runtime for SwarmRuntime {
+    fn name(&self) -> &'static str {
+        "swarm"
+    }
+
+    fn build_summary(&self) -> String {
+        format!(
+            "build images on the swarm's manager and push them to {}",
+            self.registry_host()
+        )
+    }
+
+    fn retained_summary(&self, version: &str) -> String {
+        format!(
+            "reuse the images of {version} in {} (no build)",
+            self.registry_host()
+        )
+    }
+
+    /// The cluster checks of docs/swarm.md: a manager answers, the registry answers,
+    /// and enough Ready nodes carry the product's label for each service's replicas
+    /// (one task per node: the host-mode port).
+    fn preflight(&self, product: &str, _dirty: bool) -> Result<Vec<String>, RuntimeError> {
+        if self.manifest.deploy.swarm.is_none() || self.settings.registry.trim().is_empty() {
+            return Err(RuntimeError::Preflight(
+                "the swarm runtime needs [deploy.swarm] with the registry images are pushed to (registry = \"host:port\")".into(),
+            ));
+        }
+        let (state, manager) = self.swarm_state()?;
+        if state != "active" || !manager {
+            return Err(RuntimeError::Preflight(format!(
+                "the Docker Engine berth talks to is not a swarm manager (swarm state `{state}`): set [deploy.swarm] manager to a manager's DOCKER_HOST"
+            )));
+        }
+        let agent = Self::registry_agent();
+        let v2 = format!("{}/v2/", self.registry_url());
+        match agent.get(&v2).call() {
+            Ok(r) if r.status().as_u16() < 500 => {}
+            Ok(r) => {
+                return Err(RuntimeError::Failed(format!(
+                    "the registry {} answered {} on /v2/",
+                    self.registry_host(),
+                    r.status()
+                )));
+            }
+            Err(e) => {
+                return Err(RuntimeError::Failed(format!(
+                    "the registry {} does not answer: {e}",
+                    self.registry_host()
+                )));
+            }
+        }
+        let nodes = self.placement_nodes(product)?;
+        let (k, v) = self.settings.node_label(product);
+        let mut warnings = Vec::new();
+        for (name, svc) in &self.manifest.products[product].services {
+            let want = self.settings.replicas(product, name) as usize;
+            if svc.port.is_some() && nodes.len() < want {
+                return Err(RuntimeError::Preflight(format!(
+                    "{product}.{name} wants {want} tasks, one per node (its port is published on each node), but only {} Ready node(s) carry the label {k}={v}: label more nodes (docker node update --label-add {k}={v} NODE) or lower [deploy.swarm.products.{product}] replicas",
+                    nodes.len()
+                )));
+            }
+            if svc.port.is_some() && nodes.len() == want {
+                warnings.push(format!(
+                    "{product}.{name} runs {want} task(s) on exactly {want} node(s) labelled {k}={v}: when one dies its task waits for it (label a spare node for failover)"
+                ));
+            }
+        }
+        if nodes.iter().any(|n| n.addr.is_empty()) {
+            return Err(RuntimeError::Preflight(format!(
+                "a node labelled {k}={v} reports no address: the front door could not reach its tasks"
+            )));
+        }
+        Ok(warnings)
+    }
+
+    /// Every running task's node address and the slot's published port.
+    fn addresses(&self, product: &str, service: &str, slot: Slot) -> Vec<Address> {
+        let Some(svc) = self
+            .manifest
+            .products
+            .get(product)
+            .and_then(|p| p.services.get(service))
+        else {
+            return Vec::new();
+        };
+        let Some(port) = svc.port.and(slot_port(&self.manifest, svc, slot)) else {
+            return Vec::new();
+        };
+        let tasks: Vec<Task> = self
+            .tasks(product)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.slot == slot && t.service == service && !t.node_addr.is_empty())
+            .collect();
+        let wanted = tasks.iter().filter(|t| t.desired == "running");
+        // A slot whose tasks all died (and are not yet replaced) still answers nowhere
+        // else than where they ran: a health check there fails, never passes on nothing.
+        let mut out: Vec<Address> = if wanted.clone().next().is_some() {
+            wanted
+                .map(|t| Address::new(t.node_addr.clone(), port))
+                .collect()
+        } else {
+            tasks
+                .iter()
+                .filter(|t| t.failed())
+                .map(|t| Address::new(t.node_addr.clone(), port))
+                .collect()
+        };
+        out.sort_by_key(|a| a.to_string());
+        out.dedup();
+        out
+    }
+
+    fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        self.wait_ports_free(product, slot, Duration::from_secs(15))
+    }
+
+    /// Both slots' stacks removed, the product's secrets, its network and its images
+    /// in the registry.
+    fn teardown(&self, product: &str) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for slot in [Slot::Blue, Slot::Green] {
+            let had = self
+                .services(product)?
+                .iter()
+                .any(|(_, n)| n.starts_with(&format!("{}_", self.stack(product, slot))));
+            self.stop(product, slot)?;
+            if had {
+                removed.push(format!("stack {}", self.stack(product, slot)));
+            }
+        }
+        let secrets = self
+            .docker(format!("list the secrets of {product}"))
+            .args(["secret", "ls", "--filter"])
+            .arg(format!("label=berth.product={product}"))
+            .args(["--format", "{{.Name}}"])
+            .output()?
+            .stdout_str();
+        let prefix = format!("{}-{product}_", self.prefix());
+        for name in secrets.lines().filter(|l| l.starts_with(&prefix)) {
+            if self
+                .docker(format!("remove the secret {name}"))
+                .args(["secret", "rm", name])
+                .output()
+                .is_ok()
+            {
+                removed.push(format!("secret {name}"));
+            }
+        }
+        removed.extend(self.prune_registry(product, &[])?);
+        let net = self.network(product);
+        if self
+            .docker(format!("remove the network {net}"))
+            .args(["network", "rm", &net])
+            .output()
+            .is_ok()
+        {
+            removed.push(format!("network {net}"));
+        }
+        Ok(removed)
+    }
+
+    fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
+        let services = self.built_services(product);
+        if services.is_empty() {
+            return Ok(None);
+        }
+        let git = |args: &[&str], summary: &str| {
+            Cmd::new("git", summary.to_string())
+                .args(args)
+                .current_dir(&self.root)
+                .env("GIT_TERMINAL_PROMPT", "0")
+                .output()
+        };
+        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
+        let dirty = !git(&["status", "--porcelain"], "look for uncommitted changes")?
+            .stdout_str()
+            .trim()
+            .is_empty();
+        // HEAD is the version (and clean): build from the work tree; otherwise from a
+        // checkout of the version's commit.
+        let (src, checkout) = if head.trim().starts_with(version) && !dirty {
+            (self.root.clone(), None)
+        } else {
+            let top = PathBuf::from(
+                git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
+                    .stdout_str()
+                    .trim(),
+            );
+            let rel = self
+                .root
+                .strip_prefix(&top)
+                .unwrap_or(Path::new(""))
+                .to_path_buf();
+            let tmp = std::env::temp_dir().join(format!(
+                "berth-swarm-build-{product}-{version}-{}",
+                std::process::id()
+            ));
+            let tmp_s = tmp.display().to_string();
+            git(
+                &["worktree", "add", "--detach", "--force", &tmp_s, version],
+                "check out the commit to build",
+            )?;
+            (tmp.join(rel), Some(tmp_s))
+        };
+        let result = (|| -> Result<Vec<String>, RuntimeError> {
+            let mut images = Vec::new();
+            for name in &services {
+                let b = self.manifest.products[product].services[name]
+                    .build
+                    .clone()
+                    .expect("a built service");
+                let image = self.image(product, name, version);
+                let dockerfile = src.join(
+                    b.dockerfile
+                        .clone()
+                        .unwrap_or_else(|| format!("{}/Dockerfile", b.context)),
+                );
+                self.docker(format!("build {image} on the swarm's manager"))
+                    .args(["build", "-q", "--label"])
+                    .arg(format!("berth.product={product}"))
+                    .args(["-t", &image, "-f"])
+                    .arg(&dockerfile)
+                    .arg(src.join(&b.context))
+                    .timeout(Some(Duration::from_secs(900)))
+                    .output()?;
+                self.docker(format!("push {image} to the registry"))
+                    .args(["push", "-q", &image])
+                    .timeout(Some(Duration::from_secs(900)))
+                    .output()?;
+                images.push(image);
+            }
+            Ok(images)
+        })();
+        if let Some(tmp) = checkout {
+            let _ = git(
+                &["worktree", "remove", "--force", &tmp],
+                "remove the build checkout",
+            );
+        }
+        let images = result?;
+        Ok(Some(format!("built and pushed {}", images.join(", "))))
+    }
+
+    fn has_version(&self, product: &str, version: &str) -> bool {
+        if self.settings.registry.trim().is_empty() {
+            return false;
+        }
+        let agent = Self::registry_agent();
+        self.built_services(product).iter().all(|s| {
+            self.registry_digest(&agent, &self.repo_name(product, s), version)
+                .is_some()
+        })
+    }
+
+    fn migrate(
+        &self,
+        product: &str,
+        service: &str,
+        version: &str,
+        slot: Slot,
+    ) -> Result<String, RuntimeError> {
+        let Some(migrate) = self.manifest.products[product].services[service]
+            .migrate
+            .clone()
+        else {
+            return Ok(String::new());
+        };
+        let argv: Vec<String> = migrate.split_whitespace().map(str::to_string).collect();
+        let (code, log) = self.run_job(product, service, slot, version, &argv, "migrate")?;
+        if code != 0 {
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(RuntimeError::Failed(format!(
+                "the migration of {product}.{service} exited with {code}\n{}",
+                tail.join("\n")
+            )));
+        }
+        Ok(log)
+    }
+
+    fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        self.ensure_network(product)?;
+        let secrets = self.ensure_secrets(product)?;
+        let text = self.stack_file(product, slot, version, &secrets)?;
+        let stack = self.stack(product, slot);
+        let file = self.root.join(".berth/swarm").join(format!("{stack}.yml"));
+        crate::write_atomic(&file, text.as_bytes()).map_err(crate::io("write", &file))?;
+        let before: BTreeMap<String, Option<(String, String)>> = self.manifest.products[product]
+            .services
+            .keys()
+            .map(|n| {
+                let full = self.service_name(product, slot, n);
+                let exists = self
+                    .services(product)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, s)| *s == full);
+                (
+                    n.clone(),
+                    exists.then(|| self.update_status(&full).unwrap_or_default()),
+                )
+            })
+            .collect();
+        self.docker(format!("deploy the {slot} stack of {product} ({version})"))
+            .args(["stack", "deploy", "--prune", "-c"])
+            .arg(&file)
+            .arg(&stack)
+            .output()?;
+        self.forget();
+        self.wait_converged(product, slot, version, &before)
+    }
+
+    /// The slot's stack removed, and its tasks gone from every node (their ports free).
+    fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
+        let prefix = format!("{}_", self.stack(product, slot));
+        let services: Vec<String> = self
+            .services(product)?
+            .into_iter()
+            .filter(|(_, n)| n.starts_with(&prefix))
+            .map(|(id, _)| id)
+            .collect();
+        self.forget();
+        if services.is_empty() {
+            return Ok(());
+        }
+        self.docker(format!("remove the {slot} stack of {product}"))
+            .args(["service", "rm"])
+            .args(&services)
+            .output()?;
+        self.forget();
+        self.wait_ports_free(product, slot, Duration::from_secs(30))
+    }
+
+    fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError> {
+        let m = &self.manifest;
+        let all = self.tasks(product)?;
+        Ok(all
+            .clone()
+            .into_iter()
+            // The tasks the services want, and those that died with nothing of their
+            // replica running since (a failed start, not a retried hiccup).
+            .filter(|t| {
+                t.desired == "running"
+                    || (t.failed()
+                        && !all.iter().any(|o| {
+                            o.slot == t.slot
+                                && o.service == t.service
+                                && o.replica == t.replica
+                                && o.running()
+                        }))
+            })
+            .map(|t| {
+                let svc = m.products[product].services.get(&t.service);
+                Instance {
+                    service: t.service.clone(),
+                    slot: t.slot,
+                    version: t.version.clone(),
+                    alive: t.running(),
+                    id: t.id.chars().take(12).collect(),
+                    started: t.since,
+                    port: svc.and_then(|s| slot_port(m, s, t.slot)),
+                    node: Some(t.node_addr.clone()).filter(|a| !a.is_empty()),
+                    state: Some(if t.error.is_empty() {
+                        t.state.clone()
+                    } else {
+                        format!("{}: {}", t.state, t.error)
+                    }),
+                }
+            })
+            .collect())
+    }
+
+    fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
+        let Ok(masker) = self.masker(product) else {
+            return String::new();
+        };
+        let name = self.service_name(product, slot, service);
+        let out = self
+            .docker(format!("read the logs of {product}.{service} ({slot})"))
+            .mask_with(&masker)
+            .args([
+                "service",
+                "logs",
+                "--no-trunc",
+                "--tail",
+                &lines.to_string(),
+                &name,
+            ])
+            .timeout(Some(Duration::from_secs(30)))
+            .output_unchecked()
+            .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
+            .unwrap_or_default();
+        // Where each task ran and how it ended: what a log alone does not say.
+        self.forget();
+        let mut tasks = String::new();
+        for t in self
+            .tasks(product)
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t.slot == slot && t.service == service)
+        {
+            tasks.push_str(&format!(
+                "task {} on {}: {} (desired {}){}{}\n",
+                t.id.chars().take(12).collect::<String>(),
+                if t.node_addr.is_empty() {
+                    "no node"
+                } else {
+                    &t.node_addr
+                },
+                t.state,
+                t.desired,
+                if t.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.error)
+                },
+                t.exit_code
+                    .filter(|c| *c != 0)
+                    .map(|c| format!(", exit {c}"))
+                    .unwrap_or_default(),
+            ));
+        }
+        masker.mask(&format!("{out}{tasks}"))
+    }
+
+    fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
+        if self.settings.registry.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        self.prune_registry(product, keep)
+    }
+
+    /// A Swarm job of the service as `version` (its network, env and secrets); its
+    /// output is shown once it ended (a job has no terminal: `tty` is ignored).
+    fn run_once(
+        &self,
+        product: &str,
+        service: &str,
+        slot: Slot,
+        version: &str,
+        argv: &[String],
+        _tty: bool,
+    ) -> Result<i32, RuntimeError> {
+        if argv.is_empty() {
+            return Err(RuntimeError::Failed("no command to run".into()));
+        }
+        let (code, log) = self.run_job(product, service, slot, version, argv, "run")?;
+        print!("{log}");
+        Ok(code as i32)
+    }
+}
