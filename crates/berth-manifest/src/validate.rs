@@ -100,6 +100,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.allow_lists();
     v.inline_secrets();
     v.feature_fields();
+    v.limits();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
     v.out
@@ -964,6 +965,54 @@ impl Validator<'_> {
                 env,
             ));
             self.push(d);
+        }
+    }
+
+    /// The PostgreSQL limits belong to a product's role: a service cannot set them, and a
+    /// statement timeout under a millisecond would be 0 (no timeout) on the server.
+    fn limits(&mut self) {
+        let mut layers: Vec<(Vec<String>, &crate::limits::Limits)> = Vec::new();
+        if let Some(l) = &self.m.limits {
+            layers.push((vpath(&["limits"]), l));
+        }
+        for (pname, prod) in &self.m.products {
+            if let Some(l) = &prod.limits {
+                layers.push((vpath(&["products", pname, "limits"]), l));
+            }
+            for (sname, s) in &prod.services {
+                let Some(l) = &s.limits else { continue };
+                for (key, set) in [
+                    ("db_connections", l.db_connections.is_some()),
+                    ("statement_timeout", l.statement_timeout.is_some()),
+                ] {
+                    if set {
+                        let mut path = vpath(&["products", pname, "services", sname, "limits"]);
+                        path.push(key.to_string());
+                        let d = Diagnostic::error(
+                            "limits-db-on-service",
+                            format!("{pname}.{sname}: `{key}` limits the product's PostgreSQL role, not one service"),
+                        )
+                        .at(self.src.key_label(&p(&path), "set on a service"))
+                        .help(format!("move it to [products.{pname}.limits] (or [limits] for every product)"));
+                        self.push(d);
+                    }
+                }
+            }
+        }
+        for (path, l) in layers {
+            if let Some(t) = l.statement_timeout
+                && t.0 < std::time::Duration::from_millis(1)
+            {
+                let mut path = path.clone();
+                path.push("statement_timeout".into());
+                let d = Diagnostic::error(
+                    "limits-statement-timeout",
+                    format!("statement_timeout `{t}` is under a millisecond (PostgreSQL would run statements with no timeout)"),
+                )
+                .at(self.label(&path, "too short"))
+                .help("write at least \"1ms\", e.g. \"30s\"");
+                self.push(d);
+            }
         }
     }
 
