@@ -1,0 +1,173 @@
+//! Resource limits enforced by the runtimes: a product past its memory is killed and
+//! restarted while the other product keeps answering.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::deploy::Site;
+
+/// `docker <args>`'s stdout, asserting it succeeded.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Poll until `f` holds, for at most `limit`.
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(e) if start.elapsed() > limit => panic!("{what} within {limit:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The running container of `product`'s `service` in this site.
+fn container(site: &Site, product: &str, service: &str) -> String {
+    let project = site.compose.as_ref().unwrap();
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=berth.product={product}"),
+        "--filter",
+        &format!("label=berth.service={service}"),
+    ]);
+    let ids: Vec<&str> = ids
+        .lines()
+        .filter(|id| {
+            docker(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.project\"}}", id])
+                .starts_with(&format!("{project}-{product}-"))
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{product}.{service}: {ids:?}");
+    ids[0].to_string()
+}
+
+/// bestays's server at 64 MiB (and 0.5 CPU, 200 processes, 1000 open files) runs with
+/// exactly those limits; told to allocate without bound it is killed by the kernel and
+/// restarted by Docker's restart policy, while realestate answers every request of a
+/// steady load.
+#[test]
+fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answers() {
+    let site = Site::compose(0);
+    site.edit_manifest(
+        "# limits = { cpus = 0.5, memory = \"512MiB\" }   # this service only (over [limits])",
+        "limits = { cpus = 0.5, memory = \"64MiB\", pids = 200, nofile = 1000 }",
+    );
+    site.edit_manifest(
+        "PRODUCT_ID = \"bestays\",",
+        "PRODUCT_ID = \"bestays\", DEMO_HOGS = \"1\",",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: bestays's server limited (TASK-1-limits-bestays)");
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+
+    // What the engine applies, read back from the container.
+    let id = container(&site, "bestays", "server");
+    let host = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}",
+        &id,
+    ]);
+    assert_eq!(host, format!("{} 500000000 200 unless-stopped", 64 << 20));
+    // (The engine may add ulimits of its own, e.g. a daemon-wide nproc.)
+    let ulimits: serde_json::Value = serde_json::from_str(&docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig.Ulimits}}",
+        &id,
+    ]))
+    .unwrap();
+    let nofile = ulimits
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["Name"] == "nofile")
+        .unwrap_or_else(|| panic!("no nofile ulimit: {ulimits}"));
+    assert_eq!((&nofile["Soft"], &nofile["Hard"]), (&1000.into(), &1000.into()));
+    // The other product got the defaults.
+    let other = container(&site, "realestate", "server");
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+            &other
+        ]),
+        format!("{} 1000000000 1024", 1u64 << 30)
+    );
+
+    let since = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let restarts_before: u32 = docker(&["inspect", "--format", "{{.RestartCount}}", &id])
+        .parse()
+        .unwrap();
+    let load = berth_testkit::load::LoadConfig::new(site.http_port, "realestate.app")
+        .paths(crate::deploy::ROUTES)
+        .start();
+    load.wait_for_answers(20);
+    let port = docker(&["port", &id, "8011/tcp"]);
+    let port: u16 = port
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The request never gets an answer: the process is killed while it allocates.
+    let hog = berth_testkit::load::get(port, "bestays.app", "/api/hog?memory=1");
+    assert!(hog.is_err(), "the hog answered: {:?}", hog.map(|r| r.status));
+    wait_until(Duration::from_secs(60), "bestays's server killed for its memory and restarted", || {
+        let state = docker(&[
+            "inspect",
+            "--format",
+            "{{.RestartCount}} {{.State.Running}}",
+            &id,
+        ]);
+        let (count, running) = state.split_once(' ').unwrap();
+        let count: u32 = count.parse().unwrap();
+        if count > restarts_before && running == "true" {
+            Ok(())
+        } else {
+            Err(state)
+        }
+    });
+    let now = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let events = docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &now,
+        "--filter",
+        &format!("container={id}"),
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        events.lines().any(|e| e == "oom"),
+        "no oom event for bestays's server: {events}"
+    );
+    // Back: it answers through the front door again.
+    wait_until(Duration::from_secs(30), "bestays answers again", || {
+        match site.get("bestays.app", "/api/health") {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    load.wait_for_answers(20);
+    let report = load.finish();
+    report.assert_clean(50);
+}
