@@ -57,6 +57,43 @@ pub struct Limits {
     /// in `[limits]` or a product's `limits` only [default: "1m"].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout: Option<HumanDuration>,
+    /// What the local runtime does where the host cannot apply the limits (no cgroup v2
+    /// or v1 memory/cpu/pids controllers berth may write, e.g. not root): `strict`
+    /// refuses to start the service, `best-effort` starts it with a warning; in
+    /// `[limits]` only [default: `strict` when berth.toml sets any limit, else
+    /// `best-effort`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<Enforce>,
+}
+
+/// `[limits] enforce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforce {
+    /// A service whose limits the host cannot apply does not start.
+    Strict,
+    /// It starts without them, with a warning.
+    BestEffort,
+}
+
+/// Whether the local runtime must refuse to run without the limits: `[limits] enforce`,
+/// else strict exactly when berth.toml writes a limit anywhere (the defaults alone do
+/// not stop a host without cgroups).
+pub fn enforce_strict(m: &Manifest) -> bool {
+    match m.limits.as_ref().and_then(|l| l.enforce) {
+        Some(e) => e == Enforce::Strict,
+        None => {
+            let set = |l: &Option<Limits>| {
+                l.as_ref().is_some_and(|l| {
+                    l.cpus.is_some() || l.memory.is_some() || l.pids.is_some() || l.nofile.is_some()
+                })
+            };
+            set(&m.limits)
+                || m.products.values().any(|p| {
+                    set(&p.limits) || p.services.values().any(|s| set(&s.limits))
+                })
+        }
+    }
 }
 
 impl Limits {

@@ -978,22 +978,40 @@ impl Validator<'_> {
         for (pname, prod) in &self.m.products {
             if let Some(l) = &prod.limits {
                 layers.push((vpath(&["products", pname, "limits"]), l));
+                if l.enforce.is_some() {
+                    let d = Diagnostic::error(
+                        "limits-enforce-on-product",
+                        format!("{pname}: `enforce` is set for every product, in [limits]"),
+                    )
+                    .at(self.src.key_label(&["products", pname, "limits", "enforce"], "set on a product"))
+                    .help("move it to [limits]");
+                    self.push(d);
+                }
             }
             for (sname, s) in &prod.services {
                 let Some(l) = &s.limits else { continue };
                 for (key, set) in [
                     ("db_connections", l.db_connections.is_some()),
                     ("statement_timeout", l.statement_timeout.is_some()),
+                    ("enforce", l.enforce.is_some()),
                 ] {
                     if set {
                         let mut path = vpath(&["products", pname, "services", sname, "limits"]);
                         path.push(key.to_string());
                         let d = Diagnostic::error(
                             "limits-db-on-service",
-                            format!("{pname}.{sname}: `{key}` limits the product's PostgreSQL role, not one service"),
+                            if key == "enforce" {
+                                format!("{pname}.{sname}: `enforce` is set for every product, in [limits]")
+                            } else {
+                                format!("{pname}.{sname}: `{key}` limits the product's PostgreSQL role, not one service")
+                            },
                         )
                         .at(self.src.key_label(&p(&path), "set on a service"))
-                        .help(format!("move it to [products.{pname}.limits] (or [limits] for every product)"));
+                        .help(if key == "enforce" {
+                            "move it to [limits]".to_string()
+                        } else {
+                            format!("move it to [products.{pname}.limits] (or [limits] for every product)")
+                        });
                         self.push(d);
                     }
                 }
