@@ -548,4 +548,22 @@ image = "b"
         assert!(d.message.contains("integer > 0"), "{d:?}");
         assert_eq!(d.location().unwrap(), "berth.toml:6:18");
     }
+
+    #[test]
+    fn enforce_is_strict_when_limits_are_written_and_only_in_limits() {
+        let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n";
+        assert!(!enforce_strict(&load(base).unwrap()), "defaults alone");
+        assert!(enforce_strict(&load(&format!("{base}limits = {{ pids = 9 }}\n")).unwrap()));
+        // The role's limits are not the host's business.
+        assert!(!enforce_strict(&load(&format!("{base}[limits]\ndb_connections = 9\n")).unwrap()));
+        assert!(!enforce_strict(
+            &load(&format!("{base}limits = {{ pids = 9 }}\n[limits]\nenforce = \"best-effort\"\n")).unwrap()
+        ));
+        assert!(enforce_strict(&load(&format!("{base}[limits]\nenforce = \"strict\"\n")).unwrap()));
+        let d = &load(&format!("{base}limits = {{ enforce = \"strict\" }}\n")).unwrap_err()[0];
+        assert!(d.message.contains("`enforce` is set for every product, in [limits]"), "{d:?}");
+        let d = &load(&format!("{base}[limits]\nenforce = \"sometimes\"\n")).unwrap_err()[0];
+        assert!(d.message.contains("unknown variant `sometimes`"), "{d:?}");
+        assert_eq!(d.location().unwrap(), "berth.toml:6:11");
+    }
 }

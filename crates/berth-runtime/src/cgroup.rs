@@ -28,10 +28,14 @@ pub enum Hierarchy {
 
 /// The host's cgroup hierarchy, or why berth cannot limit processes here.
 pub fn detect() -> Result<Hierarchy, String> {
-    detect_at(Path::new("/sys/fs/cgroup"))
+    detect_at(Path::new(CGROUP_FS))
 }
 
-fn detect_at(fs: &Path) -> Result<Hierarchy, String> {
+/// Where cgroup file systems are mounted.
+pub const CGROUP_FS: &str = "/sys/fs/cgroup";
+
+/// The hierarchy under `fs` (`/sys/fs/cgroup` on a real host).
+pub fn detect_at(fs: &Path) -> Result<Hierarchy, String> {
     let controllers = std::fs::read_to_string(fs.join("cgroup.controllers"));
     if let Ok(c) = controllers {
         let have: Vec<&str> = c.split_whitespace().collect();
@@ -116,6 +120,30 @@ impl Cgroup {
             h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
         format!("{product}-{slot}-{service}-{:08x}", h as u32)
+    }
+
+    /// Remove every cgroup of the site at `root` (its processes gone): for test
+    /// fixtures that kill a site's processes without the runtime's stop.
+    pub fn remove_site(fs: &Path, root: &Path) {
+        let Ok(h) = detect_at(fs) else { return };
+        let suffix = Self::name_for(root, "", "", "");
+        let suffix = suffix.trim_start_matches('-');
+        let bases: Vec<PathBuf> = match &h {
+            Hierarchy::V2 { root } => vec![root.join(BASE)],
+            Hierarchy::V1 { memory, cpu, pids } => [memory, cpu, pids].iter().map(|d| d.join(BASE)).collect(),
+        };
+        let mut names: Vec<String> = bases
+            .iter()
+            .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(&format!("-{suffix}")))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let _ = Self { hierarchy: h.clone(), name }.remove();
+        }
     }
 
     /// The directories of this cgroup (one per hierarchy).

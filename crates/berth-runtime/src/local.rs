@@ -28,6 +28,8 @@ pub struct LocalRuntime {
     root: PathBuf,
     /// Extra directories searched for commands (e.g. where demo-app was built).
     pub path_prefix: Vec<PathBuf>,
+    /// Where the cgroup file systems are ([`crate::cgroup::CGROUP_FS`]).
+    pub cgroup_fs: PathBuf,
 }
 
 /// What a pid file records about a process berth started.
@@ -121,6 +123,7 @@ impl LocalRuntime {
             manifest,
             root,
             path_prefix: Vec::new(),
+            cgroup_fs: PathBuf::from(crate::cgroup::CGROUP_FS),
         }
     }
 
@@ -274,7 +277,7 @@ impl LocalRuntime {
         let strict = berth_manifest::limits::enforce_strict(&self.manifest);
         let limits = berth_manifest::effective_limits(&self.manifest, product, service);
         let name = crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service);
-        match crate::cgroup::detect().and_then(|h| crate::cgroup::Cgroup::create(&h, &name, &limits)) {
+        match crate::cgroup::detect_at(&self.cgroup_fs).and_then(|h| crate::cgroup::Cgroup::create(&h, &name, &limits)) {
             Ok(cg) => Ok((Some(cg), strict)),
             Err(why) if strict => Err(RuntimeError::Failed(format!(
                 "cannot apply the limits of {product}.{service} on this host: {why}; run berth as root on a host with cgroup v2 (or v1 memory, cpu and pids controllers), or set [limits] enforce = \"best-effort\" in berth.toml to run without them"
@@ -290,7 +293,7 @@ impl LocalRuntime {
 
     /// The cgroup usage of each service of `product` in `slot` that has one.
     pub fn usage(&self, product: &str, slot: Slot, service: &str) -> Option<crate::cgroup::Usage> {
-        let h = crate::cgroup::detect().ok()?;
+        let h = crate::cgroup::detect_at(&self.cgroup_fs).ok()?;
         let cg = crate::cgroup::Cgroup {
             hierarchy: h,
             name: crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service),
@@ -569,7 +572,7 @@ impl Runtime for LocalRuntime {
             let _ = std::fs::remove_file(path);
         }
         // No cgroup outlives its slot.
-        if let Ok(h) = crate::cgroup::detect() {
+        if let Ok(h) = crate::cgroup::detect_at(&self.cgroup_fs) {
             for service in self.manifest.products.get(product).into_iter().flat_map(|p| p.services.keys()) {
                 let cg = crate::cgroup::Cgroup {
                     hierarchy: h.clone(),
@@ -897,6 +900,42 @@ limits = { memory = "16MiB" }
             }
         }
         assert!(!group_alive(pid));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Where no cgroup can be made: limits written in berth.toml refuse to start
+    /// (saying why and what to do); `enforce = "best-effort"` starts without them.
+    #[test]
+    fn limits_the_host_cannot_apply_refuse_to_start_unless_best_effort() {
+        let root = std::env::temp_dir().join(format!("berth-cgroup-none-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let version = "abcd1234";
+        std::fs::create_dir_all(root.join(".berth/versions/p").join(version)).unwrap();
+        std::fs::create_dir_all(root.join("no-cgroups")).unwrap();
+        std::fs::write(root.join(".berth/versions/p").join(format!("{version}.ready")), "").unwrap();
+        let run = |head: &str| {
+            let text = format!(
+                "[project]\nname = \"cgtest\"\n{head}[products.p.services.web]\ncommand = \"exec sleep 300\"\nlimits = {{ memory = \"64MiB\" }}\n"
+            );
+            let m = berth_manifest::parse_str("berth.toml", &text).unwrap().manifest;
+            let mut rt = LocalRuntime::new(m, root.clone());
+            rt.cgroup_fs = root.join("no-cgroups");
+            let r = rt.start("p", Slot::Blue, version);
+            let alive = rt.instances("p").unwrap().iter().any(|i| i.alive);
+            rt.stop("p", Slot::Blue).unwrap();
+            (r, alive)
+        };
+        let (r, alive) = run("");
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("cannot apply the limits of p.web on this host")
+                && e.contains("enforce = \"best-effort\""),
+            "{e}"
+        );
+        assert!(!alive);
+        let (r, alive) = run("[limits]\nenforce = \"best-effort\"\n");
+        r.unwrap();
+        assert!(alive);
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -264,6 +264,10 @@ impl Drop for Site {
             .stderr(std::process::Stdio::null())
             .status();
         kill_all(&root.join(".berth/run"));
+        berth_runtime::cgroup::Cgroup::remove_site(
+            std::path::Path::new(berth_runtime::cgroup::CGROUP_FS),
+            root,
+        );
         if let Some(project) = &self.compose {
             crate::compose::down_all(root, project);
         }

@@ -171,3 +171,90 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
     let report = load.finish();
     report.assert_clean(50);
 }
+
+/// The same on the local runtime: bestays's server runs in a cgroup of 64 MiB; told
+/// to allocate without bound it is killed by the kernel and started again by its
+/// shell, while realestate answers every request of a steady load; the cgroups are
+/// gone once the slots stop.
+#[test]
+fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answers() {
+    let site = Site::new(0);
+    site.edit_manifest(
+        "# limits = { cpus = 0.5, memory = \"512MiB\" }   # this service only (over [limits])",
+        "limits = { cpus = 0.5, memory = \"64MiB\", pids = 200, nofile = 1000 }",
+    );
+    site.edit_manifest(
+        "PRODUCT_ID = \"bestays\",",
+        "PRODUCT_ID = \"bestays\", DEMO_HOGS = \"1\",",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: bestays's server limited (TASK-1-limits-bestays)");
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+
+    let h = berth_runtime::cgroup::detect().expect("cgroups (v2, or v1 memory/cpu/pids)");
+    let slot = ["blue", "green"]
+        .into_iter()
+        .find(|s| {
+            site.repo
+                .path()
+                .join(format!(".berth/run/bestays/{s}/server.json"))
+                .exists()
+        })
+        .expect("bestays's server runs");
+    let cg = berth_runtime::cgroup::Cgroup {
+        hierarchy: h,
+        name: berth_runtime::cgroup::Cgroup::name_for(site.repo.path(), "bestays", slot, "server"),
+    };
+    let u = cg.usage().expect("bestays's server has a cgroup");
+    assert_eq!(
+        (u.memory_limit_bytes, u.cpus_limit, u.pids_limit, u.oom_kills),
+        (Some(64 << 20), Some(0.5), Some(200), 0),
+        "{u:?}"
+    );
+
+    let load = berth_testkit::load::LoadConfig::new(site.http_port, "realestate.app")
+        .paths(crate::deploy::ROUTES)
+        .start();
+    load.wait_for_answers(20);
+    let (status, _) = site.get("bestays.app", "/api/hog?memory=1");
+    assert_ne!(status, 200, "the hog answered");
+    let log = site
+        .repo
+        .path()
+        .join(format!(".berth/run/bestays/{slot}/server.log"));
+    wait_until(Duration::from_secs(60), "bestays's server killed for its memory and started again", || {
+        let kills = cg.usage().map_or(0, |u| u.oom_kills);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if kills >= 1 && text.contains("bestays.server was killed (SIGKILL, e.g. past its memory limit); starting it again") {
+            Ok(())
+        } else {
+            Err(format!("oom kills {kills}: {text}"))
+        }
+    });
+    wait_until(Duration::from_secs(30), "bestays answers again", || {
+        match site.get("bestays.app", "/api/health") {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    load.wait_for_answers(20);
+    let report = load.finish();
+    report.assert_clean(50);
+
+    // Stopping the products (teardown of both slots) leaves no cgroup.
+    let realestate = berth_runtime::cgroup::Cgroup {
+        hierarchy: cg.hierarchy.clone(),
+        name: berth_runtime::cgroup::Cgroup::name_for(site.repo.path(), "realestate", "blue", "server"),
+    };
+    let before: Vec<bool> = [&cg, &realestate].iter().map(|c| c.exists()).collect();
+    assert!(before[0], "bestays's cgroup exists while it runs");
+    drop(site);
+    for c in [&cg, &realestate] {
+        for d in c.dirs() {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+    }
+}
