@@ -291,8 +291,8 @@ impl LocalRuntime {
         }
     }
 
-    /// The cgroup usage of each service of `product` in `slot` that has one.
-    pub fn usage(&self, product: &str, slot: Slot, service: &str) -> Option<crate::cgroup::Usage> {
+    /// The cgroup usage of `service` of `product` in `slot`, when it has a cgroup.
+    pub fn cgroup_usage(&self, product: &str, slot: Slot, service: &str) -> Option<crate::cgroup::Usage> {
         let h = crate::cgroup::detect_at(&self.cgroup_fs).ok()?;
         let cg = crate::cgroup::Cgroup {
             hierarchy: h,
@@ -609,6 +609,28 @@ impl Runtime for LocalRuntime {
             }
         }
         Ok(out)
+    }
+
+    /// From the instance's cgroup; CPU in use from two readings 200 ms apart.
+    fn usage(&self, product: &str, i: &Instance) -> Option<crate::ResourceUsage> {
+        if !i.alive {
+            return None;
+        }
+        let first = self.cgroup_usage(product, i.slot, &i.service)?;
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let u = self.cgroup_usage(product, i.slot, &i.service)?;
+        let cpus = (u.cpu_usec.saturating_sub(first.cpu_usec)) as f64
+            / t.elapsed().as_micros().max(1) as f64;
+        Some(crate::ResourceUsage {
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            cpus: Some((cpus * 1000.0).round() / 1000.0),
+            cpus_limit: u.cpus_limit,
+            pids: Some(u.pids),
+            pids_limit: u.pids_limit,
+            oom_kills: Some(u.oom_kills),
+        })
     }
 
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {

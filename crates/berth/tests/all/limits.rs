@@ -52,6 +52,40 @@ fn container(site: &Site, product: &str, service: &str) -> String {
     ids[0].to_string()
 }
 
+/// `berth status` shows bestays's server's memory and CPU against its limits (JSON,
+/// valid against its schema, and text).
+fn assert_status_shows_usage(site: &Site) {
+    let out = site.berth(&["status", "bestays", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    crate::logs::validate_json_docs("status.schema.json", std::slice::from_ref(&v));
+    let server = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "server")
+        .unwrap();
+    let u = &server["usage"];
+    assert_eq!(u["memory_limit_bytes"], 64u64 << 20, "{v}");
+    assert_eq!(u["cpus_limit"], 0.5, "{v}");
+    assert_eq!(u["pids_limit"], 200, "{v}");
+    let used = u["memory_bytes"].as_u64().unwrap();
+    assert!(used > 0 && used < 64 << 20, "{v}");
+    assert!(u["cpus"].as_f64().is_some(), "{v}");
+    let text = site.berth(&["status", "bestays"]);
+    text.assert_code(0);
+    let row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bestays") && l.contains(" server "))
+        .unwrap_or_else(|| panic!("{}", text.stdout));
+    assert!(
+        text.stdout.contains("MEMORY") && row.contains("MiB/64.0MiB") && row.contains("/0.5 "),
+        "{}",
+        text.stdout
+    );
+}
+
 /// bestays's server at 64 MiB (and 0.5 CPU, 200 processes, 1000 open files) runs with
 /// exactly those limits; told to allocate without bound it is killed by the kernel and
 /// restarted by Docker's restart policy, while realestate answers every request of a
@@ -170,6 +204,7 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
     load.wait_for_answers(20);
     let report = load.finish();
     report.assert_clean(50);
+    assert_status_shows_usage(&site);
 }
 
 /// The same on the local runtime: bestays's server runs in a cgroup of 64 MiB; told
@@ -243,6 +278,7 @@ fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answe
     load.wait_for_answers(20);
     let report = load.finish();
     report.assert_clean(50);
+    assert_status_shows_usage(&site);
 
     // Stopping the products (teardown of both slots) leaves no cgroup.
     let realestate = berth_runtime::cgroup::Cgroup {
