@@ -279,6 +279,22 @@ fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answe
     let report = load.finish();
     report.assert_clean(50);
     assert_status_shows_usage(&site);
+    // The dashboard (and its JSON) too.
+    let serve = crate::serve::Serve::start(site.repo.path(), &[], &[]);
+    let v = serve.wait_product("bestays", Duration::from_secs(30), "usage of the server", |v| {
+        v["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["name"] == "server" && s["usage"]["memory_limit_bytes"] == 64u64 << 20)
+    });
+    let (status, page) = serve.get("/");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(" of 64.0 MiB, CPU ") && page.contains(" of 0.5</span>"),
+        "{v:#}\n{page}"
+    );
+    drop(serve);
 
     // Stopping the products (teardown of both slots) leaves no cgroup.
     let realestate = berth_runtime::cgroup::Cgroup {
