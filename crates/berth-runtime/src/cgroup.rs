@@ -23,6 +23,9 @@ pub enum Hierarchy {
         memory: PathBuf,
         cpu: PathBuf,
         pids: PathBuf,
+        /// The cpuacct hierarchy when it is not mounted with cpu (`cpu,cpuacct`): where
+        /// the CPU time used is counted.
+        cpuacct: Option<PathBuf>,
     },
 }
 
@@ -64,7 +67,17 @@ pub fn detect_at(fs: &Path) -> Result<Hierarchy, String> {
         v1("cpu", "cpu.cfs_period_us"),
         v1("pids", "cgroup.procs"),
     ) {
-        (Some(memory), Some(cpu), Some(pids)) => Ok(Hierarchy::V1 { memory, cpu, pids }),
+        (Some(memory), Some(cpu), Some(pids)) => {
+            let cpuacct = (!cpu.join("cpuacct.usage").exists())
+                .then(|| v1("cpuacct", "cpuacct.usage"))
+                .flatten();
+            Ok(Hierarchy::V1 {
+                memory,
+                cpu,
+                pids,
+                cpuacct,
+            })
+        }
         _ => Err(format!(
             "no cgroup v2 with controllers at {} and no cgroup v1 memory, cpu and pids hierarchies under it",
             fs.display()
@@ -130,7 +143,16 @@ impl Cgroup {
         let suffix = suffix.trim_start_matches('-');
         let bases: Vec<PathBuf> = match &h {
             Hierarchy::V2 { root } => vec![root.join(BASE)],
-            Hierarchy::V1 { memory, cpu, pids } => [memory, cpu, pids].iter().map(|d| d.join(BASE)).collect(),
+            Hierarchy::V1 {
+                memory,
+                cpu,
+                pids,
+                cpuacct,
+            } => [Some(memory), Some(cpu), Some(pids), cpuacct.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|d| d.join(BASE))
+                .collect(),
         };
         let mut names: Vec<String> = bases
             .iter()
@@ -150,8 +172,14 @@ impl Cgroup {
     pub fn dirs(&self) -> Vec<PathBuf> {
         match &self.hierarchy {
             Hierarchy::V2 { root } => vec![root.join(BASE).join(&self.name)],
-            Hierarchy::V1 { memory, cpu, pids } => [memory, cpu, pids]
-                .iter()
+            Hierarchy::V1 {
+                memory,
+                cpu,
+                pids,
+                cpuacct,
+            } => [Some(memory), Some(cpu), Some(pids), cpuacct.as_ref()]
+                .into_iter()
+                .flatten()
                 .map(|d| d.join(BASE).join(&self.name))
                 .collect(),
         }
@@ -292,16 +320,13 @@ impl Cgroup {
                     .ok()
                     .and_then(|t| t.trim().parse::<i64>().ok());
                 let period = read_u64(&cpu.join("cpu.cfs_period_us"));
-                // cpuacct shares the cpu hierarchy on most hosts (`cpu,cpuacct`).
-                let cpuacct = [cpu.join("cpuacct.usage")]
-                    .into_iter()
-                    .chain(
-                        cpu.parent()
-                            .and_then(Path::parent)
-                            .and_then(Path::parent)
-                            .map(|fs| fs.join("cpuacct").join(BASE).join(&self.name).join("cpuacct.usage")),
-                    )
-                    .find_map(|p| read_u64(&p));
+                // cpuacct shares the cpu hierarchy on most hosts (`cpu,cpuacct`), else
+                // its own (the fourth directory).
+                let cpuacct = dirs
+                    .get(3)
+                    .unwrap_or(cpu)
+                    .join("cpuacct.usage");
+                let cpuacct = read_u64(&cpuacct);
                 Some(Usage {
                     memory_bytes: read_u64(&mem.join("memory.usage_in_bytes"))?,
                     memory_limit_bytes: read_u64(&mem.join("memory.limit_in_bytes")),
