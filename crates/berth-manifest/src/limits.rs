@@ -89,9 +89,9 @@ pub fn enforce_strict(m: &Manifest) -> bool {
                 })
             };
             set(&m.limits)
-                || m.products.values().any(|p| {
-                    set(&p.limits) || p.services.values().any(|s| set(&s.limits))
-                })
+                || m.products
+                    .values()
+                    .any(|p| set(&p.limits) || p.services.values().any(|s| set(&s.limits)))
         }
     }
 }
@@ -537,9 +537,15 @@ image = "b"
     fn db_limits_on_a_service_or_out_of_range_are_located_errors() {
         let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n";
         let d = &load(&format!("{base}limits = {{ db_connections = 5 }}\n")).unwrap_err()[0];
-        assert!(d.message.contains("limits the product's PostgreSQL role"), "{d:?}");
+        assert!(
+            d.message.contains("limits the product's PostgreSQL role"),
+            "{d:?}"
+        );
         assert_eq!(d.location().unwrap(), "berth.toml:5:12");
-        let d = &load(&format!("{base}limits = {{ statement_timeout = \"1s\" }}\n")).unwrap_err()[0];
+        let d = &load(&format!(
+            "{base}limits = {{ statement_timeout = \"1s\" }}\n"
+        ))
+        .unwrap_err()[0];
         assert!(d.message.contains("`statement_timeout`"), "{d:?}");
         let d = &load(&format!("{base}[limits]\nstatement_timeout = \"0s\"\n")).unwrap_err()[0];
         assert!(d.message.contains("under a millisecond"), "{d:?}");
@@ -553,15 +559,28 @@ image = "b"
     fn enforce_is_strict_when_limits_are_written_and_only_in_limits() {
         let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n";
         assert!(!enforce_strict(&load(base).unwrap()), "defaults alone");
-        assert!(enforce_strict(&load(&format!("{base}limits = {{ pids = 9 }}\n")).unwrap()));
-        // The role's limits are not the host's business.
-        assert!(!enforce_strict(&load(&format!("{base}[limits]\ndb_connections = 9\n")).unwrap()));
-        assert!(!enforce_strict(
-            &load(&format!("{base}limits = {{ pids = 9 }}\n[limits]\nenforce = \"best-effort\"\n")).unwrap()
+        assert!(enforce_strict(
+            &load(&format!("{base}limits = {{ pids = 9 }}\n")).unwrap()
         ));
-        assert!(enforce_strict(&load(&format!("{base}[limits]\nenforce = \"strict\"\n")).unwrap()));
+        // The role's limits are not the host's business.
+        assert!(!enforce_strict(
+            &load(&format!("{base}[limits]\ndb_connections = 9\n")).unwrap()
+        ));
+        assert!(!enforce_strict(
+            &load(&format!(
+                "{base}limits = {{ pids = 9 }}\n[limits]\nenforce = \"best-effort\"\n"
+            ))
+            .unwrap()
+        ));
+        assert!(enforce_strict(
+            &load(&format!("{base}[limits]\nenforce = \"strict\"\n")).unwrap()
+        ));
         let d = &load(&format!("{base}limits = {{ enforce = \"strict\" }}\n")).unwrap_err()[0];
-        assert!(d.message.contains("`enforce` is set for every product, in [limits]"), "{d:?}");
+        assert!(
+            d.message
+                .contains("`enforce` is set for every product, in [limits]"),
+            "{d:?}"
+        );
         let d = &load(&format!("{base}[limits]\nenforce = \"sometimes\"\n")).unwrap_err()[0];
         assert!(d.message.contains("unknown variant `sometimes`"), "{d:?}");
         assert_eq!(d.location().unwrap(), "berth.toml:6:11");

@@ -983,7 +983,10 @@ impl Validator<'_> {
                         "limits-enforce-on-product",
                         format!("{pname}: `enforce` is set for every product, in [limits]"),
                     )
-                    .at(self.src.key_label(&["products", pname, "limits", "enforce"], "set on a product"))
+                    .at(self.src.key_label(
+                        &["products", pname, "limits", "enforce"],
+                        "set on a product",
+                    ))
                     .help("move it to [limits]");
                     self.push(d);
                 }

@@ -16,7 +16,11 @@ fn ident(name: &str) -> String {
 pub fn role_limit_statements(role: &str, l: &DbLimits) -> Vec<String> {
     let ms = l.statement_timeout.as_millis().max(1);
     vec![
-        format!("ALTER ROLE {} CONNECTION LIMIT {};", ident(role), l.connections),
+        format!(
+            "ALTER ROLE {} CONNECTION LIMIT {};",
+            ident(role),
+            l.connections
+        ),
         format!("ALTER ROLE {} SET statement_timeout = {ms};", ident(role)),
     ]
 }

@@ -354,8 +354,15 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
         let lim = &s["deploy"]["resources"]["limits"];
         assert_eq!(keys(lim), set(&["cpus", "memory", "pids"]), "{text}");
         let cpus: f64 = lim["cpus"].as_str().unwrap().parse().unwrap();
-        assert!((cpus - l.cpus).abs() < 0.0005, "{cpus} vs {}\n{text}", l.cpus);
-        assert_eq!(lim["memory"].as_str(), Some(format!("{}b", l.memory).as_str()));
+        assert!(
+            (cpus - l.cpus).abs() < 0.0005,
+            "{cpus} vs {}\n{text}",
+            l.cpus
+        );
+        assert_eq!(
+            lim["memory"].as_str(),
+            Some(format!("{}b", l.memory).as_str())
+        );
         assert_eq!(lim["pids"].as_u64(), Some(l.pids), "{text}");
         assert_eq!(keys(&s["ulimits"]), set(&["nofile"]), "{text}");
         assert_eq!(s["ulimits"]["nofile"]["soft"].as_u64(), Some(l.nofile));

@@ -93,7 +93,8 @@ pub struct Cgroup {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value).map_err(|e| format!("could not write {value:?} to {}: {e}", path.display()))
+    std::fs::write(path, value)
+        .map_err(|e| format!("could not write {value:?} to {}: {e}", path.display()))
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -164,7 +165,11 @@ impl Cgroup {
         names.sort();
         names.dedup();
         for name in names {
-            let _ = Self { hierarchy: h.clone(), name }.remove();
+            let _ = Self {
+                hierarchy: h.clone(),
+                name,
+            }
+            .remove();
         }
     }
 
@@ -201,7 +206,10 @@ impl Cgroup {
                 // The root may offer controllers to its children already (systemd does).
                 let subtree = root.join("cgroup.subtree_control");
                 let on = std::fs::read_to_string(&subtree).unwrap_or_default();
-                if !["memory", "cpu", "pids"].iter().all(|c| on.split_whitespace().any(|w| w == *c)) {
+                if !["memory", "cpu", "pids"]
+                    .iter()
+                    .all(|c| on.split_whitespace().any(|w| w == *c))
+                {
                     write(&subtree, enable)?;
                 }
                 let base = root.join(BASE);
@@ -244,7 +252,10 @@ impl Cgroup {
 
     /// The files a process writes its pid into to join this cgroup.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs().into_iter().map(|d| d.join("cgroup.procs")).collect()
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     /// The pids in the cgroup now.
@@ -297,12 +308,14 @@ impl Cgroup {
             Hierarchy::V2 { root } => {
                 let d = root.join(BASE).join(&self.name);
                 let max = |f: &str| read_u64(&d.join(f));
-                let cpus = std::fs::read_to_string(d.join("cpu.max")).ok().and_then(|t| {
-                    let mut w = t.split_whitespace();
-                    let q: f64 = w.next()?.parse().ok()?;
-                    let p: f64 = w.next()?.parse().ok()?;
-                    Some(q / p)
-                });
+                let cpus = std::fs::read_to_string(d.join("cpu.max"))
+                    .ok()
+                    .and_then(|t| {
+                        let mut w = t.split_whitespace();
+                        let q: f64 = w.next()?.parse().ok()?;
+                        let p: f64 = w.next()?.parse().ok()?;
+                        Some(q / p)
+                    });
                 Some(Usage {
                     memory_bytes: read_u64(&d.join("memory.current"))?,
                     memory_limit_bytes: max("memory.max"),
@@ -322,10 +335,7 @@ impl Cgroup {
                 let period = read_u64(&cpu.join("cpu.cfs_period_us"));
                 // cpuacct shares the cpu hierarchy on most hosts (`cpu,cpuacct`), else
                 // its own (the fourth directory).
-                let cpuacct = dirs
-                    .get(3)
-                    .unwrap_or(cpu)
-                    .join("cpuacct.usage");
+                let cpuacct = dirs.get(3).unwrap_or(cpu).join("cpuacct.usage");
                 let cpuacct = read_u64(&cpuacct);
                 Some(Usage {
                     memory_bytes: read_u64(&mem.join("memory.usage_in_bytes"))?,
@@ -348,7 +358,13 @@ impl Cgroup {
 /// there is one), set its open-files limit, then run the command and start it again
 /// when the kernel kills it (SIGKILL: the memory limit); any other exit ends the
 /// service with that status.
-pub fn wrap_command(cg: Option<&Cgroup>, nofile: u64, strict: bool, who: &str, command: &str) -> String {
+pub fn wrap_command(
+    cg: Option<&Cgroup>,
+    nofile: u64,
+    strict: bool,
+    who: &str,
+    command: &str,
+) -> String {
     let q = berth_render::shell_quote;
     let mut s = String::new();
     if let Some(cg) = cg {

@@ -756,7 +756,14 @@ impl Runtime for ComposeRuntime {
             return None;
         }
         let stats = Cmd::new("docker", format!("read the usage of container {}", i.id))
-            .args(["stats", "--no-stream", "--no-trunc", "--format", "{{json .}}", &i.id])
+            .args([
+                "stats",
+                "--no-stream",
+                "--no-trunc",
+                "--format",
+                "{{json .}}",
+                &i.id,
+            ])
             .timeout(Some(std::time::Duration::from_secs(15)))
             .output()
             .ok()?;

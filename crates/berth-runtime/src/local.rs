@@ -277,7 +277,9 @@ impl LocalRuntime {
         let strict = berth_manifest::limits::enforce_strict(&self.manifest);
         let limits = berth_manifest::effective_limits(&self.manifest, product, service);
         let name = crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service);
-        match crate::cgroup::detect_at(&self.cgroup_fs).and_then(|h| crate::cgroup::Cgroup::create(&h, &name, &limits)) {
+        match crate::cgroup::detect_at(&self.cgroup_fs)
+            .and_then(|h| crate::cgroup::Cgroup::create(&h, &name, &limits))
+        {
             Ok(cg) => Ok((Some(cg), strict)),
             Err(why) if strict => Err(RuntimeError::Failed(format!(
                 "cannot apply the limits of {product}.{service} on this host: {why}; run berth as root on a host with cgroup v2 (or v1 memory, cpu and pids controllers), or set [limits] enforce = \"best-effort\" in berth.toml to run without them"
@@ -292,7 +294,12 @@ impl LocalRuntime {
     }
 
     /// The cgroup usage of `service` of `product` in `slot`, when it has a cgroup.
-    pub fn cgroup_usage(&self, product: &str, slot: Slot, service: &str) -> Option<crate::cgroup::Usage> {
+    pub fn cgroup_usage(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+    ) -> Option<crate::cgroup::Usage> {
         let h = crate::cgroup::detect_at(&self.cgroup_fs).ok()?;
         let cg = crate::cgroup::Cgroup {
             hierarchy: h,
@@ -573,10 +580,21 @@ impl Runtime for LocalRuntime {
         }
         // No cgroup outlives its slot.
         if let Ok(h) = crate::cgroup::detect_at(&self.cgroup_fs) {
-            for service in self.manifest.products.get(product).into_iter().flat_map(|p| p.services.keys()) {
+            for service in self
+                .manifest
+                .products
+                .get(product)
+                .into_iter()
+                .flat_map(|p| p.services.keys())
+            {
                 let cg = crate::cgroup::Cgroup {
                     hierarchy: h.clone(),
-                    name: crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service),
+                    name: crate::cgroup::Cgroup::name_for(
+                        &self.root,
+                        product,
+                        slot.name(),
+                        service,
+                    ),
                 };
                 if let Err(e) = cg.remove() {
                     tracing::warn!("{product}.{service} in {slot}: {e}");
@@ -863,7 +881,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let version = "abcd1234";
         std::fs::create_dir_all(root.join(".berth/versions/p").join(version)).unwrap();
-        std::fs::write(root.join(".berth/versions/p").join(format!("{version}.ready")), "").unwrap();
+        std::fs::write(
+            root.join(".berth/versions/p")
+                .join(format!("{version}.ready")),
+            "",
+        )
+        .unwrap();
         let text = r#"[project]
 name = "cgtest"
 [products.p.services.idle]
@@ -873,14 +896,18 @@ limits = { cpus = 0.5, memory = "64MiB", pids = 50, nofile = 512 }
 command = "a=aaaaaaaaaaaaaaaa; while :; do a=\"$a$a\"; done"
 limits = { memory = "16MiB" }
 "#;
-        let m = berth_manifest::parse_str("berth.toml", text).unwrap().manifest;
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
         let rt = LocalRuntime::new(m, root.clone());
         rt.start("p", Slot::Blue, version).unwrap();
         let cg = |service: &str| crate::cgroup::Cgroup {
             hierarchy: h.clone(),
             name: crate::cgroup::Cgroup::name_for(&root, "p", "blue", service),
         };
-        let pid = PidFile::read(&root.join(".berth/run/p/blue/idle.json")).unwrap().pid;
+        let pid = PidFile::read(&root.join(".berth/run/p/blue/idle.json"))
+            .unwrap()
+            .pid;
         let idle = cg("idle");
         let u = idle.usage().expect("usage of the idle service's cgroup");
         assert_eq!(u.memory_limit_bytes, Some(64 << 20), "{u:?}");
@@ -895,8 +922,15 @@ limits = { memory = "16MiB" }
         assert!(pids.contains(&pid) && pids.len() == 2, "{pid} in {pids:?}");
         for p in &pids {
             let limits = std::fs::read_to_string(format!("/proc/{p}/limits")).unwrap();
-            let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-            assert_eq!(line.split_whitespace().collect::<Vec<_>>()[3..5], ["512", "512"], "{line}");
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .unwrap();
+            assert_eq!(
+                line.split_whitespace().collect::<Vec<_>>()[3..5],
+                ["512", "512"],
+                "{line}"
+            );
         }
         // The hog: killed for its memory, started again, and again.
         let hog = cg("hog");
@@ -909,7 +943,10 @@ limits = { memory = "16MiB" }
             if kills >= 2 && restarts >= 2 {
                 break;
             }
-            assert!(Instant::now() < deadline, "kills {kills}, restarts {restarts}: {text}");
+            assert!(
+                Instant::now() < deadline,
+                "kills {kills}, restarts {restarts}: {text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let instances = rt.instances("p").unwrap();
@@ -934,12 +971,19 @@ limits = { memory = "16MiB" }
         let version = "abcd1234";
         std::fs::create_dir_all(root.join(".berth/versions/p").join(version)).unwrap();
         std::fs::create_dir_all(root.join("no-cgroups")).unwrap();
-        std::fs::write(root.join(".berth/versions/p").join(format!("{version}.ready")), "").unwrap();
+        std::fs::write(
+            root.join(".berth/versions/p")
+                .join(format!("{version}.ready")),
+            "",
+        )
+        .unwrap();
         let run = |head: &str| {
             let text = format!(
                 "[project]\nname = \"cgtest\"\n{head}[products.p.services.web]\ncommand = \"exec sleep 300\"\nlimits = {{ memory = \"64MiB\" }}\n"
             );
-            let m = berth_manifest::parse_str("berth.toml", &text).unwrap().manifest;
+            let m = berth_manifest::parse_str("berth.toml", &text)
+                .unwrap()
+                .manifest;
             let mut rt = LocalRuntime::new(m, root.clone());
             rt.cgroup_fs = root.join("no-cgroups");
             let r = rt.start("p", Slot::Blue, version);

@@ -470,7 +470,15 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         Format::Text => {
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {:<17} {:<11} LAST DEPLOY",
-                "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME", "BACKUP", "MEMORY", "CPU"
+                "PRODUCT",
+                "SERVICE",
+                "SLOT",
+                "VERSION",
+                "HEALTH",
+                "UPTIME",
+                "BACKUP",
+                "MEMORY",
+                "CPU"
             );
             for r in &rows {
                 let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();

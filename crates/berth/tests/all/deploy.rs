@@ -1124,7 +1124,10 @@ fn workdir_and_shell_commands_run_the_same_way_everywhere() {
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().nth(2) == Some(pid.to_string().as_str())))
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().nth(2) == Some(pid.to_string().as_str()))
+                })
                 .unwrap_or(false)
         })
         .filter_map(|p| std::fs::read_link(format!("/proc/{p}/cwd")).ok())

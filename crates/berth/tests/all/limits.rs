@@ -44,8 +44,13 @@ fn container(site: &Site, product: &str, service: &str) -> String {
     let ids: Vec<&str> = ids
         .lines()
         .filter(|id| {
-            docker(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.project\"}}", id])
-                .starts_with(&format!("{project}-{product}-"))
+            docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.docker.compose.project\"}}",
+                id,
+            ])
+            .starts_with(&format!("{project}-{product}-"))
         })
         .collect();
     assert_eq!(ids.len(), 1, "{product}.{service}: {ids:?}");
@@ -131,7 +136,10 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
         .iter()
         .find(|u| u["Name"] == "nofile")
         .unwrap_or_else(|| panic!("no nofile ulimit: {ulimits}"));
-    assert_eq!((&nofile["Soft"], &nofile["Hard"]), (&1000.into(), &1000.into()));
+    assert_eq!(
+        (&nofile["Soft"], &nofile["Hard"]),
+        (&1000.into(), &1000.into())
+    );
     // The other product got the defaults.
     let other = container(&site, "realestate", "server");
     assert_eq!(
@@ -162,22 +170,30 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
         .unwrap();
     // The request never gets an answer: the process is killed while it allocates.
     let hog = berth_testkit::load::get(port, "bestays.app", "/api/hog?memory=1");
-    assert!(hog.is_err(), "the hog answered: {:?}", hog.map(|r| r.status));
-    wait_until(Duration::from_secs(60), "bestays's server killed for its memory and restarted", || {
-        let state = docker(&[
-            "inspect",
-            "--format",
-            "{{.RestartCount}} {{.State.Running}}",
-            &id,
-        ]);
-        let (count, running) = state.split_once(' ').unwrap();
-        let count: u32 = count.parse().unwrap();
-        if count > restarts_before && running == "true" {
-            Ok(())
-        } else {
-            Err(state)
-        }
-    });
+    assert!(
+        hog.is_err(),
+        "the hog answered: {:?}",
+        hog.map(|r| r.status)
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "bestays's server killed for its memory and restarted",
+        || {
+            let state = docker(&[
+                "inspect",
+                "--format",
+                "{{.RestartCount}} {{.State.Running}}",
+                &id,
+            ]);
+            let (count, running) = state.split_once(' ').unwrap();
+            let count: u32 = count.parse().unwrap();
+            if count > restarts_before && running == "true" {
+                Ok(())
+            } else {
+                Err(state)
+            }
+        },
+    );
     let now = docker(&["system", "info", "--format", "{{.SystemTime}}"]);
     let events = docker(&[
         "events",
@@ -195,12 +211,14 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
         "no oom event for bestays's server: {events}"
     );
     // Back: it answers through the front door again.
-    wait_until(Duration::from_secs(30), "bestays answers again", || {
-        match site.get("bestays.app", "/api/health") {
+    wait_until(
+        Duration::from_secs(30),
+        "bestays answers again",
+        || match site.get("bestays.app", "/api/health") {
             (200, _) => Ok(()),
             other => Err(format!("{other:?}")),
-        }
-    });
+        },
+    );
     load.wait_for_answers(20);
     let report = load.finish();
     report.assert_clean(50);
@@ -245,7 +263,12 @@ fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answe
     };
     let u = cg.usage().expect("bestays's server has a cgroup");
     assert_eq!(
-        (u.memory_limit_bytes, u.cpus_limit, u.pids_limit, u.oom_kills),
+        (
+            u.memory_limit_bytes,
+            u.cpus_limit,
+            u.pids_limit,
+            u.oom_kills
+        ),
         (Some(64 << 20), Some(0.5), Some(200), 0),
         "{u:?}"
     );
@@ -260,34 +283,44 @@ fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answe
         .repo
         .path()
         .join(format!(".berth/run/bestays/{slot}/server.log"));
-    wait_until(Duration::from_secs(60), "bestays's server killed for its memory and started again", || {
-        let kills = cg.usage().map_or(0, |u| u.oom_kills);
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if kills >= 1 && text.contains("bestays.server was killed (SIGKILL, e.g. past its memory limit); starting it again") {
+    wait_until(
+        Duration::from_secs(60),
+        "bestays's server killed for its memory and started again",
+        || {
+            let kills = cg.usage().map_or(0, |u| u.oom_kills);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if kills >= 1 && text.contains("bestays.server was killed (SIGKILL, e.g. past its memory limit); starting it again") {
             Ok(())
         } else {
             Err(format!("oom kills {kills}: {text}"))
         }
-    });
-    wait_until(Duration::from_secs(30), "bestays answers again", || {
-        match site.get("bestays.app", "/api/health") {
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "bestays answers again",
+        || match site.get("bestays.app", "/api/health") {
             (200, _) => Ok(()),
             other => Err(format!("{other:?}")),
-        }
-    });
+        },
+    );
     load.wait_for_answers(20);
     let report = load.finish();
     report.assert_clean(50);
     assert_status_shows_usage(&site);
     // The dashboard (and its JSON) too.
     let serve = crate::serve::Serve::start(site.repo.path(), &[], &[]);
-    let v = serve.wait_product("bestays", Duration::from_secs(30), "usage of the server", |v| {
-        v["services"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["name"] == "server" && s["usage"]["memory_limit_bytes"] == 64u64 << 20)
-    });
+    let v =
+        serve.wait_product(
+            "bestays",
+            Duration::from_secs(30),
+            "usage of the server",
+            |v| {
+                v["services"].as_array().into_iter().flatten().any(|s| {
+                    s["name"] == "server" && s["usage"]["memory_limit_bytes"] == 64u64 << 20
+                })
+            },
+        );
     let (status, page) = serve.get("/");
     assert_eq!(status, 200);
     assert!(
@@ -299,7 +332,12 @@ fn local_a_service_past_its_memory_is_killed_and_restarted_while_the_other_answe
     // Stopping the products (teardown of both slots) leaves no cgroup.
     let realestate = berth_runtime::cgroup::Cgroup {
         hierarchy: cg.hierarchy.clone(),
-        name: berth_runtime::cgroup::Cgroup::name_for(site.repo.path(), "realestate", "blue", "server"),
+        name: berth_runtime::cgroup::Cgroup::name_for(
+            site.repo.path(),
+            "realestate",
+            "blue",
+            "server",
+        ),
     };
     let before: Vec<bool> = [&cg, &realestate].iter().map(|c| c.exists()).collect();
     assert!(before[0], "bestays's cgroup exists while it runs");
@@ -363,11 +401,18 @@ fn cpu_bound_neighbour(site: &Site, label: &str, cpus_of_bestays: impl Fn() -> O
     wait_until(Duration::from_secs(5), "bestays burning CPU", || {
         let c = cpus_of_bestays().unwrap_or(0.0);
         seen.push(c);
-        if c > 0.05 { Ok(()) } else { Err(format!("{seen:?}")) }
+        if c > 0.05 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
     });
     let (loaded, n1) = realestate_p99(site, 5);
     let c = cpus_of_bestays().unwrap_or(0.0);
-    assert!(c <= 0.6, "bestays used {c} CPUs, over its 0.5 (+ measuring noise)");
+    assert!(
+        c <= 0.6,
+        "bestays used {c} CPUs, over its 0.5 (+ measuring noise)"
+    );
     for b in burners {
         assert_eq!(b.join().unwrap(), 200);
     }
@@ -385,9 +430,10 @@ fn local_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
     let root = site.repo.path().to_path_buf();
     let h = berth_runtime::cgroup::detect().expect("cgroups (v2, or v1 memory/cpu/pids)");
     let cpus = move || {
-        let slot = ["blue", "green"]
-            .into_iter()
-            .find(|s| root.join(format!(".berth/run/bestays/{s}/server.json")).exists())?;
+        let slot = ["blue", "green"].into_iter().find(|s| {
+            root.join(format!(".berth/run/bestays/{s}/server.json"))
+                .exists()
+        })?;
         let cg = berth_runtime::cgroup::Cgroup {
             hierarchy: h.clone(),
             name: berth_runtime::cgroup::Cgroup::name_for(&root, "bestays", slot, "server"),
@@ -414,11 +460,19 @@ fn compose_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
             "label=berth.service=server",
         ]);
         let id = ids.lines().find(|id| {
-            docker(&["inspect", "--format", "{{index .Config.Labels \"com.docker.compose.project\"}}", id])
-                .starts_with(&format!("{project}-bestays-"))
+            docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.docker.compose.project\"}}",
+                id,
+            ])
+            .starts_with(&format!("{project}-bestays-"))
         })?;
         let pct = docker(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", id]);
-        pct.trim_end_matches('%').parse::<f64>().ok().map(|p| p / 100.0)
+        pct.trim_end_matches('%')
+            .parse::<f64>()
+            .ok()
+            .map(|p| p / 100.0)
     };
     cpu_bound_neighbour(&site, "compose", cpus);
 }

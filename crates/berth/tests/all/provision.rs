@@ -674,7 +674,12 @@ fn hold_connection(
         return Ok(child);
     }
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let _ = child.wait();
     Err(err)
 }
@@ -752,7 +757,10 @@ fn role_limits_refuse_connections_past_the_limit_and_cancel_long_statements() {
     assert_eq!(held.len(), 5, "{refused:?}");
     assert_eq!(refused.len(), 45);
     for e in &refused {
-        assert!(e.contains("too many connections for role \"bestays_user\""), "{e}");
+        assert!(
+            e.contains("too many connections for role \"bestays_user\""),
+            "{e}"
+        );
     }
     for mut c in held {
         drop(c.stdin.take());
@@ -765,7 +773,12 @@ fn role_limits_refuse_connections_past_the_limit_and_cancel_long_statements() {
         !ok && text.contains("canceling statement due to statement timeout"),
         "{text}"
     );
-    let (ok, text) = pg.psql_as("realestate_user", &rpw, "realestate", "SHOW statement_timeout");
+    let (ok, text) = pg.psql_as(
+        "realestate_user",
+        &rpw,
+        "realestate",
+        "SHOW statement_timeout",
+    );
     assert!(ok && text.trim() == "1min", "{text}");
 }
 
