@@ -532,7 +532,7 @@ impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
     fn from(l: berth_manifest::EffectiveLimits) -> Self {
         // Docker counts CPUs in billionths; three decimals are what berth.toml allows.
         let milli = (l.cpus * 1000.0).round().max(1.0) as u64;
-        let cpus = if milli % 1000 == 0 {
+        let cpus = if milli.is_multiple_of(1000) {
             format!("{}.0", milli / 1000)
         } else {
             format!("{}.{:03}", milli / 1000, milli % 1000)

@@ -1018,6 +1018,7 @@ fn hostile_commands_cannot_change_the_kubernetes_structure() {
                         memory: Some(format!("{}MiB", 1 + rng.below(4096)).parse().unwrap()),
                         pids: Some(berth_manifest::limits::Count(1 + rng.below(5000) as u64)),
                         nofile: None,
+                        ..Default::default()
                     });
                 }
             }
