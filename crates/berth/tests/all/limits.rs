@@ -391,7 +391,7 @@ fn cpu_bound_neighbour(site: &Site, label: &str, cpus_of_bestays: impl Fn() -> O
     let burners: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(move || {
-                crate::deploy::get(port, "bestays.app", "/api/hog?cpu_ms=9000").0
+                crate::deploy::get(port, "bestays.app", "/api/hog?cpu_ms=12000").0
             })
         })
         .collect();
