@@ -391,7 +391,7 @@ fn cpu_bound_neighbour(site: &Site, label: &str, cpus_of_bestays: impl Fn() -> O
     let burners: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(move || {
-                crate::deploy::get(port, "bestays.app", "/api/hog?cpu_ms=12000").0
+                crate::deploy::get(port, "bestays.app", "/api/hog?cpu_ms=9000").0
             })
         })
         .collect();
@@ -409,9 +409,11 @@ fn cpu_bound_neighbour(site: &Site, label: &str, cpus_of_bestays: impl Fn() -> O
     });
     let (loaded, n1) = realestate_p99(site, 5);
     let c = cpus_of_bestays().unwrap_or(0.0);
+    seen.push(c);
+    let most = seen.iter().copied().fold(0.0, f64::max);
     assert!(
-        c <= 0.6,
-        "bestays used {c} CPUs, over its 0.5 (+ measuring noise)"
+        most <= 0.6,
+        "bestays used {most} CPUs, over its 0.5 (+ measuring noise): {seen:?}"
     );
     for b in burners {
         assert_eq!(b.join().unwrap(), 200);
