@@ -900,6 +900,14 @@ limits = { memory = "16MiB" }
             .unwrap()
             .manifest;
         let rt = LocalRuntime::new(m, root.clone());
+        // Stopped (processes and cgroups) even when an assertion fails.
+        struct StopOnDrop<'a>(&'a LocalRuntime);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.stop("p", Slot::Blue);
+            }
+        }
+        let _guard = StopOnDrop(&rt);
         rt.start("p", Slot::Blue, version).unwrap();
         let cg = |service: &str| crate::cgroup::Cgroup {
             hierarchy: h.clone(),
