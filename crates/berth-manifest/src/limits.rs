@@ -9,6 +9,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::duration::HumanDuration;
 use crate::model::Manifest;
 
 /// CPUs when nothing sets `cpus`.
@@ -19,6 +20,13 @@ pub const DEFAULT_MEMORY: u64 = 1 << 30;
 pub const DEFAULT_PIDS: u64 = 1024;
 /// Open files when nothing sets `nofile`.
 pub const DEFAULT_NOFILE: u64 = 4096;
+/// Connections of a product's PostgreSQL role when nothing sets `db_connections`.
+pub const DEFAULT_DB_CONNECTIONS: u64 = 20;
+/// A product's PostgreSQL `statement_timeout` when nothing sets `statement_timeout`.
+pub const DEFAULT_STATEMENT_TIMEOUT: HumanDuration = HumanDuration::from_secs(60);
+/// Connections `berth provision` keeps free for administrators beyond the server's own
+/// `superuser_reserved_connections`, when it adds up the products' connection limits.
+pub const ADMIN_RESERVE: u64 = 5;
 
 /// `[limits]`, `[products.<name>.limits]`, `[products.<name>.services.<service>.limits]`:
 /// each key is optional; a service's own value wins over its product's, which wins over
@@ -39,6 +47,53 @@ pub struct Limits {
     /// Open files, an integer > 0 [default: 4096].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nofile: Option<Count>,
+    /// Connections the product's PostgreSQL role may hold at once (its role's
+    /// `CONNECTION LIMIT`), an integer > 0; in `[limits]` or a product's `limits` only
+    /// [default: 20].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_connections: Option<Count>,
+    /// How long one statement of the product's PostgreSQL role may run before the
+    /// server cancels it (the role's `statement_timeout`), e.g. `"30s"`; at least 1ms;
+    /// in `[limits]` or a product's `limits` only [default: "1m"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<HumanDuration>,
+    /// What the local runtime does where the host cannot apply the limits (no cgroup v2
+    /// or v1 memory/cpu/pids controllers berth may write, e.g. not root): `strict`
+    /// refuses to start the service, `best-effort` starts it with a warning; in
+    /// `[limits]` only [default: `strict` when berth.toml sets any limit, else
+    /// `best-effort`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<Enforce>,
+}
+
+/// `[limits] enforce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforce {
+    /// A service whose limits the host cannot apply does not start.
+    Strict,
+    /// It starts without them, with a warning.
+    BestEffort,
+}
+
+/// Whether the local runtime must refuse to run without the limits: `[limits] enforce`,
+/// else strict exactly when berth.toml writes a limit anywhere (the defaults alone do
+/// not stop a host without cgroups).
+pub fn enforce_strict(m: &Manifest) -> bool {
+    match m.limits.as_ref().and_then(|l| l.enforce) {
+        Some(e) => e == Enforce::Strict,
+        None => {
+            let set = |l: &Option<Limits>| {
+                l.as_ref().is_some_and(|l| {
+                    l.cpus.is_some() || l.memory.is_some() || l.pids.is_some() || l.nofile.is_some()
+                })
+            };
+            set(&m.limits)
+                || m.products
+                    .values()
+                    .any(|p| set(&p.limits) || p.services.values().any(|s| set(&s.limits)))
+        }
+    }
 }
 
 impl Limits {
@@ -99,6 +154,33 @@ pub fn effective_limits(m: &Manifest, product: &str, service: &str) -> Effective
         memory: pick(&|l| l.memory.as_ref().map(|v| v.bytes), DEFAULT_MEMORY),
         pids: pick(&|l| l.pids.map(|v| v.0), DEFAULT_PIDS),
         nofile: pick(&|l| l.nofile.map(|v| v.0), DEFAULT_NOFILE),
+    }
+}
+
+/// The limits of a product's PostgreSQL role, every key resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DbLimits {
+    /// The role's `CONNECTION LIMIT`.
+    pub connections: u64,
+    /// The role's `statement_timeout`.
+    pub statement_timeout: std::time::Duration,
+}
+
+/// The PostgreSQL limits of `product`'s role: its own `limits`, else `[limits]`, else
+/// the defaults (a service's `limits` cannot set them: validation refuses that).
+pub fn effective_db_limits(m: &Manifest, product: &str) -> DbLimits {
+    let layers: [Option<&Limits>; 2] = [
+        m.products.get(product).and_then(|p| p.limits.as_ref()),
+        m.limits.as_ref(),
+    ];
+    let layers = || layers.iter().flatten();
+    DbLimits {
+        connections: layers()
+            .find_map(|l| l.db_connections.map(|c| c.0))
+            .unwrap_or(DEFAULT_DB_CONNECTIONS),
+        statement_timeout: layers()
+            .find_map(|l| l.statement_timeout.map(|t| t.0))
+            .unwrap_or(DEFAULT_STATEMENT_TIMEOUT.0),
     }
 }
 
@@ -426,5 +508,81 @@ image = "b"
         let product = "[project]\nname = \"shop\"\n[products.a]\nlimits = { pids = 0 }\n";
         let d = &load(product).unwrap_err()[0];
         assert_eq!(d.location().unwrap(), "berth.toml:4:19");
+    }
+
+    #[test]
+    fn db_limits_come_from_the_product_then_limits_then_the_defaults() {
+        let m = load(
+            "[project]\nname = \"shop\"\n[limits]\ndb_connections = 30\n[products.a]\nlimits = { db_connections = 5, statement_timeout = \"2s\" }\n[products.a.services.web]\nimage = \"a\"\n[products.b.services.web]\nimage = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            effective_db_limits(&m, "a"),
+            DbLimits {
+                connections: 5,
+                statement_timeout: std::time::Duration::from_secs(2)
+            }
+        );
+        assert_eq!(
+            effective_db_limits(&m, "b"),
+            DbLimits {
+                connections: 30,
+                statement_timeout: std::time::Duration::from_secs(60)
+            }
+        );
+    }
+
+    /// The role's limits on a service, a zero timeout, a zero count: located errors.
+    #[test]
+    fn db_limits_on_a_service_or_out_of_range_are_located_errors() {
+        let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n";
+        let d = &load(&format!("{base}limits = {{ db_connections = 5 }}\n")).unwrap_err()[0];
+        assert!(
+            d.message.contains("limits the product's PostgreSQL role"),
+            "{d:?}"
+        );
+        assert_eq!(d.location().unwrap(), "berth.toml:5:12");
+        let d = &load(&format!(
+            "{base}limits = {{ statement_timeout = \"1s\" }}\n"
+        ))
+        .unwrap_err()[0];
+        assert!(d.message.contains("`statement_timeout`"), "{d:?}");
+        let d = &load(&format!("{base}[limits]\nstatement_timeout = \"0s\"\n")).unwrap_err()[0];
+        assert!(d.message.contains("under a millisecond"), "{d:?}");
+        assert_eq!(d.location().unwrap(), "berth.toml:6:21");
+        let d = &load(&format!("{base}[limits]\ndb_connections = 0\n")).unwrap_err()[0];
+        assert!(d.message.contains("integer > 0"), "{d:?}");
+        assert_eq!(d.location().unwrap(), "berth.toml:6:18");
+    }
+
+    #[test]
+    fn enforce_is_strict_when_limits_are_written_and_only_in_limits() {
+        let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n";
+        assert!(!enforce_strict(&load(base).unwrap()), "defaults alone");
+        assert!(enforce_strict(
+            &load(&format!("{base}limits = {{ pids = 9 }}\n")).unwrap()
+        ));
+        // The role's limits are not the host's business.
+        assert!(!enforce_strict(
+            &load(&format!("{base}[limits]\ndb_connections = 9\n")).unwrap()
+        ));
+        assert!(!enforce_strict(
+            &load(&format!(
+                "{base}limits = {{ pids = 9 }}\n[limits]\nenforce = \"best-effort\"\n"
+            ))
+            .unwrap()
+        ));
+        assert!(enforce_strict(
+            &load(&format!("{base}[limits]\nenforce = \"strict\"\n")).unwrap()
+        ));
+        let d = &load(&format!("{base}limits = {{ enforce = \"strict\" }}\n")).unwrap_err()[0];
+        assert!(
+            d.message
+                .contains("`enforce` is set for every product, in [limits]"),
+            "{d:?}"
+        );
+        let d = &load(&format!("{base}[limits]\nenforce = \"sometimes\"\n")).unwrap_err()[0];
+        assert!(d.message.contains("unknown variant `sometimes`"), "{d:?}");
+        assert_eq!(d.location().unwrap(), "berth.toml:6:11");
     }
 }

@@ -102,6 +102,7 @@ pub fn validate(loaded: &Loaded) -> Vec<Diagnostic> {
     v.allow_lists();
     v.inline_secrets();
     v.feature_fields();
+    v.limits();
     diag::sort(&mut v.out);
     v.out.iter_mut().for_each(secrets::mask_diagnostic);
     v.out
@@ -986,6 +987,75 @@ impl Validator<'_> {
                 )
                 .at(self.label(&path, "at most \"24h\""))
                 .help("a few minutes covers a rollback after a bad deploy; write \"0\" to stop the old slot right after its drain");
+                self.push(d);
+            }
+        }
+    }
+
+    /// The PostgreSQL limits belong to a product's role: a service cannot set them, and a
+    /// statement timeout under a millisecond would be 0 (no timeout) on the server.
+    fn limits(&mut self) {
+        let mut layers: Vec<(Vec<String>, &crate::limits::Limits)> = Vec::new();
+        if let Some(l) = &self.m.limits {
+            layers.push((vpath(&["limits"]), l));
+        }
+        for (pname, prod) in &self.m.products {
+            if let Some(l) = &prod.limits {
+                layers.push((vpath(&["products", pname, "limits"]), l));
+                if l.enforce.is_some() {
+                    let d = Diagnostic::error(
+                        "limits-enforce-on-product",
+                        format!("{pname}: `enforce` is set for every product, in [limits]"),
+                    )
+                    .at(self.src.key_label(
+                        &["products", pname, "limits", "enforce"],
+                        "set on a product",
+                    ))
+                    .help("move it to [limits]");
+                    self.push(d);
+                }
+            }
+            for (sname, s) in &prod.services {
+                let Some(l) = &s.limits else { continue };
+                for (key, set) in [
+                    ("db_connections", l.db_connections.is_some()),
+                    ("statement_timeout", l.statement_timeout.is_some()),
+                    ("enforce", l.enforce.is_some()),
+                ] {
+                    if set {
+                        let mut path = vpath(&["products", pname, "services", sname, "limits"]);
+                        path.push(key.to_string());
+                        let d = Diagnostic::error(
+                            "limits-db-on-service",
+                            if key == "enforce" {
+                                format!("{pname}.{sname}: `enforce` is set for every product, in [limits]")
+                            } else {
+                                format!("{pname}.{sname}: `{key}` limits the product's PostgreSQL role, not one service")
+                            },
+                        )
+                        .at(self.src.key_label(&p(&path), "set on a service"))
+                        .help(if key == "enforce" {
+                            "move it to [limits]".to_string()
+                        } else {
+                            format!("move it to [products.{pname}.limits] (or [limits] for every product)")
+                        });
+                        self.push(d);
+                    }
+                }
+            }
+        }
+        for (path, l) in layers {
+            if let Some(t) = l.statement_timeout
+                && t.0 < std::time::Duration::from_millis(1)
+            {
+                let mut path = path.clone();
+                path.push("statement_timeout".into());
+                let d = Diagnostic::error(
+                    "limits-statement-timeout",
+                    format!("statement_timeout `{t}` is under a millisecond (PostgreSQL would run statements with no timeout)"),
+                )
+                .at(self.label(&path, "too short"))
+                .help("write at least \"1ms\", e.g. \"30s\"");
                 self.push(d);
             }
         }

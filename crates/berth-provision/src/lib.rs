@@ -2,6 +2,7 @@
 //! created on the shared servers idempotently, with passwords taken from (or,
 //! on rotation, written to) the product's secret file.
 
+pub mod limits;
 pub mod resp;
 pub mod session;
 pub mod url;
@@ -54,6 +55,12 @@ pub struct ProductReport {
     pub redis_user: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_password: Option<&'static str>,
+    /// The role's `CONNECTION LIMIT`, as set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_limit: Option<u64>,
+    /// The role's `statement_timeout`, as set (`1m`, `30s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<String>,
 }
 
 /// The admin URL for a piece of infrastructure: the environment variable named by
@@ -288,6 +295,22 @@ fn provision_postgres(
         })?
         .into_iter()
         .collect();
+    // Every product's connection limit (not only these products') must fit in the
+    // server's max_connections: checked before anything is applied.
+    let settings: Vec<u64> = session
+        .query(limits::SERVER_LIMITS_QUERY)
+        .map_err(|e| {
+            ProvisionError::Postgres(format!(
+                "could not read max_connections on {}: {e}",
+                url.redacted()
+            ))
+        })?
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    if let [max, reserved] = settings[..] {
+        limits::check_fits(m, max, reserved).map_err(ProvisionError::Config)?;
+    }
     let stored = stored_passwords(
         &mut session,
         &dbs.iter().map(|d| d.role.as_str()).collect::<Vec<_>>(),
@@ -367,6 +390,17 @@ fn provision_postgres(
                 db.role
             ));
         }
+    }
+    script.push_str("\n-- each role's limits\n");
+    for (p, db) in products.iter().zip(&dbs) {
+        let l = berth_manifest::effective_db_limits(m, p);
+        for stmt in limits::role_limit_statements(&db.role, &l) {
+            script.push_str(&stmt);
+            script.push('\n');
+        }
+        let r = report(reports, p);
+        r.connection_limit = Some(l.connections);
+        r.statement_timeout = Some(limits::timeout_text(&l));
     }
     script.push_str("\n-- passwords (SCRAM verifiers)\n");
     for l in &password_lines {

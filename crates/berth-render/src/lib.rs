@@ -516,6 +516,41 @@ struct SvcCtx {
     bind: String,
     /// Whether its health check runs berth's probe (mounted at /berth-probe).
     probe: bool,
+    /// Its resource limits (`deploy.resources.limits` and `ulimits`).
+    limits: ComposeLimits,
+}
+
+/// A service's limits as Compose writes them: Compose v2 applies
+/// `deploy.resources.limits` (cpus, memory, pids) to plain containers too (not only
+/// swarm services); the open-files limit is a ulimit.
+#[derive(Serialize)]
+struct ComposeLimits {
+    /// A decimal number of CPUs, e.g. `0.5` (becomes the container's NanoCpus).
+    cpus: String,
+    /// Bytes with Compose's `b` unit (a bare number is refused there).
+    memory: String,
+    pids: u64,
+    nofile: u64,
+}
+
+impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
+    fn from(l: berth_manifest::EffectiveLimits) -> Self {
+        // Docker counts CPUs in billionths; three decimals are what berth.toml allows.
+        let milli = (l.cpus * 1000.0).round().max(1.0) as u64;
+        let cpus = if milli.is_multiple_of(1000) {
+            format!("{}.0", milli / 1000)
+        } else {
+            format!("{}.{:03}", milli / 1000, milli % 1000)
+                .trim_end_matches('0')
+                .to_string()
+        };
+        Self {
+            cpus,
+            memory: format!("{}b", l.memory),
+            pids: l.pids,
+            nofile: l.nofile,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -612,6 +647,7 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
             }),
             bind: if s.public { "" } else { "127.0.0.1:" }.to_string(),
             probe: s.port.is_some() && s.health.as_ref().is_some_and(|h| h.command.is_none()),
+            limits: berth_manifest::effective_limits(m, name, sname).into(),
         })
         .collect();
     let routes = routes(p)
@@ -1047,6 +1083,22 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(go_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn compose_cpus_are_decimal_numbers() {
+        let cpus = |c: f64| {
+            ComposeLimits::from(berth_manifest::EffectiveLimits {
+                cpus: c,
+                ..Default::default()
+            })
+            .cpus
+        };
+        assert_eq!(cpus(1.0), "1.0");
+        assert_eq!(cpus(0.5), "0.5");
+        assert_eq!(cpus(2.25), "2.25");
+        assert_eq!(cpus(0.001), "0.001");
+        assert_eq!(cpus(16.0), "16.0");
     }
 
     #[test]

@@ -326,6 +326,8 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
         "networks",
         "volumes",
         "extra_hosts",
+        "deploy",
+        "ulimits",
     ]);
     for (sname, svc) in &p.services {
         let s = &services[sname.as_str()];
@@ -345,6 +347,26 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
             assert_eq!(ctx, format!("../../../{}", b.context).replace('$', "$$"));
             assert!(keys(&s["build"]).is_subset(&set(&["context", "dockerfile"])));
         }
+        // The effective limits, in the form Compose applies to plain containers.
+        let l = berth_manifest::effective_limits(m, pname, sname);
+        assert_eq!(keys(&s["deploy"]), set(&["resources"]), "{text}");
+        assert_eq!(keys(&s["deploy"]["resources"]), set(&["limits"]), "{text}");
+        let lim = &s["deploy"]["resources"]["limits"];
+        assert_eq!(keys(lim), set(&["cpus", "memory", "pids"]), "{text}");
+        let cpus: f64 = lim["cpus"].as_str().unwrap().parse().unwrap();
+        assert!(
+            (cpus - l.cpus).abs() < 0.0005,
+            "{cpus} vs {}\n{text}",
+            l.cpus
+        );
+        assert_eq!(
+            lim["memory"].as_str(),
+            Some(format!("{}b", l.memory).as_str())
+        );
+        assert_eq!(lim["pids"].as_u64(), Some(l.pids), "{text}");
+        assert_eq!(keys(&s["ulimits"]), set(&["nofile"]), "{text}");
+        assert_eq!(s["ulimits"]["nofile"]["soft"].as_u64(), Some(l.nofile));
+        assert_eq!(s["ulimits"]["nofile"]["hard"].as_u64(), Some(l.nofile));
         let env = &s["environment"];
         let mut want = set(&[
             "BERTH_PRODUCT",
@@ -996,6 +1018,7 @@ fn hostile_commands_cannot_change_the_kubernetes_structure() {
                         memory: Some(format!("{}MiB", 1 + rng.below(4096)).parse().unwrap()),
                         pids: Some(berth_manifest::limits::Count(1 + rng.below(5000) as u64)),
                         nofile: None,
+                        ..Default::default()
                     });
                 }
             }

@@ -758,6 +758,56 @@ impl Runtime for ComposeRuntime {
         )?))
     }
 
+    /// `docker stats` (memory and CPU in use, processes) and the container's limits
+    /// as the engine holds them.
+    fn usage(&self, _product: &str, i: &Instance) -> Option<crate::ResourceUsage> {
+        if !i.alive {
+            return None;
+        }
+        let stats = Cmd::new("docker", format!("read the usage of container {}", i.id))
+            .args([
+                "stats",
+                "--no-stream",
+                "--no-trunc",
+                "--format",
+                "{{json .}}",
+                &i.id,
+            ])
+            .timeout(Some(std::time::Duration::from_secs(15)))
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(stats.stdout_str().trim()).ok()?;
+        let (used, _) = v["MemUsage"].as_str()?.split_once('/')?;
+        let cpus = v["CPUPerc"]
+            .as_str()
+            .and_then(|p| p.trim().trim_end_matches('%').parse::<f64>().ok())
+            .map(|p| (p * 10.0).round() / 1000.0);
+        let limits = Cmd::new("docker", format!("read the limits of container {}", i.id))
+            .args([
+                "inspect",
+                "--format",
+                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+                &i.id,
+            ])
+            .output()
+            .ok()?;
+        let l: Vec<u64> = limits
+            .stdout_str()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap_or(0))
+            .collect();
+        let some = |n: Option<&u64>| n.copied().filter(|n| *n > 0);
+        Some(crate::ResourceUsage {
+            memory_bytes: docker_bytes(used)?,
+            memory_limit_bytes: some(l.first()),
+            cpus,
+            cpus_limit: some(l.get(1)).map(|n| n as f64 / 1e9),
+            pids: v["PIDs"].as_str().and_then(|p| p.trim().parse().ok()),
+            pids_limit: some(l.get(2)),
+            oom_kills: None,
+        })
+    }
+
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         let Ok(c) = self.compose(
             product,
@@ -921,5 +971,39 @@ mod tests {
         assert!(at.is_some());
         assert_eq!(text, "demo-app: tick 3");
         assert_eq!(split_timestamp("no time here").1, "no time here");
+    }
+}
+
+/// An amount as `docker stats` prints it (`12.5MiB`, `1.2GiB`, `900kB`, `0B`) in bytes.
+fn docker_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor: f64 = match unit.trim() {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return None,
+    };
+    Some((n * factor).round() as u64)
+}
+
+#[cfg(test)]
+mod usage_tests {
+    #[test]
+    fn docker_stats_amounts() {
+        assert_eq!(super::docker_bytes("12.5MiB "), Some(13_107_200));
+        assert_eq!(super::docker_bytes(" 64MiB"), Some(64 << 20));
+        assert_eq!(super::docker_bytes("0B"), Some(0));
+        assert_eq!(super::docker_bytes("900kB"), Some(900_000));
+        assert_eq!(super::docker_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(super::docker_bytes("lots"), None);
     }
 }

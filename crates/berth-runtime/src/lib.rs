@@ -3,6 +3,7 @@
 //! processes), never from a cache berth keeps.
 
 pub mod cached;
+pub mod cgroup;
 pub mod compose;
 pub mod fake;
 pub mod local;
@@ -210,6 +211,20 @@ pub(crate) fn io<'a>(
     }
 }
 
+/// A running instance's resources against its limits (`berth status`, the dashboard).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ResourceUsage {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    /// CPUs in use now (1.0: one core busy).
+    pub cpus: Option<f64>,
+    pub cpus_limit: Option<f64>,
+    pub pids: Option<u64>,
+    pub pids_limit: Option<u64>,
+    /// Processes the kernel killed for the memory limit (where the runtime counts them).
+    pub oom_kills: Option<u64>,
+}
+
 /// What a deploy needs from a runtime. Everything that differs between engines is
 /// a method here: code outside this crate never asks which runtime it has.
 pub trait Runtime {
@@ -260,6 +275,11 @@ pub trait Runtime {
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError>;
     /// The last `lines` lines a service wrote in a slot.
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String;
+    /// What a running instance uses against its limits, where the runtime can read it
+    /// (None: it cannot, or the instance does not run).
+    fn usage(&self, _product: &str, _instance: &Instance) -> Option<ResourceUsage> {
+        None
+    }
     /// Remove the product's images of every version not in `keep`; returns what was removed.
     fn prune(&self, _product: &str, _keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         Ok(Vec::new())

@@ -28,6 +28,8 @@ pub struct LocalRuntime {
     root: PathBuf,
     /// Extra directories searched for commands (e.g. where demo-app was built).
     pub path_prefix: Vec<PathBuf>,
+    /// Where the cgroup file systems are ([`crate::cgroup::CGROUP_FS`]).
+    pub cgroup_fs: PathBuf,
 }
 
 /// What a pid file records about a process berth started.
@@ -121,6 +123,7 @@ impl LocalRuntime {
             manifest,
             root,
             path_prefix: Vec::new(),
+            cgroup_fs: PathBuf::from(crate::cgroup::CGROUP_FS),
         }
     }
 
@@ -262,6 +265,49 @@ impl LocalRuntime {
     }
 
     /// Pid files of a slot: (service, path, record).
+    /// The cgroup `service` of `product` runs in in `slot`, made with its limits (None
+    /// where the host has none berth can use and enforcement is best-effort: warned),
+    /// and whether its limits are enforced strictly.
+    fn cgroup_for(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+    ) -> Result<(Option<crate::cgroup::Cgroup>, bool), RuntimeError> {
+        let strict = berth_manifest::limits::enforce_strict(&self.manifest);
+        let limits = berth_manifest::effective_limits(&self.manifest, product, service);
+        let name = crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service);
+        match crate::cgroup::detect_at(&self.cgroup_fs)
+            .and_then(|h| crate::cgroup::Cgroup::create(&h, &name, &limits))
+        {
+            Ok(cg) => Ok((Some(cg), strict)),
+            Err(why) if strict => Err(RuntimeError::Failed(format!(
+                "cannot apply the limits of {product}.{service} on this host: {why}; run berth as root on a host with cgroup v2 (or v1 memory, cpu and pids controllers), or set [limits] enforce = \"best-effort\" in berth.toml to run without them"
+            ))),
+            Err(why) => {
+                tracing::warn!(
+                    "{product}.{service} runs without its cpu, memory and pids limits: {why} ([limits] enforce = \"best-effort\")"
+                );
+                Ok((None, strict))
+            }
+        }
+    }
+
+    /// The cgroup usage of `service` of `product` in `slot`, when it has a cgroup.
+    pub fn cgroup_usage(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+    ) -> Option<crate::cgroup::Usage> {
+        let h = crate::cgroup::detect_at(&self.cgroup_fs).ok()?;
+        let cg = crate::cgroup::Cgroup {
+            hierarchy: h,
+            name: crate::cgroup::Cgroup::name_for(&self.root, product, slot.name(), service),
+        };
+        cg.exists().then(|| cg.usage()).flatten()
+    }
+
     fn pid_files(&self, product: &str, slot: Slot) -> Vec<(String, PathBuf, Option<PidFile>)> {
         let Some(p) = self.manifest.products.get(product) else {
             return Vec::new();
@@ -446,9 +492,20 @@ impl Runtime for LocalRuntime {
                 .map_err(io("open", &log))?;
             let err = out.try_clone().map_err(io("open", &log))?;
             let log_from = out.metadata().map(|m| m.len()).ok();
+            // Its limits: a cgroup of its own (memory, CPU, processes) and an open-files
+            // limit; where the host cannot, a refusal or a warning (`[limits] enforce`).
+            let (cg, strict) = self.cgroup_for(product, slot, service)?;
+            let limits = berth_manifest::effective_limits(&self.manifest, product, service);
+            let script = crate::cgroup::wrap_command(
+                cg.as_ref(),
+                limits.nofile,
+                strict,
+                &format!("{product}.{service}"),
+                &command,
+            );
             // The same shell as `migrate`: `cd sub && exec server` works in both.
             let mut c = Command::new("sh");
-            c.args(["-c", &command])
+            c.args(["-c", &script])
                 .current_dir(&cwd)
                 .env_clear()
                 .envs(env.vars)
@@ -521,6 +578,29 @@ impl Runtime for LocalRuntime {
         for (_, path, _) in &files {
             let _ = std::fs::remove_file(path);
         }
+        // No cgroup outlives its slot.
+        if let Ok(h) = crate::cgroup::detect_at(&self.cgroup_fs) {
+            for service in self
+                .manifest
+                .products
+                .get(product)
+                .into_iter()
+                .flat_map(|p| p.services.keys())
+            {
+                let cg = crate::cgroup::Cgroup {
+                    hierarchy: h.clone(),
+                    name: crate::cgroup::Cgroup::name_for(
+                        &self.root,
+                        product,
+                        slot.name(),
+                        service,
+                    ),
+                };
+                if let Err(e) = cg.remove() {
+                    tracing::warn!("{product}.{service} in {slot}: {e}");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -549,6 +629,28 @@ impl Runtime for LocalRuntime {
             }
         }
         Ok(out)
+    }
+
+    /// From the instance's cgroup; CPU in use from two readings 200 ms apart.
+    fn usage(&self, product: &str, i: &Instance) -> Option<crate::ResourceUsage> {
+        if !i.alive {
+            return None;
+        }
+        let first = self.cgroup_usage(product, i.slot, &i.service)?;
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(200));
+        let u = self.cgroup_usage(product, i.slot, &i.service)?;
+        let cpus = (u.cpu_usec.saturating_sub(first.cpu_usec)) as f64
+            / t.elapsed().as_micros().max(1) as f64;
+        Some(crate::ResourceUsage {
+            memory_bytes: u.memory_bytes,
+            memory_limit_bytes: u.memory_limit_bytes,
+            cpus: Some((cpus * 1000.0).round() / 1000.0),
+            cpus_limit: u.cpus_limit,
+            pids: Some(u.pids),
+            pids_limit: u.pids_limit,
+            oom_kills: Some(u.oom_kills),
+        })
     }
 
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
@@ -769,6 +871,149 @@ pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each service of a slot runs in a cgroup of its own with its limits (memory, CPU
+    /// quota, processes) and its open-files limit; one killed by the kernel past its
+    /// memory is started again by its shell; the slot's stop leaves no cgroup behind.
+    /// Needs root and cgroup v2 or v1 controllers (it fails, not skips, without).
+    #[test]
+    fn a_slot_runs_in_cgroups_with_its_limits_restarts_after_an_oom_kill_and_leaves_nothing() {
+        let h = crate::cgroup::detect().expect("cgroups (v2, or v1 memory/cpu/pids)");
+        let root = std::env::temp_dir().join(format!("berth-cgroup-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let version = "abcd1234";
+        std::fs::create_dir_all(root.join(".berth/versions/p").join(version)).unwrap();
+        std::fs::write(
+            root.join(".berth/versions/p")
+                .join(format!("{version}.ready")),
+            "",
+        )
+        .unwrap();
+        let text = r#"[project]
+name = "cgtest"
+[products.p.services.idle]
+command = "exec sleep 300"
+limits = { cpus = 0.5, memory = "64MiB", pids = 50, nofile = 512 }
+[products.p.services.hog]
+command = "a=aaaaaaaaaaaaaaaa; while :; do a=\"$a$a\"; done"
+limits = { memory = "16MiB" }
+"#;
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let rt = LocalRuntime::new(m, root.clone());
+        // Stopped (processes and cgroups) even when an assertion fails.
+        struct StopOnDrop<'a>(&'a LocalRuntime);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.stop("p", Slot::Blue);
+            }
+        }
+        let _guard = StopOnDrop(&rt);
+        rt.start("p", Slot::Blue, version).unwrap();
+        let cg = |service: &str| crate::cgroup::Cgroup {
+            hierarchy: h.clone(),
+            name: crate::cgroup::Cgroup::name_for(&root, "p", "blue", service),
+        };
+        let pid = PidFile::read(&root.join(".berth/run/p/blue/idle.json"))
+            .unwrap()
+            .pid;
+        let idle = cg("idle");
+        let u = idle.usage().expect("usage of the idle service's cgroup");
+        assert_eq!(u.memory_limit_bytes, Some(64 << 20), "{u:?}");
+        assert_eq!(u.cpus_limit, Some(0.5), "{u:?}");
+        assert_eq!(u.pids_limit, Some(50), "{u:?}");
+        // The service's shell and what it runs are in it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while idle.pids().len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pids = idle.pids();
+        assert!(pids.contains(&pid) && pids.len() == 2, "{pid} in {pids:?}");
+        for p in &pids {
+            let limits = std::fs::read_to_string(format!("/proc/{p}/limits")).unwrap();
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .unwrap();
+            assert_eq!(
+                line.split_whitespace().collect::<Vec<_>>()[3..5],
+                ["512", "512"],
+                "{line}"
+            );
+        }
+        // The hog: killed for its memory, started again, and again.
+        let hog = cg("hog");
+        let log = root.join(".berth/run/p/blue/hog.log");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let kills = hog.usage().map_or(0, |u| u.oom_kills);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let restarts = text.matches("starting it again").count();
+            if kills >= 2 && restarts >= 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kills {kills}, restarts {restarts}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let instances = rt.instances("p").unwrap();
+        assert!(instances.iter().all(|i| i.alive), "{instances:?}");
+
+        rt.stop("p", Slot::Blue).unwrap();
+        for c in [&idle, &hog] {
+            for d in c.dirs() {
+                assert!(!d.exists(), "{} left behind", d.display());
+            }
+        }
+        assert!(!group_alive(pid));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Where no cgroup can be made: limits written in berth.toml refuse to start
+    /// (saying why and what to do); `enforce = "best-effort"` starts without them.
+    #[test]
+    fn limits_the_host_cannot_apply_refuse_to_start_unless_best_effort() {
+        let root = std::env::temp_dir().join(format!("berth-cgroup-none-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let version = "abcd1234";
+        std::fs::create_dir_all(root.join(".berth/versions/p").join(version)).unwrap();
+        std::fs::create_dir_all(root.join("no-cgroups")).unwrap();
+        std::fs::write(
+            root.join(".berth/versions/p")
+                .join(format!("{version}.ready")),
+            "",
+        )
+        .unwrap();
+        let run = |head: &str| {
+            let text = format!(
+                "[project]\nname = \"cgtest\"\n{head}[products.p.services.web]\ncommand = \"exec sleep 300\"\nlimits = {{ memory = \"64MiB\" }}\n"
+            );
+            let m = berth_manifest::parse_str("berth.toml", &text)
+                .unwrap()
+                .manifest;
+            let mut rt = LocalRuntime::new(m, root.clone());
+            rt.cgroup_fs = root.join("no-cgroups");
+            let r = rt.start("p", Slot::Blue, version);
+            let alive = rt.instances("p").unwrap().iter().any(|i| i.alive);
+            rt.stop("p", Slot::Blue).unwrap();
+            (r, alive)
+        };
+        let (r, alive) = run("");
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("cannot apply the limits of p.web on this host")
+                && e.contains("enforce = \"best-effort\""),
+            "{e}"
+        );
+        assert!(!alive);
+        let (r, alive) = run("[limits]\nenforce = \"best-effort\"\n");
+        r.unwrap();
+        assert!(alive);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn own_process_is_owned_and_a_wrong_start_time_is_not() {

@@ -287,10 +287,24 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
                 esc(h.detail.as_deref().unwrap_or(""))
             ),
         };
+        let usage = svc.usage.map(|u| {
+            let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+            let mem = match u.memory_limit_bytes {
+                Some(l) => format!("{} of {}", mib(u.memory_bytes), mib(l)),
+                None => mib(u.memory_bytes),
+            };
+            let cpu = match (u.cpus, u.cpus_limit) {
+                (Some(c), Some(l)) => format!(", CPU {c:.2} of {l}"),
+                (Some(c), None) => format!(", CPU {c:.2}"),
+                _ => String::new(),
+            };
+            format!(r#" <span class="muted" data-usage>memory {mem}{cpu}</span>"#)
+        });
         let _ = write!(
             s,
-            r#"<li data-service="{n}"><span>{n}</span><span>{h}</span></li>"#,
-            n = esc(&svc.name)
+            r#"<li data-service="{n}"><span>{n}</span><span>{h}{u}</span></li>"#,
+            n = esc(&svc.name),
+            u = usage.unwrap_or_default()
         );
     }
     s.push_str("</ul>");

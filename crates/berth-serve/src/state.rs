@@ -124,6 +124,8 @@ pub struct ServiceView {
     /// The health path probed (none: the service has no health check).
     pub health_path: Option<String>,
     pub health: Option<Health>,
+    /// Memory and CPU in use against the limits, where the runtime reads them.
+    pub usage: Option<berth_runtime::ResourceUsage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -344,6 +346,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                     running: inst.is_some_and(|i| i.alive),
                     health_path: svc.health.as_ref().map(|h| h.path.clone()),
                     health: None,
+                    usage: inst.and_then(|i| src.runtime.usage(name, i)),
                 }
             })
             .collect::<Vec<_>>();

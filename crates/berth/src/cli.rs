@@ -734,6 +734,10 @@ pub struct ProvisionArgs {
     /// infrastructure is external)
     #[arg(long)]
     pub no_container_check: bool,
+    /// Show what would be ensured for each product (databases, roles and their
+    /// connection limit and statement timeout, Redis users) without connecting
+    #[arg(long)]
+    pub dry_run: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,

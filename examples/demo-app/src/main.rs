@@ -94,7 +94,7 @@ fn health_body() -> (u16, String) {
 }
 
 /// The route templates this app serves; a request matches one, or is `other`.
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 8] = [
     "/",
     "/api/health",
     "/health",
@@ -102,6 +102,7 @@ const ROUTES: [&str; 7] = [
     "/api/slow",
     "/api/db",
     "/metrics",
+    "/api/hog",
 ];
 
 /// The template `path` matches (`{x}` matches one non-empty segment), or `other`.
@@ -263,6 +264,33 @@ fn respond(mut stream: TcpStream) {
                     version()
                 ),
             )
+        }
+        // Tests of resource limits only, and only when DEMO_HOGS is set: `memory=1`
+        // allocates (and touches) memory without bound until the kernel kills the
+        // process; `cpu_ms=N` keeps a core busy for N ms.
+        "/api/hog" if flag("DEMO_HOGS") => {
+            let arg = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            if arg("memory").is_some_and(|v| v > 0) {
+                let mut held: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    held.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&held);
+                }
+            }
+            let ms = arg("cpu_ms").unwrap_or(0).min(600_000);
+            let until = Instant::now() + Duration::from_millis(ms);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                for i in 0..10_000u64 {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                }
+            }
+            (200, "application/json", format!("{{\"burned_ms\":{ms}}}"))
         }
         "/api/db" => match pg::read() {
             Ok(rows) => (

@@ -539,9 +539,11 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                         .collect()
                 })
                 .unwrap_or_default();
+            let usage = inst.and_then(|i| rt.usage(name, i));
             rows.push(json!({
                 "product": name,
                 "service": svc_name,
+                "usage": usage,
                 "slot": live,
                 "tasks": tasks,
                 "version": inst.map(|i| i.version.clone()),
@@ -566,8 +568,16 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         Format::Json => printer.json(&json!({ "services": rows, "tls": tls, "standby": standbys })),
         Format::Text => {
             println!(
-                "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
-                "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME", "BACKUP"
+                "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {:<17} {:<11} LAST DEPLOY",
+                "PRODUCT",
+                "SERVICE",
+                "SLOT",
+                "VERSION",
+                "HEALTH",
+                "UPTIME",
+                "BACKUP",
+                "MEMORY",
+                "CPU"
             );
             for r in &rows {
                 let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
@@ -579,8 +589,9 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     .as_u64()
                     .map(|a| format!("{} ago", super::backup::human_age(a)))
                     .unwrap_or_else(|| "never".into());
+                let (memory, cpu) = usage_columns(&r["usage"]);
                 println!(
-                    "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {}",
+                    "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {:<17} {:<11} {}",
                     s("product"),
                     s("service"),
                     s("slot"),
@@ -588,6 +599,8 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                     s("health"),
                     uptime,
                     backup,
+                    memory,
+                    cpu,
                     s("last_deploy")
                 );
                 for t in r["tasks"].as_array().into_iter().flatten() {
@@ -631,6 +644,30 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `12.3MiB/64MiB` and `0.02/0.5` (CPUs in use / limit) from a status row's usage,
+/// `-` where the runtime could not read them.
+fn usage_columns(u: &serde_json::Value) -> (String, String) {
+    let mib = |b: u64| {
+        let m = b as f64 / (1u64 << 20) as f64;
+        if m >= 1024.0 {
+            format!("{:.1}GiB", m / 1024.0)
+        } else {
+            format!("{m:.1}MiB")
+        }
+    };
+    let memory = match (u["memory_bytes"].as_u64(), u["memory_limit_bytes"].as_u64()) {
+        (Some(used), Some(limit)) => format!("{}/{}", mib(used), mib(limit)),
+        (Some(used), None) => mib(used),
+        _ => "-".into(),
+    };
+    let cpu = match (u["cpus"].as_f64(), u["cpus_limit"].as_f64()) {
+        (Some(c), Some(l)) => format!("{c:.2}/{l}"),
+        (Some(c), None) => format!("{c:.2}"),
+        _ => "-".into(),
+    };
+    (memory, cpu)
 }
 
 pub fn lock_status(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<ExitCode> {

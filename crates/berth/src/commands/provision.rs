@@ -25,6 +25,9 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
         }
         None => m.products.keys().cloned().collect(),
     };
+    if args.dry_run {
+        return dry_run(&m, &products, args.format, printer);
+    }
     // Secret files and the ACL copy must exist before anything is applied.
     super::render::ensure_secrets(&m, &root, super::render::env_of(args.env))?;
     let reports = provision(&Options {
@@ -61,6 +64,11 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
                         "database {} {db}, role {} {role} (password {pw})",
                         d.name, d.role
                     ));
+                    if let (Some(c), Some(t)) = (r.connection_limit, &r.statement_timeout) {
+                        parts.push(format!(
+                            "role limits: {c} connections, statement timeout {t}"
+                        ));
+                    }
                 }
                 if let (Some(u), Some(pw)) = (r.redis_user, r.redis_password) {
                     parts.push(format!("redis user {} {u} (password {pw})", r.product));
@@ -123,6 +131,59 @@ pub fn run(cli: &Cli, args: &ProvisionArgs, printer: &Printer) -> Result<ExitCod
     }
     if unreachable > 0 {
         return Err(CliError::Reported(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--dry-run`: what provisioning would ensure for each product, its role's limits
+/// included, with no connection to any server and nothing written.
+fn dry_run(
+    m: &berth_manifest::Manifest,
+    products: &[String],
+    format: Format,
+    printer: &Printer,
+) -> Result<ExitCode> {
+    let plan: Vec<serde_json::Value> = products
+        .iter()
+        .map(|name| {
+            let p = &m.products[name];
+            let l = berth_manifest::effective_db_limits(m, name);
+            json!({
+                "product": name,
+                "database": p.database.as_ref().map(|d| d.name.clone()),
+                "role": p.database.as_ref().map(|d| d.role.clone()),
+                "connection_limit": p.database.as_ref().map(|_| l.connections),
+                "statement_timeout": p.database.as_ref().map(|_| berth_provision::limits::timeout_text(&l)),
+                "statements": p.database.as_ref().map(|d| berth_provision::limits::role_limit_statements(&d.role, &l)),
+                "redis_user": p.redis.as_ref().map(|_| name.clone()),
+            })
+        })
+        .collect();
+    match format {
+        Format::Json => printer.json(&json!({ "dry_run": true, "products": plan })),
+        Format::Text => {
+            for (name, v) in products.iter().zip(&plan) {
+                let mut parts = Vec::new();
+                if let (Some(db), Some(role)) = (v["database"].as_str(), v["role"].as_str()) {
+                    parts.push(format!(
+                        "database {db}, role {role} (role limits: {} connections, statement timeout {})",
+                        v["connection_limit"], v["statement_timeout"].as_str().unwrap_or("-")
+                    ));
+                }
+                if v["redis_user"].is_string() {
+                    parts.push(format!("redis user {name}"));
+                }
+                println!(
+                    "{name}: would ensure {}",
+                    if parts.is_empty() {
+                        "nothing".into()
+                    } else {
+                        parts.join("; ")
+                    }
+                );
+            }
+            println!("dry run: nothing was applied");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

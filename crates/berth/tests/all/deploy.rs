@@ -305,6 +305,10 @@ impl Drop for Site {
             .stderr(std::process::Stdio::null())
             .status();
         kill_all(&root.join(".berth/run"));
+        berth_runtime::cgroup::Cgroup::remove_site(
+            std::path::Path::new(berth_runtime::cgroup::CGROUP_FS),
+            root,
+        );
         if let (Some(project), Some(sw)) = (&self.compose, &self.swarm) {
             swarm_down(sw, project);
         } else if let Some(project) = &self.compose {
@@ -1207,12 +1211,28 @@ fn workdir_and_shell_commands_run_the_same_way_everywhere() {
         .into_iter()
         .find(|(s, _)| s == "server")
         .unwrap();
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(),
-        root.join(".berth/versions/bestays")
-            .join(site.head_version())
-            .join("products/bestays/site")
-    );
+    // The recorded pid leads the service's process group (its shell, which starts the
+    // command again if the kernel kills it): the server is one of the group.
+    let want = root
+        .join(".berth/versions/bestays")
+        .join(site.head_version())
+        .join("products/bestays/site");
+    let cwds: Vec<std::path::PathBuf> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.split_whitespace().nth(2) == Some(pid.to_string().as_str()))
+                })
+                .unwrap_or(false)
+        })
+        .filter_map(|p| std::fs::read_link(format!("/proc/{p}/cwd")).ok())
+        .collect();
+    assert!(cwds.contains(&want), "{want:?} not in {cwds:?}");
     // A workdir that is not in the repository is caught by check, before any deploy.
     site.edit_manifest(
         "workdir = \"products/bestays\"",

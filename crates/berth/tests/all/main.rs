@@ -15,6 +15,7 @@ mod fastapi;
 mod hooks;
 mod init;
 mod kubernetes;
+mod limits;
 mod lint;
 mod log;
 mod logs;

@@ -638,3 +638,180 @@ fn a_deployed_process_gets_the_database_url_in_the_products_scheme() {
     // The URL names the same role, password and database: the role logs in with it.
     assert!(pg.psql_as("bestays_user", &pw, "bestays", "SELECT 1").0);
 }
+
+/// A psql session held open as `user`: `Ok` once the server answered a query on it,
+/// `Err(stderr)` when the server refused the connection.
+fn hold_connection(
+    pg: &Postgres,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<std::process::Child, String> {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("psql")
+        .args(["-X", "-q", "-At", "-h", "127.0.0.1", "-p"])
+        .arg(pg.port.to_string())
+        .args(["-U", user, "-d", db])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"SELECT 'up';\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.trim() == "up" {
+        return Ok(child);
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let _ = child.wait();
+    Err(err)
+}
+
+/// bestays's role may hold 5 connections: of 50, 45 are refused by the server, while
+/// realestate's queries keep succeeding; a statement past bestays's 1s timeout is
+/// cancelled by the server; provision reports both limits.
+#[test]
+fn role_limits_refuse_connections_past_the_limit_and_cancel_long_statements() {
+    let pg = Postgres::start();
+    let repo = postgres_only_repo("database = { name = \"bestays\", role = \"bestays_user\" }");
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(
+        "[products.bestays]\n",
+        "[products.bestays]\nlimits = { db_connections = 5, statement_timeout = \"1s\" }\n",
+    );
+    repo.write("berth.toml", &m);
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+
+    // The dry run shows them and touches nothing.
+    let out = provision(&repo, &env, &["provision", "--all", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains("bestays: would ensure database bestays, role bestays_user (role limits: 5 connections, statement timeout 1s)")
+            && out.stdout.contains("realestate: would ensure database realestate, role realestate_user (role limits: 20 connections, statement timeout 1m)"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        pg.admin("SELECT count(*) FROM pg_roles WHERE rolname LIKE '%_user'")
+            .trim(),
+        "0"
+    );
+
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    out.assert_code(0);
+    assert!(
+        out.stdout
+            .contains("role limits: 5 connections, statement timeout 1s")
+            && out
+                .stdout
+                .contains("role limits: 20 connections, statement timeout 1m"),
+        "{}",
+        out.snapshot()
+    );
+    let out = provision(&repo, &env, &["provision", "--all", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["products"][0]["connection_limit"], 5, "{v}");
+    assert_eq!(v["products"][0]["statement_timeout"], "1s", "{v}");
+    // What the server holds.
+    assert_eq!(
+        pg.admin(
+            "SELECT rolname, rolconnlimit, array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname LIKE '%_user' ORDER BY 1"
+        )
+        .trim(),
+        "bestays_user|5|statement_timeout=1000\nrealestate_user|20|statement_timeout=60000"
+    );
+
+    let bpw = secret(&repo, "bestays", "DATABASE_PASSWORD");
+    let rpw = secret(&repo, "realestate", "DATABASE_PASSWORD");
+    let mut held = Vec::new();
+    let mut refused = Vec::new();
+    for i in 0..50 {
+        match hold_connection(&pg, "bestays_user", &bpw, "bestays") {
+            Ok(c) => held.push(c),
+            Err(e) => refused.push(e),
+        }
+        // The other product, meanwhile, is served every time.
+        if i % 5 == 0 {
+            let (ok, text) = pg.psql_as("realestate_user", &rpw, "realestate", "SELECT 42");
+            assert!(ok && text.trim() == "42", "realestate refused: {text}");
+        }
+    }
+    assert_eq!(held.len(), 5, "{refused:?}");
+    assert_eq!(refused.len(), 45);
+    for e in &refused {
+        assert!(
+            e.contains("too many connections for role \"bestays_user\""),
+            "{e}"
+        );
+    }
+    for mut c in held {
+        drop(c.stdin.take());
+        c.wait().unwrap();
+    }
+
+    // Past its timeout, the server cancels the statement; realestate's is 1 minute.
+    let (ok, text) = pg.psql_as("bestays_user", &bpw, "bestays", "SELECT pg_sleep(3)");
+    assert!(
+        !ok && text.contains("canceling statement due to statement timeout"),
+        "{text}"
+    );
+    let (ok, text) = pg.psql_as(
+        "realestate_user",
+        &rpw,
+        "realestate",
+        "SHOW statement_timeout",
+    );
+    assert!(ok && text.trim() == "1min", "{text}");
+}
+
+/// Connection limits that do not fit in the server's max_connections (with its
+/// superuser reserve and berth's) are a configuration error before anything is applied.
+#[test]
+fn connection_limits_over_max_connections_are_refused_before_anything_is_applied() {
+    let pg = Postgres::start();
+    let max: u64 = pg.admin("SHOW max_connections").trim().parse().unwrap();
+    let repo = postgres_only_repo("database = { name = \"bestays\", role = \"bestays_user\" }");
+    let m = std::fs::read_to_string(repo.path().join("berth.toml")).unwrap();
+    let m = m.replace(
+        "[products.bestays]\n",
+        &format!("[products.bestays]\nlimits = {{ db_connections = {max} }}\n"),
+    );
+    repo.write("berth.toml", &m);
+    let env = [("BERTH_POSTGRES_ADMIN_URL", pg.admin_url())];
+    let out = provision(&repo, &env, &["provision", "--all"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "the products' PostgreSQL connection limits add up to {} (bestays {max}, realestate 20)",
+            max + 20
+        )) && out
+            .stderr
+            .contains(&format!("more than the server's max_connections ({max})")),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(
+        pg.admin("SELECT count(*) FROM pg_roles WHERE rolname LIKE '%_user'")
+            .trim(),
+        "0",
+        "nothing applied"
+    );
+}

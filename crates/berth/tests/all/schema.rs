@@ -148,6 +148,10 @@ fn format_json_outputs_validate_against_their_schemas() {
         ),
         ("render", json_of(&["render", "--format", "json"])),
         (
+            "provision",
+            json_of(&["provision", "--all", "--dry-run", "--format", "json"]),
+        ),
+        (
             "render",
             json_of(&["render", "--check", "--format", "json"]),
         ),

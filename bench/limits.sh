@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Noisy neighbours: the integration tests that give bestays's server resource limits
+# on both runtimes while realestate is under load. The memory tests (64 MiB, allocating
+# without bound: killed and restarted, realestate answers every request) pass or fail;
+# the CPU tests (bestays burning two threads at 0.5 CPU) print realestate's p99 on
+# /api/health unloaded and loaded, which this script turns into the section's table.
+# Usage: bench/limits.sh
+#   (the compose tests need a Docker Engine: DOCKER_HOST, or bench/run.sh starts one)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh
+HEADER=$(bench_header "Noisy neighbours: per-product limits (integration tests, load through nginx)" \
+    "Target: a product past its 64 MiB is killed and restarted while the other answers with 0 failed requests; with a CPU-bound product at 0.5 CPU, the other's p99 stays within 2x of its unloaded p99; on the local and compose runtimes." \
+    bench/limits.sh "$@")
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+if ! cargo test -p berth --test all -- --nocapture --test-threads 1 limits:: >"$LOG" 2>&1; then
+    tail -40 "$LOG" >&2
+    echo "bench/limits.sh: the tests failed (log above)" >&2
+    exit 1
+fi
+printf '%s\n\n' "$HEADER"
+echo "From \`cargo test -p berth --test all -- --nocapture --test-threads 1 limits::\`: every test passed (each fails on any failed request of the other product):"
+echo
+python3 - "$LOG" <<'PY'
+import re, sys
+tests, rows = [], []
+for line in open(sys.argv[1], errors="replace"):
+    t = re.match(r"^test (\S+) \.\.\. ", line)
+    if t:
+        tests.append(t.group(1))
+    m = re.search(r"limits cpu \((\w+)\): realestate p99 unloaded ([\d.]+) ms \((\d+) requests\), with bestays burning 2 threads at 0.5 CPU ([\d.]+) ms \((\d+) requests, 0 failed\), bestays used ([\d.]+) CPUs", line)
+    if m:
+        rows.append(m.groups())
+if not tests:
+    sys.exit("bench/limits.sh: no test ran")
+if len(rows) < 2:
+    sys.exit("bench/limits.sh: the CPU tests printed no figures")
+print("| test | result |")
+print("|---|---|")
+for name in tests:
+    print(f"| `{name}` | ok |")
+print()
+print("| runtime | realestate p99 unloaded (ms) | requests | p99 with bestays CPU-bound at 0.5 CPU (ms) | requests | ratio | bestays CPUs used | target <= 2x |")
+print("|---|---|---|---|---|---|---|---|")
+ok = True
+for rt, p0, n0, p1, n1, cpus in rows:
+    ratio = float(p1) / float(p0) if float(p0) > 0 else float("inf")
+    met = ratio <= 2.0
+    ok = ok and met
+    print(f"| {rt} | {p0} | {n0} | {p1} | {n1} | {ratio:.2f} | {cpus} | {'**met**' if met else '**not met**'} |")
+print()
+print(f"Target: {'**met**' if ok else '**not met**'} on {', '.join(r[0] for r in rows)} (memory: the kill-and-restart tests passed with 0 failed requests).")
+PY
