@@ -125,6 +125,17 @@ fn print_plan(plan: &Plan, printer: &Printer) {
     }
 }
 
+/// A deploy or rollback refuses, before anything is done, when the front door is
+/// stopped or broken (by someone else, between deploys): it would switch traffic into
+/// a front door that serves nothing.
+fn front_door_ready(l: &Loaded, rt: &dyn Runtime, what: &str) -> Result<()> {
+    let door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    match door.trouble(berth_deploy::front_door::serving(&l.manifest, rt, None)) {
+        Some(t) => Err(CliError::Config(format!("refusing to {what}: {t}"))),
+        None => Ok(()),
+    }
+}
+
 fn deploy_err(e: DeployError) -> CliError {
     match e {
         DeployError::Config(m) => CliError::Config(m),
@@ -303,6 +314,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
     {
         printer.warn(&warning);
     }
+    front_door_ready(&l, rt.as_ref(), &format!("deploy {}", args.product))?;
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
@@ -339,6 +351,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     product_known(&l.manifest, &args.product)?;
     super::secrets::require_complete(&l.manifest, &l.root, &args.product)?;
     let rt = runtime(&l, args.runtime)?;
+    front_door_ready(&l, rt.as_ref(), &format!("roll back {}", args.product))?;
     let mut stderr = std::io::stderr();
     let ctx = l.context(rt.as_ref(), args.lock_wait.0, &mut stderr);
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
@@ -463,9 +476,25 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         }
     }
     let tls = super::tls::status_of(&l.manifest, &l.root, args.product.as_deref());
+    // The front door itself: stopped or broken by someone else, it serves nothing.
+    let trouble = front_door.trouble(berth_deploy::front_door::serving(
+        &l.manifest,
+        rt.as_ref(),
+        None,
+    ));
+    let door = json!({
+        "kind": if l.manifest.proxy.is_some() { "nginx" } else { "none" },
+        "state": trouble.as_ref().map_or("ok", |t| t.state),
+        "problem": trouble.as_ref().map(|t| t.what.clone()),
+        "fix": trouble.as_ref().map(|t| t.fix.clone()),
+    });
     match args.format {
-        Format::Json => printer.json(&json!({ "services": rows, "tls": tls })),
+        Format::Json => printer.json(&json!({ "services": rows, "tls": tls, "front_door": door })),
         Format::Text => {
+            if let Some(t) = &trouble {
+                println!("FRONT DOOR {}: {}", t.state.to_uppercase(), t.what);
+                println!("  {}", t.fix);
+            }
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} LAST DEPLOY",
                 "PRODUCT", "SERVICE", "SLOT", "VERSION", "HEALTH", "UPTIME", "BACKUP"
