@@ -7,6 +7,7 @@
 //! same set masks a command's output tails here, and the deploy's log tails,
 //! audit records and notifications above.
 
+pub mod clock;
 pub mod progress;
 
 use std::ffi::{OsStr, OsString};

@@ -362,6 +362,7 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
         let items: Vec<Item> = records
             .iter()
             .map(|r| Item {
+                seq: r.seq,
                 unix: r.started_unix,
                 verified: r.verified_ok(),
             })

@@ -139,3 +139,50 @@ fn deploy_refuses_and_status_says_so_when_nginx_is_killed_or_broken() {
     assert_eq!(deploy_count(&site, "bestays"), 3);
     eprintln!("badday nginx: {:?}", t.elapsed());
 }
+
+fn history(site: &Site, product: &str) -> Vec<serde_json::Value> {
+    let out = site.berth(&["history", product, "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["deploys"].as_array().unwrap().clone()
+}
+
+/// The clock set back an hour between two deploys (berth's clock only: `BERTH_NOW`,
+/// never the machine's): the later deploy is still the newest in the history, its
+/// tag sorts after the earlier one by name, and a rollback (clock still back) returns
+/// to the earlier version, not "nothing to roll back to".
+#[test]
+fn a_clock_set_back_an_hour_keeps_deploys_in_order() {
+    let t = Instant::now();
+    let site = Site::new(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site.head_version();
+    site.change("bestays", 1);
+    let v2 = site.head_version();
+    let back = [("BERTH_NOW", "-3600")];
+    site.berth_env(&["deploy", "bestays", "--yes"], &back)
+        .assert_code(0);
+    let h = history(&site, "bestays");
+    let versions: Vec<&str> = h.iter().map(|d| d["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, [v2.as_str(), v1.as_str()], "{h:#?}");
+    let tags: Vec<&str> = h.iter().map(|d| d["tag"].as_str().unwrap()).collect();
+    assert!(
+        tags[0] > tags[1],
+        "tag names sort in deploy order: {tags:?}"
+    );
+    assert_eq!(h[0]["previous"], h[1]["tag"]);
+
+    let out = site.berth_env(&["rollback", "bestays", "--yes"], &back);
+    out.assert_code(0);
+    assert_eq!(site.get("bestays.app", "/api/health").1, v1);
+    let h = history(&site, "bestays");
+    let versions: Vec<&str> = h.iter().map(|d| d["version"].as_str().unwrap()).collect();
+    assert_eq!(versions, [v1.as_str(), v2.as_str(), v1.as_str()], "{h:#?}");
+    assert!(h[0]["rollback_of"].is_string());
+    let tags: Vec<&str> = h.iter().map(|d| d["tag"].as_str().unwrap()).collect();
+    let mut sorted = tags.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    // `-10` after `-9` would break a plain sort; three deploys stay below that.
+    assert_eq!(tags, sorted);
+    eprintln!("badday clock skew: {:?}", t.elapsed());
+}
