@@ -8,6 +8,7 @@
 //! audit records and notifications above.
 
 pub mod clock;
+pub mod fs;
 pub mod progress;
 
 use std::ffi::{OsStr, OsString};

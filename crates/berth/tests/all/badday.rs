@@ -186,3 +186,205 @@ fn a_clock_set_back_an_hour_keeps_deploys_in_order() {
     assert_eq!(tags, sorted);
     eprintln!("badday clock skew: {:?}", t.elapsed());
 }
+
+/// A small tmpfs mounted over `dir` (its contents moved onto it), unmounted on drop
+/// (lazily: the site's processes may hold files there), its contents lost with it.
+struct Tmpfs {
+    dir: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn over(dir: &Path, size: &str) -> Self {
+        let aside = dir.with_extension("before-tmpfs");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::rename(dir, &aside).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs at {}", dir.display());
+        let fs = Self {
+            dir: dir.to_path_buf(),
+        };
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(aside.join("."))
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        std::fs::remove_dir_all(&aside).unwrap();
+        fs
+    }
+
+    /// Fill the file system to the last byte; returns the filler.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        // The last partial block too.
+        while f.write_all(&[0u8]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// Every file under `dir` (relative path -> bytes), the filler excepted.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(p);
+            } else if t.is_file() && e.file_name() != "filler" {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// Temp files a writer left: `.<name>.<pid>.tmp`, `.partial`, tempfile's `.tmp*`.
+fn leftovers(files: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<&String> {
+    files
+        .keys()
+        .filter(|k| {
+            let name = k.rsplit('/').next().unwrap();
+            name.contains(".tmp") || name.ends_with(".partial")
+        })
+        .collect()
+}
+
+/// A full disk under `.berth/` (a deploy) and under the render output (`berth
+/// render`): a clear error naming what and where, the old version still serving,
+/// no half-written or temp file, every record whole; after space returns the same
+/// command succeeds.
+#[test]
+fn a_full_disk_fails_cleanly_and_the_next_run_succeeds() {
+    let t = Instant::now();
+    let site = Site::new(0);
+    let root = site.repo.path().to_path_buf();
+
+    // The render output on a full disk.
+    site.berth(&["render", "--env", "prod"]).assert_code(0);
+    let out_dir = root.join("deploy/prod");
+    let rendered = files(&out_dir);
+    assert!(rendered.len() > 5);
+    let fs = Tmpfs::over(&out_dir, "4m");
+    let filler = fs.fill();
+    site.edit_manifest("listen = \"127.0.0.1\"", "listen = \"127.0.0.2\"");
+    let out = site.berth(&["render", "--env", "prod"]);
+    assert_ne!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("No space left on device") && out.stderr.contains("deploy/prod/"),
+        "{}",
+        out.snapshot()
+    );
+    let now = files(&out_dir);
+    assert!(leftovers(&now).is_empty(), "{:?}", leftovers(&now));
+    assert_eq!(now, rendered, "every rendered file is the old one, whole");
+    std::fs::remove_file(&filler).unwrap();
+    site.berth(&["render", "--env", "prod"]).assert_code(0);
+    let now = files(&out_dir);
+    assert!(leftovers(&now).is_empty(), "{:?}", leftovers(&now));
+    assert_ne!(now, rendered);
+    drop(fs);
+    site.edit_manifest("listen = \"127.0.0.2\"", "listen = \"127.0.0.1\"");
+    site.berth(&["render", "--env", "prod"]).assert_code(0);
+    assert_eq!(files(&out_dir), rendered);
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    eprintln!("badday full disk, render: {:?}", t.elapsed());
+
+    // `.berth/` on a full disk, between two deploys.
+    let fs = Tmpfs::over(&root.join(".berth"), "64m");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v1 = site.head_version();
+    site.change("bestays", 1);
+    let filler = fs.fill();
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    assert_ne!(out.code, 0, "{}", out.snapshot());
+    assert!(
+        out.stderr.contains("No space left on device") && out.stderr.contains(".berth/"),
+        "{}",
+        out.snapshot()
+    );
+    eprintln!(
+        "{}",
+        out.stderr
+            .lines()
+            .filter(|l| l.contains("No space"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        site.get("bestays.app", "/api/health").1,
+        v1,
+        "the old version serves"
+    );
+    let state = files(&root.join(".berth"));
+    assert!(leftovers(&state).is_empty(), "{:?}", leftovers(&state));
+    for (name, body) in &state {
+        let text = String::from_utf8_lossy(body);
+        if name.ends_with(".json") && name.starts_with("run/") {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .unwrap_or_else(|e| panic!("{name} is not whole: {e}: {text}"));
+        }
+        if name == "audit.jsonl" {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("a torn audit record: {e}: {line}"));
+            }
+        }
+    }
+    // A secret set on the full disk: refused, the secret file as it was, no temp file.
+    let secrets = root.join(".berth/secrets/bestays.env");
+    let before = std::fs::read(&secrets).unwrap();
+    let set = || {
+        use std::io::Write;
+        let mut c = crate::support::berth(&root)
+            .args(["secrets", "set", "bestays", "CLERK_SECRET_KEY"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(b"a-new-value").unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let out = set();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&secrets).unwrap(), before);
+    let state = files(&root.join(".berth"));
+    assert!(leftovers(&state).is_empty(), "{:?}", leftovers(&state));
+
+    std::fs::remove_file(&filler).unwrap();
+    assert!(set().status.success());
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    assert_eq!(
+        site.get("bestays.app", "/api/health").1,
+        site.head_version()
+    );
+    eprintln!("badday full disk: {:?}", t.elapsed());
+    drop(site);
+    drop(fs);
+}
