@@ -416,6 +416,16 @@ impl<'a> Nginx<'a> {
         self.reload().inspect_err(|_| restore())
     }
 
+    /// Start nginx with berth's configuration (the `[proxy]` start command). For a
+    /// front door known not to run ([`Nginx::running`]): a reload would signal the
+    /// pid its stale pid file names, which after a crash may be anyone (or a zombie).
+    pub fn start(&self) -> Result<(), ProxyError> {
+        self.command(&self.proxy.start_command, "start nginx")
+            .output()
+            .map(|_| ())
+            .map_err(Into::into)
+    }
+
     /// Reload nginx, starting it when it is not running.
     pub fn reload(&self) -> Result<(), ProxyError> {
         match self

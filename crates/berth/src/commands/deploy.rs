@@ -14,7 +14,8 @@ use berth_runtime::Runtime;
 use serde_json::json;
 
 use crate::cli::{
-    Cli, DeployArgs, HistoryArgs, LockAcquireArgs, LockArgs, RollbackArgs, RuntimeArg, StatusArgs,
+    BootArgs, Cli, DeployArgs, HistoryArgs, LockAcquireArgs, LockArgs, RollbackArgs, RuntimeArg,
+    StatusArgs,
 };
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
@@ -525,6 +526,123 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `berth boot`: what a reboot stopped comes back, with no other berth command typed.
+/// Each product's live slot (the one the front door's upstreams name; else the one
+/// slot berth's pid files or containers are in) starts with the version that ran
+/// there (else the newest deploy tag's), health-gated; then nginx with berth's
+/// configuration. What runs is left alone: safe to run twice.
+pub fn boot(cli: &Cli, args: &BootArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    let rt = runtime(&l, args.runtime)?;
+    let door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    let mut failed = 0;
+    for name in l.manifest.products.keys() {
+        match boot_product(&l, rt.as_ref(), door.as_ref(), name) {
+            Ok(done) => println!("{name}: {done}"),
+            Err(e) => {
+                printer.error(&format!("{name} did not come back: {e}"));
+                failed += 1;
+            }
+        }
+    }
+    // nginx last: when it listens, the upstreams it names answer.
+    if let Some(n) = berth_deploy::front_door::nginx(&l.manifest, &l.root) {
+        if n.running() {
+            println!("nginx: already running");
+        } else {
+            match n.test().and_then(|()| n.start()) {
+                Ok(()) => println!(
+                    "nginx: started with {}",
+                    l.manifest
+                        .proxy
+                        .as_ref()
+                        .map(|p| p.nginx_config.as_str())
+                        .unwrap_or("")
+                ),
+                Err(e) => {
+                    printer.error(&format!("nginx did not start: {e}"));
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn boot_product(
+    l: &Loaded,
+    rt: &dyn Runtime,
+    door: &dyn berth_deploy::front_door::FrontDoor,
+    name: &str,
+) -> std::result::Result<String, String> {
+    use berth_runtime::Slot;
+    let instances = rt.instances(name).map_err(|e| e.to_string())?;
+    let recorded: Vec<Slot> = [Slot::Blue, Slot::Green]
+        .into_iter()
+        .filter(|s| instances.iter().any(|i| i.slot == *s))
+        .collect();
+    let slot = match door.routed(name, rt).ok().flatten() {
+        Some(s) => s,
+        None => match recorded.as_slice() {
+            [] => return Ok("never deployed: nothing to start".into()),
+            [one] => *one,
+            _ => {
+                return Err(
+                    "its front door names no slot and both slots have run: start one with `berth deploy`"
+                        .into(),
+                );
+            }
+        },
+    };
+    let services = l.manifest.products[name].services.len();
+    let alive = instances
+        .iter()
+        .filter(|i| i.slot == slot && i.alive)
+        .count();
+    if alive >= services {
+        return Ok(format!("already running in {slot}"));
+    }
+    let history = tags::history(&l.repo, name).map_err(|e| e.to_string())?;
+    let version = instances
+        .iter()
+        .find(|i| i.slot == slot)
+        .map(|i| i.version.clone())
+        .filter(|v| !v.is_empty())
+        .or_else(|| history.first().map(|r| r.version.clone()))
+        .ok_or_else(|| format!("nothing says which version ran in {slot}"))?;
+    let holder = Holder {
+        operator: "berth boot".into(),
+        pid: std::process::id(),
+        since: tags::utc_stamp(berth_cmd::clock::now_unix()).1,
+        message: format!("starting {version} in {slot} after a reboot"),
+    };
+    let mut guard = l
+        .store
+        .acquire(name, &holder, Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    let started = (|| {
+        if !rt.has_version(name, &version) {
+            rt.build(name, &version).map_err(|e| e.to_string())?;
+        }
+        // What is left of the slot (stale pid files, a half-started service) goes first.
+        rt.stop(name, slot).map_err(|e| e.to_string())?;
+        rt.start(name, slot, &version).map_err(|e| e.to_string())?;
+        berth_deploy::wait_healthy(&l.manifest, rt, name, slot).map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    })();
+    let mut record = AuditRecord::new("boot", name, &holder.operator);
+    record.version = Some(version.clone());
+    record.message = Some(holder.message.clone());
+    record.set_result(started.is_ok());
+    record.error = started.as_ref().err().cloned();
+    l.store.record(Some(&mut guard), &record);
+    started.map(|()| format!("started {version} in {slot}"))
 }
 
 pub fn lock_status(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<ExitCode> {

@@ -57,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::Rollback(a) => deploy::rollback(&cli, a, &printer),
         Command::History(a) => deploy::history(&cli, a, &printer),
         Command::Status(a) => deploy::status(&cli, a, &printer),
+        Command::Boot(a) => deploy::boot(&cli, a, &printer),
         Command::Serve(a) => serve::run(&cli, a, &printer),
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),

@@ -388,3 +388,188 @@ fn a_full_disk_fails_cleanly_and_the_next_run_succeeds() {
     drop(site);
     drop(fs);
 }
+
+/// Every pid of the site's processes: the products' process groups (from berth's
+/// pid files: each leads its group) and nginx's master with its workers.
+fn site_pids(root: &Path) -> Vec<u32> {
+    let groups = product_groups(root);
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .and_then(|(_, r)| r.split_whitespace().nth(2)?.parse::<u32>().ok())
+                })
+                .is_some_and(|g| groups.contains(&g))
+        })
+        .collect();
+    pids.extend(nginx_pids(root));
+    pids
+}
+
+fn product_groups(root: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let mut stack = vec![root.join(".berth/run")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(
+                    &std::fs::read_to_string(&p).unwrap_or_default(),
+                )
+                && let Some(pid) = v["pid"].as_u64()
+            {
+                pids.push(pid as u32);
+            }
+        }
+    }
+    pids
+}
+
+fn nginx_pids(root: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    if let Some(master) = nginx_pid(root) {
+        pids.push(master);
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stat = std::fs::read_to_string(format!("/proc/{name}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
+            if ppid == Some(master.to_string()) {
+                pids.push(name.parse().unwrap());
+            }
+        }
+    }
+    pids
+}
+
+/// A reboot: every process of the site dies at once (kill -9 of the products' process
+/// groups and of nginx with its workers); then only the boot path the rendered
+/// units run (`ExecStart` of berth-boot.service). Each product comes back on the slot
+/// that was live with the version that was live, nginx with berth's config, and a
+/// second boot changes nothing.
+#[test]
+fn after_a_reboot_the_rendered_boot_unit_brings_every_product_back() {
+    let site = Site::new(0);
+    let root = site.repo.path().to_path_buf();
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v_realestate = site.head_version();
+    site.change("bestays", 1);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let v_bestays = site.head_version();
+    let live = |st: &serde_json::Value, product: &str| -> (String, String) {
+        let row = st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["product"] == product && r["service"] == "server")
+            .unwrap()
+            .clone();
+        (
+            row["slot"].as_str().unwrap_or("-").to_string(),
+            row["version"].as_str().unwrap_or("-").to_string(),
+        )
+    };
+    let before = status_json(&site);
+    assert_eq!(
+        live(&before, "bestays"),
+        ("green".into(), v_bestays.clone())
+    );
+    assert_eq!(
+        live(&before, "realestate"),
+        ("blue".into(), v_realestate.clone())
+    );
+
+    // The unit berth renders: systemd checks it (with berth where the unit expects it).
+    site.berth(&["render", "--env", "prod"]).assert_code(0);
+    let unit_path = root.join("deploy/prod/systemd/berth-boot.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    assert!(unit.contains("WantedBy=multi-user.target"), "{unit}");
+    let exec: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .collect();
+    assert_eq!(exec, ["/usr/local/bin/berth boot"], "{unit}");
+    let args: Vec<&str> = exec[0].split_whitespace().skip(1).collect();
+
+    // The reboot.
+    let pids = site_pids(&root);
+    assert!(pids.len() >= 5, "{pids:?}");
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    }) {
+        assert!(Instant::now() < until, "the site's processes did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        site.get("bestays.app", "/api/health").0,
+        0,
+        "the site is down"
+    );
+
+    // The boot path, timed until every product answers through nginx.
+    let boot = Instant::now();
+    let out = site.berth(&args);
+    out.assert_code(0);
+    let until = Instant::now() + Duration::from_secs(15);
+    for (host, version) in [
+        ("bestays.app", &v_bestays),
+        ("realestate.app", &v_realestate),
+    ] {
+        while site.get(host, "/api/health") != (200, version.clone()) {
+            assert!(
+                Instant::now() < until,
+                "{host} did not come back: {:?}\n{}",
+                site.get(host, "/api/health"),
+                out.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let took = boot.elapsed();
+    eprintln!("boot: every product answering {took:?} after `berth boot` started");
+    let after = status_json(&site);
+    assert_eq!(live(&after, "bestays"), ("green".into(), v_bestays.clone()));
+    assert_eq!(
+        live(&after, "realestate"),
+        ("blue".into(), v_realestate.clone())
+    );
+    assert_eq!(after["front_door"]["state"], "ok");
+
+    // Twice: nothing changes.
+    let running = (site.processes("bestays"), site.processes("realestate"));
+    let again = site.berth(&args);
+    again.assert_code(0);
+    assert!(
+        again.stdout.contains("bestays: already running in green"),
+        "{}",
+        again.snapshot()
+    );
+    assert!(
+        again.stdout.contains("nginx: already running"),
+        "{}",
+        again.snapshot()
+    );
+    assert_eq!(
+        (site.processes("bestays"), site.processes("realestate")),
+        running
+    );
+}
