@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::deploy::Site;
+use crate::support::temp_dir;
 
 /// The pid of the nginx master of a [`Site`] (from the pid file its config names).
 fn nginx_pid(root: &Path) -> Option<u32> {
@@ -500,6 +501,30 @@ fn after_a_reboot_the_rendered_boot_unit_brings_every_product_back() {
         .collect();
     assert_eq!(exec, ["/usr/local/bin/berth boot"], "{unit}");
     let args: Vec<&str> = exec[0].split_whitespace().skip(1).collect();
+    let units = temp_dir();
+    for name in ["berth-boot.service", "berth-serve.service"] {
+        let text = std::fs::read_to_string(root.join("deploy/prod/systemd").join(name)).unwrap();
+        std::fs::write(
+            units.path().join(name),
+            text.replace("/usr/local/bin/berth", env!("CARGO_BIN_EXE_berth")),
+        )
+        .unwrap();
+    }
+    let verify = std::process::Command::new(berth_testkit::require_program(
+        "systemd-analyze",
+        &[],
+        "apt-get install systemd",
+    ))
+    .arg("verify")
+    .arg(units.path().join("berth-boot.service"))
+    .arg(units.path().join("berth-serve.service"))
+    .output()
+    .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 
     // The reboot.
     let pids = site_pids(&root);
