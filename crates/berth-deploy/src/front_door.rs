@@ -77,9 +77,15 @@ impl std::fmt::Display for Trouble {
     }
 }
 
-/// Whether any product of berth.toml other than `except` has a live instance (the
-/// front door is expected to be serving it).
-pub fn serving(manifest: &Manifest, rt: &dyn Runtime, except: Option<&str>) -> bool {
+/// Whether any product of berth.toml other than `except` has been deployed (a deploy
+/// tag) and runs: the front door is expected to be serving it. A first deploy under
+/// way (no tag yet) does not count: it starts the front door itself.
+pub fn serving(
+    manifest: &Manifest,
+    repo: &berth_git::Repo,
+    rt: &dyn Runtime,
+    except: Option<&str>,
+) -> bool {
     manifest
         .products
         .keys()
@@ -88,6 +94,7 @@ pub fn serving(manifest: &Manifest, rt: &dyn Runtime, except: Option<&str>) -> b
             rt.instances(p)
                 .map(|is| is.iter().any(|i| i.alive))
                 .unwrap_or(false)
+                && crate::tags::history(repo, p).is_ok_and(|h| !h.is_empty())
         })
 }
 
@@ -197,6 +204,14 @@ impl FrontDoor for Nginx<'_> {
     fn trouble(&self, serving: bool) -> Option<Trouble> {
         let config = self.root.join(&self.proxy.nginx_config);
         if let Err(e) = self.test() {
+            // A missing or broken upstream include is berth's own state: the switch
+            // rewrites it (and tests again before it reloads).
+            let text = e.to_string();
+            let upstreams = self.upstream_file("x");
+            let upstreams = upstreams.parent().map(|d| d.display().to_string());
+            if text.contains("upstream") || upstreams.is_some_and(|d| text.contains(&d)) {
+                return None;
+            }
             return Some(Trouble {
                 state: "broken",
                 what: format!(

@@ -569,7 +569,12 @@ impl Run<'_, '_> {
     fn switch(&mut self, to: Slot) -> Result<(), StepError> {
         // A front door someone stopped or broke since the deploy began takes no switch.
         let serving = self.plan.live.is_some()
-            || front_door::serving(self.ctx.manifest, self.ctx.runtime, Some(self.product()));
+            || front_door::serving(
+                self.ctx.manifest,
+                &self.ctx.repo,
+                self.ctx.runtime,
+                Some(self.product()),
+            );
         if let Some(t) = self.ctx.front_door.trouble(serving) {
             return Err(StepError::FrontDoor(ProxyError::Config(t.to_string())));
         }

@@ -131,7 +131,12 @@ fn print_plan(plan: &Plan, printer: &Printer) {
 /// a front door that serves nothing.
 fn front_door_ready(l: &Loaded, rt: &dyn Runtime, what: &str) -> Result<()> {
     let door = berth_deploy::front_door::open(&l.manifest, &l.root);
-    match door.trouble(berth_deploy::front_door::serving(&l.manifest, rt, None)) {
+    match door.trouble(berth_deploy::front_door::serving(
+        &l.manifest,
+        &l.repo,
+        rt,
+        None,
+    )) {
         Some(t) => Err(CliError::Config(format!("refusing to {what}: {t}"))),
         None => Ok(()),
     }
@@ -480,6 +485,7 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
     // The front door itself: stopped or broken by someone else, it serves nothing.
     let trouble = front_door.trouble(berth_deploy::front_door::serving(
         &l.manifest,
+        &l.repo,
         rt.as_ref(),
         None,
     ));
