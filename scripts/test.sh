@@ -17,6 +17,7 @@ ensure_cmd nginx nginx
 ensure_cmd redis-server redis-server
 ensure_cmd redis-cli redis-tools
 ensure_cmd promtool prometheus
+ensure_cmd systemd-analyze systemd
 ensure_pebble
 ensure_chromium
 ensure_postgres

@@ -236,6 +236,13 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
         started_unix,
         finished: stamp(finished_unix).1,
         finished_unix,
+        // Under the product lock: no other backup takes a number now.
+        seq: catalog::list(m, opts.root, Some(product))
+            .iter()
+            .map(|r| r.seq)
+            .max()
+            .unwrap_or(0)
+            + 1,
         duration_ms: clock.elapsed().as_millis() as u64,
         server_version,
         pg_dump_version,

@@ -46,6 +46,11 @@ pub struct Record {
     pub started_unix: u64,
     pub finished: String,
     pub finished_unix: u64,
+    /// The place of this backup among the product's (1, 2, ...): a newer backup has a
+    /// greater number whatever the clock said when it was taken (a clock set back
+    /// dates a newer backup before an older one). 0: written before berth numbered them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
     pub duration_ms: u64,
     pub server_version: String,
     pub pg_dump_version: String,
@@ -76,6 +81,10 @@ pub struct Record {
     /// Set when read: where the record lives.
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Record {
@@ -169,15 +178,24 @@ pub fn list(m: &Manifest, root: &Path, product: Option<&str>) -> Vec<Record> {
     out
 }
 
-/// Oldest first: `x-2.dump.zst` was taken after `x.dump.zst` in the same second.
+/// Oldest first, by number first (the clock may have gone back); `x-2.dump.zst` was
+/// taken after `x.dump.zst` in the same second.
 pub fn sort(records: &mut [Record]) {
     records.sort_by(|a, b| {
-        (a.started_unix, a.finished_unix, a.file.len(), &a.file).cmp(&(
-            b.started_unix,
-            b.finished_unix,
-            b.file.len(),
-            &b.file,
-        ))
+        (
+            a.seq,
+            a.started_unix,
+            a.finished_unix,
+            a.file.len(),
+            &a.file,
+        )
+            .cmp(&(
+                b.seq,
+                b.started_unix,
+                b.finished_unix,
+                b.file.len(),
+                &b.file,
+            ))
     });
 }
 

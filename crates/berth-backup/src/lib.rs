@@ -39,10 +39,7 @@ pub enum BackupError {
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    berth_cmd::clock::now_unix()
 }
 
 /// `20261125T103000Z` (backup file names) and `2026-11-25T10:30:00Z` for a Unix

@@ -19,6 +19,9 @@ pub struct Policy {
 /// One backup as prune sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Item {
+    /// The backup's number ([`crate::catalog::Record::seq`]): what orders backups
+    /// (0 for records without one: then their time does).
+    pub seq: u64,
     pub unix: u64,
     pub verified: bool,
 }
@@ -59,8 +62,12 @@ pub fn select(items: &[Item], now: u64, policy: Policy) -> Vec<Decision> {
     let this_monday = monday(today);
     let month_index = |d: Date| i64::from(d.year()) * 12 + i64::from(d.month());
     let mut order: Vec<usize> = (0..items.len()).collect();
-    // Newest first.
-    order.sort_by(|a, b| items[*b].unix.cmp(&items[*a].unix).then(b.cmp(a)));
+    // Newest first: by number, never by a clock that may have gone back.
+    order.sort_by(|a, b| {
+        (items[*b].seq, items[*b].unix)
+            .cmp(&(items[*a].seq, items[*a].unix))
+            .then(b.cmp(a))
+    });
     let newest = order.first().copied();
     let newest_verified = order.iter().copied().find(|i| items[*i].verified);
     let mut days = std::collections::HashSet::new();
@@ -178,11 +185,40 @@ mod tests {
         let last = at(2026, 11, 25, 3);
         let items = (0..400)
             .map(|i| Item {
+                seq: 0,
                 unix: last - i * DAY,
                 verified: false,
             })
             .collect();
         (items, at(2026, 11, 25, 12))
+    }
+
+    /// The clock set back an hour between two backups of one day: the second (number 2)
+    /// is dated before the first, and is still the newest, kept; the first goes.
+    #[test]
+    fn a_clock_set_back_does_not_make_the_newest_backup_go() {
+        let first = at(2026, 11, 25, 10);
+        let items = [
+            Item {
+                seq: 1,
+                unix: first,
+                verified: false,
+            },
+            Item {
+                seq: 2,
+                unix: first - 3600 + 300,
+                verified: false,
+            },
+        ];
+        let p = Policy {
+            keep_days: 7,
+            keep_weeks: 4,
+            keep_months: 6,
+        };
+        let d = select(&items, first + 3600, p);
+        assert!(d[1].keep, "{d:?}");
+        assert!(d[1].reason.contains("newest backup"), "{d:?}");
+        assert!(!d[0].keep, "{d:?}");
     }
 
     #[test]
@@ -276,6 +312,7 @@ mod tests {
         for d in 0..3u64 {
             for h in [1u64, 9, 17] {
                 items.push(Item {
+                    seq: 0,
                     unix: at(2026, 11, 23, 0) + d * DAY + h * 3600,
                     verified: false,
                 });
@@ -322,10 +359,12 @@ mod tests {
         let now = at(2026, 11, 25, 12);
         let items = [
             Item {
+                seq: 0,
                 unix: now + 3 * DAY,
                 verified: false,
             },
             Item {
+                seq: 0,
                 unix: now - 1,
                 verified: false,
             },

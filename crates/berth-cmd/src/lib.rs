@@ -7,6 +7,8 @@
 //! same set masks a command's output tails here, and the deploy's log tails,
 //! audit records and notifications above.
 
+pub mod clock;
+pub mod fs;
 pub mod progress;
 
 use std::ffi::{OsStr, OsString};

@@ -53,6 +53,49 @@ pub trait FrontDoor {
     /// Send the product's traffic to its live slot again; returns once new requests
     /// reach it (not the maintenance reply).
     fn end_maintenance(&self, m: &Maintenance, rt: &dyn Runtime) -> Result<(), String>;
+
+    /// Why a switch must not happen now (`None`: it may): the front door's
+    /// configuration fails its test, or — when `serving` (some product is live
+    /// behind it) — the front door is not running. Someone else broke or stopped it
+    /// between deploys; a deploy would switch traffic into a front door that serves
+    /// nothing (or start it with berth's config behind the operator's back).
+    fn trouble(&self, serving: bool) -> Option<Trouble>;
+}
+
+/// What is wrong with the front door, and what to run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Trouble {
+    /// `down` (not running) or `broken` (its configuration fails its test).
+    pub state: &'static str,
+    pub what: String,
+    pub fix: String,
+}
+
+impl std::fmt::Display for Trouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {}", self.what, self.fix)
+    }
+}
+
+/// Whether any product of berth.toml other than `except` has been deployed (a deploy
+/// tag) and runs: the front door is expected to be serving it. A first deploy under
+/// way (no tag yet) does not count: it starts the front door itself.
+pub fn serving(
+    manifest: &Manifest,
+    repo: &berth_git::Repo,
+    rt: &dyn Runtime,
+    except: Option<&str>,
+) -> bool {
+    manifest
+        .products
+        .keys()
+        .filter(|p| Some(p.as_str()) != except)
+        .any(|p| {
+            rt.instances(p)
+                .map(|is| is.iter().any(|i| i.alive))
+                .unwrap_or(false)
+                && crate::tags::history(repo, p).is_ok_and(|h| !h.is_empty())
+        })
 }
 
 /// The front door of berth.toml: nginx with a `[proxy]`, [`Direct`] without.
@@ -105,6 +148,9 @@ impl FrontDoor for Direct {
     fn end_maintenance(&self, _m: &Maintenance, _rt: &dyn Runtime) -> Result<(), String> {
         Ok(())
     }
+    fn trouble(&self, _serving: bool) -> Option<Trouble> {
+        None
+    }
 }
 
 impl FrontDoor for Nginx<'_> {
@@ -153,6 +199,42 @@ impl FrontDoor for Nginx<'_> {
             live,
             port,
         }))
+    }
+
+    fn trouble(&self, serving: bool) -> Option<Trouble> {
+        let config = self.root.join(&self.proxy.nginx_config);
+        if let Err(e) = self.test() {
+            // A missing or broken upstream include is berth's own state: the switch
+            // rewrites it (and tests again before it reloads).
+            let text = e.to_string();
+            let upstreams = self.upstream_file("x");
+            let upstreams = upstreams.parent().map(|d| d.display().to_string());
+            if text.contains("upstream") || upstreams.is_some_and(|d| text.contains(&d)) {
+                return None;
+            }
+            return Some(Trouble {
+                state: "broken",
+                what: format!(
+                    "nginx's configuration {} fails its test: {e}",
+                    config.display(),
+                ),
+                fix: "nothing was switched; fix the file the test names (or run `berth render` again to rewrite berth's own files), check with `berth status`, then run the deploy again".into(),
+            });
+        }
+        if serving && !self.running() {
+            return Some(Trouble {
+                state: "down",
+                what: format!(
+                    "nginx is not running with berth's configuration {}, so no product gets traffic",
+                    config.display()
+                ),
+                fix: format!(
+                    "nothing was switched; start it (`{}`, or the unit `berth render` wrote for it), check with `berth status`, then run the deploy again",
+                    self.start_command_line()
+                ),
+            });
+        }
+        None
     }
 
     fn end_maintenance(&self, m: &Maintenance, rt: &dyn Runtime) -> Result<(), String> {

@@ -15,7 +15,7 @@ pub mod tags;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use berth_git::Repo;
 use berth_manifest::Manifest;
@@ -197,10 +197,7 @@ pub fn operator(repo: &Repo) -> String {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    berth_cmd::clock::now_unix()
 }
 
 /// The slot traffic goes to now, as the front door says.
@@ -669,6 +666,17 @@ impl Run<'_, '_> {
     }
 
     fn switch(&mut self, to: Slot) -> Result<(), StepError> {
+        // A front door someone stopped or broke since the deploy began takes no switch.
+        let serving = self.plan.live.is_some()
+            || front_door::serving(
+                self.ctx.manifest,
+                &self.ctx.repo,
+                self.ctx.runtime,
+                Some(self.product()),
+            );
+        if let Some(t) = self.ctx.front_door.trouble(serving) {
+            return Err(StepError::FrontDoor(ProxyError::Config(t.to_string())));
+        }
         self.ctx
             .front_door
             .switch(&self.plan.product, to, self.ctx.runtime)?;
@@ -918,11 +926,25 @@ fn write_tag(
         }
     }
     tasks.reverse();
-    // Two deploys in one second get distinct tags.
-    let mut tag = name.to_string();
-    let mut n = 2;
+    // Tags order deploys by their name: a clock set back since the newest deploy
+    // must not date this one before it. Its stamp is never older than the newest
+    // tag's; in the same second, the number after it counts on (`-2`, `-3`, ...).
+    let (mut base, mut n) = (name.to_string(), 2);
+    if let Some(newest) = history.first() {
+        let (stamp, newest_n) = tags::order_key(&newest.tag, product);
+        let (mine, _) = tags::order_key(name, product);
+        if mine <= stamp {
+            base = format!("{product}-deploy-{stamp}");
+            n = newest_n + 1;
+        }
+    }
+    let mut tag = if n == 2 {
+        base.clone()
+    } else {
+        format!("{base}-{n}")
+    };
     while ctx.repo.resolve(&format!("refs/tags/{tag}"))?.is_some() {
-        tag = format!("{name}-{n}");
+        tag = format!("{base}-{n}");
         n += 1;
     }
     let mut msg = match &plan.rollback_of {

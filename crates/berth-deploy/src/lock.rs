@@ -200,7 +200,13 @@ pub fn hold(root: &Path, product: &str, holder: &Holder) -> Result<(), LockError
         });
     }
     std::fs::create_dir_all(dir(root)).map_err(ioe)?;
-    std::fs::write(&p, serde_json::to_string(holder).expect("serializable")).map_err(ioe)
+    berth_cmd::fs::write_atomic(
+        &p,
+        serde_json::to_string(holder)
+            .expect("serializable")
+            .as_bytes(),
+    )
+    .map_err(ioe)
 }
 
 /// Release a manual hold; returns the hold that was released.

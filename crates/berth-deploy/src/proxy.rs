@@ -263,6 +263,45 @@ impl<'a> Nginx<'a> {
         self.install(&self.upstream_file(product), &body)
     }
 
+    /// The start command of berth.toml with `{root}` and `{config}` filled in, as a
+    /// person would type it.
+    pub fn start_command_line(&self) -> String {
+        self.proxy
+            .start_command
+            .replace("{root}", &self.root.display().to_string())
+            .replace("{config}", &self.config().display().to_string())
+    }
+
+    /// Whether an nginx runs berth's configuration: the master named by the `pid`
+    /// file the configuration declares (relative paths from the directory of
+    /// berth.toml, nginx's `-p`), or else a master started with this configuration.
+    pub fn running(&self) -> bool {
+        let is_master = |pid: &str| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).starts_with("nginx: master process"))
+                .unwrap_or(false)
+        };
+        let pid_file = std::fs::read_to_string(self.config())
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    l.trim()
+                        .strip_prefix("pid ")
+                        .and_then(|r| r.trim().strip_suffix(';'))
+                        .map(|p| self.root.join(p.trim()))
+                })
+            });
+        if let Some(pid) = pid_file
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            && is_master(&pid)
+        {
+            return true;
+        }
+        !self.accepting_workers().is_empty()
+    }
+
     /// The worker processes of the nginx berth runs (the master started with this config)
     /// that accept new connections now; read from /proc (empty when none is found).
     pub fn accepting_workers(&self) -> Vec<u32> {
@@ -381,6 +420,16 @@ impl<'a> Nginx<'a> {
             return Err(e.into());
         }
         self.reload().inspect_err(|_| restore())
+    }
+
+    /// Start nginx with berth's configuration (the `[proxy]` start command). For a
+    /// front door known not to run ([`Nginx::running`]): a reload would signal the
+    /// pid its stale pid file names, which after a crash may be anyone (or a zombie).
+    pub fn start(&self) -> Result<(), ProxyError> {
+        self.command(&self.proxy.start_command, "start nginx")
+            .output()
+            .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Reload nginx, starting it when it is not running.

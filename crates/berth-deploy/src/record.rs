@@ -135,11 +135,7 @@ impl AuditRecord {
 
 /// Now, as records stamp it.
 pub fn now_stamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::tags::utc_stamp(secs).1
+    crate::tags::utc_stamp(berth_cmd::clock::now_unix()).1
 }
 
 /// The JSON schema of [`AuditRecord`], as committed in `schema/audit.schema.json`.

@@ -94,7 +94,20 @@ fn append_local_record(path: &Path, record: &serde_json::Value) -> std::io::Resu
     // One write per record: an appended line never interleaves with another
     // writer's, and a reader sees it whole or as an unfinished last line.
     let line = format!("{}{record}\n", if torn { "\n" } else { "" });
-    f.write_all(line.as_bytes())
+    let written = f.write_all(line.as_bytes());
+    if written.is_err() {
+        // A full disk took part of the line: take that part back (only when what
+        // follows the old end is a piece of this line, not another writer's record).
+        let mut tail = Vec::new();
+        if f.seek(SeekFrom::Start(len)).is_ok()
+            && f.read_to_end(&mut tail).is_ok()
+            && !tail.is_empty()
+            && line.as_bytes().starts_with(&tail)
+        {
+            let _ = f.set_len(len);
+        }
+    }
+    written
 }
 
 /// The local audit log of the project at `root`.

@@ -88,7 +88,7 @@ pub fn history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError
 }
 
 /// `<product>-deploy-<stamp>[-<n>]` as (stamp, n); the first deploy of a second is n = 1.
-fn order_key(tag: &str, product: &str) -> (String, u64) {
+pub(crate) fn order_key(tag: &str, product: &str) -> (String, u64) {
     let rest = tag
         .strip_prefix(product)
         .and_then(|r| r.strip_prefix("-deploy-"))

@@ -115,6 +115,9 @@ impl FrontDoor for FakeDoor {
     fn end_maintenance(&self, _m: &Maintenance, _rt: &dyn Runtime) -> Result<(), String> {
         Ok(())
     }
+    fn trouble(&self, _serving: bool) -> Option<crate::front_door::Trouble> {
+        None
+    }
 }
 
 /// A git repository with the fake manifest, the fake runtime and front door.

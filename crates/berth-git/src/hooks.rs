@@ -172,14 +172,7 @@ pub fn uninstall(repo: &Repo) -> Result<Vec<HookChange>, HookError> {
 }
 
 fn write_executable(path: &Path, body: &str) -> Result<(), HookError> {
-    std::fs::write(path, body).map_err(io("write", path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-            .map_err(io("make executable", path))?;
-    }
-    Ok(())
+    berth_cmd::fs::write_atomic_mode(path, body.as_bytes(), Some(0o755)).map_err(io("write", path))
 }
 
 /// The ranges a pre-push hook must check, from the lines git writes on its stdin:

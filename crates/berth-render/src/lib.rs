@@ -177,6 +177,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/backup.service.j2"),
     ),
     ("backup.timer", include_str!("../templates/backup.timer.j2")),
+    ("boot.service", include_str!("../templates/boot.service.j2")),
+    (
+        "serve.service",
+        include_str!("../templates/serve.service.j2"),
+    ),
     ("backup.cron", include_str!("../templates/backup.cron.j2")),
     (
         "k8s-kustomization.yaml",
@@ -860,8 +865,27 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
         ),
     );
 
-    // Backup schedules: a systemd timer per product, or one cron file.
+    // What boots the site: `berth boot` (live slots, then nginx), then `berth serve`.
     let env_file = format!("/etc/berth/{project}.env");
+    // `auto` picks compose when the engine answers: it must be up first.
+    let docker = m.deploy.runtime != berth_manifest::model::RuntimeKind::Local;
+    let (wants, after) = if docker {
+        (" docker.service", " docker.service")
+    } else {
+        ("", "")
+    };
+    let ctx = context! { header => HEADER, project => project, env_file => env_file,
+    wants => wants, after => after };
+    add(
+        "systemd/berth-boot.service".into(),
+        render_one(&tpl, "boot.service", ctx.clone())?,
+    );
+    add(
+        "systemd/berth-serve.service".into(),
+        render_one(&tpl, "serve.service", ctx)?,
+    );
+
+    // Backup schedules: a systemd timer per product, or one cron file.
     let scheduled: Vec<(&String, berth_manifest::BackupSettings)> = m
         .products
         .keys()

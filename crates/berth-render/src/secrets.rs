@@ -2,7 +2,6 @@
 //! 0700 directory, never tracked by git). berth generates the database and
 //! Redis passwords there; values a person sets (API keys) are kept as they are.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use berth_cmd::Masker;
@@ -183,27 +182,7 @@ pub fn write_private(path: &Path, body: &str) -> Result<(), SecretError> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io("protect", dir))?;
     }
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("secret"),
-        std::process::id()
-    ));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io("write", &tmp))?;
-        f.write_all(body.as_bytes()).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("write", &tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io("write", path))?;
-    Ok(())
+    berth_cmd::fs::write_atomic_mode(path, body.as_bytes(), Some(0o600)).map_err(io("write", path))
 }
 
 /// A new random password: 32 letters and digits (about 190 bits), safe in URLs and env files.

@@ -247,9 +247,9 @@ impl ComposeRuntime {
             .is_ok();
         if !have {
             let ctx = probe.parent().expect("the probe is in a directory");
-            std::fs::write(
-                ctx.join("Dockerfile"),
-                "FROM scratch\nCOPY berth-probe /berth-probe\nENTRYPOINT [\"/berth-probe\"]\n",
+            crate::write_atomic(
+                &ctx.join("Dockerfile"),
+                b"FROM scratch\nCOPY berth-probe /berth-probe\nENTRYPOINT [\"/berth-probe\"]\n",
             )
             .map_err(|source| RuntimeError::Io {
                 action: "write",

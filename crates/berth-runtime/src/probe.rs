@@ -3,7 +3,6 @@
 //! nothing from the image (no curl, wget or shell), and `berth provision` can log
 //! in to PostgreSQL and Redis from inside a container of the product's network.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::{RuntimeError, io};
@@ -29,20 +28,7 @@ pub fn install(root: &Path) -> Result<PathBuf, RuntimeError> {
     if path.is_dir() {
         let _ = std::fs::remove_dir(&path);
     }
-    let tmp = dir.join(format!(".berth-probe.tmp-{}", std::process::id()));
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o755)
-            .open(&tmp)
-            .map_err(io("write", &tmp))?;
-        f.write_all(PROBE).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("write", &tmp))?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io("write", &path))?;
+    crate::write_atomic_mode(&path, PROBE, Some(0o755)).map_err(io("write", &path))?;
     Ok(path)
 }
 

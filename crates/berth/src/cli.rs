@@ -81,6 +81,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Every product's live slot, version, health, uptime and last deploy, read from the runtime
     Status(StatusArgs),
+    /// Start what a reboot stopped: each product's live slot with its live version, then nginx (idempotent; the rendered berth-boot.service runs it)
+    Boot(BootArgs),
     /// Serve /metrics, a JSON API and a dashboard page, probing every product's health
     #[command(long_about = SERVE_LONG)]
     Serve(ServeArgs),
@@ -429,6 +431,13 @@ pub struct HistoryArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Which runtime runs the services
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Manifest)]
+    pub runtime: RuntimeArg,
 }
 
 #[derive(Debug, Args)]

@@ -513,6 +513,7 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
         let items: Vec<Item> = records
             .iter()
             .map(|r| Item {
+                seq: r.seq,
                 unix: r.started_unix,
                 verified: r.verified_ok(),
             })
@@ -576,6 +577,12 @@ fn prune_cmd(cli: &Cli, args: &BackupPruneArgs, printer: &Printer) -> Result<Exi
         let items: Vec<Item> = copies
             .iter()
             .map(|(stem, unix, _)| Item {
+                // The local record's number where there is one (a copy whose local record
+                // is gone is older than every kept one).
+                seq: local
+                    .iter()
+                    .find(|r| berth_backup::offsite::stem_of(&r.file) == stem)
+                    .map_or(0, |r| r.seq),
                 unix: *unix,
                 verified: local
                     .iter()

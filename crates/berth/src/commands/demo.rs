@@ -70,7 +70,7 @@ fn static_demo_app(dir: &Path) -> Result<PathBuf> {
     let build = dir.join(".berth/build");
     std::fs::create_dir_all(&build).map_err(io)?;
     let src = build.join("demo-app.rs");
-    std::fs::write(&src, crate::demo_files::DEMO_APP_SOURCE).map_err(io)?;
+    write(&src, crate::demo_files::DEMO_APP_SOURCE).map_err(io)?;
     let out = build.join("demo-app");
     berth_cmd::Cmd::new("rustc", "build a static demo-app for FROM scratch images")
         .args([
@@ -293,7 +293,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         } else {
             body.to_string()
         };
-        std::fs::write(&p, body).map_err(io)?;
+        write(&p, body).map_err(io)?;
     }
     if compose {
         println!("    containers on Docker: images FROM scratch around a static build of demo-app");
@@ -304,7 +304,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
             ("apps/frontend", "docker/frontend.Dockerfile"),
         ] {
             std::fs::copy(&bin, dir.join(app).join("demo-app")).map_err(io)?;
-            std::fs::write(dir.join(df), dockerfile).map_err(io)?;
+            write(dir.join(df), dockerfile).map_err(io)?;
         }
     }
     d.git(&["init", "-q", "-b", "main"])?;
@@ -363,7 +363,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     d.step(
         "a change to bestays, redeployed: the idle slot starts, is checked, then takes the traffic",
     );
-    std::fs::write(
+    write(
         dir.join("products/bestays/listings.yaml"),
         "kinds: [villa, condo]\n",
     )
@@ -423,7 +423,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
             }
         }
     }
-    std::fs::write(
+    write(
         dir.join("apps/server/app/health.py"),
         "def ok():\n    return True\n",
     )
@@ -434,7 +434,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     d.step(
         "the strategy document's .env, force-committed as it was: berth check fails, values masked",
     );
-    std::fs::write(dir.join(".env"), SEED_ENV).map_err(io)?;
+    write(dir.join(".env"), SEED_ENV).map_err(io)?;
     d.git(&["add", "-f", ".env"])?;
     d.commit("chore: share dev settings (TASK-004-env-bestays)")?;
     let text = d.must(&["check"], 1)?;
@@ -455,4 +455,9 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         println!("    (a temp directory, removed now; pass --dir DIR to keep it)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every file of the demo is written atomically, like every file berth writes.
+fn write(path: impl AsRef<Path>, body: impl AsRef<[u8]>) -> std::io::Result<()> {
+    berth_cmd::fs::write_atomic(path.as_ref(), body.as_ref())
 }

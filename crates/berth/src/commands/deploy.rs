@@ -14,7 +14,8 @@ use berth_runtime::Runtime;
 use serde_json::json;
 
 use crate::cli::{
-    Cli, DeployArgs, HistoryArgs, LockAcquireArgs, LockArgs, RollbackArgs, RuntimeArg, StatusArgs,
+    BootArgs, Cli, DeployArgs, HistoryArgs, LockAcquireArgs, LockArgs, RollbackArgs, RuntimeArg,
+    StatusArgs,
 };
 use crate::exit::{CliError, Result};
 use crate::output::{Format, Printer};
@@ -151,6 +152,22 @@ fn print_plan(plan: &Plan, printer: &Printer) {
     }
     for (i, s) in plan.steps.iter().enumerate() {
         eprintln!("  {:>2}. {s}", i + 1);
+    }
+}
+
+/// A deploy or rollback refuses, before anything is done, when the front door is
+/// stopped or broken (by someone else, between deploys): it would switch traffic into
+/// a front door that serves nothing.
+fn front_door_ready(l: &Loaded, rt: &dyn Runtime, what: &str) -> Result<()> {
+    let door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    match door.trouble(berth_deploy::front_door::serving(
+        &l.manifest,
+        &l.repo,
+        rt,
+        None,
+    )) {
+        Some(t) => Err(CliError::Config(format!("refusing to {what}: {t}"))),
+        None => Ok(()),
     }
 }
 
@@ -336,6 +353,7 @@ pub fn deploy(cli: &Cli, args: &DeployArgs, printer: &Printer) -> Result<ExitCod
         reap_standby(&l, rt.as_ref(), &args.product, printer);
     }
     let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
+    front_door_ready(&l, rt.as_ref(), &format!("deploy {}", args.product))?;
     let mut stderr = std::io::stderr();
     let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let p = plan(&ctx, &args.product, &commit, None).map_err(deploy_err)?;
@@ -377,6 +395,7 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     }
     // Planning asks the runtime the same question many times: one answer each.
     let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
+    front_door_ready(&l, rt.as_ref(), &format!("roll back {}", args.product))?;
     let mut stderr = std::io::stderr();
     let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
@@ -564,9 +583,28 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
         }
     }
     let tls = super::tls::status_of(&l.manifest, &l.root, args.product.as_deref());
+    // The front door itself: stopped or broken by someone else, it serves nothing.
+    let trouble = front_door.trouble(berth_deploy::front_door::serving(
+        &l.manifest,
+        &l.repo,
+        rt.as_ref(),
+        None,
+    ));
+    let door = json!({
+        "kind": if l.manifest.proxy.is_some() { "nginx" } else { "none" },
+        "state": trouble.as_ref().map_or("ok", |t| t.state),
+        "problem": trouble.as_ref().map(|t| t.what.clone()),
+        "fix": trouble.as_ref().map(|t| t.fix.clone()),
+    });
     match args.format {
-        Format::Json => printer.json(&json!({ "services": rows, "tls": tls, "standby": standbys })),
+        Format::Json => printer.json(
+            &json!({ "services": rows, "tls": tls, "standby": standbys, "front_door": door }),
+        ),
         Format::Text => {
+            if let Some(t) = &trouble {
+                println!("FRONT DOOR {}: {}", t.state.to_uppercase(), t.what);
+                println!("  {}", t.fix);
+            }
             println!(
                 "{:<12} {:<10} {:<6} {:<13} {:<8} {:<9} {:<7} {:<17} {:<11} LAST DEPLOY",
                 "PRODUCT",
@@ -668,6 +706,123 @@ fn usage_columns(u: &serde_json::Value) -> (String, String) {
         _ => "-".into(),
     };
     (memory, cpu)
+}
+
+/// `berth boot`: what a reboot stopped comes back, with no other berth command typed.
+/// Each product's live slot (the one the front door's upstreams name; else the one
+/// slot berth's pid files or containers are in) starts with the version that ran
+/// there (else the newest deploy tag's), health-gated; then nginx with berth's
+/// configuration. What runs is left alone: safe to run twice.
+pub fn boot(cli: &Cli, args: &BootArgs, printer: &Printer) -> Result<ExitCode> {
+    let l = load(cli, printer)?;
+    let rt = runtime(&l, args.runtime)?;
+    let door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    let mut failed = 0;
+    for name in l.manifest.products.keys() {
+        match boot_product(&l, rt.as_ref(), door.as_ref(), name) {
+            Ok(done) => println!("{name}: {done}"),
+            Err(e) => {
+                printer.error(&format!("{name} did not come back: {e}"));
+                failed += 1;
+            }
+        }
+    }
+    // nginx last: when it listens, the upstreams it names answer.
+    if let Some(n) = berth_deploy::front_door::nginx(&l.manifest, &l.root) {
+        if n.running() {
+            println!("nginx: already running");
+        } else {
+            match n.test().and_then(|()| n.start()) {
+                Ok(()) => println!(
+                    "nginx: started with {}",
+                    l.manifest
+                        .proxy
+                        .as_ref()
+                        .map(|p| p.nginx_config.as_str())
+                        .unwrap_or("")
+                ),
+                Err(e) => {
+                    printer.error(&format!("nginx did not start: {e}"));
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn boot_product(
+    l: &Loaded,
+    rt: &dyn Runtime,
+    door: &dyn berth_deploy::front_door::FrontDoor,
+    name: &str,
+) -> std::result::Result<String, String> {
+    use berth_runtime::Slot;
+    let instances = rt.instances(name).map_err(|e| e.to_string())?;
+    let recorded: Vec<Slot> = [Slot::Blue, Slot::Green]
+        .into_iter()
+        .filter(|s| instances.iter().any(|i| i.slot == *s))
+        .collect();
+    let slot = match door.routed(name, rt).ok().flatten() {
+        Some(s) => s,
+        None => match recorded.as_slice() {
+            [] => return Ok("never deployed: nothing to start".into()),
+            [one] => *one,
+            _ => {
+                return Err(
+                    "its front door names no slot and both slots have run: start one with `berth deploy`"
+                        .into(),
+                );
+            }
+        },
+    };
+    let services = l.manifest.products[name].services.len();
+    let alive = instances
+        .iter()
+        .filter(|i| i.slot == slot && i.alive)
+        .count();
+    if alive >= services {
+        return Ok(format!("already running in {slot}"));
+    }
+    let history = tags::history(&l.repo, name).map_err(|e| e.to_string())?;
+    let version = instances
+        .iter()
+        .find(|i| i.slot == slot)
+        .map(|i| i.version.clone())
+        .filter(|v| !v.is_empty())
+        .or_else(|| history.first().map(|r| r.version.clone()))
+        .ok_or_else(|| format!("nothing says which version ran in {slot}"))?;
+    let holder = Holder {
+        operator: "berth boot".into(),
+        pid: std::process::id(),
+        since: tags::utc_stamp(berth_cmd::clock::now_unix()).1,
+        message: format!("starting {version} in {slot} after a reboot"),
+    };
+    let mut guard = l
+        .store
+        .acquire(name, &holder, Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    let started = (|| {
+        if !rt.has_version(name, &version) {
+            rt.build(name, &version).map_err(|e| e.to_string())?;
+        }
+        // What is left of the slot (stale pid files, a half-started service) goes first.
+        rt.stop(name, slot).map_err(|e| e.to_string())?;
+        rt.start(name, slot, &version).map_err(|e| e.to_string())?;
+        berth_deploy::wait_healthy(&l.manifest, rt, name, slot).map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    })();
+    let mut record = AuditRecord::new("boot", name, &holder.operator);
+    record.version = Some(version.clone());
+    record.message = Some(holder.message.clone());
+    record.set_result(started.is_ok());
+    record.error = started.as_ref().err().cloned();
+    l.store.record(Some(&mut guard), &record);
+    started.map(|()| format!("started {version} in {slot}"))
 }
 
 pub fn lock_status(cli: &Cli, args: &LockArgs, printer: &Printer) -> Result<ExitCode> {

@@ -57,6 +57,7 @@ pub fn run() -> ExitCode {
         Command::Rollback(a) => deploy::rollback(&cli, a, &printer),
         Command::History(a) => deploy::history(&cli, a, &printer),
         Command::Status(a) => deploy::status(&cli, a, &printer),
+        Command::Boot(a) => deploy::boot(&cli, a, &printer),
         Command::Serve(a) => serve::run(&cli, a, &printer),
         Command::Lock(LockCommand::Status(a)) => deploy::lock_status(&cli, a, &printer),
         Command::Lock(LockCommand::Acquire(a)) => deploy::lock_acquire(&cli, a, &printer),
@@ -176,24 +177,18 @@ pub fn write_atomic_mkdir(path: &Path, contents: &str) -> Result<()> {
     write_atomic(path, contents)
 }
 
-/// Write `contents` to `path` atomically: a temp file beside it, then rename.
+/// Write `contents` to `path` atomically (temp file, fsync, rename): a full disk
+/// leaves the previous file whole and no temp file. Keeps the mode of the file being
+/// replaced; new files get 0644.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let dir = manifest_dir(path);
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| CliError::Config(format!("cannot write in {}: {e}", dir.display())))?;
-    std::io::Write::write_all(&mut tmp, contents.as_bytes())
-        .map_err(|e| CliError::Config(format!("cannot write {}: {e}", path.display())))?;
-    // Keep the mode of the file being replaced (temp files start as 0600); new files get 0644.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0o644);
-        let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode));
-    }
-    tmp.persist(path)
-        .map_err(|e| CliError::Config(format!("cannot write {}: {}", path.display(), e.error)))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .unwrap_or(0o644);
+    berth_cmd::fs::write_atomic_mode(path, contents.as_bytes(), Some(mode))
+        .map_err(|e| CliError::Failed(format!("could not write {}: {e}", path.display())))?;
+    // The umask narrows a mode given at creation: set it as the old file had it.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
     Ok(())
 }
 

@@ -150,8 +150,8 @@ fn every_rendered_file_is_accepted_by_the_tool_that_consumes_it() {
         }
         assert_eq!(
             names.len(),
-            6,
-            "a service and a timer per product, and the certificate renewal's: {names:?}"
+            8,
+            "a service and a timer per product, the certificate renewal's, boot and serve: {names:?}"
         );
         let mut args = vec!["verify"];
         args.extend(names.iter().map(String::as_str));
@@ -376,7 +376,15 @@ fn backup_schedules_follow_the_manifest() {
     );
     run(repo.path(), &["render", "--env", "prod"]).assert_code(0);
     let out = repo.path().join("deploy/prod");
-    assert!(!out.join("systemd").exists(), "cron instead of systemd");
+    let units: Vec<String> = std::fs::read_dir(out.join("systemd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        units.iter().all(|u| !u.starts_with("berth-backup-")),
+        "cron instead of systemd timers: {units:?}"
+    );
     let cron = std::fs::read_to_string(out.join("cron/berth-bestays-monorepo")).unwrap();
     let jobs: Vec<&str> = cron.lines().filter(|l| l.contains(" root ")).collect();
     assert_eq!(jobs.len(), 2, "{cron}");

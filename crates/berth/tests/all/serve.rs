@@ -328,6 +328,7 @@ fn write_backup_record(site: &Site, product: &str, finished_unix: u64, file_byte
         started_unix: finished_unix - 2,
         finished: rfc,
         finished_unix,
+        seq: 0,
         duration_ms: 2000,
         server_version: "15".into(),
         pg_dump_version: "15".into(),
