@@ -324,7 +324,10 @@ pub fn affected(
                 }
             }
             for (mb, ps) in &by_base {
-                ranges.push((read(format!("{mb}..{head_id}"), None)?.order, Some(ps.clone())));
+                ranges.push((
+                    read(format!("{mb}..{head_id}"), None)?.order,
+                    Some(ps.clone()),
+                ));
             }
             (head.clone(), None, None)
         }

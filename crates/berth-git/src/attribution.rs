@@ -374,8 +374,7 @@ impl<'m> Attributor<'m> {
 
     fn paths<S: AsRef<str>>(&self, files: &[S], out: &mut Attribution, details: bool) {
         // One piece of evidence per (product, rule, glob): its first file and how many more.
-        let mut first: HashMap<(usize, Rule, usize), (usize, usize), FastHash> =
-            HashMap::default();
+        let mut first: HashMap<(usize, Rule, usize), (usize, usize), FastHash> = HashMap::default();
         let mut memo = self.memo.borrow_mut();
         if memo.len() > MEMO_LIMIT {
             memo.clear();

@@ -176,7 +176,8 @@ mod tests {
     #[test]
     fn records_read_field_by_field_match_the_whole_record_read_lossily() {
         // Latin-1 in the message and a path: replaced the same way either way.
-        let raw: &[u8] = b"\x1eaaa\x1fbbb ccc\x1fA <a@x>\x1f2026\x1ffix: caf\xe9\n\x1f\0\nd/\xe9t\xe9.txt\0e\0";
+        let raw: &[u8] =
+            b"\x1eaaa\x1fbbb ccc\x1fA <a@x>\x1f2026\x1ffix: caf\xe9\n\x1f\0\nd/\xe9t\xe9.txt\0e\0";
         let whole = parse_log(&String::from_utf8_lossy(raw));
         let c = parse_record(&raw[1..]).unwrap();
         assert_eq!(c.id, "aaa");
@@ -186,7 +187,12 @@ mod tests {
         let one = c.to_commit();
         assert_eq!(
             (&one.id, &one.parents, &one.message, &one.files),
-            (&whole[0].id, &whole[0].parents, &whole[0].message, &whole[0].files)
+            (
+                &whole[0].id,
+                &whole[0].parents,
+                &whole[0].message,
+                &whole[0].files
+            )
         );
         assert!(parse_record(b"").is_none() && parse_record(b"\0\n").is_none());
     }
