@@ -107,6 +107,9 @@ impl Attribution {
     }
 }
 
+/// Per path, the owned and shared globs it matches.
+type PathMemo = HashMap<String, Vec<(Rule, usize)>, FastHash>;
+
 /// Attribution rules compiled from a manifest, reused for every commit.
 pub struct Attributor<'m> {
     pub manifest: &'m Manifest,
@@ -120,7 +123,7 @@ pub struct Attributor<'m> {
     owned_product: Vec<usize>,
     /// For each shared glob, the indices of the products depending on its group.
     shared_dependents: Vec<Vec<usize>>,
-    memo: RefCell<HashMap<String, Vec<(Rule, usize)>, FastHash>>,
+    memo: RefCell<PathMemo>,
     pub task_re: Regex,
     pub story_re: Regex,
 }
