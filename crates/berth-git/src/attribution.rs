@@ -108,7 +108,8 @@ impl Attribution {
 }
 
 /// Per path, the owned and shared globs it matches.
-type PathMemo = HashMap<String, Vec<(Rule, usize)>, FastHash>;
+/// (Shared, so a hit is one lookup and no copy.)
+type PathMemo = HashMap<String, std::sync::Arc<[(Rule, usize)]>, FastHash>;
 
 /// Attribution rules compiled from a manifest, reused for every commit.
 pub struct Attributor<'m> {
@@ -384,11 +385,15 @@ impl<'m> Attributor<'m> {
         }
         for f in files {
             let f = f.as_ref();
-            // Look up before inserting: paths repeat, and a hit needs no copy of the path.
-            if !memo.contains_key(f) {
-                memo.insert(f.to_string(), self.classify(f));
-            }
-            let hits = &memo[f];
+            // Paths repeat: a hit is one lookup, with no copy of the path.
+            let hits = match memo.get(f) {
+                Some(h) => h.clone(),
+                None => {
+                    let h: std::sync::Arc<[(Rule, usize)]> = self.classify(f).into();
+                    memo.insert(f.to_string(), h.clone());
+                    h
+                }
+            };
             for &(rule, pat_idx) in hits.iter() {
                 let (group_or_product, pat) = match rule {
                     Rule::OwnedPath => &self.owned[pat_idx],
