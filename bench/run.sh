@@ -45,7 +45,7 @@ run_section() {
         zero-downtime) ./bench/zero_downtime.sh ;;
         serve) ./bench/serve.sh 10 10 8 ;;
         serve-refresh) ./bench/serve_refresh.sh 200000 2ace088 20 ;;
-        demo) ./bench/demo.sh ;;
+        demo) ./bench/demo.sh 8454bd8 ;;
     esac
 }
 
