@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::attribution::{Attribution, Attributor, Commit, Evidence, Finding};
+use crate::attribution::{Attribution, Attributor, Evidence, FastHash, Finding};
+use crate::history::CommitRef;
 use crate::{GitError, Repo};
 
 /// What to compare against.
@@ -193,15 +194,28 @@ struct Attributed {
 }
 
 /// Merges, reverts, fixups restate other commits: their paths count, their messages are not judged.
-fn attribute(attributor: &Attributor<'_>, c: &Commit) -> Attribution {
-    let mut a = attributor.attribute(c);
+fn attribute(attributor: &Attributor<'_>, c: &CommitRef<'_>, details: bool) -> Attribution {
+    let parents = c.parents().count();
+    let mut a = attributor.attribute_parts(&c.message, parents, &c.files, details);
     if a.skip.is_some() {
         a.findings.retain(|f| f.rule != "no-product");
         if a.products.is_empty() {
             a.findings.clear();
         }
     }
+    if !details {
+        // Evidence is only shown with `--explain`: not kept for every commit read.
+        a.evidence = Vec::new();
+        a.tasks = Vec::new();
+    }
     a
+}
+
+/// The commits of one `git log` read: their indices into the attributed list, and
+/// whether `parent` (when given) is a parent of one of them.
+struct Read {
+    order: Vec<usize>,
+    has_parent: bool,
 }
 
 pub fn affected(
@@ -211,28 +225,36 @@ pub fn affected(
     walk: Walk,
 ) -> Result<Affected, AffectedError> {
     // Commits are attributed as git streams them, so the two overlap; each commit once.
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<String, usize, FastHash> = HashMap::default();
     let mut attributed: Vec<Attributed> = Vec::new();
-    let mut read = |range: String| -> Result<Vec<usize>, GitError> {
+    let mut read = |range: String, parent: Option<&str>| -> Result<Read, GitError> {
         let mut revs = vec![range.as_str()];
         if walk.first_parent {
             revs.insert(0, "--first-parent");
         }
         let mut order = Vec::new();
-        repo.for_each_commit(&revs, |c| {
-            let i = *seen.entry(c.id.clone()).or_insert_with(|| {
-                attributed.push(Attributed {
-                    id: c.id.clone(),
-                    subject: c.subject().to_string(),
-                    attribution: attribute(attributor, &c),
-                });
-                attributed.len() - 1
-            });
+        let mut has_parent = false;
+        repo.for_each_commit_ref(&revs, |c| {
+            if let Some(p) = parent {
+                has_parent = has_parent || c.parents().any(|q| q == p);
+            }
+            let i = match seen.get(c.id) {
+                Some(&i) => i,
+                None => {
+                    attributed.push(Attributed {
+                        id: c.id.to_string(),
+                        subject: c.message.lines().next().unwrap_or("").to_string(),
+                        attribution: attribute(attributor, c, walk.explain),
+                    });
+                    seen.insert(c.id.to_string(), attributed.len() - 1);
+                    attributed.len() - 1
+                }
+            };
             order.push(i);
         })?;
         // Oldest first: explanations and findings read in the order things happened.
         order.reverse();
-        Ok(order)
+        Ok(Read { order, has_parent })
     };
     let mut r = Resolver {
         repo,
@@ -262,14 +284,18 @@ pub fn affected(
             let head_id = r.resolve(head)?;
             let base_id = r.resolve(base)?;
             // `base..head` is exactly the commits since their merge base, so the log
-            // need not wait for it: the merge base is found alongside, for the report.
-            let (mb, order) = std::thread::scope(|s| {
-                let finder = s.spawn(|| repo.merge_base(&base_id, &head_id));
-                let order = read(format!("{base_id}..{head_id}"));
-                (finder.join().expect("merge-base thread"), order)
-            });
-            let mb = r.check_merge_base(mb?, base, &base_id, head, &mut notes)?;
-            ranges.push((order?, None));
+            // need not wait for it. When base is a parent of a commit read, it is an
+            // ancestor of head and so their merge base; only otherwise (base rebased
+            // away, or not on the first-parent line) is `git merge-base` asked.
+            let got = read(format!("{base_id}..{head_id}"), Some(&base_id))?;
+            let mb = if got.has_parent || base_id == head_id {
+                Some(base_id.clone())
+            } else {
+                repo.merge_base(&base_id, &head_id)?
+            };
+            let order = got.order;
+            let mb = r.check_merge_base(mb, base, &base_id, head, &mut notes)?;
+            ranges.push((order, None));
             for pa in per_product.values_mut() {
                 pa.since = Some(base.clone());
             }
@@ -298,7 +324,10 @@ pub fn affected(
                 }
             }
             for (mb, ps) in &by_base {
-                ranges.push((read(format!("{mb}..{head_id}"))?, Some(ps.clone())));
+                ranges.push((
+                    read(format!("{mb}..{head_id}"), None)?.order,
+                    Some(ps.clone()),
+                ));
             }
             (head.clone(), None, None)
         }

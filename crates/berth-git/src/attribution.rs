@@ -107,6 +107,10 @@ impl Attribution {
     }
 }
 
+/// Per path, the owned and shared globs it matches.
+/// (Shared, so a hit is one lookup and no copy.)
+type PathMemo = HashMap<String, std::sync::Arc<[(Rule, usize)]>, FastHash>;
+
 /// Attribution rules compiled from a manifest, reused for every commit.
 pub struct Attributor<'m> {
     pub manifest: &'m Manifest,
@@ -120,7 +124,7 @@ pub struct Attributor<'m> {
     owned_product: Vec<usize>,
     /// For each shared glob, the indices of the products depending on its group.
     shared_dependents: Vec<Vec<usize>>,
-    memo: RefCell<HashMap<String, Vec<(Rule, usize)>>>,
+    memo: RefCell<PathMemo>,
     pub task_re: Regex,
     pub story_re: Regex,
 }
@@ -222,7 +226,7 @@ impl<'m> Attributor<'m> {
             product_names,
             owned_product,
             shared_dependents,
-            memo: RefCell::new(HashMap::new()),
+            memo: RefCell::new(HashMap::default()),
             task_re,
             story_re,
         })
@@ -341,29 +345,55 @@ impl<'m> Attributor<'m> {
 
     /// Attribute one commit: message and paths.
     pub fn attribute(&self, commit: &Commit) -> Attribution {
-        let msg = Message::parse(&commit.message);
+        self.attribute_parts(&commit.message, commit.parents.len(), &commit.files, true)
+    }
+
+    /// [`Attributor::attribute`] from a commit's parts. Without `details`, path
+    /// evidence names its product and rule but not the file and glob (callers that
+    /// never show it skip the formatting: `berth affected` without `--explain`).
+    pub fn attribute_parts<S: AsRef<str>>(
+        &self,
+        message: &str,
+        parents: usize,
+        files: &[S],
+        details: bool,
+    ) -> Attribution {
+        let msg = Message::parse(message);
         let mut out = Attribution {
-            skip: msg.skip_kind(commit.parents.len()),
+            skip: msg.skip_kind(parents),
             ..Attribution::default()
         };
         self.from_message(&msg, &mut out);
         let named: BTreeSet<String> = out.products.clone();
-        self.from_paths(&commit.files, &mut out);
+        self.paths(files, &mut out, details);
         self.contradictions(&named, &mut out);
         self.finish(&mut out);
         out
     }
 
     /// Products whose owned or shared paths `files` touch.
-    pub fn from_paths(&self, files: &[String], out: &mut Attribution) {
+    pub fn from_paths<S: AsRef<str>>(&self, files: &[S], out: &mut Attribution) {
+        self.paths(files, out, true)
+    }
+
+    fn paths<S: AsRef<str>>(&self, files: &[S], out: &mut Attribution, details: bool) {
         // One piece of evidence per (product, rule, glob): its first file and how many more.
-        let mut first: HashMap<(usize, Rule, usize), (usize, usize)> = HashMap::new();
+        let mut first: HashMap<(usize, Rule, usize), (usize, usize), FastHash> = HashMap::default();
         let mut memo = self.memo.borrow_mut();
         if memo.len() > MEMO_LIMIT {
             memo.clear();
         }
         for f in files {
-            let hits = memo.entry(f.clone()).or_insert_with(|| self.classify(f));
+            let f = f.as_ref();
+            // Paths repeat: a hit is one lookup, with no copy of the path.
+            let hits = match memo.get(f) {
+                Some(h) => h.clone(),
+                None => {
+                    let h: std::sync::Arc<[(Rule, usize)]> = self.classify(f).into();
+                    memo.insert(f.to_string(), h.clone());
+                    h
+                }
+            };
             for &(rule, pat_idx) in hits.iter() {
                 let (group_or_product, pat) = match rule {
                     Rule::OwnedPath => &self.owned[pat_idx],
@@ -379,6 +409,7 @@ impl<'m> Attributor<'m> {
                         std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 += 1,
                         std::collections::hash_map::Entry::Vacant(e) => {
                             let detail = match rule {
+                                _ if !details => String::new(),
                                 Rule::OwnedPath => format!("{f} ({pat})"),
                                 _ => format!("{f} (shared.{group_or_product}: {pat})"),
                             };
@@ -388,16 +419,20 @@ impl<'m> Attributor<'m> {
                                 rule,
                                 detail,
                             });
-                            out.products.insert(product.clone());
+                            if !out.products.contains(product) {
+                                out.products.insert(product.clone());
+                            }
                         }
                     }
                 }
             }
         }
-        for (idx, more) in first.into_values() {
-            if more > 0 {
-                let e = &mut out.evidence[idx];
-                e.detail = format!("{} and {more} more file(s)", e.detail);
+        if details {
+            for (idx, more) in first.into_values() {
+                if more > 0 {
+                    let e = &mut out.evidence[idx];
+                    e.detail = format!("{} and {more} more file(s)", e.detail);
+                }
             }
         }
         out.evidence.sort();
@@ -535,6 +570,43 @@ fn list(s: &BTreeSet<String>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// A fast hash for the path memo (paths come from the repository being read, not
+/// from an adversary, so SipHash's flooding resistance buys nothing here).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FastHash = std::hash::BuildHasherDefault<FastHasher>;
 
 /// Levenshtein distance, for short words.
 pub fn edit_distance(a: &str, b: &str) -> usize {

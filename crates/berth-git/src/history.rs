@@ -1,5 +1,7 @@
 //! Reading commits with the files they change, in one `git log` process.
 
+use std::borrow::Cow;
+
 use crate::attribution::Commit;
 use crate::{GitError, Repo};
 
@@ -24,6 +26,17 @@ impl Repo {
         revs: &[&str],
         mut f: impl FnMut(Commit),
     ) -> Result<(), GitError> {
+        self.for_each_commit_ref(revs, |c| f(c.to_commit()))
+    }
+
+    /// Like [`Repo::for_each_commit`], lending each commit borrowed from git's
+    /// output: nothing is copied that the caller does not keep (`berth affected`
+    /// reads tens of thousands of commits this way).
+    pub fn for_each_commit_ref(
+        &self,
+        revs: &[&str],
+        mut f: impl FnMut(&CommitRef<'_>),
+    ) -> Result<(), GitError> {
         self.git("read the commits and the files they change")
             .args([
                 "-c",
@@ -40,8 +53,10 @@ impl Repo {
             .arg("--")
             .timeout(Some(std::time::Duration::from_secs(600)))
             .for_each_record(RS as u8, |record| {
-                for c in parse_log(&String::from_utf8_lossy(record)) {
-                    f(c);
+                for part in record.split(|b| *b == RS as u8) {
+                    if let Some(c) = parse_record(part) {
+                        f(&c);
+                    }
                 }
             })?;
         Ok(())
@@ -63,47 +78,84 @@ impl Repo {
     }
 }
 
+/// One commit of `git log` output, borrowed from it (see [`Repo::for_each_commit_ref`]).
+#[derive(Debug, Clone)]
+pub struct CommitRef<'a> {
+    pub id: &'a str,
+    /// The parent ids, space-separated as git prints them.
+    pub parents: &'a str,
+    pub author: Cow<'a, str>,
+    pub date: Cow<'a, str>,
+    pub message: Cow<'a, str>,
+    /// Paths the commit changes against its first parent.
+    pub files: Vec<Cow<'a, str>>,
+}
+
+impl CommitRef<'_> {
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        self.parents.split_ascii_whitespace()
+    }
+
+    pub fn to_commit(&self) -> Commit {
+        Commit {
+            id: self.id.to_string(),
+            parents: self.parents().map(str::to_string).collect(),
+            author: self.author.to_string(),
+            date: self.date.to_string(),
+            message: self.message.to_string(),
+            files: self.files.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+}
+
+/// One record of `git log -z --format=<RS>H<FS>P<FS>author<FS>date<FS>body<FS> --name-only`
+/// without its RS; `None` for an empty one. Text that is not UTF-8 is read lossily
+/// (the separators are ASCII, so field by field gives what the whole record would).
+pub fn parse_record(record: &[u8]) -> Option<CommitRef<'_>> {
+    let mut fields = record.splitn(6, |b| *b == FS as u8);
+    // Ids are hex (`%H`, `%P`): always UTF-8, so they borrow from the output.
+    let id = std::str::from_utf8(fields.next().unwrap_or_default())
+        .ok()?
+        .trim_start_matches('\0')
+        .trim();
+    if id.is_empty() {
+        return None;
+    }
+    let parents = std::str::from_utf8(fields.next().unwrap_or_default()).unwrap_or_default();
+    let author = lossy(fields.next().unwrap_or_default());
+    let date = lossy(fields.next().unwrap_or_default());
+    let message = lossy(fields.next().unwrap_or_default());
+    let files = fields
+        .next()
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|f| {
+            let n = f.iter().take_while(|b| **b == b'\n').count();
+            &f[n..]
+        })
+        .filter(|f| !f.is_empty())
+        .map(lossy)
+        .collect();
+    Some(CommitRef {
+        id,
+        parents,
+        author,
+        date,
+        message,
+        files,
+    })
+}
+
+fn lossy(b: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
 /// Parse `git log -z --format=<RS>H<FS>P<FS>author<FS>date<FS>body<FS> --name-only` output.
 pub fn parse_log(text: &str) -> Vec<Commit> {
-    let mut commits = Vec::new();
-    for record in text.split(RS).filter(|r| !r.is_empty()) {
-        let mut fields = record.splitn(6, FS);
-        let id = fields
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches('\0')
-            .trim()
-            .to_string();
-        if id.is_empty() {
-            continue;
-        }
-        let parents = fields
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        let author = fields.next().unwrap_or_default().to_string();
-        let date = fields.next().unwrap_or_default().to_string();
-        let message = fields.next().unwrap_or_default().to_string();
-        let files = fields
-            .next()
-            .unwrap_or_default()
-            .split('\0')
-            .map(|f| f.trim_start_matches('\n'))
-            .filter(|f| !f.is_empty())
-            .map(str::to_string)
-            .collect();
-        commits.push(Commit {
-            id,
-            parents,
-            author,
-            date,
-            message,
-            files,
-        });
-    }
-    commits
+    text.split(RS)
+        .filter_map(|r| parse_record(r.as_bytes()))
+        .map(|c| c.to_commit())
+        .collect()
 }
 
 #[cfg(test)]
@@ -119,5 +171,29 @@ mod tests {
         assert_eq!(c[0].parents, ["bbb"]);
         assert_eq!(c[0].message, "feat: x\n\nbody\n");
         assert!(c[1].files.is_empty() && c[1].parents.is_empty());
+    }
+
+    #[test]
+    fn records_read_field_by_field_match_the_whole_record_read_lossily() {
+        // Latin-1 in the message and a path: replaced the same way either way.
+        let raw: &[u8] =
+            b"\x1eaaa\x1fbbb ccc\x1fA <a@x>\x1f2026\x1ffix: caf\xe9\n\x1f\0\nd/\xe9t\xe9.txt\0e\0";
+        let whole = parse_log(&String::from_utf8_lossy(raw));
+        let c = parse_record(&raw[1..]).unwrap();
+        assert_eq!(c.id, "aaa");
+        assert_eq!(c.parents().collect::<Vec<_>>(), ["bbb", "ccc"]);
+        assert_eq!(c.message, "fix: caf\u{fffd}\n");
+        assert_eq!(c.files, ["d/\u{fffd}t\u{fffd}.txt", "e"]);
+        let one = c.to_commit();
+        assert_eq!(
+            (&one.id, &one.parents, &one.message, &one.files),
+            (
+                &whole[0].id,
+                &whole[0].parents,
+                &whole[0].message,
+                &whole[0].files
+            )
+        );
+        assert!(parse_record(b"").is_none() && parse_record(b"\0\n").is_none());
     }
 }

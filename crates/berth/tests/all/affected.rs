@@ -356,6 +356,49 @@ fn force_pushed_base_uses_the_merge_base_and_says_so() {
     );
 }
 
+/// berth takes the merge base from the log itself when base is a parent of a commit
+/// read, and asks `git merge-base` otherwise: a base on a merged branch (not on the
+/// first-parent line) is an ancestor either way, in both walks, with no note.
+#[test]
+fn base_on_a_merged_branch_is_its_own_merge_base_in_both_walks() {
+    let repo = attribution_repo();
+    repo.git(&["checkout", "-q", "-b", "side"]);
+    repo.write("products/realestate/s.py", "x");
+    repo.commit_all("feat: s (TASK-40-s-realestate)");
+    let b = base(&repo);
+    repo.write("products/realestate/t.py", "x");
+    repo.commit_all("feat: t (TASK-41-t-realestate)");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("docs/m.md", "x");
+    repo.commit_all("docs: m (TASK-42-m-docs)");
+    repo.git(&[
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "Merge branch 'side'",
+        "side",
+    ]);
+    for walk in [&[][..], &["--first-parent"][..]] {
+        let mut args = vec!["affected", "--base", &b, "--format", "json"];
+        args.extend_from_slice(walk);
+        let out = run(repo.path(), &args);
+        out.assert_code(0);
+        let v: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v["merge_base"], b.as_str(), "{walk:?}: {v}");
+        assert!(
+            !out.stderr.contains("not an ancestor"),
+            "{walk:?}: {}",
+            out.snapshot()
+        );
+    }
+    // The same walks from the tip itself: nothing to read, base is head.
+    let head = base(&repo);
+    let v = json(repo.path(), &["affected", "--base", &head], 0);
+    assert_eq!(v["merge_base"], head.as_str());
+    assert_eq!(v["commits"], 0);
+}
+
 #[test]
 fn unknown_base_is_a_usage_error() {
     let repo = attribution_repo();
