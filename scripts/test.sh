@@ -42,4 +42,6 @@ log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 log "cargo test"
-cargo test --workspace --locked
+# Three at a time: most integration tests wait on servers (health checks, swarm
+# convergence, PostgreSQL), not on the 2 cores; the swarm suites run for minutes each.
+cargo test --workspace --locked -- --test-threads=3
