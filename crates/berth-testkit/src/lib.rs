@@ -227,6 +227,8 @@ fn wait_for_port(port: u16, what: &str, log: &Path) {
 pub struct Postgres {
     dir: tempfile::TempDir,
     pg_ctl: PathBuf,
+    /// The server options it was started with (`pg_ctl start -o`).
+    opts: String,
     pub port: u16,
     pub password: String,
 }
@@ -270,6 +272,10 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         let log = dir.path().join("postgres.log");
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses={listen} -c fsync=off",
+            dir.path().display()
+        );
         let out = postgres_cmd(&pg_ctl)
             .args([
                 "-D",
@@ -282,10 +288,7 @@ impl Postgres {
                 "start",
                 "-o",
             ])
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off",
-                dir.path().display()
-            ))
+            .arg(&opts)
             .stdout(std::process::Stdio::null())
             .output()
             .expect("run pg_ctl");
@@ -299,9 +302,51 @@ impl Postgres {
         Self {
             dir,
             pg_ctl,
+            opts,
             port,
             password,
         }
+    }
+
+    /// Stop the server at once (`pg_ctl stop -m immediate`: every session ends as
+    /// in a crash), keeping its data; [`Postgres::restart`] brings it back.
+    pub fn stop_immediate(&self) {
+        let data = self.dir.path().join("data");
+        let out = postgres_cmd(&self.pg_ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start the stopped server again on its port, with its data (crash recovery).
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("postgres.log");
+        let out = postgres_cmd(&self.pg_ctl)
+            .args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap()])
+            .args(["-w", "-t", "60", "start", "-o", &self.opts])
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        wait_for_port(self.port, "PostgreSQL", &log);
     }
 
     /// Append `line` to pg_hba.conf and reload the configuration.

@@ -4,6 +4,7 @@
 mod affected;
 mod audit;
 mod backup;
+mod badday_state;
 mod check;
 mod cli;
 mod compose;
