@@ -29,6 +29,7 @@ mod schema;
 mod secrets;
 mod secrets_cmd;
 mod serve;
+mod soak;
 mod support;
 mod swarm;
 mod tls;
