@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate bench/RESULTS.md: every section, or only the named ones.
 # Usage: bench/run.sh [--astro REPO] [SECTION...]
-#   SECTION: lint affected deploy backup zero-downtime serve serve-refresh
+#   SECTION: lint affected deploy backup zero-downtime serve serve-refresh soak
 #   (none named: all of them; `affected` needs --astro, a local clone or mirror of
 #   withastro/astro).
 # Each section is printed whole by the script that measured it (title, target,
@@ -11,7 +11,7 @@
 # as they are. A script that fails leaves its section untouched and run.sh exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(lint affected deploy backup zero-downtime serve serve-refresh)
+ALL=(lint affected deploy backup zero-downtime serve serve-refresh soak)
 usage() { echo "usage: bench/run.sh [--astro REPO] [SECTION...]   sections: ${ALL[*]}" >&2; exit 2; }
 ASTRO=
 SECTIONS=()
@@ -45,6 +45,7 @@ run_section() {
         zero-downtime) ./bench/zero_downtime.sh ;;
         serve) ./bench/serve.sh 10 10 8 ;;
         serve-refresh) ./bench/serve_refresh.sh 200000 2ace088 20 ;;
+        soak) ./bench/soak.sh 100 ;;
     esac
 }
 

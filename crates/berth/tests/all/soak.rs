@@ -43,6 +43,27 @@ fn processes_under(root: &Path) -> BTreeSet<u32> {
         .collect()
 }
 
+/// The process group of `pid` (berth starts each service as a group leader).
+fn pgrp(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// `leader` and every process in its group.
+fn group(leader: u32) -> BTreeSet<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| *p == leader || pgrp(*p) == Some(leader))
+        .collect()
+}
+
 fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .unwrap_or_default()
@@ -256,8 +277,14 @@ fn a_hundred_deploys_and_rollbacks_under_load_leave_nothing_behind() {
                 Path::new(&format!("/proc/{pid}")).exists(),
                 "{product}: pid {pid} of a pid file is not running"
             );
-            assert_eq!(listening_ports(*pid).len(), 1, "{product}: pid {pid}");
-            accounted.insert(*pid);
+            let members = group(*pid);
+            let ports: BTreeSet<u16> = members.iter().flat_map(|p| listening_ports(*p)).collect();
+            assert_eq!(
+                ports.len(),
+                1,
+                "{product}: pid {pid} and its group {members:?}: {ports:?}"
+            );
+            accounted.extend(members);
         }
     }
     let mut stray = Vec::new();
