@@ -346,3 +346,36 @@ pub fn decoder_of(
     let z = zstd::stream::read::Decoder::new(inner).map_err(io_failed("start decompression"))?;
     Ok(Box::new(z))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest covers the whole file, whether the reader read all of it, stopped
+    /// early, or was dropped at once; what it read is the file's bytes in order.
+    #[test]
+    fn the_hashing_reader_hashes_the_whole_file_whatever_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let want = sha256_file(&path).unwrap();
+
+        let (mut r, h) = hashing_reader(&path).unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+
+        let (mut r, h) = hashing_reader(&path).unwrap();
+        let mut first = vec![0u8; 1000];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..1000]);
+        drop(r);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+
+        let (r, h) = hashing_reader(&path).unwrap();
+        drop(r);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+    }
+}
