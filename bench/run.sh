@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate bench/RESULTS.md: every section, or only the named ones.
 # Usage: bench/run.sh [--astro REPO] [SECTION...]
-#   SECTION: lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo
+#   SECTION: lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak
 #   (none named: all of them; `affected` needs --astro, a local clone or mirror of
 #   withastro/astro).
 # Each section is printed whole by the script that measured it (title, target,
@@ -11,7 +11,7 @@
 # as they are. A script that fails leaves its section untouched and run.sh exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo)
+ALL=(lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak)
 usage() { echo "usage: bench/run.sh [--astro REPO] [SECTION...]   sections: ${ALL[*]}" >&2; exit 2; }
 ASTRO=
 SECTIONS=()
@@ -48,6 +48,7 @@ run_section() {
         serve-refresh) ./bench/serve_refresh.sh 200000 2ace088 20 ;;
         limits) ./bench/limits.sh ;;
         demo) ./bench/demo.sh 8454bd8 ;;
+        soak) ./bench/soak.sh 100 ;;
     esac
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::catalog::Record;
 use crate::names::{self, ProductLock};
-use crate::verify::{check_checksum, clean_leftovers, decode, restore_new};
+use crate::verify::{Phase, check_redis_checksum, clean_leftovers, decode, restore_new};
 use crate::{BackupError, pg, stamp, stream};
 
 pub struct RestoreOptions<'a> {
@@ -45,6 +45,8 @@ pub struct RestoreReport {
     pub rows: u64,
     pub redis_keys: Option<u64>,
     pub warnings: Vec<String>,
+    /// Where the time went: each phase in order.
+    pub phases: Vec<Phase>,
     pub duration_ms: u64,
 }
 
@@ -100,11 +102,9 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     };
 
     // 1. Everything that can fail without touching the live database.
-    opts.progress
-        .step(&format!("check the checksum of {}", r.file));
+    let mut phases = Vec::new();
     let t = Instant::now();
-    check_checksum(r).map_err(untouched)?;
-    tracing::info!("checksum: {:?}", t.elapsed());
+    check_redis_checksum(r).map_err(untouched)?;
     let mut admin = pg::session(&url, "postgres")?;
     for left in clean_leftovers(&mut admin, &db.name, &r.dir)? {
         opts.progress.step(&format!(
@@ -130,26 +130,32 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     let shape = pg::shape_or_default(&mut admin, &db.name)?;
     let live_exists = shape.from_live;
     drop(admin);
+    phases.push(Phase::since("prepare", t));
     opts.progress.step(&format!(
-        "restore into a new database {fresh} (pg_restore -j {})",
-        opts.jobs
+        "check the checksum of {} while decompressing it",
+        r.file
     ));
     let warnings = (|| {
+        let t = Instant::now();
         let (_guard, plain) = decode(r, opts.identities, "restore")?;
-        restore_new(&url, r, &plain, &fresh, Some(&db.role), &shape, opts.jobs)
+        phases.push(Phase::since("checksum and decompression", t));
+        opts.progress.step(&format!(
+            "restore into a new database {fresh} (pg_restore -j {}), then count the rows and ANALYZE",
+            opts.jobs
+        ));
+        restore_new(
+            &url,
+            r,
+            &plain,
+            &fresh,
+            Some(&db.role),
+            &shape,
+            opts.jobs,
+            true,
+            &mut phases,
+        )
     })()
     .map_err(untouched)?;
-    // pg_restore leaves the planner without statistics: gather them now, so the
-    // product's first queries after the swap are planned on real numbers, not
-    // guesses, until autovacuum would get to it.
-    let t = Instant::now();
-    if let Err(e) = pg::session(&url, &fresh)
-        .and_then(|mut s| pg::query(&mut s, "ANALYZE", "gather planner statistics"))
-    {
-        drop_quietly(&url, &fresh);
-        return Err(untouched(e));
-    }
-    tracing::info!("analyze {fresh}: {:?}", t.elapsed());
     for w in &warnings {
         opts.progress.step(&format!("warning: {w}"));
     }
@@ -238,7 +244,10 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         Some(p) => format!("swap: {} -> {p}, {fresh} -> {}", db.name, db.name),
         None => format!("{fresh} -> {} (there was no live database)", db.name),
     });
-    if let Err(e) = swap(&url, &db.name, aside, &fresh) {
+    let t = Instant::now();
+    let swapped = swap(&url, &db.name, aside, &fresh);
+    phases.push(Phase::since("swap", t));
+    if let Err(e) = swapped {
         drop_quietly(&url, &fresh);
         let again = start_again(opts.progress);
         return Err(untouched(BackupError::Failed(format!(
@@ -332,6 +341,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
         rows: r.tables.iter().map(|t| t.rows).sum(),
         redis_keys,
         warnings,
+        phases,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
 }

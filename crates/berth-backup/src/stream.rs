@@ -239,6 +239,88 @@ pub fn decoder(
         File::open(path)
             .map_err(|e| BackupError::Failed(format!("could not open {}: {e}", path.display())))?,
     );
+    decoder_of(Box::new(f), path, encrypted, identities)
+}
+
+/// The bytes of a file, read (and hashed) by a thread of their own: the reader
+/// gets them through a bounded channel, so hashing overlaps what reads them.
+pub struct HashingReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0), // the file ended
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Read `path` on a thread that hashes every byte (sha256, hex) and hands the bytes
+/// to the returned reader. The thread reads and hashes the whole file even when the
+/// reader stops early or is dropped; join it for the digest.
+pub fn hashing_reader(
+    path: &Path,
+) -> io::Result<(HashingReader, std::thread::JoinHandle<io::Result<String>>)> {
+    let mut f = File::open(path)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    let hasher = std::thread::spawn(move || {
+        let mut h = Sha256::new();
+        let mut listening = true;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let kind = e.kind();
+                    let msg = e.to_string();
+                    if listening {
+                        let _ = tx.send(Err(e));
+                    }
+                    return Err(io::Error::new(kind, msg));
+                }
+            };
+            if n == 0 {
+                return Ok(hex(&h.finalize()));
+            }
+            buf.truncate(n);
+            h.update(&buf);
+            if listening && tx.send(Ok(buf)).is_err() {
+                listening = false;
+            }
+        }
+    });
+    Ok((
+        HashingReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        },
+        hasher,
+    ))
+}
+
+/// [`decoder`] over bytes already opened (`path` names them in errors).
+pub fn decoder_of(
+    f: Box<dyn Read>,
+    path: &Path,
+    encrypted: bool,
+    identities: &[Box<dyn age::Identity>],
+) -> Result<Box<dyn Read>, BackupError> {
     let inner: Box<dyn Read> = if encrypted {
         if identities.is_empty() {
             return Err(BackupError::Config(format!(
@@ -263,4 +345,37 @@ pub fn decoder(
     };
     let z = zstd::stream::read::Decoder::new(inner).map_err(io_failed("start decompression"))?;
     Ok(Box::new(z))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest covers the whole file, whether the reader read all of it, stopped
+    /// early, or was dropped at once; what it read is the file's bytes in order.
+    #[test]
+    fn the_hashing_reader_hashes_the_whole_file_whatever_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let want = sha256_file(&path).unwrap();
+
+        let (mut r, h) = hashing_reader(&path).unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, data);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+
+        let (mut r, h) = hashing_reader(&path).unwrap();
+        let mut first = vec![0u8; 1000];
+        r.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..1000]);
+        drop(r);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+
+        let (r, h) = hashing_reader(&path).unwrap();
+        drop(r);
+        assert_eq!(h.join().unwrap().unwrap(), want);
+    }
 }

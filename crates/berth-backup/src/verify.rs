@@ -19,19 +19,37 @@ use crate::{BackupError, pg, stamp, stream};
 
 /// Check the file (and its Redis part) against the record's checksums.
 pub fn check_checksum(r: &Record) -> Result<(), BackupError> {
-    let mut files = vec![(r.path(), r.sha256.clone())];
+    check_files(r, true)
+}
+
+/// Check the Redis part only ([`decode`] checks the main file while it decodes it).
+pub(crate) fn check_redis_checksum(r: &Record) -> Result<(), BackupError> {
+    check_files(r, false)
+}
+
+fn missing(path: &Path) -> BackupError {
+    BackupError::Damaged(format!("{} is missing", path.display()))
+}
+
+fn mismatch(path: &Path, got: &str, want: &str) -> BackupError {
+    BackupError::Damaged(format!(
+        "checksum mismatch: {} has sha256 {got}, its record says {want}",
+        path.display()
+    ))
+}
+
+fn check_files(r: &Record, main: bool) -> Result<(), BackupError> {
+    let mut files = Vec::new();
+    if main {
+        files.push((r.path(), r.sha256.clone()));
+    }
     if let Some(redis) = &r.redis {
         files.push((r.dir.join(&redis.file), redis.sha256.clone()));
     }
     for (path, want) in files {
         let got = match stream::sha256_file(&path) {
             Ok(g) => g,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BackupError::Damaged(format!(
-                    "{} is missing",
-                    path.display()
-                )));
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(&path)),
             Err(e) => {
                 return Err(BackupError::Failed(format!(
                     "could not read {}: {e}",
@@ -40,50 +58,76 @@ pub fn check_checksum(r: &Record) -> Result<(), BackupError> {
             }
         };
         if got != want {
-            return Err(BackupError::Damaged(format!(
-                "checksum mismatch: {} has sha256 {got}, its record says {want}",
-                path.display()
-            )));
+            return Err(mismatch(&path, &got, &want));
         }
     }
     Ok(())
 }
 
-/// Decode the backup into a plain pg_dump archive beside it (removed when the guard drops).
+/// Decode the backup into a plain pg_dump archive beside it (removed when the guard
+/// drops), checking the file against its record's checksum as it goes: a thread
+/// reads and hashes the file while this one decompresses (and decrypts) it. A file
+/// whose checksum does not match is reported as such, whatever decoding made of it;
+/// nothing but the temporary archive is written before the checksum is known good.
 pub(crate) fn decode(
     r: &Record,
     identities: &[Box<dyn age::Identity>],
     tag: &str,
 ) -> Result<(Partial, PathBuf), BackupError> {
     let t = Instant::now();
-    match rustix::fs::statvfs(&r.dir) {
-        Ok(fs) => room_for(
-            r.dump_bytes,
-            fs.f_bavail.saturating_mul(fs.f_frsize),
-            &r.dir,
-        )?,
-        Err(e) => tracing::debug!("could not read the free space of {}: {e}", r.dir.display()),
+    let path = r.path();
+    let (raw, hasher) = match stream::hashing_reader(&path) {
+        Ok(x) => x,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(&path)),
+        Err(e) => {
+            return Err(BackupError::Failed(format!(
+                "could not read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let decoded = (|| {
+        match rustix::fs::statvfs(&r.dir) {
+            Ok(fs) => room_for(
+                r.dump_bytes,
+                fs.f_bavail.saturating_mul(fs.f_frsize),
+                &r.dir,
+            )?,
+            Err(e) => {
+                tracing::debug!("could not read the free space of {}: {e}", r.dir.display())
+            }
+        }
+        let mut input = stream::decoder_of(Box::new(raw), &path, r.encrypted, identities)?;
+        let tmp = stream::partial_path(&r.dir, &format!("{}.{tag}", r.file));
+        let _ = std::fs::remove_file(&tmp);
+        let guard = Partial(Some(tmp.clone()));
+        let mut out = stream::create_private(&tmp)
+            .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
+        if let Err(e) = io::copy(&mut input, &mut out) {
+            return Err(
+                if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+                    BackupError::Failed(format!("could not decompress {}: {e}", path.display()))
+                } else {
+                    BackupError::Damaged(format!(
+                        "{} does not decompress (damaged or truncated): {e}",
+                        path.display()
+                    ))
+                },
+            );
+        }
+        Ok((guard, tmp))
+    })();
+    // Dropped by now: the decoder and its end of the channel; the thread hashes on to the end.
+    let got = hasher
+        .join()
+        .map_err(|_| BackupError::Failed("the checksum thread panicked".into()))?
+        .map_err(|e| BackupError::Failed(format!("could not read {}: {e}", path.display())))?;
+    if got != r.sha256 {
+        return Err(mismatch(&path, &got, &r.sha256));
     }
-    let mut input = stream::decoder(&r.path(), r.encrypted, identities)?;
-    let tmp = stream::partial_path(&r.dir, &format!("{}.{tag}", r.file));
-    let _ = std::fs::remove_file(&tmp);
-    let guard = Partial(Some(tmp.clone()));
-    let mut out = stream::create_private(&tmp)
-        .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
-    if let Err(e) = io::copy(&mut input, &mut out) {
-        return Err(
-            if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
-                BackupError::Failed(format!("could not decompress {}: {e}", r.path().display()))
-            } else {
-                BackupError::Damaged(format!(
-                    "{} does not decompress (damaged or truncated): {e}",
-                    r.path().display()
-                ))
-            },
-        );
-    }
+    let (guard, tmp) = decoded?;
     tracing::info!(
-        "decompressed {} to {}: {:?}",
+        "checked the checksum of {} and decompressed it to {}: {:?}",
         r.file,
         tmp.display(),
         t.elapsed()
@@ -137,6 +181,7 @@ pub(crate) fn clean_leftovers(
 /// (owned by, and restored as, `owner` when given) and compare its tables with the
 /// record. On success the database stays; on any failure after it was created it is
 /// dropped (a database this call did not create is never touched). Returns warnings.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_new(
     url: &ServiceUrl,
     r: &Record,
@@ -145,6 +190,8 @@ pub(crate) fn restore_new(
     owner: Option<&str>,
     shape: &pg::Shape,
     jobs: u32,
+    analyze: bool,
+    phases: &mut Vec<Phase>,
 ) -> Result<Vec<String>, BackupError> {
     let mut admin = pg::session(url, "postgres")?;
     pg::create_database(&mut admin, target, owner, shape)?;
@@ -166,11 +213,20 @@ pub(crate) fn restore_new(
         }
         let t = Instant::now();
         let warnings = pg::pg_restore(url, target, plain, jobs, owner)?;
-        tracing::info!("pg_restore -j {jobs} into {target}: {:?}", t.elapsed());
+        phases.push(Phase::since(&format!("pg_restore -j {jobs}"), t));
+        // pg_restore leaves the planner without statistics: with `analyze`, gather
+        // them in the same pass as the row counts, so the product's first queries
+        // are planned on real numbers, not guesses, until autovacuum gets to it.
         let t = Instant::now();
-        let mut s = pg::session(url, target)?;
-        let got = pg::table_counts(&mut s)?;
-        tracing::info!("row counts of {target}: {:?}", t.elapsed());
+        let got = pg::count_and_analyze(url, target, jobs, analyze)?;
+        phases.push(Phase::since(
+            if analyze {
+                "row counts and ANALYZE"
+            } else {
+                "row counts"
+            },
+            t,
+        ));
         let problems = pg::compare_tables(&r.tables, &got);
         if !problems.is_empty() {
             return Err(BackupError::Damaged(format!(
@@ -184,6 +240,24 @@ pub(crate) fn restore_new(
         let _ = pg::drop_database(&mut admin, target);
     }
     filled
+}
+
+/// How long one phase of a restore or verify took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub ms: u64,
+}
+
+impl Phase {
+    pub fn since(name: &str, t: Instant) -> Self {
+        let ms = t.elapsed().as_millis() as u64;
+        tracing::info!("{name}: {ms} ms");
+        Self {
+            name: name.to_string(),
+            ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,7 +304,7 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
         .filter(|d| d.name == r.database)
         .map(|d| d.role.clone());
     let outcome = (|| -> Result<Vec<String>, BackupError> {
-        check_checksum(&r)?;
+        check_redis_checksum(&r)?;
         let mut admin = pg::session(&url, "postgres")?;
         clean_leftovers(&mut admin, &r.database, &r.dir)?;
         let shape = pg::shape_or_default(&mut admin, &r.database)?;
@@ -243,6 +317,8 @@ pub fn verify(opts: &VerifyOptions<'_>, mut r: Record) -> Result<VerifyReport, B
             role.as_deref(),
             &shape,
             opts.jobs,
+            false,
+            &mut Vec::new(),
         )?;
         pg::drop_database(&mut admin, &scratch)?;
         Ok(warnings)

@@ -493,6 +493,7 @@ mod tests {
             Store::Postgres {
                 url: url.clone(),
                 project: "p".into(),
+                root: std::env::temp_dir(),
             },
             url,
         )

@@ -526,6 +526,10 @@ pub enum StepError {
     /// The deploy tag could not be written.
     #[error(transparent)]
     Tag(#[from] DeployError),
+    /// The deploy lock is no longer held (the state database went away): nothing
+    /// more may change what serves traffic.
+    #[error("{0}")]
+    LockLost(String),
 }
 
 impl StepError {
@@ -677,6 +681,11 @@ impl Run<'_, '_> {
         if let Some(t) = self.ctx.front_door.trouble(serving) {
             return Err(StepError::FrontDoor(ProxyError::Config(t.to_string())));
         }
+        // Only the holder of the lock switches traffic.
+        self.ctx
+            .store
+            .still_held(self.lock.as_mut())
+            .map_err(StepError::LockLost)?;
         self.ctx
             .front_door
             .switch(&self.plan.product, to, self.ctx.runtime)?;
@@ -821,7 +830,13 @@ fn pause_after_step(progress: &mut dyn Write, product: &str, n: usize) {
             progress,
             "[{product}] paused after step {n} (BERTH_DEBUG_PAUSE_AFTER_STEP)"
         );
-        std::thread::sleep(Duration::from_secs(3600));
+        // With BERTH_DEBUG_RESUME_FILE: go on once that file exists (a test changes
+        // the world around the paused deploy, then lets it continue).
+        let resume = std::env::var_os("BERTH_DEBUG_RESUME_FILE").map(std::path::PathBuf::from);
+        let until = Instant::now() + Duration::from_secs(3600);
+        while Instant::now() < until && !resume.as_ref().is_some_and(|f| f.exists()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -71,6 +71,93 @@ pub(crate) fn dollar(s: &str) -> String {
     format!("$berth${}$berth$", s.replace("$berth$", ""))
 }
 
+fn insert_audit(product: &str, record: &serde_json::Value) -> String {
+    format!(
+        "INSERT INTO berth_audit (product, record) VALUES ({}, {}::jsonb)",
+        dollar(product),
+        dollar(&record.to_string())
+    )
+}
+
+/// Where audit records wait while the PostgreSQL state database is unreachable.
+pub(crate) fn pending_path(root: &Path) -> PathBuf {
+    root.join(".berth/audit.pending.jsonl")
+}
+
+/// Keep one audit record for the state database (`{"product", "record"}` per line).
+fn append_pending(path: &Path, product: &str, record: &serde_json::Value) -> std::io::Result<()> {
+    protect_local_audit(path)?;
+    let f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.lock()?;
+    append_local_record(
+        path,
+        &serde_json::json!({"product": product, "record": record}),
+    )
+}
+
+/// Write the audit records kept while the state database was unreachable, in the
+/// order they were kept, in one transaction; then empty the file. Under the file's
+/// lock, so two berth processes never write them twice.
+fn flush_pending(root: &Path, s: &mut PgSession) {
+    use std::io::{Read, Seek};
+    let path = pending_path(root);
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+    else {
+        return;
+    };
+    if f.lock().is_err() {
+        return;
+    }
+    let mut text = String::new();
+    if f.read_to_string(&mut text).is_err() || text.trim().is_empty() {
+        return;
+    }
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // A torn line (a writer killed mid-record) cannot be parsed: it is dropped.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(p), Some(r)) = (v["product"].as_str(), v.get("record")) {
+            rows.push(format!(
+                "({}, {}::jsonb)",
+                dollar(p),
+                dollar(&r.to_string())
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    // One statement: all of them or none.
+    let sql = format!(
+        "INSERT INTO berth_audit (product, record) VALUES {}",
+        rows.join(", ")
+    );
+    match s.query(&sql) {
+        Ok(_) => {
+            let _ = f
+                .set_len(0)
+                .and_then(|_| f.rewind())
+                .and_then(|_| f.sync_all());
+            tracing::info!(
+                "wrote {} audit records kept in {} while the state database was unreachable",
+                rows.len(),
+                path.display()
+            );
+        }
+        Err(e) => {
+            tracing::warn!(
+                "could not write the audit records kept in {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Append one record as one line. A torn last line (a writer killed mid-record)
 /// is ended first, so it cannot swallow this record.
 fn append_local_record(path: &Path, record: &serde_json::Value) -> std::io::Result<()> {
@@ -137,7 +224,13 @@ fn protect_local_audit(path: &Path) -> std::io::Result<()> {
 /// The store configured by `[state]`.
 pub enum Store {
     Local(PathBuf),
-    Postgres { url: ServiceUrl, project: String },
+    /// `root`: the project, whose `.berth/audit.pending.jsonl` keeps the audit records
+    /// that could not be written while the state database was unreachable.
+    Postgres {
+        url: ServiceUrl,
+        project: String,
+        root: PathBuf,
+    },
 }
 
 /// Holds a product's deploy lock until dropped.
@@ -162,6 +255,7 @@ impl Store {
                 Ok(Self::Postgres {
                     url,
                     project: berth_manifest::slug(&m.project.name),
+                    root: root.to_path_buf(),
                 })
             }
         }
@@ -182,9 +276,10 @@ impl Store {
     ) -> Result<Guard, LockError> {
         match self {
             Self::Local(root) => DeployLock::acquire(root, product, holder, wait).map(Guard::Local),
-            Self::Postgres { url, project } => {
+            Self::Postgres { url, project, root } => {
                 let io = io_err(url);
                 let mut s = open_state(url).map_err(&io)?;
+                flush_pending(root, &mut s);
                 let held = s
                     .query(&format!(
                         "SELECT holder FROM berth_holds WHERE product = {}",
@@ -257,20 +352,34 @@ impl Store {
                     );
                 }
             }
-            Self::Postgres { url, .. } => {
-                let sql = format!(
-                    "INSERT INTO berth_audit (product, record) VALUES ({}, {}::jsonb)",
-                    dollar(product),
-                    dollar(&record.to_string())
-                );
-                let result = match guard {
-                    Some(Guard::Postgres(s)) => s.execute(&sql).map_err(String::from),
-                    _ => open_state(url).and_then(|mut s| s.execute(&sql).map_err(String::from)),
+            Self::Postgres { url, root, .. } => {
+                let sql = insert_audit(product, record);
+                let mut result = match guard {
+                    Some(Guard::Postgres(s)) => s.execute(&sql).map(|_| ()).map_err(String::from),
+                    _ => Err(String::new()),
                 };
+                // The lock's session is gone (the state database restarted or went
+                // away): a new session, when the server answers again.
+                if result.is_err() {
+                    result = open_state(url).and_then(|mut s| {
+                        flush_pending(root, &mut s);
+                        s.execute(&sql).map(|_| ()).map_err(String::from)
+                    });
+                }
                 if let Err(e) = result {
+                    let pending = pending_path(root);
+                    let kept = append_pending(&pending, product, record);
                     tracing::warn!(
-                        "could not write the audit record to {}: {e}",
-                        url.redacted()
+                        "could not write the audit record to {}: {e}; {}",
+                        url.redacted(),
+                        match kept {
+                            Ok(()) => format!(
+                                "kept in {} until the next berth command reaches it",
+                                pending.display()
+                            ),
+                            Err(k) =>
+                                format!("keeping it in {} failed too: {k}", pending.display()),
+                        }
                     );
                 }
             }
@@ -281,7 +390,7 @@ impl Store {
     pub fn current_holder(&self, product: &str) -> Option<Holder> {
         match self {
             Self::Local(root) => lock::current_holder(root, product),
-            Self::Postgres { url, project } => {
+            Self::Postgres { url, project, .. } => {
                 let mut s = open_state(url).ok()?;
                 let got = s
                     .query(&format!(
@@ -294,6 +403,24 @@ impl Store {
                 }
                 live_holder(&mut s, project, product)
             }
+        }
+    }
+
+    /// Whether the deploy lock `guard` was taken with is still held: with the
+    /// PostgreSQL backend, the advisory lock lives as long as the session that took
+    /// it, and a state database that restarted or went away took it with it.
+    pub fn still_held(&self, guard: Option<&mut Guard>) -> Result<(), String> {
+        match (self, guard) {
+            (Self::Postgres { url, .. }, Some(Guard::Postgres(s))) => {
+                s.query("SELECT 1").map(|_| ()).map_err(|e| {
+                    format!(
+                        "the deploy lock was lost: its session on the state database {} ended ({e}); \
+                         another deploy may have taken the lock meanwhile, so traffic was not switched",
+                        url.redacted()
+                    )
+                })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -296,6 +296,8 @@ impl TestCa {
 pub struct Postgres {
     dir: tempfile::TempDir,
     pg_ctl: PathBuf,
+    /// The server options it was started with (`pg_ctl start -o`).
+    opts: String,
     pub port: u16,
     pub password: String,
 }
@@ -359,6 +361,10 @@ impl Postgres {
             as_postgres_owner(dir.path());
             ssl = " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into();
         }
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses={listen} -c fsync=off{ssl}",
+            dir.path().display()
+        );
         let out = postgres_cmd(&pg_ctl)
             .args([
                 "-D",
@@ -371,10 +377,7 @@ impl Postgres {
                 "start",
                 "-o",
             ])
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses={listen} -c fsync=off{ssl}",
-                dir.path().display()
-            ))
+            .arg(&opts)
             .stdout(std::process::Stdio::null())
             .output()
             .expect("run pg_ctl");
@@ -388,9 +391,51 @@ impl Postgres {
         Self {
             dir,
             pg_ctl,
+            opts,
             port,
             password,
         }
+    }
+
+    /// Stop the server at once (`pg_ctl stop -m immediate`: every session ends as
+    /// in a crash), keeping its data; [`Postgres::restart`] brings it back.
+    pub fn stop_immediate(&self) {
+        let data = self.dir.path().join("data");
+        let out = postgres_cmd(&self.pg_ctl)
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
+            .output()
+            .expect("run pg_ctl stop");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Start the stopped server again on its port, with its data (crash recovery).
+    pub fn restart(&self) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("postgres.log");
+        let out = postgres_cmd(&self.pg_ctl)
+            .args(["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap()])
+            .args(["-w", "-t", "60", "start", "-o", &self.opts])
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("run pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        wait_for_port(self.port, "PostgreSQL", &log);
     }
 
     /// Append `line` to pg_hba.conf and reload the configuration.

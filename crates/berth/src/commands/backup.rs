@@ -751,6 +751,14 @@ pub fn restore(cli: &Cli, args: &RestoreArgs, printer: &Printer) -> Result<ExitC
                     .map_or(String::new(), |k| format!(", {k} Redis keys")),
                 rep.duration_ms as f64 / 1000.0
             );
+            println!(
+                "time: {}",
+                rep.phases
+                    .iter()
+                    .map(|p| format!("{} {:.2}s", p.name, p.ms as f64 / 1000.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             if let Some(prev) = &rep.previous_database {
                 println!(
                     "the previous database is kept as {prev}; drop it when satisfied: DROP DATABASE \"{prev}\";"
