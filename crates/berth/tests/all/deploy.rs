@@ -121,9 +121,9 @@ impl Site {
                 Some(sw) => {
                     m = m.replace("runtime = \"local\"", "runtime = \"swarm\"");
                     m = m.replace(
-                        "drain = \"1s\"\n",
+                        "drain = \"1s\"\nstandby = \"0\"\n",
                         &format!(
-                            "drain = \"1s\"\n\n[deploy.swarm]\nmanager = \"{}\"\nregistry = \"{}\"\nhost_address = \"{}\"\n\n[deploy.swarm.products.bestays]\nreplicas = {{ server = 2 }}\n",
+                            "drain = \"1s\"\nstandby = \"0\"\n\n[deploy.swarm]\nmanager = \"{}\"\nregistry = \"{}\"\nhost_address = \"{}\"\n\n[deploy.swarm.products.bestays]\nreplicas = {{ server = 2 }}\n",
                             sw.manager().docker_host(),
                             sw.registry(),
                             sw.host_ip
