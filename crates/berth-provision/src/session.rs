@@ -173,6 +173,8 @@ impl PgSession {
     ) -> Result<Self, PgError> {
         let db = db.unwrap_or_else(|| url_database(url));
         let place = format!("{} database {db}", url.redacted());
+        // The password stays out of every log: the URL is logged redacted.
+        tracing::debug!("connecting to {place}");
         let mode = match url_param(url, "sslmode") {
             Some(m) => TlsMode::parse(&m)?,
             None => TlsMode::Prefer,
