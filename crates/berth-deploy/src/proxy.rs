@@ -276,6 +276,12 @@ impl<'a> Nginx<'a> {
     /// file the configuration declares (relative paths from the directory of
     /// berth.toml, nginx's `-p`), or else a master started with this configuration.
     pub fn running(&self) -> bool {
+        self.master_in_pid_file() || !self.accepting_workers().is_empty()
+    }
+
+    /// Whether the `pid` file the configuration declares names a live nginx master (what
+    /// `nginx -s reload` signals).
+    fn master_in_pid_file(&self) -> bool {
         let is_master = |pid: &str| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| String::from_utf8_lossy(&c).starts_with("nginx: master process"))
@@ -299,7 +305,7 @@ impl<'a> Nginx<'a> {
         {
             return true;
         }
-        !self.accepting_workers().is_empty()
+        false
     }
 
     /// The worker processes of the nginx berth runs (the master started with this config)
@@ -441,10 +447,29 @@ impl<'a> Nginx<'a> {
             Ok(_) => Ok(()),
             Err(reload) => {
                 // Not running yet (first deploy): start it.
-                self.command(&self.proxy.start_command, "start nginx")
+                if self
+                    .command(&self.proxy.start_command, "start nginx")
                     .output()
-                    .map_err(|_| reload)?;
-                Ok(())
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                // Another berth (the first deploy of another product) is starting it right
+                // now: its master writes the pid file after the start command returns, so
+                // the reload found it empty and the start found the port taken. Wait for
+                // that master, then reload it.
+                let until = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < until {
+                    if self.master_in_pid_file() {
+                        return self
+                            .command(&self.proxy.reload_command, "reload nginx")
+                            .output()
+                            .map(|_| ())
+                            .map_err(Into::into);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(reload.into())
             }
         }
     }
