@@ -102,6 +102,17 @@ impl SwarmRuntime {
     }
 
     /// `docker` talking to the manager, with compose's allow-listed environment.
+    /// `docker <kind> ls` of the objects labelled with `product`, one `format` line each.
+    fn labelled(&self, kind: &str, product: &str, format: &str) -> Result<String, RuntimeError> {
+        Ok(self
+            .docker(format!("list the {kind}s of {product}"))
+            .args([kind, "ls", "--filter"])
+            .arg(format!("label=berth.product={product}"))
+            .args(["--format", format])
+            .output()?
+            .stdout_str())
+    }
+
     fn docker(&self, summary: impl Into<String>) -> Cmd {
         let mut c = crate::compose::docker_cmd(summary)
             .env("DOCKER_CLI_HINTS", "false")
@@ -243,13 +254,7 @@ impl SwarmRuntime {
 
     /// The Swarm services of `product` (this project's): (id, name).
     fn services(&self, product: &str) -> Result<Vec<(String, String)>, RuntimeError> {
-        let out = self
-            .docker(format!("list the services of {product}"))
-            .args(["service", "ls", "--filter"])
-            .arg(format!("label=berth.product={product}"))
-            .args(["--format", "{{.ID}} {{.Name}}"])
-            .output()?
-            .stdout_str();
+        let out = self.labelled("service", product, "{{.ID}} {{.Name}}")?;
         let prefix = format!("{}-{product}-", self.prefix());
         Ok(out
             .lines()
@@ -408,13 +413,7 @@ impl SwarmRuntime {
         let path = berth_render::secrets::product_secret_path(&self.root, product);
         let file = berth_render::secrets::SecretFile::load(&path)
             .map_err(|e| RuntimeError::Failed(e.to_string()))?;
-        let existing = self
-            .docker(format!("list the secrets of {product}"))
-            .args(["secret", "ls", "--filter"])
-            .arg(format!("label=berth.product={product}"))
-            .args(["--format", "{{.Name}}"])
-            .output()?
-            .stdout_str();
+        let existing = self.labelled("secret", product, "{{.Name}}")?;
         let mut out = Vec::new();
         for key in file.keys().map(str::to_string).collect::<Vec<_>>() {
             let Some(value) = file.get(&key) else {
@@ -1008,13 +1007,7 @@ impl Runtime for SwarmRuntime {
                 removed.push(format!("stack {}", self.stack(product, slot)));
             }
         }
-        let secrets = self
-            .docker(format!("list the secrets of {product}"))
-            .args(["secret", "ls", "--filter"])
-            .arg(format!("label=berth.product={product}"))
-            .args(["--format", "{{.Name}}"])
-            .output()?
-            .stdout_str();
+        let secrets = self.labelled("secret", product, "{{.Name}}")?;
         let prefix = format!("{}-{product}_", self.prefix());
         for name in secrets.lines().filter(|l| l.starts_with(&prefix)) {
             if self
