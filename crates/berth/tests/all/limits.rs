@@ -440,10 +440,13 @@ fn local_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
             hierarchy: h.clone(),
             name: berth_runtime::cgroup::Cgroup::name_for(&root, "bestays", slot, "server"),
         };
+        // CPU time over the wall time that really passed (a sleep on a busy
+        // machine oversleeps), over a window of many 100 ms CFS periods.
         let a = cg.usage()?;
-        std::thread::sleep(Duration::from_millis(500));
+        let t = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(1500));
         let b = cg.usage()?;
-        Some((b.cpu_usec - a.cpu_usec) as f64 / 500_000.0)
+        Some((b.cpu_usec - a.cpu_usec) as f64 / t.elapsed().as_micros() as f64)
     };
     cpu_bound_neighbour(&site, "local", cpus);
 }

@@ -777,8 +777,11 @@ fn update_status_and_per_task_health_guide_updates_and_rollback_to_any_tag() {
     );
     assert!(states.iter().any(|s| s == "updating"), "{states:?}");
     // Per task: its node and state from the manager, its container's health from its node.
-    let tasks = running_tasks(m, service);
-    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let mut tasks = Vec::new();
+    wait_until(Duration::from_secs(60), "2 running v2 tasks", || {
+        tasks = running_tasks(m, service);
+        tasks.len() == 2
+    });
     assert_eq!(
         nodes_of(&tasks),
         BTreeSet::from([swarm.node(1).id.clone(), swarm.node(2).id.clone()])
@@ -847,10 +850,16 @@ fn update_status_and_per_task_health_guide_updates_and_rollback_to_any_tag() {
         Some("rollback_completed"),
         "{states:?}"
     );
-    let tasks = running_tasks(m, service);
-    assert!(
-        tasks.len() == 2 && tasks.iter().all(|t| t.image.starts_with(&v1)),
-        "{tasks:?}"
+    // `rollback_completed` says every task was put back on v1; a task whose container
+    // restarted is `starting` until its health check passes again.
+    let mut tasks = Vec::new();
+    wait_until(
+        Duration::from_secs(60),
+        "2 running v1 tasks after the automatic rollback",
+        || {
+            tasks = running_tasks(m, service);
+            tasks.len() == 2 && tasks.iter().all(|t| t.image.starts_with(&v1))
+        },
     );
     let report = load.finish();
     eprintln!(
