@@ -4,8 +4,7 @@
 //! history and status, lint, affected, and the secret scan. Every step runs the
 //! real command (this binary); services and nginx are stopped at the end.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
