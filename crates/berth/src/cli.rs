@@ -931,7 +931,10 @@ Serve what berth knows, read-only, until interrupted (SIGINT or SIGTERM).
 
 A prober checks every service's live slot on its health path at its interval, with \
 its timeout. The runtime, deploy tags and backup records are re-read every \
---refresh, and the audit log from where the last refresh stopped.
+--refresh, and the audit log from where the last refresh stopped. Data that may \
+be out of date is flagged: /api/products says \"stale\": true with its reasons, \
+berth_serve_stale is 1 and the page says why (a refresh stuck for 3 periods, or \
+an audit log that did not answer; deploy totals read before are kept).
 
 berth serve listens on loopback unless --listen says otherwise; a non-loopback \
 address needs --token-env, naming the environment variable that holds a bearer \
