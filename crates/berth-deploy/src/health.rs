@@ -44,15 +44,23 @@ impl std::fmt::Display for Probe {
 pub fn probe(address: &Address, path: &str, timeout: Duration) -> Probe {
     let url = format!("http://{address}{path}");
     let start = Instant::now();
-    let result = http::Client::new(timeout)
-        .user_agent("berth-health")
-        .get(&url, Some(&address.host), 64 * 1024);
+    let result = http::Client::new(timeout).user_agent("berth-health").get(
+        &url,
+        Some(&address.host),
+        64 * 1024,
+    );
     let millis = start.elapsed().as_millis();
     match result {
         Ok(a) => Probe {
             url,
             status: Some(a.status),
-            detail: a.body.chars().take(200).collect::<String>().trim().to_string(),
+            detail: a
+                .body
+                .chars()
+                .take(200)
+                .collect::<String>()
+                .trim()
+                .to_string(),
             millis,
         },
         Err(detail) => Probe {

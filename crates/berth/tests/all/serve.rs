@@ -1710,11 +1710,9 @@ fn serve_marks_its_data_stale_while_the_state_database_is_stalled_and_recovers()
         "INSERT INTO berth_audit (product, record) SELECT product, record FROM berth_audit \
          WHERE record->>'step' = 'deploy' ORDER BY id DESC LIMIT 1",
     );
-    let (v, _) = wait(
-        Duration::from_secs(40),
-        "recovered after SIGCONT",
-        &|v| v["stale"] == false && bestays(v)["deploys"]["success"] == 2,
-    );
+    let (v, _) = wait(Duration::from_secs(40), "recovered after SIGCONT", &|v| {
+        v["stale"] == false && bestays(v)["deploys"]["success"] == 2
+    });
     assert_eq!(reasons(&v), "", "{v:#}");
     assert_eq!(
         sample(&serve.get("/metrics").1, "berth_serve_stale"),
