@@ -101,7 +101,7 @@ fn post(
     token: Option<&str>,
     body: &serde_json::Value,
 ) -> Result<u16, String> {
-    let mut req = agent.post(url).header("User-Agent", "berth");
+    let mut req = agent.post(url);
     if let Some(t) = token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
@@ -143,11 +143,10 @@ pub fn send(m: &Manifest, ev: &Event) -> Vec<Sent> {
     if !n.on.contains(&ev.kind()) {
         return Vec::new();
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(n.timeout.0.max(Duration::from_millis(100))))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    // Notifications leave the machine: the environment's proxy applies to them.
+    let agent = berth_runtime::http::Client::new(n.timeout.0.max(Duration::from_millis(100)))
+        .proxy_from_env()
+        .agent();
     let agent = &agent;
     // The targets are independent: notify them at once, so a slow one delays the others by nothing.
     let out: Vec<Sent> = std::thread::scope(|scope| {

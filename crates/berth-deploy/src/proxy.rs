@@ -376,28 +376,13 @@ impl<'a> Nginx<'a> {
         };
         let until = std::time::Instant::now() + within;
         loop {
-            let answered = (|| -> std::io::Result<bool> {
-                use std::io::{BufRead, Write};
-                let mut s = std::net::TcpStream::connect_timeout(
-                    &std::net::SocketAddr::from(([127, 0, 0, 1], self.proxy.http_port)),
-                    Duration::from_millis(500),
-                )?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                write!(
-                    s,
-                    "HEAD / HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
-                )?;
-                let mut head = String::new();
-                let mut r = std::io::BufReader::new(s);
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                    head.push_str(&line.to_ascii_lowercase());
-                }
-                Ok(head.starts_with("http/") && !head.contains("x-berth-maintenance"))
-            })();
+            let answered = berth_runtime::http::Client::new(Duration::from_secs(5))
+                .connect_timeout(Duration::from_millis(500))
+                .head(
+                    &format!("http://127.0.0.1:{}/", self.proxy.http_port),
+                    Some(domain),
+                )
+                .map(|a| a.header("x-berth-maintenance").is_none());
             if answered.unwrap_or(false) {
                 return true;
             }

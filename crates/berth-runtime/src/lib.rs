@@ -6,6 +6,7 @@ pub mod cached;
 pub mod cgroup;
 pub mod compose;
 pub mod fake;
+pub mod http;
 pub mod local;
 pub mod probe;
 pub mod reach;

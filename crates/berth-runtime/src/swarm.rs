@@ -628,12 +628,12 @@ impl SwarmRuntime {
         Ok(())
     }
 
+    /// The registry is the swarm's own (on a manager): no proxy; the registry API
+    /// may redirect.
     fn registry_agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(20)))
-            .http_status_as_error(false)
-            .build()
-            .into()
+        crate::http::Client::new(Duration::from_secs(20))
+            .follow_redirects(5)
+            .agent()
     }
 
     /// The digest of `repo:tag` in the registry (`None`: no such tag).

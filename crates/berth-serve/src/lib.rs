@@ -113,7 +113,7 @@ async fn serve(
     log_problems(&first.problems, &[]);
     let snapshot: Shared = Arc::new(RwLock::new(first));
     let probes: Probes = Arc::new(Mutex::new(Default::default()));
-    let metrics = Metrics::new(snapshot.clone());
+    let metrics = Metrics::new(snapshot.clone(), config.refresh.as_secs().max(1));
     probe::spawn_all(
         snapshot.clone(),
         probes.clone(),
@@ -547,7 +547,13 @@ fn unknown(name: &str, app: &App) -> Response {
 async fn api_products(State(app): State<App>) -> Response {
     let snap = app.snapshot.read().unwrap_or_else(|e| e.into_inner());
     let views = state::views(&snap, &app.probes);
-    json_response(&json!({ "products": views, "collected_unix": snap.taken_unix }))
+    let stale = snap.stale_reasons(app.refresh, state::now_unix());
+    json_response(&json!({
+        "products": views,
+        "collected_unix": snap.taken_unix,
+        "stale": !stale.is_empty(),
+        "stale_reasons": stale,
+    }))
 }
 
 async fn api_product(State(app): State<App>, Path(name): Path<String>) -> Response {
@@ -605,16 +611,12 @@ async fn page(State(app): State<App>) -> Response {
                 .map(|p| (state::with_probes(&p.view, &probes), p.events.clone()))
                 .collect::<Vec<_>>(),
             {
-                let mut problems = snap.problems.clone();
-                let age = state::now_unix().saturating_sub(snap.taken_unix);
-                if snap.taken_unix > 0 && age > 3 * app.refresh {
-                    problems.insert(
-                        0,
-                        format!(
-                            "stale: the data was collected {age}s ago (the runtime, git or the state store is slow to answer)"
-                        ),
-                    );
-                }
+                let mut problems: Vec<String> = snap
+                    .stale_reasons(app.refresh, state::now_unix())
+                    .into_iter()
+                    .map(|r| format!("stale: {r}"))
+                    .collect();
+                problems.extend(snap.problems.iter().cloned());
                 problems
             },
         )

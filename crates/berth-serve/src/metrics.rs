@@ -100,7 +100,8 @@ fn service_labels(product: &str, service: &str) -> Labels {
 }
 
 impl Metrics {
-    pub fn new(snapshot: Shared) -> Self {
+    /// `refresh_secs`: the collector's period (its snapshot is stale after 3 of them).
+    pub fn new(snapshot: Shared, refresh_secs: u64) -> Self {
         let mut registry = Registry::default();
         let probe_seconds: Family<Labels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(probe_histogram);
@@ -116,7 +117,10 @@ impl Metrics {
             Unit::Seconds,
             probe_seconds.clone(),
         );
-        registry.register_collector(Box::new(Derived { snapshot }));
+        registry.register_collector(Box::new(Derived {
+            snapshot,
+            refresh_secs,
+        }));
         Self {
             registry: Arc::new(registry),
             probe_seconds,
@@ -160,6 +164,7 @@ pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text
 #[derive(Debug)]
 struct Derived {
     snapshot: Shared,
+    refresh_secs: u64,
 }
 
 impl Collector for Derived {
@@ -167,6 +172,19 @@ impl Collector for Derived {
         let snap = self.snapshot.read().unwrap_or_else(|e| e.into_inner());
         let products = &snap.products;
         let product = |name: &str| -> Labels { vec![("product", name.to_string())] };
+
+        {
+            let m = encoder.encode_descriptor(
+                "berth_serve_stale",
+                "Whether what berth serve shows may be out of date (1): a refresh that has not finished for 3 periods, or an audit log that could not be read",
+                None,
+                MetricType::Gauge,
+            )?;
+            let stale = !snap
+                .stale_reasons(self.refresh_secs, crate::state::now_unix())
+                .is_empty();
+            ConstGauge::new(i64::from(stale)).encode(m)?;
+        }
 
         {
             let mut m = encoder.encode_descriptor(

@@ -5,10 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_runtime::Address;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use berth_runtime::{Address, http};
 
 use crate::metrics::Metrics;
 use crate::state::{Health, Probes, Shared, Sources, now_unix};
@@ -23,52 +20,25 @@ pub struct ProbeResult {
     pub elapsed: Duration,
 }
 
-/// `GET http://{address}{path}`, reading only the status line, within `timeout`.
+/// `GET http://{address}{path}` through berth's one HTTP client, within `timeout`
+/// (the answer's head only: the body is not read). Runs on a blocking thread.
 pub async fn probe(address: &Address, path: &str, timeout: Duration) -> ProbeResult {
+    let client = http::Client::new(timeout).user_agent("berth-serve");
+    let (url, host) = (format!("http://{address}{path}"), address.host.clone());
     let start = Instant::now();
-    let attempt = async {
-        let mut s = TcpStream::connect((address.host.as_str(), address.port)).await?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-serve\r\nConnection: close\r\n\r\n",
-            address.host
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut buf = [0u8; 64];
-        let mut n = 0;
-        while n < buf.len() {
-            let got = s.read(&mut buf[n..]).await?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-            if buf[..n].contains(&b'\n') {
-                break;
-            }
-        }
-        let line = String::from_utf8_lossy(&buf[..n]).into_owned();
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
-            })
-    };
-    let result = tokio::time::timeout(timeout, attempt).await;
+    let result = tokio::task::spawn_blocking(move || client.get(&url, Some(&host), 0))
+        .await
+        .unwrap_or_else(|e| Err(format!("the probe failed: {e}")));
     let elapsed = start.elapsed();
     match result {
-        Ok(Ok(status)) => ProbeResult {
-            status: Some(status),
+        Ok(a) => ProbeResult {
+            status: Some(a.status),
             error: None,
             elapsed,
         },
-        Ok(Err(e)) => ProbeResult {
+        Err(e) => ProbeResult {
             status: None,
-            error: Some(e.to_string()),
-            elapsed,
-        },
-        Err(_) => ProbeResult {
-            status: None,
-            error: Some(format!("no answer within {} ms", timeout.as_millis())),
+            error: Some(e),
             elapsed,
         },
     }

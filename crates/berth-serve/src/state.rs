@@ -257,6 +257,30 @@ pub struct Snapshot {
     pub taken_unix: u64,
     /// Problems reading a source (shown on the page, logged once each).
     pub problems: Vec<String>,
+    /// Why the audit log could not be read at `taken_unix` (a state database that
+    /// does not answer within the tail's timeout): the deploy totals are from before.
+    pub audit_error: Option<String>,
+}
+
+impl Snapshot {
+    /// Why what this snapshot shows may be out of date at `now`, empty when it is not:
+    /// the collector has not finished a refresh for more than 3 periods of
+    /// `refresh_secs` (a source that hangs), or the audit log could not be read.
+    pub fn stale_reasons(&self, refresh_secs: u64, now: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let age = now.saturating_sub(self.taken_unix);
+        if self.taken_unix > 0 && age > 3 * refresh_secs.max(1) {
+            out.push(format!(
+                "the data was collected {age}s ago (the runtime, git or the state store is slow to answer)"
+            ));
+        }
+        if let Some(e) = &self.audit_error {
+            out.push(format!(
+                "the audit log could not be read, deploy totals are from before: {e}"
+            ));
+        }
+        out
+    }
 }
 
 pub type Shared = Arc<RwLock<Snapshot>>;
@@ -283,7 +307,8 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
     let m = &src.manifest;
     let front_door = berth_deploy::front_door::open(m, &src.root);
     let mut problems = Vec::new();
-    if let Err(e) = log.refresh() {
+    let audit_error = log.refresh().err();
+    if let Some(e) = &audit_error {
         problems.push(format!("audit log: {e}"));
     }
     let none = Deploys::default();
@@ -438,6 +463,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
         products,
         taken_unix: now_unix(),
         problems,
+        audit_error,
     }
 }
 

@@ -1,10 +1,12 @@
 //! Fixtures for berth's tests: real git repositories in temp directories.
-//! `load`: the one HTTP load generator of the tests and the bench.
+//! `load`: the one HTTP load generator of the tests and the bench; `http`: the tests'
+//! one HTTP client (one request, answered whole).
 //! `swarm`: a real multi-node Docker Swarm on this machine, with a registry.
 //! A fixture that cannot set up its real dependency panics with a clear
 //! message: tests never pass by skipping.
 
 pub mod contract;
+pub mod http;
 pub mod load;
 pub mod offsite;
 pub mod swarm;

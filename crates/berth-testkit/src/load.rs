@@ -240,39 +240,6 @@ fn connect(port: u16, timeout: Duration) -> std::io::Result<BufReader<TcpStream>
     Ok(BufReader::with_capacity(64 * 1024, s))
 }
 
-/// One GET on a new connection to 127.0.0.1:`port` (`Connection: close`), read whole.
-pub fn get(port: u16, host: &str, path: &str) -> std::io::Result<Response> {
-    request(port, host, "GET", path, None)
-}
-
-/// One request on a new connection to 127.0.0.1:`port` (`Connection: close`), with
-/// an optional JSON body, read whole.
-pub fn request(
-    port: u16,
-    host: &str,
-    method: &str,
-    path: &str,
-    json: Option<&str>,
-) -> std::io::Result<Response> {
-    let mut c = connect(port, Duration::from_secs(10))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if let Some(body) = json {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    } else {
-        req.push_str("\r\n");
-    }
-    c.get_mut().write_all(req.as_bytes())?;
-    read_response(&mut c)?.ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the connection closed without an answer",
-        )
-    })
-}
-
 /// Load running in the background; [`Load::finish`] stops it and returns the [`Report`].
 pub struct Load {
     stop: Arc<AtomicBool>,

@@ -977,15 +977,11 @@ fn http_get_ok(addr: &str, path: &str) -> bool {
     else {
         return false;
     };
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(2)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && buf[9] == b'2'
+    crate::http::Request::to("GET", sockaddr, path)
+        .host(addr)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .is_ok_and(|r| (200..300).contains(&r.status))
 }
 
 fn output_or_error(what: &str, out: Output) -> Result<String, String> {

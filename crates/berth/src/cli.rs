@@ -168,7 +168,7 @@ const RENDER_LONG: &str = "\
 Render every file berth derives from berth.toml into --out (default deploy/<env>):
   compose/<product>.yml, compose/infra.yml   one compose project per product (+ shared infra)
   nginx/nginx.conf, nginx/berth.conf         front door; upstreams/<product>.conf point at live slots
-  postgres/provision.sql                     databases and roles, idempotent (psql)
+  postgres/provision.sql                     databases and roles, idempotent
   redis/users.acl                            one ACL user per product, confined to its prefix
   env/<product>.env.example                  the names each product reads, never values
   prometheus/prometheus.yml, alerts.yml      product and service as target labels
@@ -181,8 +181,8 @@ enter these files: each product's passwords are generated into \
 .berth/secrets/<product>.env (mode 0600, git-ignored; berth adds the ignore rule).";
 
 const PROVISION_LONG: &str = "\
-Create each product's database and login role on the shared PostgreSQL (with \
-psql, from postgres/provision.sql) and its Redis ACL user, idempotently. Prints \
+Create each product's database and login role on the shared PostgreSQL (from \
+postgres/provision.sql, run by berth itself) and its Redis ACL user, idempotently. Prints \
 what was created and what already existed. Passwords come from the product's \
 secret file; they change only with --rotate-passwords.
 
@@ -520,8 +520,8 @@ pub struct LockAcquireArgs {
 const DOCTOR_LONG: &str = "\
 Check what berth needs before a first deploy, and what went wrong after a bad day.
 
-Each program berth will call (git, nginx, docker and compose, psql, pg_dump, \
-pg_restore) answers with its version; PostgreSQL and Redis answer with the admin \
+Each program berth will call (git, nginx, docker and compose, pg_dump and \
+pg_restore for backups) answers with its version; PostgreSQL and Redis answer with the admin \
 credentials and with each product's own; every declared secret has a value; the \
 nginx config passes `nginx -t` and the running nginx is berth's; each slot's port \
 is free or served by that slot; the backup directory has room for the next backup \
@@ -931,7 +931,10 @@ Serve what berth knows, read-only, until interrupted (SIGINT or SIGTERM).
 
 A prober checks every service's live slot on its health path at its interval, with \
 its timeout. The runtime, deploy tags and backup records are re-read every \
---refresh, and the audit log from where the last refresh stopped.
+--refresh, and the audit log from where the last refresh stopped. Data that may \
+be out of date is flagged: /api/products says \"stale\": true with its reasons, \
+berth_serve_stale is 1 and the page says why (a refresh stuck for 3 periods, or \
+an audit log that did not answer; deploy totals read before are kept).
 
 berth serve listens on loopback unless --listen says otherwise; a non-loopback \
 address needs --token-env, naming the environment variable that holds a bearer \

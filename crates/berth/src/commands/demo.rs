@@ -4,8 +4,7 @@
 //! history and status, lint, affected, and the secret scan. Every step runs the
 //! real command (this binary); services and nginx are stopped at the end.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -172,25 +171,16 @@ fn io(e: std::io::Error) -> CliError {
     CliError::Failed(format!("demo: {e}"))
 }
 
-/// GET through nginx; the version header the product answered with.
+/// GET through nginx: the body the product answered with (its health, naming its version).
 fn through_nginx(port: u16, host: &str) -> String {
-    (|| -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET /api/health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string())
-    })()
-    .unwrap_or_else(|e| format!("no answer: {e}"))
+    berth_runtime::http::Client::new(Duration::from_secs(5))
+        .get(
+            &format!("http://127.0.0.1:{port}/api/health"),
+            Some(host),
+            64 * 1024,
+        )
+        .map(|a| a.body.trim().to_string())
+        .unwrap_or_else(|e| format!("no answer: {e}"))
 }
 
 fn nginx_installed() -> bool {

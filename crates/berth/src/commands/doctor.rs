@@ -169,7 +169,6 @@ fn programs(l: &Loaded, r: &mut Report) {
         ));
     }
     if has_databases(l) {
-        want.push(("psql", &["--version"], "apt-get install postgresql-client"));
         want.push((
             "pg_dump",
             &["--version"],

@@ -1377,7 +1377,7 @@ fn a_restore_under_load_answers_503_with_retry_after_never_502() {
     );
     // Back on the live slot, serving.
     assert_out_of_maintenance(&std::fs::read_to_string(&upstream).unwrap(), &live_include);
-    let answer = berth_testkit::load::get(db.site.http_port, "bestays.app", "/api/health").unwrap();
+    let answer = berth_testkit::http::get(db.site.http_port, "bestays.app", "/api/health").unwrap();
     assert_eq!(answer.status, 200, "{:?} {}", answer.headers, answer.text());
 }
 

@@ -476,7 +476,7 @@ fn docker_gateway() -> String {
 
 /// GET through the site's nginx: the body.
 fn body(site: &Site, host: &str, path: &str) -> String {
-    berth_testkit::load::get(site.http_port, host, path)
+    berth_testkit::http::get(site.http_port, host, path)
         .map(|r| r.text())
         .unwrap_or_default()
 }
@@ -914,12 +914,9 @@ fn fresh_init_reaches_the_hosts_databases(server_image: ServerImage) {
     }
     out.assert_code(0);
     let health = || -> Result<(), String> {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", server)).map_err(|e| e.to_string())?;
-        write!(s, "GET /api/health HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut b = String::new();
-        s.read_to_string(&mut b).map_err(|e| e.to_string())?;
+        let b = berth_testkit::http::get(server, "x", "/api/health")
+            .map_err(|e| e.to_string())?
+            .text();
         if b.contains("\"database\":\"ok\"") && b.contains("\"redis\":\"ok\"") {
             Ok(())
         } else {

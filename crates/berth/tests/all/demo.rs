@@ -21,6 +21,20 @@ fn demo_runs_end_to_end() {
             out.snapshot()
         );
     }
+    // Each deploy and the rollback answered through nginx, by the product's name.
+    let answers: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("through nginx: "))
+        .collect();
+    assert_eq!(answers.len(), 3, "{}", out.snapshot());
+    for a in &answers {
+        assert!(
+            a.starts_with('{') && a.contains("\"product\":\"bestays\""),
+            "{a}\n{}",
+            out.snapshot()
+        );
+    }
     // The kept directory is a real repository with deploy tags, and nothing is left running.
     let tags = std::process::Command::new("git")
         .args(["tag"])

@@ -396,7 +396,7 @@ fn kill_all(dir: &Path) {
 /// One GET through nginx on a new connection: (status, version header), (0, "") when
 /// no answer came.
 pub fn get(port: u16, host: &str, path: &str) -> (u16, String) {
-    match berth_testkit::load::get(port, host, path) {
+    match berth_testkit::http::get(port, host, path) {
         Ok(r) => (
             r.status,
             r.header("x-berth-version").unwrap_or("").to_string(),
@@ -913,7 +913,7 @@ fn postgres_state_backend_locks_and_audits() {
 
 /// GET through nginx: (status, body).
 pub fn get_body(port: u16, host: &str, path: &str) -> (u16, String) {
-    match berth_testkit::load::get(port, host, path) {
+    match berth_testkit::http::get(port, host, path) {
         Ok(r) => (r.status, r.text()),
         Err(_) => (0, String::new()),
     }

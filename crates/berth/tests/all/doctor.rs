@@ -73,6 +73,15 @@ fn doctor_passes_a_healthy_site_and_names_each_broken_thing_with_a_fix() {
             "{check}: {report:#}"
         );
     }
+    // berth speaks to PostgreSQL itself (tokio-postgres): psql is no program it calls.
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| !c["check"].as_str().unwrap().contains("psql")),
+        "doctor still asks for psql: {report:#}"
+    );
     let manifest: toml::Value =
         toml::from_str(&std::fs::read_to_string(root.join("berth.toml")).unwrap()).unwrap();
     let port = |product: &str| {

@@ -13,7 +13,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use berth_testkit::load::{LoadConfig, request};
+use berth_testkit::http::request;
+use berth_testkit::load::LoadConfig;
 use berth_testkit::{Postgres, Redis, free_port};
 
 use crate::deploy::{Site, assert_in_flight_across_switch, port_pair};

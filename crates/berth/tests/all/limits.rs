@@ -169,7 +169,7 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
         .parse()
         .unwrap();
     // The request never gets an answer: the process is killed while it allocates.
-    let hog = berth_testkit::load::get(port, "bestays.app", "/api/hog?memory=1");
+    let hog = berth_testkit::http::get(port, "bestays.app", "/api/hog?memory=1");
     assert!(
         hog.is_err(),
         "the hog answered: {:?}",

@@ -129,72 +129,26 @@ pub fn http_from(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let r = (|| -> std::io::Result<(u16, String, String)> {
-        let mut s = connect_from(from, port)?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
+    let mut r = berth_testkit::http::Request::new(method, port, path)
+        .from(from.into())
+        .timeout(Duration::from_secs(60));
+    for (k, v) in headers {
+        r = r.header(k, v);
+    }
+    if !body.is_empty() {
+        r = r.body("application/json", body);
+    }
+    match r.send() {
+        Ok(a) => {
+            let head: String = a
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}\r\n"))
+                .collect();
+            (a.status, head, a.text())
         }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(body);
-        s.write_all(req.as_bytes())?;
-        // Read by Content-Length: some servers (chromedriver) say `close` and keep the socket open.
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        let mut body_start = None;
-        loop {
-            if body_start.is_none()
-                && let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n")
-            {
-                body_start = Some(i + 4);
-            }
-            if let Some(b) = body_start {
-                let head = String::from_utf8_lossy(&buf[..b]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok());
-                if len.is_some_and(|n| buf.len() >= b + n)
-                    || (head.contains("transfer-encoding: chunked") && buf.ends_with(b"0\r\n\r\n"))
-                {
-                    break;
-                }
-            }
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let chunked = head.lines().any(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-        });
-        Ok((
-            status,
-            head.to_string(),
-            if chunked {
-                dechunk(rest)
-            } else {
-                rest.to_string()
-            },
-        ))
-    })();
-    r.unwrap_or((0, String::new(), String::new()))
+        Err(_) => (0, String::new(), String::new()),
+    }
 }
 
 /// A connection to 127.0.0.1:`port` from the address `from`.
@@ -217,46 +171,13 @@ fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 /// POST a form: (status, body, Set-Cookie header).
 fn post_form(port: u16, path: &str, body: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let cookie = text
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body, cookie)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let r = berth_testkit::http::Request::new("POST", port, path)
+        .host("127.0.0.1")
+        .body("application/x-www-form-urlencoded", body)
+        .send()
+        .unwrap();
+    let cookie = r.header("set-cookie").unwrap_or("").to_string();
+    (r.status, r.text(), cookie)
 }
 
 /// The value of one sample in Prometheus text, e.g. `berth_rollbacks_total{product="bestays"}`.
@@ -1559,17 +1480,13 @@ fn idle_and_trickling_connections_are_cut_and_healthz_answers_under_a_low_fd_lim
 
     // /healthz still answers, within a second.
     let t = Instant::now();
-    let answer = (|| -> std::io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })();
-    let answer = answer.unwrap_or_else(|e| format!("no answer: {e}"));
+    let answer = berth_testkit::http::Request::new("GET", port, "/healthz")
+        .host("x")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .map(|r| (r.status, r.text()));
     assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        matches!(&answer, Ok((200, body)) if body == "ok\n"),
         "{answer:?} after {:?}",
         t.elapsed()
     );
@@ -1685,5 +1602,120 @@ fn a_warm_standby_shows_and_the_serve_tick_ends_it() {
     assert!(
         !text.contains("berth_standby_until_timestamp_seconds{"),
         "{text}"
+    );
+}
+
+/// SIGCONT on drop, so a failed assertion never leaves the cluster stopped.
+struct Paused<'a>(&'a berth_testkit::Postgres);
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+/// `[state] backend = "postgres"` and a PostgreSQL that stops answering (every process
+/// SIGSTOPped): `berth serve` says its data is stale (JSON API, /metrics, the page)
+/// within the audit tail's timeout, keeps the deploy totals it had, and after SIGCONT
+/// reads on (a deploy recorded since counts) and is fresh again.
+#[test]
+fn serve_marks_its_data_stale_while_the_state_database_is_stalled_and_recovers() {
+    let pg = berth_testkit::Postgres::start();
+    let site = Site::new(0);
+    site.use_postgres_state(40);
+    let url = pg.admin_url();
+    let env = [("BERTH_STATE_URL", url.as_str())];
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    let serve = Serve::start(site.repo.path(), &["--refresh", "1s"], &env);
+    let bestays = |v: &serde_json::Value| -> serde_json::Value {
+        v["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "bestays")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let reasons = |v: &serde_json::Value| -> String {
+        v["stale_reasons"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    };
+    let wait = |within: Duration, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let v = serve.json("/api/products");
+            if ok(&v) {
+                return (v, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < within,
+                "{what} did not happen within {within:?}; last: {v:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (v, _) = wait(Duration::from_secs(30), "the deploy counted, fresh", &|v| {
+        bestays(v)["deploys"]["success"] == 1 && v["stale"] == false
+    });
+    assert_eq!(reasons(&v), "", "{v:#}");
+    assert_eq!(
+        sample(&serve.get("/metrics").1, "berth_serve_stale"),
+        Some(0.0)
+    );
+
+    pg.pause();
+    let paused = Paused(&pg);
+    // The audit tail gives up after its 10 s timeout: the error is the reason shown.
+    let (v, took) = wait(
+        Duration::from_secs(40),
+        "the stalled audit log marked stale",
+        &|v| v["stale"] == true && reasons(v).contains("the audit log could not be read"),
+    );
+    assert!(
+        took < berth_deploy::audit_tail::READ_TIMEOUT + Duration::from_secs(15),
+        "noticed after {took:?}"
+    );
+    assert!(reasons(&v).contains("no answer within"), "{v:#}");
+    assert_eq!(
+        bestays(&v)["deploys"]["success"],
+        1,
+        "the totals read before stay: {v:#}"
+    );
+    let text = serve.get("/metrics").1;
+    assert_eq!(sample(&text, "berth_serve_stale"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"berth_deploys_total{product="bestays",result="success"}"#
+        ),
+        Some(1.0)
+    );
+    let page = serve.get("/").1;
+    assert!(
+        page.contains("stale: the audit log could not be read"),
+        "{page}"
+    );
+
+    drop(paused);
+    // A deploy recorded while serve was cut off (the newest deploy record again).
+    pg.admin(
+        "INSERT INTO berth_audit (product, record) SELECT product, record FROM berth_audit \
+         WHERE record->>'step' = 'deploy' ORDER BY id DESC LIMIT 1",
+    );
+    let (v, _) = wait(Duration::from_secs(40), "recovered after SIGCONT", &|v| {
+        v["stale"] == false && bestays(v)["deploys"]["success"] == 2
+    });
+    assert_eq!(reasons(&v), "", "{v:#}");
+    assert_eq!(
+        sample(&serve.get("/metrics").1, "berth_serve_stale"),
+        Some(0.0)
     );
 }

@@ -137,7 +137,7 @@ fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<f64> {
             // Until the restarted slot answers its health check.
             let until = Instant::now() + Duration::from_secs(60);
             while !ports.iter().all(|p| {
-                berth_testkit::load::get(*p, "bestays.app", "/api/health")
+                berth_testkit::http::get(*p, "bestays.app", "/api/health")
                     .is_ok_and(|r| r.status == 200)
             }) {
                 assert!(

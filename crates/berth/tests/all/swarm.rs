@@ -490,25 +490,15 @@ http {{
 
 /// Plain GET to `addr` (an address on the swarm's bridge): (status, body), or (0, error).
 fn get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
         return (0, format!("bad address {addr}"));
     };
-    let answer =
-        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
-            let mut b = String::new();
-            s.read_to_string(&mut b)?;
-            Ok(b)
-        });
-    match answer {
-        Ok(b) => (
-            b.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
-            b.split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_string())
-                .unwrap_or_default(),
-        ),
+    match berth_testkit::http::Request::to("GET", sock, path)
+        .host("test")
+        .timeout(Duration::from_secs(5))
+        .send()
+    {
+        Ok(r) => (r.status, r.text()),
         Err(e) => (0, e.to_string()),
     }
 }

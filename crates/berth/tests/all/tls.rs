@@ -263,7 +263,7 @@ impl TlsSite {
 
     /// One plain-HTTP request to nginx's port 80: (status, Location).
     pub fn http(&self, host: &str, path: &str) -> (u16, String) {
-        let r = berth_testkit::load::get(self.http_port, host, path).unwrap();
+        let r = berth_testkit::http::get(self.http_port, host, path).unwrap();
         (r.status, r.header("location").unwrap_or("").to_string())
     }
 
