@@ -388,15 +388,7 @@ impl Runtime for ComposeRuntime {
         if images.is_empty() {
             return Ok(None);
         }
-        let git = |args: &[&str], summary: &str| {
-            Cmd::new("git", summary.to_string())
-                .args(args)
-                .current_dir(&self.compose_dir)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-        };
-        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
-        if head.trim().starts_with(version) {
+        if crate::build::head_is(&self.compose_dir, version)? {
             self.compose(
                 product,
                 Slot::Blue,
@@ -408,57 +400,35 @@ impl Runtime for ComposeRuntime {
             return Ok(Some(format!("built {}", images.join(", "))));
         }
         // Another commit (a rollback whose images are gone): build from a checkout of it.
-        let top = PathBuf::from(
-            git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
-                .stdout_str()
-                .trim(),
-        );
-        let rel = self
-            .compose_dir
-            .strip_prefix(&top)
-            .unwrap_or(Path::new(""))
-            .to_path_buf();
-        let tmp = std::env::temp_dir().join(format!(
-            "berth-build-{product}-{version}-{}",
-            std::process::id()
-        ));
-        let tmp_s = tmp.display().to_string();
-        git(
-            &["worktree", "add", "--detach", "--force", &tmp_s, version],
-            "check out the commit to rebuild",
+        let checkout = crate::build::Checkout::add(
+            &self.compose_dir,
+            &format!("berth-build-{product}"),
+            version,
         )?;
-        let result = (|| -> Result<(), RuntimeError> {
-            // Secret files stay where they are; the checkout points at them.
-            let root = self.root.clone();
-            let root_rel = root
-                .strip_prefix(&top)
-                .unwrap_or(Path::new(""))
-                .to_path_buf();
-            let _ =
-                std::os::unix::fs::symlink(root.join(".berth"), tmp.join(&root_rel).join(".berth"));
-            let file = tmp.join(&rel).join(format!("{product}.yml"));
-            // The checkout's compose file: the build contexts of that commit.
-            docker_cmd(format!(
-                "rebuild the images of {product} {version} from its commit"
-            ))
-            .args([
-                "compose",
-                "-p",
-                &self.project_name(product, Slot::Blue),
-                "-f",
-            ])
-            .arg(&file)
-            .arg("build")
-            .env("BERTH_VERSION", version)
-            .timeout(Some(Duration::from_secs(900)))
-            .output()?;
-            Ok(())
-        })();
-        let _ = git(
-            &["worktree", "remove", "--force", &tmp_s],
-            "remove the build checkout",
+        // Secret files stay where they are; the checkout points at them.
+        let _ = std::os::unix::fs::symlink(
+            self.root.join(".berth"),
+            checkout.path_of(&self.root).join(".berth"),
         );
-        result?;
+        // The checkout's compose file: the build contexts of that commit.
+        let file = checkout
+            .path_of(&self.compose_dir)
+            .join(format!("{product}.yml"));
+        docker_cmd(format!(
+            "rebuild the images of {product} {version} from its commit"
+        ))
+        .args([
+            "compose",
+            "-p",
+            &self.project_name(product, Slot::Blue),
+            "-f",
+        ])
+        .arg(&file)
+        .arg("build")
+        .env("BERTH_VERSION", version)
+        .timeout(Some(Duration::from_secs(900)))
+        .output()?;
+        drop(checkout);
         Ok(Some(format!(
             "rebuilt {} from commit {version}",
             images.join(", ")

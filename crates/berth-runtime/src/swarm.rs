@@ -16,7 +16,7 @@
 //! Everything is read back from the manager; berth keeps no cache beyond a second.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1037,43 +1037,21 @@ impl Runtime for SwarmRuntime {
         if services.is_empty() {
             return Ok(None);
         }
-        let git = |args: &[&str], summary: &str| {
-            Cmd::new("git", summary.to_string())
-                .args(args)
-                .current_dir(&self.root)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-        };
-        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
-        let dirty = !git(&["status", "--porcelain"], "look for uncommitted changes")?
-            .stdout_str()
-            .trim()
-            .is_empty();
         // HEAD is the version (and clean): build from the work tree; otherwise from a
         // checkout of the version's commit.
-        let (src, checkout) = if head.trim().starts_with(version) && !dirty {
-            (self.root.clone(), None)
-        } else {
-            let top = PathBuf::from(
-                git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
-                    .stdout_str()
-                    .trim(),
-            );
-            let rel = self
-                .root
-                .strip_prefix(&top)
-                .unwrap_or(Path::new(""))
-                .to_path_buf();
-            let tmp = std::env::temp_dir().join(format!(
-                "berth-swarm-build-{product}-{version}-{}",
-                std::process::id()
-            ));
-            let tmp_s = tmp.display().to_string();
-            git(
-                &["worktree", "add", "--detach", "--force", &tmp_s, version],
-                "check out the commit to build",
-            )?;
-            (tmp.join(rel), Some(tmp_s))
+        let checkout =
+            if crate::build::head_is(&self.root, version)? && !crate::build::dirty(&self.root)? {
+                None
+            } else {
+                Some(crate::build::Checkout::add(
+                    &self.root,
+                    &format!("berth-swarm-build-{product}"),
+                    version,
+                )?)
+            };
+        let src = match &checkout {
+            Some(c) => c.path_of(&self.root),
+            None => self.root.clone(),
         };
         let result = (|| -> Result<Vec<String>, RuntimeError> {
             let mut images = Vec::new();
@@ -1104,12 +1082,7 @@ impl Runtime for SwarmRuntime {
             }
             Ok(images)
         })();
-        if let Some(tmp) = checkout {
-            let _ = git(
-                &["worktree", "remove", "--force", &tmp],
-                "remove the build checkout",
-            );
-        }
+        drop(checkout);
         let images = result?;
         Ok(Some(format!("built and pushed {}", images.join(", "))))
     }
