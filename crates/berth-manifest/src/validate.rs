@@ -1631,6 +1631,19 @@ impl Validator<'_> {
                     self.image(image, &at(&["image"]), &format!("{pname}.{sname}"));
                 }
                 if let Some(b) = &svc.build {
+                    for k in b.args.keys() {
+                        if !ENV_NAME.is_match(k) {
+                            let mut a = at(&["build", "args"]);
+                            a.push(k.clone());
+                            let d = Diagnostic::error(
+                                "build-arg-name",
+                                format!("build arg `{}` of {pname}.{sname} is not a build argument name", k.escape_debug()),
+                            )
+                            .at(self.src.key_label(&p(&a), ""))
+                            .help("use letters, digits and underscores, as the Dockerfile's `ARG` names it");
+                            self.push(d);
+                        }
+                    }
                     let mut paths = vec![("context", &b.context)];
                     if let Some(d) = &b.dockerfile {
                         paths.push(("dockerfile", d));
@@ -1678,8 +1691,10 @@ impl Validator<'_> {
             {
                 continue; // reported by infra() with the right advice
             }
-            let env_name = (path.len() >= 2 && path[path.len() - 2] == "env")
-                .then(|| path[path.len() - 1].as_str());
+            // Build args are named like env vars and end up in the image's history.
+            let env_name = (path.len() >= 2
+                && matches!(path[path.len() - 2].as_str(), "env" | "args"))
+            .then(|| path[path.len() - 1].as_str());
             let hits = secrets::scan_value(&value);
             let kind = if let Some(h) = hits.first() {
                 Some(h.kind.describe())
@@ -1697,7 +1712,9 @@ impl Validator<'_> {
                 &value,
             );
             let owner = path.join(".");
+            let build_arg = path.len() >= 2 && path[path.len() - 2] == "args";
             let help = match env_name {
+                Some(_) if build_arg => "build args stay in the image's history: give the secret to the service at run time instead (`secrets = [...]` and the product's untracked secret file)".to_string(),
                 Some(name) => format!(
                     "move it out of berth.toml: list `{name}` under `secrets = [...]` of the service and put the value in the product's untracked secret file"
                 ),

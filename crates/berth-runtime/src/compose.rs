@@ -383,56 +383,36 @@ impl Runtime for ComposeRuntime {
         Ok(removed)
     }
 
+    /// Each built service's image: the engine's image of its build key tagged, or a
+    /// `docker build` from the work tree (HEAD is the version) or a checkout of the
+    /// version's commit (a rollback whose images are gone). See [`crate::build`].
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
-        let images = self.images(product, version);
-        if images.is_empty() {
+        let wanted: Vec<crate::build::Wanted> = self.manifest.products[product]
+            .services
+            .iter()
+            .filter_map(|(n, s)| {
+                Some(crate::build::Wanted {
+                    build: s.build.as_ref()?,
+                    image: format!(
+                        "{}:{version}",
+                        berth_render::image_name(&self.manifest, product, n, s)
+                    ),
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
             return Ok(None);
         }
-        if crate::build::head_is(&self.compose_dir, version)? {
-            self.compose(
-                product,
-                Slot::Blue,
-                version,
-                format!("build the images of {product} {version}"),
-            )?
-            .arg("build")
-            .output()?;
-            return Ok(Some(format!("built {}", images.join(", "))));
-        }
-        // Another commit (a rollback whose images are gone): build from a checkout of it.
-        let checkout = crate::build::Checkout::add(
-            &self.compose_dir,
-            &format!("berth-build-{product}"),
+        let docker = |summary: String| docker_cmd(summary);
+        let builder = crate::build::Builder {
+            root: &self.root,
             version,
-        )?;
-        // Secret files stay where they are; the checkout points at them.
-        let _ = std::os::unix::fs::symlink(
-            self.root.join(".berth"),
-            checkout.path_of(&self.root).join(".berth"),
-        );
-        // The checkout's compose file: the build contexts of that commit.
-        let file = checkout
-            .path_of(&self.compose_dir)
-            .join(format!("{product}.yml"));
-        docker_cmd(format!(
-            "rebuild the images of {product} {version} from its commit"
-        ))
-        .args([
-            "compose",
-            "-p",
-            &self.project_name(product, Slot::Blue),
-            "-f",
-        ])
-        .arg(&file)
-        .arg("build")
-        .env("BERTH_VERSION", version)
-        .timeout(Some(Duration::from_secs(900)))
-        .output()?;
-        drop(checkout);
-        Ok(Some(format!(
-            "rebuilt {} from commit {version}",
-            images.join(", ")
-        )))
+            from_work_tree: crate::build::head_is(&self.root, version)?,
+            checkout_name: format!("berth-build-{product}"),
+            docker: &docker,
+            labels: vec![self.project_label()],
+        };
+        Ok(Some(builder.make(&wanted, |_| Ok(()))?))
     }
 
     fn has_version(&self, product: &str, version: &str) -> bool {

@@ -1032,59 +1032,46 @@ impl Runtime for SwarmRuntime {
         Ok(removed)
     }
 
+    /// Each built service's image made on the manager (its build key's image tagged,
+    /// or built: [`crate::build`]) and pushed under the product's repository (a
+    /// shared image's layers are in the registry already: the push sends none).
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
         let services = self.built_services(product);
         if services.is_empty() {
             return Ok(None);
         }
+        let wanted: Vec<crate::build::Wanted> = services
+            .iter()
+            .map(|name| crate::build::Wanted {
+                build: self.manifest.products[product].services[name]
+                    .build
+                    .as_ref()
+                    .expect("a built service"),
+                image: self.image(product, name, version),
+            })
+            .collect();
         // HEAD is the version (and clean): build from the work tree; otherwise from a
         // checkout of the version's commit.
-        let checkout =
-            if crate::build::head_is(&self.root, version)? && !crate::build::dirty(&self.root)? {
-                None
-            } else {
-                Some(crate::build::Checkout::add(
-                    &self.root,
-                    &format!("berth-swarm-build-{product}"),
-                    version,
-                )?)
-            };
-        let src = match &checkout {
-            Some(c) => c.path_of(&self.root),
-            None => self.root.clone(),
+        let docker = |summary: String| self.docker(summary);
+        let builder = crate::build::Builder {
+            root: &self.root,
+            version,
+            from_work_tree: crate::build::head_is(&self.root, version)?
+                && !crate::build::dirty(&self.root)?,
+            checkout_name: format!("berth-swarm-build-{product}"),
+            docker: &docker,
+            labels: vec![format!("berth.project={}", self.prefix())],
         };
-        let result = (|| -> Result<Vec<String>, RuntimeError> {
-            let mut images = Vec::new();
-            for name in &services {
-                let b = self.manifest.products[product].services[name]
-                    .build
-                    .clone()
-                    .expect("a built service");
-                let image = self.image(product, name, version);
-                let dockerfile = src.join(
-                    b.dockerfile
-                        .clone()
-                        .unwrap_or_else(|| format!("{}/Dockerfile", b.context)),
-                );
-                self.docker(format!("build {image} on the swarm's manager"))
-                    .args(["build", "-q", "--label"])
-                    .arg(format!("berth.product={product}"))
-                    .args(["-t", &image, "-f"])
-                    .arg(&dockerfile)
-                    .arg(src.join(&b.context))
-                    .timeout(Some(Duration::from_secs(900)))
-                    .output()?;
-                self.docker(format!("push {image} to the registry"))
-                    .args(["push", "-q", &image])
-                    .timeout(Some(Duration::from_secs(900)))
-                    .output()?;
-                images.push(image);
-            }
-            Ok(images)
-        })();
-        drop(checkout);
-        let images = result?;
-        Ok(Some(format!("built and pushed {}", images.join(", "))))
+        let mut pushed = Vec::new();
+        let note = builder.make(&wanted, |image| {
+            self.docker(format!("push {image} to the registry"))
+                .args(["push", "-q", image])
+                .timeout(Some(Duration::from_secs(900)))
+                .output()?;
+            pushed.push(image.to_string());
+            Ok(())
+        })?;
+        Ok(Some(format!("{note}; pushed {}", pushed.join(", "))))
     }
 
     fn has_version(&self, product: &str, version: &str) -> bool {
