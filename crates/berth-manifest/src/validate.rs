@@ -1963,3 +1963,59 @@ mod tests {
         assert_eq!(slugify("9lives"), "p-9lives");
     }
 }
+
+#[cfg(test)]
+mod build_arg_tests {
+    /// Build args: named like env vars, located by line:column, and never a secret
+    /// (they stay in the image's history), masked wherever the line is shown.
+    #[test]
+    fn build_args_are_named_like_env_vars_and_hold_no_secret() {
+        let text = r#"[project]
+name = "p"
+
+[products.a]
+domains = ["a.app"]
+
+[products.a.services.server]
+build = { context = "apps/server", args = { "bad-name" = "x", GOOD = "1", KEY = "sk_live_4eC39HqLyjWDarjtT1zdp7dc" } }
+port = 8000
+"#;
+        let diags = crate::check_str("berth.toml", text).err().expect("refused");
+        let codes: Vec<(&str, usize, usize)> = diags
+            .iter()
+            .map(|d| {
+                let l = d.primary.as_ref().unwrap();
+                (d.code, l.line, l.column)
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [("build-arg-name", 8, 45), ("inline-secret", 8, 81)],
+            "{diags:#?}"
+        );
+        let shown = format!("{diags:?}");
+        assert!(!shown.contains("4eC39HqLyjWDarjtT1zdp7dc"), "{shown}");
+        // A secret-looking name with a value: refused as well.
+        let named = text.replace(
+            "\"bad-name\" = \"x\", GOOD = \"1\", KEY = \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"",
+            "STRIPE_SECRET_KEY = \"rk_live_abcdefgh12345678\"",
+        );
+        let diags = crate::check_str("berth.toml", &named)
+            .err()
+            .expect("refused");
+        assert_eq!(
+            diags.iter().map(|d| d.code).collect::<Vec<_>>(),
+            ["inline-secret"],
+            "{diags:#?}"
+        );
+        let ok = text
+            .replace("\"bad-name\" = \"x\", ", "")
+            .replace(", KEY = \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"", "");
+        let m = crate::check_str("berth.toml", &ok)
+            .expect("valid")
+            .0
+            .manifest;
+        let b = m.products["a"].services["server"].build.clone().unwrap();
+        assert_eq!(b.args.get("GOOD").map(String::as_str), Some("1"));
+    }
+}
