@@ -1980,7 +1980,9 @@ domains = ["a.app"]
 build = { context = "apps/server", args = { "bad-name" = "x", GOOD = "1", KEY = "sk_live_4eC39HqLyjWDarjtT1zdp7dc" } }
 port = 8000
 "#;
-        let diags = crate::check_str("berth.toml", text).err().expect("refused");
+        let Err(diags) = crate::check_str("berth.toml", text) else {
+            panic!("refused")
+        };
         let codes: Vec<(&str, usize, usize)> = diags
             .iter()
             .map(|d| {
@@ -2000,9 +2002,9 @@ port = 8000
             "\"bad-name\" = \"x\", GOOD = \"1\", KEY = \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"",
             "STRIPE_SECRET_KEY = \"rk_live_abcdefgh12345678\"",
         );
-        let diags = crate::check_str("berth.toml", &named)
-            .err()
-            .expect("refused");
+        let Err(diags) = crate::check_str("berth.toml", &named) else {
+            panic!("refused")
+        };
         assert_eq!(
             diags.iter().map(|d| d.code).collect::<Vec<_>>(),
             ["inline-secret"],
