@@ -81,6 +81,8 @@ def site(name):
     (repo / "berth.toml").write_text(m)
     for app in ["apps/server", "apps/frontend"]:
         shutil.copy(static, repo / app / "demo-app")
+        # Sources of this run only: no image an earlier run left has their build keys.
+        (repo / app / "bench-run.txt").write_text(f"{name}\n")
     # The image holds its whole context, as the example's real Dockerfiles do.
     for df in ["docker/server.Dockerfile", "docker/frontend.Dockerfile"]:
         (repo / df).write_text('FROM scratch\nCOPY . /app\nCOPY demo-app /demo-app\nCMD ["/demo-app"]\n')
@@ -115,8 +117,14 @@ def measure(name, env):
     for product in PRODUCTS:
         for slot in ["blue", "green"]:
             subprocess.run(["docker", "compose", "-p", f"{name}-{product}-{slot}", "-f", str(repo / f"deploy/dev/compose/{product}.yml"),
-                            "down", "--rmi", "all", "-t", "1"], cwd=repo, capture_output=True)
+                            "down", "-t", "1"], cwd=repo, capture_output=True)
         subprocess.run(["docker", "network", "rm", f"{name}-{product}"], capture_output=True)
+        # Every version's tag (compose's `--rmi` knows only the one it is given).
+        for service in ["server", "frontend"]:
+            tags = subprocess.run(["docker", "image", "ls", f"{name}-{product}-{service}", "--format", "{{.Repository}}:{{.Tag}}"],
+                                  capture_output=True, text=True).stdout.split()
+            if tags:
+                subprocess.run(["docker", "image", "rm", *tags], capture_output=True)
     subprocess.run(["nginx", "-p", str(repo), "-c", "deploy/dev/nginx/nginx.conf", "-s", "stop"], capture_output=True)
     subprocess.run(["docker", "network", "rm", f"{name}-shared"], capture_output=True)
     return walls, counts, build_s
