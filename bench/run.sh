@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate bench/RESULTS.md: every section, or only the named ones.
 # Usage: bench/run.sh [--astro REPO] [SECTION...]
-#   SECTION: lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak
+#   SECTION: lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak shared-build
 #   (none named: all of them; `affected` needs --astro, a local clone or mirror of
 #   withastro/astro).
 # Each section is printed whole by the script that measured it (title, target,
@@ -11,7 +11,7 @@
 # as they are. A script that fails leaves its section untouched and run.sh exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak)
+ALL=(lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak shared-build)
 usage() { echo "usage: bench/run.sh [--astro REPO] [SECTION...]   sections: ${ALL[*]}" >&2; exit 2; }
 ASTRO=
 SECTIONS=()
@@ -49,6 +49,7 @@ run_section() {
         limits) ./bench/limits.sh ;;
         demo) ./bench/demo.sh 8454bd8 ;;
         soak) ./bench/soak.sh 100 ;;
+        shared-build) ./bench/shared_build.sh 5 ;;
     esac
 }
 
@@ -59,7 +60,7 @@ fi
 PART=$(mktemp)
 trap 'rm -f "$PART"; [ -z "${DOCKERD_DIR:-}" ] || stop_dockerd' EXIT
 # One Docker Engine for the deploy benchmark and the compose load test, stopped at the end.
-if { wants deploy || wants zero-downtime || wants rollback || wants limits; } && [ -z "${DOCKER_HOST:-}" ]; then
+if { wants deploy || wants zero-downtime || wants rollback || wants limits || wants shared-build; } && [ -z "${DOCKER_HOST:-}" ]; then
     start_dockerd
 fi
 

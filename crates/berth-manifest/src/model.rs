@@ -1136,7 +1136,7 @@ impl Service {
     }
 }
 
-/// `build = { context = "...", dockerfile = "..." }`
+/// `build = { context = "...", dockerfile = "...", args = { NAME = "value" } }`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Build {
@@ -1145,6 +1145,12 @@ pub struct Build {
     /// Dockerfile path, relative to berth.toml (default: `<context>/Dockerfile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dockerfile: Option<String>,
+    /// Build arguments (`docker build --build-arg NAME=value`), not secret: they stay
+    /// in the image's history. Services of different products built from the same
+    /// context, Dockerfile and args at one version share one image; different args
+    /// give a product its own.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub args: IndexMap<String, String>,
 }
 
 /// `[products.<name>.services.<service>.health]`

@@ -1631,6 +1631,19 @@ impl Validator<'_> {
                     self.image(image, &at(&["image"]), &format!("{pname}.{sname}"));
                 }
                 if let Some(b) = &svc.build {
+                    for k in b.args.keys() {
+                        if !ENV_NAME.is_match(k) {
+                            let mut a = at(&["build", "args"]);
+                            a.push(k.clone());
+                            let d = Diagnostic::error(
+                                "build-arg-name",
+                                format!("build arg `{}` of {pname}.{sname} is not a build argument name", k.escape_debug()),
+                            )
+                            .at(self.src.key_label(&p(&a), ""))
+                            .help("use letters, digits and underscores, as the Dockerfile's `ARG` names it");
+                            self.push(d);
+                        }
+                    }
                     let mut paths = vec![("context", &b.context)];
                     if let Some(d) = &b.dockerfile {
                         paths.push(("dockerfile", d));
@@ -1678,8 +1691,10 @@ impl Validator<'_> {
             {
                 continue; // reported by infra() with the right advice
             }
-            let env_name = (path.len() >= 2 && path[path.len() - 2] == "env")
-                .then(|| path[path.len() - 1].as_str());
+            // Build args are named like env vars and end up in the image's history.
+            let env_name = (path.len() >= 2
+                && matches!(path[path.len() - 2].as_str(), "env" | "args"))
+            .then(|| path[path.len() - 1].as_str());
             let hits = secrets::scan_value(&value);
             let kind = if let Some(h) = hits.first() {
                 Some(h.kind.describe())
@@ -1697,7 +1712,9 @@ impl Validator<'_> {
                 &value,
             );
             let owner = path.join(".");
+            let build_arg = path.len() >= 2 && path[path.len() - 2] == "args";
             let help = match env_name {
+                Some(_) if build_arg => "build args stay in the image's history: give the secret to the service at run time instead (`secrets = [...]` and the product's untracked secret file)".to_string(),
                 Some(name) => format!(
                     "move it out of berth.toml: list `{name}` under `secrets = [...]` of the service and put the value in the product's untracked secret file"
                 ),
@@ -1944,5 +1961,63 @@ mod tests {
         assert_eq!(slugify("Best Stays"), "best-stays");
         assert_eq!(slugify("real_estate"), "real-estate");
         assert_eq!(slugify("9lives"), "p-9lives");
+    }
+}
+
+#[cfg(test)]
+mod build_arg_tests {
+    /// Build args: named like env vars, located by line:column, and never a secret
+    /// (they stay in the image's history), masked wherever the line is shown.
+    #[test]
+    fn build_args_are_named_like_env_vars_and_hold_no_secret() {
+        let text = r#"[project]
+name = "p"
+
+[products.a]
+domains = ["a.app"]
+
+[products.a.services.server]
+build = { context = "apps/server", args = { "bad-name" = "x", GOOD = "1", KEY = "sk_live_4eC39HqLyjWDarjtT1zdp7dc" } }
+port = 8000
+"#;
+        let Err(diags) = crate::check_str("berth.toml", text) else {
+            panic!("refused")
+        };
+        let codes: Vec<(&str, usize, usize)> = diags
+            .iter()
+            .map(|d| {
+                let l = d.primary.as_ref().unwrap();
+                (d.code, l.line, l.column)
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [("build-arg-name", 8, 45), ("inline-secret", 8, 81)],
+            "{diags:#?}"
+        );
+        let shown = format!("{diags:?}");
+        assert!(!shown.contains("4eC39HqLyjWDarjtT1zdp7dc"), "{shown}");
+        // A secret-looking name with a value: refused as well.
+        let named = text.replace(
+            "\"bad-name\" = \"x\", GOOD = \"1\", KEY = \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"",
+            "STRIPE_SECRET_KEY = \"rk_live_abcdefgh12345678\"",
+        );
+        let Err(diags) = crate::check_str("berth.toml", &named) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            diags.iter().map(|d| d.code).collect::<Vec<_>>(),
+            ["inline-secret"],
+            "{diags:#?}"
+        );
+        let ok = text
+            .replace("\"bad-name\" = \"x\", ", "")
+            .replace(", KEY = \"sk_live_4eC39HqLyjWDarjtT1zdp7dc\"", "");
+        let m = crate::check_str("berth.toml", &ok)
+            .expect("valid")
+            .0
+            .manifest;
+        let b = m.products["a"].services["server"].build.clone().unwrap();
+        assert_eq!(b.args.get("GOOD").map(String::as_str), Some("1"));
     }
 }

@@ -562,6 +562,7 @@ impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
 struct BuildCtx {
     context: String,
     dockerfile: Option<String>,
+    args: Vec<(String, String)>,
 }
 
 #[derive(Serialize)]
@@ -620,6 +621,7 @@ fn product_ctx(m: &Manifest, name: &str, p: &Product, root_from_compose: &str) -
                         format!("{}/{d}", back.join("/"))
                     }
                 }),
+                args: b.args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             }),
             port: s.port,
             host_port: m.slot_host_port(s, false),

@@ -383,86 +383,36 @@ impl Runtime for ComposeRuntime {
         Ok(removed)
     }
 
+    /// Each built service's image: the engine's image of its build key tagged, or a
+    /// `docker build` from the work tree (HEAD is the version) or a checkout of the
+    /// version's commit (a rollback whose images are gone). See [`crate::build`].
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
-        let images = self.images(product, version);
-        if images.is_empty() {
+        let wanted: Vec<crate::build::Wanted> = self.manifest.products[product]
+            .services
+            .iter()
+            .filter_map(|(n, s)| {
+                Some(crate::build::Wanted {
+                    build: s.build.as_ref()?,
+                    image: format!(
+                        "{}:{version}",
+                        berth_render::image_name(&self.manifest, product, n, s)
+                    ),
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
             return Ok(None);
         }
-        let git = |args: &[&str], summary: &str| {
-            Cmd::new("git", summary.to_string())
-                .args(args)
-                .current_dir(&self.compose_dir)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
+        let docker = |summary: String| docker_cmd(summary);
+        let builder = crate::build::Builder {
+            root: &self.root,
+            version,
+            from_work_tree: crate::build::head_is(&self.root, version)?,
+            checkout_name: format!("berth-build-{product}"),
+            docker: &docker,
+            labels: vec![self.project_label()],
         };
-        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
-        if head.trim().starts_with(version) {
-            self.compose(
-                product,
-                Slot::Blue,
-                version,
-                format!("build the images of {product} {version}"),
-            )?
-            .arg("build")
-            .output()?;
-            return Ok(Some(format!("built {}", images.join(", "))));
-        }
-        // Another commit (a rollback whose images are gone): build from a checkout of it.
-        let top = PathBuf::from(
-            git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
-                .stdout_str()
-                .trim(),
-        );
-        let rel = self
-            .compose_dir
-            .strip_prefix(&top)
-            .unwrap_or(Path::new(""))
-            .to_path_buf();
-        let tmp = std::env::temp_dir().join(format!(
-            "berth-build-{product}-{version}-{}",
-            std::process::id()
-        ));
-        let tmp_s = tmp.display().to_string();
-        git(
-            &["worktree", "add", "--detach", "--force", &tmp_s, version],
-            "check out the commit to rebuild",
-        )?;
-        let result = (|| -> Result<(), RuntimeError> {
-            // Secret files stay where they are; the checkout points at them.
-            let root = self.root.clone();
-            let root_rel = root
-                .strip_prefix(&top)
-                .unwrap_or(Path::new(""))
-                .to_path_buf();
-            let _ =
-                std::os::unix::fs::symlink(root.join(".berth"), tmp.join(&root_rel).join(".berth"));
-            let file = tmp.join(&rel).join(format!("{product}.yml"));
-            // The checkout's compose file: the build contexts of that commit.
-            docker_cmd(format!(
-                "rebuild the images of {product} {version} from its commit"
-            ))
-            .args([
-                "compose",
-                "-p",
-                &self.project_name(product, Slot::Blue),
-                "-f",
-            ])
-            .arg(&file)
-            .arg("build")
-            .env("BERTH_VERSION", version)
-            .timeout(Some(Duration::from_secs(900)))
-            .output()?;
-            Ok(())
-        })();
-        let _ = git(
-            &["worktree", "remove", "--force", &tmp_s],
-            "remove the build checkout",
-        );
-        result?;
-        Ok(Some(format!(
-            "rebuilt {} from commit {version}",
-            images.join(", ")
-        )))
+        Ok(Some(builder.make(&wanted, |_| Ok(()))?))
     }
 
     fn has_version(&self, product: &str, version: &str) -> bool {

@@ -2,6 +2,7 @@
 //! is read back from the runtime itself (pid files and /proc for local
 //! processes), never from a cache berth keeps.
 
+pub mod build;
 pub mod cached;
 pub mod cgroup;
 pub mod compose;

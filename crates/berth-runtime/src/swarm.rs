@@ -16,7 +16,7 @@
 //! Everything is read back from the manager; berth keeps no cache beyond a second.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -1032,86 +1032,46 @@ impl Runtime for SwarmRuntime {
         Ok(removed)
     }
 
+    /// Each built service's image made on the manager (its build key's image tagged,
+    /// or built: [`crate::build`]) and pushed under the product's repository (a
+    /// shared image's layers are in the registry already: the push sends none).
     fn build(&self, product: &str, version: &str) -> Result<Option<String>, RuntimeError> {
         let services = self.built_services(product);
         if services.is_empty() {
             return Ok(None);
         }
-        let git = |args: &[&str], summary: &str| {
-            Cmd::new("git", summary.to_string())
-                .args(args)
-                .current_dir(&self.root)
-                .env("GIT_TERMINAL_PROMPT", "0")
-                .output()
-        };
-        let head = git(&["rev-parse", "HEAD"], "read the checked-out commit")?.stdout_str();
-        let dirty = !git(&["status", "--porcelain"], "look for uncommitted changes")?
-            .stdout_str()
-            .trim()
-            .is_empty();
+        let wanted: Vec<crate::build::Wanted> = services
+            .iter()
+            .map(|name| crate::build::Wanted {
+                build: self.manifest.products[product].services[name]
+                    .build
+                    .as_ref()
+                    .expect("a built service"),
+                image: self.image(product, name, version),
+            })
+            .collect();
         // HEAD is the version (and clean): build from the work tree; otherwise from a
         // checkout of the version's commit.
-        let (src, checkout) = if head.trim().starts_with(version) && !dirty {
-            (self.root.clone(), None)
-        } else {
-            let top = PathBuf::from(
-                git(&["rev-parse", "--show-toplevel"], "locate the work tree")?
-                    .stdout_str()
-                    .trim(),
-            );
-            let rel = self
-                .root
-                .strip_prefix(&top)
-                .unwrap_or(Path::new(""))
-                .to_path_buf();
-            let tmp = std::env::temp_dir().join(format!(
-                "berth-swarm-build-{product}-{version}-{}",
-                std::process::id()
-            ));
-            let tmp_s = tmp.display().to_string();
-            git(
-                &["worktree", "add", "--detach", "--force", &tmp_s, version],
-                "check out the commit to build",
-            )?;
-            (tmp.join(rel), Some(tmp_s))
+        let docker = |summary: String| self.docker(summary);
+        let builder = crate::build::Builder {
+            root: &self.root,
+            version,
+            from_work_tree: crate::build::head_is(&self.root, version)?
+                && !crate::build::dirty(&self.root)?,
+            checkout_name: format!("berth-swarm-build-{product}"),
+            docker: &docker,
+            labels: vec![format!("berth.project={}", self.prefix())],
         };
-        let result = (|| -> Result<Vec<String>, RuntimeError> {
-            let mut images = Vec::new();
-            for name in &services {
-                let b = self.manifest.products[product].services[name]
-                    .build
-                    .clone()
-                    .expect("a built service");
-                let image = self.image(product, name, version);
-                let dockerfile = src.join(
-                    b.dockerfile
-                        .clone()
-                        .unwrap_or_else(|| format!("{}/Dockerfile", b.context)),
-                );
-                self.docker(format!("build {image} on the swarm's manager"))
-                    .args(["build", "-q", "--label"])
-                    .arg(format!("berth.product={product}"))
-                    .args(["-t", &image, "-f"])
-                    .arg(&dockerfile)
-                    .arg(src.join(&b.context))
-                    .timeout(Some(Duration::from_secs(900)))
-                    .output()?;
-                self.docker(format!("push {image} to the registry"))
-                    .args(["push", "-q", &image])
-                    .timeout(Some(Duration::from_secs(900)))
-                    .output()?;
-                images.push(image);
-            }
-            Ok(images)
-        })();
-        if let Some(tmp) = checkout {
-            let _ = git(
-                &["worktree", "remove", "--force", &tmp],
-                "remove the build checkout",
-            );
-        }
-        let images = result?;
-        Ok(Some(format!("built and pushed {}", images.join(", "))))
+        let mut pushed = Vec::new();
+        let note = builder.make(&wanted, |image| {
+            self.docker(format!("push {image} to the registry"))
+                .args(["push", "-q", image])
+                .timeout(Some(Duration::from_secs(900)))
+                .output()?;
+            pushed.push(image.to_string());
+            Ok(())
+        })?;
+        Ok(Some(format!("{note}; pushed {}", pushed.join(", "))))
     }
 
     fn has_version(&self, product: &str, version: &str) -> bool {

@@ -341,8 +341,11 @@ fn compose_deploy_redeploy_rollback_with_zero_dropped_requests() {
         .assert_code(0);
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
+    // realestate built the images of this commit's sources: bestays tags them.
     assert!(
-        out.stderr.contains("build images (compose)") && out.stderr.contains("built "),
+        out.stderr.contains("build images (compose)")
+            && out.stderr.contains("reused the image of the same source")
+            && !out.stderr.contains("built "),
         "{}",
         out.snapshot()
     );
@@ -410,6 +413,9 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         .unwrap()
         .replace("runtime = \"compose\"", "runtime = \"compose\"\nkeep = 1");
     site.repo.write("berth.toml", &m);
+    // Sources of this site only: no image another test built has their build key.
+    site.repo
+        .write("apps/server/site.txt", site.compose.as_ref().unwrap());
     site.repo
         .commit_all("chore: keep one image (TASK-5-keep-bestays)");
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
@@ -419,7 +425,8 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         .git(&["tag", "--list", "bestays-deploy-*"])
         .trim()
         .to_string();
-    site.repo.write("products/bestays/c.md", "x");
+    // Changes to the server (its image changes with each: none is shared by two versions).
+    site.repo.write("apps/server/c.md", "x");
     site.repo.commit_all("feat: c (TASK-6-c-bestays)");
     // keep = 1 still keeps the version a rollback returns to: v1's image stays...
     let out = site.berth(&["deploy", "bestays", "--yes"]);
@@ -430,7 +437,7 @@ fn old_images_are_pruned_and_a_rollback_rebuilds_from_the_tag_when_its_image_is_
         out.snapshot()
     );
     // ...until a third deploy makes it older than both.
-    site.repo.write("products/bestays/d.md", "x");
+    site.repo.write("apps/server/d.md", "x");
     site.repo.commit_all("feat: d (TASK-7-d-bestays)");
     let out = site.berth(&["deploy", "bestays", "--yes"]);
     out.assert_code(0);
@@ -953,4 +960,199 @@ fn fresh_init_reaches_the_hosts_databases(server_image: ServerImage) {
     cleanup();
     result.expect("the service reports PostgreSQL and Redis reachable");
     assert_eq!(healthy.trim(), "healthy", "server container {id:?}");
+}
+
+/// `docker build`s berth ran, from its command trace (`BERTH_LOG=berth::cmd=trace`):
+/// each `docker build` and each `docker compose ... build` (the probe's image aside).
+fn builds_in(out: &Outcome) -> Vec<String> {
+    out.stderr
+        .lines()
+        .filter(|l| l.starts_with("TRACE ") && !l.contains("berth-probe"))
+        .filter(|l| l.contains("docker build ") || l.contains(" build -> "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The files in the running `service` container of `product` at `version`.
+fn files_in_running(site: &Site, product: &str, service: &str, version: &str) -> String {
+    let project = site.compose.as_ref().unwrap();
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=berth.product={product}"),
+        "--filter",
+        &format!("label=berth.service={service}"),
+        "--filter",
+        &format!("label=berth.version={version}"),
+    ]);
+    let id = ids
+        .lines()
+        .find(|id| {
+            docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"com.docker.compose.project\"}}",
+                id,
+            ])
+            .starts_with(&format!("{project}-{product}-"))
+        })
+        .unwrap_or_else(|| panic!("no running {product}.{service} at {version}"))
+        .to_string();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker export {id} | tar -t"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn image_id(image: &str) -> String {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn products_sharing_a_build_context_build_it_once_and_own_build_args_build_their_own() {
+    let site = Site::compose(0);
+    let project = site.compose.clone().unwrap();
+    let trace = [("BERTH_LOG", "berth::cmd=trace")];
+    let deploy = |product: &str| {
+        let out = site.berth_env(&["deploy", product, "--yes"], &trace);
+        out.assert_code(0);
+        out
+    };
+    let commit_server_change = |n: u32, also: &dyn Fn()| {
+        site.repo
+            .write(&format!("apps/server/change-{n}.txt"), &n.to_string());
+        also();
+        site.repo.commit_all(&format!(
+            "feat: server change {n} (TASK-{n}-server-bestays)"
+        ));
+        site.head_version()
+    };
+    // The server's image holds its whole context (the running code shows each change);
+    // sources of this site only (no image another test built has their build keys);
+    // each product keeps one version besides the live one; no drain wait.
+    site.repo.write(
+        "docker/server.Dockerfile",
+        "FROM scratch\nCOPY . /app\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n",
+    );
+    for app in ["apps/server", "apps/frontend"] {
+        site.repo.write(&format!("{app}/site.txt"), &project);
+    }
+    let m = std::fs::read_to_string(site.repo.path().join("berth.toml"))
+        .unwrap()
+        .replace("runtime = \"compose\"", "runtime = \"compose\"\nkeep = 1")
+        .replace("drain = \"1s\"", "drain = \"0s\"");
+    site.repo.write("berth.toml", &m);
+    site.repo
+        .commit_all("chore: keep one (TASK-8-keep-realestate)");
+    let first = deploy("realestate");
+    assert!(!builds_in(&first).is_empty(), "{}", first.snapshot());
+
+    // A change to apps/server, then both products: one build. realestate's server is
+    // bestays's image (tagged); bestays's frontend is realestate's v1 image (its context
+    // did not change).
+    let v1 = site.head_version();
+    let v2 = commit_server_change(2, &|| {});
+    let start = Instant::now();
+    let b = deploy("bestays");
+    let r = deploy("realestate");
+    let wall = start.elapsed();
+    let builds: Vec<String> = builds_in(&b).into_iter().chain(builds_in(&r)).collect();
+    eprintln!(
+        "both products after a change to apps/server: {} build(s) in {wall:?}",
+        builds.len()
+    );
+    assert_eq!(builds.len(), 1, "one build for both products: {builds:#?}");
+    assert!(
+        builds[0].contains(&format!("-t {project}-bestays-server:{v2} ")),
+        "{builds:?}"
+    );
+    assert!(
+        r.stderr.contains("reused the image of the same source"),
+        "{}",
+        r.snapshot()
+    );
+    let server = |p: &str, v: &str| image_id(&format!("{project}-{p}-server:{v}"));
+    let frontend = |p: &str, v: &str| image_id(&format!("{project}-{p}-frontend:{v}"));
+    let shared = server("bestays", &v2);
+    assert_eq!(shared, server("realestate", &v2));
+    assert_ne!(shared, server("realestate", &v1));
+    assert_eq!(frontend("bestays", &v2), frontend("realestate", &v1));
+    for product in ["bestays", "realestate"] {
+        let files = files_in_running(&site, product, "server", &v2);
+        assert!(
+            files.contains("app/change-2.txt"),
+            "{product} runs v2's code: {files}"
+        );
+        assert_eq!(
+            site.get(&format!("{product}.app"), "/api/health"),
+            (200, v2.clone())
+        );
+    }
+
+    // realestate's own build arg: at one version, the same context gives each product
+    // its own image, each built once.
+    let v3 = commit_server_change(3, &|| {
+        let m = std::fs::read_to_string(site.repo.path().join("berth.toml")).unwrap();
+        let (head, tail) = m
+            .split_once("[products.realestate.services.server]")
+            .unwrap();
+        let tail = tail.replacen(
+            "dockerfile = \"docker/server.Dockerfile\" }",
+            "dockerfile = \"docker/server.Dockerfile\", args = { FLAVOUR = \"realestate\" } }",
+            1,
+        );
+        assert!(
+            tail.contains("FLAVOUR"),
+            "realestate's server has a build table"
+        );
+        site.repo.write(
+            "berth.toml",
+            &format!("{head}[products.realestate.services.server]{tail}"),
+        );
+        site.berth(&["render", "--env", "dev"]).assert_code(0);
+    });
+    let b = deploy("bestays");
+    let r = deploy("realestate");
+    assert_eq!(builds_in(&b).len(), 1, "{}", b.snapshot());
+    assert_eq!(builds_in(&r).len(), 1, "{}", r.snapshot());
+    assert!(
+        builds_in(&r)[0].contains("--build-arg FLAVOUR=realestate"),
+        "{:?}",
+        builds_in(&r)
+    );
+    assert_ne!(server("realestate", &v3), server("bestays", &v3));
+
+    // bestays moves on and prunes its tags of the shared v2 image; realestate's v2 (the
+    // version its rollback returns to) keeps the image.
+    commit_server_change(4, &|| {});
+    let b = deploy("bestays");
+    assert!(
+        b.stderr.contains(&format!("{project}-bestays-server:{v2}")),
+        "bestays pruned its v2 tag: {}",
+        b.snapshot()
+    );
+    assert!(!image_tags(&site, "bestays", "server").contains(&v2));
+    assert_eq!(
+        server("realestate", &v2),
+        shared,
+        "realestate's retained v2 still has the shared image"
+    );
+    let out = site.berth(&["rollback", "realestate", "--dry-run"]);
+    out.assert_code(0);
+    assert!(
+        out.all()
+            .contains(&format!("reuse the retained images of {v2} (no build)")),
+        "{}",
+        out.snapshot()
+    );
 }

@@ -1205,7 +1205,16 @@ fn bestays_deploys_and_rolls_back_across_labelled_nodes_at_100_rps_with_its_own_
     assert_eq!(realestate.len(), 2, "{realestate:?}");
     site.change("bestays", 1);
     let v1 = site.head_version();
-    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    // realestate's images are bestays's too (the same sources): tagged on the manager
+    // and pushed under bestays's repositories, from which bestays's nodes pull them.
+    let out = site.berth(&["deploy", "bestays", "--yes"]);
+    out.assert_code(0);
+    assert!(
+        out.stderr.contains("reused the image of the same source")
+            && !out.stderr.contains("built "),
+        "{}",
+        out.snapshot()
+    );
 
     let labelled: BTreeSet<String> = [1, 2]
         .iter()
