@@ -98,6 +98,20 @@ static ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// `NAME = "value"` after `{` or `,`: a pair of an inline table (TOML `env = { A =
+/// "x", API_KEY = "..." }`), where the line-start assignment above does not look.
+static INLINE_PAIR: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"(?i)[{,]\s*["']?(?P<name>[A-Z0-9_.\-]*?(?:SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH_?TOKEN|CLIENT_?SECRET)[A-Z0-9_.\-]*)["']?\s*=\s*(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)')"#,
+    )
+    .unwrap()
+});
+
+/// What [`mask`] shows, at the start of a text.
+static MASKED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(?:sk_test_|sk_live_|sk-or-v1-|AKIA|ASIA)?\*{4}\(\d+ chars\)").unwrap()
+});
+
 static SECRET_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|AUTH_?TOKEN|_TOKEN$|^TOKEN$|DSN$)").unwrap()
 });
@@ -221,6 +235,29 @@ pub fn scan_line(line: &str, kind: FileKind) -> Vec<SecretHit> {
             }
         }
     }
+    // Every secret-named pair of an inline table, beside what was found above (a
+    // line may hold several; a span already masked is not masked twice).
+    for c in INLINE_PAIR.captures_iter(line) {
+        let name = c.name("name").unwrap().as_str();
+        let v = c.name("dq").or_else(|| c.name("sq")).unwrap();
+        let span = v.range();
+        if span.is_empty()
+            || is_placeholder(v.as_str())
+            || names_a_setting(name)
+            || is_plain_setting(v.as_str())
+            || hits
+                .iter()
+                .any(|h| h.span.start < span.end && span.start < h.span.end)
+        {
+            continue;
+        }
+        hits.push(SecretHit {
+            kind: SecretKind::SecretAssignment,
+            span,
+            name: Some(name.to_string()),
+        });
+    }
+    hits.sort_by_key(|h| h.span.start);
     if hits.is_empty() {
         // `"client_secret": "..."` inside a line of JSON (or a JS/Python dict).
         for c in QUOTED_KEY.captures_iter(line) {
@@ -272,6 +309,9 @@ pub fn mask_line(line: &str) -> String {
     }
     hits.sort_by_key(|h| std::cmp::Reverse(h.span.start));
     let mut out = line.to_string();
+    // A value shown already masked (a diagnostic masks its own value first) is
+    // left as it is: masking is done once.
+    hits.retain(|h| !MASKED.is_match(&line[h.span.start..]));
     for h in hits {
         let masked = mask(&line[h.span.clone()]);
         out.replace_range(h.span, &masked);
@@ -412,6 +452,26 @@ mod tests {
             "env = { KEY = \"sk_live_****(18 chars)\", PORT = 1 }"
         );
         assert_eq!(mask_line("port = 8011"), "port = 8011");
+    }
+
+    #[test]
+    fn every_secret_pair_of_an_inline_table_is_masked_once() {
+        let line = r#"env = { A = 1, STRIPE_SECRET_KEY = "rk_live_abcdefghijklmnop", B = "sk_live_abcdefghijklmnopq", DB_PASSWORD = 'hunter22', NEXT_PUBLIC_API_KEY_URL = "" }"#;
+        let masked = mask_line(line);
+        assert!(!masked.contains("rk_live_abc"), "{masked}");
+        assert!(!masked.contains("sk_live_abc"), "{masked}");
+        assert!(!masked.contains("hunter22"), "{masked}");
+        assert_eq!(
+            masked,
+            r#"env = { A = 1, STRIPE_SECRET_KEY = "****(24 chars)", B = "sk_live_****(25 chars)", DB_PASSWORD = '****(8 chars)', NEXT_PUBLIC_API_KEY_URL = "" }"#
+        );
+    }
+
+    #[test]
+    fn a_masked_line_is_not_masked_again() {
+        let line = r#"env = { STRIPE_SECRET_KEY = "rk_live_abcdefghijklmnop", B = "sk_live_abcdefghijklmnopq" }"#;
+        let once = mask_line(line);
+        assert_eq!(mask_line(&once), once);
     }
 
     #[test]

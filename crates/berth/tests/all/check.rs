@@ -66,6 +66,11 @@ fn broken_manifests_fail_with_located_messages() {
             })
             .collect();
         assert_eq!(errors.join(", "), expect, "{name}\n{}", out.snapshot());
+        assert!(
+            !out.stderr.contains("leakcheck") && !out.stdout.contains("leakcheck"),
+            "{name}: a secret value is shown\n{}",
+            out.snapshot()
+        );
         insta::assert_snapshot!(name.trim_end_matches(".toml"), out.snapshot());
     }
 }
