@@ -178,11 +178,7 @@ pub fn restore(
             .map_err(|e| bad(&e.to_string()))?;
         run::<()>(
             &mut conn,
-            cmd("RESTORE")
-                .arg(&key)
-                .arg(ttl)
-                .arg(&value)
-                .arg("REPLACE"),
+            cmd("RESTORE").arg(&key).arg(ttl).arg(&value).arg("REPLACE"),
             "restore a key",
         )?;
         n += 1;

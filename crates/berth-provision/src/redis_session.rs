@@ -93,9 +93,10 @@ impl RedisSession {
                 Some(path) => {
                     crate::tls::load_roots(path)
                         .map_err(|e| RedisError::Config(format!("sslrootcert {path}: {e}")))?;
-                    Some(std::fs::read(path).map_err(|e| {
-                        RedisError::Config(format!("sslrootcert {path}: {e}"))
-                    })?)
+                    Some(
+                        std::fs::read(path)
+                            .map_err(|e| RedisError::Config(format!("sslrootcert {path}: {e}")))?,
+                    )
                 }
             };
             let info = ConnectionAddr::TcpTls {
@@ -169,7 +170,10 @@ impl RedisSession {
 
     /// Send every command in one write, then read their replies in order; a refused
     /// command's reply is a `Value::ServerError` in its place.
-    pub fn pipeline<S: AsRef<[u8]>>(&mut self, commands: &[&[S]]) -> Result<Vec<Value>, RedisError> {
+    pub fn pipeline<S: AsRef<[u8]>>(
+        &mut self,
+        commands: &[&[S]],
+    ) -> Result<Vec<Value>, RedisError> {
         let mut p = redis::pipe();
         p.ignore_errors();
         for c in commands {

@@ -131,7 +131,9 @@ impl rustls::client::danger::ServerCertVerifier for Unverified {
 
 /// The rustls error somewhere in `e`'s causes. Client libraries hand it over inside
 /// an `io::Error` (whose `source()` skips it) or an `Arc<dyn Error>`.
-pub fn find_rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     type Shared = Arc<dyn std::error::Error + Send + Sync>;
     let mut src = Some(e);
     while let Some(c) = src {

@@ -27,7 +27,6 @@ mod pg_tls;
 mod product;
 mod progress;
 mod provision;
-mod redis_tls;
 mod render;
 mod run_cmd;
 mod schema;
