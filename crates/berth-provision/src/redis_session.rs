@@ -80,7 +80,8 @@ impl RedisSession {
         if let Some(p) = &url.password {
             redis = redis.set_password(p);
         }
-        let bad = |e: redis::RedisError| RedisError::Config(scrub(&e.to_string(), url));
+        let bad =
+            |e: redis::RedisError| RedisError::Config(mask(e.to_string(), url.password.as_deref()));
         let client = if tls {
             if rustls_pki_types::ServerName::try_from(url.host.as_str()).is_err() {
                 return Err(RedisError::Config(format!(
@@ -190,10 +191,7 @@ impl RedisSession {
 
 /// A `redis` crate error as a [`RedisError`], the password masked wherever it might appear.
 fn classify(e: &redis::RedisError, password: Option<&str>, timeout: Duration) -> RedisError {
-    let mask = |s: String| match password {
-        Some(p) if !p.is_empty() => s.replace(p, "****"),
-        _ => s,
-    };
+    let mask = |s: String| mask(s, password);
     if let Some(r) = crate::tls::find_rustls_error(e) {
         let mut why = crate::tls::describe(r, "sslrootcert");
         if matches!(
@@ -232,11 +230,11 @@ fn classify(e: &redis::RedisError, password: Option<&str>, timeout: Duration) ->
     RedisError::Server(mask(e.to_string()))
 }
 
-/// `text` with the URL's password masked.
-fn scrub(text: &str, url: &ServiceUrl) -> String {
-    match url.password.as_deref() {
+/// `text` with the password masked.
+fn mask(text: String, password: Option<&str>) -> String {
+    match password {
         Some(p) if !p.is_empty() => text.replace(p, "****"),
-        _ => text.to_string(),
+        _ => text,
     }
 }
 
