@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use berth_manifest::{BackupSettings, Manifest};
-use berth_provision::resp::{Connection, Reply};
+use berth_provision::redis_session::{Cmd, FromRedisValue, RedisSession, cmd};
 
 use crate::BackupError;
 use crate::backup::Partial;
@@ -21,12 +21,8 @@ fn failed(what: &str) -> impl Fn(String) -> BackupError + '_ {
     move |e| BackupError::Failed(format!("could not {what} on Redis: {e}"))
 }
 
-fn cmd(conn: &mut Connection, args: &[&[u8]], what: &str) -> Result<Reply, BackupError> {
-    match conn.command(args) {
-        Ok(Reply::Error(e)) => Err(failed(what)(e)),
-        Ok(r) => Ok(r),
-        Err(e) => Err(failed(what)(e.to_string())),
-    }
+fn run<T: FromRedisValue>(conn: &mut RedisSession, c: &Cmd, what: &str) -> Result<T, BackupError> {
+    conn.query(c).map_err(|e| failed(what)(e.to_string()))
 }
 
 /// `prefix*` with the glob characters of the prefix escaped.
@@ -43,40 +39,23 @@ fn match_pattern(prefix: &str) -> String {
 }
 
 /// What [`scan`] does with each batch of keys (on the same connection).
-type Batch<'a> = dyn FnMut(&mut Connection, &[Vec<u8>]) -> Result<(), BackupError> + 'a;
+type Batch<'a> = dyn FnMut(&mut RedisSession, &[Vec<u8>]) -> Result<(), BackupError> + 'a;
 
 /// Walk every key under `prefix` with SCAN, one batch at a time.
-fn scan(conn: &mut Connection, prefix: &str, each: &mut Batch<'_>) -> Result<(), BackupError> {
+fn scan(conn: &mut RedisSession, prefix: &str, each: &mut Batch<'_>) -> Result<(), BackupError> {
     let pattern = match_pattern(prefix);
     let mut cursor = b"0".to_vec();
     loop {
-        let reply = cmd(
+        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = run(
             conn,
-            &[
-                b"SCAN",
-                &cursor,
-                b"MATCH",
-                pattern.as_bytes(),
-                b"COUNT",
-                b"1000",
-            ],
+            cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000),
             "scan keys",
         )?;
-        let Reply::Array(Some(mut parts)) = reply else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        let (Some(Reply::Array(Some(batch))), Some(Reply::Bulk(Some(next)))) =
-            (parts.pop(), parts.pop())
-        else {
-            return Err(failed("scan keys")("unexpected reply".into()));
-        };
-        let keys: Vec<Vec<u8>> = batch
-            .into_iter()
-            .filter_map(|k| match k {
-                Reply::Bulk(Some(k)) => Some(k),
-                _ => None,
-            })
-            .collect();
         each(conn, &keys)?;
         if next == b"0" {
             return Ok(());
@@ -85,17 +64,10 @@ fn scan(conn: &mut Connection, prefix: &str, each: &mut Batch<'_>) -> Result<(),
     }
 }
 
-fn connect(m: &Manifest, root: &Path, db: u8) -> Result<Connection, BackupError> {
+fn connect(m: &Manifest, root: &Path, db: u8) -> Result<RedisSession, BackupError> {
     let url = berth_provision::redis_admin_url(m, root)
         .map_err(|e| BackupError::Config(e.to_string()))?;
-    let mut conn =
-        berth_provision::redis_connect(&url).map_err(|e| BackupError::Failed(e.to_string()))?;
-    cmd(
-        &mut conn,
-        &[b"SELECT", db.to_string().as_bytes()],
-        "select the database",
-    )?;
-    Ok(conn)
+    berth_provision::redis_connect(&url, db.into()).map_err(|e| BackupError::Failed(e.to_string()))
 }
 
 pub fn dump(
@@ -124,12 +96,13 @@ pub fn dump(
     let mut keys = 0u64;
     scan(&mut conn, &space.prefix, &mut |conn, batch| {
         for key in batch {
-            let Reply::Bulk(Some(value)) = cmd(conn, &[b"DUMP", key], "dump a key")? else {
+            let Some(value): Option<Vec<u8>> = run(conn, cmd("DUMP").arg(key), "dump a key")?
+            else {
                 continue; // expired between SCAN and DUMP
             };
-            let ttl = match cmd(conn, &[b"PTTL", key], "read a key's TTL")? {
-                Reply::Int(t) if t >= 0 => t,
-                Reply::Int(-2) => continue,
+            let ttl = match run::<i64>(conn, cmd("PTTL").arg(key), "read a key's TTL")? {
+                t if t >= 0 => t,
+                -2 => continue,
                 _ => -1,
             };
             enc.write_all(&(key.len() as u32).to_be_bytes())
@@ -203,15 +176,9 @@ pub fn restore(
         input
             .read_exact(&mut value)
             .map_err(|e| bad(&e.to_string()))?;
-        cmd(
+        run::<()>(
             &mut conn,
-            &[
-                b"RESTORE",
-                &key,
-                ttl.to_string().as_bytes(),
-                &value,
-                b"REPLACE",
-            ],
+            cmd("RESTORE").arg(&key).arg(ttl).arg(&value).arg("REPLACE"),
             "restore a key",
         )?;
         n += 1;
@@ -228,9 +195,7 @@ pub fn clear(m: &Manifest, root: &Path, product: &str) -> Result<u64, BackupErro
     let mut n = 0u64;
     scan(&mut conn, &space.prefix, &mut |conn, batch| {
         if !batch.is_empty() {
-            let mut args: Vec<&[u8]> = vec![b"UNLINK"];
-            args.extend(batch.iter().map(Vec::as_slice));
-            cmd(conn, &args, "delete keys")?;
+            run::<()>(conn, cmd("UNLINK").arg(batch), "delete keys")?;
             n += batch.len() as u64;
         }
         Ok(())

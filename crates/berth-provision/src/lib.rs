@@ -3,19 +3,19 @@
 //! on rotation, written to) the product's secret file.
 
 pub mod limits;
-pub mod resp;
+pub mod redis_session;
 pub mod session;
+pub mod tls;
 pub mod url;
 pub mod verifier;
 
 use std::path::Path;
-use std::time::Duration;
 
 use berth_manifest::{InfraMode, Manifest};
 use berth_render::secrets::{self, SecretFile};
 use serde::Serialize;
 
-use crate::resp::{Connection, Reply};
+use crate::redis_session::{RedisSession, Value};
 use crate::session::{PgError, PgSession};
 use crate::url::ServiceUrl;
 
@@ -142,21 +142,15 @@ pub fn redis_admin_url(m: &Manifest, root: &Path) -> Result<ServiceUrl, Provisio
     )
 }
 
-/// Connect to Redis at `url` and authenticate.
-pub fn redis_connect(url: &ServiceUrl) -> Result<Connection, ProvisionError> {
-    let connect_err = redis_err(url, "connect to");
-    let mut conn =
-        Connection::connect(&url.host, url.port.unwrap_or(6379), Duration::from_secs(10))
-            .map_err(|e| connect_err(e.to_string()))?;
-    if let Some(pw) = &url.password {
-        let auth = redis_err(url, "authenticate with");
-        let reply = match &url.user {
-            Some(u) => conn.command(&["AUTH", u.as_str(), pw.as_str()]),
-            None => conn.command(&["AUTH", pw.as_str()]),
-        };
-        expect_ok(reply, &auth)?;
-    }
-    Ok(conn)
+/// Connect to Redis at `url` (TLS for `rediss://`), authenticate and select `db`.
+pub fn redis_connect(url: &ServiceUrl, db: i64) -> Result<RedisSession, ProvisionError> {
+    RedisSession::open(url, db).map_err(|e| match e {
+        // The URL itself is wrong: a usage error, said with the URL (redacted).
+        redis_session::RedisError::Config(why) => {
+            ProvisionError::Config(format!("the Redis URL {}: {why}", url.redacted()))
+        }
+        e => redis_err(url, "connect to")(e.to_string()),
+    })
 }
 
 /// A session on the admin URL's database (TLS and timeouts as the URL says).
@@ -455,32 +449,21 @@ pub fn redis_err(url: &ServiceUrl, action: &str) -> impl Fn(String) -> Provision
     }
 }
 
-pub fn expect_ok(
-    reply: std::io::Result<Reply>,
-    err: &dyn Fn(String) -> ProvisionError,
-) -> Result<Reply, ProvisionError> {
-    match reply {
-        Ok(Reply::Error(e)) => Err(err(e)),
-        Ok(r) => Ok(r),
-        Err(e) => Err(err(e.to_string())),
-    }
-}
-
 /// The password hashes `ACL GETUSER` lists for a user.
-fn password_hashes(user: &Reply) -> Vec<String> {
-    let Reply::Array(Some(items)) = user else {
+fn password_hashes(user: &Value) -> Vec<String> {
+    let Value::Array(items) = user else {
         return Vec::new();
     };
     let mut it = items.iter();
     while let Some(k) = it.next() {
         let v = it.next();
-        if matches!(k, Reply::Bulk(Some(b)) if b == b"passwords")
-            && let Some(Reply::Array(Some(pws))) = v
+        if matches!(k, Value::BulkString(b) if b == b"passwords")
+            && let Some(Value::Array(pws)) = v
         {
             return pws
                 .iter()
                 .filter_map(|p| match p {
-                    Reply::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                    Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
                     _ => None,
                 })
                 .collect();
@@ -496,12 +479,14 @@ fn provision_redis(
     reports: &mut [ProductReport],
 ) -> Result<(), ProvisionError> {
     let m = opts.manifest;
-    let mut conn = redis_connect(url)?;
+    let mut conn = redis_connect(url, 0)?;
     let acl = redis_err(url, "set ACL users on");
     for p in products {
         let prefix = &m.products[*p].redis.as_ref().expect("filtered").prefix;
-        let user = expect_ok(conn.command(&["ACL", "GETUSER", p.as_str()]), &acl)?;
-        let existed = !user.is_nil();
+        let user = conn
+            .command(&["ACL", "GETUSER", p.as_str()])
+            .map_err(|e| acl(e.to_string()))?;
+        let existed = user != Value::Nil;
         let current = password_hashes(&user);
         let (mut file, _) = secrets::ensure_product(m, opts.root, p)?;
         let mut hash =
@@ -530,14 +515,14 @@ fn provision_redis(
                 .split_whitespace()
                 .map(str::to_string),
         );
-        expect_ok(conn.command(&args), &acl)?;
+        conn.command(&args).map_err(|e| acl(e.to_string()))?;
         let r = report(reports, p);
         r.redis_user = Some(if existed { "existing" } else { "created" });
         r.redis_password = Some(action);
     }
     // Persist when the server has an ACL file; a server without one keeps users in memory.
     match conn.command(&["ACL", "SAVE"]) {
-        Ok(Reply::Error(e)) => {
+        Err(redis_session::RedisError::Server(e)) => {
             tracing::info!("ACL SAVE: {e} (users stay in memory until the server restarts)")
         }
         Err(e) => return Err(acl(e.to_string())),

@@ -357,32 +357,18 @@ fn connect_error(e: &tokio_postgres::Error, place: &str, mode: TlsMode) -> PgErr
         return PgError::Connect(format!("could not connect to {place}: {}", db.message()));
     }
     let text = chain(e);
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = src {
-        // tokio-rustls hands rustls' error over inside an io::Error, whose source() skips it.
-        let rustls_error = c.downcast_ref::<rustls::Error>().or_else(|| {
-            c.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(r) = rustls_error {
-            let why = match r {
-                rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::NotValidForName
+    if let Some(r) = crate::tls::find_rustls_error(e) {
+        let mut why = crate::tls::describe(r, "sslrootcert");
+        if matches!(
+            r,
+            rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
                     | rustls::CertificateError::NotValidForNameContext { .. },
-                ) => "the server's certificate is not for this host name (sslmode=verify-full checks it; use the name the certificate is for)".to_string(),
-                rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::UnknownIssuer
-                    | rustls::CertificateError::BadSignature,
-                ) => "the server's certificate is not signed by the CA in sslrootcert".to_string(),
-                rustls::Error::InvalidCertificate(c) => {
-                    format!("the server's certificate was refused: {c:?}")
-                }
-                other => format!("TLS failed: {other}"),
-            };
-            return PgError::Tls(format!("could not connect to {place}: {why}"));
+            )
+        ) {
+            why.push_str(" (sslmode=verify-full checks it; use the name the certificate is for)");
         }
-        src = c.source();
+        return PgError::Tls(format!("could not connect to {place}: {why}"));
     }
     if text.contains("server does not support TLS") {
         return PgError::Tls(format!(
@@ -408,10 +394,11 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = match rootcert {
             None => None,
-            Some("system") => Some(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            }),
-            Some(path) => Some(load_roots(path)?),
+            Some("system") => Some(crate::tls::system_roots()),
+            Some(path) => Some(
+                crate::tls::load_roots(path)
+                    .map_err(|e| PgError::Config(format!("sslrootcert {path}: {e}")))?,
+            ),
         };
         let verify = match (mode, roots) {
             (TlsMode::VerifyCa | TlsMode::VerifyFull, None) => {
@@ -451,130 +438,17 @@ impl Tls {
                 .map_err(|e| PgError::Tls(e.to_string()))?;
                 builder
                     .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+                    .with_custom_certificate_verifier(Arc::new(crate::tls::AnyName(inner)))
                     .with_no_client_auth()
             }
             None => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                .with_custom_certificate_verifier(Arc::new(crate::tls::Unverified(provider)))
                 .with_no_client_auth(),
         };
         Ok(Self {
             config: Arc::new(config),
         })
-    }
-}
-
-fn load_roots(path: &str) -> Result<rustls::RootCertStore, PgError> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let bad = |e: String| PgError::Config(format!("sslrootcert {path}: {e}"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(bad("no certificate in the file".into()));
-    }
-    Ok(roots)
-}
-
-/// `verify-ca`: the chain must lead to the CA; the name is not checked.
-#[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        server_name: &rustls_pki_types::ServerName<'_>,
-        ocsp_response: &[u8],
-        now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
-            r => r,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a CA: encrypted, the certificate not checked (as libpq).
-#[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -629,11 +629,23 @@ pub struct Redis {
     child: std::process::Child,
     _dir: tempfile::TempDir,
     pub port: u16,
+    /// For a TLS-only server: the CA file redis-cli checks the server with.
+    tls_ca: Option<PathBuf>,
 }
 
 impl Redis {
     /// Start redis-server loading `acl` (a users.acl file) as its ACL file.
     pub fn start_with_acl(acl: &str) -> Self {
+        Self::start_with(acl, None)
+    }
+
+    /// Start redis-server speaking only TLS (`--port 0 --tls-port <port>`), serving
+    /// `cert` (signed by `ca`); clients are not asked for certificates.
+    pub fn start_tls(acl: &str, cert: &ServerCert, ca: &TestCa) -> Self {
+        Self::start_with(acl, Some((cert, ca)))
+    }
+
+    fn start_with(acl: &str, tls: Option<(&ServerCert, &TestCa)>) -> Self {
         let server = require_program("redis-server", &[], "apt-get install redis-server");
         let dir = tempfile::Builder::new()
             .prefix("berth-redis-")
@@ -643,17 +655,29 @@ impl Redis {
         std::fs::write(&acl_path, acl).expect("write ACL");
         let port = free_port();
         let log = dir.path().join("redis.log");
-        let child = Command::new(server)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut c = Command::new(server);
+        let mut tls_ca = None;
+        match tls {
+            None => {
+                c.args(["--port", &port.to_string()]);
+            }
+            Some((cert, ca)) => {
+                let (crt, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+                std::fs::write(&crt, &cert.cert_pem).expect("write server.crt");
+                std::fs::write(&key, &cert.key_pem).expect("write server.key");
+                c.args(["--port", "0", "--tls-port", &port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&crt)
+                    .arg("--tls-key-file")
+                    .arg(&key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(ca.cert_file())
+                    .args(["--tls-auth-clients", "no"]);
+                tls_ca = Some(ca.cert_file());
+            }
+        }
+        let child = c
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args([
                 "--dir",
                 dir.path().to_str().unwrap(),
@@ -670,6 +694,7 @@ impl Redis {
             child,
             _dir: dir,
             port,
+            tls_ca,
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -686,7 +711,8 @@ impl Redis {
         this
     }
 
-    /// Run a command with redis-cli as `user`; returns its output (errors included).
+    /// Run a command with redis-cli as `user` (over TLS, checked against the test
+    /// CA, for a TLS server); returns its output (errors included).
     pub fn cli(&self, user: Option<(&str, &str)>, args: &[&str]) -> String {
         let cli = require_program("redis-cli", &[], "apt-get install redis-tools");
         let mut c = Command::new(cli);
@@ -697,6 +723,9 @@ impl Redis {
             &self.port.to_string(),
             "--no-auth-warning",
         ]);
+        if let Some(ca) = &self.tls_ca {
+            c.arg("--tls").arg("--cacert").arg(ca);
+        }
         if let Some((u, p)) = user {
             c.args(["--user", u, "--pass", p]);
         }

@@ -670,55 +670,12 @@ fn restore(files: &[(PathBuf, Option<Vec<u8>>, u32)]) {
 /// that verifies nothing (it only looks).
 pub fn presented(addr: std::net::SocketAddr, sni: &str) -> Option<Vec<u8>> {
     use std::sync::Arc;
-    #[derive(Debug)]
-    struct Look(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for Look {
-        fn verify_server_cert(
-            &self,
-            _: &rustls_pki_types::CertificateDer<'_>,
-            _: &[rustls_pki_types::CertificateDer<'_>],
-            _: &rustls_pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls_pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &rustls_pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls_pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                m,
-                c,
-                d,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .ok()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Look(provider)))
+        .with_custom_certificate_verifier(Arc::new(berth_provision::tls::Unverified(provider)))
         .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).ok()?;
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).ok()?;

@@ -353,9 +353,9 @@ fn redis(l: &Loaded, r: &mut Report) {
         }
     };
     let ping = |url: &ServiceUrl| -> std::result::Result<(), String> {
-        let mut conn = berth_provision::redis_connect(url).map_err(first_line)?;
-        match conn.command(&["PING"]) {
-            Ok(berth_provision::resp::Reply::Status(s)) if s == "PONG" => Ok(()),
+        let mut conn = berth_provision::redis_connect(url, 0).map_err(first_line)?;
+        match conn.query::<String>(&berth_provision::redis_session::cmd("PING")) {
+            Ok(s) if s == "PONG" => Ok(()),
             Ok(other) => Err(format!("PING answered {other:?}")),
             Err(e) => Err(e.to_string()),
         }

@@ -257,11 +257,21 @@ fn redis_users_are_confined_to_their_prefix() {
 
 /// Send `commands` in one write (a pipeline) as `user` and read the replies back.
 fn redis_pipeline(port: u16, user: (&str, &str), commands: &[&[&str]]) -> Vec<String> {
-    use berth_provision::resp::{Connection, Reply};
-    let mut conn =
-        Connection::connect("127.0.0.1", port, std::time::Duration::from_secs(10)).unwrap();
-    let auth = conn.command(&["AUTH", user.0, user.1]).unwrap();
-    assert_eq!(auth, Reply::Status("OK".into()));
+    use berth_provision::redis_session::RedisSession;
+    use berth_provision::url::ServiceUrl;
+    // Connecting authenticates (AUTH user password), or fails.
+    let mut conn = RedisSession::open(
+        &ServiceUrl {
+            scheme: "redis".into(),
+            user: Some(user.0.into()),
+            password: Some(user.1.into()),
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            path: String::new(),
+        },
+        0,
+    )
+    .unwrap();
     conn.pipeline(commands)
         .unwrap()
         .iter()
