@@ -960,7 +960,9 @@ impl Runtime for SwarmRuntime {
             )));
         }
         let mut warnings = Vec::new();
-        if !engine_applies_service_limits(&version) {
+        let limits_ok = engine_applies_service_limits(&version);
+        *self.limits_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(limits_ok);
+        if !limits_ok {
             let lacks = format!(
                 "the manager's Docker Engine {version} cannot limit a swarm service's processes (pids) or open files (nofile): that needs Docker Engine 20.10 (API 1.41)"
             );
