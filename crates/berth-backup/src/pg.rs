@@ -145,15 +145,21 @@ pub fn count_and_analyze(
         })
         .filter(|(_, _, counted)| *counted || analyze)
         .collect();
-    drop(s);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     let workers = (jobs.max(1) as usize).min(work.len().max(1));
+    // The session that listed the tables is the first worker's (one connection fewer).
+    let mut listing = Some(s);
     std::thread::scope(|scope| -> Result<(), BackupError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(|| -> Result<(), BackupError> {
-                    let mut s = session(url, db)?;
+                let kept = listing.take();
+                let (next, results, work) = (&next, &results, &work);
+                scope.spawn(move || -> Result<(), BackupError> {
+                    let mut s = match kept {
+                        Some(s) => s,
+                        None => session(url, db)?,
+                    };
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some((schema, name, counted)) = work.get(i) else {
@@ -550,8 +556,13 @@ pub fn apply_shape(
             });
         }
     }
-    for q in sql {
-        query(s, &q, "copy the database's grants and settings")?;
+    // One round trip (the statements run as one implicit transaction).
+    if !sql.is_empty() {
+        query(
+            s,
+            &sql.join("; "),
+            "copy the database's grants and settings",
+        )?;
     }
     Ok(())
 }

@@ -12,7 +12,9 @@ use serde::Serialize;
 
 use crate::catalog::Record;
 use crate::names::{self, ProductLock};
-use crate::verify::{Phase, check_redis_checksum, clean_leftovers, decode, restore_new};
+use crate::verify::{
+    CREATE_PHASE, Phase, check_redis_checksum, clean_leftovers, create_new, decode, fill_new,
+};
 use crate::{BackupError, pg, stamp, stream};
 
 pub struct RestoreOptions<'a> {
@@ -132,24 +134,54 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
     drop(admin);
     phases.push(Phase::since("prepare", t));
     opts.progress.step(&format!(
-        "check the checksum of {} while decompressing it",
+        "check the checksum of {} while decompressing it, and create the new database {fresh} meanwhile",
         r.file
     ));
     let warnings = (|| {
-        let t = Instant::now();
-        let (_guard, plain) = decode(r, opts.identities, "restore")?;
-        phases.push(Phase::since("checksum and decompression", t));
+        // The new database (CREATE DATABASE, its grants, settings and schema owner: a
+        // fixed cost of round trips and a WAL-logged copy of template0) is made on a
+        // thread while this one checks and decompresses the archive. A bad checksum
+        // drops it again; the live database is not touched either way.
+        let (created, decoded) = std::thread::scope(|s| {
+            let creating = s.spawn(|| {
+                let t = Instant::now();
+                create_new(&url, &fresh, Some(&db.role), &shape).map(|()| {
+                    Phase::since(&format!("{CREATE_PHASE} (during the decompression)"), t)
+                })
+            });
+            let t = Instant::now();
+            let decoded = decode(r, opts.identities, "restore")
+                .map(|d| (d, Phase::since("checksum and decompression", t)));
+            let created = creating.join().unwrap_or_else(|_| {
+                Err(BackupError::Failed(
+                    "the thread creating the database panicked".into(),
+                ))
+            });
+            (created, decoded)
+        });
+        let (_guard, plain) = match (created, decoded) {
+            (Ok(creating), Ok((d, decoding))) => {
+                phases.push(decoding);
+                phases.push(creating);
+                d
+            }
+            (Ok(_), Err(e)) => {
+                drop_quietly(&url, &fresh);
+                return Err(e);
+            }
+            // A damaged archive says so first; a failed CREATE dropped what it made.
+            (Err(_), Err(e)) | (Err(e), Ok(_)) => return Err(e),
+        };
         opts.progress.step(&format!(
-            "restore into a new database {fresh} (pg_restore -j {}), then count the rows and ANALYZE",
+            "restore into the new database {fresh} (pg_restore -j {}), then count the rows and ANALYZE",
             opts.jobs
         ));
-        restore_new(
+        fill_new(
             &url,
             r,
             &plain,
             &fresh,
             Some(&db.role),
-            &shape,
             opts.jobs,
             true,
             &mut phases,
@@ -418,38 +450,25 @@ fn swap(
             ),
             "terminate connections",
         )?;
-        pg::query(&mut s, "BEGIN", "begin the swap")?;
-        let first = match aside {
-            Some(a) => pg::query(
-                &mut s,
-                &format!(
-                    "ALTER DATABASE {} RENAME TO {}",
-                    pg::ident(live),
-                    pg::ident(a)
-                ),
-                "rename",
-            ),
-            None => Ok(Vec::new()),
-        };
-        let renamed = first.and_then(|_| {
-            pg::query(
-                &mut s,
-                &format!(
-                    "ALTER DATABASE {} RENAME TO {}",
-                    pg::ident(incoming),
-                    pg::ident(live)
-                ),
-                "rename",
-            )
-        });
-        match renamed {
-            Ok(_) => {
-                pg::query(&mut s, "COMMIT", "commit the swap")?;
-                return Ok(());
-            }
+        // Both renames in one round trip: the statements of one simple query run as
+        // one implicit transaction, so both happen or (on any error) neither does.
+        let mut renames = Vec::new();
+        if let Some(a) = aside {
+            renames.push(format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                pg::ident(live),
+                pg::ident(a)
+            ));
+        }
+        renames.push(format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            pg::ident(incoming),
+            pg::ident(live)
+        ));
+        match pg::query(&mut s, &renames.join("; "), "rename") {
+            Ok(_) => return Ok(()),
             Err(e) => {
                 last = e.to_string();
-                let _ = pg::query(&mut s, "ROLLBACK", "roll back the swap");
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
         }

@@ -179,8 +179,9 @@ pub(crate) fn clean_leftovers(
 
 /// Restore the archive at `plain` into a new database `target` shaped like `shape`
 /// (owned by, and restored as, `owner` when given) and compare its tables with the
-/// record. On success the database stays; on any failure after it was created it is
-/// dropped (a database this call did not create is never touched). Returns warnings.
+/// record: [`create_new`], then [`fill_new`]. On success the database stays; on any
+/// failure after it was created it is dropped (a database this call did not create is
+/// never touched). Returns warnings.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_new(
     url: &ServiceUrl,
@@ -193,24 +194,65 @@ pub(crate) fn restore_new(
     analyze: bool,
     phases: &mut Vec<Phase>,
 ) -> Result<Vec<String>, BackupError> {
+    let t = Instant::now();
+    create_new(url, target, owner, shape)?;
+    phases.push(Phase::since(CREATE_PHASE, t));
+    fill_new(url, r, plain, target, owner, jobs, analyze, phases)
+}
+
+/// The phase [`create_new`] is timed as.
+pub(crate) const CREATE_PHASE: &str = "create the database";
+
+/// Create the empty database `target` shaped like `shape` (encoding, locale, grants,
+/// settings), owned by `owner` with its public schema given to `owner`: on one admin
+/// session (the shape's statements in one round trip) and one session to `target`
+/// (both schema statements in one round trip). On a failure after the CREATE the
+/// database is dropped again.
+pub(crate) fn create_new(
+    url: &ServiceUrl,
+    target: &str,
+    owner: Option<&str>,
+    shape: &pg::Shape,
+) -> Result<(), BackupError> {
     let mut admin = pg::session(url, "postgres")?;
     pg::create_database(&mut admin, target, owner, shape)?;
-    let filled = (|| -> Result<Vec<String>, BackupError> {
+    let shaped = (|| -> Result<(), BackupError> {
         pg::apply_shape(&mut admin, target, owner, shape)?;
         if let Some(o) = owner {
             // The public schema belongs to the product role, as `berth provision` leaves it.
             let mut s = pg::session(url, target)?;
             pg::query(
                 &mut s,
-                &format!("ALTER SCHEMA public OWNER TO {}", pg::ident(o)),
-                "give the public schema to the product role",
-            )?;
-            pg::query(
-                &mut s,
-                "REVOKE ALL ON SCHEMA public FROM PUBLIC",
-                "restrict the public schema",
+                &format!(
+                    "ALTER SCHEMA public OWNER TO {}; REVOKE ALL ON SCHEMA public FROM PUBLIC",
+                    pg::ident(o)
+                ),
+                "give the public schema to the product role and restrict it",
             )?;
         }
+        Ok(())
+    })();
+    if shaped.is_err() {
+        let _ = pg::drop_database(&mut admin, target);
+    }
+    shaped
+}
+
+/// Restore the archive at `plain` into `target` (made by [`create_new`]) as `owner`,
+/// count its rows (and ANALYZE it) and compare its tables with the record. On any
+/// failure the database is dropped. Returns warnings.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fill_new(
+    url: &ServiceUrl,
+    r: &Record,
+    plain: &Path,
+    target: &str,
+    owner: Option<&str>,
+    jobs: u32,
+    analyze: bool,
+    phases: &mut Vec<Phase>,
+) -> Result<Vec<String>, BackupError> {
+    let filled = (|| -> Result<Vec<String>, BackupError> {
         let t = Instant::now();
         let warnings = pg::pg_restore(url, target, plain, jobs, owner)?;
         phases.push(Phase::since(&format!("pg_restore -j {jobs}"), t));
@@ -236,8 +278,11 @@ pub(crate) fn restore_new(
         }
         Ok(warnings)
     })();
-    if filled.is_err() {
-        let _ = pg::drop_database(&mut admin, target);
+    if filled.is_err()
+        && let Err(e) =
+            pg::session(url, "postgres").and_then(|mut s| pg::drop_database(&mut s, target))
+    {
+        tracing::warn!("could not drop {target}: {e}");
     }
     filled
 }

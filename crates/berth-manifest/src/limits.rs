@@ -58,8 +58,10 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement_timeout: Option<HumanDuration>,
     /// What the local runtime does where the host cannot apply the limits (no cgroup v2
-    /// or v1 memory/cpu/pids controllers berth may write, e.g. not root): `strict`
-    /// refuses to start the service, `best-effort` starts it with a warning; in
+    /// or v1 memory/cpu/pids controllers berth may write, e.g. not root), and the swarm
+    /// runtime where the manager's engine cannot limit a service's pids and open files
+    /// (older than Docker Engine 20.10): `strict` refuses to start the service,
+    /// `best-effort` starts it with a warning (on swarm: cpus and memory only); in
     /// `[limits]` only [default: `strict` when berth.toml sets any limit, else
     /// `best-effort`].
     #[serde(default, skip_serializing_if = "Option::is_none")]

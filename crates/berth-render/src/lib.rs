@@ -538,19 +538,23 @@ struct ComposeLimits {
     nofile: u64,
 }
 
+/// A number of CPUs as a compose file writes it (`0.5`, `1.0`): Docker counts CPUs in
+/// billionths; three decimals are what berth.toml allows.
+pub(crate) fn docker_cpus(cpus: f64) -> String {
+    let milli = (cpus * 1000.0).round().max(1.0) as u64;
+    if milli.is_multiple_of(1000) {
+        format!("{}.0", milli / 1000)
+    } else {
+        format!("{}.{:03}", milli / 1000, milli % 1000)
+            .trim_end_matches('0')
+            .to_string()
+    }
+}
+
 impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
     fn from(l: berth_manifest::EffectiveLimits) -> Self {
-        // Docker counts CPUs in billionths; three decimals are what berth.toml allows.
-        let milli = (l.cpus * 1000.0).round().max(1.0) as u64;
-        let cpus = if milli.is_multiple_of(1000) {
-            format!("{}.0", milli / 1000)
-        } else {
-            format!("{}.{:03}", milli / 1000, milli % 1000)
-                .trim_end_matches('0')
-                .to_string()
-        };
         Self {
-            cpus,
+            cpus: docker_cpus(l.cpus),
             memory: format!("{}b", l.memory),
             pids: l.pids,
             nofile: l.nofile,

@@ -21,6 +21,35 @@ pub struct StackService {
     pub replicas: u32,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<StackSecret>,
+    /// Its resource limits (`deploy.resources.limits`, `ulimits`).
+    pub limits: StackLimits,
+}
+
+/// A service's limits as a stack file writes them. The engine applies cpus and memory
+/// to every task; `pids` (`TaskTemplate.Resources.Limits.Pids`) and the `nofile` ulimit
+/// (`ContainerSpec.Ulimits`) need Docker Engine 20.10 (API 1.41): `None` leaves them
+/// out for an older engine (the runtime says so, or refuses under `enforce = "strict"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StackLimits {
+    /// A decimal number of CPUs (`0.5`).
+    pub cpus: String,
+    /// Bytes with the `b` unit.
+    pub memory: String,
+    pub pids: Option<u64>,
+    pub nofile: Option<u64>,
+}
+
+impl StackLimits {
+    /// `l` as written for an engine that can (`pids_and_nofile`) or cannot apply the
+    /// process and open-file limits to services.
+    pub fn new(l: berth_manifest::EffectiveLimits, pids_and_nofile: bool) -> Self {
+        Self {
+            cpus: crate::docker_cpus(l.cpus),
+            memory: format!("{}b", l.memory),
+            pids: pids_and_nofile.then_some(l.pids),
+            nofile: pids_and_nofile.then_some(l.nofile),
+        }
+    }
 }
 
 /// A Docker secret granted to a service, read at `/run/secrets/<target>`.
@@ -110,6 +139,15 @@ mod tests {
                     env: "KEY_FILE".into(),
                     path: "/run/secrets/KEY".into(),
                 }],
+                limits: StackLimits::new(
+                    berth_manifest::EffectiveLimits {
+                        cpus: 0.5,
+                        memory: 64 << 20,
+                        pids: 200,
+                        nofile: 1000,
+                    },
+                    true,
+                ),
             }],
         };
         let text = render_stack(&stack).unwrap();
@@ -123,5 +161,23 @@ mod tests {
             text.contains("\"bestays_KEY_abcdef012345\":\n    external: true"),
             "{text}"
         );
+        let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        let server = &v["services"]["server"];
+        let limits = &server["deploy"]["resources"]["limits"];
+        assert_eq!(limits["cpus"].as_str(), Some("0.5"), "{text}");
+        assert_eq!(limits["memory"].as_str(), Some("67108864b"), "{text}");
+        assert_eq!(limits["pids"].as_u64(), Some(200), "{text}");
+        assert_eq!(server["ulimits"]["nofile"]["soft"].as_u64(), Some(1000));
+        assert_eq!(server["ulimits"]["nofile"]["hard"].as_u64(), Some(1000));
+    }
+
+    /// For an engine older than 20.10 the process and open-file limits are left out
+    /// (the engine would refuse or ignore them); cpus and memory stay.
+    #[test]
+    fn an_old_engine_gets_cpus_and_memory_only() {
+        let l = StackLimits::new(berth_manifest::EffectiveLimits::default(), false);
+        assert_eq!((l.pids, l.nofile), (None, None));
+        assert_eq!(l.cpus, "1.0");
+        assert_eq!(l.memory, format!("{}b", 1u64 << 30));
     }
 }

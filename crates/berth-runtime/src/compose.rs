@@ -714,24 +714,10 @@ impl Runtime for ComposeRuntime {
         if !i.alive {
             return None;
         }
-        let stats = Cmd::new("docker", format!("read the usage of container {}", i.id))
-            .args([
-                "stats",
-                "--no-stream",
-                "--no-trunc",
-                "--format",
-                "{{json .}}",
-                &i.id,
-            ])
-            .timeout(Some(std::time::Duration::from_secs(15)))
-            .output()
-            .ok()?;
-        let v: serde_json::Value = serde_json::from_str(stats.stdout_str().trim()).ok()?;
-        let (used, _) = v["MemUsage"].as_str()?.split_once('/')?;
-        let cpus = v["CPUPerc"]
-            .as_str()
-            .and_then(|p| p.trim().trim_end_matches('%').parse::<f64>().ok())
-            .map(|p| (p * 10.0).round() / 1000.0);
+        let (memory, cpus, pids) = docker_stats(
+            Cmd::new("docker", format!("read the usage of container {}", i.id)),
+            &i.id,
+        )?;
         let limits = Cmd::new("docker", format!("read the limits of container {}", i.id))
             .args([
                 "inspect",
@@ -748,11 +734,11 @@ impl Runtime for ComposeRuntime {
             .collect();
         let some = |n: Option<&u64>| n.copied().filter(|n| *n > 0);
         Some(crate::ResourceUsage {
-            memory_bytes: docker_bytes(used)?,
+            memory_bytes: Some(memory),
             memory_limit_bytes: some(l.first()),
             cpus,
             cpus_limit: some(l.get(1)).map(|n| n as f64 / 1e9),
-            pids: v["PIDs"].as_str().and_then(|p| p.trim().parse().ok()),
+            pids,
             pids_limit: some(l.get(2)),
             oom_kills: None,
         })
@@ -772,6 +758,31 @@ impl Runtime for ComposeRuntime {
             .map(|o| format!("{}{}", o.stdout_str(), o.stderr_str()))
             .unwrap_or_default()
     }
+}
+
+/// `docker stats` of one container (`docker` names the engine it runs on): memory in
+/// use, CPUs in use now, processes; None when the engine does not know the container.
+pub(crate) fn docker_stats(docker: Cmd, id: &str) -> Option<(u64, Option<f64>, Option<u64>)> {
+    let stats = docker
+        .args([
+            "stats",
+            "--no-stream",
+            "--no-trunc",
+            "--format",
+            "{{json .}}",
+            id,
+        ])
+        .timeout(Some(std::time::Duration::from_secs(15)))
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_str(stats.stdout_str().trim()).ok()?;
+    let (used, _) = v["MemUsage"].as_str()?.split_once('/')?;
+    let cpus = v["CPUPerc"]
+        .as_str()
+        .and_then(|p| p.trim().trim_end_matches('%').parse::<f64>().ok())
+        .map(|p| (p * 10.0).round() / 1000.0);
+    let pids = v["PIDs"].as_str().and_then(|p| p.trim().parse().ok());
+    Some((docker_bytes(used)?, cpus, pids))
 }
 
 /// Variables `docker compose` keeps from berth's environment: what finds and talks

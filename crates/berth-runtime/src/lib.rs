@@ -215,7 +215,9 @@ pub(crate) fn io<'a>(
 /// A running instance's resources against its limits (`berth status`, the dashboard).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ResourceUsage {
-    pub memory_bytes: u64,
+    /// Memory in use (None: the runtime reads the limits only, e.g. a swarm task on
+    /// a node berth does not talk to).
+    pub memory_bytes: Option<u64>,
     pub memory_limit_bytes: Option<u64>,
     /// CPUs in use now (1.0: one core busy).
     pub cpus: Option<f64>,

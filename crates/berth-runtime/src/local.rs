@@ -643,7 +643,7 @@ impl Runtime for LocalRuntime {
         let cpus = (u.cpu_usec.saturating_sub(first.cpu_usec)) as f64
             / t.elapsed().as_micros().max(1) as f64;
         Some(crate::ResourceUsage {
-            memory_bytes: u.memory_bytes,
+            memory_bytes: Some(u.memory_bytes),
             memory_limit_bytes: u.memory_limit_bytes,
             cpus: Some((cpus * 1000.0).round() / 1000.0),
             cpus_limit: u.cpus_limit,

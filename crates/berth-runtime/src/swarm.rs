@@ -51,6 +51,13 @@ pub struct Task {
     pub exit_code: Option<i64>,
     /// The replica it is an attempt of (Swarm's task slot, 1-based).
     pub replica: u64,
+    /// Its container's id (`Status.ContainerStatus.ContainerID`), empty before it has one.
+    pub container: String,
+    /// The limits of its spec (`Spec.Resources.Limits`): memory bytes, CPUs in
+    /// billionths, processes.
+    pub memory_limit: Option<u64>,
+    pub nano_cpus: Option<u64>,
+    pub pids_limit: Option<u64>,
 }
 
 impl Task {
@@ -78,6 +85,8 @@ pub struct SwarmRuntime {
     settings: SwarmSettings,
     /// The product's tasks read in the last second (`None`: read again).
     cache: Mutex<Option<(Instant, String, Vec<Task>)>>,
+    /// Whether the manager's engine applies pids and nofile limits (asked once).
+    limits_ok: Mutex<Option<bool>>,
 }
 
 impl SwarmRuntime {
@@ -98,6 +107,7 @@ impl SwarmRuntime {
             root,
             settings,
             cache: Mutex::new(None),
+            limits_ok: Mutex::new(None),
         }
     }
 
@@ -343,6 +353,13 @@ impl SwarmRuntime {
                     .and_then(parse_docker_time),
                 exit_code: t["Status"]["ContainerStatus"]["ExitCode"].as_i64(),
                 replica: t["Slot"].as_u64().unwrap_or(0),
+                container: t["Status"]["ContainerStatus"]["ContainerID"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                memory_limit: limit(&t["Spec"]["Resources"]["Limits"]["MemoryBytes"]),
+                nano_cpus: limit(&t["Spec"]["Resources"]["Limits"]["NanoCPUs"]),
+                pids_limit: limit(&t["Spec"]["Resources"]["Limits"]["Pids"]),
             });
         }
         tasks.sort_by(|a, b| (a.slot, &a.service, &a.id).cmp(&(b.slot, &b.service, &b.id)));
@@ -455,6 +472,7 @@ impl SwarmRuntime {
         use berth_render::swarm::{Stack, StackSecret, StackService};
         let p = &self.manifest.products[product];
         let (label_key, label_value) = self.settings.node_label(product);
+        let all_limits = self.limits_supported()?;
         let grants: Vec<StackSecret> = secrets
             .iter()
             .map(|(name, key)| StackSecret {
@@ -491,6 +509,10 @@ impl SwarmRuntime {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     secrets: grants.clone(),
+                    limits: berth_render::swarm::StackLimits::new(
+                        berth_manifest::effective_limits(&self.manifest, product, name),
+                        all_limits,
+                    ),
                 })
                 .collect(),
         };
@@ -833,14 +855,14 @@ impl SwarmRuntime {
         Ok((result?, masker.mask(&log)))
     }
 
-    /// Is the manager a swarm manager? (state, is manager)
-    fn swarm_state(&self) -> Result<(String, bool), RuntimeError> {
+    /// Is the manager a swarm manager? (state, is manager, engine version)
+    fn swarm_state(&self) -> Result<(String, bool, String), RuntimeError> {
         let out = self
             .docker("ask the manager for its swarm state")
             .args([
                 "info",
                 "--format",
-                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.ServerVersion}}",
             ])
             .timeout(Some(Duration::from_secs(15)))
             .output()
@@ -854,8 +876,32 @@ impl SwarmRuntime {
         Ok((
             it.next().unwrap_or("").to_string(),
             it.next() == Some("true"),
+            it.next().unwrap_or("").to_string(),
         ))
     }
+
+    /// Whether the manager's engine applies process and open-file limits to services
+    /// (`Resources.Limits.Pids`, `ContainerSpec.Ulimits`: Docker Engine 20.10, API 1.41).
+    /// Asked once per runtime.
+    fn limits_supported(&self) -> Result<bool, RuntimeError> {
+        if let Some(v) = *self.limits_ok.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(v);
+        }
+        let (_, _, version) = self.swarm_state()?;
+        let ok = engine_applies_service_limits(&version);
+        *self.limits_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
+        Ok(ok)
+    }
+}
+
+/// Docker Engine `version` (`20.10.24+dfsg1`, `24.0.7`) is 20.10 or newer: the first
+/// whose services take a pids limit and ulimits.
+fn engine_applies_service_limits(version: &str) -> bool {
+    let mut it = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (20, 10)
 }
 
 /// Does something accept TCP connections at `addr`?
@@ -867,6 +913,11 @@ fn answers(addr: &str) -> bool {
         .is_some_and(|a| {
             std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
         })
+}
+
+/// A limit of a task's spec: absent or 0 is none.
+fn limit(v: &Value) -> Option<u64> {
+    v.as_u64().filter(|n| *n > 0)
 }
 
 /// docker's task time (`2026-11-30T12:01:02.123456789Z`).
@@ -902,11 +953,27 @@ impl Runtime for SwarmRuntime {
                 "the swarm runtime needs [deploy.swarm] with the registry images are pushed to (registry = \"host:port\")".into(),
             ));
         }
-        let (state, manager) = self.swarm_state()?;
+        let (state, manager, version) = self.swarm_state()?;
         if state != "active" || !manager {
             return Err(RuntimeError::Preflight(format!(
                 "the Docker Engine berth talks to is not a swarm manager (swarm state `{state}`): set [deploy.swarm] manager to a manager's DOCKER_HOST"
             )));
+        }
+        let mut warnings = Vec::new();
+        let limits_ok = engine_applies_service_limits(&version);
+        *self.limits_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(limits_ok);
+        if !limits_ok {
+            let lacks = format!(
+                "the manager's Docker Engine {version} cannot limit a swarm service's processes (pids) or open files (nofile): that needs Docker Engine 20.10 (API 1.41)"
+            );
+            if berth_manifest::limits::enforce_strict(&self.manifest) {
+                return Err(RuntimeError::Preflight(format!(
+                    "{lacks}; upgrade the engine, or set [limits] enforce = \"best-effort\" to run with cpus and memory limits only"
+                )));
+            }
+            warnings.push(format!(
+                "{lacks}; {product}'s services run with cpus and memory limits only ([limits] enforce = \"best-effort\")"
+            ));
         }
         let agent = Self::registry_agent();
         let v2 = format!("{}/v2/", self.registry_url());
@@ -928,7 +995,6 @@ impl Runtime for SwarmRuntime {
         }
         let nodes = self.placement_nodes(product)?;
         let (k, v) = self.settings.node_label(product);
-        let mut warnings = Vec::new();
         for (name, svc) in &self.manifest.products[product].services {
             let want = self.settings.replicas(product, name) as usize;
             if svc.port.is_some() && nodes.len() < want {
@@ -1203,6 +1269,38 @@ impl Runtime for SwarmRuntime {
             .collect())
     }
 
+    /// The task's limits as its spec holds them; what it uses from `docker stats` when
+    /// the task runs on the engine berth talks to (the manager): a task elsewhere shows
+    /// its limits only (berth does not reach the other nodes' engines).
+    fn usage(&self, product: &str, i: &Instance) -> Option<crate::ResourceUsage> {
+        if !i.alive {
+            return None;
+        }
+        let task = self
+            .tasks(product)
+            .ok()?
+            .into_iter()
+            .find(|t| t.id.starts_with(&i.id) && t.running())?;
+        let stats = (!task.container.is_empty())
+            .then(|| {
+                crate::compose::docker_stats(
+                    self.docker(format!("read the usage of task {}", i.id))
+                        .timeout(Some(Duration::from_secs(15))),
+                    &task.container,
+                )
+            })
+            .flatten();
+        Some(crate::ResourceUsage {
+            memory_bytes: stats.map(|s| s.0),
+            memory_limit_bytes: task.memory_limit,
+            cpus: stats.and_then(|s| s.1),
+            cpus_limit: task.nano_cpus.map(|n| n as f64 / 1e9),
+            pids: stats.and_then(|s| s.2),
+            pids_limit: task.pids_limit,
+            oom_kills: None,
+        })
+    }
+
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         let Ok(masker) = self.masker(product) else {
             return String::new();
@@ -1280,5 +1378,26 @@ impl Runtime for SwarmRuntime {
         let (code, log) = self.run_job(product, service, slot, version, argv, "run")?;
         print!("{log}");
         Ok(code as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::engine_applies_service_limits;
+
+    /// Services take a pids limit and ulimits from Docker Engine 20.10 (API 1.41) on.
+    #[test]
+    fn engines_from_20_10_apply_pids_and_nofile() {
+        for (v, ok) in [
+            ("20.10.24+dfsg1", true),
+            ("20.10.0", true),
+            ("24.0.7", true),
+            ("28.2.2", true),
+            ("19.03.15", false),
+            ("20.04.0", false),
+            ("", false),
+        ] {
+            assert_eq!(engine_applies_service_limits(v), ok, "{v}");
+        }
     }
 }

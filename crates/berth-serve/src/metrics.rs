@@ -335,6 +335,20 @@ impl Collector for Derived {
             }
         }
         {
+            // A counter, from the audit log: a failure stays counted when a later copy
+            // succeeds or the backup is pruned (the gauge above shows the newest only).
+            let mut m = encoder.encode_descriptor(
+                "berth_backup_offsite_failures",
+                "Backup runs whose off-site copy failed (upload, read-back or record), from the audit log",
+                None,
+                MetricType::Counter,
+            )?;
+            for p in products {
+                ConstCounter::new(p.offsite_failures)
+                    .encode(m.encode_family(&product(&p.view.name))?)?;
+            }
+        }
+        {
             let mut m = encoder.encode_descriptor(
                 "berth_tls_certificate_expiry_timestamp",
                 "Unix time the certificate nginx serves for the product expires (mode acme or files)",

@@ -289,9 +289,11 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
         };
         let usage = svc.usage.map(|u| {
             let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
-            let mem = match u.memory_limit_bytes {
-                Some(l) => format!("{} of {}", mib(u.memory_bytes), mib(l)),
-                None => mib(u.memory_bytes),
+            let mem = match (u.memory_bytes, u.memory_limit_bytes) {
+                (Some(m), Some(l)) => format!("{} of {}", mib(m), mib(l)),
+                (None, Some(l)) => format!("limit {}", mib(l)),
+                (Some(m), None) => mib(m),
+                (None, None) => "-".into(),
             };
             let cpu = match (u.cpus, u.cpus_limit) {
                 (Some(c), Some(l)) => format!(", CPU {c:.2} of {l}"),

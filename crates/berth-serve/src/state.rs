@@ -167,6 +167,8 @@ pub struct ProductState {
     pub durations: DeployDurations,
     /// Unix time of the newest successful deploy or rollback in the audit log.
     pub last_success_unix: Option<u64>,
+    /// Backup runs whose off-site copy failed, over the whole audit log.
+    pub offsite_failures: u64,
 }
 
 /// How many deploy events per product the page and API keep (the counters count all).
@@ -215,17 +217,24 @@ pub struct DeployLog {
     tail: AuditTail,
     /// By product; records of products that are not in the manifest are skipped.
     products: HashMap<String, Deploys>,
+    /// The `backup` records, read as they are appended.
+    backups: AuditTail,
+    /// Backup runs whose off-site copy failed, by product (the ones in the manifest).
+    offsite_failures: HashMap<String, u64>,
 }
 
 impl DeployLog {
     /// A log of `products` read from `store`'s audit log (nothing is read until the first refresh).
     pub fn new<S: AsRef<str>>(store: &Store, products: impl IntoIterator<Item = S>) -> Self {
+        let products: HashMap<String, Deploys> = products
+            .into_iter()
+            .map(|p| (p.as_ref().to_string(), Deploys::default()))
+            .collect();
         Self {
             tail: AuditTail::new(store, Some("deploy")),
-            products: products
-                .into_iter()
-                .map(|p| (p.as_ref().to_string(), Deploys::default()))
-                .collect(),
+            offsite_failures: products.keys().map(|p| (p.clone(), 0)).collect(),
+            products,
+            backups: AuditTail::new(store, Some("backup")),
         }
     }
 
@@ -242,11 +251,28 @@ impl DeployLog {
                     d.add(event_of(&r));
                 }
             }
+        })?;
+        let failures = &mut self.offsite_failures;
+        self.backups.read(|a| match a {
+            Appended::Restart => failures.values_mut().for_each(|n| *n = 0),
+            Appended::Record(r) => {
+                if let Some(r) = AuditRecord::from_value(&r)
+                    && r.offsite.as_deref() == Some("failed")
+                    && let Some(n) = failures.get_mut(&r.product)
+                {
+                    *n += 1;
+                }
+            }
         })
     }
 
     pub fn of(&self, product: &str) -> Option<&Deploys> {
         self.products.get(product)
+    }
+
+    /// Backup runs of `product` whose off-site copy failed, over the whole audit log.
+    pub fn offsite_failures(&self, product: &str) -> u64 {
+        self.offsite_failures.get(product).copied().unwrap_or(0)
     }
 }
 
@@ -457,6 +483,7 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
             events: d.newest_first(),
             durations: d.durations.clone(),
             last_success_unix: d.last_success.as_ref().map(|e| e.unix),
+            offsite_failures: log.offsite_failures(name),
         });
     }
     Snapshot {
@@ -670,6 +697,56 @@ mod tests {
         let (c, d) = expected(1000..1004);
         assert_eq!(totals(&log), (c.success, c.failure, c.rollbacks, d));
         assert_eq!(log.of("a").unwrap().newest_first().len(), 4);
+    }
+
+    /// Failed off-site copies are counted from the `backup` records, per product, across
+    /// refreshes; a successful copy or a backup without one does not count, and a
+    /// product not in the manifest is skipped.
+    #[test]
+    fn failed_offsite_copies_are_counted_per_product() {
+        let (_dir, store, path) = local_store();
+        let mut log = DeployLog::new(&store, ["a", "b"]);
+        let backup = |product: &str, offsite: Option<&str>| {
+            let mut v = serde_json::json!({
+                "product": product,
+                "step": "backup",
+                "result": if offsite == Some("failed") { "failed" } else { "ok" },
+                "at": "2026-01-01T00:00:00Z",
+            });
+            if let Some(o) = offsite {
+                v["offsite"] = o.into();
+            }
+            v.to_string() + "\n"
+        };
+        append(
+            &path,
+            &(backup("a", Some("failed"))
+                + &backup("a", Some("ok"))
+                + &backup("b", None)
+                + &record(1)),
+        );
+        log.refresh().unwrap();
+        assert_eq!(
+            (log.offsite_failures("a"), log.offsite_failures("b")),
+            (1, 0)
+        );
+        append(
+            &path,
+            &(backup("a", Some("failed"))
+                + &backup("b", Some("failed"))
+                + &backup("c", Some("failed"))),
+        );
+        log.refresh().unwrap();
+        assert_eq!(
+            (log.offsite_failures("a"), log.offsite_failures("b")),
+            (2, 1)
+        );
+        assert_eq!(log.offsite_failures("c"), 0);
+        assert_eq!(
+            log.of("a").unwrap().counts.success,
+            1,
+            "the deploy still counts"
+        );
     }
 
     #[test]

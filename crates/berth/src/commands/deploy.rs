@@ -698,11 +698,13 @@ fn usage_columns(u: &serde_json::Value) -> (String, String) {
     let memory = match (u["memory_bytes"].as_u64(), u["memory_limit_bytes"].as_u64()) {
         (Some(used), Some(limit)) => format!("{}/{}", mib(used), mib(limit)),
         (Some(used), None) => mib(used),
+        (None, Some(limit)) => format!("-/{}", mib(limit)),
         _ => "-".into(),
     };
     let cpu = match (u["cpus"].as_f64(), u["cpus_limit"].as_f64()) {
         (Some(c), Some(l)) => format!("{c:.2}/{l}"),
         (Some(c), None) => format!("{c:.2}"),
+        (None, Some(l)) => format!("-/{l}"),
         _ => "-".into(),
     };
     (memory, cpu)

@@ -425,6 +425,34 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
     out.assert_code(0);
     let rep: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(rep["version"], version.as_str());
+    // Every phase is timed, the new database's creation too (overlapping the
+    // decompression, so it is listed after it).
+    let phases: Vec<&str> = rep["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .map(|n| {
+            if n.starts_with("pg_restore -j ") {
+                "pg_restore -j N"
+            } else {
+                n
+            }
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "prepare",
+            "checksum and decompression",
+            "create the database (during the decompression)",
+            "pg_restore -j N",
+            "row counts and ANALYZE",
+            "swap"
+        ],
+        "{rep}"
+    );
+    crate::logs::validate_json_docs("restore.schema.json", std::slice::from_ref(&rep));
     assert!(out.stderr.contains("stop bestays"), "{}", out.snapshot());
     assert!(out.stderr.contains("health-check"), "{}", out.snapshot());
 

@@ -481,3 +481,236 @@ fn compose_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
     };
     cpu_bound_neighbour(&site, "compose", cpus);
 }
+
+/// Every task (history included) of `product`'s `service` on the swarm, as the manager
+/// inspects them (`docker inspect --type task`).
+fn swarm_tasks(
+    m: &berth_testkit::swarm::Node,
+    project: &str,
+    product: &str,
+    service: &str,
+) -> Vec<serde_json::Value> {
+    let prefix = format!("{project}-{product}-");
+    let suffix = format!("_{service}");
+    let names: Vec<String> = m
+        .docker(&["service", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(&suffix))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names.len(), 1, "one slot of {product}.{service}: {names:?}");
+    let ids = m.docker(&["service", "ps", "-q", "--no-trunc", &names[0]]);
+    let mut args = vec!["inspect", "--type", "task"];
+    args.extend(ids.split_whitespace());
+    serde_json::from_str::<serde_json::Value>(&m.docker(&args))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The service spec of `product`'s `service` (`docker service inspect`).
+fn swarm_service_spec(
+    m: &berth_testkit::swarm::Node,
+    project: &str,
+    product: &str,
+    service: &str,
+) -> serde_json::Value {
+    let name = m
+        .docker(&["service", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .find(|n| {
+            n.starts_with(&format!("{project}-{product}-")) && n.ends_with(&format!("_{service}"))
+        })
+        .unwrap_or_else(|| panic!("no service {product}.{service}"))
+        .to_string();
+    serde_json::from_str::<serde_json::Value>(&m.docker(&["service", "inspect", &name])).unwrap()[0]
+        ["Spec"]
+        .clone()
+}
+
+/// The same on the swarm runtime (Docker Engine 20.10 nodes): bestays's server tasks
+/// carry its limits in their service spec and in the containers the nodes run (memory,
+/// CPUs, processes, open files); one told to allocate without bound is killed by its
+/// node's kernel (an `oom` event there) and replaced by a new task, while realestate
+/// answers every request of a steady load through the host's nginx; `berth status`
+/// shows the tasks' limits (and realestate's usage: its task runs on the manager).
+#[test]
+fn swarm_a_task_past_its_memory_is_killed_and_restarted_while_the_other_answers() {
+    let started = Instant::now();
+    let site = Site::with(berth_runtime::Kind::Swarm, 0);
+    let swarm = site.swarm.clone().unwrap();
+    let project = site.compose.clone().unwrap();
+    let m = swarm.manager();
+    site.edit_manifest(
+        "# limits = { cpus = 0.5, memory = \"512MiB\" }   # this service only (over [limits])",
+        "limits = { cpus = 0.5, memory = \"64MiB\", pids = 200, nofile = 1000 }",
+    );
+    site.edit_manifest(
+        "PRODUCT_ID = \"bestays\",",
+        "PRODUCT_ID = \"bestays\", DEMO_HOGS = \"1\",",
+    );
+    site.repo
+        .commit_all("chore: bestays's server limited (TASK-1-limits-bestays)");
+    site.berth(&["deploy", "realestate", "--yes"])
+        .assert_code(0);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+
+    // The service specs: bestays's server its own limits, realestate's the defaults.
+    let spec = swarm_service_spec(m, &project, "bestays", "server");
+    let limits = &spec["TaskTemplate"]["Resources"]["Limits"];
+    assert_eq!(
+        (&limits["NanoCPUs"], &limits["MemoryBytes"], &limits["Pids"]),
+        (&500_000_000u64.into(), &(64u64 << 20).into(), &200.into()),
+        "{spec}"
+    );
+    let ulimits = &spec["TaskTemplate"]["ContainerSpec"]["Ulimits"];
+    assert_eq!(
+        ulimits,
+        &serde_json::json!([{"Name": "nofile", "Soft": 1000, "Hard": 1000}]),
+        "{spec}"
+    );
+    let other = swarm_service_spec(m, &project, "realestate", "server");
+    let limits = &other["TaskTemplate"]["Resources"]["Limits"];
+    assert_eq!(
+        (&limits["NanoCPUs"], &limits["MemoryBytes"], &limits["Pids"]),
+        (&1_000_000_000u64.into(), &(1u64 << 30).into(), &1024.into()),
+        "{other}"
+    );
+
+    // What the nodes' engines apply, read back from a running task's container.
+    let running: Vec<serde_json::Value> = swarm_tasks(m, &project, "bestays", "server")
+        .into_iter()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .collect();
+    assert_eq!(running.len(), 2, "bestays.server's two tasks");
+    let victim = &running[0];
+    let node = swarm
+        .node_by_id(victim["NodeID"].as_str().unwrap())
+        .expect("the task's node");
+    let container = victim["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host: serde_json::Value = serde_json::from_str(&node.docker(&[
+        "inspect",
+        "--format",
+        "{{json .HostConfig}}",
+        &container,
+    ]))
+    .unwrap();
+    assert_eq!(
+        (&host["Memory"], &host["NanoCpus"], &host["PidsLimit"]),
+        (&(64u64 << 20).into(), &500_000_000u64.into(), &200.into()),
+        "{host}"
+    );
+    let nofile = host["Ulimits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["Name"] == "nofile")
+        .unwrap_or_else(|| panic!("no nofile ulimit: {host}"));
+    assert_eq!(
+        (&nofile["Soft"], &nofile["Hard"]),
+        (&1000.into(), &1000.into())
+    );
+
+    // The hog, sent to that task directly (its node's address, the slot's port).
+    let port = victim["Status"]["PortStatus"]["Ports"][0]["PublishedPort"]
+        .as_u64()
+        .expect("the task's published port");
+    let since = node
+        .docker(&["system", "info", "--format", "{{.SystemTime}}"])
+        .trim()
+        .to_string();
+    let load = berth_testkit::load::LoadConfig::new(site.http_port, "realestate.app")
+        .paths(crate::deploy::ROUTES)
+        .start();
+    load.wait_for_answers(20);
+    let hog = std::net::TcpStream::connect((node.ip, port as u16)).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        write!(
+            s,
+            "GET /api/hog?memory=1 HTTP/1.0\r\nHost: bestays.app\r\n\r\n"
+        )?;
+        let mut b = String::new();
+        s.read_to_string(&mut b)?;
+        Ok(b)
+    });
+    assert!(
+        hog.as_ref().map_or(true, |b| b.is_empty()),
+        "the hog answered: {hog:?}"
+    );
+    let victim_id = victim["ID"].as_str().unwrap().to_string();
+    let replica = victim["Slot"].clone();
+    wait_until(
+        Duration::from_secs(60),
+        "the killed task replaced by a running one",
+        || {
+            let tasks = swarm_tasks(m, &project, "bestays", "server");
+            let old = tasks.iter().find(|t| t["ID"] == victim_id.as_str());
+            let old_state = old.map(|t| t["Status"]["State"].clone());
+            let new = tasks.iter().any(|t| {
+                t["ID"] != victim_id.as_str()
+                    && t["Slot"] == replica
+                    && t["Status"]["State"] == "running"
+            });
+            if new && old_state.as_ref().is_some_and(|s| s != "running") {
+                Ok(())
+            } else {
+                Err(format!("old task {old_state:?}, a new one running: {new}"))
+            }
+        },
+    );
+    let now = node
+        .docker(&["system", "info", "--format", "{{.SystemTime}}"])
+        .trim()
+        .to_string();
+    let events = node.docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &now,
+        "--filter",
+        &format!("container={container}"),
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        events.lines().any(|e| e == "oom"),
+        "no oom event for bestays's server task: {events}"
+    );
+    load.wait_for_answers(20);
+    let report = load.finish();
+    eprintln!("realestate during the hog: {}", report.summary());
+    report.assert_clean(50);
+
+    // berth status: the tasks' limits; usage where the task runs on the manager.
+    let v = crate::support::json(site.repo.path(), &["status"], 0);
+    crate::logs::validate_json_docs("status.schema.json", std::slice::from_ref(&v));
+    let usage = |product: &str| {
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["product"] == product && s["service"] == "server")
+            .unwrap_or_else(|| panic!("{product}.server in {v}"))["usage"]
+            .clone()
+    };
+    let u = usage("bestays");
+    assert_eq!(
+        (&u["memory_limit_bytes"], &u["cpus_limit"], &u["pids_limit"]),
+        (&(64u64 << 20).into(), &0.5.into(), &200.into()),
+        "{v}"
+    );
+    let u = usage("realestate");
+    assert_eq!(u["memory_limit_bytes"], 1u64 << 30, "{v}");
+    let used = u["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        used > 0 && used < 1 << 30,
+        "realestate's task on the manager: {v}"
+    );
+    eprintln!("swarm memory hog: {:.1} s", started.elapsed().as_secs_f64());
+}

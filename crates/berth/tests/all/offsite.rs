@@ -184,6 +184,7 @@ fn round_trip(mut s: Setup, checked_by: &[&str]) {
     let (_, metrics) = serve.get("/metrics");
     assert!(
         metrics.contains("berth_backup_offsite_failed{product=\"bestays\"} 0")
+            && metrics.contains("berth_backup_offsite_failures_total{product=\"bestays\"} 0")
             && metrics.contains(
                 "berth_backup_offsite_last_success_timestamp_seconds{product=\"bestays\"}"
             ),
@@ -242,8 +243,9 @@ fn round_trip(mut s: Setup, checked_by: &[&str]) {
     s.assert_no_secret();
 }
 
-/// A refused upload fails the run (exit 1) and shows in `berth status`.
-fn refused(s: &mut Setup, why: &str) {
+/// A refused upload fails the run (exit 1) and shows in `berth status`, the dashboard
+/// and /metrics, where the failed runs so far count `failures`.
+fn refused(s: &mut Setup, why: &str, failures: u64) {
     let out = s.run(&["backup", "bestays"]);
     assert_eq!(out.code, 1, "{why}: {}", out.snapshot());
     assert!(
@@ -271,6 +273,12 @@ fn refused(s: &mut Setup, why: &str) {
     let (_, metrics) = serve.get("/metrics");
     assert!(
         metrics.contains("berth_backup_offsite_failed{product=\"bestays\"} 1"),
+        "{why}: {metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "berth_backup_offsite_failures_total{{product=\"bestays\"}} {failures}\n"
+        )) && metrics.contains("berth_backup_offsite_failures_total{product=\"realestate\"} 0\n"),
         "{why}: {metrics}"
     );
     let (_, page) = serve.get("/");
@@ -305,20 +313,20 @@ fn s3_copies_are_read_back_pruned_and_restored_when_the_local_copy_is_gone() {
 fn refused_sftp_uploads_fail_the_backup_and_show_in_status() {
     let mut s = Setup::new(Server::Sftp(Sftp::start()));
     s.use_remote("vault-wrong");
-    refused(&mut s, "sftp, a key the server refuses");
+    refused(&mut s, "sftp, a key the server refuses", 1);
     s.assert_no_secret();
     // The server goes away.
     s.use_remote("vault");
     if let Server::Sftp(sftp) = &mut s.server {
         sftp.stop();
     }
-    refused(&mut s, "sftp, server stopped");
+    refused(&mut s, "sftp, server stopped", 2);
 }
 
 #[test]
 fn refused_s3_uploads_fail_the_backup_and_show_in_status() {
     let mut s = Setup::new(Server::S3(S3::start()));
     s.use_remote("vault-wrong");
-    refused(&mut s, "s3, a wrong secret key");
+    refused(&mut s, "s3, a wrong secret key", 1);
     s.assert_no_secret();
 }

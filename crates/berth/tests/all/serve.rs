@@ -395,6 +395,15 @@ fn metrics_follow_deploys_failures_rollbacks_and_backups_and_pass_promtool() {
             r#"berth_backup_size_bytes{product="bestays"}"#.into(),
             backup_bytes as f64,
         ),
+        // No [backup.offsite]: no copy failed (offsite:: counts refused uploads).
+        (
+            r#"berth_backup_offsite_failures_total{product="bestays"}"#.into(),
+            0.0,
+        ),
+        (
+            r#"berth_backup_offsite_failures_total{product="realestate"}"#.into(),
+            0.0,
+        ),
     ];
     let text = wait_metrics(&serve, &expected);
     promtool_check(&text);
