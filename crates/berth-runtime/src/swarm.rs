@@ -993,6 +993,22 @@ impl Runtime for SwarmRuntime {
         self.wait_ports_free(product, slot, Duration::from_secs(15))
     }
 
+    /// A task answers on its node's address at the slot's published port.
+    fn address_of(&self, product: &str, instance: &Instance) -> Option<Address> {
+        let svc = self
+            .manifest
+            .products
+            .get(product)?
+            .services
+            .get(&instance.service)?;
+        svc.port?;
+        Some(Address::new(instance.node.clone()?, instance.port?))
+    }
+
+    fn programs(&self) -> Vec<crate::Program> {
+        vec![crate::compose::DOCKER]
+    }
+
     /// Both slots' stacks removed, the product's secrets, its network and its images
     /// in the registry.
     fn teardown(&self, product: &str) -> Result<Vec<String>, RuntimeError> {

@@ -536,15 +536,10 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                         .filter(|i| i.slot == s && &i.service == svc_name && i.node.is_some())
                         .map(|i| {
                             let node = i.node.clone().unwrap_or_default();
-                            let health = match (&svc.health, i.port) {
-                                (Some(h), Some(port)) if i.alive => Some(
-                                    berth_deploy::health::probe(
-                                        &berth_runtime::Address::new(node.clone(), port),
-                                        &h.path,
-                                        h.timeout.0,
-                                    )
-                                    .ok(),
-                                ),
+                            let health = match (&svc.health, rt.address_of(name, i)) {
+                                (Some(h), Some(a)) if i.alive => {
+                                    Some(berth_deploy::health::probe(&a, &h.path, h.timeout.0).ok())
+                                }
                                 _ => None,
                             };
                             json!({
