@@ -3,9 +3,11 @@
 //!
 //! Labels are bounded: `product` and `service` come from berth.toml, `result` is
 //! `success` or `failure`, and `version` appears only on the `_info` gauge, one
-//! series per live service.
+//! series per live service; `address` and `node` (on `berth_task_up`) name the live
+//! slot's tasks, and a task's series is dropped when it is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -90,6 +92,9 @@ pub struct Metrics {
     registry: Arc<Registry>,
     probe_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     up: Family<Labels, Gauge>,
+    task_up: Family<Labels, Gauge>,
+    /// The `berth_task_up` series each service has, to drop those of tasks gone.
+    task_series: Arc<Mutex<HashMap<(String, String), Vec<Labels>>>>,
 }
 
 fn service_labels(product: &str, service: &str) -> Labels {
@@ -116,11 +121,51 @@ impl Metrics {
             Unit::Seconds,
             probe_seconds.clone(),
         );
+        let task_up: Family<Labels, Gauge> = Family::default();
+        registry.register(
+            "berth_task_up",
+            "Whether one task (instance) of the service's live slot answered its last health probe with 2xx (1) or not (0), by the address probed and the node it runs on (empty on one machine)",
+            task_up.clone(),
+        );
         registry.register_collector(Box::new(Derived { snapshot }));
         Self {
             registry: Arc::new(registry),
             probe_seconds,
             up,
+            task_up,
+            task_series: Arc::default(),
+        }
+    }
+
+    /// One task's probe: `address` is where it answered, `node` the node it runs on.
+    pub fn observe_task(&self, product: &str, service: &str, address: &str, node: &str, up: bool) {
+        let mut l = service_labels(product, service);
+        l.push(("address", address.to_string()));
+        l.push(("node", node.to_string()));
+        self.task_up.get_or_create(&l).set(i64::from(up));
+        let mut known = self.task_series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = known
+            .entry((product.to_string(), service.to_string()))
+            .or_default();
+        if !series.contains(&l) {
+            series.push(l);
+        }
+    }
+
+    /// Drop the task series of a service whose address is not in `live` (a task
+    /// gone, rescheduled elsewhere, or a switch to the other slot).
+    pub fn forget_tasks(&self, product: &str, service: &str, live: &[String]) {
+        let mut known = self.task_series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = known.get_mut(&(product.to_string(), service.to_string())) {
+            series.retain(|l| {
+                let keep = l
+                    .iter()
+                    .any(|(k, v)| *k == "address" && live.iter().any(|a| a == v));
+                if !keep {
+                    self.task_up.remove(l);
+                }
+                keep
+            });
         }
     }
 

@@ -458,6 +458,13 @@ pub fn history(cli: &Cli, args: &HistoryArgs, printer: &Printer) -> Result<ExitC
                     crate::output::esc(r.operator.as_deref().unwrap_or("?")),
                     crate::output::esc(&tasks)
                 );
+                if !r.nodes.is_empty() {
+                    let nodes: Vec<String> = r.nodes.iter().map(|n| n.to_string()).collect();
+                    println!(
+                        "    healthy at the switch on: {}",
+                        crate::output::esc(&nodes.join(", "))
+                    );
+                }
             }
         }
     }
