@@ -266,7 +266,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let promtool = berth_testkit::require_program("promtool", &[], "Debian package prometheus");
     let mut c = Command::new(promtool)
         .args(["check", "metrics"])
