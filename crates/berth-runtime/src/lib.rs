@@ -98,13 +98,14 @@ pub fn resolve(kind: Kind) -> Kind {
     }
 }
 
-/// Whether `kind` can run here now (compose: a Docker Engine answers); the error says
-/// what is missing.
+/// Whether `kind` can run here now on berth's environment (compose: a Docker Engine
+/// answers; swarm: it is a swarm manager); the error says what is missing.
 pub fn available(kind: Kind) -> Result<(), RuntimeError> {
     match kind {
         Kind::Compose if !compose::ComposeRuntime::available() => Err(RuntimeError::Preflight(
             "the compose runtime needs a Docker Engine (docker version could not reach one; set DOCKER_HOST or start dockerd)".into(),
         )),
+        Kind::Swarm => swarm::environment_manager().map(drop),
         _ => Ok(()),
     }
 }
