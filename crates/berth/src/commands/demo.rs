@@ -233,11 +233,10 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     let nginx = nginx_installed();
     use crate::cli::DemoRuntime;
     let kind = args.runtime.kind();
-    let runtime_name = match args.runtime {
-        DemoRuntime::Local => "local",
-        DemoRuntime::Compose => "compose",
-        DemoRuntime::Swarm => "swarm",
-    };
+    // As --runtime names it, which is also berth.toml's name for it.
+    let runtime_name = clap::ValueEnum::to_possible_value(&args.runtime)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
     // Images to build: the runtime runs containers.
     let containers = kind.needs_docker();
     let swarm = args.runtime == DemoRuntime::Swarm;
