@@ -23,6 +23,9 @@ use crate::state::Shared;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// The `berth_task_up` label sets of each (product, service).
+type TaskSeries = HashMap<(String, String), Vec<Labels>>;
+
 const PROBE_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
@@ -94,7 +97,7 @@ pub struct Metrics {
     up: Family<Labels, Gauge>,
     task_up: Family<Labels, Gauge>,
     /// The `berth_task_up` series each service has, to drop those of tasks gone.
-    task_series: Arc<Mutex<HashMap<(String, String), Vec<Labels>>>>,
+    task_series: Arc<Mutex<TaskSeries>>,
 }
 
 fn service_labels(product: &str, service: &str) -> Labels {
