@@ -984,6 +984,27 @@ fn write_tag(
     if let Some(from) = &plan.rollback_of {
         msg.push_str(&format!("Rollback-Of: {from}\n"));
     }
+    // Where the new slot's tasks run now that they passed the health gate and took
+    // the traffic (a runtime that spreads over machines names each task's node).
+    let nodes: Vec<String> = ctx
+        .runtime
+        .instances(product)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.slot == plan.target && i.alive)
+        .filter_map(|i| {
+            Some(
+                tags::TaskNode {
+                    service: i.service,
+                    node: i.node?,
+                }
+                .to_string(),
+            )
+        })
+        .collect();
+    if !nodes.is_empty() {
+        msg.push_str(&format!("Nodes: {}\n", nodes.join(", ")));
+    }
     ctx.repo
         .git("write the deploy tag")
         .args([

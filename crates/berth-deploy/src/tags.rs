@@ -18,6 +18,33 @@ pub struct DeployRecord {
     pub duration: Option<String>,
     pub operator: Option<String>,
     pub rollback_of: Option<String>,
+    /// Where the version's tasks ran at the switch, each after passing the health
+    /// gate (runtimes that spread over machines: swarm); empty elsewhere.
+    pub nodes: Vec<TaskNode>,
+}
+
+/// A task of a deploy and the node it ran on (a tag's `Nodes: service@node` trailer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskNode {
+    pub service: String,
+    pub node: String,
+}
+
+impl TaskNode {
+    /// `service@node` as the trailer writes it.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (service, node) = s.split_once('@')?;
+        (!service.is_empty() && !node.is_empty()).then(|| Self {
+            service: service.to_string(),
+            node: node.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for TaskNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.service, self.node)
+    }
 }
 
 /// UTC `YYYYMMDD-HHMMSS` and RFC 3339 for a Unix time.
@@ -79,6 +106,11 @@ pub fn history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError
             duration: one("Duration"),
             operator: one("Operator"),
             rollback_of: one("Rollback-Of"),
+            nodes: msg
+                .trailer_values("Nodes")
+                .iter()
+                .filter_map(|n| TaskNode::parse(n))
+                .collect(),
         });
     }
     // Newest first by stamp, then by the number of deploys in that second

@@ -393,6 +393,20 @@ pub enum RuntimeKind {
     Swarm,
 }
 
+impl RuntimeKind {
+    /// Whether this kind needs a Docker Engine to run anything (compose, swarm).
+    pub fn needs_docker(self) -> bool {
+        matches!(self, Self::Compose | Self::Swarm)
+    }
+
+    /// Whether this kind may run on a Docker Engine (`auto` picks compose when one
+    /// answers): what the machine must start first, and whether `berth render` writes
+    /// the compose files.
+    pub fn may_use_docker(self) -> bool {
+        self != Self::Local
+    }
+}
+
 /// `[deploy]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -1241,6 +1255,24 @@ port = 80
 [products.b.services.web]
 command = "b"
 "#;
+
+    /// What each runtime kind asks of the machine: a Docker Engine it needs (the
+    /// warning `berth provision` gives when none answers) and one it may use (`auto`:
+    /// compose files rendered, docker.service started before `berth boot`).
+    #[test]
+    fn runtime_kinds_say_whether_they_need_or_may_use_docker() {
+        use RuntimeKind::*;
+        let needs: Vec<_> = [Auto, Local, Compose, Swarm]
+            .into_iter()
+            .map(RuntimeKind::needs_docker)
+            .collect();
+        assert_eq!(needs, [false, false, true, true]);
+        let may: Vec<_> = [Auto, Local, Compose, Swarm]
+            .into_iter()
+            .map(RuntimeKind::may_use_docker)
+            .collect();
+        assert_eq!(may, [true, false, true, true]);
+    }
 
     #[test]
     fn external_infra_is_the_host_gateway_for_containers_and_localhost_for_processes() {

@@ -61,7 +61,7 @@ pub struct Skipped {
 /// reports them) and so `render --check` (which looks at what render writes).
 fn unused(m: &Manifest, env: Env) -> Vec<(&'static str, &'static [&'static str], &'static str)> {
     let mut out = Vec::new();
-    if m.deploy.runtime == berth_manifest::RuntimeKind::Local {
+    if !m.deploy.runtime.may_use_docker() {
         out.push((
             "compose/<product>.yml",
             &["compose/"][..],
@@ -874,7 +874,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     // What boots the site: `berth boot` (live slots, then nginx), then `berth serve`.
     let env_file = format!("/etc/berth/{project}.env");
     // `auto` picks compose when the engine answers: it must be up first.
-    let docker = m.deploy.runtime != berth_manifest::model::RuntimeKind::Local;
+    let docker = m.deploy.runtime.may_use_docker();
     let (wants, after) = if docker {
         (" docker.service", " docker.service")
     } else {

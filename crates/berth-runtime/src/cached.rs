@@ -93,6 +93,18 @@ impl Runtime for CachedInstances<'_> {
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         self.inner.logs(product, slot, service, lines)
     }
+    fn address_of(&self, product: &str, instance: &Instance) -> Option<Address> {
+        self.inner.address_of(product, instance)
+    }
+    fn programs(&self) -> Vec<crate::Program> {
+        self.inner.programs()
+    }
+    fn leftovers(&self) -> Vec<crate::Leftover> {
+        self.inner.leftovers()
+    }
+    fn follow_interval(&self) -> std::time::Duration {
+        self.inner.follow_interval()
+    }
     fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
         self.forget();
         self.inner.prune(product, keep)

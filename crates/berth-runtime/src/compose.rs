@@ -44,6 +44,28 @@ pub fn project_name(manifest: &Manifest, product: &str, slot: Slot) -> String {
     )
 }
 
+/// `docker`, as `berth doctor` checks it.
+pub(crate) const DOCKER: crate::Program = crate::Program {
+    label: "program docker",
+    program: "docker",
+    version_args: &["version", "--format", "{{.Server.Version}}"],
+    fix: "install Docker Engine and start it (`systemctl start docker`)",
+};
+
+/// Whether a container of compose project `compose`, labelled `berth.product=product`,
+/// is this project's but no slot of a product of the manifest (another project's
+/// containers are not).
+fn stray(manifest: &Manifest, compose: &str, product: &str) -> bool {
+    let ours = format!("{}-", berth_manifest::slug(&manifest.project.name));
+    if !compose.starts_with(&ours) {
+        return false;
+    }
+    !(manifest.products.contains_key(product)
+        && [Slot::Blue, Slot::Green]
+            .into_iter()
+            .any(|s| compose == project_name(manifest, product, s)))
+}
+
 impl ComposeRuntime {
     /// The compose runtime of the manifest at `root`, with the compose files where
     /// deploys render them ([`compose_dir`]).
@@ -303,6 +325,51 @@ impl ComposeRuntime {
 impl Runtime for ComposeRuntime {
     fn name(&self) -> &'static str {
         "compose"
+    }
+
+    fn programs(&self) -> Vec<crate::Program> {
+        vec![
+            DOCKER,
+            crate::Program {
+                label: "program docker compose",
+                program: "docker",
+                version_args: &["compose", "version", "--short"],
+                fix: "install Docker Compose v2 (the `docker compose` plugin)",
+            },
+        ]
+    }
+
+    /// Containers of this project whose compose project is no slot of a product of
+    /// berth.toml.
+    fn leftovers(&self) -> Vec<crate::Leftover> {
+        let Ok(out) = Cmd::new("docker", "list berth's containers")
+            .args([
+                "ps",
+                "-a",
+                "--filter",
+                "label=berth.product",
+                "--format",
+                "{{.Label \"com.docker.compose.project\"}}\t{{.Label \"berth.product\"}}\t{{.Names}}",
+            ])
+            .timeout(Some(Duration::from_secs(20)))
+            .output()
+        else {
+            return Vec::new();
+        };
+        out.stdout_str()
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split('\t');
+                let (compose, product, names) = (f.next()?, f.next()?, f.next()?);
+                stray(&self.manifest, compose, product).then(|| crate::Leftover {
+                    name: names.to_string(),
+                    problem: format!(
+                        "container {names} (compose project {compose}) belongs to no slot of berth.toml"
+                    ),
+                    fix: format!("remove it: `docker compose -p {compose} down`"),
+                })
+            })
+            .collect()
     }
 
     /// The compose file a deploy starts must say what berth.toml says now.
@@ -932,6 +999,28 @@ mod tests {
         assert!(at.is_some());
         assert_eq!(text, "demo-app: tick 3");
         assert_eq!(split_timestamp("no time here").1, "no time here");
+    }
+
+    /// `berth doctor`'s leftover rule: a container of this project is stray when its
+    /// compose project is no slot of a product berth.toml names; other projects'
+    /// containers are never reported.
+    #[test]
+    fn stray_containers_are_this_projects_outside_every_slot() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let blue = project_name(&m, "bestays", Slot::Blue);
+        let green = project_name(&m, "bestays", Slot::Green);
+        assert!(!stray(&m, &blue, "bestays"));
+        assert!(!stray(&m, &green, "bestays"));
+        // A removed product, or a slot name berth never makes.
+        assert!(stray(&m, "bestays-monorepo-villas-blue", "villas"));
+        assert!(stray(&m, "bestays-monorepo-bestays-red", "bestays"));
+        // A product's label on another product's project.
+        assert!(stray(&m, &blue, "realestate"));
+        // Another project's containers.
+        assert!(!stray(&m, "shop-villas-blue", "villas"));
     }
 }
 

@@ -100,13 +100,14 @@ pub fn resolve(kind: Kind) -> Kind {
     }
 }
 
-/// Whether `kind` can run here now (compose: a Docker Engine answers); the error says
-/// what is missing.
+/// Whether `kind` can run here now on berth's environment (compose: a Docker Engine
+/// answers; swarm: it is a swarm manager); the error says what is missing.
 pub fn available(kind: Kind) -> Result<(), RuntimeError> {
     match kind {
         Kind::Compose if !compose::ComposeRuntime::available() => Err(RuntimeError::Preflight(
             "the compose runtime needs a Docker Engine (docker version could not reach one; set DOCKER_HOST or start dockerd)".into(),
         )),
+        Kind::Swarm => swarm::environment_manager().map(drop),
         _ => Ok(()),
     }
 }
@@ -288,6 +289,31 @@ pub trait Runtime {
         Ok(Vec::new())
     }
 
+    /// Where one instance answers (its task's node and published port on swarm): the
+    /// address `berth status` and `berth serve` show and probe per instance. The
+    /// default: the slot's address with the instance's port, else the slot's first.
+    fn address_of(&self, product: &str, instance: &Instance) -> Option<Address> {
+        let all = self.addresses(product, &instance.service, instance.slot);
+        all.iter()
+            .find(|a| Some(a.port) == instance.port)
+            .or(all.first())
+            .cloned()
+    }
+    /// The programs this runtime runs (`berth doctor` asks each for its version).
+    fn programs(&self) -> Vec<Program> {
+        Vec::new()
+    }
+    /// What this runtime made for this project that no product of the manifest
+    /// accounts for any more (`berth doctor`): each with how to remove it.
+    fn leftovers(&self) -> Vec<Leftover> {
+        Vec::new()
+    }
+    /// How often a follower of a slot's logs asks the front door whether the live
+    /// slot moved (`berth logs --follow`): cheap runtimes ask more often.
+    fn follow_interval(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+
     // --- Operating a running product: log streams and one-off commands (`berth logs`,
     // `berth run`). Default implementations keep runtimes without them compiling.
 
@@ -340,6 +366,27 @@ pub trait Runtime {
             self.name()
         )))
     }
+}
+
+/// A program a runtime runs, as `berth doctor` checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// What the check is called (`program docker compose`).
+    pub label: &'static str,
+    pub program: &'static str,
+    /// The arguments that make it print its version.
+    pub version_args: &'static [&'static str],
+    /// How to install it.
+    pub fix: &'static str,
+}
+
+/// Something a runtime made that the manifest no longer accounts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Its name (a container's).
+    pub name: String,
+    pub problem: String,
+    pub fix: String,
 }
 
 /// Where a log stream starts.

@@ -330,6 +330,11 @@ impl Runtime for LocalRuntime {
         "local"
     }
 
+    /// Reading pid files is cheap: a follower notices a switch within 200 ms.
+    fn follow_interval(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+
     fn build_summary(&self) -> String {
         "build: check out the version's commit under .berth/versions and run its build commands"
             .into()

@@ -426,7 +426,6 @@ impl SwarmRuntime {
     /// (`<project>-<product>_<KEY>_<12 hex of sha256>`): created when missing, the value
     /// on stdin only. Returns (docker name, key) for each.
     fn ensure_secrets(&self, product: &str) -> Result<Vec<(String, String)>, RuntimeError> {
-        use sha2::Digest;
         let path = berth_render::secrets::product_secret_path(&self.root, product);
         let file = berth_render::secrets::SecretFile::load(&path)
             .map_err(|e| RuntimeError::Failed(e.to_string()))?;
@@ -436,9 +435,7 @@ impl SwarmRuntime {
             let Some(value) = file.get(&key) else {
                 continue;
             };
-            let digest = sha2::Sha256::digest(value.as_bytes());
-            let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-            let name = format!("{}-{product}_{key}_{hex}", self.prefix());
+            let name = secret_name(&self.prefix(), product, &key, value);
             if !existing.lines().any(|l| l.trim() == name) {
                 let created = self
                     .docker(format!("create the secret {key} of {product}"))
@@ -904,6 +901,89 @@ fn engine_applies_service_limits(version: &str) -> bool {
     (major, minor) >= (20, 10)
 }
 
+/// The longest name Docker gives a secret.
+const SECRET_NAME_MAX: usize = 64;
+
+/// A secret's Docker name, by content: `<project>-<product>_<KEY>_<12 hex of
+/// sha256(value)>`. Docker allows 64 characters: a longer name keeps its start, cut,
+/// and ends with 12 hex of sha256(KEY, value) instead, so two keys cut alike differ.
+fn secret_name(prefix: &str, product: &str, key: &str, value: &str) -> String {
+    use sha2::Digest;
+    let hex = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let full = format!("{prefix}-{product}_{key}_{}", hex(value.as_bytes()));
+    if full.len() <= SECRET_NAME_MAX {
+        return full;
+    }
+    let mut keyed = key.as_bytes().to_vec();
+    keyed.push(0);
+    keyed.extend_from_slice(value.as_bytes());
+    let tail = hex(&keyed);
+    // Names are ASCII ([a-zA-Z0-9-_.]): any byte is a char boundary.
+    let head = &full[..SECRET_NAME_MAX - tail.len() - 1];
+    format!("{}_{tail}", head.trim_end_matches(['_', '-', '.']))
+}
+
+/// What the manager's swarm state means: `Ok` for an active manager, else the error
+/// that says what to do (`docker swarm init` for an engine in no swarm).
+fn manager_check(state: &str, manager: bool, engine: &str) -> Result<(), RuntimeError> {
+    match (state, manager) {
+        ("active", true) => Ok(()),
+        ("active", false) => Err(RuntimeError::Preflight(format!(
+            "{engine} is a swarm worker, not a manager: point it at a manager (DOCKER_HOST, or [deploy.swarm] manager)"
+        ))),
+        _ => Err(RuntimeError::Preflight(format!(
+            "{engine} is not in a swarm (state `{}`): run `docker swarm init` on it (one node is a swarm), or point it at a manager (DOCKER_HOST, or [deploy.swarm] manager)",
+            if state.is_empty() { "unknown" } else { state }
+        ))),
+    }
+}
+
+/// The Docker Engine of berth's environment (DOCKER_HOST or the docker context) as a
+/// swarm manager: its node id, or why it is none (`docker swarm init`).
+pub fn environment_manager() -> Result<String, RuntimeError> {
+    let out = crate::compose::docker_cmd("ask the Docker Engine for its swarm state")
+        .args([
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeID}}",
+        ])
+        .timeout(Some(Duration::from_secs(15)))
+        .hint_if_missing("install Docker (the docker CLI talks to the swarm's manager)")
+        .output()
+        .map_err(|e| {
+            RuntimeError::Preflight(format!(
+                "the swarm runtime needs a Docker Engine that is a swarm manager (DOCKER_HOST); none answered: {e}"
+            ))
+        })?
+        .stdout_str();
+    let mut it = out.split_whitespace();
+    let (state, manager) = (it.next().unwrap_or(""), it.next() == Some("true"));
+    manager_check(state, manager, "the Docker Engine (DOCKER_HOST)")?;
+    Ok(it.next().unwrap_or("").to_string())
+}
+
+/// Add (or remove) the node label `key=value` on the environment's manager node
+/// (`berth demo`: a one-node swarm carries every product's placement label).
+pub fn label_environment_manager(key: &str, value: &str, add: bool) -> Result<(), RuntimeError> {
+    let node = environment_manager()?;
+    let mut c = crate::compose::docker_cmd(format!("label the swarm node {node}"))
+        .timeout(Some(Duration::from_secs(30)))
+        .args(["node", "update"]);
+    c = if add {
+        c.args(["--label-add", &format!("{key}={value}")])
+    } else {
+        c.args(["--label-rm", key])
+    };
+    c.arg(&node).output()?;
+    Ok(())
+}
+
 /// Does something accept TCP connections at `addr`?
 fn answers(addr: &str) -> bool {
     use std::net::ToSocketAddrs;
@@ -954,11 +1034,7 @@ impl Runtime for SwarmRuntime {
             ));
         }
         let (state, manager, version) = self.swarm_state()?;
-        if state != "active" || !manager {
-            return Err(RuntimeError::Preflight(format!(
-                "the Docker Engine berth talks to is not a swarm manager (swarm state `{state}`): set [deploy.swarm] manager to a manager's DOCKER_HOST"
-            )));
-        }
+        manager_check(&state, manager, "the Docker Engine berth talks to")?;
         let mut warnings = Vec::new();
         let limits_ok = engine_applies_service_limits(&version);
         *self.limits_ok.lock().unwrap_or_else(|e| e.into_inner()) = Some(limits_ok);
@@ -1057,6 +1133,22 @@ impl Runtime for SwarmRuntime {
 
     fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
         self.wait_ports_free(product, slot, Duration::from_secs(15))
+    }
+
+    /// A task answers on its node's address at the slot's published port.
+    fn address_of(&self, product: &str, instance: &Instance) -> Option<Address> {
+        let svc = self
+            .manifest
+            .products
+            .get(product)?
+            .services
+            .get(&instance.service)?;
+        svc.port?;
+        Some(Address::new(instance.node.clone()?, instance.port?))
+    }
+
+    fn programs(&self) -> Vec<crate::Program> {
+        vec![crate::compose::DOCKER]
     }
 
     /// Both slots' stacks removed, the product's secrets, its network and its images
@@ -1383,7 +1475,7 @@ impl Runtime for SwarmRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::engine_applies_service_limits;
+    use super::*;
 
     /// Services take a pids limit and ulimits from Docker Engine 20.10 (API 1.41) on.
     #[test]
@@ -1399,5 +1491,49 @@ mod tests {
         ] {
             assert_eq!(engine_applies_service_limits(v), ok, "{v}");
         }
+    }
+
+    /// Secret names fit Docker's 64 characters, stay by content, start with the
+    /// product's prefix, and two long keys cut alike still differ.
+    #[test]
+    fn secret_names_fit_in_64_characters_and_stay_distinct() {
+        let short = secret_name("shop", "a", "API_KEY", "v1");
+        assert!(short.starts_with("shop-a_API_KEY_"), "{short}");
+        assert_eq!(short.len(), "shop-a_API_KEY_".len() + 12);
+        assert_ne!(short, secret_name("shop", "a", "API_KEY", "v2"));
+        let long =
+            |key: &str, value: &str| secret_name("berth-demo-24976", "realestate", key, value);
+        let a = long("VITE_CLERK_PUBLISHABLE_KEY", "pk");
+        assert!(a.len() <= 64, "{a} is {} long", a.len());
+        assert!(a.starts_with("berth-demo-24976-realestate_"), "{a}");
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
+        assert!(a.ends_with(|c: char| c.is_ascii_alphanumeric()));
+        assert_eq!(a, long("VITE_CLERK_PUBLISHABLE_KEY", "pk"));
+        assert_ne!(a, long("VITE_CLERK_PUBLISHABLE_KEY", "pk2"));
+        assert_ne!(a, long("VITE_CLERK_PUBLISHABLE_KEY_2", "pk"));
+    }
+
+    /// An engine in no swarm is told to `docker swarm init`, a worker to point at a
+    /// manager; only an active manager passes.
+    #[test]
+    fn only_an_active_manager_passes_and_the_error_says_what_to_do() {
+        assert!(manager_check("active", true, "it").is_ok());
+        let inactive = manager_check("inactive", false, "it").unwrap_err();
+        assert!(matches!(inactive, RuntimeError::Preflight(_)));
+        assert!(
+            inactive.to_string().contains("`docker swarm init`"),
+            "{inactive}"
+        );
+        assert!(
+            manager_check("", false, "it")
+                .unwrap_err()
+                .to_string()
+                .contains("state `unknown`")
+        );
+        let worker = manager_check("active", false, "it").unwrap_err();
+        assert!(worker.to_string().contains("worker"), "{worker}");
     }
 }

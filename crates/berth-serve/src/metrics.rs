@@ -3,9 +3,11 @@
 //!
 //! Labels are bounded: `product` and `service` come from berth.toml, `result` is
 //! `success` or `failure`, and `version` appears only on the `_info` gauge, one
-//! series per live service.
+//! series per live service; `address` and `node` (on `berth_task_up`) name the live
+//! slot's tasks, and a task's series is dropped when it is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -20,6 +22,9 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::state::Shared;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// The `berth_task_up` label sets of each (product, service).
+type TaskSeries = HashMap<(String, String), Vec<Labels>>;
 
 const PROBE_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -90,6 +95,9 @@ pub struct Metrics {
     registry: Arc<Registry>,
     probe_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     up: Family<Labels, Gauge>,
+    task_up: Family<Labels, Gauge>,
+    /// The `berth_task_up` series each service has, to drop those of tasks gone.
+    task_series: Arc<Mutex<TaskSeries>>,
 }
 
 fn service_labels(product: &str, service: &str) -> Labels {
@@ -117,6 +125,12 @@ impl Metrics {
             Unit::Seconds,
             probe_seconds.clone(),
         );
+        let task_up: Family<Labels, Gauge> = Family::default();
+        registry.register(
+            "berth_task_up",
+            "Whether one task (instance) of the service's live slot answered its last health probe with 2xx (1) or not (0), by the address probed and the node it runs on (empty on one machine)",
+            task_up.clone(),
+        );
         registry.register_collector(Box::new(Derived {
             snapshot,
             refresh_secs,
@@ -125,6 +139,40 @@ impl Metrics {
             registry: Arc::new(registry),
             probe_seconds,
             up,
+            task_up,
+            task_series: Arc::default(),
+        }
+    }
+
+    /// One task's probe: `address` is where it answered, `node` the node it runs on.
+    pub fn observe_task(&self, product: &str, service: &str, address: &str, node: &str, up: bool) {
+        let mut l = service_labels(product, service);
+        l.push(("address", address.to_string()));
+        l.push(("node", node.to_string()));
+        self.task_up.get_or_create(&l).set(i64::from(up));
+        let mut known = self.task_series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = known
+            .entry((product.to_string(), service.to_string()))
+            .or_default();
+        if !series.contains(&l) {
+            series.push(l);
+        }
+    }
+
+    /// Drop the task series of a service whose address is not in `live` (a task
+    /// gone, rescheduled elsewhere, or a switch to the other slot).
+    pub fn forget_tasks(&self, product: &str, service: &str, live: &[String]) {
+        let mut known = self.task_series.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(series) = known.get_mut(&(product.to_string(), service.to_string())) {
+            series.retain(|l| {
+                let keep = l
+                    .iter()
+                    .any(|(k, v)| *k == "address" && live.iter().any(|a| a == v));
+                if !keep {
+                    self.task_up.remove(l);
+                }
+                keep
+            });
         }
     }
 

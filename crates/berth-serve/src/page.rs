@@ -51,6 +51,7 @@ dt{color:var(--mute)}dd{margin:0;overflow-wrap:anywhere}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px}
 ul.svc{list-style:none;padding:0;margin:6px 0;font-size:13px}
 ul.svc li{display:flex;justify-content:space-between;gap:8px;border-top:1px solid var(--line);padding:4px 0}
+ul.svc li.task{border-top:0;padding:0 0 2px 14px;font-size:12px;color:var(--mute);font-family:ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
 .ok{color:var(--up)}.bad{color:var(--down)}.muted{color:var(--mute)}
 svg{display:block;width:100%;height:46px;margin-top:6px}
 .legend{font-size:12px;color:var(--mute);display:flex;gap:12px;flex-wrap:wrap}
@@ -308,6 +309,34 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
             n = esc(&svc.name),
             u = usage.unwrap_or_default()
         );
+        // Each instance of the live slot: where it runs and answers, and its own health.
+        for t in &svc.tasks {
+            let place = match (&t.node, &t.address) {
+                (Some(n), Some(a)) if !a.starts_with(&format!("{n}:")) => {
+                    format!("on {} at {}", esc(n), esc(a))
+                }
+                (Some(n), _) => format!("on {}", esc(n)),
+                (None, Some(a)) => format!("at {}", esc(a)),
+                (None, None) => String::new(),
+            };
+            let state = t
+                .state
+                .clone()
+                .unwrap_or_else(|| if t.running { "running" } else { "stopped" }.into());
+            let health = match t.health {
+                Some("up") => r#" · <span class="ok">up</span>"#,
+                Some(_) => r#" · <span class="bad">down</span>"#,
+                None => "",
+            };
+            let _ = write!(
+                s,
+                r#"<li class="task" data-task="{id}" data-node="{node}" data-health="{h}"><span>{id} {place}</span><span>{state}{health}</span></li>"#,
+                id = esc(&t.id),
+                node = esc(t.node.as_deref().unwrap_or("")),
+                h = t.health.unwrap_or("unknown"),
+                state = esc(&state),
+            );
+        }
     }
     s.push_str("</ul>");
     s.push_str(&timeline(events, now));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use berth_runtime::{Address, http};
 
 use crate::metrics::Metrics;
-use crate::state::{Health, Probes, Shared, Sources, now_unix};
+use crate::state::{Health, Probes, Shared, Sources, TargetHealth, now_unix};
 
 /// The shortest interval probes run at, whatever berth.toml says.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -41,6 +41,15 @@ pub async fn probe(address: &Address, path: &str, timeout: Duration) -> ProbeRes
             error: Some(e),
             elapsed,
         },
+    }
+}
+
+/// Why a probe failed (the connection error, or the status), never a body.
+fn detail(r: &ProbeResult, up: bool) -> Option<String> {
+    match (&r.error, r.status) {
+        (Some(e), _) => Some(e.chars().take(120).collect()),
+        (None, Some(s)) if !up => Some(format!("HTTP {s}")),
+        _ => None,
     }
 }
 
@@ -89,21 +98,48 @@ pub fn spawn_all(snapshot: Shared, probes: Probes, metrics: Metrics, sources: Ar
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(&(product.clone(), service.clone()));
                         metrics.forget_up(&product, &service);
+                        metrics.forget_tasks(&product, &service, &[]);
                         continue;
                     }
-                    // The service is up when every address answers 2xx; the first that
-                    // does not is the one reported.
+                    // The node of each address, as the collector last saw the tasks.
+                    let nodes: Vec<(String, String)> = {
+                        let s = snapshot.read().unwrap_or_else(|e| e.into_inner());
+                        s.products
+                            .iter()
+                            .filter(|x| x.view.name == product)
+                            .flat_map(|x| x.view.services.iter())
+                            .filter(|x| x.name == service)
+                            .flat_map(|x| x.tasks.iter())
+                            .filter_map(|t| Some((t.address.clone()?, t.node.clone()?)))
+                            .collect()
+                    };
+                    // Every address is probed (each task's own health); the service is
+                    // up when every one answers 2xx, and the first that does not is the
+                    // one reported.
                     let mut reported = None;
+                    let mut per_target = Vec::new();
                     for address in &targets {
                         let r = probe(address, &path, timeout).await;
                         let up = r.status.is_some_and(|s| (200..300).contains(&s));
-                        if !up || reported.is_none() {
+                        let a = address.to_string();
+                        let node = nodes
+                            .iter()
+                            .find(|(x, _)| *x == a)
+                            .map_or("", |(_, n)| n.as_str());
+                        metrics.observe_task(&product, &service, &a, node, up);
+                        per_target.push(TargetHealth {
+                            address: a,
+                            status: if up { "up" } else { "down" },
+                            latency_ms: (r.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
+                            detail: detail(&r, up),
+                        });
+                        let first_down = !up && reported.as_ref().is_none_or(|(_, _, u)| *u);
+                        if reported.is_none() || first_down {
                             reported = Some((address.port, r, up));
                         }
-                        if !up {
-                            break;
-                        }
                     }
+                    let live: Vec<String> = targets.iter().map(|a| a.to_string()).collect();
+                    metrics.forget_tasks(&product, &service, &live);
                     let Some((port, r, up)) = reported else {
                         continue;
                     };
@@ -115,12 +151,9 @@ pub fn spawn_all(snapshot: Shared, probes: Probes, metrics: Metrics, sources: Ar
                         http_status: r.status,
                         checked_at: berth_deploy::tags::utc_stamp(now).1,
                         checked_unix: now,
-                        detail: match (&r.error, r.status) {
-                            (Some(e), _) => Some(e.chars().take(120).collect()),
-                            (None, Some(s)) if !up => Some(format!("HTTP {s}")),
-                            _ => None,
-                        },
+                        detail: detail(&r, up),
                         port,
+                        targets: per_target,
                     };
                     probes
                         .lock()

@@ -109,6 +109,37 @@ pub struct Health {
     pub detail: Option<String>,
     /// The port probed.
     pub port: u16,
+    /// Every address of the live slot probed this round, each with its own answer.
+    pub targets: Vec<TargetHealth>,
+}
+
+/// The last probe of one address of a service (one task or instance).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetHealth {
+    /// `host:port`.
+    pub address: String,
+    /// `up` or `down`.
+    pub status: &'static str,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One instance of a service's live slot: a task on a node (swarm), a container or a
+/// process, with where it answers and, once probed, its own health.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    /// Task, container or process id.
+    pub id: String,
+    /// The node it runs on (runtimes that spread over machines).
+    pub node: Option<String>,
+    /// Where it answers (`host:port`; the node's address on swarm).
+    pub address: Option<String>,
+    /// Its state as the runtime says it (swarm: `running`, `starting`, ...).
+    pub state: Option<String>,
+    pub running: bool,
+    /// `up` or `down` from its own last probe; none before one.
+    pub health: Option<&'static str>,
 }
 
 /// Probe results by (product, service).
@@ -126,6 +157,8 @@ pub struct ServiceView {
     pub health: Option<Health>,
     /// Memory and CPU in use against the limits, where the runtime reads them.
     pub usage: Option<berth_runtime::ResourceUsage>,
+    /// Each instance of the live slot with its node, address and health.
+    pub tasks: Vec<TaskView>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -398,6 +431,22 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
                     health_path: svc.health.as_ref().map(|h| h.path.clone()),
                     health: None,
                     usage: inst.and_then(|i| src.runtime.usage(name, i)),
+                    tasks: live_slot
+                        .map(|s| {
+                            instances
+                                .iter()
+                                .filter(|i| i.slot == s && i.service == *sname)
+                                .map(|i| TaskView {
+                                    id: i.id.clone(),
+                                    node: i.node.clone(),
+                                    address: src.runtime.address_of(name, i).map(|a| a.to_string()),
+                                    state: i.state.clone(),
+                                    running: i.alive,
+                                    health: None,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect::<Vec<_>>();
@@ -538,6 +587,13 @@ pub fn with_probes(view: &ProductView, probes: &HashMap<(String, String), Health
         if let Some(h) = probes.get(&(v.name.clone(), s.name.clone())) {
             any = true;
             all_up &= h.status == "up";
+            for t in &mut s.tasks {
+                t.health = h
+                    .targets
+                    .iter()
+                    .find(|x| t.address.as_deref() == Some(x.address.as_str()))
+                    .map(|x| x.status);
+            }
             s.health = Some(h.clone());
         }
     }

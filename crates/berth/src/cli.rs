@@ -895,8 +895,12 @@ pub struct CompletionsArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoRuntime {
+    /// Local processes (no Docker)
     Local,
+    /// Containers on the Docker Engine of DOCKER_HOST
     Compose,
+    /// Swarm services on the swarm whose manager is DOCKER_HOST (one node is enough; needs --registry)
+    Swarm,
 }
 
 impl DemoRuntime {
@@ -904,15 +908,19 @@ impl DemoRuntime {
         match self {
             Self::Local => berth_runtime::Kind::Local,
             Self::Compose => berth_runtime::Kind::Compose,
+            Self::Swarm => berth_runtime::Kind::Swarm,
         }
     }
 }
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Run the services as local processes (no Docker), or as containers on a Docker Engine
+    /// Run the services as local processes (no Docker), as containers on a Docker Engine, or as services on a Docker Swarm
     #[arg(long, value_enum, default_value_t = DemoRuntime::Local)]
     pub runtime: DemoRuntime,
+    /// `--runtime swarm`: the registry (host:port) the swarm's nodes pull the demo's images from, e.g. Debian's docker-registry on 127.0.0.1:5000 for a one-node swarm on this machine
+    #[arg(long, value_name = "HOST:PORT")]
+    pub registry: Option<String>,
     /// Run in this directory (must be empty or absent) instead of a temp directory, and keep it
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

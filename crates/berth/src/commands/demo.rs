@@ -30,6 +30,8 @@ struct Cleanup {
     nginx: bool,
     /// The runtime the demo deployed with.
     runtime: berth_runtime::Kind,
+    /// The node label the demo put on the swarm's manager (swarm), removed at the end.
+    node_label: Option<(&'static str, &'static str)>,
 }
 
 impl Drop for Cleanup {
@@ -48,18 +50,21 @@ impl Drop for Cleanup {
                 .status();
         }
         // The runtime takes down what it made for each product (processes or
-        // containers, images, networks).
-        let Ok(text) = std::fs::read_to_string(self.dir.join("berth.toml")) else {
-            return;
-        };
-        let Ok(loaded) = berth_manifest::parse_str("berth.toml", &text) else {
-            return;
-        };
-        let rt = berth_runtime::open(Some(self.runtime), &loaded.manifest, &self.dir);
-        for product in loaded.manifest.products.keys() {
-            if let Err(e) = rt.teardown(product) {
-                eprintln!("could not take down the demo's {product}: {e}");
+        // containers or swarm services, images, networks, secrets).
+        if let Ok(text) = std::fs::read_to_string(self.dir.join("berth.toml"))
+            && let Ok(loaded) = berth_manifest::parse_str("berth.toml", &text)
+        {
+            let rt = berth_runtime::open(Some(self.runtime), &loaded.manifest, &self.dir);
+            for product in loaded.manifest.products.keys() {
+                if let Err(e) = rt.teardown(product) {
+                    eprintln!("could not take down the demo's {product}: {e}");
+                }
             }
+        }
+        if let Some((key, value)) = self.node_label
+            && let Err(e) = berth_runtime::swarm::label_environment_manager(key, value, false)
+        {
+            eprintln!("could not remove the demo's node label {key}: {e}");
         }
     }
 }
@@ -85,7 +90,7 @@ fn static_demo_app(dir: &Path) -> Result<PathBuf> {
         .arg("-o")
         .arg(&out)
         .timeout(Some(Duration::from_secs(300)))
-        .hint_if_missing("the compose demo compiles its product server with rustc (install Rust)")
+        .hint_if_missing("the container demo compiles its product server with rustc (install Rust)")
         .output()?;
     Ok(out)
 }
@@ -216,14 +221,39 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::Failed(format!("cannot locate berth: {e}")))?;
     let nginx = nginx_installed();
-    let compose = args.runtime == crate::cli::DemoRuntime::Compose;
-    berth_runtime::available(args.runtime.kind())
-        .map_err(|e| CliError::Config(format!("--runtime compose: {e}")))?;
+    use crate::cli::DemoRuntime;
+    let kind = args.runtime.kind();
+    // As --runtime names it, which is also berth.toml's name for it.
+    let runtime_name = clap::ValueEnum::to_possible_value(&args.runtime)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    // Images to build: the runtime runs containers.
+    let containers = kind.needs_docker();
+    let swarm = args.runtime == DemoRuntime::Swarm;
+    let registry = match (&args.registry, swarm) {
+        (Some(r), true) => Some(r.clone()),
+        (None, true) => {
+            return Err(CliError::Config(
+                "--runtime swarm needs --registry HOST:PORT: the registry the swarm's nodes pull the demo's images from (for a one-node swarm on this machine, Debian's docker-registry on 127.0.0.1:5000 works: Docker trusts a registry on 127.0.0.0/8 over plain HTTP)".into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(CliError::Config(
+                "--registry is for --runtime swarm (the other runtimes build images where they run)".into(),
+            ));
+        }
+        (None, false) => None,
+    };
+    berth_runtime::available(kind)
+        .map_err(|e| CliError::Config(format!("--runtime {runtime_name}: {e}")))?;
     let project = format!("berth-demo-{}", std::process::id());
+    // A one-node swarm carries every product's placement label.
+    const NODE_LABEL: (&str, &str) = ("berth.demo", "yes");
     let _cleanup = Cleanup {
         dir: dir.clone(),
         nginx,
-        runtime: args.runtime.kind(),
+        runtime: kind,
+        node_label: swarm.then_some(NODE_LABEL),
     };
     let mut d = Demo {
         dir: dir.clone(),
@@ -248,9 +278,12 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
                 "[secret_scan]",
                 "[deploy]\nruntime = \"local\"\ndrain = \"300ms\"\n\n[secret_scan]",
             );
-            if compose {
+            if containers {
                 b = b
-                    .replace("runtime = \"local\"", "runtime = \"compose\"")
+                    .replace(
+                        "runtime = \"local\"",
+                        &format!("runtime = \"{runtime_name}\""),
+                    )
                     .replace(
                         "name = \"bestays-monorepo\"",
                         &format!("name = \"{project}\""),
@@ -258,11 +291,26 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
                     .replace(
                         "migrate = \"demo-app migrate\"",
                         "migrate = \"/demo-app migrate\"",
-                    )
-                    .replace(
-                        "deadline = \"60s\" }",
-                        "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
                     );
+            }
+            if let Some(registry) = &registry {
+                // Every product's tasks on the nodes with the demo's label (the manager).
+                let (k, v) = NODE_LABEL;
+                let mut swarm_block = format!("[deploy.swarm]\nregistry = \"{registry}\"\n");
+                for product in ["bestays", "realestate"] {
+                    swarm_block.push_str(&format!(
+                        "\n[deploy.swarm.products.{product}]\nnode_label = \"{k}={v}\"\n"
+                    ));
+                }
+                b = b.replace(
+                    "drain = \"300ms\"\n\n[secret_scan]",
+                    &format!("drain = \"300ms\"\n\n{swarm_block}\n[secret_scan]"),
+                );
+            } else if containers {
+                b = b.replace(
+                    "deadline = \"60s\" }",
+                    "deadline = \"60s\", command = [\"/demo-app\", \"health\"] }",
+                );
             }
             if nginx {
                 b.replace(
@@ -285,7 +333,7 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
         };
         write(&p, body).map_err(io)?;
     }
-    if compose {
+    if containers {
         println!("    containers on Docker: images FROM scratch around a static build of demo-app");
         let bin = static_demo_app(&dir)?;
         let dockerfile = "FROM scratch\nCOPY demo-app /demo-app\nCMD [\"/demo-app\"]\n";
@@ -336,10 +384,24 @@ pub fn run(args: &DemoArgs, printer: &Printer) -> Result<ExitCode> {
     }
     d.commit("feat: add the villas product (TASK-001-add-villas)")?;
 
-    d.step(if compose {
-        "berth deploy bestays and realestate: containers behind nginx, health-gated, tagged"
-    } else {
-        "berth deploy bestays and realestate: local processes behind nginx, health-gated, tagged"
+    if swarm {
+        let (k, v) = NODE_LABEL;
+        berth_runtime::swarm::label_environment_manager(k, v, true)
+            .map_err(|e| CliError::Failed(format!("demo: {e}")))?;
+        println!(
+            "    the swarm's manager carries the label {k}={v}: every product's tasks run there (removed at the end)"
+        );
+    }
+    d.step(match args.runtime {
+        DemoRuntime::Swarm => {
+            "berth deploy bestays and realestate: swarm services behind nginx, health-gated, tagged"
+        }
+        DemoRuntime::Compose => {
+            "berth deploy bestays and realestate: containers behind nginx, health-gated, tagged"
+        }
+        DemoRuntime::Local => {
+            "berth deploy bestays and realestate: local processes behind nginx, health-gated, tagged"
+        }
     });
     d.must(&["deploy", "bestays", "--yes"], 0)?;
     d.must(&["deploy", "realestate", "--yes"], 0)?;

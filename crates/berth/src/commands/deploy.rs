@@ -458,6 +458,13 @@ pub fn history(cli: &Cli, args: &HistoryArgs, printer: &Printer) -> Result<ExitC
                     crate::output::esc(r.operator.as_deref().unwrap_or("?")),
                     crate::output::esc(&tasks)
                 );
+                if !r.nodes.is_empty() {
+                    let nodes: Vec<String> = r.nodes.iter().map(|n| n.to_string()).collect();
+                    println!(
+                        "    healthy at the switch on: {}",
+                        crate::output::esc(&nodes.join(", "))
+                    );
+                }
             }
         }
     }
@@ -536,15 +543,10 @@ pub fn status(cli: &Cli, args: &StatusArgs, printer: &Printer) -> Result<ExitCod
                         .filter(|i| i.slot == s && &i.service == svc_name && i.node.is_some())
                         .map(|i| {
                             let node = i.node.clone().unwrap_or_default();
-                            let health = match (&svc.health, i.port) {
-                                (Some(h), Some(port)) if i.alive => Some(
-                                    berth_deploy::health::probe(
-                                        &berth_runtime::Address::new(node.clone(), port),
-                                        &h.path,
-                                        h.timeout.0,
-                                    )
-                                    .ok(),
-                                ),
+                            let health = match (&svc.health, rt.address_of(name, i)) {
+                                (Some(h), Some(a)) if i.alive => {
+                                    Some(berth_deploy::health::probe(&a, &h.path, h.timeout.0).ok())
+                                }
                                 _ => None,
                             };
                             json!({

@@ -130,8 +130,9 @@ pub fn run(cli: &Cli, args: &DoctorArgs, printer: &Printer) -> Result<ExitCode> 
     })
 }
 
-fn uses_compose(l: &Loaded) -> bool {
-    super::deploy::runtime(l, RuntimeArg::Manifest).is_ok_and(|rt| rt.name() == "compose")
+/// The runtime berth.toml names (`auto` resolved), if it opens.
+fn manifest_runtime(l: &Loaded) -> Option<Box<dyn berth_runtime::Runtime + Send + Sync>> {
+    super::deploy::runtime(l, RuntimeArg::Manifest).ok()
 }
 
 fn has_databases(l: &Loaded) -> bool {
@@ -152,44 +153,46 @@ fn version(program: &str, args: &[&str]) -> std::result::Result<String, String> 
 }
 
 fn programs(l: &Loaded, r: &mut Report) {
-    let mut want: Vec<(&str, &[&str], &str)> = vec![("git", &["--version"], "apt-get install git")];
+    let program = |program: &'static str, args: &'static [&'static str], fix: &'static str| {
+        berth_runtime::Program {
+            label: "",
+            program,
+            version_args: args,
+            fix,
+        }
+    };
+    let mut want = vec![program("git", &["--version"], "apt-get install git")];
     if l.manifest.proxy.is_some() {
-        want.push(("nginx", &["-v"], "apt-get install nginx"));
+        want.push(program("nginx", &["-v"], "apt-get install nginx"));
     }
-    if uses_compose(l) {
-        want.push((
-            "docker",
-            &["version", "--format", "{{.Server.Version}}"],
-            "install Docker Engine and start it (`systemctl start docker`)",
-        ));
-        want.push((
-            "docker",
-            &["compose", "version", "--short"],
-            "install Docker Compose v2 (the `docker compose` plugin)",
-        ));
-    }
+    // What the runtime runs (docker, docker compose), as it says.
+    want.extend(
+        manifest_runtime(l)
+            .map(|rt| rt.programs())
+            .unwrap_or_default(),
+    );
     if has_databases(l) {
-        want.push((
+        want.push(program(
             "pg_dump",
             &["--version"],
             "apt-get install postgresql-client (the same major version as the server or newer)",
         ));
-        want.push((
+        want.push(program(
             "pg_restore",
             &["--version"],
             "apt-get install postgresql-client",
         ));
     }
-    for (program, args, fix) in want {
-        let label = if args.first() == Some(&"compose") {
-            "program docker compose".to_string()
+    for p in want {
+        let label = if p.label.is_empty() {
+            format!("program {}", p.program)
         } else {
-            format!("program {program}")
+            p.label.to_string()
         };
-        match version(program, args) {
+        match version(p.program, p.version_args) {
             Ok(v) if !v.is_empty() => r.ok(label, v),
             Ok(_) => r.ok(label, "present"),
-            Err(e) => r.fail(label, e, fix),
+            Err(e) => r.fail(label, e, p.fix),
         }
     }
 }
@@ -670,35 +673,12 @@ fn leftovers(l: &Loaded, r: &mut Report) {
             }
         }
     }
-    if uses_compose(l) {
-        let out = Cmd::new("docker", "list berth's containers")
-            .args(["ps", "-a", "--filter", "label=berth.product", "--format", "{{.Label \"com.docker.compose.project\"}}\t{{.Label \"berth.product\"}}\t{{.Names}}"])
-            .timeout(Some(Duration::from_secs(20)))
-            .output();
-        let project = &l.manifest.project.name;
-        if let Ok(out) = out {
-            for line in out.stdout_str().lines() {
-                let mut f = line.split('\t');
-                let (Some(compose), Some(product), Some(names)) = (f.next(), f.next(), f.next())
-                else {
-                    continue;
-                };
-                if !compose.starts_with(&format!("{project}-")) {
-                    continue; // another berth project's
-                }
-                let known = l.manifest.products.contains_key(product)
-                    && ["blue", "green"]
-                        .iter()
-                        .any(|s| compose == format!("{project}-{product}-{s}"));
-                if !known {
-                    r.fail(
-                        format!("leftover {names}"),
-                        format!("container {names} (compose project {compose}) belongs to no slot of berth.toml"),
-                        format!("remove it: `docker compose -p {compose} down`"),
-                    );
-                }
-            }
-        }
+    // What the runtime made that berth.toml no longer accounts for (containers).
+    for x in manifest_runtime(l)
+        .map(|rt| rt.leftovers())
+        .unwrap_or_default()
+    {
+        r.fail(format!("leftover {}", x.name), x.problem, x.fix);
     }
 }
 

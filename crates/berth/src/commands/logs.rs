@@ -210,11 +210,7 @@ pub fn run(cli: &Cli, args: &LogsArgs, printer: &Printer) -> Result<ExitCode> {
         stdout: std::io::stdout().lock(),
     };
     // The front door is asked this often whether the live slot moved.
-    let every = if rt.name() == "local" {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_millis(500)
-    };
+    let every = rt.follow_interval();
     let mut asked = Instant::now();
     loop {
         let mut got = false;

@@ -217,7 +217,7 @@ fn container_check(
     args: &ProvisionArgs,
     printer: &Printer,
 ) -> Result<Vec<ProductReach>> {
-    use berth_manifest::{InfraMode, RuntimeKind};
+    use berth_manifest::InfraMode;
     use berth_runtime::compose::ComposeRuntime;
     let external = |i: &Option<berth_manifest::InfraService>| {
         i.as_ref().is_some_and(|i| i.mode == InfraMode::External)
@@ -253,7 +253,7 @@ fn container_check(
         return Ok(Vec::new());
     }
     if !ComposeRuntime::available() {
-        if m.deploy.runtime == RuntimeKind::Compose {
+        if m.deploy.runtime.needs_docker() {
             printer.warn("no Docker Engine answers, so the connection from the products' containers was not checked");
         }
         return Ok(Vec::new());

@@ -139,3 +139,117 @@ fn processes_in_a_directory_are_found() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(processes_in(tmp.path()).is_empty());
 }
+
+/// `berth demo --runtime swarm` on a one-node swarm (its manager as DOCKER_HOST, its
+/// registry named): the demo deploys, redeploys and rolls back as swarm services behind
+/// nginx, and leaves nothing on the swarm: no service, secret, network or node label of
+/// the demo, its images gone from the registry.
+#[test]
+fn demo_runs_on_a_one_node_swarm_with_runtime_swarm() {
+    use berth_testkit::swarm::{Swarm, SwarmConfig};
+    let started = std::time::Instant::now();
+    let swarm = Swarm::start(SwarmConfig::new(1));
+    let m = swarm.manager();
+    let tmp = temp_dir();
+    let out = berth(tmp.path())
+        .args([
+            "demo",
+            "--runtime",
+            "swarm",
+            "--registry",
+            swarm.registry(),
+            "--dir",
+            "demo",
+        ])
+        .env("DOCKER_HOST", m.docker_host())
+        .output()
+        .unwrap();
+    let out = Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    out.assert_code(0);
+    for expected in [
+        "swarm services behind nginx",
+        &format!("push them to {}", swarm.registry()),
+        "is live in green",
+        // The rollback goes back to the old slot, still running as a warm standby.
+        "as a warm standby: no build, no start, no migration",
+        "[10] done",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "missing `{expected}`:\n{}",
+            out.snapshot()
+        );
+    }
+    for l in out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" ms)") || l.contains(" ms;"))
+    {
+        eprintln!("{}", l.trim());
+    }
+    let toml = std::fs::read_to_string(tmp.path().join("demo/berth.toml")).unwrap();
+    let project = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("name = \"berth-demo-"))
+        .map(|r| format!("berth-demo-{}", r.trim_end_matches('"')))
+        .expect("the demo's project name");
+    // Nothing of the demo is left on the swarm.
+    for what in [
+        &["service", "ls", "--format", "{{.Name}}"][..],
+        &["secret", "ls", "--format", "{{.Name}}"],
+        &["network", "ls", "--format", "{{.Name}}"],
+    ] {
+        let left: Vec<String> = m
+            .docker(what)
+            .lines()
+            .filter(|l| l.starts_with(&project))
+            .map(str::to_string)
+            .collect();
+        assert!(left.is_empty(), "demo's {} left: {left:?}", what[0]);
+    }
+    let labels = m.docker(&[
+        "node",
+        "inspect",
+        "self",
+        "--format",
+        "{{json .Spec.Labels}}",
+    ]);
+    assert!(
+        !labels.contains("berth.demo"),
+        "the demo's node label is left: {labels}"
+    );
+    eprintln!(
+        "demo on a one-node swarm: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// `berth demo --runtime swarm` refuses, before doing anything, an engine that is not a
+/// swarm manager (the error says `docker swarm init`) and a missing registry (exit 2).
+#[test]
+fn demo_on_swarm_says_docker_swarm_init_and_needs_a_registry() {
+    crate::compose::docker_required();
+    let tmp = temp_dir();
+    let out = run(tmp.path(), &["demo", "--runtime", "swarm"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("--registry HOST:PORT"),
+        "{}",
+        out.snapshot()
+    );
+    // The shared test engine is in no swarm.
+    let out = run(
+        tmp.path(),
+        &["demo", "--runtime", "swarm", "--registry", "127.0.0.1:9"],
+    );
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("`docker swarm init`"),
+        "{}",
+        out.snapshot()
+    );
+}

@@ -187,7 +187,7 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let promtool = berth_testkit::require_program("promtool", &[], "Debian package prometheus");
     let mut c = Command::new(promtool)
         .args(["check", "metrics"])
@@ -521,6 +521,27 @@ fn prober_marks_a_stopped_service_down_within_two_intervals_and_up_when_it_retur
         .clone();
     let port = server["port"].as_u64().unwrap() as u16;
     assert!(server["health"]["latency_ms"].as_f64().is_some());
+    // On one machine an instance is a process: its address is the slot's port on
+    // loopback, with its own probe and its own series.
+    let address = format!("127.0.0.1:{port}");
+    let instance = format!(
+        r#"berth_task_up{{product="bestays",service="server",address="{address}",node=""}}"#
+    );
+    let p = serve.wait_product("bestays", Duration::from_secs(10), "instance up", |v| {
+        v["services"][0]["tasks"][0]["health"] == "up"
+            && v["services"][1]["tasks"][0]["health"] == "up"
+    });
+    let task = &p["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "server")
+        .unwrap()["tasks"];
+    assert_eq!(task.as_array().unwrap().len(), 1, "{p:#}");
+    assert_eq!(task[0]["address"], address.as_str(), "{p:#}");
+    assert_eq!(task[0]["running"], true, "{p:#}");
+    assert!(task[0]["node"].is_null(), "{p:#}");
+    wait_metrics(&serve, &[(instance.clone(), 1.0)]);
 
     // Stop the server process (its whole process group, as a crash would).
     let pid = pid_of(&site, "bestays", &slot, "server");
@@ -540,6 +561,8 @@ fn prober_marks_a_stopped_service_down_within_two_intervals_and_up_when_it_retur
         .find(|s| s["name"] == "server")
         .unwrap();
     assert_eq!(svc["health"]["status"], "down");
+    assert_eq!(svc["tasks"][0]["health"], "down", "{s:#}");
+    wait_metrics(&serve, &[(instance.clone(), 0.0)]);
     assert_eq!(
         s["live_version"],
         version.as_str(),

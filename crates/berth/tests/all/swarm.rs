@@ -1408,3 +1408,121 @@ fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
     assert!(!nodes.contains(&victim_ip), "{nodes:?}");
     assert_eq!(nodes.len(), 2, "{nodes:?}");
 }
+
+/// One deploy of bestays on the shared swarm, then every view names each task's node
+/// and health: `berth history` (the nodes its tasks ran on, healthy, at the switch:
+/// the tag's `Nodes` trailer), `berth status` (each task's node, state, health),
+/// `berth serve`'s API (each task's node, address, state and its own probe) and
+/// /metrics (`berth_task_up{product,service,address,node}`, accepted by promtool).
+#[test]
+fn history_status_and_serve_show_each_tasks_node_and_health() {
+    let started = Instant::now();
+    let site = crate::deploy::Site::with(berth_runtime::Kind::Swarm, 300);
+    let swarm = site.swarm.clone().unwrap();
+    site.change("bestays", 1);
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let labelled: BTreeSet<String> = [1, 2]
+        .iter()
+        .map(|i| swarm.node(*i).ip.to_string())
+        .collect();
+
+    // history: where the new version's tasks ran at the switch.
+    let h = crate::support::json(site.repo.path(), &["history", "bestays"], 0);
+    let nodes = h["deploys"][0]["nodes"].as_array().unwrap().clone();
+    let server: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n["service"] == "server")
+        .map(|n| n["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(server, labelled, "history's nodes: {h:#}");
+    assert!(
+        nodes
+            .iter()
+            .all(|n| labelled.contains(n["node"].as_str().unwrap())),
+        "{h:#}"
+    );
+    let text = site.berth(&["history", "bestays"]);
+    text.assert_code(0);
+    let ip1 = swarm.node(1).ip.to_string();
+    assert!(
+        text.stdout.contains("healthy at the switch on: ")
+            && text.stdout.contains(&format!("server@{ip1}")),
+        "{}",
+        text.stdout
+    );
+
+    // status: each task's node and health.
+    let tasks = status_tasks(&site, "bestays", "server");
+    let on: BTreeSet<String> = tasks
+        .iter()
+        .map(|t| t["node"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on, labelled, "{tasks:?}");
+    assert!(tasks.iter().all(|t| t["health"] == "up"), "{tasks:?}");
+
+    // serve: the API's tasks with their own probes, and one series per task.
+    let serve = crate::serve::Serve::start(site.repo.path(), &["--refresh", "500ms"], &[]);
+    let p = serve.wait_product(
+        "bestays",
+        Duration::from_secs(30),
+        "each server task probed up on its node",
+        |v| {
+            let Some(s) = v["services"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == "server"))
+            else {
+                return false;
+            };
+            let t = s["tasks"].as_array().cloned().unwrap_or_default();
+            t.len() == 2 && t.iter().all(|t| t["health"] == "up")
+        },
+    );
+    let server = p["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "server")
+        .unwrap()
+        .clone();
+    let mut expected = Vec::new();
+    for t in server["tasks"].as_array().unwrap() {
+        let node = t["node"].as_str().unwrap();
+        assert!(labelled.contains(node), "{t}");
+        assert_eq!(t["state"], "running", "{t}");
+        assert_eq!(t["running"], true, "{t}");
+        let address = t["address"].as_str().unwrap();
+        assert!(address.starts_with(&format!("{node}:")), "{t}");
+        expected.push((
+            format!(
+                r#"berth_task_up{{product="bestays",service="server",address="{address}",node="{node}"}}"#
+            ),
+            1.0,
+        ));
+    }
+    let page = serve.get("/").1;
+    assert!(
+        page.contains(&format!(r#"data-node="{ip1}" data-health="up""#)),
+        "the dashboard shows the task on {ip1} up"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let metrics = loop {
+        let (status, text) = serve.get("/metrics");
+        assert_eq!(status, 200);
+        if expected
+            .iter()
+            .all(|(s, v)| crate::serve::sample(&text, s) == Some(*v))
+        {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no up series per task {expected:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    crate::serve::promtool_check(&metrics);
+    eprintln!(
+        "history, status and serve per task: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
