@@ -1,5 +1,7 @@
 //! A bad day on the server: nginx stopped or broken by someone else between
-//! deploys, a full disk, a clock set back — each on real components.
+//! deploys, a full disk (state, render output, backups), a clock set back, a reboot
+//! (local and compose), the Docker Engine restarting mid deploy — each on real
+//! components.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
