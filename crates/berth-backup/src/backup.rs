@@ -178,10 +178,12 @@ pub fn backup(opts: &Options<'_>) -> Result<Record, BackupError> {
             bytes: 0,
             progress: opts.progress,
         };
-        io::copy(&mut reader, &mut enc).map_err(stream::io_failed("write the backup"))?;
+        // Errors name the file (a full disk says where); the partial file goes.
+        let at = dir.join(&name);
+        io::copy(&mut reader, &mut enc).map_err(stream::io_failed_at("write the backup", &at))?;
         let encoded = enc
             .finish()
-            .map_err(stream::io_failed("finish the backup file"))?;
+            .map_err(stream::io_failed_at("finish the backup", &at))?;
         Ok((reader.bytes, encoded))
     })();
     if written.is_err() {

@@ -91,7 +91,7 @@ pub fn dump(
     let file = stream::create_private(&tmp)
         .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
     let mut enc = Encoder::new(file, settings.level, 1, recipients)?;
-    let w = stream::io_failed("write the Redis backup");
+    let w = stream::io_failed_at("write the Redis backup", &dir.join(&name));
     enc.write_all(MAGIC).map_err(&w)?;
     let mut keys = 0u64;
     scan(&mut conn, &space.prefix, &mut |conn, batch| {

@@ -193,6 +193,16 @@ pub fn io_failed(action: &'static str) -> impl Fn(io::Error) -> BackupError {
     move |e| BackupError::Failed(format!("could not {action}: {e}"))
 }
 
+/// Like [`io_failed`], naming the file: `could not <action> <path>: <error>` (a full
+/// disk says where).
+pub fn io_failed_at(
+    action: &'static str,
+    path: &Path,
+) -> impl Fn(io::Error) -> BackupError + use<> {
+    let path = path.display().to_string();
+    move |e| BackupError::Failed(format!("could not {action} {path}: {e}"))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

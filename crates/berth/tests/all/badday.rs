@@ -1,5 +1,7 @@
 //! A bad day on the server: nginx stopped or broken by someone else between
-//! deploys, a full disk, a clock set back — each on real components.
+//! deploys, a full disk (state, render output, backups), a clock set back, a reboot
+//! (local and compose), the Docker Engine restarting mid deploy — each on real
+//! components.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -231,6 +233,15 @@ impl Tmpfs {
         while f.write_all(&[0u8]).is_ok() {}
         path
     }
+
+    /// Fill the file system, then give back `room` bytes (whole pages, as tmpfs counts).
+    fn fill_leaving(&self, room: u64) -> std::path::PathBuf {
+        let path = self.fill();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len - room.div_ceil(4096) * 4096).unwrap();
+        path
+    }
 }
 
 impl Drop for Tmpfs {
@@ -387,6 +398,99 @@ fn a_full_disk_fails_cleanly_and_the_next_run_succeeds() {
     );
     eprintln!("badday full disk: {:?}", t.elapsed());
     drop(site);
+    drop(fs);
+}
+
+/// A full disk under the backup directory (a small tmpfs): `berth backup` fails with
+/// exit 1 (the code of a runtime failure; 2 is for bad input) naming the file it could
+/// not write, leaves no partial archive, temp file or record, and loses nothing (the
+/// older backup is listed and verifies); once space returns the next backup succeeds.
+/// Twice: with no byte free (the archive cannot be written), and with room for the
+/// archive alone (what follows it cannot be: the Redis part or the record).
+#[test]
+fn a_full_backup_disk_fails_cleanly_and_the_next_backup_succeeds() {
+    let db = crate::backup::Db::with_site(Site::new(0));
+    // realestate's small database: its backups take a moment each.
+    let t = Instant::now();
+    let root = db.site.repo.path().to_path_buf();
+    let fs = Tmpfs::over(&root.join("backups"), "32m");
+    let dir = root.join("backups/realestate");
+    let list = || -> Vec<serde_json::Value> {
+        let out = db.run_env(&["backup", "list", "realestate", "--format", "json"], &[]);
+        out.assert_code(0);
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["backups"].as_array().unwrap().clone()
+    };
+    // The lock file's text names the last holder's pid: not a backup's content.
+    let backups = || {
+        let mut f = files(&dir);
+        f.remove(".lock");
+        f
+    };
+    db.run_env(&["backup", "realestate"], &[]).assert_code(0);
+    let before = backups();
+    let archive = before
+        .iter()
+        .find(|(k, _)| k.ends_with(".dump.zst"))
+        .map(|(_, v)| v.len() as u64)
+        .expect("the first backup's archive");
+    assert!(
+        before.keys().any(|k| k.ends_with(".dump.zst.json")),
+        "{:?}",
+        before.keys()
+    );
+    for room in [0, archive] {
+        let filler = fs.fill_leaving(room);
+        let out = db.run_env(&["backup", "realestate"], &[]);
+        out.assert_code(1);
+        assert!(
+            out.stderr.contains("No space left on device")
+                && out
+                    .stderr
+                    .contains(&format!("{}/realestate_", dir.display())),
+            "room {room}: {}",
+            out.snapshot()
+        );
+        eprintln!(
+            "room {room}: {}",
+            out.stderr
+                .lines()
+                .filter(|l| l.contains("No space"))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let now = backups();
+        assert!(
+            leftovers(&now).is_empty(),
+            "room {room}: {:?}",
+            leftovers(&now)
+        );
+        assert_eq!(
+            now.keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>(),
+            "room {room}: nothing half-written kept, nothing lost"
+        );
+        assert!(
+            now == before,
+            "room {room}: the older backup is byte for byte as it was"
+        );
+        assert_eq!(list().len(), 1);
+        std::fs::remove_file(&filler).unwrap();
+    }
+    let old = list()[0]["path"].as_str().unwrap().to_string();
+    db.run_env(&["backup", "verify", &old], &[]).assert_code(0);
+
+    // Space is back: the next backup succeeds and verifies.
+    db.run_env(&["backup", "realestate"], &[]).assert_code(0);
+    let all = list();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0]["path"], old.as_str());
+    db.run_env(&["backup", "verify", all[1]["path"].as_str().unwrap()], &[])
+        .assert_code(0);
+    let now = backups();
+    assert!(leftovers(&now).is_empty(), "{:?}", leftovers(&now));
+    eprintln!("badday full backup disk: {:?}", t.elapsed());
+    drop(db);
     drop(fs);
 }
 
@@ -597,4 +701,673 @@ fn after_a_reboot_the_rendered_boot_unit_brings_every_product_back() {
         (site.processes("bestays"), site.processes("realestate")),
         running
     );
+}
+
+/// A Docker Engine of the test's own on the host network (its own data root, exec root,
+/// pid file, socket and address pool; no iptables rules and no default bridge, so it
+/// never touches what the shared engine set up), which the test may stop, kill and
+/// start again. Its image store starts empty: the site's images are built `FROM scratch`.
+/// Everything it ran is removed on drop.
+struct PrivateEngine {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateEngine {
+    fn start() -> Self {
+        crate::compose::docker_required();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-engine-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::write(dir.path().join("daemon.json"), "{}\n").unwrap();
+        let e = Self { dir };
+        e.launch();
+        e
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.path("docker.sock").display())
+    }
+
+    /// Start dockerd (as docker.service would, starting it again when it exits before it
+    /// answers) and wait until it answers.
+    fn launch(&self) {
+        for attempt in 1..=3 {
+            if self.launch_once() {
+                return;
+            }
+            eprintln!(
+                "the private dockerd exited while starting (attempt {attempt}), started again"
+            );
+        }
+        panic!("the private dockerd did not start: {}", self.log_tail());
+    }
+
+    /// One start of dockerd: whether it answered (false: it exited first).
+    fn launch_once(&self) -> bool {
+        let d = self.dir.path().display();
+        // Its networks from a pool no other engine here uses (product networks carry
+        // their own fixed subnets).
+        let pool = format!("base=10.{}.0.0/16,size=24", 150 + std::process::id() % 40);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("dockerd.log"))
+            .unwrap();
+        let mut child = std::process::Command::new("dockerd")
+            .args([
+                "--default-ulimit",
+                "nofile=1024:1024",
+                "--default-ulimit",
+                "nproc=1024:1024",
+                "--iptables=false",
+                "--bridge=none",
+                "--default-address-pool",
+                &pool,
+            ])
+            .args(["--data-root", &format!("{d}/data")])
+            .args(["--exec-root", &format!("{d}/exec")])
+            .args(["--pidfile", &format!("{d}/dockerd.pid")])
+            .args(["--config-file", &format!("{d}/daemon.json")])
+            .args(["-H", &self.host()])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let exited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = exited.clone();
+        // Reaped here, so a killed dockerd leaves no zombie holding its pid file.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let until = Instant::now() + Duration::from_secs(90);
+        while !self.answers() {
+            if exited.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            assert!(
+                Instant::now() < until,
+                "the private dockerd did not answer: {}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    fn answers(&self) -> bool {
+        self.docker_cmd()
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.path("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("[core]")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn docker_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new("docker");
+        c.env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", crate::support::docker_config())
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn dockerd_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.path("dockerd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// The engine's processes: dockerd, its containerd, the shims (found by the
+    /// containerd socket in their command line) and everything under them (docker-proxy,
+    /// the containers' processes).
+    fn processes(&self) -> Vec<u32> {
+        let sock = self.path("exec/containerd/containerd.sock");
+        let sock = sock.to_string_lossy();
+        let mut parent = std::collections::HashMap::new();
+        let mut roots: Vec<u32> = self.dockerd_pid().into_iter().collect();
+        let containerd = self.path("exec/containerd/containerd.pid");
+        roots.extend(
+            std::fs::read_to_string(containerd)
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok()),
+        );
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok())
+            {
+                parent.insert(pid, ppid);
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&*sock)
+                && String::from_utf8_lossy(&cmdline).starts_with("/usr/bin/containerd-shim")
+            {
+                roots.push(pid);
+            }
+        }
+        roots.retain(|p| parent.contains_key(p));
+        let mut all = roots.clone();
+        let mut i = 0;
+        while i < all.len() {
+            let p = all[i];
+            for (child, pp) in &parent {
+                if *pp == p && !all.contains(child) {
+                    all.push(*child);
+                }
+            }
+            i += 1;
+        }
+        all.retain(|p| !is_zombie(*p));
+        all
+    }
+
+    /// dockerd goes away: SIGTERM (it stops the containers first) or SIGKILL (dockerd
+    /// alone; its containerd dies with it, the shims and the containers live on);
+    /// returns once it is gone.
+    fn stop(&self, signal: &str) {
+        let pid = self.dockerd_pid().expect("dockerd runs");
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(60);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(Instant::now() < until, "dockerd {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.forget_dead_containerd();
+    }
+
+    /// A killed containerd lingers as a zombie until this machine's PID 1 reaps it (a
+    /// while here; at once under systemd), and dockerd takes a zombie's pid for a live
+    /// containerd, waits for it and gives up: remove the pid file of a dead one.
+    fn forget_dead_containerd(&self) {
+        let file = self.path("exec/containerd/containerd.pid");
+        let Some(pid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let until = Instant::now() + Duration::from_secs(20);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(Instant::now() < until, "containerd {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+
+    /// kill -9 of every process of the engine at once (a machine losing power).
+    fn kill_everything(&self) -> usize {
+        let pids = self.processes();
+        kill9(&pids);
+        let until = Instant::now() + Duration::from_secs(20);
+        while pids
+            .iter()
+            .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+        {
+            assert!(Instant::now() < until, "the engine's processes did not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.forget_dead_containerd();
+        pids.len()
+    }
+
+    /// Every container on the engine: (name, compose project, berth.product, berth.slot,
+    /// berth.version, one-off, state).
+    fn containers(&self) -> Vec<[String; 7]> {
+        self.docker(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}\t{{.Label \"com.docker.compose.project\"}}\t{{.Label \"berth.product\"}}\t{{.Label \"berth.slot\"}}\t{{.Label \"berth.version\"}}\t{{.Label \"com.docker.compose.oneoff\"}}\t{{.State}}",
+        ])
+        .lines()
+        .map(|l| {
+            let f: Vec<String> = l.split('\t').map(str::to_string).collect();
+            std::array::from_fn(|i| f.get(i).cloned().unwrap_or_default())
+        })
+        .collect()
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.answers() {
+            let ids = self.docker(&["ps", "-aq"]);
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = self.docker_cmd().args(["rm", "-f"]).args(&ids).output();
+            }
+            let _ = self.docker_cmd().args(["network", "prune", "-f"]).output();
+            if self.dockerd_pid().is_some() {
+                self.stop("-TERM");
+            }
+        }
+        kill9(&self.processes());
+        // What a killed engine left mounted under its directories.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", p])
+                .status();
+        }
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+fn kill9(pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-9")
+        .args(pids.iter().map(u32::to_string))
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// Every container on the engine belongs to a slot of the site: a product's compose
+/// project `<project>-<product>-<slot>` with that slot's label, no one-off (a migration
+/// or `berth run`) left over; each product's live version runs in one slot, every
+/// service of it (waiting while they come back with the engine). Returns each
+/// product's live slot and the containers outside them (leftovers in an idle slot,
+/// which the next deploy stops first).
+fn accounted_for(
+    engine: &PrivateEngine,
+    project: &str,
+    live: &[(&str, &str)],
+) -> (std::collections::HashMap<String, String>, Vec<String>) {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut idle = Vec::new();
+        let mut waiting = Vec::new();
+        let mut slots: std::collections::HashMap<String, Vec<(String, String)>> =
+            Default::default();
+        for [name, compose, product, slot, version, oneoff, state] in engine.containers() {
+            assert!(
+                compose == format!("{project}-{product}-{slot}") && !slot.is_empty(),
+                "container {name} ({compose}, {product}, {slot}) belongs to no slot"
+            );
+            assert!(
+                oneoff != "True",
+                "one-off container {name} ({state}) left behind"
+            );
+            if live.contains(&(product.as_str(), version.as_str())) {
+                if state != "running" {
+                    waiting.push(format!("{name} {state}"));
+                }
+                slots.entry(product).or_default().push((slot, name));
+            } else {
+                idle.push(format!("{name} {version} {state}"));
+            }
+        }
+        let mut live_slots = std::collections::HashMap::new();
+        for (product, _) in live {
+            let mine = slots.get(*product).cloned().unwrap_or_default();
+            assert_eq!(
+                mine.len(),
+                2,
+                "{product}'s two services run its live version: {mine:?}"
+            );
+            assert_eq!(
+                mine[0].0, mine[1].0,
+                "{product}'s live version runs in one slot: {mine:?}"
+            );
+            live_slots.insert(product.to_string(), mine[0].0.clone());
+        }
+        if waiting.is_empty() {
+            return (live_slots, idle);
+        }
+        assert!(
+            Instant::now() < until,
+            "the live slots' containers do not run: {waiting:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The live (slot, version) of each product's server as `berth status` says.
+fn live_all(
+    site: &Site,
+    env: &[(&str, &str)],
+) -> std::collections::HashMap<String, (String, String)> {
+    let out = site.berth_env(&["status", "--format", "json"], env);
+    out.assert_code(0);
+    let st: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["service"] == "server")
+        .map(|r| {
+            (
+                r["product"].as_str().unwrap().to_string(),
+                (
+                    r["slot"].as_str().unwrap_or("-").to_string(),
+                    r["version"].as_str().unwrap_or("-").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Poll (20 ms) until `product` answers through nginx with `version`.
+fn wait_serving(site: &Site, host: &str, version: &str, secs: u64, what: &str) -> Duration {
+    let t = Instant::now();
+    while site.get(host, "/api/health") != (200, version.to_string()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what}: {host} does not answer {version}: {:?}",
+            site.get(host, "/api/health")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+/// The Docker Engine restarts in the middle of a compose deploy, after each of its steps
+/// in turn (SIGTERM and start again; once, after the new slot started, kill -9 of dockerd
+/// alone and start again), the deploy going on while the engine is away: the deploy fails
+/// (exit 1, saying the engine is unreachable) with the old version serving once the
+/// engine is back, or completes with the new one; every container belongs to a slot
+/// (none a one-off left over); the next deploy converges, leaving exactly the live slot.
+/// The rendered compose files restart the containers with the engine
+/// (`restart: always`: `unless-stopped` leaves them stopped after an engine that was
+/// killed starts again); no `live-restore` is assumed.
+///
+/// Then a reboot of the whole site (item 2 of the bad day on compose): every process
+/// dies at once (kill -9 of dockerd, containerd, the shims and containers, nginx and
+/// `berth serve`); the engine starts again as docker.service would, then the rendered
+/// boot unit's ExecStart and serve unit's: every product answers on its live slot with
+/// its live version.
+#[test]
+fn the_docker_engine_restarting_mid_deploy_and_a_reboot_on_compose() {
+    let t = Instant::now();
+    let engine = PrivateEngine::start();
+    let site = Site::compose(0);
+    let root = site.repo.path().to_path_buf();
+    let project = site.compose.clone().unwrap();
+    let host = engine.host();
+    let env = [("DOCKER_HOST", host.as_str())];
+    for product in ["bestays", "realestate"] {
+        let yml = std::fs::read_to_string(root.join(format!("deploy/dev/compose/{product}.yml")))
+            .unwrap();
+        assert_eq!(
+            yml.matches("    restart: always\n").count(),
+            2,
+            "each service comes back with the engine:\n{yml}"
+        );
+    }
+    site.berth_env(&["deploy", "realestate", "--yes"], &env)
+        .assert_code(0);
+    let v_realestate = site.head_version();
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    let mut live = site.head_version();
+    // The plan of a deploy with a live slot numbers the steps.
+    site.change("bestays", 1);
+    let plan = site.berth_env(&["deploy", "bestays", "--dry-run"], &env);
+    plan.assert_code(0);
+    let steps: Vec<String> = plan
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            let (n, rest) = l.trim_start().split_once(". ")?;
+            n.parse::<usize>().ok()?;
+            Some(rest.to_string())
+        })
+        .collect();
+    let total = steps.len();
+    let started_at = 1 + steps
+        .iter()
+        .position(|s| s.starts_with("start the "))
+        .unwrap_or_else(|| panic!("no start step in {steps:?}"));
+    assert!(total >= 6, "{steps:?}");
+    eprintln!(
+        "badday engine: setup {:?}, {total} steps: {steps:?}",
+        t.elapsed()
+    );
+
+    for n in 1..=total {
+        let round = Instant::now();
+        site.change("bestays", 10 + n as u32);
+        let version = site.head_version();
+        let gate = root.join(format!(".gate-{n}"));
+        let mut child = crate::support::berth(&root)
+            .args(["deploy", "bestays", "--yes"])
+            .env("DOCKER_HOST", &host)
+            .env("BERTH_OPERATOR", "test-operator")
+            .env("BERTH_DEBUG_PAUSE_AFTER_STEP", n.to_string())
+            .env("BERTH_DEBUG_RESUME_FILE", &gate)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let err = err.clone();
+            let mut pipe = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 4096];
+                while let Ok(k) = pipe.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    err.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..k]));
+                }
+            })
+        };
+        let paused = format!("paused after step {n} ");
+        let until = Instant::now() + Duration::from_secs(120);
+        while !err.lock().unwrap().contains(&paused) {
+            assert!(
+                Instant::now() < until,
+                "the deploy did not pause after step {n}:\n{}",
+                err.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let to_pause = round.elapsed();
+        // The engine restarts; the deploy goes on meanwhile.
+        let signal = if n == started_at { "-KILL" } else { "-TERM" };
+        let down = Instant::now();
+        engine.stop(signal);
+        std::fs::write(&gate, "").unwrap();
+        let stopped = down.elapsed();
+        engine.launch();
+        let restarted = down.elapsed();
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let ended = down.elapsed();
+        let err = err.lock().unwrap().clone();
+        let code = status.code().unwrap_or(-1);
+        if code == 0 {
+            live = version.clone();
+        } else {
+            assert_eq!(code, 1, "step {n}: a failed deploy exits 1\n{err}");
+            assert!(
+                err.contains("failed at step") && err.contains("docker"),
+                "step {n}: the failure says which step and that docker failed\n{err}"
+            );
+        }
+        let took = wait_serving(
+            &site,
+            "bestays.app",
+            &live,
+            90,
+            &format!("step {n} ({signal}, exit {code})\n{err}"),
+        );
+        wait_serving(&site, "realestate.app", &v_realestate, 90, "realestate");
+        let (_, idle) = accounted_for(
+            &engine,
+            &project,
+            &[("bestays", &live), ("realestate", &v_realestate)],
+        );
+        eprintln!(
+            "badday engine: step {n} ({}) {signal}: exit {code}; paused {to_pause:?}, engine down {stopped:?}, up {restarted:?}, deploy ended {ended:?}, serving {took:?} later; idle leftovers {idle:?}; round {:?}{}",
+            steps[n - 1],
+            round.elapsed(),
+            err.lines()
+                .filter(|l| l.contains("failed at step") || l.contains("Cannot connect"))
+                .map(|l| format!("\n    {l}"))
+                .collect::<String>()
+        );
+    }
+    // The next deploy converges: exactly the live slots run.
+    site.change("bestays", 99);
+    site.berth_env(&["deploy", "bestays", "--yes"], &env)
+        .assert_code(0);
+    let v_bestays = site.head_version();
+    wait_serving(
+        &site,
+        "bestays.app",
+        &v_bestays,
+        30,
+        "after the last deploy",
+    );
+    let before = live_all(&site, &env);
+    let (slots, idle) = accounted_for(
+        &engine,
+        &project,
+        &[("bestays", &v_bestays), ("realestate", &v_realestate)],
+    );
+    assert!(idle.is_empty(), "only the live slots run: {idle:?}");
+    let (b_slot, re_slot) = (slots["bestays"].clone(), slots["realestate"].clone());
+    assert_eq!(before["bestays"], (b_slot.clone(), v_bestays.clone()));
+    assert_eq!(
+        before["realestate"],
+        (re_slot.clone(), v_realestate.clone())
+    );
+    assert_eq!(engine.containers().len(), 4, "{:?}", engine.containers());
+    eprintln!("badday engine restarts: {:?}", t.elapsed());
+
+    // The reboot. The units berth renders for compose start after docker.service.
+    let t = Instant::now();
+    site.berth_env(&["render", "--env", "prod"], &env)
+        .assert_code(0);
+    let unit =
+        std::fs::read_to_string(root.join("deploy/prod/systemd/berth-boot.service")).unwrap();
+    assert!(
+        unit.contains("After=network-online.target docker.service"),
+        "{unit}"
+    );
+    let exec = |name: &str| -> Vec<String> {
+        let unit = std::fs::read_to_string(root.join("deploy/prod/systemd").join(name)).unwrap();
+        let line = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart=/usr/local/bin/berth "))
+            .unwrap_or_else(|| panic!("{name}: {unit}"))
+            .to_string();
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let boot_args = exec("berth-boot.service");
+    let serve_args = exec("berth-serve.service");
+    assert_eq!(boot_args, ["boot"]);
+    assert_eq!(serve_args, ["serve"]);
+    let serve_args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
+    let serve = crate::serve::Serve::start(&root, &serve_args[1..], &env);
+    let serve_pid = serve.pid();
+    let mut pids = engine.processes();
+    pids.extend(nginx_pids(&root));
+    pids.push(serve_pid);
+    let killed = pids.len();
+    kill9(&pids);
+    engine.kill_everything();
+    let until = Instant::now() + Duration::from_secs(20);
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists() && !is_zombie(*p))
+    {
+        assert!(Instant::now() < until, "the site's processes did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(serve);
+    assert_eq!(
+        site.get("bestays.app", "/api/health").0,
+        0,
+        "the site is down"
+    );
+
+    let boot = Instant::now();
+    engine.launch();
+    let engine_up = boot.elapsed();
+    let args: Vec<&str> = boot_args.iter().map(String::as_str).collect();
+    let out = site.berth_env(&args, &env);
+    out.assert_code(0);
+    let booted = boot.elapsed();
+    let serving_b = wait_serving(&site, "bestays.app", &v_bestays, 60, "after the reboot");
+    wait_serving(
+        &site,
+        "realestate.app",
+        &v_realestate,
+        60,
+        "after the reboot",
+    );
+    let all = boot.elapsed();
+    let serve = crate::serve::Serve::start(&root, &serve_args[1..], &env);
+    let v = serve.json("/api/products/bestays");
+    assert!(v.to_string().contains(&v_bestays), "{v}");
+    eprintln!(
+        "badday compose reboot: {killed} processes killed; engine answering {engine_up:?}, `berth boot` done {booted:?}, every product answering {all:?} after the engine started (bestays {serving_b:?} after boot)\n{}",
+        out.stdout
+    );
+    let after = live_all(&site, &env);
+    assert_eq!(after["bestays"], (b_slot.clone(), v_bestays.clone()));
+    assert_eq!(after["realestate"], (re_slot.clone(), v_realestate.clone()));
+    let (slots, idle) = accounted_for(
+        &engine,
+        &project,
+        &[("bestays", &v_bestays), ("realestate", &v_realestate)],
+    );
+    assert!(idle.is_empty(), "{idle:?}");
+    assert_eq!(
+        (&slots["bestays"], &slots["realestate"]),
+        (&b_slot, &re_slot)
+    );
+    eprintln!("badday compose reboot: {:?}", t.elapsed());
+    drop(serve);
+    drop(site);
+    drop(engine);
 }

@@ -121,7 +121,7 @@ fn compose_a_service_past_its_memory_is_killed_and_restarted_while_the_other_ans
         "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}",
         &id,
     ]);
-    assert_eq!(host, format!("{} 500000000 200 unless-stopped", 64 << 20));
+    assert_eq!(host, format!("{} 500000000 200 always", 64 << 20));
     // (The engine may add ulimits of its own, e.g. a daemon-wide nproc.)
     let ulimits: serde_json::Value = serde_json::from_str(&docker(&[
         "inspect",
