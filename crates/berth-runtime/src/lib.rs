@@ -272,6 +272,9 @@ pub trait Runtime {
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError>;
     /// The product's instances, read from the runtime.
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError>;
+    /// Drop any answer kept from an earlier read: the next [`Runtime::instances`] asks
+    /// the runtime again (after taking a lock, under which the world may have moved).
+    fn refresh(&self) {}
     /// The last `lines` lines a service wrote in a slot.
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String;
     /// What a running instance uses against its limits, where the runtime can read it

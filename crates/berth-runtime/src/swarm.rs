@@ -1300,6 +1300,10 @@ impl Runtime for SwarmRuntime {
             .collect())
     }
 
+    fn refresh(&self) {
+        self.forget();
+    }
+
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         let Ok(masker) = self.masker(product) else {
             return String::new();
@@ -1502,5 +1506,32 @@ impl Runtime for SwarmRuntime {
         let (code, log) = self.run_job(product, service, slot, version, argv, "run")?;
         print!("{log}");
         Ok(code as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docker service logs --timestamps --no-trunc --no-resolve` lines, as docker
+    /// 20.10 writes them (the time first), and with the time after the prefix.
+    #[test]
+    fn service_log_lines_give_their_task_time_and_text() {
+        let line = "2026-11-30T18:21:48.757177437Z wlh1qbqmqv8ojjpd6212dr2m2.2.pw6fgxhileoij4pgit4mdp6a9@lcdgtkcu5ekfaafzuj09rs3ob    | demo-app: tick 3 at 17 | x";
+        let (id, at, text) = parse_service_log_line(line).unwrap();
+        assert_eq!(id, "pw6fgxhileoij4pgit4mdp6a9");
+        assert_eq!(at, parse_docker_time("2026-11-30T18:21:48.757177437Z"));
+        assert!(at.is_some());
+        assert_eq!(text, "demo-app: tick 3 at 17 | x");
+        let (id, at, text) = parse_service_log_line(
+            "svc.1.abc@node1    | 2026-11-30T18:21:48.7Z listening on 0.0.0.0:8011",
+        )
+        .unwrap();
+        assert_eq!(id, "abc");
+        assert!(at.is_some());
+        assert_eq!(text, "listening on 0.0.0.0:8011");
+        // What docker says about itself has no task.
+        assert!(parse_service_log_line("Error: No such service: x").is_none());
+        assert!(parse_service_log_line("error from daemon | in stream").is_none());
     }
 }
