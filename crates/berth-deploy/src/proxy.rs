@@ -212,10 +212,9 @@ impl<'a> Nginx<'a> {
     /// never reloaded.
     pub fn test_unless_passed_within(&self, fresh: Duration) -> Result<(), ProxyError> {
         let config = self.config();
-        let recent = TESTS_PASSED.lock().is_ok_and(|t| {
-            t.iter()
-                .any(|(c, at)| *c == config && at.elapsed() < fresh)
-        });
+        let recent = TESTS_PASSED
+            .lock()
+            .is_ok_and(|t| t.iter().any(|(c, at)| *c == config && at.elapsed() < fresh));
         if recent {
             return Ok(());
         }
@@ -320,7 +319,11 @@ impl<'a> Nginx<'a> {
                         .map(|p| self.root.join(p.trim()))
                 })
             })?;
-        let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+        let pid: u32 = std::fs::read_to_string(pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         (cmdline.starts_with("nginx: master process") && cmdline.contains(&config)).then_some(pid)

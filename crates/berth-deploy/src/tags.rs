@@ -59,7 +59,11 @@ fn refs_stamp(repo: &Repo) -> Option<RefsStamp> {
     } else {
         let text = std::fs::read_to_string(&dot).ok()?;
         let d = std::path::PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
-        if d.is_absolute() { d } else { repo.dir().join(d) }
+        if d.is_absolute() {
+            d
+        } else {
+            repo.dir().join(d)
+        }
     };
     // A linked worktree keeps its refs in the common directory.
     let common = match std::fs::read_to_string(git_dir.join("commondir")) {
@@ -114,7 +118,12 @@ pub fn history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError
         && let Ok(mut read) = READ.lock()
     {
         read.retain(|(d, p, ..)| !(d == repo.dir() && p == product));
-        read.push((repo.dir().to_path_buf(), product.to_string(), st, records.clone()));
+        read.push((
+            repo.dir().to_path_buf(),
+            product.to_string(),
+            st,
+            records.clone(),
+        ));
     }
     Ok(records)
 }

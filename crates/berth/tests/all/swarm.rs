@@ -1585,7 +1585,7 @@ fn bestays_logs_attribute_lines_to_tasks_follow_and_run_passes_exit_codes_on_swa
     ]);
     std::os::unix::process::CommandExt::process_group(&mut c, 0);
     let mut f = crate::logs::Follower::spawn(c);
-    for (task, _) in &tasks {
+    for task in tasks.keys() {
         f.until(Duration::from_secs(30), &format!("new from {task}"), |v| {
             v["task"] == task.as_str() && crate::logs::tick(v).is_some_and(|(_, ms)| ms > since)
         });
