@@ -870,6 +870,7 @@ pub fn execute(ctx: &mut Context<'_>, plan: &Plan) -> Result<Outcome, DeployErro
     for (i, step) in plan.steps.iter().enumerate() {
         let t = Instant::now();
         run.say(&format!("{}/{total} {step}", i + 1));
+        tracing::debug!("step {}/{total} {} begins", i + 1, step_name(step));
         let result = run.step(step);
         pause_after_step(run.ctx.progress, product, i + 1);
         let ms = t.elapsed().as_millis();

@@ -30,6 +30,10 @@ pub enum ProxyError {
     },
 }
 
+/// When the test of each configuration last passed in this process.
+static TESTS_PASSED: std::sync::Mutex<Vec<(PathBuf, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
 pub struct Nginx<'a> {
     pub manifest: &'a Manifest,
     pub proxy: &'a Proxy,
@@ -180,12 +184,9 @@ impl<'a> Nginx<'a> {
             path: path.display().to_string(),
             source,
         })?;
-        if let Err(e) = self
-            .command(&self.proxy.test_command, "test the nginx configuration")
-            .output()
-        {
+        if let Err(e) = self.test() {
             restore(&previous);
-            return Err(e.into());
+            return Err(e);
         }
         let before = self.accepting_workers();
         self.reload().inspect_err(|_| restore(&previous))?;
@@ -200,8 +201,33 @@ impl<'a> Nginx<'a> {
     pub fn test(&self) -> Result<(), ProxyError> {
         self.command(&self.proxy.test_command, "test the nginx configuration")
             .output()
-            .map(|_| ())
+            .map(|_| self.passed())
             .map_err(Into::into)
+    }
+
+    /// [`Nginx::test`], unless this process saw the test of this configuration pass
+    /// less than `fresh` ago (a rollback checks the front door before it plans, then
+    /// again just before its switch: milliseconds apart). The switch itself always
+    /// tests the configuration it installs, so a file broken in between is still
+    /// never reloaded.
+    pub fn test_unless_passed_within(&self, fresh: Duration) -> Result<(), ProxyError> {
+        let config = self.config();
+        let recent = TESTS_PASSED
+            .lock()
+            .is_ok_and(|t| t.iter().any(|(c, at)| *c == config && at.elapsed() < fresh));
+        if recent {
+            return Ok(());
+        }
+        self.test()
+    }
+
+    /// Remember that the test of this configuration passed now.
+    fn passed(&self) {
+        let config = self.config();
+        if let Ok(mut t) = TESTS_PASSED.lock() {
+            t.retain(|(c, _)| *c != config);
+            t.push((config, std::time::Instant::now()));
+        }
     }
 
     /// Put a product behind a deliberate maintenance answer for the time its
@@ -279,6 +305,30 @@ impl<'a> Nginx<'a> {
         self.master_in_pid_file() || !self.accepting_workers().is_empty()
     }
 
+    /// The pid of the master the `pid` file names, when it is an nginx master started
+    /// with this configuration.
+    fn master_pid(&self) -> Option<u32> {
+        let config = self.config().display().to_string();
+        let pid_file = std::fs::read_to_string(self.config())
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|l| {
+                    l.trim()
+                        .strip_prefix("pid ")
+                        .and_then(|r| r.trim().strip_suffix(';'))
+                        .map(|p| self.root.join(p.trim()))
+                })
+            })?;
+        let pid: u32 = std::fs::read_to_string(pid_file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.starts_with("nginx: master process") && cmdline.contains(&config)).then_some(pid)
+    }
+
     /// Whether the `pid` file the configuration declares names a live nginx master (what
     /// `nginx -s reload` signals).
     fn master_in_pid_file(&self) -> bool {
@@ -311,6 +361,24 @@ impl<'a> Nginx<'a> {
     /// The worker processes of the nginx berth runs (the master started with this config)
     /// that accept new connections now; read from /proc (empty when none is found).
     pub fn accepting_workers(&self) -> Vec<u32> {
+        // The master the pid file names, when it runs this configuration: its
+        // children, from one /proc file (a reload waits on this list every few ms;
+        // reading all of /proc takes a hundred on a busy machine).
+        if let Some(master) = self.master_pid()
+            && let Ok(children) =
+                std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        {
+            return children
+                .split_whitespace()
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                        String::from_utf8_lossy(&c).trim_end_matches('\0')
+                            == "nginx: worker process"
+                    })
+                })
+                .filter_map(|p| p.parse().ok())
+                .collect();
+        }
         let config = self.config().display().to_string();
         let cmdline = |pid: &str| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
@@ -364,7 +432,7 @@ impl<'a> Nginx<'a> {
             if std::time::Instant::now() >= until {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -425,6 +493,19 @@ impl<'a> Nginx<'a> {
 
     /// Reload nginx, starting it when it is not running.
     pub fn reload(&self) -> Result<(), ProxyError> {
+        // With the default reload command, what `nginx -s reload` does (SIGHUP to the
+        // master the pid file names) without an nginx that parses the whole
+        // configuration first, when that master runs this configuration.
+        if self.proxy.reload_command == berth_manifest::model::DEFAULT_RELOAD_COMMAND
+            && let Some(master) = self.master_pid()
+            && Cmd::new("kill", "signal nginx to reload its configuration")
+                .args(["-HUP", &master.to_string()])
+                .timeout(Some(Duration::from_secs(10)))
+                .output()
+                .is_ok()
+        {
+            return Ok(());
+        }
         match self
             .command(&self.proxy.reload_command, "reload nginx")
             .output()

@@ -170,7 +170,9 @@ pub fn reap(
         Ok(g) => g,
         Err(_) => return Ok(Reaped::Busy),
     };
-    // Under the lock, look again: a deploy may have just replaced it.
+    // Under the lock, look again (not at answers kept from before it): a deploy may
+    // have just replaced it.
+    rt.refresh();
     let Some(s) = find(m, repo, rt, front_door, product) else {
         return Ok(Reaped::Nothing);
     };

@@ -69,8 +69,93 @@ pub fn utc_stamp(secs: u64) -> (String, String) {
     )
 }
 
-/// Deploy records of `product`, newest first.
+/// What the tag refs of a repository looked like: the `refs/tags` directory's and
+/// `packed-refs`' change times (and sizes, inodes). A tag written, moved, deleted or
+/// packed changes one of them; the deploy tags of a product are read again then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RefsStamp(Vec<Option<(std::time::SystemTime, u64, u64)>>);
+
+/// The stamp of `repo`'s tag refs, or `None` where it cannot be trusted (refs in a
+/// reftable, a `.git` file that names no directory, times too coarse to tell a change
+/// in the same second from none).
+fn refs_stamp(repo: &Repo) -> Option<RefsStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let dot = repo.dir().join(".git");
+    let git_dir = if dot.is_dir() {
+        dot
+    } else {
+        let text = std::fs::read_to_string(&dot).ok()?;
+        let d = std::path::PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
+        if d.is_absolute() {
+            d
+        } else {
+            repo.dir().join(d)
+        }
+    };
+    // A linked worktree keeps its refs in the common directory.
+    let common = match std::fs::read_to_string(git_dir.join("commondir")) {
+        Ok(c) => git_dir.join(c.trim()),
+        Err(_) => git_dir,
+    };
+    if common.join("reftable").exists() {
+        return None;
+    }
+    let now = std::time::SystemTime::now();
+    let mut parts = Vec::new();
+    for path in [common.join("refs/tags"), common.join("packed-refs")] {
+        match std::fs::metadata(&path) {
+            Ok(md) => {
+                let t = md.modified().ok()?;
+                // Whole-second times (coarse file systems): only a change over a second
+                // ago can be told from a later one.
+                if md.mtime_nsec() == 0 && now.duration_since(t).ok()?.as_secs() < 2 {
+                    return None;
+                }
+                parts.push(Some((t, md.size(), md.ino())));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => parts.push(None),
+            Err(_) => return None,
+        }
+    }
+    Some(RefsStamp(parts))
+}
+
+/// Deploy records read in this process, by repository and product, with the stamp of
+/// the refs they were read under (a rollback reads them five times before its switch;
+/// each read is a git process).
+#[allow(clippy::type_complexity)]
+static READ: std::sync::Mutex<Vec<(std::path::PathBuf, String, RefsStamp, Vec<DeployRecord>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Deploy records of `product`, newest first. Read again from git unless this process
+/// read them under the same tag refs (a file stat of `refs/tags` and `packed-refs`).
 pub fn history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError> {
+    let stamp = refs_stamp(repo);
+    if let Some(st) = &stamp
+        && let Ok(read) = READ.lock()
+        && let Some((.., records)) = read
+            .iter()
+            .find(|(d, p, s, _)| d == repo.dir() && p == product && s == st)
+    {
+        return Ok(records.clone());
+    }
+    let records = read_history(repo, product)?;
+    // Stamped before the read: a tag written during it is seen by the next call.
+    if let Some(st) = stamp
+        && let Ok(mut read) = READ.lock()
+    {
+        read.retain(|(d, p, ..)| !(d == repo.dir() && p == product));
+        read.push((
+            repo.dir().to_path_buf(),
+            product.to_string(),
+            st,
+            records.clone(),
+        ));
+    }
+    Ok(records)
+}
+
+fn read_history(repo: &Repo, product: &str) -> Result<Vec<DeployRecord>, GitError> {
     let out = repo
         .git("read the deploy tags")
         .args([
@@ -165,5 +250,49 @@ mod tests {
         let mut want: Vec<String> = names.iter().rev().cloned().collect();
         want.push("bestays-deploy-20251231-235959".into());
         assert_eq!(got, want);
+    }
+
+    /// The records kept from an earlier read are never stale: a tag written, moved,
+    /// deleted or packed by another git process since is seen by the next read.
+    #[test]
+    fn history_sees_every_change_of_the_tags_since_the_last_read() {
+        let repo = berth_testkit::GitRepo::new();
+        let one = repo.commit_all("one");
+        let r = Repo::open(repo.path()).unwrap();
+        let tags = |what: &str| -> Vec<(String, String)> {
+            let got: Vec<(String, String)> = history(&r, "bestays")
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.tag, d.version))
+                .collect();
+            // What git itself says, for comparison.
+            let fresh: Vec<(String, String)> = read_history(&r, "bestays")
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.tag, d.version))
+                .collect();
+            assert_eq!(got, fresh, "{what}");
+            got
+        };
+        assert!(tags("no tags").is_empty());
+        let a = "bestays-deploy-20260101-000000";
+        let b = "bestays-deploy-20260101-000001";
+        repo.git(&["tag", "-a", a, "-m", "x\n\nVersion: v1\n", &one]);
+        assert_eq!(tags("one tag").len(), 1);
+        assert_eq!(tags("read twice").len(), 1);
+        assert!(
+            refs_stamp(&r).is_some(),
+            "a plain repository's tag refs can be stamped: the second read kept the first's"
+        );
+        repo.git(&["tag", "-a", b, "-m", "x\n\nVersion: v2\n", &one]);
+        assert_eq!(tags("a second tag").len(), 2);
+        repo.git(&["tag", "-f", "-a", b, "-m", "x\n\nVersion: v3\n", &one]);
+        assert_eq!(tags("a tag moved")[0].1, "v3");
+        repo.git(&["pack-refs", "--all"]);
+        assert_eq!(tags("packed").len(), 2);
+        repo.git(&["tag", "-d", a]);
+        assert_eq!(tags("a packed tag deleted").len(), 1);
+        repo.git(&["tag", "-d", b]);
+        assert!(tags("all deleted").is_empty());
     }
 }

@@ -367,8 +367,11 @@ fn default_certs_dir() -> String {
     "/etc/letsencrypt/live".into()
 }
 
+/// `[proxy] reload_command` when berth.toml names none.
+pub const DEFAULT_RELOAD_COMMAND: &str = "nginx -p {root} -c {config} -s reload";
+
 fn default_reload() -> String {
-    "nginx -p {root} -c {config} -s reload".into()
+    DEFAULT_RELOAD_COMMAND.into()
 }
 fn default_test() -> String {
     "nginx -p {root} -c {config} -t -q".into()

@@ -74,6 +74,10 @@ impl Runtime for CachedInstances<'_> {
         self.forget();
         self.inner.stop(product, slot)
     }
+    fn refresh(&self) {
+        self.forget();
+        self.inner.refresh();
+    }
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError> {
         if let Some(v) = self
             .seen

@@ -690,13 +690,7 @@ impl Runtime for ComposeRuntime {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
                 let (at, text) = split_timestamp(&line);
-                if tx
-                    .send(LogLine {
-                        at,
-                        text: text.to_string(),
-                    })
-                    .is_err()
-                {
+                if tx.send(LogLine::new(at, text)).is_err() {
                     return;
                 }
             }
@@ -704,10 +698,7 @@ impl Runtime for ComposeRuntime {
         // What compose itself says (a missing service, no engine) is shown as it is.
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx_err.send(LogLine {
-                    at: None,
-                    text: line,
-                });
+                let _ = tx_err.send(LogLine::new(None, line));
             }
         });
         let child = std::sync::Arc::new(std::sync::Mutex::new(child));

@@ -277,6 +277,9 @@ pub trait Runtime {
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError>;
     /// The product's instances, read from the runtime.
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError>;
+    /// Drop any answer kept from an earlier read: the next [`Runtime::instances`] asks
+    /// the runtime again (after taking a lock, under which the world may have moved).
+    fn refresh(&self) {}
     /// The last `lines` lines a service wrote in a slot.
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String;
     /// What a running instance uses against its limits, where the runtime can read it
@@ -341,10 +344,7 @@ pub trait Runtime {
         Ok(LogStream::finished(
             self.logs(product, slot, service, lines)
                 .lines()
-                .map(|l| LogLine {
-                    at: None,
-                    text: l.to_string(),
-                })
+                .map(|l| LogLine::new(None, l))
                 .collect(),
         ))
     }
@@ -407,6 +407,23 @@ pub struct LogLine {
     /// local runtime's log files do not).
     pub at: Option<SystemTime>,
     pub text: String,
+    /// Which of the service's instances wrote it, where the runtime runs several of
+    /// one service in a slot (swarm: the task's id, 12 characters, as `berth status`
+    /// shows it) and the node it ran on; `None` elsewhere.
+    pub task: Option<String>,
+    pub node: Option<String>,
+}
+
+impl LogLine {
+    /// A line of the slot's one instance (local, compose).
+    pub fn new(at: Option<SystemTime>, text: impl Into<String>) -> Self {
+        Self {
+            at,
+            text: text.into(),
+            task: None,
+            node: None,
+        }
+    }
 }
 
 /// Lines of a log as they arrive. Dropping it (or [`LogStream::finish`]) stops the

@@ -837,7 +837,7 @@ fn follow_file(
                     let text = String::from_utf8_lossy(&line[..line.len() - 1])
                         .trim_end_matches('\r')
                         .to_string();
-                    if tx.send(LogLine { at: None, text }).is_err() {
+                    if tx.send(LogLine::new(None, text)).is_err() {
                         return;
                     }
                 }
@@ -846,7 +846,7 @@ fn follow_file(
         if last {
             if !partial.is_empty() {
                 let text = String::from_utf8_lossy(&partial).into_owned();
-                let _ = tx.send(LogLine { at: None, text });
+                let _ = tx.send(LogLine::new(None, text));
             }
             return;
         }

@@ -24,7 +24,9 @@ use berth_cmd::Cmd;
 use berth_manifest::{Manifest, SwarmSettings};
 use serde_json::Value;
 
-use crate::{Address, Instance, Runtime, RuntimeError, Slot, slot_port};
+use crate::{
+    Address, Instance, LogFrom, LogLine, LogStream, Runtime, RuntimeError, Slot, slot_port,
+};
 
 /// How often the manager is asked while waiting.
 const POLL: Duration = Duration::from_millis(200);
@@ -1001,6 +1003,61 @@ fn limit(v: &Value) -> Option<u64> {
 }
 
 /// docker's task time (`2026-11-30T12:01:02.123456789Z`).
+/// The tasks of a product by id, for a log stream: (short id, node address, one of the
+/// service's current tasks); read again when a task not yet seen writes (one started
+/// after the stream did).
+struct TaskNames {
+    rt: SwarmRuntime,
+    product: String,
+    known: BTreeMap<String, Option<(String, String, bool)>>,
+}
+
+impl TaskNames {
+    fn get(&mut self, id: &str) -> Option<(String, String, bool)> {
+        if !self.known.contains_key(id) {
+            self.rt.forget();
+            for t in self.rt.tasks(&self.product).unwrap_or_default() {
+                let current = t.desired == "running";
+                let short = t.id.chars().take(12).collect();
+                self.known
+                    .insert(t.id.clone(), Some((short, t.node_addr, current)));
+            }
+            self.known.entry(id.to_string()).or_insert(None);
+        }
+        self.known.get(id).cloned().flatten()
+    }
+}
+
+/// One line of `docker service logs --timestamps --no-trunc --no-resolve`:
+/// `<task>@<node>    | <time> <text>` (the CLI puts its prefix first; the time may also
+/// come first), where `<task>` ends in the task's id. (task id, time, text); `None` for
+/// a line without the prefix (what docker says about itself).
+fn parse_service_log_line(line: &str) -> Option<(String, Option<SystemTime>, String)> {
+    let (head, rest) = line.split_once(" | ")?;
+    let head = head.trim_end();
+    let (stamp, head) = match head.split_once(' ') {
+        Some((a, b)) => (parse_docker_time(a), b.trim_start()),
+        None => (None, head),
+    };
+    let (task, _node) = head.rsplit_once('@')?;
+    let id = task.rsplit('.').next().filter(|id| !id.is_empty())?;
+    if id.contains(char::is_whitespace) {
+        return None;
+    }
+    let (at, text) = match (stamp, rest.split_once(' ')) {
+        (Some(t), _) => (Some(t), rest.to_string()),
+        (None, Some((a, b))) => match parse_docker_time(a) {
+            Some(t) => (Some(t), b.to_string()),
+            None => (None, rest.to_string()),
+        },
+        (None, None) => match parse_docker_time(rest) {
+            Some(t) => (Some(t), String::new()),
+            None => (None, rest.to_string()),
+        },
+    };
+    Some((id.to_string(), at, text))
+}
+
 fn parse_docker_time(s: &str) -> Option<SystemTime> {
     crate::compose::parse_rfc3339_utc(s)
 }
@@ -1393,6 +1450,10 @@ impl Runtime for SwarmRuntime {
         })
     }
 
+    fn refresh(&self) {
+        self.forget();
+    }
+
     fn logs(&self, product: &str, slot: Slot, service: &str, lines: usize) -> String {
         let Ok(masker) = self.masker(product) else {
             return String::new();
@@ -1444,6 +1505,131 @@ impl Runtime for SwarmRuntime {
             ));
         }
         masker.mask(&format!("{out}{tasks}"))
+    }
+
+    /// `docker service logs --timestamps --no-trunc --no-resolve` of the slot's service:
+    /// every task's lines (with `--follow`, as they are written, until the stream is
+    /// dropped), each tagged with the task that wrote it and that task's node. With
+    /// [`LogFrom::Run`] only the service's current tasks are shown, not the tasks an
+    /// earlier deploy into the same slot replaced.
+    fn log_stream(
+        &self,
+        product: &str,
+        slot: Slot,
+        service: &str,
+        from: LogFrom,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let name = self.service_name(product, slot, service);
+        let mut c = self
+            .docker(format!("read the logs of {product}.{service} ({slot})"))
+            .args([
+                "service",
+                "logs",
+                "--timestamps",
+                "--no-trunc",
+                "--no-resolve",
+            ]);
+        match from {
+            LogFrom::Tail(n) => c = c.args(["--tail", &n.to_string()]),
+            LogFrom::Since(t) => {
+                let d = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or(Duration::ZERO);
+                c = c.args([
+                    "--since".to_string(),
+                    format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+                ]);
+            }
+            LogFrom::Run => {}
+        }
+        if follow {
+            c = c.arg("--follow");
+        }
+        let mut cmd = c.arg(&name).to_command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            RuntimeError::Failed(format!(
+                "could not read the logs of {product}.{service}: docker: {e}"
+            ))
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        // The readers ask the manager which task is which (a runtime of their own: the
+        // stream outlives this borrow). docker writes what a task wrote to stderr on
+        // its own stderr, with the same prefix.
+        let names = std::sync::Arc::new(Mutex::new(TaskNames {
+            rt: SwarmRuntime::new(self.manifest.clone(), self.root.clone()),
+            product: product.to_string(),
+            known: BTreeMap::new(),
+        }));
+        let run_only = from == LogFrom::Run;
+        for reader in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err) as Box<dyn std::io::Read + Send>,
+        ] {
+            let tx = tx.clone();
+            let names = names.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(reader)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let l = match parse_service_log_line(&line) {
+                        // What docker itself says (no such service, no manager), as it is.
+                        None => LogLine::new(None, line),
+                        Some((id, at, text)) => {
+                            let task = match names.lock() {
+                                Ok(mut n) => n.get(&id),
+                                Err(_) => None,
+                            };
+                            if run_only && task.as_ref().is_some_and(|t| !t.2) {
+                                continue;
+                            }
+                            let (task, node) = match task {
+                                Some((short, node, _)) => {
+                                    (short, Some(node).filter(|n| !n.is_empty()))
+                                }
+                                None => (id.chars().take(12).collect(), None),
+                            };
+                            LogLine {
+                                at,
+                                text,
+                                task: Some(task),
+                                node,
+                            }
+                        }
+                    };
+                    if tx.send(l).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let child = std::sync::Arc::new(Mutex::new(child));
+        let reaper = child.clone();
+        std::thread::spawn(move || {
+            loop {
+                if let Ok(mut c) = reaper.lock()
+                    && !matches!(c.try_wait(), Ok(None))
+                {
+                    return;
+                }
+                std::thread::sleep(POLL);
+            }
+        });
+        Ok(LogStream::new(rx, move || {
+            if let Ok(mut c) = child.lock() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }))
     }
 
     fn prune(&self, product: &str, keep: &[String]) -> Result<Vec<String>, RuntimeError> {
@@ -1535,5 +1721,27 @@ mod tests {
         );
         let worker = manager_check("active", false, "it").unwrap_err();
         assert!(worker.to_string().contains("worker"), "{worker}");
+    }
+
+    /// `docker service logs --timestamps --no-trunc --no-resolve` lines, as docker
+    /// 20.10 writes them (the time first), and with the time after the prefix.
+    #[test]
+    fn service_log_lines_give_their_task_time_and_text() {
+        let line = "2026-11-30T18:21:48.757177437Z wlh1qbqmqv8ojjpd6212dr2m2.2.pw6fgxhileoij4pgit4mdp6a9@lcdgtkcu5ekfaafzuj09rs3ob    | demo-app: tick 3 at 17 | x";
+        let (id, at, text) = parse_service_log_line(line).unwrap();
+        assert_eq!(id, "pw6fgxhileoij4pgit4mdp6a9");
+        assert_eq!(at, parse_docker_time("2026-11-30T18:21:48.757177437Z"));
+        assert!(at.is_some());
+        assert_eq!(text, "demo-app: tick 3 at 17 | x");
+        let (id, at, text) = parse_service_log_line(
+            "svc.1.abc@node1    | 2026-11-30T18:21:48.7Z listening on 0.0.0.0:8011",
+        )
+        .unwrap();
+        assert_eq!(id, "abc");
+        assert!(at.is_some());
+        assert_eq!(text, "listening on 0.0.0.0:8011");
+        // What docker says about itself has no task.
+        assert!(parse_service_log_line("Error: No such service: x").is_none());
+        assert!(parse_service_log_line("error from daemon | in stream").is_none());
     }
 }

@@ -390,21 +390,48 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     product_known(&l.manifest, &args.product)?;
     super::secrets::require_complete(&l.manifest, &l.root, &args.product)?;
     let rt = runtime(&l, args.runtime)?;
-    if !args.dry_run {
-        reap_standby(&l, rt.as_ref(), &args.product, printer);
-    }
-    // Planning asks the runtime the same question many times: one answer each.
+    tracing::debug!("rollback: manifest, secrets and runtime loaded");
+    // The standby check, the front door's check and planning ask the runtime the same
+    // question many times: one answer each (a stop of an expired standby forgets it).
     let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
-    front_door_ready(&l, rt.as_ref(), &format!("roll back {}", args.product))?;
+    if !args.dry_run {
+        reap_standby(&l, &planning, &args.product, printer);
+        tracing::debug!("rollback: standby window checked");
+    }
+    // The front door's check (its `nginx -t` is most of a warm rollback's wait before
+    // the switch) runs while the rollback is planned, which only reads; a front door
+    // in trouble still refuses the rollback before anything is done.
+    let door = berth_deploy::front_door::open(&l.manifest, &l.root);
+    let serving = berth_deploy::front_door::serving(&l.manifest, &l.repo, &planning, None);
     let mut stderr = std::io::stderr();
     let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
-    let target = rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
-    let live = tags::history(&l.repo, &args.product)?
-        .into_iter()
-        .next()
-        .map(|r| r.tag)
-        .unwrap_or_default();
-    let p = plan(&ctx, &args.product, &target.commit, Some(live)).map_err(deploy_err)?;
+    let (trouble, planned) = std::thread::scope(|s| {
+        let check = s.spawn(|| door.trouble(serving));
+        let planned = (|| -> Result<_> {
+            let target =
+                rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;
+            let live = tags::history(&l.repo, &args.product)?
+                .into_iter()
+                .next()
+                .map(|r| r.tag)
+                .unwrap_or_default();
+            tracing::debug!("rollback: target {} found", target.tag);
+            let p = plan(&ctx, &args.product, &target.commit, Some(live)).map_err(deploy_err)?;
+            Ok((target, p))
+        })();
+        let trouble = check
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (trouble, planned)
+    });
+    if let Some(t) = trouble {
+        return Err(CliError::Config(format!(
+            "refusing to roll back {}: {t}",
+            args.product
+        )));
+    }
+    tracing::debug!("rollback: front door checked, planned");
+    let (target, p) = planned?;
     let warm = p
         .steps
         .iter()

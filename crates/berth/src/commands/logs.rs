@@ -31,6 +31,13 @@ pub struct LogRecord {
     /// `runtime`: the time the runtime recorded (compose); `read`: when berth read the
     /// line (the local runtime's log files record no times).
     pub timestamp_source: TimestampSource,
+    /// Which instance of the service wrote the line, where the runtime runs several
+    /// (swarm: the task id as `berth status` shows it); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The node that instance ran on (swarm: its address); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The line, secret values masked.
     pub line: String,
 }
@@ -131,11 +138,19 @@ impl Out<'_> {
     fn line(&mut self, o: &Open, slot: Slot, l: LogLine) -> bool {
         let text = self.masker.mask(&l.text);
         let r = match self.format {
-            Format::Text => writeln!(
-                self.stdout,
-                "{} {} {} {} | {text}",
-                self.product, o.service, slot, o.version
-            ),
+            Format::Text => {
+                // On swarm, which task (and node) of the service wrote it.
+                let from = match (&l.task, &l.node) {
+                    (Some(t), Some(n)) => format!(" {t}@{n}"),
+                    (Some(t), None) => format!(" {t}"),
+                    _ => String::new(),
+                };
+                writeln!(
+                    self.stdout,
+                    "{} {} {} {}{from} | {text}",
+                    self.product, o.service, slot, o.version
+                )
+            }
             Format::Json => {
                 let rec = LogRecord {
                     product: self.product.to_string(),
@@ -148,6 +163,8 @@ impl Out<'_> {
                     } else {
                         TimestampSource::Read
                     },
+                    task: l.task.clone(),
+                    node: l.node.clone(),
                     line: text,
                 };
                 writeln!(

@@ -96,13 +96,20 @@ fn init_logging(color: bool) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "warn".into());
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .with_ansi(color)
-        .without_time()
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // BERTH_LOG_TIMES=1: each line with the time since berth started (where a command's
+    // time goes, with BERTH_LOG=debug: every program it runs, and at trace how long each took).
+    if std::env::var_os("BERTH_LOG_TIMES").is_some_and(|v| v != "0") {
+        let _ = builder
+            .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+            .try_init();
+    } else {
+        let _ = builder.without_time().try_init();
+    }
 }
 
 /// The manifest to use: `--manifest`, or berth.toml in the current directory or the nearest parent.

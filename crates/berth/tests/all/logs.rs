@@ -53,16 +53,22 @@ fn ticking_site(compose: bool) -> Site {
 }
 
 /// `berth logs <args>` running in the background; its stdout lines arrive on the channel.
-struct Follower {
-    child: std::process::Child,
+pub struct Follower {
+    pub child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<serde_json::Value>,
+    pub seen: Vec<serde_json::Value>,
 }
 
 impl Follower {
-    fn start(site: &Site, args: &[&str]) -> Self {
-        let mut child = berth(site.repo.path())
-            .args(args)
+    pub fn start(site: &Site, args: &[&str]) -> Self {
+        let mut c = berth(site.repo.path());
+        c.args(args);
+        Self::spawn(c)
+    }
+
+    /// `c` (a `berth logs` command) running in the background.
+    pub fn spawn(mut c: std::process::Command) -> Self {
+        let mut child = c
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -82,7 +88,7 @@ impl Follower {
     }
 
     /// Read lines until one satisfies `f` (at most `limit`).
-    fn until(&mut self, limit: Duration, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    pub fn until(&mut self, limit: Duration, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -110,14 +116,14 @@ impl Drop for Follower {
 }
 
 /// (tick number, its unix ms) of a tick line.
-fn tick(v: &serde_json::Value) -> Option<(u64, u128)> {
+pub fn tick(v: &serde_json::Value) -> Option<(u64, u128)> {
     let line = v["line"].as_str()?;
     let rest = line.strip_prefix("demo-app: tick ")?;
     let (n, ms) = rest.split_once(" at ")?;
     Some((n.parse().ok()?, ms.parse().ok()?))
 }
 
-fn now_ms() -> u128 {
+pub fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

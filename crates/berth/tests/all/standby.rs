@@ -147,7 +147,17 @@ fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<f64> {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let out = site.berth(&["rollback", "bestays", "--yes"]);
+        // BERTH_BENCH_LOG=<filter>: the rollback's own log (each command berth runs,
+        // with its time) is printed, to see where the time goes.
+        let log = std::env::var("BERTH_BENCH_LOG").ok();
+        let mut env: Vec<(&str, &str)> = log.iter().map(|l| ("BERTH_LOG", l.as_str())).collect();
+        if log.is_some() {
+            env.push(("BERTH_LOG_TIMES", "1"));
+        }
+        let out = site.berth_env(&["rollback", "bestays", "--yes"], &env);
+        if log.is_some() {
+            eprintln!("rollback {i} ({kind:?} {mode:?}):\n{}", out.stderr);
+        }
         out.assert_code(0);
         let warm = out.stderr.contains("as a warm standby");
         assert_eq!(warm, mode != Mode::Cold, "{}", out.snapshot());
@@ -201,6 +211,14 @@ fn rollback_bench() {
         (Kind::Compose, Mode::Cold),
         (Kind::Compose, Mode::Restart),
     ] {
+        // BERTH_BENCH_CASES=Local:Warm,Compose:Warm measures only those cases.
+        if let Ok(cases) = std::env::var("BERTH_BENCH_CASES")
+            && !cases
+                .split(',')
+                .any(|c| c.trim() == format!("{kind:?}:{mode:?}"))
+        {
+            continue;
+        }
         let mut t = rollback_times(kind, mode, n);
         t.sort_by(|a, b| a.total_cmp(b));
         let median = if t.len() % 2 == 1 {

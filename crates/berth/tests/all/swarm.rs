@@ -1526,3 +1526,300 @@ fn history_status_and_serve_show_each_tasks_node_and_health() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A std-only program in bestays' server image for `berth run` (the image is FROM
+/// scratch: no shell): `berth-tool report CODE` prints the product it runs as, how
+/// many environment variables name an admin credential, and for each `*_FILE` variable
+/// (a Docker secret) its name, the value's length and FNV-1a hash (never the value),
+/// then exits with CODE.
+const RUN_TOOL: &str = r#"
+fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in b { h ^= *x as u64; h = h.wrapping_mul(0x100000001b3); }
+    h
+}
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.get(1).map(String::as_str) != Some("report") { eprintln!("usage: berth-tool report CODE"); std::process::exit(2) }
+    println!("product {}", std::env::var("BERTH_PRODUCT").unwrap_or_default());
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    vars.sort();
+    println!("admin {}", vars.iter().filter(|(k, _)| k.contains("ADMIN")).count());
+    for (k, v) in &vars {
+        if let Some(name) = k.strip_suffix("_FILE") {
+            match std::fs::read(v) {
+                Ok(b) => println!("secret {name} {} {:016x}", b.len(), fnv(&b)),
+                Err(e) => println!("secret {name} unreadable: {e}"),
+            }
+        }
+    }
+    std::process::exit(a[2].parse().unwrap_or(1))
+}
+"#;
+
+fn fnv(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in b {
+        h ^= *x as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The `docker` processes still reading `service`'s log (`docker service logs`).
+fn log_readers(service: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("service logs") && cmd.contains(service) {
+            found.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// `berth logs` and `berth run` of bestays on the swarm (two server tasks on its two
+/// labelled workers, each printing its own tick sequence every 100 ms), one deploy:
+/// - `logs --format json` shows both tasks' lines, each attributed to the task (and
+///   node) `berth status` lists, each task's ticks consecutive (a line given to the
+///   wrong task would break its sequence), valid against the committed schema; the
+///   text form names task@node;
+/// - `logs -f` streams new lines of both tasks, and a Ctrl-C (SIGINT to the group, as a
+///   terminal sends it) ends berth and its `docker service logs`;
+/// - `run bestays -- berth-tool report 7` runs as a Swarm job with bestays' env and
+///   its own DATABASE_URL secret (not realestate's, no admin credential), berth shows
+///   its output and exits 7, the audit has the command and code but no value, and no
+///   one-off service is left; a command that succeeds exits 0.
+#[test]
+fn bestays_logs_attribute_lines_to_tasks_follow_and_run_passes_exit_codes_on_swarm() {
+    let started = Instant::now();
+    let site = crate::deploy::Site::with(berth_runtime::Kind::Swarm, 0);
+    let project = site.compose.clone().unwrap();
+    let src = site
+        .swarm
+        .as_ref()
+        .unwrap()
+        .scratch_dir("run-tool")
+        .join("berth-tool.rs");
+    std::fs::write(&src, RUN_TOOL).unwrap();
+    let tool = static_binary(&src, "berth-tool");
+    std::fs::copy(&tool, site.repo.path().join("apps/server/berth-tool")).unwrap();
+    site.repo.write(
+        "docker/server.Dockerfile",
+        "FROM scratch\nCOPY demo-app berth-tool /\nCMD [\"/demo-app\"]\n",
+    );
+    site.edit_manifest(
+        "PRODUCT_ID = \"bestays\",",
+        "PRODUCT_ID = \"bestays\", DEMO_LOG_EVERY_MS = \"100\",",
+    );
+    site.berth(&["render", "--env", "dev"]).assert_code(0);
+    site.repo
+        .commit_all("chore: ticking servers with a run tool (TASK-54-ticks-bestays)");
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let version = site.head_version();
+    let deployed = started.elapsed();
+    let tasks: BTreeMap<String, String> = status_tasks(&site, "bestays", "server")
+        .iter()
+        .filter(|t| t["running"] == true)
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_string(),
+                t["node"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+
+    // Both tasks' lines, each with its task and node.
+    let by_task = |docs: &[serde_json::Value]| -> BTreeMap<String, Vec<u64>> {
+        let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for v in docs {
+            if let Some((n, _)) = crate::logs::tick(v) {
+                m.entry(v["task"].as_str().unwrap_or("?").to_string())
+                    .or_default()
+                    .push(n);
+            }
+        }
+        m
+    };
+    let docs = wait_until_some(Duration::from_secs(30), "ticks of both tasks", || {
+        let out = site.berth(&[
+            "logs", "bestays", "server", "--tail", "20", "--format", "json",
+        ]);
+        out.assert_code(0);
+        let docs: Vec<serde_json::Value> = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let ticks = by_task(&docs);
+        (ticks.len() == 2 && ticks.values().all(|t| t.len() >= 5)).then_some(docs)
+    });
+    let slot = docs[0]["slot"].as_str().unwrap().to_string();
+    for v in &docs {
+        assert_eq!(v["product"], "bestays", "{v}");
+        assert_eq!(v["service"], "server", "{v}");
+        assert_eq!(v["slot"], slot.as_str(), "{v}");
+        assert_eq!(v["version"], version.as_str(), "{v}");
+        assert_eq!(v["timestamp_source"], "runtime", "{v}");
+        let task = v["task"].as_str().unwrap_or_else(|| panic!("no task: {v}"));
+        assert_eq!(
+            v["node"].as_str(),
+            tasks.get(task).map(String::as_str),
+            "line attributed to a task `berth status` does not list, or to another node: {v}"
+        );
+    }
+    for (task, ticks) in by_task(&docs) {
+        for w in ticks.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "task {task}'s ticks skip or repeat: {ticks:?}"
+            );
+        }
+    }
+    crate::logs::validate_json_docs("logs.schema.json", &docs[..docs.len().min(6)]);
+    let text = site.berth(&["logs", "bestays", "server", "--tail", "3"]);
+    text.assert_code(0);
+    for (task, node) in &tasks {
+        let prefix = format!("bestays server {slot} {version} {task}@{node} | demo-app: tick ");
+        assert!(
+            text.stdout.contains(&prefix),
+            "no `{prefix}`:\n{}",
+            text.stdout
+        );
+    }
+
+    // -f: new lines of both tasks, then a Ctrl-C ends berth and its log reader.
+    let service = format!("{project}-bestays-{slot}_server");
+    let since = crate::logs::now_ms();
+    let mut c = crate::support::berth(site.repo.path());
+    c.args([
+        "logs", "bestays", "server", "-f", "--tail", "1", "--format", "json",
+    ]);
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut f = crate::logs::Follower::spawn(c);
+    for task in tasks.keys() {
+        f.until(Duration::from_secs(30), &format!("new from {task}"), |v| {
+            v["task"] == task.as_str() && crate::logs::tick(v).is_some_and(|(_, ms)| ms > since)
+        });
+    }
+    assert!(
+        !log_readers(&service).is_empty(),
+        "no docker service logs for {service}"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", f.child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until(
+        Duration::from_secs(10),
+        "berth logs -f ended by Ctrl-C",
+        || matches!(f.child.try_wait(), Ok(Some(_))),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "no docker service logs left",
+        || log_readers(&service).is_empty(),
+    );
+    let followed = by_task(&f.seen);
+    assert_eq!(followed.len(), 2, "{followed:?}");
+    for (task, ticks) in &followed {
+        for w in ticks.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "followed: task {task}'s ticks skip or repeat: {ticks:?}"
+            );
+        }
+    }
+    drop(f);
+    let logs_done = started.elapsed();
+
+    // run: a Swarm job with bestays' own environment; its exit code is berth's.
+    let admin = "postgresql://postgres:admin-pw-4f1e@127.0.0.1:1/postgres";
+    let out = site.berth_env(
+        &["run", "bestays", "--", "/berth-tool", "report", "7"],
+        &[("BERTH_POSTGRES_ADMIN_URL", admin)],
+    );
+    out.assert_code(7);
+    let secret = |product: &str| {
+        let path = berth_render::secrets::product_secret_path(site.repo.path(), product);
+        berth_render::secrets::SecretFile::load(&path)
+            .unwrap()
+            .get("DATABASE_URL")
+            .unwrap()
+            .to_string()
+    };
+    let (own, other) = (secret("bestays"), secret("realestate"));
+    assert_ne!(own, other);
+    let line = format!(
+        "secret DATABASE_URL {} {:016x}",
+        own.len(),
+        fnv(own.as_bytes())
+    );
+    assert!(
+        out.stdout.contains(&line),
+        "not bestays' DATABASE_URL (want `{line}`; realestate's is {:016x}):\n{}",
+        fnv(other.as_bytes()),
+        out.snapshot()
+    );
+    assert!(out.stdout.contains("product bestays"), "{}", out.snapshot());
+    assert!(out.stdout.contains("admin 0"), "{}", out.snapshot());
+    let audit = std::fs::read_to_string(site.repo.path().join(".berth/audit.jsonl")).unwrap();
+    let runs: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["step"] == "run")
+        .collect();
+    assert_eq!(runs.len(), 1, "{audit}");
+    assert_eq!(runs[0]["exit_code"], 7);
+    assert_eq!(
+        runs[0]["command"],
+        serde_json::json!(["/berth-tool", "report", "7"])
+    );
+    for value in [own.as_str(), other.as_str(), admin] {
+        assert!(!audit.contains(value), "a value reached the audit log");
+    }
+    site.berth(&["run", "bestays", "--", "/berth-tool", "report", "0"])
+        .assert_code(0);
+    let left: Vec<String> = swarm_services(&site)
+        .into_iter()
+        .filter(|n| n.contains("-run-"))
+        .collect();
+    assert!(left.is_empty(), "one-off services left behind: {left:?}");
+    eprintln!(
+        "swarm logs and run: deploy {:.1} s, logs {:.1} s, run {:.1} s",
+        deployed.as_secs_f64(),
+        (logs_done - deployed).as_secs_f64(),
+        (started.elapsed() - logs_done).as_secs_f64()
+    );
+}
+
+/// The swarm's service names.
+fn swarm_services(site: &crate::deploy::Site) -> Vec<String> {
+    site.swarm
+        .as_ref()
+        .unwrap()
+        .manager()
+        .docker(&["service", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Poll `f` (every 200 ms, up to `limit`) until it gives a value.
+fn wait_until_some<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
