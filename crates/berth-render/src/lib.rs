@@ -473,9 +473,14 @@ pub fn render_site(
     let tpl = environment();
     let p = &m.products[product];
     let ctx = product_ctx(m, product, p, ".");
-    let (http_port, https_port, listen) = match &m.proxy {
-        Some(px) => (px.http_port, px.https_port, px.listen_prefix()),
-        None => (80, 443, String::new()),
+    let (http_port, https_port, listen, read_timeout) = match &m.proxy {
+        Some(px) => (
+            px.http_port,
+            px.https_port,
+            px.listen_prefix(),
+            px.nginx_read_timeout(),
+        ),
+        None => (80, 443, String::new(), "60s".to_string()),
     };
     let mode = m.tls_mode(product);
     render_one(
@@ -484,7 +489,7 @@ pub fn render_site(
         context! { header => HEADER, p => ctx, https => https,
         acme => mode == berth_manifest::TlsMode::Acme,
         mode => match mode { berth_manifest::TlsMode::Acme => "acme", berth_manifest::TlsMode::Files => "files", berth_manifest::TlsMode::Off => "off" },
-        listen => listen, http_port => http_port, https_port => https_port,
+        listen => listen, http_port => http_port, https_port => https_port, read_timeout => read_timeout,
         webroot => TLS_WEBROOT, cert => format!("{live}/fullchain.pem"), key => format!("{live}/privkey.pem") },
     )
 }
@@ -810,14 +815,21 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     }
 
     // nginx: a full config for `nginx -c`, the includable part, and the live-slot upstreams.
-    let (http_port, https_port, certs_dir, listen) = match &m.proxy {
+    let (http_port, https_port, certs_dir, listen, read_timeout) = match &m.proxy {
         Some(px) => (
             px.http_port,
             px.https_port,
             px.certs_dir.clone(),
             px.listen_prefix(),
+            px.nginx_read_timeout(),
         ),
-        None => (80, 443, "/etc/letsencrypt/live".to_string(), String::new()),
+        None => (
+            80,
+            443,
+            "/etc/letsencrypt/live".to_string(),
+            String::new(),
+            "60s".to_string(),
+        ),
     };
     add(
         "nginx/nginx.conf".into(),
@@ -834,7 +846,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             &tpl,
             "berth.conf",
             context! { header => HEADER, env => env_name, products => products, tls => !sites.is_empty(),
-            sites => sites, listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
+            sites => sites, listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir, read_timeout => read_timeout },
         )?,
     );
     for name in sites.keys() {
