@@ -1372,8 +1372,8 @@ fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
     // Shorter than the load's 5 s client timeout: a request in flight on the node that
     // dies is retried on the other task before its client gives up.
     site.edit_manifest(
-        "listen = \"127.0.0.1\"",
-        "listen = \"127.0.0.1\"\nread_timeout = \"3s\"",
+        "nginx_config = \"deploy/dev/nginx/nginx.conf\"",
+        "nginx_config = \"deploy/dev/nginx/nginx.conf\"\nread_timeout = \"3s\"",
     );
     site.berth(&["render", "--env", "dev"]).assert_code(0);
     site.repo
@@ -1450,4 +1450,86 @@ fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
         .collect();
     assert!(!nodes.contains(&victim_ip), "{nodes:?}");
     assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
+
+/// The external commands' time in a `BERTH_LOG=berth::cmd=trace` log (ms): each
+/// `-> exited with code 0 in 12.3ms` line.
+fn external_ms(log: &str) -> f64 {
+    log.lines()
+        .filter_map(|l| l.split_once("-> exited with code 0 in ").map(|(_, t)| t.trim()))
+        .filter_map(|t| {
+            let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+            let (n, unit) = t.split_at(split);
+            let n: f64 = n.parse().ok()?;
+            Some(match unit {
+                "s" => n * 1000.0,
+                "ms" => n,
+                "µs" => n / 1000.0,
+                "ns" => n / 1e6,
+                _ => return None,
+            })
+        })
+        .sum()
+}
+
+/// The `swarm` benchmark (bench/swarm.sh): the same product (bestays of the example)
+/// on compose and on the three-node swarm, BERTH_BENCH_N (default 5) deploys and
+/// rollbacks within the warm-standby window each, one `swarm bench` line per operation:
+/// its wall time, and for a deploy the time of the docker/nginx/git commands berth ran
+/// (BERTH_LOG=berth::cmd=trace), of its health checks and of the drain.
+#[test]
+#[ignore = "a benchmark: bench/swarm.sh runs it"]
+fn swarm_bench() {
+    let n: usize = std::env::var("BERTH_BENCH_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    for kind in [berth_runtime::Kind::Compose, berth_runtime::Kind::Swarm] {
+        let site = crate::deploy::Site::with(kind, 300);
+        site.edit_manifest("standby = \"0\"", "standby = \"1h\"");
+        site.berth(&["render", "--env", "dev"]).assert_code(0);
+        site.change("bestays", 1);
+        site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+        for i in 0..n {
+            site.change("bestays", 2 + i as u32);
+            let started = Instant::now();
+            let out = site.berth_env(
+                &["deploy", "bestays", "--yes", "--format", "json"],
+                &[("BERTH_LOG", "berth::cmd=trace")],
+            );
+            let wall = started.elapsed().as_secs_f64() * 1000.0;
+            out.assert_code(0);
+            let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+            let steps: Vec<(String, f64)> = v["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s[0].as_str().unwrap().to_string(), s[1].as_f64().unwrap()))
+                .collect();
+            let sum = |prefix: &str| -> f64 {
+                steps
+                    .iter()
+                    .filter(|(n, _)| n.starts_with(prefix))
+                    .map(|(_, ms)| ms)
+                    .sum()
+            };
+            println!(
+                "swarm bench: {kind:?} deploy wall {wall:.0} ms, external {:.0} ms, health {:.0} ms, drain {:.0} ms, steps {}",
+                external_ms(&out.stderr),
+                sum("health-check"),
+                sum("drain"),
+                steps
+                    .iter()
+                    .map(|(n, ms)| format!("{n}={ms:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let started = Instant::now();
+            let out = site.berth(&["rollback", "bestays", "--yes"]);
+            let wall = started.elapsed().as_secs_f64() * 1000.0;
+            out.assert_code(0);
+            let warm = out.stderr.contains("as a warm standby");
+            println!("swarm bench: {kind:?} rollback wall {wall:.0} ms, warm {warm}");
+        }
+    }
 }
