@@ -1113,6 +1113,26 @@ pub fn redis_acl_lines(m: &Manifest, env: Env, hashes: Option<&PasswordHashes<'_
 mod tests {
     use super::*;
 
+    /// A slot with several addresses (swarm replicas) gets passive checks: an address
+    /// that fails is skipped for a while; a lone address is never marked failed (nginx
+    /// would then answer 502 with nowhere else to go).
+    #[test]
+    fn several_addresses_are_skipped_when_they_fail_a_single_one_never() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let m = berth_manifest::parse_str("berth.toml", text).unwrap().manifest;
+        let p = &m.products["bestays"];
+        let two = render_upstream(&m, "bestays", p, "green", &|_, hp| {
+            vec![format!("10.0.0.2:{hp}"), format!("10.0.0.3:{hp}")]
+        })
+        .unwrap();
+        assert!(two.contains("    server 10.0.0.2:8011 max_fails=1 fail_timeout=5s;\n    server 10.0.0.3:8011 max_fails=1 fail_timeout=5s;\n"), "{two}");
+        assert!(!two.contains("max_fails=0"), "{two}");
+        let one = render_upstream(&m, "bestays", p, "blue", &|_, hp| vec![format!("127.0.0.1:{hp}")])
+            .unwrap();
+        assert!(one.contains("    server 127.0.0.1:8011 max_fails=0;\n"), "{one}");
+        assert!(!one.contains("fail_timeout"), "{one}");
+    }
+
     #[test]
     fn go_durations() {
         assert_eq!(go_duration(Duration::from_secs(2)), "2s");
