@@ -327,7 +327,10 @@ pub struct Proxy {
 impl Proxy {
     /// `proxy_read_timeout` as nginx reads it (milliseconds).
     pub fn nginx_read_timeout(&self) -> String {
-        format!("{}ms", self.read_timeout.0.as_millis())
+        match self.read_timeout.0.as_millis() {
+            ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+            ms => format!("{ms}ms"),
+        }
     }
     /// The address part of an nginx `listen` directive: `""` (every interface),
     /// `127.0.0.1:` or `[::1]:`. Only meaningful for a validated `listen`.
