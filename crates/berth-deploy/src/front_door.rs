@@ -95,9 +95,9 @@ pub fn follow(
         return Ok(false);
     };
     // Under the lock the routed slot is settled: look again and re-route.
-    front_door
-        .follow(product, rt)
-        .map_err(|e| format!("could not point the front door of {product} at its live slot's new addresses: {e}"))
+    front_door.follow(product, rt).map_err(|e| {
+        format!("could not point the front door of {product} at its live slot's new addresses: {e}")
+    })
 }
 
 /// What is wrong with the front door, and what to run.

@@ -1119,7 +1119,9 @@ mod tests {
     #[test]
     fn several_addresses_are_skipped_when_they_fail_a_single_one_never() {
         let text = include_str!("../../../examples/multi-product/berth.toml");
-        let m = berth_manifest::parse_str("berth.toml", text).unwrap().manifest;
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
         let p = &m.products["bestays"];
         let two = render_upstream(&m, "bestays", p, "green", &|_, hp| {
             vec![format!("10.0.0.2:{hp}"), format!("10.0.0.3:{hp}")]
@@ -1127,9 +1129,14 @@ mod tests {
         .unwrap();
         assert!(two.contains("    server 10.0.0.2:8011 max_fails=1 fail_timeout=5s;\n    server 10.0.0.3:8011 max_fails=1 fail_timeout=5s;\n"), "{two}");
         assert!(!two.contains("max_fails=0"), "{two}");
-        let one = render_upstream(&m, "bestays", p, "blue", &|_, hp| vec![format!("127.0.0.1:{hp}")])
-            .unwrap();
-        assert!(one.contains("    server 127.0.0.1:8011 max_fails=0;\n"), "{one}");
+        let one = render_upstream(&m, "bestays", p, "blue", &|_, hp| {
+            vec![format!("127.0.0.1:{hp}")]
+        })
+        .unwrap();
+        assert!(
+            one.contains("    server 127.0.0.1:8011 max_fails=0;\n"),
+            "{one}"
+        );
         assert!(!one.contains("fail_timeout"), "{one}");
     }
 

@@ -1465,7 +1465,10 @@ fn a_dead_workers_bestays_task_is_rescheduled_and_the_next_deploy_converges() {
 /// `-> exited with code 0 in 12.3ms` line.
 fn external_ms(log: &str) -> f64 {
     log.lines()
-        .filter_map(|l| l.split_once("-> exited with code 0 in ").map(|(_, t)| t.trim()))
+        .filter_map(|l| {
+            l.split_once("-> exited with code 0 in ")
+                .map(|(_, t)| t.trim())
+        })
         .filter_map(|t| {
             let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
             let (n, unit) = t.split_at(split);
