@@ -28,9 +28,15 @@ python3 - "$LOG" "$N" <<'PY'
 import re, sys
 deploys, rollbacks = {}, {}
 for line in open(sys.argv[1], errors="replace"):
-    m = re.search(r"swarm bench: (\w+) deploy wall (\d+) ms, external (\d+) ms, health (\d+) ms, drain (\d+) ms, steps (\S*)", line)
+    m = re.search(r"swarm bench: (\w+) deploy wall (\d+) ms, external (\d+) ms, health (\d+) ms, drain (\d+) ms, steps (.*)$", line.rstrip("\n"))
     if m:
-        steps = dict((k, float(v)) for k, v in (s.split("=") for s in m.group(6).split(",") if "=" in s))
+        def key(name):
+            # The same step in every run: no version, tag, slot or registry address.
+            name = re.sub(r"\b[0-9a-f]{12}\b", "<version>", name)
+            name = re.sub(r"\S+-deploy-\d{8}-\d{6}", "<tag>", name)
+            name = re.sub(r"\b(blue|green)\b", "<slot>", name)
+            return re.sub(r"\d+\.\d+\.\d+\.\d+:\d+", "<registry>", name)
+        steps = dict((key(k), float(v)) for k, v in (s.rsplit("=", 1) for s in m.group(6).split("|") if "=" in s))
         deploys.setdefault(m.group(1), []).append(tuple(float(x) for x in m.groups()[1:5]) + (steps,))
     m = re.search(r"swarm bench: (\w+) rollback wall (\d+) ms, warm (\w+)", line)
     if m:

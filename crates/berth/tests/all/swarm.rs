@@ -1523,7 +1523,8 @@ fn swarm_bench() {
                     .iter()
                     .filter(|(n, _)| n.starts_with(prefix))
                     .map(|(_, ms)| ms)
-                    .sum()
+                    .sum::<f64>()
+                    + 0.0 // an empty sum is -0.0, printed "-0"
             };
             println!(
                 "swarm bench: {kind:?} deploy wall {wall:.0} ms, external {:.0} ms, health {:.0} ms, drain {:.0} ms, steps {}",
@@ -1534,7 +1535,7 @@ fn swarm_bench() {
                     .iter()
                     .map(|(n, ms)| format!("{n}={ms:.0}"))
                     .collect::<Vec<_>>()
-                    .join(",")
+                    .join("|")
             );
             let started = Instant::now();
             let out = site.berth(&["rollback", "bestays", "--yes"]);
