@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate bench/RESULTS.md: every section, or only the named ones.
 # Usage: bench/run.sh [--astro REPO] [SECTION...]
-#   SECTION: lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak shared-build
+#   SECTION: lint affected deploy backup zero-downtime rollback swarm serve serve-refresh limits demo soak shared-build
 #   (none named: all of them; `affected` needs --astro, a local clone or mirror of
 #   withastro/astro).
 # Each section is printed whole by the script that measured it (title, target,
@@ -11,7 +11,7 @@
 # as they are. A script that fails leaves its section untouched and run.sh exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(lint affected deploy backup zero-downtime rollback serve serve-refresh limits demo soak shared-build)
+ALL=(lint affected deploy backup zero-downtime rollback swarm serve serve-refresh limits demo soak shared-build)
 usage() { echo "usage: bench/run.sh [--astro REPO] [SECTION...]   sections: ${ALL[*]}" >&2; exit 2; }
 ASTRO=
 SECTIONS=()
@@ -44,6 +44,7 @@ run_section() {
         backup) ./bench/backup.sh 1.4 ;;
         zero-downtime) ./bench/zero_downtime.sh ;;
         rollback) ./bench/rollback.sh 10 ;;
+        swarm) ./bench/swarm.sh 5 ;;
         serve) ./bench/serve.sh 10 10 8 ;;
         serve-refresh) ./bench/serve_refresh.sh 200000 2ace088 20 ;;
         limits) ./bench/limits.sh ;;
@@ -60,7 +61,7 @@ fi
 PART=$(mktemp)
 trap 'rm -f "$PART"; [ -z "${DOCKERD_DIR:-}" ] || stop_dockerd' EXIT
 # One Docker Engine for the deploy benchmark and the compose load test, stopped at the end.
-if { wants deploy || wants zero-downtime || wants rollback || wants limits || wants shared-build; } && [ -z "${DOCKER_HOST:-}" ]; then
+if { wants deploy || wants zero-downtime || wants rollback || wants swarm || wants limits || wants shared-build; } && [ -z "${DOCKER_HOST:-}" ]; then
     start_dockerd
 fi
 

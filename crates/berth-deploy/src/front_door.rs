@@ -60,6 +60,44 @@ pub trait FrontDoor {
     /// between deploys; a deploy would switch traffic into a front door that serves
     /// nothing (or start it with berth's config behind the operator's back).
     fn trouble(&self, serving: bool) -> Option<Trouble>;
+
+    /// Whether the routing of `product` names other addresses than the runtime gives
+    /// for the slot it routes to now (a swarm task was rescheduled onto another node).
+    fn drifted(&self, product: &str, rt: &dyn Runtime) -> bool;
+
+    /// Route `product` to the addresses its routed slot answers at now (no change of
+    /// slot); true when the routing changed. For the caller that holds the product's
+    /// deploy lock ([`follow`]).
+    fn follow(&self, product: &str, rt: &dyn Runtime) -> Result<bool, ProxyError>;
+}
+
+/// Keep the front door on the live slot's addresses as the runtime moves them (a
+/// task rescheduled after a node died): when they drifted, re-route under the
+/// product's deploy lock (not waited for: a deploy that holds it switches with fresh
+/// addresses itself). `berth serve` calls it on every tick. True when it re-routed.
+pub fn follow(
+    front_door: &dyn FrontDoor,
+    rt: &dyn Runtime,
+    store: &crate::store::Store,
+    product: &str,
+    operator: &str,
+) -> Result<bool, String> {
+    if !front_door.drifted(product, rt) {
+        return Ok(false);
+    }
+    let holder = crate::lock::Holder {
+        operator: operator.to_string(),
+        pid: std::process::id(),
+        since: crate::tags::utc_stamp(crate::standby::now_unix()).1,
+        message: "pointing the front door at the live slot's new addresses".into(),
+    };
+    let Ok(_guard) = store.acquire(product, &holder, Duration::ZERO) else {
+        return Ok(false);
+    };
+    // Under the lock the routed slot is settled: look again and re-route.
+    front_door.follow(product, rt).map_err(|e| {
+        format!("could not point the front door of {product} at its live slot's new addresses: {e}")
+    })
 }
 
 /// What is wrong with the front door, and what to run.
@@ -151,6 +189,12 @@ impl FrontDoor for Direct {
     fn trouble(&self, _serving: bool) -> Option<Trouble> {
         None
     }
+    fn drifted(&self, _product: &str, _rt: &dyn Runtime) -> bool {
+        false
+    }
+    fn follow(&self, _product: &str, _rt: &dyn Runtime) -> Result<bool, ProxyError> {
+        Ok(false)
+    }
 }
 
 impl FrontDoor for Nginx<'_> {
@@ -235,6 +279,21 @@ impl FrontDoor for Nginx<'_> {
             });
         }
         None
+    }
+
+    fn drifted(&self, product: &str, rt: &dyn Runtime) -> bool {
+        self.followed(product, rt).is_ok_and(|f| f.is_some())
+    }
+
+    fn follow(&self, product: &str, rt: &dyn Runtime) -> Result<bool, ProxyError> {
+        let Some((path, body)) = self.followed(product, rt)? else {
+            return Ok(false);
+        };
+        let before = self.accepting_workers();
+        self.install(&path, &body)?;
+        self.old_workers_stopped(&before, Duration::from_secs(10));
+        tracing::info!("{product}: the front door follows its live slot's new addresses");
+        Ok(true)
     }
 
     fn end_maintenance(&self, m: &Maintenance, rt: &dyn Runtime) -> Result<(), String> {

@@ -197,6 +197,32 @@ impl<'a> Nginx<'a> {
         Ok(())
     }
 
+    /// The upstream include `product` needs now when its routed slot answers at other
+    /// addresses than the include names (`None`: nothing to do). The include's own
+    /// text decides the slot; a slot where a service answers nowhere (every task gone)
+    /// is left as it is (an upstream with no server fails `nginx -t`), and so is an
+    /// include that starts with what would be written (a restore's end appends its
+    /// maintenance server).
+    pub fn followed(
+        &self,
+        product: &str,
+        rt: &dyn Runtime,
+    ) -> Result<Option<(PathBuf, String)>, ProxyError> {
+        let Some(slot) = self.live_slot(product, rt)? else {
+            return Ok(None);
+        };
+        let p = &self.manifest.products[product];
+        if p.services.iter().any(|(name, svc)| {
+            svc.host_port.or(svc.port).is_some() && rt.addresses(product, name, slot).is_empty()
+        }) {
+            return Ok(None);
+        }
+        let path = self.upstream_file(product);
+        let body = self.upstream_body(product, slot, rt)?;
+        let current = std::fs::read_to_string(&path).unwrap_or_default();
+        Ok((!current.starts_with(&body)).then_some((path, body)))
+    }
+
     /// Run the configured test command (`nginx -t`) against berth's config.
     pub fn test(&self) -> Result<(), ProxyError> {
         self.command(&self.proxy.test_command, "test the nginx configuration")
@@ -463,7 +489,7 @@ impl<'a> Nginx<'a> {
 
     /// Write an upstream include, `nginx -t`, reload; the previous file comes back
     /// if either fails.
-    fn install(&self, path: &Path, body: &str) -> Result<(), ProxyError> {
+    pub(crate) fn install(&self, path: &Path, body: &str) -> Result<(), ProxyError> {
         let previous = std::fs::read_to_string(path).ok();
         let restore = || {
             if let Some(prev) = &previous {

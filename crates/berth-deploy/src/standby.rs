@@ -113,8 +113,14 @@ pub fn find(
     let instances = rt.instances(product).ok()?;
     let there: Vec<_> = instances.iter().filter(|i| i.slot == idle).collect();
     let first = there.first()?;
-    let services = m.products.get(product)?.services.len();
-    let alive = there.iter().filter(|i| i.alive).count() == services
+    // Every service runs there (a service may have several instances: swarm replicas),
+    // and nothing there died or runs another version.
+    let alive = m
+        .products
+        .get(product)?
+        .services
+        .keys()
+        .all(|s| there.iter().any(|i| i.service == *s))
         && there.iter().all(|i| i.alive && i.version == first.version);
     let since_unix = tags::history(repo, product)
         .ok()

@@ -118,6 +118,12 @@ impl FrontDoor for FakeDoor {
     fn trouble(&self, _serving: bool) -> Option<crate::front_door::Trouble> {
         None
     }
+    fn drifted(&self, _product: &str, _rt: &dyn Runtime) -> bool {
+        false
+    }
+    fn follow(&self, _product: &str, _rt: &dyn Runtime) -> Result<bool, ProxyError> {
+        Ok(false)
+    }
 }
 
 /// A git repository with the fake manifest, the fake runtime and front door.

@@ -315,9 +315,23 @@ pub struct Proxy {
     /// front door should]. `127.0.0.1` keeps a dev or test nginx off the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// How long nginx waits for an answer from a slot's address (between two reads)
+    /// before it gives up on it; an idempotent request (GET, HEAD, ...) then goes to the
+    /// slot's next address. A request in flight on a node that died waits this long
+    /// before it is retried, so a slot with several addresses (swarm replicas) wants it
+    /// shorter than its clients' patience; at least 1s [default: 60s, nginx's own].
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
 }
 
 impl Proxy {
+    /// `proxy_read_timeout` as nginx reads it (milliseconds).
+    pub fn nginx_read_timeout(&self) -> String {
+        match self.read_timeout.0.as_millis() {
+            ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+            ms => format!("{ms}ms"),
+        }
+    }
     /// The address part of an nginx `listen` directive: `""` (every interface),
     /// `127.0.0.1:` or `[::1]:`. Only meaningful for a validated `listen`.
     pub fn listen_prefix(&self) -> String {
@@ -362,6 +376,9 @@ fn default_http_port() -> u16 {
 }
 fn default_https_port() -> u16 {
     443
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
 }
 fn default_certs_dir() -> String {
     "/etc/letsencrypt/live".into()

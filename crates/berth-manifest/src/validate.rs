@@ -1522,6 +1522,18 @@ impl Validator<'_> {
             }
         }
         if let Some(px) = &self.m.proxy {
+            if px.read_timeout.0 < std::time::Duration::from_secs(1) {
+                let d = Diagnostic::error(
+                    "proxy-read-timeout",
+                    format!(
+                        "proxy.read_timeout `{}` is shorter than a second: nginx would give up on answers that are merely slow",
+                        px.read_timeout
+                    ),
+                )
+                .at(self.label(&vpath(&["proxy", "read_timeout"]), "at least \"1s\""))
+                .help("it bounds how long a request in flight on a dead address waits before nginx retries the next one; a few seconds suits a slot with several addresses, the default is 60s");
+                self.push(d);
+            }
             for (key, value) in [
                 ("nginx_config", &px.nginx_config),
                 ("certs_dir", &px.certs_dir),

@@ -473,9 +473,14 @@ pub fn render_site(
     let tpl = environment();
     let p = &m.products[product];
     let ctx = product_ctx(m, product, p, ".");
-    let (http_port, https_port, listen) = match &m.proxy {
-        Some(px) => (px.http_port, px.https_port, px.listen_prefix()),
-        None => (80, 443, String::new()),
+    let (http_port, https_port, listen, read_timeout) = match &m.proxy {
+        Some(px) => (
+            px.http_port,
+            px.https_port,
+            px.listen_prefix(),
+            px.nginx_read_timeout(),
+        ),
+        None => (80, 443, String::new(), "60s".to_string()),
     };
     let mode = m.tls_mode(product);
     render_one(
@@ -484,7 +489,7 @@ pub fn render_site(
         context! { header => HEADER, p => ctx, https => https,
         acme => mode == berth_manifest::TlsMode::Acme,
         mode => match mode { berth_manifest::TlsMode::Acme => "acme", berth_manifest::TlsMode::Files => "files", berth_manifest::TlsMode::Off => "off" },
-        listen => listen, http_port => http_port, https_port => https_port,
+        listen => listen, http_port => http_port, https_port => https_port, read_timeout => read_timeout,
         webroot => TLS_WEBROOT, cert => format!("{live}/fullchain.pem"), key => format!("{live}/privkey.pem") },
     )
 }
@@ -816,14 +821,21 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
     }
 
     // nginx: a full config for `nginx -c`, the includable part, and the live-slot upstreams.
-    let (http_port, https_port, certs_dir, listen) = match &m.proxy {
+    let (http_port, https_port, certs_dir, listen, read_timeout) = match &m.proxy {
         Some(px) => (
             px.http_port,
             px.https_port,
             px.certs_dir.clone(),
             px.listen_prefix(),
+            px.nginx_read_timeout(),
         ),
-        None => (80, 443, "/etc/letsencrypt/live".to_string(), String::new()),
+        None => (
+            80,
+            443,
+            "/etc/letsencrypt/live".to_string(),
+            String::new(),
+            "60s".to_string(),
+        ),
     };
     add(
         "nginx/nginx.conf".into(),
@@ -840,7 +852,7 @@ fn render_all(input: &RenderInput<'_>) -> Result<Vec<RenderedFile>, RenderError>
             &tpl,
             "berth.conf",
             context! { header => HEADER, env => env_name, products => products, tls => !sites.is_empty(),
-            sites => sites, listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir },
+            sites => sites, listen => listen, http_port => http_port, https_port => https_port, certs_dir => certs_dir, read_timeout => read_timeout },
         )?,
     );
     for name in sites.keys() {
@@ -1106,6 +1118,33 @@ pub fn redis_acl_lines(m: &Manifest, env: Env, hashes: Option<&PasswordHashes<'_
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot with several addresses (swarm replicas) gets passive checks: an address
+    /// that fails is skipped for a while; a lone address is never marked failed (nginx
+    /// would then answer 502 with nowhere else to go).
+    #[test]
+    fn several_addresses_are_skipped_when_they_fail_a_single_one_never() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let p = &m.products["bestays"];
+        let two = render_upstream(&m, "bestays", p, "green", &|_, hp| {
+            vec![format!("10.0.0.2:{hp}"), format!("10.0.0.3:{hp}")]
+        })
+        .unwrap();
+        assert!(two.contains("    server 10.0.0.2:8011 max_fails=1 fail_timeout=5s;\n    server 10.0.0.3:8011 max_fails=1 fail_timeout=5s;\n"), "{two}");
+        assert!(!two.contains("max_fails=0"), "{two}");
+        let one = render_upstream(&m, "bestays", p, "blue", &|_, hp| {
+            vec![format!("127.0.0.1:{hp}")]
+        })
+        .unwrap();
+        assert!(
+            one.contains("    server 127.0.0.1:8011 max_fails=0;\n"),
+            "{one}"
+        );
+        assert!(!one.contains("fail_timeout"), "{one}");
+    }
 
     #[test]
     fn go_durations() {

@@ -618,6 +618,8 @@ fn check_nginx(m: &Manifest, env: Env, text: &str, https: bool) {
         "proxy_pass",
         "proxy_http_version",
         "proxy_set_header",
+        "proxy_connect_timeout",
+        "proxy_read_timeout",
         "proxy_next_upstream",
     ]);
     // The product servers, in order: the ones holding locations.

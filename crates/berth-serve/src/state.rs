@@ -514,6 +514,19 @@ pub fn collect(src: &Sources, log: &mut DeployLog, previous: &Snapshot) -> Snaps
             }
             berth_deploy::standby::find(m, repo, src.runtime.as_ref(), front_door.as_ref(), name)
         });
+        // The live slot's tasks may have moved (a node died, the runtime rescheduled
+        // them): the front door follows their addresses.
+        if deployed
+            && let Err(e) = berth_deploy::front_door::follow(
+                front_door.as_ref(),
+                src.runtime.as_ref(),
+                &src.store,
+                name,
+                "berth serve",
+            )
+        {
+            problems.push(format!("{name}: {e}"));
+        }
         products.push(ProductState {
             view: ProductView {
                 name: name.clone(),

@@ -234,3 +234,10 @@ fn rollback_bench() {
         );
     }
 }
+
+/// On swarm the old slot is two services of running tasks: a rollback within the
+/// window switches back to them without restarting one (their task ids are unchanged).
+#[test]
+fn rollback_within_the_window_under_load_on_swarm() {
+    rollback_within_the_window_under_load(Kind::Swarm);
+}
