@@ -287,6 +287,21 @@ fn check() -> i32 {
         let ip = resolve(&u.host)
             .map(|ip| ip.to_string())
             .unwrap_or_else(|_| "-".into());
+        if wants_tls(kind, url) {
+            // This std-only probe speaks no TLS: from the container it proves the
+            // network path; berth itself logs in over TLS (provision, doctor).
+            match connect(&u.host, u.port, timeout) {
+                Ok(_) => println!(
+                    "{kind}\t{target}\t{ip}\tok\treachable (TLS: the login is checked by berth over TLS, not from the container)"
+                ),
+                Err(f) => {
+                    all_ok = false;
+                    let detail = f.detail.replace(['\t', '\n'], " ");
+                    println!("{kind}\t{target}\t{ip}\t{}\t{detail}", f.class);
+                }
+            }
+            continue;
+        }
         let result = match kind {
             "postgres" => postgres_login(&u, timeout),
             "redis" => redis_login(&u, timeout),
@@ -302,6 +317,26 @@ fn check() -> i32 {
         }
     }
     if all_ok { 0 } else { 1 }
+}
+
+/// Does the URL ask for TLS: `rediss://`, or PostgreSQL's `sslmode` require,
+/// verify-ca or verify-full (prefer and allow fall back to a plain login)?
+fn wants_tls(kind: &str, url: &str) -> bool {
+    match kind {
+        "redis" => url.starts_with("rediss://"),
+        "postgres" => url
+            .split_once('?')
+            .map(|(_, q)| {
+                q.split('&').any(|kv| {
+                    matches!(
+                        kv,
+                        "sslmode=require" | "sslmode=verify-ca" | "sslmode=verify-full"
+                    )
+                })
+            })
+            .unwrap_or(false),
+        _ => false,
+    }
 }
 
 // --- Redis -----------------------------------------------------------------
@@ -673,6 +708,25 @@ mod tests {
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn tls_urls_are_told_apart() {
+        assert!(wants_tls("redis", "rediss://u:p@cache:6380/0"));
+        assert!(!wants_tls("redis", "redis://u:p@cache:6379/0"));
+        assert!(wants_tls(
+            "postgres",
+            "postgresql://u:p@db/x?sslmode=verify-full&sslrootcert=/ca.pem"
+        ));
+        assert!(wants_tls(
+            "postgres",
+            "postgresql://u:p@db/x?sslmode=require"
+        ));
+        assert!(!wants_tls(
+            "postgres",
+            "postgresql://u:p@db/x?sslmode=prefer"
+        ));
+        assert!(!wants_tls("postgres", "postgresql://u:p@db/x"));
     }
 
     #[test]

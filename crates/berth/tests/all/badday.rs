@@ -704,9 +704,12 @@ fn after_a_reboot_the_rendered_boot_unit_brings_every_product_back() {
 }
 
 /// A Docker Engine of the test's own on the host network (its own data root, exec root,
-/// pid file, socket and address pool; no iptables rules and no default bridge, so it
-/// never touches what the shared engine set up), which the test may stop, kill and
-/// start again. Its image store starts empty: the site's images are built `FROM scratch`.
+/// pid file, socket and default bridge; no iptables rules, so it never
+/// touches what the shared engine set up), which the test may stop, kill and start
+/// again. Neither `--bridge=none` nor `--default-address-pool`: a dockerd started
+/// with the first, or restarted with the second, deletes the host's `docker0`, the
+/// shared engine's default bridge (whose address is host.docker.internal for every
+/// container). Product networks carry their own subnets. Its image store starts empty: the site's images are built `FROM scratch`.
 /// Everything it ran is removed on drop.
 struct PrivateEngine {
     dir: tempfile::TempDir,
@@ -721,12 +724,38 @@ impl PrivateEngine {
             .unwrap();
         std::fs::write(dir.path().join("daemon.json"), "{}\n").unwrap();
         let e = Self { dir };
+        let bridge = e.bridge();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        for args in [
+            vec!["link", "add", "name", &bridge, "type", "bridge"],
+            vec!["addr", "add", &e.bridge_address(), "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let st = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .unwrap();
+            assert!(st.success(), "ip {args:?}");
+        }
         e.launch();
         e
     }
 
     fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Its default bridge (made by the test: at most 15 characters).
+    fn bridge(&self) -> String {
+        format!("bpe{}", std::process::id())
+    }
+
+    /// The default bridge's address (a /24 no product network of the tests uses).
+    fn bridge_address(&self) -> String {
+        format!("10.{}.255.1/24", 150 + std::process::id() % 40)
     }
 
     fn host(&self) -> String {
@@ -736,8 +765,14 @@ impl PrivateEngine {
     /// Start dockerd (as docker.service would, starting it again when it exits before it
     /// answers) and wait until it answers.
     fn launch(&self) {
+        let docker0 = std::path::Path::new("/sys/class/net/docker0");
+        let had_docker0 = docker0.exists();
         for attempt in 1..=3 {
             if self.launch_once() {
+                assert!(
+                    !had_docker0 || docker0.exists(),
+                    "starting the private dockerd deleted the shared engine's docker0"
+                );
                 return;
             }
             eprintln!(
@@ -750,9 +785,6 @@ impl PrivateEngine {
     /// One start of dockerd: whether it answered (false: it exited first).
     fn launch_once(&self) -> bool {
         let d = self.dir.path().display();
-        // Its networks from a pool no other engine here uses (product networks carry
-        // their own fixed subnets).
-        let pool = format!("base=10.{}.0.0/16,size=24", 150 + std::process::id() % 40);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -765,9 +797,8 @@ impl PrivateEngine {
                 "--default-ulimit",
                 "nproc=1024:1024",
                 "--iptables=false",
-                "--bridge=none",
-                "--default-address-pool",
-                &pool,
+                "--bridge",
+                &self.bridge(),
             ])
             .args(["--data-root", &format!("{d}/data")])
             .args(["--exec-root", &format!("{d}/exec")])
@@ -984,6 +1015,9 @@ impl Drop for PrivateEngine {
                 .args(["-l", p])
                 .status();
         }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .status();
     }
 }
 

@@ -1744,8 +1744,7 @@ fn bestays_logs_attribute_lines_to_tasks_follow_and_run_passes_exit_codes_on_swa
         );
     }
 
-    // -f: new lines of both tasks, then a Ctrl-C ends berth and its log reader.
-    let service = format!("{project}-bestays-{slot}_server");
+    // -f: new lines of both tasks, across a deploy; then a Ctrl-C ends berth and its log reader.
     let since = crate::logs::now_ms();
     let mut c = crate::support::berth(site.repo.path());
     c.args([
@@ -1758,6 +1757,76 @@ fn bestays_logs_attribute_lines_to_tasks_follow_and_run_passes_exit_codes_on_swa
             v["task"] == task.as_str() && crate::logs::tick(v).is_some_and(|(_, ms)| ms > since)
         });
     }
+    // A deploy under the same `logs -f`: the old slot's lines, then the new slot's
+    // (both of its tasks), never interleaved, each task's ticks consecutive (nothing
+    // shown twice), the new tasks from their first tick, and no gap longer than the
+    // drain (1 s) between the old slot's last line and the new slot's first.
+    site.change("bestays", 61);
+    let v2 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    let deployed_ms = crate::logs::now_ms();
+    let mut new_tasks = BTreeSet::new();
+    while new_tasks.len() < 2 {
+        f.until(
+            Duration::from_secs(60),
+            "ticks of both new tasks after the deploy",
+            |v| {
+                v["version"] == v2.as_str()
+                    && crate::logs::tick(v).is_some_and(|(_, ms)| ms > deployed_ms)
+            },
+        );
+        let last = f.seen.last().unwrap();
+        new_tasks.insert(last["task"].as_str().unwrap_or("?").to_string());
+    }
+    let new_slot = f.seen.last().unwrap()["slot"].as_str().unwrap().to_string();
+    assert_ne!(new_slot, slot);
+    let runs: Vec<(String, String)> = f.seen.iter().fold(Vec::new(), |mut runs, v| {
+        let key = (
+            v["slot"].as_str().unwrap_or("?").to_string(),
+            v["version"].as_str().unwrap_or("?").to_string(),
+        );
+        if runs.last() != Some(&key) {
+            runs.push(key);
+        }
+        runs
+    });
+    assert_eq!(
+        runs,
+        [
+            (slot.clone(), version.clone()),
+            (new_slot.clone(), v2.clone())
+        ],
+        "old slot, then new slot, never interleaved"
+    );
+    let first_new = f
+        .seen
+        .iter()
+        .position(|v| v["version"] == v2.as_str())
+        .unwrap();
+    let old_last = f.seen[..first_new]
+        .iter()
+        .filter_map(crate::logs::tick)
+        .map(|(_, ms)| ms)
+        .max()
+        .unwrap();
+    let new_first = f.seen[first_new..]
+        .iter()
+        .filter_map(crate::logs::tick)
+        .map(|(_, ms)| ms)
+        .min()
+        .unwrap();
+    assert!(
+        new_first <= old_last + 1000,
+        "gap of {} ms between the old slot's last line and the new slot's first",
+        new_first as i128 - old_last as i128
+    );
+    for (task, ticks) in by_task(&f.seen[first_new..]) {
+        assert_eq!(
+            ticks[0], 0,
+            "new task {task} is not shown from its first tick: {ticks:?}"
+        );
+    }
+    let service = format!("{project}-bestays-{new_slot}_server");
     assert!(
         !log_readers(&service).is_empty(),
         "no docker service logs for {service}"
@@ -1778,7 +1847,7 @@ fn bestays_logs_attribute_lines_to_tasks_follow_and_run_passes_exit_codes_on_swa
         || log_readers(&service).is_empty(),
     );
     let followed = by_task(&f.seen);
-    assert_eq!(followed.len(), 2, "{followed:?}");
+    assert_eq!(followed.len(), 4, "two tasks per slot: {followed:?}");
     for (task, ticks) in &followed {
         for w in ticks.windows(2) {
             assert_eq!(
