@@ -649,7 +649,7 @@ impl Runtime for ComposeRuntime {
     ) -> Result<LogStream, RuntimeError> {
         use std::io::BufRead;
         use std::process::Stdio;
-        let mut c = self
+        let c = self
             .compose(
                 product,
                 slot,
@@ -657,24 +657,8 @@ impl Runtime for ComposeRuntime {
                 format!("read the logs of {product}.{service} ({slot})"),
             )?
             .args(["logs", "--no-color", "--no-log-prefix", "--timestamps"]);
-        match from {
-            LogFrom::Tail(n) => c = c.args(["--tail", &n.to_string()]),
-            LogFrom::Since(t) => {
-                let d = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or(Duration::ZERO);
-                c = c.args([
-                    "--since".to_string(),
-                    format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-                ]);
-            }
-            // A slot's containers are made by its `up`: their logs are its run.
-            LogFrom::Run => {}
-        }
-        if follow {
-            c = c.arg("--follow");
-        }
-        let mut cmd = c.arg(service).to_command();
+        // A slot's containers are made by its `up`: their logs are its run.
+        let mut cmd = log_window(c, from, follow).arg(service).to_command();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -875,6 +859,25 @@ fn passes_to_docker(name: &str) -> bool {
 }
 
 /// `docker` with a cleared environment plus [`passes_to_docker`]'s allow-list.
+/// `--tail N` or `--since <unix time>`, and `--follow`: where a `docker compose logs`
+/// or `docker service logs` starts (both take the same flags); `Run` adds nothing.
+pub(crate) fn log_window(c: Cmd, from: LogFrom, follow: bool) -> Cmd {
+    let c = match from {
+        LogFrom::Tail(n) => c.args(["--tail", &n.to_string()]),
+        LogFrom::Since(t) => {
+            let d = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            c.args([
+                "--since".to_string(),
+                format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+            ])
+        }
+        LogFrom::Run => c,
+    };
+    if follow { c.arg("--follow") } else { c }
+}
+
 pub(crate) fn docker_cmd(summary: impl Into<String>) -> Cmd {
     let mut c = Cmd::new("docker", summary).env_clear();
     for (k, v) in std::env::vars_os() {

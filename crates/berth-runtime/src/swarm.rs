@@ -1523,7 +1523,7 @@ impl Runtime for SwarmRuntime {
         use std::io::BufRead;
         use std::process::Stdio;
         let name = self.service_name(product, slot, service);
-        let mut c = self
+        let c = self
             .docker(format!("read the logs of {product}.{service} ({slot})"))
             .args([
                 "service",
@@ -1532,23 +1532,9 @@ impl Runtime for SwarmRuntime {
                 "--no-trunc",
                 "--no-resolve",
             ]);
-        match from {
-            LogFrom::Tail(n) => c = c.args(["--tail", &n.to_string()]),
-            LogFrom::Since(t) => {
-                let d = t
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or(Duration::ZERO);
-                c = c.args([
-                    "--since".to_string(),
-                    format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
-                ]);
-            }
-            LogFrom::Run => {}
-        }
-        if follow {
-            c = c.arg("--follow");
-        }
-        let mut cmd = c.arg(&name).to_command();
+        let mut cmd = crate::compose::log_window(c, from, follow)
+            .arg(&name)
+            .to_command();
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
