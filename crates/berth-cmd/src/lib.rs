@@ -442,6 +442,45 @@ impl Cmd {
         c
     }
 
+    /// Run until the program writes a line on stdout, ends, or `within` passes, then
+    /// stop it: for a wait that blocks in the program until something happens
+    /// (`docker events`). Returns the first line, if one came. Logged at trace like a
+    /// finished command, `-> stopped after its first line in ...` (or `after waiting`).
+    pub fn first_line(&self, within: Duration) -> Result<Option<String>, CmdError> {
+        use std::io::BufRead;
+        let command = self.display();
+        tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
+        let mut c = self.command();
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let start = Instant::now();
+        let mut child = c.spawn().map_err(|source| CmdError::Spawn {
+            summary: self.summary.clone(),
+            command: command.clone(),
+            source,
+        })?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let n = std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .unwrap_or(0);
+            let _ = tx.send((n > 0).then_some(line));
+        });
+        let line = rx.recv_timeout(within).ok().flatten();
+        let _ = child.kill();
+        let _ = child.wait();
+        let elapsed = start.elapsed();
+        tracing::trace!(
+            target: "berth::cmd",
+            "{command} -> stopped {} in {elapsed:?}",
+            if line.is_some() { "after its first line" } else { "after waiting" }
+        );
+        Ok(line.map(|l| l.trim_end().to_string()))
+    }
+
     /// Run, handing stdout to `f` record by record (records end with `sep`) while
     /// the program is still writing, so parsing overlaps with its work. Fails
     /// like [`Cmd::output`] on a non-zero exit; the timeout kills the program.
@@ -583,6 +622,34 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `first_line` returns as soon as the program writes a line (it is then stopped,
+    /// not waited for), and after `within` with none when it writes nothing.
+    #[test]
+    fn first_line_returns_at_the_first_line_and_stops_the_program() {
+        let start = Instant::now();
+        let line = Cmd::new("sh", "wait for a line")
+            .args(["-c", "sleep 0.2; echo ready; exec sleep 30"])
+            .first_line(Duration::from_secs(20))
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("ready"));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        let start = Instant::now();
+        let none = Cmd::new("sh", "wait for nothing")
+            .args(["-c", "exec sleep 30"])
+            .first_line(Duration::from_millis(300))
+            .unwrap();
+        assert_eq!(none, None);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+    }
 
     #[test]
     fn failure_names_the_intent_and_the_output_tail() {
