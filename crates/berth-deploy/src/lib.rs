@@ -649,10 +649,9 @@ impl Run<'_, '_> {
         if leftovers && !drained {
             std::thread::sleep(self.ctx.manifest.deploy.drain.0);
         }
-        rt.stop(self.product(), slot)?;
-        rt.slot_free(self.product(), slot)?;
+        // Stopped, checked free and started, or updated in place (swarm).
         self.started_new = true;
-        rt.start(self.product(), slot, &self.plan.version)?;
+        rt.replace(self.product(), slot, &self.plan.version)?;
         Ok(())
     }
 

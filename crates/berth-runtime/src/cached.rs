@@ -74,6 +74,10 @@ impl Runtime for CachedInstances<'_> {
         self.forget();
         self.inner.stop(product, slot)
     }
+    fn replace(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        self.forget();
+        self.inner.replace(product, slot, version)
+    }
     fn refresh(&self) {
         self.forget();
         self.inner.refresh();

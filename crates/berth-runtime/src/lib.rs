@@ -275,6 +275,14 @@ pub trait Runtime {
     fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError>;
     /// Stop every service of the product in `slot` (gracefully, then forcibly).
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError>;
+    /// The idle `slot` (no traffic) made to run `version` instead of whatever it runs:
+    /// by default stopped, checked free ([`Runtime::slot_free`]) and started. A runtime
+    /// that can update the slot's services in place does so (swarm).
+    fn replace(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        self.stop(product, slot)?;
+        self.slot_free(product, slot)?;
+        self.start(product, slot, version)
+    }
     /// The product's instances, read from the runtime.
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError>;
     /// Drop any answer kept from an earlier read: the next [`Runtime::instances`] asks

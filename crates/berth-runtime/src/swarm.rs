@@ -28,8 +28,36 @@ use crate::{
     Address, Instance, LogFrom, LogLine, LogStream, Runtime, RuntimeError, Slot, slot_port,
 };
 
-/// How often the manager is asked while waiting.
+/// How often the manager is asked while waiting, at most (a wait starts at
+/// [`FIRST_POLL`] and grows by half each read: most waits end within a second or two).
 const POLL: Duration = Duration::from_millis(200);
+const FIRST_POLL: Duration = Duration::from_millis(40);
+
+/// How long node addresses read from the manager are used without asking again (a task
+/// on a node not among them asks at once).
+const NODE_TTL: Duration = Duration::from_secs(10);
+
+/// The pause between two reads of a wait: [`FIRST_POLL`], then half as long again each
+/// time, up to [`POLL`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(FIRST_POLL)
+    }
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 3 / 2).min(POLL);
+    }
+}
+
+/// A Swarm service of a slot as the manager has it: its version label and its
+/// `UpdateStatus` (state, started at; empty when it was never updated).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SlotService {
+    version: String,
+    update: (String, String),
+}
 
 /// One task of a product, as the manager reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +117,8 @@ pub struct SwarmRuntime {
     cache: Mutex<Option<(Instant, String, Vec<Task>)>>,
     /// Whether the manager's engine applies pids and nofile limits (asked once).
     limits_ok: Mutex<Option<bool>>,
+    /// Node id -> address, as read at that instant (see [`NODE_TTL`]).
+    node_addrs: Mutex<Option<(Instant, BTreeMap<String, String>)>>,
 }
 
 impl SwarmRuntime {
@@ -110,6 +140,7 @@ impl SwarmRuntime {
             settings,
             cache: Mutex::new(None),
             limits_ok: Mutex::new(None),
+            node_addrs: Mutex::new(None),
         }
     }
 
@@ -251,7 +282,37 @@ impl SwarmRuntime {
                 },
             );
         }
+        if let Ok(mut c) = self.node_addrs.lock() {
+            *c = Some((
+                Instant::now(),
+                out.iter()
+                    .map(|(id, n)| (id.clone(), n.addr.clone()))
+                    .collect(),
+            ));
+        }
         Ok(out)
+    }
+
+    /// The address of each node, for tasks on the nodes `needed`: read from the manager
+    /// when one of them is not known yet or the last read is older than [`NODE_TTL`]
+    /// (a deploy's waits read tasks many times; the nodes rarely change meanwhile).
+    fn node_addrs<'a>(
+        &self,
+        needed: impl Iterator<Item = &'a str>,
+    ) -> Result<BTreeMap<String, String>, RuntimeError> {
+        let needed: Vec<&str> = needed.collect();
+        if let Ok(c) = self.node_addrs.lock()
+            && let Some((at, addrs)) = c.as_ref()
+            && at.elapsed() < NODE_TTL
+            && needed.iter().all(|id| addrs.contains_key(*id))
+        {
+            return Ok(addrs.clone());
+        }
+        Ok(self
+            .nodes()?
+            .into_iter()
+            .map(|(id, n)| (id, n.addr))
+            .collect())
     }
 
     /// The nodes `product`'s tasks may run on: Ready, active, with its label.
@@ -293,7 +354,41 @@ impl SwarmRuntime {
     }
 
     fn read_tasks(&self, product: &str) -> Result<Vec<Task>, RuntimeError> {
-        let services = self.services(product)?;
+        let services: Vec<String> = self
+            .services(product)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        self.read_tasks_of(product, &services)
+    }
+
+    /// The tasks of one slot's services (named from berth.toml: no `service ls`), for
+    /// the waits of a deploy; a service that does not exist (yet) has none.
+    fn slot_tasks(&self, product: &str, slot: Slot) -> Result<Vec<Task>, RuntimeError> {
+        let names: Vec<String> = self.manifest.products[product]
+            .services
+            .keys()
+            .map(|n| self.service_name(product, slot, n))
+            .collect();
+        let tasks = self.read_tasks_of(product, &names)?;
+        if tasks.is_empty() {
+            // One of them is missing (`service ps` of it fails): those that exist.
+            let prefix = format!("{}_", self.stack(product, slot));
+            let existing: Vec<String> = self
+                .services(product)?
+                .into_iter()
+                .filter(|(_, n)| n.starts_with(&prefix))
+                .map(|(id, _)| id)
+                .collect();
+            if existing.len() < names.len() {
+                return self.read_tasks_of(product, &existing);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// The tasks of `services` (ids or names), history included.
+    fn read_tasks_of(&self, product: &str, services: &[String]) -> Result<Vec<Task>, RuntimeError> {
         if services.is_empty() {
             return Ok(Vec::new());
         }
@@ -303,7 +398,7 @@ impl SwarmRuntime {
             let out = self
                 .docker(format!("list the tasks of {product}"))
                 .args(["service", "ps", "-q", "--no-trunc"])
-                .args(services.iter().map(|(id, _)| id))
+                .args(services)
                 .output_unchecked()?;
             if out.status.success() {
                 ids = out.stdout_str();
@@ -323,7 +418,13 @@ impl SwarmRuntime {
             .args(&ids)
             .output_unchecked()?;
         let v: Value = serde_json::from_str(&out.stdout_str()).unwrap_or(Value::Null);
-        let nodes = self.nodes()?;
+        let nodes = self.node_addrs(
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["NodeID"].as_str())
+                .filter(|id| !id.is_empty()),
+        )?;
         let mut tasks = Vec::new();
         for t in v.as_array().into_iter().flatten() {
             let labels = &t["Spec"]["ContainerSpec"]["Labels"];
@@ -342,10 +443,7 @@ impl SwarmRuntime {
                 service: service.to_string(),
                 slot,
                 version: labels["berth.version"].as_str().unwrap_or("").to_string(),
-                node_addr: nodes
-                    .get(&node_id)
-                    .map(|n| n.addr.clone())
-                    .unwrap_or_default(),
+                node_addr: nodes.get(&node_id).cloned().unwrap_or_default(),
                 node_id,
                 state: t["Status"]["State"].as_str().unwrap_or("").to_string(),
                 desired: t["DesiredState"].as_str().unwrap_or("").to_string(),
@@ -368,22 +466,67 @@ impl SwarmRuntime {
         Ok(tasks)
     }
 
-    /// `UpdateStatus` of a service: (state, started at), empty when it has none.
-    fn update_status(&self, name: &str) -> Option<(String, String)> {
+    /// The slot's Swarm services that exist, by berth's service name: each one's
+    /// version and `UpdateStatus` (two calls: `service ls`, one `service inspect`).
+    fn slot_services(
+        &self,
+        product: &str,
+        slot: Slot,
+    ) -> Result<BTreeMap<String, SlotService>, RuntimeError> {
+        let prefix = format!("{}_", self.stack(product, slot));
+        let names: Vec<String> = self
+            .services(product)?
+            .into_iter()
+            .map(|(_, n)| n)
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        Ok(self
+            .inspect_services(&names)?
+            .into_iter()
+            .filter_map(|(n, s)| Some((n.strip_prefix(&prefix)?.to_string(), s)))
+            .collect())
+    }
+
+    /// Version and `UpdateStatus` of the Swarm services `names`, in one call (a service
+    /// removed meanwhile: none of them).
+    fn inspect_services(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, SlotService>, RuntimeError> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
         let out = self
-            .docker(format!("read the update status of {name}"))
+            .docker("read the services' versions and update status")
             .args([
                 "service",
                 "inspect",
                 "--format",
-                "{{if .UpdateStatus}}{{.UpdateStatus.State}} {{.UpdateStatus.StartedAt}}{{end}}",
-                name,
+                "{{.Spec.Name}}|{{index .Spec.Labels \"berth.version\"}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}|{{.UpdateStatus.StartedAt}}{{end}}",
             ])
-            .output()
-            .ok()?;
-        let text = out.stdout_str();
-        let (state, at) = text.trim().split_once(' ')?;
-        Some((state.to_string(), at.to_string()))
+            .args(names)
+            .output_unchecked()?;
+        if !out.status.success() {
+            return Ok(BTreeMap::new());
+        }
+        Ok(out
+            .stdout_str()
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.trim().splitn(4, '|');
+                let name = it.next().filter(|n| !n.is_empty())?;
+                let version = it.next().unwrap_or("").to_string();
+                let state = it.next().unwrap_or("").to_string();
+                let at = it.next().unwrap_or("").to_string();
+                Some((
+                    name.to_string(),
+                    SlotService {
+                        version,
+                        update: (state, at),
+                    },
+                ))
+            })
+            .collect())
     }
 
     // --- making things -----------------------------------------------------------
@@ -518,14 +661,44 @@ impl SwarmRuntime {
         berth_render::swarm::render_stack(&stack).map_err(|e| RuntimeError::Failed(e.to_string()))
     }
 
-    /// Wait until every service of the slot runs `version` on all its replicas; `Ok`
-    /// also when a task exited (the health check reports it, with the log tail).
+    /// The slot's stack file written and deployed (services that exist are updated in
+    /// place), then the wait until it converged. `before`: the slot's services as they
+    /// were ([`Self::slot_services`]).
+    fn deploy_stack(
+        &self,
+        product: &str,
+        slot: Slot,
+        version: &str,
+        before: &BTreeMap<String, SlotService>,
+    ) -> Result<(), RuntimeError> {
+        self.ensure_network(product)?;
+        let secrets = self.ensure_secrets(product)?;
+        let text = self.stack_file(product, slot, version, &secrets)?;
+        let stack = self.stack(product, slot);
+        let file = self.root.join(".berth/swarm").join(format!("{stack}.yml"));
+        crate::write_atomic(&file, text.as_bytes()).map_err(crate::io("write", &file))?;
+        self.docker(format!("deploy the {slot} stack of {product} ({version})"))
+            .args(["stack", "deploy", "--prune", "-c"])
+            .arg(&file)
+            .arg(&stack)
+            .output()?;
+        self.forget();
+        let result = self.wait_converged(product, slot, version, before);
+        self.forget();
+        result
+    }
+
+    /// Wait until every service of the slot runs `version` on all its replicas, and
+    /// each service that existed `before` has a new `UpdateStatus` that completed; `Ok`
+    /// also when a task exited (the health check reports it, with the log tail). Each
+    /// read asks the manager for the slot's own tasks and, for updated services, their
+    /// update status: two or three calls, starting again after [`Backoff`].
     fn wait_converged(
         &self,
         product: &str,
         slot: Slot,
         version: &str,
-        before: &BTreeMap<String, Option<(String, String)>>,
+        before: &BTreeMap<String, SlotService>,
     ) -> Result<(), RuntimeError> {
         let p = &self.manifest.products[product];
         let deadline = p
@@ -535,31 +708,25 @@ impl SwarmRuntime {
             .max()
             .unwrap_or(Duration::from_secs(60))
             + Duration::from_secs(60);
+        let updated: Vec<String> = before
+            .keys()
+            .filter(|n| p.services.contains_key(*n))
+            .map(|n| self.service_name(product, slot, n))
+            .collect();
         let start = Instant::now();
+        let mut pause = Backoff::new();
+        // Every service is updated in place: Swarm reports each change of an update's
+        // state as a service event, so between two reads berth waits in `docker events`
+        // for the next one (a second at most: the events only say when to read again).
+        let evented = !updated.is_empty() && updated.len() == p.services.len();
         loop {
-            self.forget();
-            let tasks = self.tasks(product)?;
+            let read_at = SystemTime::now();
+            let tasks = self.slot_tasks(product, slot)?;
+            let statuses = self.inspect_services(&updated)?;
             let mut done = true;
             let mut waiting = Vec::new();
             for name in p.services.keys() {
                 let full = self.service_name(product, slot, name);
-                // An update of an existing service: its UpdateStatus must be a new one,
-                // and final (right after the call it can still show the previous one).
-                if let Some(Some((_, old_at))) = before.get(name) {
-                    match self.update_status(&full) {
-                        Some((state, at)) if at != *old_at => match state.as_str() {
-                            "completed" => {}
-                            "paused" | "rollback_started" | "rollback_paused"
-                            | "rollback_completed" => {
-                                return Err(RuntimeError::Failed(format!(
-                                    "the update of {full} ended `{state}`"
-                                )));
-                            }
-                            _ => done = false,
-                        },
-                        _ => done = false,
-                    }
-                }
                 let mine: Vec<&Task> = tasks
                     .iter()
                     .filter(|t| t.slot == slot && t.service == *name && t.version == version)
@@ -580,6 +747,29 @@ impl SwarmRuntime {
                 });
                 if looping {
                     return Ok(());
+                }
+                // An update of an existing service: its UpdateStatus must be a new one,
+                // and final (right after the call it can still show the previous one).
+                if let Some(old) = before.get(name) {
+                    match statuses.get(&full) {
+                        Some(now) if !now.update.1.is_empty() && now.update.1 != old.update.1 => {
+                            match now.update.0.as_str() {
+                                "completed" => {}
+                                // A task of the version exited: Swarm paused the update
+                                // (failure_action); the health gate reports the exit.
+                                "paused" if mine.iter().any(|t| t.failed()) => return Ok(()),
+                                "paused" | "rollback_started" | "rollback_paused"
+                                | "rollback_completed" => {
+                                    return Err(RuntimeError::Failed(format!(
+                                        "the update of {full} ended `{}`",
+                                        now.update.0
+                                    )));
+                                }
+                                _ => done = false,
+                            }
+                        }
+                        _ => done = false,
+                    }
                 }
                 let want = self.settings.replicas(product, name) as usize;
                 let running = mine.iter().filter(|t| t.running()).count();
@@ -616,20 +806,53 @@ impl SwarmRuntime {
                     waiting.join(", ")
                 )));
             }
-            std::thread::sleep(POLL);
+            if evented {
+                self.next_service_event(&updated, read_at);
+            } else {
+                pause.sleep();
+            }
         }
     }
 
-    /// Wait until nothing answers on the slot's port of any node the product may run on.
+    /// Wait for the next event of the Swarm services `names` since `since` (one that
+    /// came after the last read, too), a second at most.
+    fn next_service_event(&self, names: &[String], since: SystemTime) {
+        let since = since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut c = self
+            .docker("wait for the next change of the slot's services")
+            .args([
+                "events",
+                "--format",
+                "{{.Action}}",
+                "--filter",
+                "type=service",
+            ])
+            .args(["--since", &format!("{since:.3}")]);
+        for n in names {
+            c = c.args(["--filter", &format!("service={n}")]);
+        }
+        if c.first_line(Duration::from_secs(1)).is_err() {
+            std::thread::sleep(FIRST_POLL);
+        }
+    }
+
+    /// Wait until nothing answers on the slot's port of any node the product may run
+    /// on, but the nodes at the addresses `skip` (where the slot's own tasks run).
     fn wait_ports_free(
         &self,
         product: &str,
         slot: Slot,
         within: Duration,
+        skip: &[String],
     ) -> Result<(), RuntimeError> {
-        let nodes = self.placement_nodes(product)?;
+        let mut nodes = self.placement_nodes(product)?;
+        nodes.retain(|n| !skip.contains(&n.addr));
         let p = &self.manifest.products[product];
         let deadline = Instant::now() + within;
+        let mut pause = Backoff::new();
         for (name, svc) in &p.services {
             let Some(port) = svc.port.and(slot_port(&self.manifest, svc, slot)) else {
                 continue;
@@ -642,7 +865,7 @@ impl SwarmRuntime {
                             "{addr} ({product}.{name}, {slot} slot) still answers although berth runs nothing there: stop what listens, or change host_port / [deploy] slot_port_offset"
                         )));
                     }
-                    std::thread::sleep(POLL);
+                    pause.sleep();
                 }
             }
         }
@@ -795,12 +1018,18 @@ impl SwarmRuntime {
             .output()?;
         let result = (|| {
             let start = Instant::now();
+            let mut pause = Backoff::new();
+            // The job's task, once it has one: a job with no restarts keeps it, so each
+            // later read is one `inspect` of it.
+            let mut out = String::new();
             loop {
-                let out = self
-                    .docker(format!("wait for the {what} of {product}.{service}"))
-                    .args(["service", "ps", "-q", "--no-trunc", &name])
-                    .output()?
-                    .stdout_str();
+                if out.trim().is_empty() {
+                    out = self
+                        .docker(format!("wait for the {what} of {product}.{service}"))
+                        .args(["service", "ps", "-q", "--no-trunc", &name])
+                        .output()?
+                        .stdout_str();
+                }
                 let ids: Vec<&str> = out.split_whitespace().collect();
                 if !ids.is_empty() {
                     let v: Value = serde_json::from_str(
@@ -836,7 +1065,7 @@ impl SwarmRuntime {
                         "the {what} of {product}.{service} did not end within 15 minutes"
                     )));
                 }
-                std::thread::sleep(POLL);
+                pause.sleep();
             }
         })();
         let log = self
@@ -1189,7 +1418,7 @@ impl Runtime for SwarmRuntime {
     }
 
     fn slot_free(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
-        self.wait_ports_free(product, slot, Duration::from_secs(15))
+        self.wait_ports_free(product, slot, Duration::from_secs(15), &[])
     }
 
     /// A task answers on its node's address at the slot's published port.
@@ -1327,35 +1556,34 @@ impl Runtime for SwarmRuntime {
     }
 
     fn start(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
-        self.ensure_network(product)?;
-        let secrets = self.ensure_secrets(product)?;
-        let text = self.stack_file(product, slot, version, &secrets)?;
-        let stack = self.stack(product, slot);
-        let file = self.root.join(".berth/swarm").join(format!("{stack}.yml"));
-        crate::write_atomic(&file, text.as_bytes()).map_err(crate::io("write", &file))?;
-        let before: BTreeMap<String, Option<(String, String)>> = self.manifest.products[product]
-            .services
-            .keys()
-            .map(|n| {
-                let full = self.service_name(product, slot, n);
-                let exists = self
-                    .services(product)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|(_, s)| *s == full);
-                (
-                    n.clone(),
-                    exists.then(|| self.update_status(&full).unwrap_or_default()),
-                )
-            })
-            .collect();
-        self.docker(format!("deploy the {slot} stack of {product} ({version})"))
-            .args(["stack", "deploy", "--prune", "-c"])
-            .arg(&file)
-            .arg(&stack)
-            .output()?;
+        let before = self.slot_services(product, slot)?;
+        self.deploy_stack(product, slot, version, &before)
+    }
+
+    /// The idle slot's services updated in place to `version`: one `docker stack
+    /// deploy` onto them (stop-first, every task at once: the slot takes no traffic),
+    /// instead of removing them, waiting for their ports and creating them again. A slot
+    /// with no services, or already on `version` (the stack file would change nothing,
+    /// so Swarm would start no update), is stopped and started as by default.
+    fn replace(&self, product: &str, slot: Slot, version: &str) -> Result<(), RuntimeError> {
+        let before = self.slot_services(product, slot)?;
+        if before.is_empty() || before.values().any(|s| s.version == version) {
+            if !before.is_empty() {
+                self.stop(product, slot)?;
+            }
+            self.slot_free(product, slot)?;
+            return self.start(product, slot, version);
+        }
+        // Nothing else may answer on the slot's port of a node its tasks are not on.
         self.forget();
-        self.wait_converged(product, slot, version, &before)
+        let on: Vec<String> = self
+            .slot_tasks(product, slot)?
+            .into_iter()
+            .filter(|t| t.desired == "running" && !t.node_addr.is_empty())
+            .map(|t| t.node_addr)
+            .collect();
+        self.wait_ports_free(product, slot, Duration::from_secs(15), &on)?;
+        self.deploy_stack(product, slot, version, &before)
     }
 
     /// The slot's stack removed, and its tasks gone from every node (their ports free).
@@ -1376,7 +1604,7 @@ impl Runtime for SwarmRuntime {
             .args(&services)
             .output()?;
         self.forget();
-        self.wait_ports_free(product, slot, Duration::from_secs(30))
+        self.wait_ports_free(product, slot, Duration::from_secs(30), &[])
     }
 
     fn instances(&self, product: &str) -> Result<Vec<Instance>, RuntimeError> {
