@@ -67,6 +67,60 @@ fn rollback_within_the_window_under_load(kind: Kind) {
         before,
         "nothing started or stopped: the rollback was a switch"
     );
+    if kind == Kind::Swarm {
+        the_next_deploy_updates_the_standby_slot_in_place(&site);
+    }
+}
+
+/// On swarm, a deploy into the slot of a warm standby updates that slot's services in
+/// place (one `docker stack deploy`: the same Swarm services, each with a new completed
+/// update) instead of removing them and creating them again; the new version serves.
+fn the_next_deploy_updates_the_standby_slot_in_place(site: &Site) {
+    let manager = site.swarm.as_ref().unwrap().manager();
+    let services = || -> Vec<String> {
+        let mut v: Vec<String> = manager
+            .docker(&["service", "ls", "--format", "{{.ID}} {{.Name}}"])
+            .lines()
+            .filter(|l| l.contains("-bestays-"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let before = services();
+    assert_eq!(before.len(), 4, "two slots of two services: {before:?}");
+    site.change("bestays", 3);
+    let v3 = site.head_version();
+    site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    assert_eq!(services(), before, "no service was removed or created");
+    let updated: Vec<String> = before
+        .iter()
+        .map(|l| l.split_once(' ').unwrap().1.to_string())
+        .filter(|n| {
+            manager
+                .docker(&[
+                    "service",
+                    "inspect",
+                    "--format",
+                    "{{index .Spec.Labels \"berth.version\"}}",
+                    n,
+                ])
+                .trim()
+                == v3
+        })
+        .collect();
+    assert_eq!(updated.len(), 2, "the standby's slot runs {v3}: {before:?}");
+    for n in &updated {
+        let state = manager.docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+            n,
+        ]);
+        assert_eq!(state.trim(), "completed", "{n} was updated in place");
+    }
+    assert_eq!(site.get("bestays.app", "/api/health"), (200, v3));
 }
 
 #[test]

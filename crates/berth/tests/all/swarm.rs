@@ -1945,12 +1945,20 @@ fn wait_until_some<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option
 }
 
 /// The external commands' time in a `BERTH_LOG=berth::cmd=trace` log (ms): each
-/// `-> exited with code 0 in 12.3ms` line.
+/// `-> exited with code 0 in 12.3ms` line, and each wait berth spent blocked in a
+/// command until it wrote a line (`docker events`: `-> stopped after its first line
+/// in ...`, or `after waiting` when none came).
 fn external_ms(log: &str) -> f64 {
     log.lines()
         .filter_map(|l| {
-            l.split_once("-> exited with code 0 in ")
-                .map(|(_, t)| t.trim())
+            [
+                "-> exited with code 0 in ",
+                "-> stopped after its first line in ",
+                "-> stopped after waiting in ",
+            ]
+            .iter()
+            .find_map(|m| l.split_once(m))
+            .map(|(_, t)| t.trim())
         })
         .filter_map(|t| {
             let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -1990,9 +1998,36 @@ fn swarm_bench() {
             let started = Instant::now();
             let out = site.berth_env(
                 &["deploy", "bestays", "--yes", "--format", "json"],
-                &[("BERTH_LOG", "berth::cmd=trace")],
+                &[("BERTH_LOG", "berth::cmd=trace"), ("BERTH_LOG_TIMES", "1")],
             );
             let wall = started.elapsed().as_secs_f64() * 1000.0;
+            // BERTH_BENCH_LOG=FILE: every deploy's log appended there (where the time went).
+            if let Some(path) = std::env::var_os("BERTH_BENCH_LOG") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                writeln!(f, "=== {kind:?} deploy {i}\n{}", out.stderr).unwrap();
+                if let Some(sw) = &site.swarm {
+                    for svc in swarm_services(&site) {
+                        let ids = sw
+                            .manager()
+                            .docker(&["service", "ps", "-q", "--no-trunc", &svc]);
+                        let ids: Vec<&str> = ids.split_whitespace().collect();
+                        let mut args = vec![
+                            "inspect",
+                            "--type",
+                            "task",
+                            "--format",
+                            "{{.ID}} slot={{.Slot}} v={{index .Spec.ContainerSpec.Labels \"berth.version\"}} created={{.CreatedAt}} state={{.Status.State}}@{{.Status.Timestamp}} desired={{.DesiredState}} updated={{.UpdatedAt}}",
+                        ];
+                        args.extend(ids);
+                        writeln!(f, "--- {svc}\n{}", sw.manager().docker(&args)).unwrap();
+                    }
+                }
+            }
             out.assert_code(0);
             let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
             let steps: Vec<(String, f64)> = v["steps"]
