@@ -34,7 +34,8 @@ pub const ADMIN_RESERVE: u64 = 5;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// CPUs, a number > 0 (`0.5` is half a core) [default: 1.0].
+    /// CPUs, a number > 0 (`0.5` is half a core) [default: 1.0]: a CFS quota over a
+    /// 10 ms period with a CPU weight in proportion (swarm: Docker's 100 ms period).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Cpus>,
     /// Memory, a whole number with a unit: `B`, `KiB`, `MiB`, `GiB`, `TiB` (or `kB`, `MB`,
@@ -115,6 +116,42 @@ pub struct EffectiveLimits {
     pub pids: u64,
     /// Open files.
     pub nofile: u64,
+}
+
+/// CFS period of a CPU limit: 10 ms (the kernel's and Docker's default is 100 ms). A
+/// service burning several threads spends its quota in one burst on every core at
+/// once, and the other products' requests wait behind that burst: with 100 ms a
+/// half-CPU service holds both cores of a 2-core machine for 25 ms per period; with
+/// 10 ms, for 2.5 ms.
+pub const CPU_PERIOD_US: u64 = 10_000;
+/// The kernel's smallest CFS quota (1 ms); a limit below a tenth of a CPU gets a longer
+/// period instead, so its quota never rounds up.
+const MIN_QUOTA_US: u64 = 1_000;
+
+impl EffectiveLimits {
+    /// The CFS quota and period (µs) of the CPU limit, as the local runtime's cgroup
+    /// and a compose container (`cpu_quota`, `cpu_period`) get them.
+    pub fn cfs(&self) -> (u64, u64) {
+        let cpus = self.cpus;
+        let mut period = CPU_PERIOD_US;
+        while cpus * (period as f64) < MIN_QUOTA_US as f64 && period < 1_000_000 {
+            period *= 10;
+        }
+        let quota = ((cpus * period as f64).round() as u64).max(MIN_QUOTA_US);
+        (quota, period)
+    }
+
+    /// The CPU weight, proportional to the CPU limit, next to a default of 1024
+    /// (cgroup v1 `cpu.shares`, Docker's `cpu_shares`): a half-CPU service yields to a
+    /// one-CPU neighbour when both want the same core.
+    pub fn cpu_shares(&self) -> u64 {
+        ((1024.0 * self.cpus).round() as u64).clamp(2, 262_144)
+    }
+
+    /// The same weight on cgroup v2's scale (`cpu.weight`, default 100, 1..=10000).
+    pub fn cpu_weight(&self) -> u64 {
+        ((100.0 * self.cpus).round() as u64).clamp(1, 10_000)
+    }
 }
 
 impl Default for EffectiveLimits {
@@ -371,6 +408,22 @@ impl JsonSchema for Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_period_and_weight_follow_the_cpu_limit() {
+        let l = |cpus| EffectiveLimits {
+            cpus,
+            ..Default::default()
+        };
+        assert_eq!(l(0.5).cfs(), (5_000, 10_000));
+        assert_eq!(l(2.0).cfs(), (20_000, 10_000));
+        // Below a tenth of a CPU the period grows instead of the quota rounding up.
+        assert_eq!(l(0.05).cfs(), (5_000, 100_000));
+        assert_eq!(l(0.001).cfs(), (1_000, 1_000_000));
+        assert_eq!((l(0.5).cpu_shares(), l(0.5).cpu_weight()), (512, 50));
+        assert_eq!((l(1.0).cpu_shares(), l(1.0).cpu_weight()), (1024, 100));
+        assert_eq!((l(0.001).cpu_shares(), l(0.001).cpu_weight()), (2, 1));
+    }
 
     fn load(text: &str) -> Result<Manifest, Vec<crate::Diagnostic>> {
         crate::check_str("berth.toml", text).map(|(l, _)| l.manifest)

@@ -531,12 +531,20 @@ struct SvcCtx {
 }
 
 /// A service's limits as Compose writes them: Compose v2 applies
-/// `deploy.resources.limits` (cpus, memory, pids) to plain containers too (not only
-/// swarm services); the open-files limit is a ulimit.
+/// `deploy.resources.limits` (memory, pids) to plain containers too (not only swarm
+/// services); the CPU limit is a CFS quota over berth's short period and a weight
+/// (`cpu_quota`, `cpu_period`, `cpu_shares`: Docker refuses a period next to
+/// `deploy.resources.limits.cpus`, whose period is Docker's 100 ms); the open-files
+/// limit is a ulimit.
 #[derive(Serialize)]
 struct ComposeLimits {
-    /// A decimal number of CPUs, e.g. `0.5` (becomes the container's NanoCpus).
+    /// A decimal number of CPUs, e.g. `0.5` (for comments).
     cpus: String,
+    /// CFS quota and period (µs) of the CPU limit.
+    cpu_quota: u64,
+    cpu_period: u64,
+    /// The CPU weight next to Docker's default 1024.
+    cpu_shares: u64,
     /// Bytes with Compose's `b` unit (a bare number is refused there).
     memory: String,
     pids: u64,
@@ -558,8 +566,12 @@ pub(crate) fn docker_cpus(cpus: f64) -> String {
 
 impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
     fn from(l: berth_manifest::EffectiveLimits) -> Self {
+        let (cpu_quota, cpu_period) = l.cfs();
         Self {
             cpus: docker_cpus(l.cpus),
+            cpu_quota,
+            cpu_period,
+            cpu_shares: l.cpu_shares(),
             memory: format!("{}b", l.memory),
             pids: l.pids,
             nofile: l.nofile,

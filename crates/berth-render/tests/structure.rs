@@ -328,6 +328,9 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
         "extra_hosts",
         "deploy",
         "ulimits",
+        "cpu_period",
+        "cpu_quota",
+        "cpu_shares",
     ]);
     for (sname, svc) in &p.services {
         let s = &services[sname.as_str()];
@@ -352,13 +355,17 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
         assert_eq!(keys(&s["deploy"]), set(&["resources"]), "{text}");
         assert_eq!(keys(&s["deploy"]["resources"]), set(&["limits"]), "{text}");
         let lim = &s["deploy"]["resources"]["limits"];
-        assert_eq!(keys(lim), set(&["cpus", "memory", "pids"]), "{text}");
-        let cpus: f64 = lim["cpus"].as_str().unwrap().parse().unwrap();
+        assert_eq!(keys(lim), set(&["memory", "pids"]), "{text}");
+        // CPUs: a quota over berth's short period, and a weight.
+        let (quota, period) = (s["cpu_quota"].as_u64(), s["cpu_period"].as_u64());
+        assert_eq!((quota.unwrap(), period.unwrap()), l.cfs(), "{text}");
+        let cpus = quota.unwrap() as f64 / period.unwrap() as f64;
         assert!(
             (cpus - l.cpus).abs() < 0.0005,
             "{cpus} vs {}\n{text}",
             l.cpus
         );
+        assert_eq!(s["cpu_shares"].as_u64(), Some(l.cpu_shares()), "{text}");
         assert_eq!(
             lim["memory"].as_str(),
             Some(format!("{}b", l.memory).as_str())

@@ -10,34 +10,6 @@ use berth_manifest::EffectiveLimits;
 
 /// The directory every berth cgroup lives in, under each hierarchy's root.
 const BASE: &str = "berth";
-/// CFS period for the CPU quota: 10 ms. A service burning several threads spends its
-/// quota in one burst on every core at once, and the other products wait for the
-/// rest of that burst: with 100 ms (Docker's default) a half-CPU service holds both
-/// cores of a 2-core machine for 25 ms per period; with 10 ms, for 2.5 ms.
-const PERIOD_US: u64 = 10_000;
-/// The kernel's smallest quota (1 ms); a limit below a tenth of a CPU gets a longer
-/// period instead, so its quota never rounds up.
-const MIN_QUOTA_US: u64 = 1_000;
-
-/// The CFS quota and period (µs) of a limit of `cpus` CPUs.
-fn cfs(cpus: f64) -> (u64, u64) {
-    let mut period = PERIOD_US;
-    while cpus * (period as f64) < MIN_QUOTA_US as f64 && period < 1_000_000 {
-        period *= 10;
-    }
-    let quota = ((cpus * period as f64).round() as u64).max(MIN_QUOTA_US);
-    (quota, period)
-}
-
-/// The CPU weight of a limited service next to unlimited ones, proportional to its
-/// limit: a half-CPU service yields to a neighbour when both want the same core.
-/// v1 `cpu.shares` (default 1024) and v2 `cpu.weight` (default 100, 1..=10000).
-fn weights(cpus: f64) -> (u64, u64) {
-    let shares = ((1024.0 * cpus).round() as u64).clamp(2, 262_144);
-    let weight = ((100.0 * cpus).round() as u64).clamp(1, 10_000);
-    (shares, weight)
-}
-
 /// Where cgroups can be made on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hierarchy {
@@ -224,8 +196,8 @@ impl Cgroup {
         let mkdir = |d: &Path| {
             std::fs::create_dir_all(d).map_err(|e| format!("could not create {}: {e}", d.display()))
         };
-        let (quota, period) = cfs(l.cpus);
-        let (shares, weight) = weights(l.cpus);
+        let (quota, period) = l.cfs();
+        let (shares, weight) = (l.cpu_shares(), l.cpu_weight());
         match hierarchy {
             Hierarchy::V2 { root } => {
                 let enable = "+memory +cpu +pids";
@@ -438,18 +410,6 @@ mod tests {
         }
         assert!(matches!(detect_at(&d).unwrap(), Hierarchy::V1 { .. }));
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn quota_period_and_weight_follow_the_limit() {
-        assert_eq!(cfs(0.5), (5_000, 10_000));
-        assert_eq!(cfs(2.0), (20_000, 10_000));
-        // Below a tenth of a CPU the period grows instead of the quota rounding up.
-        assert_eq!(cfs(0.05), (5_000, 100_000));
-        assert_eq!(cfs(0.001), (1_000, 1_000_000));
-        assert_eq!(weights(0.5), (512, 50));
-        assert_eq!(weights(1.0), (1024, 100));
-        assert_eq!(weights(0.001), (2, 1));
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -764,22 +764,29 @@ impl Runtime for ComposeRuntime {
             .args([
                 "inspect",
                 "--format",
-                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
                 &i.id,
             ])
             .output()
             .ok()?;
+        // (A quota of -1 is none.)
         let l: Vec<u64> = limits
             .stdout_str()
             .split_whitespace()
             .map(|w| w.parse().unwrap_or(0))
             .collect();
         let some = |n: Option<&u64>| n.copied().filter(|n| *n > 0);
+        // berth's compose files give a quota and period; a container made by an older
+        // compose file has NanoCpus.
+        let cpus_limit = match (some(l.get(3)), some(l.get(4))) {
+            (Some(q), Some(p)) => Some(q as f64 / p as f64),
+            _ => some(l.get(1)).map(|n| n as f64 / 1e9),
+        };
         Some(crate::ResourceUsage {
             memory_bytes: Some(memory),
             memory_limit_bytes: some(l.first()),
             cpus,
-            cpus_limit: some(l.get(1)).map(|n| n as f64 / 1e9),
+            cpus_limit,
             pids,
             pids_limit: some(l.get(2)),
             oom_kills: None,

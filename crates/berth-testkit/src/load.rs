@@ -293,6 +293,11 @@ impl Load {
         self
     }
 
+    /// Requests answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+
     /// How long it has been running.
     pub fn elapsed(&self) -> Duration {
         self.start.elapsed()
