@@ -234,7 +234,7 @@ pub fn affected(
         }
         let mut order = Vec::new();
         let mut has_parent = false;
-        repo.for_each_commit_ref(&revs, |c| {
+        repo.for_each_commit_ref_split(&revs, |c| {
             if let Some(p) = parent {
                 has_parent = has_parent || c.parents().any(|q| q == p);
             }
