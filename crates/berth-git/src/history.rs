@@ -54,8 +54,22 @@ impl Repo {
     pub fn for_each_commit_ref_split(
         &self,
         revs: &[&str],
-        mut f: impl FnMut(&CommitRef<'_>),
+        f: impl FnMut(&CommitRef<'_>),
     ) -> Result<(), GitError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.split_walk(revs, cores.clamp(1, SPLIT_MAX), SPLIT_MIN, f)
+            .map(|_| ())
+    }
+
+    /// [`Repo::for_each_commit_ref_split`] in at most `max` slices of at least
+    /// `min` commits (the last may be shorter); returns how many slices it used.
+    fn split_walk(
+        &self,
+        revs: &[&str],
+        max: usize,
+        min: usize,
+        mut f: impl FnMut(&CommitRef<'_>),
+    ) -> Result<usize, GitError> {
         let out = self
             .git("list the commits of the range")
             .arg("rev-list")
@@ -69,13 +83,9 @@ impl Repo {
             .collect();
         if ids.is_empty() {
             // `git log --stdin` given nothing would show HEAD.
-            return Ok(());
+            return Ok(0);
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slices = ids
-            .len()
-            .div_ceil(SPLIT_MIN)
-            .clamp(1, cores.clamp(1, SPLIT_MAX));
+        let slices = (ids.len() / min.max(1)).clamp(1, max.max(1));
         let log = |slice: &[&[u8]]| {
             let mut input = Vec::with_capacity(slice.len() * 41);
             for id in slice {
@@ -87,6 +97,7 @@ impl Repo {
                 .stdin(input)
         };
         let mut chunks = ids.chunks(ids.len().div_ceil(slices));
+        let used = chunks.len();
         let first = log(chunks.next().expect("at least one commit"));
         std::thread::scope(|scope| {
             // The later slices are read whole in the background (a full pipe would
@@ -102,7 +113,7 @@ impl Repo {
                 let out = h.join().expect("git reader thread")?;
                 for_each_in(&out.stdout, &mut f);
             }
-            Ok(())
+            Ok(used)
         })
     }
 
@@ -139,7 +150,7 @@ impl Repo {
     }
 }
 
-/// Commits below which one git process diffs them all (a process costs a few ms).
+/// Commits a git process diffs at least (a process costs a few ms).
 const SPLIT_MIN: usize = 1000;
 /// Git processes at most, however many cores.
 const SPLIT_MAX: usize = 8;
@@ -236,6 +247,104 @@ pub fn parse_log(text: &str) -> Vec<Commit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Commit with a committer and author date (the fixture's helper pins one date).
+    fn commit_at(repo: &berth_testkit::GitRepo, args: &[&str], date: &str) {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    fn fields(c: &CommitRef<'_>) -> (String, String, String, String, String, Vec<String>) {
+        let k = c.to_commit();
+        (
+            k.id,
+            k.parents.join(" "),
+            k.author,
+            k.date,
+            k.message,
+            k.files,
+        )
+    }
+
+    #[test]
+    fn a_range_split_across_git_processes_reads_what_one_git_log_reads() {
+        // Side branches whose commits interleave with main's by date, a merge of main
+        // into a branch, merges into main, a rename, a deletion and a root commit:
+        // one walk orders them by date, and the slices must keep that order.
+        let repo = berth_testkit::GitRepo::new();
+        let mut day = 0;
+        let mut commit = |repo: &berth_testkit::GitRepo, file: &str, msg: &str| {
+            day += 1;
+            repo.write(file, &format!("{msg}\n"));
+            repo.git(&["add", "-A"]);
+            commit_at(
+                repo,
+                &["commit", "-q", "-m", msg],
+                &format!("2026-01-{day:02}T00:00:00Z"),
+            );
+        };
+        commit(&repo, "a/one", "root");
+        let base = repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+        commit(&repo, "a/two", "main 1");
+        repo.git(&["checkout", "-q", "-b", "side"]);
+        commit(&repo, "b/one", "side 1");
+        repo.git(&["checkout", "-q", "main"]);
+        commit(&repo, "a/three", "main 2");
+        repo.git(&["checkout", "-q", "side"]);
+        commit(&repo, "b/two", "side 2");
+        commit_at(
+            &repo,
+            &["merge", "-q", "--no-edit", "main"],
+            "2026-01-20T00:00:00Z",
+        );
+        repo.git(&["mv", "b/one", "b/moved"]);
+        repo.git(&["rm", "-q", "a/two"]);
+        commit(&repo, "b/three", "side 3: move and delete");
+        repo.git(&["checkout", "-q", "main"]);
+        commit(&repo, "a/four", "main 3");
+        commit_at(
+            &repo,
+            &["merge", "-q", "--no-ff", "-m", "Merge side", "side"],
+            "2026-01-25T00:00:00Z",
+        );
+        commit(&repo, "a/five", "main 4\n\nbody\n\nProduct: x");
+        let r = Repo::open(repo.path()).unwrap();
+        let range = format!("{base}..HEAD");
+        for revs in [
+            vec![range.as_str()],
+            vec!["--first-parent", range.as_str()],
+            vec!["HEAD"],
+            vec!["side"],
+        ] {
+            let mut one = Vec::new();
+            r.for_each_commit_ref(&revs, |c| one.push(fields(c)))
+                .unwrap();
+            assert!(one.len() >= 4, "{revs:?}: {one:?}");
+            assert!(one.iter().any(|c| !c.5.is_empty()));
+            for max in 1..=4 {
+                let mut split = Vec::new();
+                let used = r
+                    .split_walk(&revs, max, 1, |c| split.push(fields(c)))
+                    .unwrap();
+                assert!(
+                    used <= max && (max == 1 || used > 1),
+                    "{revs:?}: {used} of {max} slices"
+                );
+                assert_eq!(split, one, "{revs:?} in {max} slices");
+            }
+        }
+        // An empty range reads nothing (`git log --stdin` given no commit shows HEAD).
+        let mut n = 0;
+        r.for_each_commit_ref_split(&["HEAD..HEAD"], |_| n += 1)
+            .unwrap();
+        assert_eq!(n, 0);
+    }
 
     #[test]
     fn parses_records_with_and_without_files() {
