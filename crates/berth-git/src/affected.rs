@@ -211,7 +211,7 @@ fn attribute(attributor: &Attributor<'_>, c: &CommitRef<'_>, details: bool) -> A
     a
 }
 
-/// The commits of one `git log` read: their indices into the attributed list, and
+/// The commits of one range read: their indices into the attributed list, and
 /// whether `parent` (when given) is a parent of one of them.
 struct Read {
     order: Vec<usize>,

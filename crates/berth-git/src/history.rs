@@ -1,4 +1,5 @@
-//! Reading commits with the files they change, in one `git log` process.
+//! Reading commits with the files they change: one `git log` process, or for a
+//! long range several at once, each showing a slice of it.
 
 use std::borrow::Cow;
 
