@@ -490,15 +490,26 @@ impl Cmd {
         let command = self.display();
         tracing::debug!(target: "berth::cmd", "{}: {command}", self.summary);
         let mut c = self.command();
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = c.spawn().map_err(|source| CmdError::Spawn {
             summary: self.summary.clone(),
             command: command.clone(),
             source,
         })?;
+        // Written from a thread: a program may answer before it has read all its input.
+        let t_in = match (child.stdin.take(), self.stdin.clone()) {
+            (Some(mut pipe), Some(data)) => Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            })),
+            _ => None,
+        };
         let stdout = child.stdout.take().expect("piped stdout");
         let mut se = child.stderr.take().expect("piped stderr");
         let t_err = std::thread::spawn(move || {
@@ -545,6 +556,9 @@ impl Cmd {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(w) = watchdog {
             let _ = w.join();
+        }
+        if let Some(t) = t_in {
+            let _ = t.join();
         }
         let stderr = t_err.join().unwrap_or_default();
         let status = status.map_err(|source| CmdError::Spawn {

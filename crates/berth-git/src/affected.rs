@@ -211,7 +211,7 @@ fn attribute(attributor: &Attributor<'_>, c: &CommitRef<'_>, details: bool) -> A
     a
 }
 
-/// The commits of one `git log` read: their indices into the attributed list, and
+/// The commits of one range read: their indices into the attributed list, and
 /// whether `parent` (when given) is a parent of one of them.
 struct Read {
     order: Vec<usize>,
@@ -234,7 +234,7 @@ pub fn affected(
         }
         let mut order = Vec::new();
         let mut has_parent = false;
-        repo.for_each_commit_ref(&revs, |c| {
+        repo.for_each_commit_ref_split(&revs, |c| {
             if let Some(p) = parent {
                 has_parent = has_parent || c.parents().any(|q| q == p);
             }
