@@ -252,3 +252,12 @@ stop_dockerd() {
     fi
     as_root rm -rf "$DOCKERD_DIR" 2>/dev/null || true
 }
+
+# The N slowest tests of a `cargo test` log written with scripts/test-runner.sh
+# (cargo's "Running ... (target/debug/deps/BIN-HASH)" lines name each binary).
+slowest_tests() {
+    awk '
+        /^ *Running .*\(.*\)$/ { bin = $NF; sub(/^\(/, "", bin); sub(/\)$/, "", bin); sub(/.*\//, "", bin); sub(/-[0-9a-f]+$/, "", bin) }
+        /^test .* <[0-9.]+s>$/ { t = $NF; gsub(/[<>s]/, "", t); printf "%9.3f s  %-14s %s %s\n", t, bin, $2, $4 }
+    ' "$1" | sort -rn | head -n "$2"
+}

@@ -43,4 +43,15 @@ cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 log "cargo test"
 # Two at a time (the cores): three made the zero-downtime tests' timing claims flaky.
-cargo test --workspace --locked -- --test-threads=2
+# Each test's line shows its wall time (scripts/test-runner.sh, cargo's runner for
+# the test binaries; no rebuild), and the 20 slowest are listed at the end: where
+# the CI time goes.
+TEST_LOG=$(mktemp)
+RUNNER_VAR=CARGO_TARGET_$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')_RUNNER
+rc=0
+env "$RUNNER_VAR=$PWD/scripts/test-runner.sh" \
+    cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$TEST_LOG" || rc=$?
+log "the 20 slowest tests (wall time, test binary, test, result)"
+slowest_tests "$TEST_LOG" 20
+rm -f "$TEST_LOG"
+exit "$rc"
