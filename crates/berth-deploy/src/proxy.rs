@@ -448,12 +448,41 @@ impl<'a> Nginx<'a> {
     /// Wait (up to `within`) until none of `before` (from [`Nginx::accepting_workers`]
     /// before a reload) accepts connections any more: from then on every new connection
     /// is served by the new configuration. False on timeout.
+    ///
+    /// On a reload nginx's master starts the workers of the new configuration, then
+    /// sleeps 100 ms before it tells the old ones to shut down gracefully: for that
+    /// tenth of a second a new connection (or the next request on a kept-alive one) may
+    /// still be served by the old configuration. So once as many workers of the new
+    /// configuration run (their title set: initialised) as there were old ones, berth
+    /// sends the old ones that same graceful shutdown (SIGQUIT) itself: they stop
+    /// accepting at once and finish what they hold, exactly as after the master's own
+    /// signal, which then finds them exiting. Only for the master of berth's own
+    /// configuration; a failed reload starts no new workers, so nothing is signalled.
     pub fn old_workers_stopped(&self, before: &[u32], within: Duration) -> bool {
         let until = std::time::Instant::now() + within;
+        let mut hasten = !before.is_empty() && self.master_pid().is_some();
         loop {
             let now = self.accepting_workers();
-            if !before.iter().any(|p| now.contains(p)) {
+            let old: Vec<String> = before
+                .iter()
+                .filter(|p| now.contains(p))
+                .map(u32::to_string)
+                .collect();
+            if old.is_empty() {
                 return true;
+            }
+            if hasten && now.len() - old.len() >= before.len() {
+                hasten = false;
+                // A worker that exited meanwhile makes `kill` fail for its pid only.
+                let _ = Cmd::new(
+                    "kill",
+                    "tell nginx's old workers to stop accepting (the new configuration's workers run)",
+                )
+                .arg("-QUIT")
+                .args(&old)
+                .timeout(Some(Duration::from_secs(10)))
+                .output();
+                continue;
             }
             if std::time::Instant::now() >= until {
                 return false;
@@ -622,6 +651,121 @@ mod tests {
             node: None,
             state: None,
         }
+    }
+
+    /// Signals `pid` with `kill -<signal>`.
+    fn signal(signal: &str, pid: u32) {
+        let out = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -{signal} {pid}: {out:?}");
+    }
+
+    /// A real nginx master stopped (and resumed first, if frozen) when the test ends.
+    struct Master(u32);
+    impl Drop for Master {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+
+    /// After a reload, the old workers stop accepting as soon as the new configuration's
+    /// workers run, not only when nginx's master has slept its 100 ms: berth tells them.
+    /// Proven with the master frozen right after it started the new workers (it cannot
+    /// signal anyone then); each old worker's log line names who sent its SIGQUIT. A round
+    /// where the master's signal came before the freeze proves nothing and is run again.
+    #[test]
+    fn old_workers_stop_accepting_without_waiting_for_the_masters_pause() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let loaded = berth_manifest::parse_str("berth.toml", text).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let nginx = Nginx::new(&loaded.manifest, root.path()).unwrap();
+        let config = nginx.config();
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let log = root.path().join("error.log");
+        let port = berth_testkit::free_port();
+        std::fs::write(
+            &config,
+            format!(
+                "worker_processes 2;\npid nginx.pid;\nerror_log {log} notice;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; \
+                 fastcgi_temp_path tmp; uwsgi_temp_path tmp; scgi_temp_path tmp;\n\
+                 server {{ listen 127.0.0.1:{port}; return 200; }} }}\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(root.path())
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let master = loop {
+            if let Some(m) = nginx.master_pid()
+                && nginx.accepting_workers().len() == 2
+            {
+                break Master(m);
+            }
+            assert!(std::time::Instant::now() < until, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for _round in 0..10 {
+            let before = nginx.accepting_workers();
+            assert_eq!(before.len(), 2, "{before:?}");
+            signal("HUP", master.0);
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while nginx
+                .accepting_workers()
+                .iter()
+                .filter(|p| !before.contains(p))
+                .count()
+                < 2
+            {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "no new workers after the reload"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            signal("STOP", master.0);
+            let stopped = nginx.old_workers_stopped(&before, Duration::from_secs(5));
+            signal("CONT", master.0);
+            assert!(
+                stopped,
+                "5 s after the new workers ran (the master frozen), the old workers {before:?} still accept connections"
+            );
+            // Who sent each old worker its SIGQUIT (stopped: each has logged it).
+            let text = std::fs::read_to_string(&log).unwrap();
+            let senders: Vec<u32> = before
+                .iter()
+                .map(|p| {
+                    let mark = format!("{p}#{p}: signal 3 (SIGQUIT) received from ");
+                    let at = text.find(&mark).unwrap_or_else(|| panic!("{mark}\n{text}"));
+                    text[at + mark.len()..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap()
+                })
+                .collect();
+            if senders.contains(&master.0) {
+                // The master's pause was over before it was frozen.
+                continue;
+            }
+            return;
+        }
+        panic!("in 10 rounds the master always signalled its old workers before it was frozen");
     }
 
     /// The include decides while the product runs in its slot; otherwise the runtime
