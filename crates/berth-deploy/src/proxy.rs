@@ -463,11 +463,7 @@ impl<'a> Nginx<'a> {
         let mut hasten = !before.is_empty() && self.master_pid().is_some();
         loop {
             let now = self.accepting_workers();
-            let old: Vec<u32> = before
-                .iter()
-                .copied()
-                .filter(|p| now.contains(p))
-                .collect();
+            let old: Vec<u32> = before.iter().copied().filter(|p| now.contains(p)).collect();
             if old.is_empty() {
                 return true;
             }
