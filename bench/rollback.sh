@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${1:-10}
 HEADER=$(bench_header "Rollback time: warm standby, a cold start, and a Kamal-style restart" \
-    "Target: a rollback within the standby window answers with the previous version within 0.1 s plus the configured health check (one probe of the demo app here), median of $N, on compose and local; 0 failed requests during it." \
+    "Target: a rollback within the standby window answers with the previous version within 0.1 s plus the configured health check (one probe of the demo app here), median of $N, on compose and local; 0 failed requests during it. berth here is the debug build the integration tests run (\`cargo test\`; users run the release build, which starts faster)." \
     bench/rollback.sh "$@")
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT

@@ -448,12 +448,36 @@ impl<'a> Nginx<'a> {
     /// Wait (up to `within`) until none of `before` (from [`Nginx::accepting_workers`]
     /// before a reload) accepts connections any more: from then on every new connection
     /// is served by the new configuration. False on timeout.
+    ///
+    /// On a reload nginx's master starts the workers of the new configuration, then
+    /// sleeps 100 ms before it tells the old ones to shut down gracefully: for that
+    /// tenth of a second a new connection (or the next request on a kept-alive one) may
+    /// still be served by the old configuration. So once as many workers of the new
+    /// configuration run (their title set: initialised) as there were old ones, berth
+    /// sends the old ones that same graceful shutdown (SIGQUIT) itself: they stop
+    /// accepting at once and finish what they hold, exactly as after the master's own
+    /// signal, which then finds them exiting. Only for the master of berth's own
+    /// configuration; a failed reload starts no new workers, so nothing is signalled.
     pub fn old_workers_stopped(&self, before: &[u32], within: Duration) -> bool {
         let until = std::time::Instant::now() + within;
+        let mut hasten = !before.is_empty() && self.master_pid().is_some();
         loop {
             let now = self.accepting_workers();
-            if !before.iter().any(|p| now.contains(p)) {
+            let old: Vec<u32> = before.iter().copied().filter(|p| now.contains(p)).collect();
+            if old.is_empty() {
                 return true;
+            }
+            if hasten && now.len() - old.len() >= before.len() {
+                hasten = false;
+                // A worker that exited meanwhile is gone already.
+                for pid in &old {
+                    let _ = signal(
+                        *pid,
+                        rustix::process::Signal::QUIT,
+                        "tell an old nginx worker to stop accepting (the new configuration's workers run)",
+                    );
+                }
+                continue;
             }
             if std::time::Instant::now() >= until {
                 return false;
@@ -524,11 +548,12 @@ impl<'a> Nginx<'a> {
         // configuration first, when that master runs this configuration.
         if self.proxy.reload_command == berth_manifest::model::DEFAULT_RELOAD_COMMAND
             && let Some(master) = self.master_pid()
-            && Cmd::new("kill", "signal nginx to reload its configuration")
-                .args(["-HUP", &master.to_string()])
-                .timeout(Some(Duration::from_secs(10)))
-                .output()
-                .is_ok()
+            && signal(
+                master,
+                rustix::process::Signal::HUP,
+                "signal nginx to reload its configuration",
+            )
+            .is_ok()
         {
             return Ok(());
         }
@@ -565,6 +590,20 @@ impl<'a> Nginx<'a> {
             }
         }
     }
+}
+
+/// Send `sig` to process `pid` (a system call: a `kill` process costs milliseconds
+/// on the switch's path), logged like a command with why.
+fn signal(pid: u32, sig: rustix::process::Signal, why: &str) -> std::io::Result<()> {
+    tracing::debug!("{why}: kill -{} {pid}", sig.as_raw());
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other(format!("no such process id: {pid}")))?;
+    rustix::process::kill_process(target, sig).map_err(|e| {
+        tracing::debug!("kill -{} {pid}: {e}", sig.as_raw());
+        e.into()
+    })
 }
 
 /// The upstream servers of a service in a slot: where the runtime says it answers.
@@ -622,6 +661,116 @@ mod tests {
             node: None,
             state: None,
         }
+    }
+
+    /// Signals `pid` with `kill -<signal>`.
+    fn signal(signal: &str, pid: u32) {
+        let out = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kill -{signal} {pid}: {out:?}");
+    }
+
+    /// A real nginx master stopped (and resumed first, if frozen) when the test ends.
+    struct Master(u32);
+    impl Drop for Master {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.to_string()])
+                .status();
+        }
+    }
+
+    /// After a reload, the old workers stop accepting as soon as the new configuration's
+    /// workers run, not only when nginx's master has slept its 100 ms: berth tells them.
+    /// Proven with the master frozen right after it started the new workers (it cannot
+    /// signal anyone then); each old worker's log line names who sent its SIGQUIT. A round
+    /// where the master's signal came before the freeze proves nothing and is run again.
+    #[test]
+    fn old_workers_stop_accepting_without_waiting_for_the_masters_pause() {
+        let text = include_str!("../../../examples/multi-product/berth.toml");
+        let loaded = berth_manifest::parse_str("berth.toml", text).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let nginx = Nginx::new(&loaded.manifest, root.path()).unwrap();
+        let config = nginx.config();
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let log = root.path().join("error.log");
+        let port = berth_testkit::free_port();
+        std::fs::write(
+            &config,
+            format!(
+                "worker_processes 2;\npid nginx.pid;\nerror_log {log} notice;\n\
+                 events {{ worker_connections 64; }}\n\
+                 http {{ access_log off; client_body_temp_path tmp; proxy_temp_path tmp; \
+                 fastcgi_temp_path tmp; uwsgi_temp_path tmp; scgi_temp_path tmp;\n\
+                 server {{ listen 127.0.0.1:{port}; return 200; }} }}\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(root.path())
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        let master = loop {
+            if let Some(m) = nginx.master_pid()
+                && nginx.accepting_workers().len() == 2
+            {
+                break Master(m);
+            }
+            assert!(std::time::Instant::now() < until, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for _round in 0..10 {
+            let before = nginx.accepting_workers();
+            assert_eq!(before.len(), 2, "{before:?}");
+            signal("HUP", master.0);
+            let until = std::time::Instant::now() + Duration::from_secs(10);
+            while nginx
+                .accepting_workers()
+                .iter()
+                .filter(|p| !before.contains(p))
+                .count()
+                < 2
+            {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "no new workers after the reload"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            signal("STOP", master.0);
+            let stopped = nginx.old_workers_stopped(&before, Duration::from_secs(5));
+            signal("CONT", master.0);
+            assert!(
+                stopped,
+                "5 s after the new workers ran (the master frozen), the old workers {before:?} still accept connections"
+            );
+            // Who sent each old worker its SIGQUIT: a signal is logged with its sender;
+            // the master tells its workers through their channel (nothing logged).
+            let text = std::fs::read_to_string(&log).unwrap();
+            let told_by_berth = before.iter().all(|p| {
+                let mark = format!("{p}#{p}: signal 3 (SIGQUIT) received from ");
+                text.find(&mark).is_some_and(|at| {
+                    !text[at + mark.len()..].starts_with(&format!("{},", master.0))
+                })
+            });
+            if !told_by_berth {
+                // The master's pause was over before it was frozen: this round proves nothing.
+                continue;
+            }
+            return;
+        }
+        panic!("in 10 rounds the master always signalled its old workers before it was frozen");
     }
 
     /// The include decides while the product runs in its slot; otherwise the runtime

@@ -240,7 +240,20 @@ fn environment() -> Environment<'static> {
     ENV.clone()
 }
 
+/// Only the upstream include's template: a switch (deploy, rollback) renders nothing
+/// else, and compiling every template costs a warm rollback milliseconds before it.
+fn upstream_environment() -> Environment<'static> {
+    static ENV: std::sync::LazyLock<Environment<'static>> =
+        std::sync::LazyLock::new(|| build_environment_of(|name| name == "upstream.conf"));
+    ENV.clone()
+}
+
 fn build_environment() -> Environment<'static> {
+    build_environment_of(|_| true)
+}
+
+/// The environment with the filters and those of [`TEMPLATES`] `wanted` picks.
+fn build_environment_of(wanted: impl Fn(&str) -> bool) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
@@ -258,7 +271,7 @@ fn build_environment() -> Environment<'static> {
     env.add_filter("nq", |v: String| nginx_quote(&v));
     // `line`: text for a comment, on one line whatever it holds.
     env.add_filter("line", |v: String| one_line(&v));
-    for (name, src) in TEMPLATES {
+    for (name, src) in TEMPLATES.iter().filter(|(name, _)| wanted(name)) {
         env.add_template(name, src)
             .expect("built-in templates parse");
     }
@@ -1068,7 +1081,7 @@ pub fn render_upstream(
         })
         .collect();
     render_one(
-        &environment(),
+        &upstream_environment(),
         "upstream.conf",
         context! { header => HEADER, product => context! { name => name }, slot => slot, upstreams => upstreams },
     )
