@@ -474,8 +474,8 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
         "3 3",
         "every restored table is analyzed"
     );
-    // ANALYZE ran after the indexes were built (the rows are counted during the
-    // builds): an expression index has its own statistics only then.
+    // An expression index has statistics of its own too (ANALYZE gathers them only
+    // for indexes that exist by then; berth runs it after pg_restore's index builds).
     assert_ne!(
         db.sql(
             "bestays",
