@@ -167,11 +167,12 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 print(total / hz)
 PY
 }
-declare -A T S C
+declare -A T S C L
 run() { # name, command...
     local name=$1; shift
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
     psql -Xq -c CHECKPOINT
+    L[$name]=$(cut -d' ' -f1 /proc/loadavg) # the 1-minute load average as it starts
     local a c; a=$(now); c=$(server_cpu)
     "$@" >&2
     T[$name]=$(python3 -c "print(round($(now) - $a, 2))")
@@ -271,7 +272,9 @@ $SHAPE. Before each timed run: a CHECKPOINT, and the page cache dropped: $DROPPE
 
 PostgreSQL's own CPU seconds (all backends, WAL writer, checkpointer) during each restore: seed ${C[seed_restore]},
 pg_restore -j 1 ${C[ref_j1]}, -j $(nproc) ${C[ref_jn]}, bare -j $(nproc) of berth's archive ${C[bare_jn]}, berth restore ${C[berth_restore]}.
-Where berth restore's time went (its own phase times): ${PHASES:-not printed}. The floor row is the
+Where berth restore's time went (its own phase times): ${PHASES:-not printed}.
+The machine's 1-minute load average as each restore started (other work shares these $(nproc) cores): seed ${L[seed_restore]},
+pg_restore -j 1 ${L[ref_j1]}, -j $(nproc) ${L[ref_jn]}, bare -j $(nproc) ${L[bare_jn]}, berth restore ${L[berth_restore]}. The floor row is the
 fastest any restore that makes this server load and index the same data could finish on $(nproc) cores, with no
 client-side work at all: its speed-up is the most a logical restore can reach against the seed here.
 

@@ -111,50 +111,82 @@ pub fn table_counts(s: &mut PgSession) -> Result<Vec<TableCount>, BackupError> {
     Ok(out)
 }
 
-/// [`table_counts`] and, with `analyze`, planner statistics for every table and
-/// materialized view, over `jobs` connections to `db` at once (largest tables
-/// first): each count and each ANALYZE is its own statement, so they spread over
-/// the server's cores instead of running one after the other. Only for a database
-/// nothing else writes to (a freshly restored one): the counts are not taken in
-/// one snapshot.
-pub fn count_and_analyze(
+/// What [`per_table`] does to each table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableWork {
+    /// Count the rows (`count(*) FROM ONLY`) of every user table outside extensions.
+    Count,
+    /// `ANALYZE` every table and materialized view (planner statistics).
+    Analyze,
+}
+
+/// [`table_counts`] (`TableWork::Count`) or planner statistics (`TableWork::Analyze`)
+/// over `jobs` connections to `db` at once, largest tables first (by their rows in
+/// `recorded`, the backup's counts: right after a restore the catalog's page counts
+/// are still zero, and reading a table's size would wait for its index builds'
+/// locks; then by page count): each count
+/// and each ANALYZE is its own statement, so they spread over the server's cores
+/// instead of running one after the other. Only for a database nothing else writes
+/// to (a freshly restored one): the counts are not taken in one snapshot. Counts hold
+/// `ACCESS SHARE` on one table at a time, so they can run beside pg_restore's index
+/// builds (a `PRIMARY KEY` being added waits for them, or they for it). Returns the
+/// counts (empty for `Analyze`).
+pub fn per_table(
     url: &ServiceUrl,
     db: &str,
     jobs: u32,
-    analyze: bool,
+    work: TableWork,
+    recorded: &[TableCount],
 ) -> Result<Vec<TableCount>, BackupError> {
     let mut s = session(url, db)?;
-    // (schema, name, counted: a user table outside extensions, analyzed), largest first.
+    let kinds = match work {
+        TableWork::Count => "'r', 'p'",
+        TableWork::Analyze => "'r', 'p', 'm'",
+    };
+    let outside_extensions = match work {
+        TableWork::Count => {
+            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                            AND d.objid = c.oid AND d.deptype = 'e')"
+        }
+        TableWork::Analyze => "",
+    };
     let rows = query(
         &mut s,
-        "SELECT n.nspname || chr(31) || c.relname || chr(31) || \
-           (c.relkind IN ('r', 'p') AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                           AND d.objid = c.oid AND d.deptype = 'e'))::text \
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p', 'm') \
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
-         ORDER BY c.relpages DESC, n.nspname, c.relname",
+        &format!(
+            "SELECT n.nspname || chr(31) || c.relname \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ({kinds}) \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+               {outside_extensions} \
+             ORDER BY c.relpages DESC, n.nspname, c.relname"
+        ),
         "list the tables",
     )?;
-    let work: Vec<(String, String, bool)> = rows
+    let mut tables: Vec<(String, String)> = rows
         .iter()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\u{1f}').collect();
-            (f.len() == 3).then(|| (f[0].to_string(), f[1].to_string(), f[2] == "true"))
-        })
-        .filter(|(_, _, counted)| *counted || analyze)
+        .filter_map(|l| l.split_once('\u{1f}'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
+    // Stable: tables the record does not know keep the catalog's order, after the rest.
+    tables.sort_by_key(|(schema, name)| {
+        std::cmp::Reverse(
+            recorded
+                .iter()
+                .find(|t| &t.schema == schema && &t.name == name)
+                .map_or(0, |t| t.rows),
+        )
+    });
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results = std::sync::Mutex::new(Vec::new());
-    let workers = (jobs.max(1) as usize).min(work.len().max(1));
+    let workers = (jobs.max(1) as usize).min(tables.len().max(1));
     // The session that listed the tables is the first worker's (one connection fewer).
     let mut listing = Some(s);
     std::thread::scope(|scope| -> Result<(), BackupError> {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let kept = listing.take();
-                let (next, results, work) = (&next, &results, &work);
+                let (next, results, tables) = (&next, &results, &tables);
                 scope.spawn(move || -> Result<(), BackupError> {
                     let mut s = match kept {
                         Some(s) => s,
@@ -162,34 +194,31 @@ pub fn count_and_analyze(
                     };
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((schema, name, counted)) = work.get(i) else {
+                        let Some((schema, name)) = tables.get(i) else {
                             return Ok(());
                         };
                         let table = format!("{}.{}", ident(schema), ident(name));
-                        if *counted {
-                            let n = query(
-                                &mut s,
-                                &format!("SELECT count(*) FROM ONLY {table}"),
-                                "count the rows",
-                            )?;
-                            let rows = n.first().and_then(|n| n.parse().ok()).ok_or_else(|| {
-                                BackupError::Failed(format!(
-                                    "unexpected row count of {table}: {n:?}"
-                                ))
-                            })?;
-                            results.lock().expect("not poisoned").push(TableCount {
-                                schema: schema.clone(),
-                                name: name.clone(),
-                                rows,
-                            });
-                        }
-                        if analyze {
+                        if work == TableWork::Analyze {
                             query(
                                 &mut s,
                                 &format!("ANALYZE {table}"),
                                 "gather planner statistics",
                             )?;
+                            continue;
                         }
+                        let n = query(
+                            &mut s,
+                            &format!("SELECT count(*) FROM ONLY {table}"),
+                            "count the rows",
+                        )?;
+                        let rows = n.first().and_then(|n| n.parse().ok()).ok_or_else(|| {
+                            BackupError::Failed(format!("unexpected row count of {table}: {n:?}"))
+                        })?;
+                        results.lock().expect("not poisoned").push(TableCount {
+                            schema: schema.clone(),
+                            name: name.clone(),
+                            rows,
+                        });
                     }
                 })
             })
@@ -285,17 +314,43 @@ pub fn classify(line: &str) -> Option<Part> {
     })
 }
 
-/// Restore the plain archive at `file` into `db`: extensions as the admin, then
-/// everything else with `jobs` parallel jobs as `role` (which then owns every
-/// object), then grants best effort. Returns warnings (grants that could not be
-/// applied here, e.g. to a role this server does not have).
-pub fn pg_restore(
+/// One `pg_restore` run of [`pg_restore`]: which TOC part, which sections.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    part: Part,
+    /// `--section` arguments (none: every section).
+    sections: &'static [&'static str],
+    what: &'static str,
+}
+
+/// What [`pg_restore`] did, and what ran during its post-data phase.
+pub struct Restored<T> {
+    /// Grants that could not be applied here (e.g. to a role this server lacks).
+    pub warnings: Vec<String>,
+    /// Extensions, the schema and the data (everything before the post-data section).
+    pub data_ms: u64,
+    /// The post-data section (indexes, constraints, triggers, materialized view data).
+    pub post_data_ms: u64,
+    /// The value of the `with_data` hook, which ran while the post-data section did.
+    pub during: T,
+    /// How long the hook took.
+    pub during_ms: u64,
+}
+
+/// Restore the plain archive at `file` into `db`: extensions as the admin, then the
+/// schema and data with `jobs` parallel jobs as `role` (which then owns every object),
+/// then the post-data section (indexes, constraints: the slow part) with `jobs` jobs
+/// while `with_data` runs on this thread (the data is committed by then: it counts
+/// the rows), then grants best effort. A failed pass is an error after `with_data`
+/// has returned (its value is dropped); the pg_restore error comes first.
+pub fn pg_restore<T>(
     url: &ServiceUrl,
     db: &str,
     file: &std::path::Path,
     jobs: u32,
     role: Option<&str>,
-) -> Result<Vec<String>, BackupError> {
+    with_data: impl FnOnce() -> Result<T, BackupError>,
+) -> Result<Restored<T>, BackupError> {
     let listing = std::process::Command::new("pg_restore")
         .arg("--list")
         .arg(file)
@@ -328,12 +383,9 @@ pub fn pg_restore(
         (text, any)
     };
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
-    let mut warnings = Vec::new();
-    for (part, strict) in [
-        (Part::Extension, true),
-        (Part::Main, true),
-        (Part::Acl, false),
-    ] {
+    // The list of each part, written once (the main part's serves both of its passes).
+    let mut lists = Vec::new();
+    for part in [Part::Extension, Part::Main, Part::Acl] {
         let (text, any) = list_of(part);
         if !any {
             continue;
@@ -344,6 +396,13 @@ pub fn pg_restore(
             .map_err(|e| BackupError::Failed(format!("could not write a restore list: {e}")))?;
         std::fs::write(list.path(), text)
             .map_err(|e| BackupError::Failed(format!("could not write a restore list: {e}")))?;
+        lists.push((part, list));
+    }
+    let run = |pass: Pass| -> Result<Vec<String>, BackupError> {
+        let Some((_, list)) = lists.iter().find(|(p, _)| *p == pass.part) else {
+            return Ok(Vec::new());
+        };
+        let strict = pass.part != Part::Acl;
         let mut c = client("pg_restore", url, db);
         c.args(["--no-owner"])
             .arg(format!("--use-list={}", list.path().display()))
@@ -354,33 +413,72 @@ pub fn pg_restore(
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for s in pass.sections {
+            c.arg(format!("--section={s}"));
+        }
         if strict {
             c.arg("--exit-on-error");
         }
-        if part == Part::Main {
+        if pass.part == Part::Main {
             c.arg(format!("--jobs={}", jobs.max(1)));
         }
-        if part != Part::Extension
+        if pass.part != Part::Extension
             && let Some(r) = role
         {
             c.arg(format!("--role={r}"));
         }
         c.arg(file);
-        let what = match part {
-            Part::Extension => "extensions",
-            Part::Main => "schema and data",
-            Part::Acl => "grants",
-        };
-        let lines = run_restore(c, what, strict)?;
-        if part == Part::Acl {
-            warnings.extend(
-                lines
-                    .into_iter()
-                    .map(|l| format!("a grant was not restored: {l}")),
-            );
-        }
-    }
-    Ok(warnings)
+        run_restore(c, pass.what, strict)
+    };
+    let t = std::time::Instant::now();
+    run(Pass {
+        part: Part::Extension,
+        sections: &[],
+        what: "extensions",
+    })?;
+    run(Pass {
+        part: Part::Main,
+        sections: &["pre-data", "data"],
+        what: "schema and data",
+    })?;
+    let data_ms = t.elapsed().as_millis() as u64;
+    // The post-data section on a thread of its own; the hook meanwhile on this one.
+    let (post, during) = std::thread::scope(|s| {
+        let post = s.spawn(|| {
+            let t = std::time::Instant::now();
+            run(Pass {
+                part: Part::Main,
+                sections: &["post-data"],
+                what: "indexes and constraints",
+            })
+            .map(|_| t.elapsed().as_millis() as u64)
+        });
+        let t = std::time::Instant::now();
+        let during = with_data().map(|v| (v, t.elapsed().as_millis() as u64));
+        let post = post.join().unwrap_or_else(|_| {
+            Err(BackupError::Failed(
+                "the thread running pg_restore panicked".into(),
+            ))
+        });
+        (post, during)
+    });
+    let post_data_ms = post?;
+    let (during, during_ms) = during?;
+    let warnings = run(Pass {
+        part: Part::Acl,
+        sections: &[],
+        what: "grants",
+    })?
+    .into_iter()
+    .map(|l| format!("a grant was not restored: {l}"))
+    .collect();
+    Ok(Restored {
+        warnings,
+        data_ms,
+        post_data_ms,
+        during,
+        during_ms,
+    })
 }
 
 /// What a product database looks like beyond its content: encoding and locale,

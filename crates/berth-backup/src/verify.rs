@@ -253,28 +253,39 @@ pub(crate) fn fill_new(
     phases: &mut Vec<Phase>,
 ) -> Result<Vec<String>, BackupError> {
     let filled = (|| -> Result<Vec<String>, BackupError> {
-        let t = Instant::now();
-        let warnings = pg::pg_restore(url, target, plain, jobs, owner)?;
-        phases.push(Phase::since(&format!("pg_restore -j {jobs}"), t));
-        // pg_restore leaves the planner without statistics: with `analyze`, gather
-        // them in the same pass as the row counts, so the product's first queries
-        // are planned on real numbers, not guesses, until autovacuum gets to it.
-        let t = Instant::now();
-        let got = pg::count_and_analyze(url, target, jobs, analyze)?;
-        phases.push(Phase::since(
-            if analyze {
-                "row counts and ANALYZE"
-            } else {
-                "row counts"
-            },
-            t,
+        // The rows are counted while pg_restore builds the indexes and constraints
+        // (the data is committed by then), on `jobs` connections of their own.
+        let restored = pg::pg_restore(url, target, plain, jobs, owner, || {
+            pg::per_table(url, target, jobs, pg::TableWork::Count, &r.tables)
+        })?;
+        phases.push(Phase::of(
+            &format!("pg_restore -j {jobs}: schema and data"),
+            restored.data_ms,
         ));
+        phases.push(Phase::of(
+            &format!("pg_restore -j {jobs}: indexes and constraints"),
+            restored.post_data_ms,
+        ));
+        phases.push(Phase::of(
+            "row counts (during the indexes and constraints)",
+            restored.during_ms,
+        ));
+        let (warnings, got) = (restored.warnings, restored.during);
         let problems = pg::compare_tables(&r.tables, &got);
         if !problems.is_empty() {
             return Err(BackupError::Damaged(format!(
                 "the restored database does not match the backup record:\n  {}",
                 problems.join("\n  ")
             )));
+        }
+        // pg_restore leaves the planner without statistics: with `analyze`, gather them
+        // (after the indexes: an expression index's statistics need the index), so the
+        // product's first queries are planned on real numbers, not guesses, until
+        // autovacuum gets to it.
+        if analyze {
+            let t = Instant::now();
+            pg::per_table(url, target, jobs, pg::TableWork::Analyze, &r.tables)?;
+            phases.push(Phase::since("ANALYZE", t));
         }
         Ok(warnings)
     })();
@@ -296,7 +307,10 @@ pub struct Phase {
 
 impl Phase {
     pub fn since(name: &str, t: Instant) -> Self {
-        let ms = t.elapsed().as_millis() as u64;
+        Self::of(name, t.elapsed().as_millis() as u64)
+    }
+
+    pub fn of(name: &str, ms: u64) -> Self {
         tracing::info!("{name}: {ms} ms");
         Self {
             name: name.to_string(),

@@ -28,6 +28,7 @@ CREATE TABLE bookings (id bigserial PRIMARY KEY, guest_id bigint REFERENCES gues
 CREATE TABLE audit_log (at timestamptz, line text);
 CREATE INDEX bookings_guest ON bookings (guest_id);
 CREATE INDEX bookings_meta ON bookings USING gin (meta);
+CREATE INDEX guests_email_lower ON guests (lower(email));
 INSERT INTO guests (email, name, created)
   SELECT 'g' || g || '@example.com', 'Guest ' || g, timestamptz '2026-01-01' + g * interval '1 minute' FROM generate_series(1, 20000) g;
 INSERT INTO bookings (guest_id, nights, price, meta)
@@ -427,17 +428,17 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
     assert_eq!(rep["version"], version.as_str());
     // Every phase is timed, the new database's creation too (overlapping the
     // decompression, so it is listed after it).
-    let phases: Vec<&str> = rep["phases"]
+    let phases: Vec<String> = rep["phases"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| p["name"].as_str().unwrap())
-        .map(|n| {
-            if n.starts_with("pg_restore -j ") {
-                "pg_restore -j N"
-            } else {
-                n
-            }
+        .map(|n| match n.strip_prefix("pg_restore -j ") {
+            Some(rest) => format!(
+                "pg_restore -j N{}",
+                rest.trim_start_matches(char::is_numeric)
+            ),
+            None => n.to_string(),
         })
         .collect();
     assert_eq!(
@@ -446,8 +447,10 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
             "prepare",
             "checksum and decompression",
             "create the database (during the decompression)",
-            "pg_restore -j N",
-            "row counts and ANALYZE",
+            "pg_restore -j N: schema and data",
+            "pg_restore -j N: indexes and constraints",
+            "row counts (during the indexes and constraints)",
+            "ANALYZE",
             "swap"
         ],
         "{rep}"
@@ -470,6 +473,16 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
         ),
         "3 3",
         "every restored table is analyzed"
+    );
+    // An expression index has statistics of its own too (ANALYZE gathers them only
+    // for indexes that exist by then; berth runs it after pg_restore's index builds).
+    assert_ne!(
+        db.sql(
+            "bestays",
+            "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = 'guests_email_lower'"
+        ),
+        "0",
+        "the expression index has statistics"
     );
     assert_eq!(db.fingerprint("realestate"), real_before);
     assert_eq!(
@@ -629,6 +642,21 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         dbs,
         "the scratch database is dropped after a failure too"
     );
+    // Restore counts the rows while pg_restore still builds the indexes: a mismatch
+    // fails it once the builds are done, the new database dropped, nothing swapped.
+    let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("has {n} rows, {} at backup time", n + 1))
+            && out
+                .stderr
+                .contains("the live database bestays was not touched"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(db.fingerprint("bestays"), live);
+    assert_eq!(db.databases(), dbs, "the new database is dropped");
     std::fs::write(&rec_path, serde_json::to_string(&rec).unwrap()).unwrap();
 
     // Without --yes and without a terminal to ask on: refused, nothing done.
