@@ -27,6 +27,17 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+/// One line on stderr in one write. Stderr is unbuffered and `eprintln!` writes a
+/// formatted line piece by piece, so a line of stdout (the ticks, written by another
+/// thread) could land inside it in a log file both streams go to (the local runtime's).
+macro_rules! eline {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -504,7 +515,7 @@ mod pg {
 
 fn serve() -> ! {
     if flag("DEMO_EXIT_AT_START") {
-        eprintln!("demo-app: told to fail at start (DEMO_EXIT_AT_START)");
+        eline!("demo-app: told to fail at start (DEMO_EXIT_AT_START)");
         std::process::exit(3);
     }
     watch_dependencies();
@@ -524,16 +535,16 @@ fn serve() -> ! {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if delay > 0 {
-        eprintln!("demo-app: booting for {delay} ms");
+        eline!("demo-app: booting for {delay} ms");
         std::thread::sleep(Duration::from_millis(delay));
     }
     let port: u16 = env("PORT").and_then(|p| p.parse().ok()).unwrap_or(8080);
     let bind = env("BIND").unwrap_or_else(|| "0.0.0.0".into());
     let listener = TcpListener::bind((bind.as_str(), port)).unwrap_or_else(|e| {
-        eprintln!("demo-app: cannot listen on {bind}:{port}: {e}");
+        eline!("demo-app: cannot listen on {bind}:{port}: {e}");
         std::process::exit(2);
     });
-    eprintln!(
+    eline!(
         "demo-app: {} {} listening on {bind}:{port}",
         product(),
         version()
@@ -573,7 +584,7 @@ fn migrate_connect() {
         match result {
             Ok(a) => println!("demo-app migrate: {var} reachable at {a}"),
             Err(e) => {
-                eprintln!("demo-app migrate: {e}");
+                eline!("demo-app migrate: {e}");
                 std::process::exit(1);
             }
         }
@@ -588,7 +599,7 @@ fn main() {
                 migrate_connect();
             }
             if flag("DEMO_FAIL_MIGRATE") {
-                eprintln!(
+                eline!(
                     "demo-app migrate: migration 0002_add_listings failed: relation \"listings\" already exists"
                 );
                 std::process::exit(1);
@@ -616,7 +627,7 @@ fn main() {
             std::process::exit(if ok { 0 } else { 1 });
         }
         Some(other) => {
-            eprintln!("demo-app: unknown command `{other}` (serve, migrate, health)");
+            eline!("demo-app: unknown command `{other}` (serve, migrate, health)");
             std::process::exit(2);
         }
     }
