@@ -49,7 +49,8 @@ def median(xs):
 kinds = [k for k in ("Compose", "Swarm") if k in deploys]
 print("Wall time of each command (median, min-max); a rollback within the warm-standby window.")
 print("berth itself: deploy wall minus the external commands it ran (summed; commands run in")
-print("parallel count twice), its health-check waits and the drain; sleeps between polls count as berth's.")
+print("parallel count twice), its health-check waits and the drain (the drain step, and the drain an idle slot that")
+print("served moments ago gets before it is replaced: the rollback just before each deploy); sleeps between polls count as berth's.")
 print()
 print("| | " + " | ".join(k.lower() for k in kinds) + " |")
 print("|---|" + "---:|" * len(kinds))

@@ -647,7 +647,14 @@ impl Run<'_, '_> {
                     > self.ctx.manifest.deploy.drain.0.as_secs_f64().ceil() as u64
         });
         if leftovers && !drained {
-            std::thread::sleep(self.ctx.manifest.deploy.drain.0);
+            let drain = self.ctx.manifest.deploy.drain.0;
+            tracing::debug!(
+                target: "berth::cmd",
+                "the {slot} slot served moments ago: wait the drain ({drain:?}) for its in-flight requests"
+            );
+            let t = std::time::Instant::now();
+            std::thread::sleep(drain);
+            tracing::trace!(target: "berth::cmd", "-> drained in {:?}", t.elapsed());
         }
         // Stopped, checked free and started, or updated in place (swarm).
         self.started_new = true;
