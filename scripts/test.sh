@@ -52,6 +52,6 @@ rc=0
 env "$RUNNER_VAR=$PWD/scripts/test-runner.sh" \
     cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$TEST_LOG" || rc=$?
 log "the 20 slowest tests (wall time, test binary, test, result)"
-slowest_tests "$TEST_LOG" 20
+slowest_tests "$TEST_LOG" 20 || true # a listing only: never the result
 rm -f "$TEST_LOG"
 exit "$rc"
