@@ -337,6 +337,17 @@ impl SwarmRuntime {
             .collect())
     }
 
+    /// The ids of the Swarm services of `product`'s `slot` stack.
+    fn slot_service_ids(&self, product: &str, slot: Slot) -> Result<Vec<String>, RuntimeError> {
+        let prefix = format!("{}_", self.stack(product, slot));
+        Ok(self
+            .services(product)?
+            .into_iter()
+            .filter(|(_, n)| n.starts_with(&prefix))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// Every task of `product`'s services (history included), read from the manager.
     pub fn tasks(&self, product: &str) -> Result<Vec<Task>, RuntimeError> {
         if let Ok(c) = self.cache.lock()
@@ -373,13 +384,7 @@ impl SwarmRuntime {
         let tasks = self.read_tasks_of(product, &names)?;
         if tasks.is_empty() {
             // One of them is missing (`service ps` of it fails): those that exist.
-            let prefix = format!("{}_", self.stack(product, slot));
-            let existing: Vec<String> = self
-                .services(product)?
-                .into_iter()
-                .filter(|(_, n)| n.starts_with(&prefix))
-                .map(|(id, _)| id)
-                .collect();
+            let existing = self.slot_service_ids(product, slot)?;
             if existing.len() < names.len() {
                 return self.read_tasks_of(product, &existing);
             }
@@ -1588,13 +1593,7 @@ impl Runtime for SwarmRuntime {
 
     /// The slot's stack removed, and its tasks gone from every node (their ports free).
     fn stop(&self, product: &str, slot: Slot) -> Result<(), RuntimeError> {
-        let prefix = format!("{}_", self.stack(product, slot));
-        let services: Vec<String> = self
-            .services(product)?
-            .into_iter()
-            .filter(|(_, n)| n.starts_with(&prefix))
-            .map(|(id, _)| id)
-            .collect();
+        let services = self.slot_service_ids(product, slot)?;
         self.forget();
         if services.is_empty() {
             return Ok(());
