@@ -37,6 +37,12 @@ pub struct LoadConfig {
     pub keep_alive_workers: usize,
     /// Workers that open a new connection for every request.
     pub new_connection_workers: usize,
+    /// Extra workers, one per entry, each requesting only that route, back to back over
+    /// a kept-alive connection, their starts spread over the first 300 ms. The mixed
+    /// workers fall into step on a slow route (each waits for its slow answer, then
+    /// all walk the fast routes together), leaving moments with no slow request in
+    /// flight; two steady workers on a slow route keep one in flight at every moment.
+    pub steady: Vec<String>,
     /// A 503 answer carrying `Retry-After` is not a failure (a deliberate maintenance answer).
     pub allow_maintenance: bool,
     /// A request slower than this is a failure.
@@ -61,6 +67,7 @@ impl LoadConfig {
             paths: vec!["/".to_string()],
             keep_alive_workers: 3,
             new_connection_workers: 2,
+            steady: Vec::new(),
             allow_maintenance: false,
             stall: STALL,
             timeout: Duration::from_secs(5),
@@ -79,6 +86,12 @@ impl LoadConfig {
     pub fn workers(mut self, keep_alive: usize, new_connection: usize) -> Self {
         self.keep_alive_workers = keep_alive;
         self.new_connection_workers = new_connection;
+        self
+    }
+
+    /// Add steady workers (see [`LoadConfig::steady`]), one per route given.
+    pub fn steady(mut self, routes: &[&str]) -> Self {
+        self.steady.extend(routes.iter().map(|p| p.to_string()));
         self
     }
 
@@ -256,13 +269,31 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicUsize::new(0));
         let start = Instant::now();
-        let total = config.keep_alive_workers + config.new_connection_workers;
-        assert!(total > 0, "load: no worker");
-        let workers = (0..total)
+        let mixed = config.keep_alive_workers + config.new_connection_workers;
+        assert!(mixed + config.steady.len() > 0, "load: no worker");
+        let spread = Duration::from_millis(300) / config.steady.len().max(1) as u32;
+        let workers = (0..mixed + config.steady.len())
             .map(|i| {
-                let keep_alive = i < config.keep_alive_workers;
                 let (stop, answered, config) = (stop.clone(), answered.clone(), config.clone());
-                std::thread::spawn(move || worker(i, keep_alive, &config, &stop, &answered, start))
+                let route = i.checked_sub(mixed).map(|k| (k, config.steady[k].clone()));
+                std::thread::spawn(move || match route {
+                    None => {
+                        let keep_alive = i < config.keep_alive_workers;
+                        worker(
+                            i,
+                            keep_alive,
+                            &config.paths,
+                            &config,
+                            &stop,
+                            &answered,
+                            start,
+                        )
+                    }
+                    Some((k, route)) => {
+                        std::thread::sleep(spread * k as u32);
+                        worker(0, true, &[route], &config, &stop, &answered, start)
+                    }
+                })
             })
             .collect();
         Self {
@@ -332,6 +363,7 @@ impl Drop for Load {
 fn worker(
     index: usize,
     keep_alive: bool,
+    paths: &[String],
     config: &LoadConfig,
     stop: &AtomicBool,
     answered: &AtomicUsize,
@@ -342,7 +374,7 @@ fn worker(
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut n = index;
     while !stop.load(Ordering::Relaxed) && start.elapsed() < config.max_duration {
-        let path = &config.paths[n % config.paths.len()];
+        let path = &paths[n % paths.len()];
         n += 1;
         let req = request_bytes(&config.host, path, !keep_alive, &config.headers);
         let at = start.elapsed();
@@ -552,6 +584,36 @@ impl Report {
     }
 
     /// One paragraph: counts, connections, latency, failures by kind and the first few.
+    /// The requests sent within `around` of `at`, one line each in send order (when it
+    /// was sent, how long it took, route, status, version, new or kept connection): what
+    /// a failed assertion about a moment of the load shows.
+    pub fn timeline(&self, at: Duration, around: Duration) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut near: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.at + around > at && s.at < at + around)
+            .collect();
+        near.sort_by_key(|s| s.at);
+        let mut out = format!("requests sent within {around:?} of {at:?}:\n");
+        for s in near {
+            out.push_str(&format!(
+                "  {:>9.1} ms +{:>6.1} ms {} {} {} {}{}\n",
+                ms(s.at),
+                ms(s.latency),
+                s.path,
+                s.status,
+                s.version,
+                if s.new_connection { "new" } else { "kept" },
+                s.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+        out
+    }
+
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let new_conns = self.samples.iter().filter(|s| s.new_connection).count();

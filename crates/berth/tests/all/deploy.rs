@@ -408,12 +408,19 @@ pub fn get(port: u16, host: &str, path: &str) -> (u16, String) {
 /// Every route of the example's products through nginx: the server's health, a
 /// listing, a request that takes 300 ms (so requests are in flight across a switch
 /// and a drain) and the frontend's `/`.
-pub const ROUTES: &[&str] = &["/api/health", "/", "/api/listings/7", "/api/slow?ms=300"];
+pub const ROUTES: &[&str] = &["/api/health", "/", "/api/listings/7", SLOW];
+
+/// The example's slow route (300 ms).
+pub const SLOW: &str = "/api/slow?ms=300";
 
 impl Site {
-    /// The shared load generator on `host` (keep-alive and new connections, every route).
+    /// The shared load generator on `host` (keep-alive and new connections, every route,
+    /// and a slow request in flight at every moment: see [`assert_in_flight_across_switch`]).
     pub fn load(&self, host: &str) -> Load {
-        LoadConfig::new(self.http_port, host).paths(ROUTES).start()
+        LoadConfig::new(self.http_port, host)
+            .paths(ROUTES)
+            .steady(&[SLOW, SLOW])
+            .start()
     }
 }
 
@@ -457,8 +464,10 @@ pub fn assert_in_flight_across_switch(report: &Report, from: &str, to: &str) {
     });
     assert!(
         spanned,
-        "no slow request of {from} was in flight when {to} took over\n{}",
-        report.summary()
+        "no slow request of {from} was in flight when {to} took over at {:?}\n{}\n{}",
+        switch.at,
+        report.summary(),
+        report.timeline(switch.at, near)
     );
 }
 

@@ -22,7 +22,10 @@ use crate::support::*;
 
 /// Every route of the product: health (database and Redis round trips), the items
 /// (a table read and a Redis write), a request that takes 300 ms, and `/`.
-const ROUTES: &[&str] = &["/api/health", "/api/items", "/api/slow?ms=300", "/"];
+const ROUTES: &[&str] = &["/api/health", "/api/items", SLOW, "/"];
+
+/// The server's slow route (300 ms).
+const SLOW: &str = "/api/slow?ms=300";
 
 /// The virtualenv's Python, with every package the server needs importable.
 fn python() -> PathBuf {
@@ -173,7 +176,9 @@ impl FastApi {
     }
 
     fn load(&self, host: &str) -> LoadConfig {
-        LoadConfig::new(self.site.http_port, host).paths(ROUTES)
+        LoadConfig::new(self.site.http_port, host)
+            .paths(ROUTES)
+            .steady(&[SLOW, SLOW])
     }
 
     /// Set the code version the server answers, as a commit to the shared server.
