@@ -50,8 +50,9 @@ side() {
     # What users install: the release binary, every feature.
     (cd "$dir" && env -u CARGO_TARGET_DIR cargo build --release --locked -q -p berth) >&2
     local bin=$dir/target/release/berth
-    (cd "$dir" && "$bin" lint commit --edit "$WORK/msg.txt" >/dev/null)
-    (cd "$dir" && hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/$name.hook.json" \
+    # The hook runs where a manifest is (the example's, at either commit).
+    (cd "$dir/examples/multi-product" && "$bin" lint commit --edit "$WORK/msg.txt" >/dev/null)
+    (cd "$dir/examples/multi-product" && hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/$name.hook.json" \
         "$bin lint commit --edit $WORK/msg.txt" >&2)
     python3 - "$name" "$rev" "$t0" "$t1" "$cpu" "$(stat -c %s "$bin")" "$WORK/$name.hook.json" > "$WORK/$name.json" <<'PY'
 import json, sys
