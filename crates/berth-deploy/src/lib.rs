@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use berth_git::Repo;
 use berth_manifest::Manifest;
-use berth_runtime::{Runtime, RuntimeError, Slot};
+use berth_runtime::{Address, Runtime, RuntimeError, Slot};
 use serde::Serialize;
 
 use crate::front_door::FrontDoor;
@@ -349,11 +349,45 @@ pub fn plan(
 /// Whether every health-checked service of `slot` answers one probe now (a standby
 /// that died or hangs does not: the rollback then starts the slot).
 fn standby_answers(m: &Manifest, rt: &dyn Runtime, product: &str, slot: Slot) -> bool {
-    m.products[product].services.iter().all(|(name, svc)| {
-        let Some(h) = &svc.health else { return true };
-        rt.addresses(product, name, slot)
+    probe_all(&health_targets(m, rt, product, slot))
+        .iter()
+        .all(Probe::ok)
+}
+
+/// Where each health-checked service of `slot` answers: (service, address, path,
+/// timeout), in the manifest's order of services.
+fn health_targets(
+    m: &Manifest,
+    rt: &dyn Runtime,
+    product: &str,
+    slot: Slot,
+) -> Vec<(String, Address, String, Duration)> {
+    let mut targets = Vec::new();
+    for (name, svc) in &m.products[product].services {
+        let Some(h) = &svc.health else { continue };
+        for a in rt.addresses(product, name, slot) {
+            targets.push((name.clone(), a, h.path.clone(), h.timeout.0));
+        }
+    }
+    targets
+}
+
+/// One probe of every target at once, in the targets' order: a slot whose services
+/// already answer (a warm standby, a slot that is up) costs its slowest probe, not
+/// the sum of them.
+fn probe_all(targets: &[(String, Address, String, Duration)]) -> Vec<Probe> {
+    std::thread::scope(|s| {
+        let running: Vec<_> = targets
             .iter()
-            .all(|a| health::probe(a, &h.path, h.timeout.0).ok())
+            .map(|(_, a, path, timeout)| s.spawn(move || health::probe(a, path, *timeout)))
+            .collect();
+        running
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
     })
 }
 
@@ -375,12 +409,25 @@ pub fn wait_healthy(
 ) -> Result<Vec<Probe>, Unhealthy> {
     let p = &manifest.products[product];
     let mut probes = Vec::new();
+    // The first probe of every address at once; an address that did not answer is
+    // then probed again in turn until its service's deadline.
+    let targets = health_targets(manifest, runtime, product, slot);
+    let mut first: Vec<Option<Probe>> = probe_all(&targets).into_iter().map(Some).collect();
+    let mut next = 0;
     for (name, svc) in &p.services {
         let Some(h) = &svc.health else { continue };
         let start = Instant::now();
-        for address in runtime.addresses(product, name, slot) {
+        let here = targets[next..]
+            .iter()
+            .take_while(|(service, ..)| service == name)
+            .count();
+        for k in next..next + here {
+            let address = &targets[k].1;
+            let mut earlier = first[k].take();
             loop {
-                let pr = health::probe(&address, &h.path, h.timeout.0);
+                let pr = earlier
+                    .take()
+                    .unwrap_or_else(|| health::probe(address, &h.path, h.timeout.0));
                 let ok = pr.ok();
                 probes.push(pr);
                 if ok {
@@ -414,6 +461,7 @@ pub fn wait_healthy(
                 std::thread::sleep(h.interval.0.min(Duration::from_millis(250)));
             }
         }
+        next += here;
     }
     Ok(probes)
 }

@@ -394,19 +394,28 @@ pub fn rollback(cli: &Cli, args: &RollbackArgs, printer: &Printer) -> Result<Exi
     // The standby check, the front door's check and planning ask the runtime the same
     // question many times: one answer each (a stop of an expired standby forgets it).
     let planning = berth_runtime::cached::CachedInstances::new(rt.as_ref());
-    if !args.dry_run {
-        reap_standby(&l, &planning, &args.product, printer);
-        tracing::debug!("rollback: standby window checked");
-    }
     // The front door's check (its `nginx -t` is most of a warm rollback's wait before
-    // the switch) runs while the rollback is planned, which only reads; a front door
-    // in trouble still refuses the rollback before anything is done.
+    // the switch) runs from the start, while the runtime is asked what runs and the
+    // rollback is planned, which only reads; a front door in trouble still refuses the
+    // rollback before anything is done.
     let door = berth_deploy::front_door::open(&l.manifest, &l.root);
-    let serving = berth_deploy::front_door::serving(&l.manifest, &l.repo, &planning, None);
+    let door = door.as_ref();
     let mut stderr = std::io::stderr();
-    let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
     let (trouble, planned) = std::thread::scope(|s| {
-        let check = s.spawn(|| door.trouble(serving));
+        // The configuration's test (remembered as passed for the check below).
+        let tested = s.spawn(|| door.trouble(false));
+        if !args.dry_run {
+            reap_standby(&l, &planning, &args.product, printer);
+            tracing::debug!("rollback: standby window checked");
+        }
+        let serving = berth_deploy::front_door::serving(&l.manifest, &l.repo, &planning, None);
+        let check = s.spawn(move || {
+            tested
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .or_else(|| door.trouble(serving))
+        });
+        let ctx = l.context(&planning, args.lock_wait.0, &mut stderr);
         let planned = (|| -> Result<_> {
             let target =
                 rollback_target(&ctx, &args.product, args.to.as_deref()).map_err(deploy_err)?;

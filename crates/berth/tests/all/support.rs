@@ -32,8 +32,12 @@ impl Outcome {
 }
 
 /// `berth` with a pinned environment: no colour, fixed width, no user config.
+/// `BERTH_BENCH_BIN` names another berth binary to run (a bench measuring the release
+/// build users install); by default, the one `cargo test` built.
 pub fn berth(cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let bin =
+        std::env::var_os("BERTH_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_berth").into());
+    let mut c = Command::new(bin);
     c.current_dir(cwd)
         .env("NO_COLOR", "1")
         .env("COLUMNS", "100")
