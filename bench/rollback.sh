@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${1:-10}
 HEADER=$(bench_header "Rollback time: warm standby, a cold start, and a Kamal-style restart" \
-    "Target: a rollback within the standby window answers with the previous version within 0.1 s plus the configured health check (one probe of the demo app here), median of $N, on compose and local; 0 failed requests during it. berth here is the release build users install (\`cargo build --release\`), run by the integration test's harness." \
+    "Target: a rollback within the standby window answers with the previous version within 0.1 s plus the configured health check (one probe of the demo app here), median of $N, on compose and local; 0 failed requests during it, under about 100 req/s (the issue's load). berth here is the release build users install (\`cargo build --release\`), run by the integration test's harness." \
     bench/rollback.sh "$@")
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
@@ -29,19 +29,19 @@ python3 - "$LOG" "$N" <<'PY'
 import re, sys
 rows = {}
 for line in open(sys.argv[1], errors="replace"):
-    m = re.search(r"rollback bench: (\w+) (\w+): median ([\d.]+) s, min ([\d.]+) s, max ([\d.]+) s, n (\d+)", line)
+    m = re.search(r"rollback bench: (\w+) (\w+): median ([\d.]+) s, min ([\d.]+) s, max ([\d.]+) s, n (\d+), load (\d+) req/s", line)
     if m:
-        rows[(m.group(1), m.group(2))] = tuple(float(x) for x in m.groups()[2:5]) + (int(m.group(6)),)
+        rows[(m.group(1), m.group(2))] = tuple(float(x) for x in m.groups()[2:5]) + (int(m.group(6)), int(m.group(7)))
 if not rows:
     sys.exit("bench/rollback.sh: the benchmark printed no result")
 names = {"Warm": "within the standby window (switch)", "Cold": "standby = \"0\" (start the old slot)",
          "Restart": "Kamal-style (docker start the retained containers, then switch)"}
 print("Time from the start of the rollback to every request answered by the previous version (every request of the run answered; none failed).")
 print()
-print("| runtime | rollback | median | min | max | n |")
-print("|---|---|---|---|---|---|")
-for (kind, mode), (med, lo, hi, n) in rows.items():
-    print(f"| {kind.lower()} | {names.get(mode, mode)} | {med:.3f} s | {lo:.3f} s | {hi:.3f} s | {n} |")
+print("| runtime | rollback | median | min | max | n | load (median req/s) |")
+print("|---|---|---|---|---|---|---|")
+for (kind, mode), (med, lo, hi, n, rate) in rows.items():
+    print(f"| {kind.lower()} | {names.get(mode, mode)} | {med:.3f} s | {lo:.3f} s | {hi:.3f} s | {n} | {rate} |")
 print()
 for kind in ("Local", "Compose"):
     warm = rows.get((kind, "Warm"))

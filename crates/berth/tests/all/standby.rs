@@ -147,7 +147,8 @@ enum Mode {
 
 /// The time from the start of `berth rollback` (or of the restart, Kamal-style) to
 /// every request answered by the version rolled back to, `n` times in a row.
-fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<f64> {
+/// Each rollback's time (s) and the load's rate during it (req/s).
+fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<(f64, f64)> {
     let site = Site::with(kind, 300);
     let window = if mode == Mode::Cold { "0" } else { "1h" };
     site.edit_manifest("standby = \"0\"", &format!("standby = \"{window}\""));
@@ -174,10 +175,13 @@ fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<f64> {
         } else {
             Default::default()
         };
+        // About 100 req/s (the load): a request every ~10 ms shows when the
+        // previous version answers everything, without saturating the 2 cores (at
+        // ~500 req/s every command of the rollback waits for a core).
         let load = LoadConfig::new(site.http_port, "bestays.app")
             .paths(&ROUTES[..3])
-            .workers(4, 2)
-            .pause(Duration::from_millis(5))
+            .workers(2, 2)
+            .pause(Duration::from_millis(35))
             .start();
         load.wait_for_answers(30);
         let at = load.elapsed();
@@ -219,7 +223,8 @@ fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<f64> {
         let report = load.finish();
         report.assert_clean(50);
         let switched = all_answered_by(&report, &target).expect("answers by the target");
-        times.push(switched.saturating_sub(at).as_secs_f64());
+        let rate = report.requests() as f64 / report.elapsed.as_secs_f64();
+        times.push((switched.saturating_sub(at).as_secs_f64(), rate));
     }
     times
 }
@@ -273,7 +278,10 @@ fn rollback_bench() {
         {
             continue;
         }
-        let mut t = rollback_times(kind, mode, n);
+        let runs = rollback_times(kind, mode, n);
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        rates.sort_by(|a, b| a.total_cmp(b));
+        let mut t: Vec<f64> = runs.iter().map(|r| r.0).collect();
         t.sort_by(|a, b| a.total_cmp(b));
         let median = if t.len() % 2 == 1 {
             t[t.len() / 2]
@@ -281,10 +289,11 @@ fn rollback_bench() {
             (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0
         };
         println!(
-            "rollback bench: {kind:?} {mode:?}: median {median:.3} s, min {:.3} s, max {:.3} s, n {}",
+            "rollback bench: {kind:?} {mode:?}: median {median:.3} s, min {:.3} s, max {:.3} s, n {}, load {:.0} req/s",
             t[0],
             t[t.len() - 1],
-            t.len()
+            t.len(),
+            rates[rates.len() / 2]
         );
     }
 }
