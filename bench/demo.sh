@@ -3,7 +3,7 @@
 # finished, with a cold target dir, for two commits side by side; then the
 # release binary of each (`cargo build --release`, what users install): its size
 # and the startup of `berth lint commit --edit FILE` (the commit-msg hook).
-# Usage: bench/demo.sh [BEFORE [AFTER]] [HOOK_RUNS=100]
+# Usage: bench/demo.sh [BEFORE [AFTER]] [HOOK_RUNS=500]
 #   BEFORE: default the merge base of main and HEAD; AFTER: default HEAD (committed
 #   work only: each side is a fresh clone checked out at its commit).
 # The cargo registry (~/.cargo/registry) stays warm: the crates are downloaded,
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 BEFORE=${1:-$(git merge-base main HEAD)}
 AFTER=${2:-HEAD}
-RUNS=${3:-100}
+RUNS=${3:-500}
 BEFORE=$(git rev-parse --verify "$BEFORE^{commit}")
 AFTER=$(git rev-parse --verify "$AFTER^{commit}")
 HEADER=$(bench_header "A first demo: fresh clone to \`berth demo\` finished, cold target dir" \
@@ -49,23 +49,42 @@ side() {
     grep -q "done" "$WORK/$name.demo.log" || { echo "bench/demo.sh: the demo did not finish at $name" >&2; exit 1; }
     # What users install: the release binary, every feature.
     (cd "$dir" && env -u CARGO_TARGET_DIR cargo build --release --locked -q -p berth) >&2
-    local bin=$dir/target/release/berth
+    cp "$dir/target/release/berth" "$WORK/$name.berth"
+    rm -rf "$dir/target"
     # The hook runs where a manifest is (the example's, at either commit).
-    (cd "$dir/examples/multi-product" && "$bin" lint commit --edit "$WORK/msg.txt" >/dev/null)
-    (cd "$dir/examples/multi-product" && hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/$name.hook.json" \
-        "$bin lint commit --edit $WORK/msg.txt" >&2)
-    python3 - "$name" "$rev" "$t0" "$t1" "$cpu" "$(stat -c %s "$bin")" "$WORK/$name.hook.json" > "$WORK/$name.json" <<'PY'
+    (cd "$dir/examples/multi-product" && "$WORK/$name.berth" lint commit --edit "$WORK/msg.txt" >/dev/null)
+    python3 - "$name" "$rev" "$t0" "$t1" "$cpu" "$(stat -c %s "$WORK/$name.berth")" > "$WORK/$name.json" <<'PY'
 import json, sys
-name, rev, t0, t1, cpu, size, hook = sys.argv[1:]
-h = json.load(open(hook))["results"][0]
-print(json.dumps({"name": name, "rev": rev, "wall": float(t1) - float(t0), "cpu": float(cpu),
-                  "size": int(size), "hook_median": h["median"], "hook_mean": h["mean"], "hook_sd": h["stddev"]}))
+name, rev, t0, t1, cpu, size = sys.argv[1:]
+print(json.dumps({"name": name, "rev": rev, "wall": float(t1) - float(t0), "cpu": float(cpu), "size": int(size)}))
 PY
-    rm -rf "$dir"
+}
+
+# hook_runs: the two hooks' startups in alternating blocks (5 blocks of RUNS/5 runs
+# each side), so that whatever else the machine does falls on both alike.
+hook_runs() {
+    local round name
+    for round in 1 2 3 4 5; do
+        for name in before after; do
+            (cd "$WORK/$name/examples/multi-product" && hyperfine -N --warmup 5 --runs $(( (RUNS + 4) / 5 )) \
+                --export-json "$WORK/$name.hook.$round.json" \
+                "$WORK/$name.berth lint commit --edit $WORK/msg.txt" >&2)
+        done
+    done
+    for name in before after; do
+        python3 - "$WORK/$name.json" "$WORK"/$name.hook.*.json <<'PY'
+import json, statistics, sys
+side = json.load(open(sys.argv[1]))
+times = [t for p in sys.argv[2:] for t in json.load(open(p))["results"][0]["times"]]
+side.update(hook_median=statistics.median(times), hook_mean=statistics.mean(times), hook_sd=statistics.stdev(times))
+json.dump(side, open(sys.argv[1], "w"))
+PY
+    done
 }
 
 side before "$BEFORE"
 side after "$AFTER"
+hook_runs
 printf '%s\n\n' "$HEADER"
 python3 - "$WORK/before.json" "$WORK/after.json" <<'PY'
 import json, sys
