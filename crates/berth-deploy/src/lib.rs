@@ -413,16 +413,11 @@ pub fn wait_healthy(
     // then probed again in turn until its service's deadline.
     let targets = health_targets(manifest, runtime, product, slot);
     let mut first: Vec<Option<Probe>> = probe_all(&targets).into_iter().map(Some).collect();
-    let mut next = 0;
     for (name, svc) in &p.services {
         let Some(h) = &svc.health else { continue };
         let start = Instant::now();
-        let here = targets[next..]
-            .iter()
-            .take_while(|(service, ..)| service == name)
-            .count();
-        for k in next..next + here {
-            let address = &targets[k].1;
+        let here = targets.iter().enumerate().filter(|(_, t)| t.0 == *name);
+        for (k, (_, address, ..)) in here {
             let mut earlier = first[k].take();
             loop {
                 let pr = earlier
@@ -461,7 +456,6 @@ pub fn wait_healthy(
                 std::thread::sleep(h.interval.0.min(Duration::from_millis(250)));
             }
         }
-        next += here;
     }
     Ok(probes)
 }

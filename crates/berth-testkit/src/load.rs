@@ -583,20 +583,18 @@ impl Report {
         v
     }
 
-    /// One paragraph: counts, connections, latency, failures by kind and the first few.
     /// The requests sent within `around` of `at`, one line each in send order (when it
     /// was sent, how long it took, route, status, version, new or kept connection): what
     /// a failed assertion about a moment of the load shows.
     pub fn timeline(&self, at: Duration, around: Duration) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mut near: Vec<&Sample> = self
+        let mut out = format!("requests sent within {around:?} of {at:?}:\n");
+        // The samples are in send order ([`Load::finish`] sorts them).
+        for s in self
             .samples
             .iter()
             .filter(|s| s.at + around > at && s.at < at + around)
-            .collect();
-        near.sort_by_key(|s| s.at);
-        let mut out = format!("requests sent within {around:?} of {at:?}:\n");
-        for s in near {
+        {
             out.push_str(&format!(
                 "  {:>9.1} ms +{:>6.1} ms {} {} {} {}{}\n",
                 ms(s.at),
@@ -614,6 +612,7 @@ impl Report {
         out
     }
 
+    /// One paragraph: counts, connections, latency, failures by kind and the first few.
     pub fn summary(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let new_conns = self.samples.iter().filter(|s| s.new_connection).count();

@@ -223,8 +223,7 @@ fn rollback_times(kind: Kind, mode: Mode, n: usize) -> Vec<(f64, f64)> {
         let report = load.finish();
         report.assert_clean(50);
         let switched = all_answered_by(&report, &target).expect("answers by the target");
-        let rate = report.requests() as f64 / report.elapsed.as_secs_f64();
-        times.push((switched.saturating_sub(at).as_secs_f64(), rate));
+        times.push((switched.saturating_sub(at).as_secs_f64(), report.rate()));
     }
     times
 }
