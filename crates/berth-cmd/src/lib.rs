@@ -553,6 +553,9 @@ impl Cmd {
                 source: std::io::Error::other("child lock poisoned"),
             })?
             .wait();
+        if let Ok(st) = &status {
+            tracing::trace!(target: "berth::cmd", "{command} -> {} in {:?}", describe_status(*st), start.elapsed());
+        }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(w) = watchdog {
             let _ = w.join();

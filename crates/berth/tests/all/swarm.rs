@@ -1944,49 +1944,169 @@ fn wait_until_some<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option
     }
 }
 
-/// The external commands' time in a `BERTH_LOG=berth::cmd=trace` log (ms): each
-/// `-> exited with code 0 in 12.3ms` line, and each wait berth spent blocked in a
-/// command until it wrote a line (`docker events`: `-> stopped after its first line
-/// in ...`, or `after waiting` when none came).
+/// What a timed trace line of a `BERTH_LOG=berth::cmd=trace,berth::wait=trace`,
+/// `BERTH_LOG_TIMES=1` log says.
+enum Timed {
+    /// An external command ended, after `ms`: `-> exited with code N in 12.3ms`, or a
+    /// wait blocked in a command until it wrote a line (`docker events`: `-> stopped
+    /// after its first line in ...`, or `after waiting` when none came).
+    Command { ms: f64 },
+    /// The drain inside a step: `-> drained in ...`.
+    Drain { ms: f64 },
+    /// A wait for Swarm ended `span_ms` after it began; Swarm had reached the awaited
+    /// state `lag_ms` before (`-> Swarm reached it 40.1ms before berth read it, 900.2ms
+    /// into the wait`).
+    Wait { lag_ms: f64, span_ms: f64 },
+}
+
+/// The timed lines of a log: when each was written (seconds since berth started; a
+/// line of a multi-line record has its record's time) and what it says.
+fn timed_lines(log: &str) -> Vec<(f64, Timed)> {
+    timed_lines_in_steps(log)
+        .into_iter()
+        .map(|(at, _, t)| (at, t))
+        .collect()
+}
+
+/// [`timed_lines`] with the step each came in (the last progress line before it,
+/// `[bestays] 6/10 health-check the green slot`: `health-check the green slot`).
+fn timed_lines_in_steps(log: &str) -> Vec<(f64, String, Timed)> {
+    let mut at = 0.0;
+    let mut step = String::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        if let Some((_, rest)) = line.split_once("] ")
+            && line.starts_with('[')
+            && let Some((n, name)) = rest.split_once(' ')
+            && n.contains('/')
+            && n.chars().all(|c| c.is_ascii_digit() || c == '/')
+        {
+            step = name.to_string();
+        }
+        if let Some(t) = line
+            .trim_start()
+            .split_once("s ")
+            .and_then(|(t, _)| t.parse::<f64>().ok())
+        {
+            at = t;
+        }
+        let timed = if let Some((_, rest)) = line.split_once("-> exited with code ") {
+            rest.split_once(" in ")
+                .and_then(|(_, d)| duration_ms(d))
+                .map(|ms| Timed::Command { ms })
+        } else if let Some((_, d)) = line
+            .split_once("-> stopped after its first line in ")
+            .or_else(|| line.split_once("-> stopped after waiting in "))
+        {
+            duration_ms(d).map(|ms| Timed::Command { ms })
+        } else if let Some((_, d)) = line.split_once("-> drained in ") {
+            duration_ms(d).map(|ms| Timed::Drain { ms })
+        } else if let Some((_, rest)) = line.split_once("-> Swarm reached it ") {
+            rest.split_once(" before berth read it, ")
+                .and_then(|(lag, span)| {
+                    Some(Timed::Wait {
+                        lag_ms: duration_ms(lag)?,
+                        span_ms: duration_ms(span.trim_end_matches(" into the wait"))?,
+                    })
+                })
+        } else {
+            None
+        };
+        out.extend(timed.map(|t| (at, step.clone(), t)));
+    }
+    out
+}
+
+/// The external commands' time (ms) within the steps whose names start with `prefix`.
+fn external_in_steps_ms(log: &str, prefix: &str) -> f64 {
+    timed_lines_in_steps(log)
+        .iter()
+        .map(|(_, step, t)| match t {
+            Timed::Command { ms } if step.starts_with(prefix) => *ms,
+            _ => 0.0,
+        })
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, printed "-0"
+}
+
+/// `12.3ms`, `1.2s`, `900µs`, `15ns` in milliseconds.
+fn duration_ms(t: &str) -> Option<f64> {
+    let t = t.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "s" => n * 1000.0,
+        "ms" => n,
+        "µs" => n / 1000.0,
+        "ns" => n / 1e6,
+        _ => return None,
+    })
+}
+
+/// The external commands' time (ms), summed: commands run in parallel count twice.
 fn external_ms(log: &str) -> f64 {
-    timed_ms(
-        log,
-        &[
-            "-> exited with code 0 in ",
-            "-> stopped after its first line in ",
-            "-> stopped after waiting in ",
-        ],
-    )
+    timed_lines(log)
+        .iter()
+        .map(|(_, t)| match t {
+            Timed::Command { ms } => *ms,
+            _ => 0.0,
+        })
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, printed "-0"
 }
 
 /// The drain waits inside a step (an idle slot that served moments ago: its in-flight
 /// requests get `[deploy] drain` before it is replaced), from the trace log.
 fn drained_ms(log: &str) -> f64 {
-    timed_ms(log, &["-> drained in "])
+    timed_lines(log)
+        .iter()
+        .map(|(_, t)| match t {
+            Timed::Drain { ms } => *ms,
+            _ => 0.0,
+        })
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, printed "-0"
 }
 
-/// The durations of the trace lines with one of `markers`, summed (ms).
-fn timed_ms(log: &str, markers: &[&str]) -> f64 {
-    log.lines()
-        .filter_map(|l| {
-            markers
+/// The time berth slept in its waits for Swarm before Swarm had reached the awaited
+/// state (ms): Swarm's work, not berth's. Each wait's part from its start to the moment
+/// Swarm reached the state, less the external commands that ran in it (counted as
+/// external already). What follows that moment, until berth read it, stays berth's.
+fn swarm_work_ms(log: &str) -> f64 {
+    let lines = timed_lines(log);
+    let commands: Vec<(f64, f64)> = lines
+        .iter()
+        .filter_map(|(at, t)| match t {
+            Timed::Command { ms } => Some((at - ms / 1000.0, *at)),
+            _ => None,
+        })
+        .collect();
+    lines
+        .iter()
+        .filter_map(|(at, t)| match t {
+            Timed::Wait { lag_ms, span_ms } => Some((at - span_ms / 1000.0, at - lag_ms / 1000.0)),
+            _ => None,
+        })
+        .map(|(from, to)| {
+            // The commands' union within [from, to].
+            let mut inside: Vec<(f64, f64)> = commands
                 .iter()
-                .find_map(|m| l.split_once(m))
-                .map(|(_, t)| t.trim())
+                .map(|&(a, b)| (a.max(from), b.min(to)))
+                .filter(|(a, b)| a < b)
+                .collect();
+            inside.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let (mut busy, mut end) = (0.0, from);
+            for (a, b) in inside {
+                if b > end {
+                    busy += b - a.max(end);
+                    end = b;
+                }
+            }
+            ((to - from) - busy).max(0.0) * 1000.0
         })
-        .filter_map(|t| {
-            let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-            let (n, unit) = t.split_at(split);
-            let n: f64 = n.parse().ok()?;
-            Some(match unit {
-                "s" => n * 1000.0,
-                "ms" => n,
-                "µs" => n / 1000.0,
-                "ns" => n / 1e6,
-                _ => return None,
-            })
-        })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0, printed "-0"
 }
 
 /// The `swarm` benchmark (bench/swarm.sh): the same product (bestays of the example)
@@ -2012,7 +2132,10 @@ fn swarm_bench() {
             let started = Instant::now();
             let out = site.berth_env(
                 &["deploy", "bestays", "--yes", "--format", "json"],
-                &[("BERTH_LOG", "berth::cmd=trace"), ("BERTH_LOG_TIMES", "1")],
+                &[
+                    ("BERTH_LOG", "berth::cmd=trace,berth::wait=trace"),
+                    ("BERTH_LOG_TIMES", "1"),
+                ],
             );
             let wall = started.elapsed().as_secs_f64() * 1000.0;
             // BERTH_BENCH_LOG=FILE: every deploy's log appended there (where the time went).
@@ -2059,10 +2182,12 @@ fn swarm_bench() {
                     + 0.0 // an empty sum is -0.0, printed "-0"
             };
             println!(
-                "swarm bench: {kind:?} deploy wall {wall:.0} ms, external {:.0} ms, health {:.0} ms, drain {:.0} ms, steps {}",
+                "swarm bench: {kind:?} deploy wall {wall:.0} ms, external {:.0} ms, health {:.0} ms, drain {:.0} ms, swarm {:.0} ms, steps {}",
                 external_ms(&out.stderr),
-                sum("health-check"),
+                // The health check's waits: its commands count as external.
+                sum("health-check") - external_in_steps_ms(&out.stderr, "health-check"),
                 sum("drain") + drained_ms(&out.stderr),
+                swarm_work_ms(&out.stderr),
                 steps
                     .iter()
                     .map(|(n, ms)| format!("{n}={ms:.0}"))
