@@ -127,10 +127,11 @@ pub enum TableWork {
 /// locks; then by page count): each count
 /// and each ANALYZE is its own statement, so they spread over the server's cores
 /// instead of running one after the other. Only for a database nothing else writes
-/// to (a freshly restored one): the counts are not taken in one snapshot. Counts hold
-/// `ACCESS SHARE` on one table at a time, so they can run beside pg_restore's index
-/// builds (a `PRIMARY KEY` being added waits for them, or they for it). Returns the
-/// counts (empty for `Analyze`).
+/// to (a freshly restored one): the counts are not taken in one snapshot, and a table
+/// whose live rows in the statistics equal its count in `recorded` is not scanned
+/// (in a database just filled by COPY they count exactly the committed rows; a table
+/// they miscount, or do not know yet, is scanned). Counts hold `ACCESS SHARE` on one
+/// table at a time. Returns the counts (empty for `Analyze`).
 pub fn per_table(
     url: &ServiceUrl,
     db: &str,
@@ -150,24 +151,67 @@ pub fn per_table(
         }
         TableWork::Analyze => "",
     };
-    let rows = query(
-        &mut s,
-        &format!(
-            "SELECT n.nspname || chr(31) || c.relname \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ({kinds}) \
-               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
-               {outside_extensions} \
-             ORDER BY c.relpages DESC, n.nspname, c.relname"
-        ),
-        "list the tables",
-    )?;
-    let mut tables: Vec<(String, String)> = rows
-        .iter()
-        .filter_map(|l| l.split_once('\u{1f}'))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    // With each table, its live rows as the statistics count them (committed inserts
+    // less deletes): in a freshly restored database, one that equals the record needs
+    // no scan. A count the statistics do not have yet (a backend that has not flushed
+    // them) is read once more, then the table is counted.
+    let list = |s: &mut PgSession| {
+        query(
+            s,
+            &format!(
+                "SELECT n.nspname || chr(31) || c.relname || chr(31) || coalesce(pg_stat_get_live_tuples(c.oid), -1) \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ({kinds}) \
+                   AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+                   {outside_extensions} \
+                 ORDER BY c.relpages DESC, n.nspname, c.relname"
+            ),
+            "list the tables",
+        )
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|l| {
+                    let mut f = l.split('\u{1f}');
+                    let (schema, name) = (f.next()?, f.next()?);
+                    let live = f.next().and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1);
+                    Some((schema.to_string(), name.to_string(), live))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let recorded_rows = |schema: &str, name: &str| {
+        recorded
+            .iter()
+            .find(|t| t.schema == schema && t.name == name)
+            .map(|t| t.rows)
+    };
+    let settled = |l: &[(String, String, i64)]| {
+        l.iter()
+            .all(|(sch, n, live)| recorded_rows(sch, n).map(|r| r as i64) == Some(*live))
+    };
+    let mut listed = list(&mut s)?;
+    if work == TableWork::Count && !settled(&listed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        listed = list(&mut s)?;
+    }
+    let mut results = Vec::new();
+    let mut tables: Vec<(String, String)> = Vec::new();
+    for (schema, name, live) in listed {
+        match recorded_rows(&schema, &name) {
+            Some(rows) if work == TableWork::Count && rows as i64 == live => {
+                results.push(TableCount { schema, name, rows })
+            }
+            _ => tables.push((schema, name)),
+        }
+    }
+    if work == TableWork::Count {
+        tracing::info!(
+            "row counts: {} table(s) as the statistics have them, {} scanned",
+            results.len(),
+            tables.len()
+        );
+    }
     // Stable: tables the record does not know keep the catalog's order, after the rest.
     tables.sort_by_key(|(schema, name)| {
         std::cmp::Reverse(
@@ -178,7 +222,7 @@ pub fn per_table(
         )
     });
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
+    let results = std::sync::Mutex::new(results);
     let workers = (jobs.max(1) as usize).min(tables.len().max(1));
     // The session that listed the tables is the first worker's (one connection fewer).
     let mut listing = Some(s);
@@ -314,43 +358,33 @@ pub fn classify(line: &str) -> Option<Part> {
     })
 }
 
-/// One `pg_restore` run of [`pg_restore`]: which TOC part, which sections.
+/// One `pg_restore` run of [`pg_restore`]: which TOC part (every section of it).
 #[derive(Debug, Clone, Copy)]
 struct Pass {
     part: Part,
-    /// `--section` arguments (none: every section).
-    sections: &'static [&'static str],
     what: &'static str,
 }
 
-/// What [`pg_restore`] did, and what ran during its post-data phase.
-pub struct Restored<T> {
+/// What [`pg_restore`] did.
+pub struct Restored {
     /// Grants that could not be applied here (e.g. to a role this server lacks).
     pub warnings: Vec<String>,
-    /// Extensions, the schema and the data (everything before the post-data section).
-    pub data_ms: u64,
-    /// The post-data section (indexes, constraints, triggers, materialized view data).
-    pub post_data_ms: u64,
-    /// The value of the `with_data` hook, which ran while the post-data section did.
-    pub during: T,
-    /// How long the hook took.
-    pub during_ms: u64,
+    /// Extensions, then the schema, the data and the post-data section (indexes,
+    /// constraints, triggers, materialized view data) in one parallel run.
+    pub main_ms: u64,
 }
 
 /// Restore the plain archive at `file` into `db`: extensions as the admin, then the
-/// schema and data with `jobs` parallel jobs as `role` (which then owns every object),
-/// then the post-data section (indexes, constraints: the slow part) with `jobs` jobs
-/// while `with_data` runs on this thread (the data is committed by then: it counts
-/// the rows), then grants best effort. A failed pass is an error after `with_data`
-/// has returned (its value is dropped); the pg_restore error comes first.
-pub fn pg_restore<T>(
+/// schema, the data and the post-data section in one run of `jobs` parallel jobs as
+/// `role` (which then owns every object: a table's indexes build while the next
+/// table's data loads), then grants best effort.
+pub fn pg_restore(
     url: &ServiceUrl,
     db: &str,
     file: &std::path::Path,
     jobs: u32,
     role: Option<&str>,
-    with_data: impl FnOnce() -> Result<T, BackupError>,
-) -> Result<Restored<T>, BackupError> {
+) -> Result<Restored, BackupError> {
     let listing = std::process::Command::new("pg_restore")
         .arg("--list")
         .arg(file)
@@ -383,7 +417,7 @@ pub fn pg_restore<T>(
         (text, any)
     };
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
-    // The list of each part, written once (the main part's serves both of its passes).
+    // The list of each part, written once.
     let mut lists = Vec::new();
     for part in [Part::Extension, Part::Main, Part::Acl] {
         let (text, any) = list_of(part);
@@ -413,9 +447,6 @@ pub fn pg_restore<T>(
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for s in pass.sections {
-            c.arg(format!("--section={s}"));
-        }
         if strict {
             c.arg("--exit-on-error");
         }
@@ -433,52 +464,21 @@ pub fn pg_restore<T>(
     let t = std::time::Instant::now();
     run(Pass {
         part: Part::Extension,
-        sections: &[],
         what: "extensions",
     })?;
     run(Pass {
         part: Part::Main,
-        sections: &["pre-data", "data"],
-        what: "schema and data",
+        what: "schema, data, indexes and constraints",
     })?;
-    let data_ms = t.elapsed().as_millis() as u64;
-    // The post-data section on a thread of its own; the hook meanwhile on this one.
-    let (post, during) = std::thread::scope(|s| {
-        let post = s.spawn(|| {
-            let t = std::time::Instant::now();
-            run(Pass {
-                part: Part::Main,
-                sections: &["post-data"],
-                what: "indexes and constraints",
-            })
-            .map(|_| t.elapsed().as_millis() as u64)
-        });
-        let t = std::time::Instant::now();
-        let during = with_data().map(|v| (v, t.elapsed().as_millis() as u64));
-        let post = post.join().unwrap_or_else(|_| {
-            Err(BackupError::Failed(
-                "the thread running pg_restore panicked".into(),
-            ))
-        });
-        (post, during)
-    });
-    let post_data_ms = post?;
-    let (during, during_ms) = during?;
+    let main_ms = t.elapsed().as_millis() as u64;
     let warnings = run(Pass {
         part: Part::Acl,
-        sections: &[],
         what: "grants",
     })?
     .into_iter()
     .map(|l| format!("a grant was not restored: {l}"))
     .collect();
-    Ok(Restored {
-        warnings,
-        data_ms,
-        post_data_ms,
-        during,
-        during_ms,
-    })
+    Ok(Restored { warnings, main_ms })
 }
 
 /// What a product database looks like beyond its content: encoding and locale,

@@ -357,6 +357,61 @@ pub fn decoder_of(
     Ok(Box::new(z))
 }
 
+/// Copy `input` to `out` through 1 MiB buffers, the writes on a thread of their own:
+/// decompressing (in `input`) and copying into the page cache (the writes) overlap,
+/// in few large system calls. Returns the bytes copied; a read error says so as
+/// `Err((true, e))`, a write error as `Err((false, e))`.
+pub fn copy_pipelined(mut input: impl Read, out: &mut File) -> Result<u64, (bool, io::Error)> {
+    const CHUNK: usize = 1 << 20;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || -> io::Result<u64> {
+            let mut n = 0u64;
+            for buf in full_rx {
+                out.write_all(&buf)?;
+                n += buf.len() as u64;
+                let _ = empty_tx.send(buf);
+            }
+            Ok(n)
+        });
+        let read = (|| -> io::Result<()> {
+            loop {
+                let mut buf = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                buf.resize(CHUNK, 0);
+                // Fill the buffer (a decoder returns less than asked at frame ends).
+                let mut at = 0;
+                while at < CHUNK {
+                    match input.read(&mut buf[at..]) {
+                        Ok(0) => break,
+                        Ok(k) => at += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(at);
+                if at == 0 || full_tx.send(buf).is_err() {
+                    return Ok(());
+                }
+                if at < CHUNK {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(full_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the writing thread panicked")));
+        match (read, written) {
+            (Err(e), _) => Err((true, e)),
+            (Ok(()), Err(e)) => Err((false, e)),
+            (Ok(()), Ok(n)) => Ok(n),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +442,48 @@ mod tests {
         let (r, h) = hashing_reader(&path).unwrap();
         drop(r);
         assert_eq!(h.join().unwrap().unwrap(), want);
+    }
+
+    /// Every byte arrives in order across chunk boundaries (an input that returns short
+    /// reads, of a length no multiple of the chunk); a failing read is reported as the
+    /// read's, a failing write as the write's.
+    #[test]
+    fn copy_pipelined_copies_every_byte_and_says_which_side_failed() {
+        struct Dribble(Vec<u8>, usize);
+        impl Read for Dribble {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len() - self.1).min(70_001);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let data: Vec<u8> = (0..3_500_017u32).map(|i| (i * 7 % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut out = File::create(&path).unwrap();
+        let n = copy_pipelined(Dribble(data.clone(), 0), &mut out).unwrap();
+        assert_eq!(n, data.len() as u64);
+        assert!(std::fs::read(&path).unwrap() == data);
+
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("bad frame"));
+                }
+                self.0 -= 1;
+                buf.fill(1);
+                Ok(buf.len())
+            }
+        }
+        let mut out = File::create(dir.path().join("out2")).unwrap();
+        let (reading, e) = copy_pipelined(Broken(3), &mut out).unwrap_err();
+        assert!(reading, "{e}");
+        assert_eq!(e.to_string(), "bad frame");
+
+        let mut read_only = File::open(&path).unwrap();
+        let (reading, _) = copy_pipelined(Dribble(data, 0), &mut read_only).unwrap_err();
+        assert!(!reading);
     }
 }

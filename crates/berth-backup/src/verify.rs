@@ -103,17 +103,18 @@ pub(crate) fn decode(
         let guard = Partial(Some(tmp.clone()));
         let mut out = stream::create_private(&tmp)
             .map_err(|e| BackupError::Failed(format!("could not create {}: {e}", tmp.display())))?;
-        if let Err(e) = io::copy(&mut input, &mut out) {
-            return Err(
-                if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
-                    BackupError::Failed(format!("could not decompress {}: {e}", path.display()))
-                } else {
-                    BackupError::Damaged(format!(
-                        "{} does not decompress (damaged or truncated): {e}",
-                        path.display()
-                    ))
-                },
-            );
+        if let Err((reading, e)) = stream::copy_pipelined(&mut input, &mut out) {
+            return Err(if reading {
+                BackupError::Damaged(format!(
+                    "{} does not decompress (damaged or truncated): {e}",
+                    path.display()
+                ))
+            } else {
+                BackupError::Failed(format!(
+                    "could not write the decompressed archive {}: {e}",
+                    tmp.display()
+                ))
+            });
         }
         Ok((guard, tmp))
     })();
@@ -253,24 +254,16 @@ pub(crate) fn fill_new(
     phases: &mut Vec<Phase>,
 ) -> Result<Vec<String>, BackupError> {
     let filled = (|| -> Result<Vec<String>, BackupError> {
-        // The rows are counted while pg_restore builds the indexes and constraints
-        // (the data is committed by then), on `jobs` connections of their own.
-        let restored = pg::pg_restore(url, target, plain, jobs, owner, || {
-            pg::per_table(url, target, jobs, pg::TableWork::Count, &r.tables)
-        })?;
+        let restored = pg::pg_restore(url, target, plain, jobs, owner)?;
         phases.push(Phase::of(
-            &format!("pg_restore -j {jobs}: schema and data"),
-            restored.data_ms,
+            &format!("pg_restore -j {jobs}: schema, data, indexes and constraints"),
+            restored.main_ms,
         ));
-        phases.push(Phase::of(
-            &format!("pg_restore -j {jobs}: indexes and constraints"),
-            restored.post_data_ms,
-        ));
-        phases.push(Phase::of(
-            "row counts (during the indexes and constraints)",
-            restored.during_ms,
-        ));
-        let (warnings, got) = (restored.warnings, restored.during);
+        // The rows: the statistics' live counts where they equal the record, else a scan.
+        let t = Instant::now();
+        let got = pg::per_table(url, target, jobs, pg::TableWork::Count, &r.tables)?;
+        phases.push(Phase::since("row counts", t));
+        let warnings = restored.warnings;
         let problems = pg::compare_tables(&r.tables, &got);
         if !problems.is_empty() {
             return Err(BackupError::Damaged(format!(

@@ -447,9 +447,8 @@ fn restore_swaps_under_a_running_product_and_leaves_the_other_untouched() {
             "prepare",
             "checksum and decompression",
             "create the database (during the decompression)",
-            "pg_restore -j N: schema and data",
-            "pg_restore -j N: indexes and constraints",
-            "row counts (during the indexes and constraints)",
+            "pg_restore -j N: schema, data, indexes and constraints",
+            "row counts",
             "ANALYZE",
             "swap"
         ],
@@ -642,8 +641,9 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         dbs,
         "the scratch database is dropped after a failure too"
     );
-    // Restore counts the rows while pg_restore still builds the indexes: a mismatch
-    // fails it once the builds are done, the new database dropped, nothing swapped.
+    // Restore counts the rows after pg_restore (the statistics disagree with the record,
+    // so the table is scanned): a mismatch fails it, the new database dropped, nothing
+    // swapped.
     let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
     out.assert_code(1);
     assert!(
