@@ -2046,25 +2046,26 @@ fn duration_ms(t: &str) -> Option<f64> {
 
 /// The external commands' time (ms), summed: commands run in parallel count twice.
 fn external_ms(log: &str) -> f64 {
-    timed_lines(log)
-        .iter()
-        .map(|(_, t)| match t {
-            Timed::Command { ms } => *ms,
-            _ => 0.0,
-        })
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0.0, printed "-0"
+    summed_ms(log, |t| match t {
+        Timed::Command { ms } => Some(*ms),
+        _ => None,
+    })
 }
 
 /// The drain waits inside a step (an idle slot that served moments ago: its in-flight
 /// requests get `[deploy] drain` before it is replaced), from the trace log.
 fn drained_ms(log: &str) -> f64 {
+    summed_ms(log, |t| match t {
+        Timed::Drain { ms } => Some(*ms),
+        _ => None,
+    })
+}
+
+/// The durations `pick` takes from the log's timed lines, summed (ms).
+fn summed_ms(log: &str, pick: impl Fn(&Timed) -> Option<f64>) -> f64 {
     timed_lines(log)
         .iter()
-        .map(|(_, t)| match t {
-            Timed::Drain { ms } => *ms,
-            _ => 0.0,
-        })
+        .filter_map(|(_, t)| pick(t))
         .sum::<f64>()
         + 0.0 // an empty sum is -0.0, printed "-0"
 }
