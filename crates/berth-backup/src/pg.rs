@@ -120,18 +120,27 @@ pub enum TableWork {
     Analyze,
 }
 
+/// A table's row count as the statistics have it, when they are exact, else -1 (SQL
+/// over `c`, a `pg_class` row). Exact: every tuple ever inserted is live (none
+/// aborted, none deleted), and no VACUUM or ANALYZE has replaced the live count with
+/// an estimate. A table the statistics do not know reads 0 (as does one whose
+/// sessions ran with `track_counts` off): `per_table` never takes 0 from them.
+const STATS_ROWS: &str = "CASE WHEN pg_stat_get_live_tuples(c.oid) = pg_stat_get_tuples_inserted(c.oid) \
+     AND pg_stat_get_tuples_deleted(c.oid) = 0 \
+     AND pg_stat_get_vacuum_count(c.oid) + pg_stat_get_autovacuum_count(c.oid) \
+       + pg_stat_get_analyze_count(c.oid) + pg_stat_get_autoanalyze_count(c.oid) = 0 \
+     THEN pg_stat_get_live_tuples(c.oid) ELSE -1 END";
+
 /// [`table_counts`] (`TableWork::Count`) or planner statistics (`TableWork::Analyze`)
 /// over `jobs` connections to `db` at once, largest tables first (by their rows in
 /// `recorded`, the backup's counts: right after a restore the catalog's page counts
-/// are still zero, and reading a table's size would wait for its index builds'
-/// locks; then by page count): each count
-/// and each ANALYZE is its own statement, so they spread over the server's cores
-/// instead of running one after the other. Only for a database nothing else writes
-/// to (a freshly restored one): the counts are not taken in one snapshot, and a table
-/// whose live rows in the statistics equal its count in `recorded` is not scanned
-/// (in a database just filled by COPY they count exactly the committed rows; a table
-/// they miscount, or do not know yet, is scanned). Counts hold `ACCESS SHARE` on one
-/// table at a time. Returns the counts (empty for `Analyze`).
+/// are still zero; then by page count): each count and each ANALYZE is its own
+/// statement, so they spread over the server's cores instead of running one after
+/// the other. Only for a database nothing else writes to (a freshly restored one):
+/// the counts are not taken in one snapshot. A count may come from the statistics
+/// instead of a scan, only when they are exact and agree with `recorded` (see
+/// `STATS_ROWS`); every other table is scanned. Returns the counts (empty for
+/// `Analyze`).
 pub fn per_table(
     url: &ServiceUrl,
     db: &str,
@@ -151,15 +160,11 @@ pub fn per_table(
         }
         TableWork::Analyze => "",
     };
-    // With each table, its live rows as the statistics count them (committed inserts
-    // less deletes): in a freshly restored database, one that equals the record needs
-    // no scan. A count the statistics do not have yet (a backend that has not flushed
-    // them) is read once more, then the table is counted.
     let list = |s: &mut PgSession| {
         query(
             s,
             &format!(
-                "SELECT n.nspname || chr(31) || c.relname || chr(31) || coalesce(pg_stat_get_live_tuples(c.oid), -1) \
+                "SELECT n.nspname || chr(31) || c.relname || chr(31) || {STATS_ROWS} \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ({kinds}) \
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -186,9 +191,13 @@ pub fn per_table(
             .find(|t| t.schema == schema && t.name == name)
             .map(|t| t.rows)
     };
+    // A table the record says has rows whose statistics do not say so yet (a backend
+    // flushes them within a second, at the latest when it exits): read once more.
     let settled = |l: &[(String, String, i64)]| {
-        l.iter()
-            .all(|(sch, n, live)| recorded_rows(sch, n).map(|r| r as i64) == Some(*live))
+        l.iter().all(|(sch, n, stats)| match recorded_rows(sch, n) {
+            Some(rows) if rows > 0 => rows as i64 == *stats,
+            _ => true,
+        })
     };
     let mut listed = list(&mut s)?;
     if work == TableWork::Count && !settled(&listed) {
@@ -199,7 +208,7 @@ pub fn per_table(
     let mut tables: Vec<(String, String)> = Vec::new();
     for (schema, name, live) in listed {
         match recorded_rows(&schema, &name) {
-            Some(rows) if work == TableWork::Count && rows as i64 == live => {
+            Some(rows) if work == TableWork::Count && rows > 0 && rows as i64 == live => {
                 results.push(TableCount { schema, name, rows })
             }
             _ => tables.push((schema, name)),

@@ -173,7 +173,7 @@ pub fn restore(opts: &mut RestoreOptions<'_>, r: &Record) -> Result<RestoreRepor
             (Err(_), Err(e)) | (Err(e), Ok(_)) => return Err(e),
         };
         opts.progress.step(&format!(
-            "restore into the new database {fresh} (pg_restore -j {}), count the rows, then ANALYZE",
+            "restore into the new database {fresh} (pg_restore -j {}), check its row counts, then ANALYZE",
             opts.jobs
         ));
         fill_new(

@@ -641,6 +641,20 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
         dbs,
         "the scratch database is dropped after a failure too"
     );
+    // One row fewer in the record than in the file: the same.
+    assert!(n > 0);
+    wrong["tables"][0]["rows"] = (n - 1).into();
+    std::fs::write(&rec_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let out = db.run(&["backup", "verify", file.to_str().unwrap()]);
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("has {n} rows, {} at backup time", n - 1)),
+        "{}",
+        out.snapshot()
+    );
+    wrong["tables"][0]["rows"] = (n + 1).into();
+    std::fs::write(&rec_path, serde_json::to_string(&wrong).unwrap()).unwrap();
     // Restore counts the rows after pg_restore (the statistics disagree with the record,
     // so the table is scanned): a mismatch fails it, the new database dropped, nothing
     // swapped.
@@ -652,6 +666,24 @@ fn damaged_or_interrupted_restores_leave_the_live_database_intact() {
             && out
                 .stderr
                 .contains("the live database bestays was not touched"),
+        "{}",
+        out.snapshot()
+    );
+    assert_eq!(db.fingerprint("bestays"), live);
+    assert_eq!(db.databases(), dbs, "the new database is dropped");
+    // A record that calls a table empty, restored where the statistics count nothing
+    // (`track_counts` off in the live database: berth gives the new one its settings,
+    // so pg_restore's sessions count nothing either): the table is scanned all the
+    // same, and the restore fails.
+    db.sql("postgres", "ALTER DATABASE bestays SET track_counts = off");
+    wrong["tables"][0]["rows"] = 0.into();
+    std::fs::write(&rec_path, serde_json::to_string(&wrong).unwrap()).unwrap();
+    let out = db.run(&["restore", "bestays", file.to_str().unwrap(), "--yes"]);
+    db.sql("postgres", "ALTER DATABASE bestays RESET track_counts");
+    out.assert_code(1);
+    assert!(
+        out.stderr
+            .contains(&format!("has {n} rows, 0 at backup time")),
         "{}",
         out.snapshot()
     );
