@@ -304,11 +304,7 @@ impl Drop for Site {
             ])
             .stderr(std::process::Stdio::null())
             .status();
-        kill_all(&root.join(".berth/run"));
-        berth_runtime::cgroup::Cgroup::remove_site(
-            std::path::Path::new(berth_runtime::cgroup::CGROUP_FS),
-            root,
-        );
+        stop_local_products(root);
         if let (Some(project), Some(sw)) = (&self.compose, &self.swarm) {
             swarm_down(sw, project);
         } else if let Some(project) = &self.compose {
@@ -372,6 +368,17 @@ fn swarm_down(sw: &berth_testkit::swarm::Swarm, project: &str) {
         args.extend(mine);
         let _ = m.try_docker(&args);
     }
+}
+
+/// Kill the local runtime's product processes of the site at `root` (every process
+/// group a pid file under `.berth/run` names) and remove its cgroups: what a fixture
+/// that deployed on the local runtime leaves when it drops.
+pub fn stop_local_products(root: &Path) {
+    kill_all(&root.join(".berth/run"));
+    berth_runtime::cgroup::Cgroup::remove_site(
+        std::path::Path::new(berth_runtime::cgroup::CGROUP_FS),
+        root,
+    );
 }
 
 fn kill_all(dir: &Path) {

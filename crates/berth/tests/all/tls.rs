@@ -161,7 +161,7 @@ impl Drop for Pebble {
 }
 
 /// The example monorepo rendered for prod, nginx on free loopback ports, TLS from
-/// `tls` (a `[tls]` table). nginx is stopped on drop.
+/// `tls` (a `[tls]` table). nginx and the products' processes are stopped on drop.
 pub struct TlsSite {
     pub repo: GitRepo,
     pub http_port: u16,
@@ -289,6 +289,7 @@ impl Drop for TlsSite {
             .args(["-c", "deploy/prod/nginx/nginx.conf", "-s", "stop"])
             .stderr(Stdio::null())
             .status();
+        crate::deploy::stop_local_products(self.repo.path());
     }
 }
 
