@@ -160,11 +160,16 @@ pub fn per_table(
         }
         TableWork::Analyze => "",
     };
+    // ANALYZE has no use for the statistics' counts.
+    let stats = match work {
+        TableWork::Count => STATS_ROWS,
+        TableWork::Analyze => "-1",
+    };
     let list = |s: &mut PgSession| {
         query(
             s,
             &format!(
-                "SELECT n.nspname || chr(31) || c.relname || chr(31) || {STATS_ROWS} \
+                "SELECT n.nspname || chr(31) || c.relname || chr(31) || {stats} \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ({kinds}) \
                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') \

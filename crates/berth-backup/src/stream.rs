@@ -392,10 +392,8 @@ pub fn copy_pipelined(mut input: impl Read, out: &mut File) -> Result<u64, (bool
                     }
                 }
                 buf.truncate(at);
-                if at == 0 || full_tx.send(buf).is_err() {
-                    return Ok(());
-                }
-                if at < CHUNK {
+                // A short chunk is the last; a writer that stopped says why itself.
+                if (at > 0 && full_tx.send(buf).is_err()) || at < CHUNK {
                     return Ok(());
                 }
             }

@@ -263,7 +263,6 @@ pub(crate) fn fill_new(
         let t = Instant::now();
         let got = pg::per_table(url, target, jobs, pg::TableWork::Count, &r.tables)?;
         phases.push(Phase::since("row counts", t));
-        let warnings = restored.warnings;
         let problems = pg::compare_tables(&r.tables, &got);
         if !problems.is_empty() {
             return Err(BackupError::Damaged(format!(
@@ -280,7 +279,7 @@ pub(crate) fn fill_new(
             pg::per_table(url, target, jobs, pg::TableWork::Analyze, &r.tables)?;
             phases.push(Phase::since("ANALYZE", t));
         }
-        Ok(warnings)
+        Ok(restored.warnings)
     })();
     if filled.is_err()
         && let Err(e) =

@@ -1960,17 +1960,10 @@ enum Timed {
 }
 
 /// The timed lines of a log: when each was written (seconds since berth started; a
-/// line of a multi-line record has its record's time) and what it says.
-fn timed_lines(log: &str) -> Vec<(f64, Timed)> {
-    timed_lines_in_steps(log)
-        .into_iter()
-        .map(|(at, _, t)| (at, t))
-        .collect()
-}
-
-/// [`timed_lines`] with the step each came in (the last progress line before it,
-/// `[bestays] 6/10 health-check the green slot`: `health-check the green slot`).
-fn timed_lines_in_steps(log: &str) -> Vec<(f64, String, Timed)> {
+/// line of a multi-line record has its record's time), the step it came in (the last
+/// progress line before it, `[bestays] 6/10 health-check the green slot`:
+/// `health-check the green slot`) and what it says.
+fn timed_lines(log: &str) -> Vec<(f64, String, Timed)> {
     let mut at = 0.0;
     let mut step = String::new();
     let mut out = Vec::new();
@@ -2019,14 +2012,10 @@ fn timed_lines_in_steps(log: &str) -> Vec<(f64, String, Timed)> {
 
 /// The external commands' time (ms) within the steps whose names start with `prefix`.
 fn external_in_steps_ms(log: &str, prefix: &str) -> f64 {
-    timed_lines_in_steps(log)
-        .iter()
-        .map(|(_, step, t)| match t {
-            Timed::Command { ms } if step.starts_with(prefix) => *ms,
-            _ => 0.0,
-        })
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0.0, printed "-0"
+    summed_ms(log, |step, t| match t {
+        Timed::Command { ms } if step.starts_with(prefix) => Some(*ms),
+        _ => None,
+    })
 }
 
 /// `12.3ms`, `1.2s`, `900µs`, `15ns` in milliseconds.
@@ -2046,7 +2035,7 @@ fn duration_ms(t: &str) -> Option<f64> {
 
 /// The external commands' time (ms), summed: commands run in parallel count twice.
 fn external_ms(log: &str) -> f64 {
-    summed_ms(log, |t| match t {
+    summed_ms(log, |_, t| match t {
         Timed::Command { ms } => Some(*ms),
         _ => None,
     })
@@ -2055,17 +2044,18 @@ fn external_ms(log: &str) -> f64 {
 /// The drain waits inside a step (an idle slot that served moments ago: its in-flight
 /// requests get `[deploy] drain` before it is replaced), from the trace log.
 fn drained_ms(log: &str) -> f64 {
-    summed_ms(log, |t| match t {
+    summed_ms(log, |_, t| match t {
         Timed::Drain { ms } => Some(*ms),
         _ => None,
     })
 }
 
-/// The durations `pick` takes from the log's timed lines, summed (ms).
-fn summed_ms(log: &str, pick: impl Fn(&Timed) -> Option<f64>) -> f64 {
+/// The durations `pick` takes from the log's timed lines (given each line's step),
+/// summed (ms).
+fn summed_ms(log: &str, pick: impl Fn(&str, &Timed) -> Option<f64>) -> f64 {
     timed_lines(log)
         .iter()
-        .filter_map(|(_, t)| pick(t))
+        .filter_map(|(_, step, t)| pick(step, t))
         .sum::<f64>()
         + 0.0 // an empty sum is -0.0, printed "-0"
 }
@@ -2078,14 +2068,14 @@ fn swarm_work_ms(log: &str) -> f64 {
     let lines = timed_lines(log);
     let commands: Vec<(f64, f64)> = lines
         .iter()
-        .filter_map(|(at, t)| match t {
+        .filter_map(|(at, _, t)| match t {
             Timed::Command { ms } => Some((at - ms / 1000.0, *at)),
             _ => None,
         })
         .collect();
     lines
         .iter()
-        .filter_map(|(at, t)| match t {
+        .filter_map(|(at, _, t)| match t {
             Timed::Wait { lag_ms, span_ms } => Some((at - span_ms / 1000.0, at - lag_ms / 1000.0)),
             _ => None,
         })
