@@ -47,7 +47,7 @@ run_section() {
         swarm) ./bench/swarm.sh 5 ;;
         serve) ./bench/serve.sh 10 10 8 ;;
         serve-refresh) ./bench/serve_refresh.sh 200000 2ace088 20 ;;
-        limits) ./bench/limits.sh ;;
+        limits) ./bench/limits.sh 3 ;;
         demo) ./bench/demo.sh 8454bd8 ;;
         soak) ./bench/soak.sh 100 ;;
         shared-build) ./bench/shared_build.sh 5 ;;

@@ -13,7 +13,9 @@ pub mod source;
 pub mod validate;
 
 pub use diag::{Diagnostic, Label, Severity};
-pub use limits::{DbLimits, EffectiveLimits, Limits, effective_db_limits, effective_limits};
+pub use limits::{
+    CpuPriority, DbLimits, EffectiveLimits, Limits, effective_db_limits, effective_limits,
+};
 pub use load::{LoadError, Loaded, check_str, load_path, parse_str};
 pub use model::*;
 

@@ -48,6 +48,17 @@ pub struct Limits {
     /// Open files, an integer > 0 [default: 4096].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nofile: Option<Count>,
+    /// Who gets a core first when several want it [default: `normal`]. `background`
+    /// is for batch-like work that must never delay a neighbour's requests (reports,
+    /// imports, media): the local runtime puts the service in an idle cgroup (as
+    /// systemd's `CPUWeight=idle`), so another process that wakes on its core takes
+    /// the core at once, and the service runs on CPU time nobody else wants: a busy
+    /// host can starve it. Compose and Kubernetes give it the lowest CPU weight
+    /// (`cpu_shares` 2, a `1m` CPU request), which yields under contention but is not
+    /// an idle class; swarm services have no CPU weight, so swarm refuses it. `cpus`
+    /// stays its ceiling either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_priority: Option<CpuPriority>,
     /// Connections the product's PostgreSQL role may hold at once (its role's
     /// `CONNECTION LIMIT`), an integer > 0; in `[limits]` or a product's `limits` only
     /// [default: 20].
@@ -69,6 +80,27 @@ pub struct Limits {
     pub enforce: Option<Enforce>,
 }
 
+/// `cpu_priority`: a service's claim on a core next to its neighbours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuPriority {
+    /// A CPU weight in proportion to its `cpus`, like every process on the host.
+    #[default]
+    Normal,
+    /// Only CPU time no normal process wants (local: an idle cgroup; containers: the
+    /// lowest CPU weight).
+    Background,
+}
+
+impl CpuPriority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Background => "background",
+        }
+    }
+}
+
 /// `[limits] enforce`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -88,7 +120,11 @@ pub fn enforce_strict(m: &Manifest) -> bool {
         None => {
             let set = |l: &Option<Limits>| {
                 l.as_ref().is_some_and(|l| {
-                    l.cpus.is_some() || l.memory.is_some() || l.pids.is_some() || l.nofile.is_some()
+                    l.cpus.is_some()
+                        || l.memory.is_some()
+                        || l.pids.is_some()
+                        || l.nofile.is_some()
+                        || l.cpu_priority.is_some()
                 })
             };
             set(&m.limits)
@@ -116,6 +152,8 @@ pub struct EffectiveLimits {
     pub pids: u64,
     /// Open files.
     pub nofile: u64,
+    /// Its claim on a core next to its neighbours.
+    pub cpu_priority: CpuPriority,
 }
 
 /// CFS period of a CPU limit: 10 ms (the kernel's and Docker's default is 100 ms). A
@@ -148,6 +186,15 @@ impl EffectiveLimits {
         ((1024.0 * self.cpus).round() as u64).clamp(2, 262_144)
     }
 
+    /// The weight a container gets: [`Self::cpu_shares`], or the lowest Docker takes
+    /// (2) for a `background` service (containers have no idle class).
+    pub fn container_cpu_shares(&self) -> u64 {
+        match self.cpu_priority {
+            CpuPriority::Normal => self.cpu_shares(),
+            CpuPriority::Background => 2,
+        }
+    }
+
     /// The same weight on cgroup v2's scale (`cpu.weight`, default 100, 1..=10000).
     pub fn cpu_weight(&self) -> u64 {
         ((100.0 * self.cpus).round() as u64).clamp(1, 10_000)
@@ -161,6 +208,7 @@ impl Default for EffectiveLimits {
             memory: DEFAULT_MEMORY,
             pids: DEFAULT_PIDS,
             nofile: DEFAULT_NOFILE,
+            cpu_priority: CpuPriority::Normal,
         }
     }
 }
@@ -193,6 +241,11 @@ pub fn effective_limits(m: &Manifest, product: &str, service: &str) -> Effective
         memory: pick(&|l| l.memory.as_ref().map(|v| v.bytes), DEFAULT_MEMORY),
         pids: pick(&|l| l.pids.map(|v| v.0), DEFAULT_PIDS),
         nofile: pick(&|l| l.nofile.map(|v| v.0), DEFAULT_NOFILE),
+        cpu_priority: layers
+            .iter()
+            .flatten()
+            .find_map(|l| l.cpu_priority)
+            .unwrap_or_default(),
     }
 }
 
@@ -441,6 +494,7 @@ image = "a"
 limits = { cpus = 0.5 }
 [products.a.services.worker]
 image = "w"
+limits = { cpu_priority = "background" }
 [products.b.services.web]
 image = "b"
 "#;
@@ -454,7 +508,8 @@ image = "b"
                 cpus: 0.5,
                 memory: 512 << 20,
                 pids: 50,
-                nofile: DEFAULT_NOFILE
+                nofile: DEFAULT_NOFILE,
+                cpu_priority: CpuPriority::Normal,
             }
         );
         assert_eq!(
@@ -463,7 +518,8 @@ image = "b"
                 cpus: 2.0,
                 memory: 512 << 20,
                 pids: 50,
-                nofile: 4096
+                nofile: 4096,
+                cpu_priority: CpuPriority::Background,
             }
         );
         assert_eq!(
@@ -472,7 +528,8 @@ image = "b"
                 cpus: 2.0,
                 memory: 2 << 30,
                 pids: 1024,
-                nofile: 4096
+                nofile: 4096,
+                cpu_priority: CpuPriority::Normal,
             }
         );
         let bare =
@@ -483,7 +540,8 @@ image = "b"
                 cpus: 1.0,
                 memory: 1 << 30,
                 pids: 1024,
-                nofile: 4096
+                nofile: 4096,
+                cpu_priority: CpuPriority::Normal,
             }
         );
     }
@@ -538,6 +596,11 @@ image = "b"
             ("nofile = 10", "nofile = -3", "integer > 0"),
             ("nofile = 10", "nofile = \"many\"", "integer > 0"),
             ("cpus = 0.5", "cpu = 0.5", "unknown field `cpu`"),
+            (
+                "cpu_priority = \"background\"",
+                "cpu_priority = \"idle\"",
+                "unknown variant `idle`, expected `normal` or `background`",
+            ),
         ] {
             let good = format!(
                 "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n[products.a.services.web.limits]\n{line}\n"
@@ -608,6 +671,30 @@ image = "b"
         let d = &load(&format!("{base}[limits]\ndb_connections = 0\n")).unwrap_err()[0];
         assert!(d.message.contains("integer > 0"), "{d:?}");
         assert_eq!(d.location().unwrap(), "berth.toml:6:18");
+    }
+
+    /// A background service is fine on every runtime with a CPU weight; swarm has
+    /// none, so it is a located error there, wherever the key is written.
+    #[test]
+    fn background_priority_is_refused_on_swarm_only() {
+        let base = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\nlimits = { cpu_priority = \"background\" }\n";
+        for runtime in ["local", "compose", "auto"] {
+            let m = load(&format!("{base}[deploy]\nruntime = \"{runtime}\"\n")).unwrap();
+            assert_eq!(
+                effective_limits(&m, "a", "web").cpu_priority,
+                CpuPriority::Background
+            );
+        }
+        let swarm = "[deploy]\nruntime = \"swarm\"\n[deploy.swarm]\nregistry = \"reg:5000\"\n";
+        let d = &load(&format!("{base}{swarm}")).unwrap_err()[0];
+        assert!(
+            d.message.contains("cannot be applied by the swarm runtime"),
+            "{d:?}"
+        );
+        assert_eq!(d.location().unwrap(), "berth.toml:5:27");
+        let top = "[project]\nname = \"shop\"\n[products.a.services.web]\nimage = \"a\"\n[limits]\ncpu_priority = \"background\"\n";
+        let d = &load(&format!("{top}{swarm}")).unwrap_err()[0];
+        assert_eq!(d.location().unwrap(), "berth.toml:6:16", "{d:?}");
     }
 
     #[test]

@@ -996,6 +996,7 @@ impl Validator<'_> {
     /// statement timeout under a millisecond would be 0 (no timeout) on the server.
     fn limits(&mut self) {
         let mut layers: Vec<(Vec<String>, &crate::limits::Limits)> = Vec::new();
+        let mut services: Vec<(Vec<String>, &crate::limits::Limits)> = Vec::new();
         if let Some(l) = &self.m.limits {
             layers.push((vpath(&["limits"]), l));
         }
@@ -1017,6 +1018,7 @@ impl Validator<'_> {
             }
             for (sname, s) in &prod.services {
                 let Some(l) = &s.limits else { continue };
+                services.push((vpath(&["products", pname, "services", sname, "limits"]), l));
                 for (key, set) in [
                     ("db_connections", l.db_connections.is_some()),
                     ("statement_timeout", l.statement_timeout.is_some()),
@@ -1042,6 +1044,20 @@ impl Validator<'_> {
                         self.push(d);
                     }
                 }
+            }
+        }
+        let swarm = self.m.deploy.runtime == crate::model::RuntimeKind::Swarm;
+        for (path, l) in layers.iter().chain(&services) {
+            if swarm && l.cpu_priority == Some(crate::limits::CpuPriority::Background) {
+                let mut path = path.clone();
+                path.push("cpu_priority".into());
+                let d = Diagnostic::error(
+                    "limits-background-on-swarm",
+                    "cpu_priority = \"background\" cannot be applied by the swarm runtime: a swarm service has no CPU weight",
+                )
+                .at(self.label(&path, "not on swarm"))
+                .help("remove it (its `cpus` stays the service's ceiling), or run the product on the local, compose or Kubernetes runtime");
+                self.push(d);
             }
         }
         for (path, l) in layers {

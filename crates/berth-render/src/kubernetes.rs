@@ -116,6 +116,9 @@ pub fn memory_quantity(bytes: u64) -> String {
 #[derive(Serialize)]
 struct Resources {
     cpu: String,
+    /// The CPU request: the limit (a Guaranteed pod), or `1m`, the lowest CPU weight,
+    /// for a `background` service (Kubernetes has no idle class).
+    cpu_request: String,
     memory: String,
     pids: u64,
     nofile: u64,
@@ -125,6 +128,10 @@ impl From<EffectiveLimits> for Resources {
     fn from(l: EffectiveLimits) -> Self {
         Self {
             cpu: cpu_quantity(l.cpus),
+            cpu_request: match l.cpu_priority {
+                berth_manifest::CpuPriority::Normal => cpu_quantity(l.cpus),
+                berth_manifest::CpuPriority::Background => "1m".into(),
+            },
             memory: memory_quantity(l.memory),
             pids: l.pids,
             nofile: l.nofile,
@@ -303,7 +310,7 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
             }
         });
         // The namespace's quota: every service twice (the rollout's surge), each
-        // migration Job, and the backup, at their limits (requests are the limits).
+        // migration Job, and the backup, at their limits (no request is above its limit).
         let mut pods = 0u64;
         let (mut cpu, mut memory) = (0f64, 0u64);
         let mut count = |l: EffectiveLimits, n: u64| {

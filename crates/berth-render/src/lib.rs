@@ -556,8 +556,11 @@ struct ComposeLimits {
     /// CFS quota and period (µs) of the CPU limit.
     cpu_quota: u64,
     cpu_period: u64,
-    /// The CPU weight next to Docker's default 1024.
+    /// The CPU weight next to Docker's default 1024 (2, the lowest, for a
+    /// `background` service).
     cpu_shares: u64,
+    /// `cpu_priority = "background"`.
+    background: bool,
     /// Bytes with Compose's `b` unit (a bare number is refused there).
     memory: String,
     pids: u64,
@@ -584,7 +587,8 @@ impl From<berth_manifest::EffectiveLimits> for ComposeLimits {
             cpus: docker_cpus(l.cpus),
             cpu_quota,
             cpu_period,
-            cpu_shares: l.cpu_shares(),
+            cpu_shares: l.container_cpu_shares(),
+            background: l.cpu_priority == berth_manifest::CpuPriority::Background,
             memory: format!("{}b", l.memory),
             pids: l.pids,
             nofile: l.nofile,
@@ -1177,6 +1181,27 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(go_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+    }
+
+    /// A background service's container gets Docker's lowest CPU weight, whatever its
+    /// CPUs; a normal one a weight in proportion.
+    #[test]
+    fn a_background_container_gets_the_lowest_cpu_weight() {
+        let l = |cpus: f64, cpu_priority| {
+            ComposeLimits::from(berth_manifest::EffectiveLimits {
+                cpus,
+                cpu_priority,
+                ..Default::default()
+            })
+        };
+        use berth_manifest::CpuPriority::{Background, Normal};
+        assert_eq!(l(2.0, Background).cpu_shares, 2);
+        assert!(l(2.0, Background).background);
+        assert_eq!(l(0.5, Normal).cpu_shares, 512);
+        assert_eq!(
+            (l(0.5, Background).cpu_quota, l(0.5, Background).cpu_period),
+            (5_000, 10_000)
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ mod tests {
                         memory: 64 << 20,
                         pids: 200,
                         nofile: 1000,
+                        ..Default::default()
                     },
                     true,
                 ),

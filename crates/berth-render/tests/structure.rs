@@ -365,7 +365,15 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
             "{cpus} vs {}\n{text}",
             l.cpus
         );
-        assert_eq!(s["cpu_shares"].as_u64(), Some(l.cpu_shares()), "{text}");
+        // (The lowest weight for a background service.)
+        assert_eq!(
+            s["cpu_shares"].as_u64(),
+            Some(l.container_cpu_shares()),
+            "{text}"
+        );
+        if l.cpu_priority == berth_manifest::CpuPriority::Background {
+            assert_eq!(s["cpu_shares"].as_u64(), Some(2), "{text}");
+        }
         assert_eq!(
             lim["memory"].as_str(),
             Some(format!("{}b", l.memory).as_str())
@@ -1027,6 +1035,9 @@ fn hostile_commands_cannot_change_the_kubernetes_structure() {
                         memory: Some(format!("{}MiB", 1 + rng.below(4096)).parse().unwrap()),
                         pids: Some(berth_manifest::limits::Count(1 + rng.below(5000) as u64)),
                         nofile: None,
+                        cpu_priority: rng
+                            .chance(30)
+                            .then_some(berth_manifest::CpuPriority::Background),
                         ..Default::default()
                     });
                 }

@@ -10,6 +10,15 @@ use berth_manifest::EffectiveLimits;
 
 /// The directory every berth cgroup lives in, under each hierarchy's root.
 const BASE: &str = "berth";
+/// Where the cgroups of `cpu_priority = "background"` services live instead: an idle
+/// group (`cpu.idle` 1) at the root of the hierarchy. It must sit at the root: the
+/// kernel compares scheduling entities where two cgroups meet, and nginx, the
+/// databases and every other process on the host are at the root, next to `berth`
+/// as a whole. A non-idle task that wakes on a core this group runs on preempts it at
+/// once (an idle entity yields on wakeup, not on the next tick), and the scheduler
+/// counts such a core as free when it places a waking task. (One already queued may
+/// still wait up to a tick: the scheduler picks by lag and deadline, not by class.)
+const BACKGROUND: &str = "berth-background";
 /// Where cgroups can be made on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Hierarchy {
@@ -115,6 +124,8 @@ pub struct Usage {
     pub cpu_usec: u64,
     /// The CPU quota as a number of CPUs.
     pub cpus_limit: Option<f64>,
+    /// Made in the idle group (`cpu_priority = "background"`).
+    pub background: bool,
     pub pids: u64,
     pub pids_limit: Option<u64>,
     /// Processes the kernel killed for the memory limit.
@@ -139,19 +150,14 @@ impl Cgroup {
         let Ok(h) = detect_at(fs) else { return };
         let suffix = Self::name_for(root, "", "", "");
         let suffix = suffix.trim_start_matches('-');
-        let bases: Vec<PathBuf> = match &h {
-            Hierarchy::V2 { root } => vec![root.join(BASE)],
-            Hierarchy::V1 {
-                memory,
-                cpu,
-                pids,
-                cpuacct,
-            } => [Some(memory), Some(cpu), Some(pids), cpuacct.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|d| d.join(BASE))
-                .collect(),
+        let any = Self {
+            hierarchy: h.clone(),
+            name: String::new(),
         };
+        let bases: Vec<PathBuf> = [BASE, BACKGROUND]
+            .into_iter()
+            .flat_map(|b| any.dirs_in(b))
+            .collect();
         let mut names: Vec<String> = bases
             .iter()
             .flat_map(|b| std::fs::read_dir(b).into_iter().flatten().flatten())
@@ -170,10 +176,11 @@ impl Cgroup {
         }
     }
 
-    /// The directories of this cgroup (one per hierarchy).
-    pub fn dirs(&self) -> Vec<PathBuf> {
+    /// The hierarchies' roots (one on v2; memory, cpu, pids and a separate cpuacct
+    /// on v1).
+    fn roots(&self) -> Vec<&Path> {
         match &self.hierarchy {
-            Hierarchy::V2 { root } => vec![root.join(BASE).join(&self.name)],
+            Hierarchy::V2 { root } => vec![root.as_path()],
             Hierarchy::V1 {
                 memory,
                 cpu,
@@ -182,9 +189,27 @@ impl Cgroup {
             } => [Some(memory), Some(cpu), Some(pids), cpuacct.as_ref()]
                 .into_iter()
                 .flatten()
-                .map(|d| d.join(BASE).join(&self.name))
+                .map(PathBuf::as_path)
                 .collect(),
         }
+    }
+
+    /// The directories of this cgroup (one per hierarchy) under `base`.
+    fn dirs_in(&self, base: &str) -> Vec<PathBuf> {
+        self.roots()
+            .into_iter()
+            .map(|r| r.join(base).join(&self.name))
+            .collect()
+    }
+
+    /// Whether the cgroup is a `background` one (made in the root-level idle group).
+    pub fn background(&self) -> bool {
+        self.dirs_in(BACKGROUND).iter().any(|d| d.exists())
+    }
+
+    /// The directories of this cgroup (one per hierarchy), wherever it was made.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.dirs_in(if self.background() { BACKGROUND } else { BASE })
     }
 
     /// Make the cgroup (or take the one a crashed run left) and write its limits.
@@ -198,6 +223,22 @@ impl Cgroup {
         };
         let (quota, period) = l.cfs();
         let (shares, weight) = (l.cpu_shares(), l.cpu_weight());
+        let background = l.cpu_priority == berth_manifest::CpuPriority::Background;
+        let base = if background { BACKGROUND } else { BASE };
+        // A service whose priority changed since its slot last ran: its old cgroup
+        // (empty: the slot was stopped) goes, so one place holds it.
+        let _ = cg.remove_in(if background { BASE } else { BACKGROUND });
+        // The background group is idle: its members run on CPU time nobody else wants.
+        let idle = |dir: &Path| {
+            let f = dir.join("cpu.idle");
+            if !f.exists() {
+                return Err(format!(
+                    "{} has no cpu.idle, which cpu_priority = \"background\" needs (Linux 5.15 or later)",
+                    dir.display()
+                ));
+            }
+            write(&f, "1")
+        };
         match hierarchy {
             Hierarchy::V2 { root } => {
                 let enable = "+memory +cpu +pids";
@@ -210,9 +251,12 @@ impl Cgroup {
                 {
                     write(&subtree, enable)?;
                 }
-                let base = root.join(BASE);
+                let base = root.join(base);
                 mkdir(&base)?;
                 write(&base.join("cgroup.subtree_control"), enable)?;
+                if background {
+                    idle(&base)?;
+                }
                 let dir = base.join(name);
                 mkdir(&dir)?;
                 write(&dir.join("memory.max"), &l.memory.to_string())?;
@@ -226,11 +270,15 @@ impl Cgroup {
                 write(&dir.join("pids.max"), &l.pids.to_string())?;
             }
             Hierarchy::V1 { .. } => {
-                let dirs = cg.dirs();
+                let dirs = cg.dirs_in(base);
                 for d in &dirs {
                     mkdir(d)?;
                 }
                 let (mem, cpu, pids) = (&dirs[0], &dirs[1], &dirs[2]);
+                // (Background services share the idle group's time by their weights.)
+                if background {
+                    idle(cpu.parent().unwrap_or(cpu))?;
+                }
                 // memsw (memory + swap) may only be set at or above the memory limit:
                 // lift it first when it is lower, then set both to the limit.
                 let memsw = mem.join("memory.memsw.limit_in_bytes");
@@ -274,7 +322,12 @@ impl Cgroup {
     /// Remove the cgroup once no process is left in it (a few tries: the kernel
     /// frees a cgroup a moment after its last process is reaped).
     pub fn remove(&self) -> Result<(), String> {
-        for d in self.dirs() {
+        self.remove_in(BASE)?;
+        self.remove_in(BACKGROUND)
+    }
+
+    fn remove_in(&self, base: &str) -> Result<(), String> {
+        for d in self.dirs_in(base) {
             if !d.exists() {
                 continue;
             }
@@ -305,8 +358,8 @@ impl Cgroup {
     /// Usage against the limits, as the kernel counts them.
     pub fn usage(&self) -> Option<Usage> {
         match &self.hierarchy {
-            Hierarchy::V2 { root } => {
-                let d = root.join(BASE).join(&self.name);
+            Hierarchy::V2 { .. } => {
+                let d = self.dirs().remove(0);
                 let max = |f: &str| read_u64(&d.join(f));
                 let cpus = std::fs::read_to_string(d.join("cpu.max"))
                     .ok()
@@ -321,6 +374,7 @@ impl Cgroup {
                     memory_limit_bytes: max("memory.max"),
                     cpu_usec: keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0),
                     cpus_limit: cpus,
+                    background: self.background(),
                     pids: read_u64(&d.join("pids.current")).unwrap_or(0),
                     pids_limit: max("pids.max"),
                     oom_kills: keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0),
@@ -345,6 +399,7 @@ impl Cgroup {
                         (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
                         _ => None,
                     },
+                    background: self.background(),
                     pids: read_u64(&pids.join("pids.current")).unwrap_or(0),
                     pids_limit: read_u64(&pids.join("pids.max")),
                     oom_kills: keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0),

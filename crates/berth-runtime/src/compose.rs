@@ -764,7 +764,7 @@ impl Runtime for ComposeRuntime {
             .args([
                 "inspect",
                 "--format",
-                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}}",
+                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{.HostConfig.CpuShares}}",
                 &i.id,
             ])
             .output()
@@ -787,6 +787,8 @@ impl Runtime for ComposeRuntime {
             memory_limit_bytes: some(l.first()),
             cpus,
             cpus_limit,
+            // (berth's compose files give a background service Docker's lowest weight.)
+            background: some(l.get(5)).map(|s| s == 2),
             pids,
             pids_limit: some(l.get(2)),
             oom_kills: None,

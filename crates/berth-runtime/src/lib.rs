@@ -223,6 +223,10 @@ pub struct ResourceUsage {
     /// CPUs in use now (1.0: one core busy).
     pub cpus: Option<f64>,
     pub cpus_limit: Option<f64>,
+    /// Whether it runs with `cpu_priority = "background"` (local: in the idle cgroup;
+    /// compose: at the lowest CPU weight), where the runtime can tell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
     pub pids: Option<u64>,
     pub pids_limit: Option<u64>,
     /// Processes the kernel killed for the memory limit (where the runtime counts them).

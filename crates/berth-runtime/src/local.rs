@@ -652,6 +652,7 @@ impl Runtime for LocalRuntime {
             memory_limit_bytes: u.memory_limit_bytes,
             cpus: Some((cpus * 1000.0).round() / 1000.0),
             cpus_limit: u.cpus_limit,
+            background: Some(u.background),
             pids: Some(u.pids),
             pids_limit: u.pids_limit,
             oom_kills: Some(u.oom_kills),
@@ -902,6 +903,9 @@ limits = { cpus = 0.5, memory = "64MiB", pids = 50, nofile = 512 }
 [products.p.services.hog]
 command = "a=aaaaaaaaaaaaaaaa; while :; do a=\"$a$a\"; done"
 limits = { memory = "16MiB" }
+[products.p.services.batch]
+command = "exec sleep 300"
+limits = { cpus = 0.25, cpu_priority = "background" }
 "#;
         let m = berth_manifest::parse_str("berth.toml", text)
             .unwrap()
@@ -947,6 +951,36 @@ limits = { memory = "16MiB" }
                 "{line}"
             );
         }
+        // A background service: in the idle group at the hierarchy's root, with its
+        // quota; the others are not.
+        let batch = cg("batch");
+        assert!(batch.background() && !idle.background());
+        let dirs = batch.dirs();
+        let cpu_dir = match &h {
+            crate::cgroup::Hierarchy::V2 { .. } => &dirs[0],
+            crate::cgroup::Hierarchy::V1 { .. } => &dirs[1],
+        };
+        let group = cpu_dir.parent().unwrap();
+        assert_eq!(group.file_name().unwrap(), "berth-background");
+        assert_eq!(
+            std::fs::read_to_string(group.join("cpu.idle"))
+                .unwrap()
+                .trim(),
+            "1",
+            "{}",
+            group.display()
+        );
+        let u = batch.usage().expect("usage of the batch service's cgroup");
+        assert_eq!((u.cpus_limit, u.background), (Some(0.25), true), "{u:?}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while batch.pids().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !batch.pids().is_empty(),
+            "nothing joined {}",
+            cpu_dir.display()
+        );
         // The hog: killed for its memory, started again, and again.
         let hog = cg("hog");
         let log = root.join(".berth/run/p/blue/hog.log");
@@ -968,10 +1002,11 @@ limits = { memory = "16MiB" }
         assert!(instances.iter().all(|i| i.alive), "{instances:?}");
 
         rt.stop("p", Slot::Blue).unwrap();
-        for c in [&idle, &hog] {
+        for c in [&idle, &hog, &batch] {
             for d in c.dirs() {
                 assert!(!d.exists(), "{} left behind", d.display());
             }
+            assert!(!c.exists() && !c.background(), "{c:?} left behind");
         }
         assert!(!group_alive(pid));
         let _ = std::fs::remove_dir_all(&root);

@@ -1705,6 +1705,7 @@ impl Runtime for SwarmRuntime {
             memory_limit_bytes: task.memory_limit,
             cpus: stats.and_then(|s| s.1),
             cpus_limit: task.nano_cpus.map(|n| n as f64 / 1e9),
+            background: None,
             pids: stats.and_then(|s| s.2),
             pids_limit: task.pids_limit,
             oom_kills: None,

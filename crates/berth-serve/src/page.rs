@@ -296,11 +296,14 @@ fn card(p: &ProductView, events: &[DeployEvent], now: u64) -> String {
                 (Some(m), None) => mib(m),
                 (None, None) => "-".into(),
             };
-            let cpu = match (u.cpus, u.cpus_limit) {
+            let mut cpu = match (u.cpus, u.cpus_limit) {
                 (Some(c), Some(l)) => format!(", CPU {c:.2} of {l}"),
                 (Some(c), None) => format!(", CPU {c:.2}"),
                 _ => String::new(),
             };
+            if u.background == Some(true) {
+                cpu.push_str(" (background)");
+            }
             format!(r#" <span class="muted" data-usage>memory {mem}{cpu}</span>"#)
         });
         let _ = write!(

@@ -739,12 +739,15 @@ fn usage_columns(u: &serde_json::Value) -> (String, String) {
         (None, Some(limit)) => format!("-/{}", mib(limit)),
         _ => "-".into(),
     };
-    let cpu = match (u["cpus"].as_f64(), u["cpus_limit"].as_f64()) {
+    let mut cpu = match (u["cpus"].as_f64(), u["cpus_limit"].as_f64()) {
         (Some(c), Some(l)) => format!("{c:.2}/{l}"),
         (Some(c), None) => format!("{c:.2}"),
         (None, Some(l)) => format!("-/{l}"),
         _ => "-".into(),
     };
+    if u["background"] == true {
+        cpu.push_str(" background");
+    }
     (memory, cpu)
 }
 

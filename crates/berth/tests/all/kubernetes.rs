@@ -587,6 +587,10 @@ fn limits_shape_the_containers_the_limit_range_and_the_quota() {
         .replace(
             "redis = { db = 1, prefix = \"realestate:\" }\n",
             "redis = { db = 1, prefix = \"realestate:\" }\nlimits = { cpus = 2 }\n",
+        )
+        .replace(
+            "[products.realestate.services.server]\n",
+            "[products.realestate.services.server]\nlimits = { cpu_priority = \"background\" }\n",
         );
     repo.write("berth.toml", &m);
     run(repo.path(), &["render", "--target", "kubernetes"]).assert_code(0);
@@ -602,7 +606,15 @@ fn limits_shape_the_containers_the_limit_range_and_the_quota() {
             .unwrap();
         let spec = &d["spec"]["template"];
         let c = &spec["spec"]["containers"][0]["resources"];
-        assert_eq!(c["limits"], c["requests"]);
+        assert_eq!(c["limits"]["memory"], c["requests"]["memory"]);
+        // Requests are the limits, but a background service's CPU request is the
+        // lowest weight.
+        let request = if (product, service) == ("realestate", "server") {
+            "1m".to_string()
+        } else {
+            c["limits"]["cpu"].as_str().unwrap().to_string()
+        };
+        assert_eq!(c["requests"]["cpu"].as_str(), Some(request.as_str()));
         (
             c["limits"]["cpu"].as_str().unwrap().to_string(),
             c["limits"]["memory"].as_str().unwrap().to_string(),

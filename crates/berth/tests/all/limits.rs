@@ -545,9 +545,14 @@ fn measure(site: &Site, bestays_cpu_time: &dyn Fn() -> Option<Duration>) -> Figu
 /// unloaded and loaded for bench/limits.sh (the 2x target is the bench's verdict:
 /// latency on a shared 2-core test machine is not a test's to assert).
 fn cpu_bound_neighbour(site: &Site, label: &str, bestays_cpu_time: impl Fn() -> Option<Duration>) {
+    let background = label.contains("background");
     site.edit_manifest(
         "# limits = { cpus = 0.5, memory = \"512MiB\" }   # this service only (over [limits])",
-        "limits = { cpus = 0.5 }",
+        if background {
+            "limits = { cpus = 0.5, cpu_priority = \"background\" }"
+        } else {
+            "limits = { cpus = 0.5 }"
+        },
     );
     site.edit_manifest(
         "PRODUCT_ID = \"bestays\",",
@@ -559,6 +564,26 @@ fn cpu_bound_neighbour(site: &Site, label: &str, bestays_cpu_time: impl Fn() -> 
     site.berth(&["deploy", "realestate", "--yes"])
         .assert_code(0);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
+    // `berth status` says which priority the server runs with.
+    let out = site.berth(&["status", "bestays", "--format", "json"]);
+    out.assert_code(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    crate::logs::validate_json_docs("status.schema.json", std::slice::from_ref(&v));
+    let server = v["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "server")
+        .unwrap();
+    assert_eq!(server["usage"]["background"], background, "{v}");
+    let text = site.berth(&["status", "bestays"]);
+    text.assert_code(0);
+    let row = text
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bestays") && l.contains(" server "))
+        .unwrap_or_else(|| panic!("{}", text.stdout));
+    assert_eq!(row.contains("/0.5 background"), background, "{row}");
 
     let f = measure(site, &bestays_cpu_time);
     // The burners ran (an idle server uses next to nothing; on a busy machine they may
@@ -585,6 +610,18 @@ fn cpu_bound_neighbour(site: &Site, label: &str, bestays_cpu_time: impl Fn() -> 
 
 #[test]
 fn local_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
+    local_cpu_bound_neighbour("local");
+}
+
+/// The same with bestays's server at `cpu_priority = "background"`: in the idle
+/// cgroup, any task that wakes on its core takes the core at once (bench/limits.sh
+/// prints both figures).
+#[test]
+fn local_a_background_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
+    local_cpu_bound_neighbour("local, background");
+}
+
+fn local_cpu_bound_neighbour(label: &str) {
     let site = Site::new(0);
     let root = site.repo.path().to_path_buf();
     let h = berth_runtime::cgroup::detect().expect("cgroups (v2, or v1 memory/cpu/pids)");
@@ -599,7 +636,7 @@ fn local_a_cpu_bound_product_gets_its_half_core_and_the_other_answers() {
         };
         Some(Duration::from_micros(cg.usage()?.cpu_usec))
     };
-    cpu_bound_neighbour(&site, "local", cpu_time);
+    cpu_bound_neighbour(&site, label, cpu_time);
 }
 
 /// The CPU time the cgroup of process `pid` has used (cgroup v1 cpuacct, or v2).
