@@ -80,8 +80,8 @@ print("The two phases alternate (2 s idle, 2 s with bestays burning, repeated) u
 print()
 verdict = "; ".join(
     part for part in (
-        f"**met** on {', '.join(met_on)}" if met_on else "",
-        f"**not met** on {', '.join(missed_on)}" if missed_on else "",
+        f"**met** on {' and '.join(f'`{r}`' for r in met_on)}" if met_on else "",
+        f"**not met** on {' and '.join(f'`{r}`' for r in missed_on)}" if missed_on else "",
     ) if part
 )
 print(f"Target (median of the runs): {verdict} (memory: the kill-and-restart tests passed with 0 failed requests).")
