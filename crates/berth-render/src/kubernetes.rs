@@ -306,7 +306,12 @@ pub fn render(m: &Manifest, env: Env, version: &str) -> Result<Vec<RenderedFile>
                 role: db.role.clone(),
                 host: pg_host.clone(),
                 port: pg_port,
-                resources: effective_limits(m, pname, "").into(),
+                // (The backup is not the product's batch work: a normal request.)
+                resources: EffectiveLimits {
+                    cpu_priority: berth_manifest::CpuPriority::Normal,
+                    ..effective_limits(m, pname, "")
+                }
+                .into(),
             }
         });
         // The namespace's quota: every service twice (the rollout's surge), each

@@ -221,6 +221,12 @@ fn manifest(rng: &mut Rng, valid_names: bool) -> Manifest {
             if rng.chance(50) {
                 svc.insert("secrets".into(), json!(["API_KEY"]));
             }
+            if rng.chance(25) {
+                svc.insert(
+                    "limits".into(),
+                    json!({ "cpus": 0.5, "cpu_priority": "background" }),
+                );
+            }
             services.insert(sname.to_string(), svc.into());
         }
         let ident = pname.replace('-', "_");
@@ -371,8 +377,15 @@ fn check_compose(m: &Manifest, pname: &str, text: &str) {
             Some(l.container_cpu_shares()),
             "{text}"
         );
+        // berth status tells a background service's containers by their label.
+        let label = s["labels"]
+            .get("berth.cpu-priority")
+            .and_then(|v| v.as_str());
         if l.cpu_priority == berth_manifest::CpuPriority::Background {
             assert_eq!(s["cpu_shares"].as_u64(), Some(2), "{text}");
+            assert_eq!(label, Some("background"), "{text}");
+        } else {
+            assert_eq!(label, None, "{text}");
         }
         assert_eq!(
             lim["memory"].as_str(),

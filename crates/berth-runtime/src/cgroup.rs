@@ -226,18 +226,25 @@ impl Cgroup {
         let background = l.cpu_priority == berth_manifest::CpuPriority::Background;
         let base = if background { BACKGROUND } else { BASE };
         // A service whose priority changed since its slot last ran: its old cgroup
-        // (empty: the slot was stopped) goes, so one place holds it.
-        let _ = cg.remove_in(if background { BASE } else { BACKGROUND });
+        // (empty: the slot was stopped) goes, so one place holds it. A process left in
+        // it (one that escaped its slot's stop) would keep the service in the wrong
+        // place: refuse.
+        cg.remove_in(if background { BASE } else { BACKGROUND })
+            .map_err(|e| {
+                format!("{e}: a process outlived its slot there; stop it, then deploy again")
+            })?;
         // The background group is idle: its members run on CPU time nobody else wants.
-        let idle = |dir: &Path| {
+        // A kernel without cpu.idle (before Linux 5.15) gets the lowest weight instead.
+        let idle = |dir: &Path, weight: (&str, &str)| {
             let f = dir.join("cpu.idle");
-            if !f.exists() {
-                return Err(format!(
-                    "{} has no cpu.idle, which cpu_priority = \"background\" needs (Linux 5.15 or later)",
-                    dir.display()
-                ));
+            if f.exists() {
+                return write(&f, "1");
             }
-            write(&f, "1")
+            tracing::warn!(
+                "{} has no cpu.idle (Linux 5.15 or later): background services get the lowest CPU weight instead",
+                dir.display()
+            );
+            write(&dir.join(weight.0), weight.1)
         };
         match hierarchy {
             Hierarchy::V2 { root } => {
@@ -255,7 +262,7 @@ impl Cgroup {
                 mkdir(&base)?;
                 write(&base.join("cgroup.subtree_control"), enable)?;
                 if background {
-                    idle(&base)?;
+                    idle(&base, ("cpu.weight", "1"))?;
                 }
                 let dir = base.join(name);
                 mkdir(&dir)?;
@@ -277,7 +284,7 @@ impl Cgroup {
                 let (mem, cpu, pids) = (&dirs[0], &dirs[1], &dirs[2]);
                 // (Background services share the idle group's time by their weights.)
                 if background {
-                    idle(cpu.parent().unwrap_or(cpu))?;
+                    idle(cpu.parent().unwrap_or(cpu), ("cpu.shares", "2"))?;
                 }
                 // memsw (memory + swap) may only be set at or above the memory limit:
                 // lift it first when it is lower, then set both to the limit.
@@ -322,8 +329,12 @@ impl Cgroup {
     /// Remove the cgroup once no process is left in it (a few tries: the kernel
     /// frees a cgroup a moment after its last process is reaped).
     pub fn remove(&self) -> Result<(), String> {
-        self.remove_in(BASE)?;
-        self.remove_in(BACKGROUND)
+        // Both places, whatever the first says.
+        match (self.remove_in(BASE), self.remove_in(BACKGROUND)) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(a), Err(b)) => Err(format!("{a}; {b}")),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
     }
 
     fn remove_in(&self, base: &str) -> Result<(), String> {
@@ -465,6 +476,49 @@ mod tests {
         }
         assert!(matches!(detect_at(&d).unwrap(), Hierarchy::V1 { .. }));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A service whose priority changes moves between `berth` and the idle group; a
+    /// process left in its old cgroup stops the move (it would keep the service in the
+    /// wrong place), and `remove` clears both places. Real cgroups: needs root and
+    /// cgroup v2 or v1 controllers (fails, not skips, without).
+    #[test]
+    fn a_cgroup_moves_with_its_priority_and_a_leftover_process_stops_the_move() {
+        let h = detect().expect("cgroups (v2, or v1 memory/cpu/pids)");
+        let name = format!("cgtest-move-{}", std::process::id());
+        let l = |cpu_priority| EffectiveLimits {
+            cpus: 0.5,
+            memory: 64 << 20,
+            cpu_priority,
+            ..Default::default()
+        };
+        use berth_manifest::CpuPriority::{Background, Normal};
+        let cg = Cgroup::create(&h, &name, &l(Background)).unwrap();
+        assert!(cg.background() && cg.dirs_in(BASE).iter().all(|d| !d.exists()));
+        let cg = Cgroup::create(&h, &name, &l(Normal)).unwrap();
+        assert!(!cg.background() && cg.dirs_in(BASE).iter().all(|d| d.exists()));
+        // A process left in the normal one.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        for f in cg.procs_files() {
+            std::fs::write(&f, child.id().to_string()).unwrap();
+        }
+        let err = Cgroup::create(&h, &name, &l(Background)).unwrap_err();
+        assert!(err.contains("a process outlived its slot"), "{err}");
+        assert!(cg.dirs_in(BACKGROUND).iter().all(|d| !d.exists()));
+        // Both places hold one (a crash mid-move): remove() reports the busy one and
+        // still clears the other.
+        for d in cg.dirs_in(BACKGROUND) {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        assert!(cg.remove().is_err());
+        assert!(cg.dirs_in(BACKGROUND).iter().all(|d| !d.exists()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        cg.remove().unwrap();
+        assert!(!cg.exists() && !cg.background());
     }
 
     fn tempfile_dir() -> PathBuf {

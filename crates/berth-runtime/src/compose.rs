@@ -764,17 +764,15 @@ impl Runtime for ComposeRuntime {
             .args([
                 "inspect",
                 "--format",
-                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{.HostConfig.CpuShares}}",
+                "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{index .Config.Labels \"berth.cpu-priority\"}}",
                 &i.id,
             ])
             .output()
             .ok()?;
         // (A quota of -1 is none.)
-        let l: Vec<u64> = limits
-            .stdout_str()
-            .split_whitespace()
-            .map(|w| w.parse().unwrap_or(0))
-            .collect();
+        let text = limits.stdout_str();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let l: Vec<u64> = words.iter().map(|w| w.parse().unwrap_or(0)).collect();
         let some = |n: Option<&u64>| n.copied().filter(|n| *n > 0);
         // berth's compose files give a quota and period; a container made by an older
         // compose file has NanoCpus.
@@ -787,8 +785,8 @@ impl Runtime for ComposeRuntime {
             memory_limit_bytes: some(l.first()),
             cpus,
             cpus_limit,
-            // (berth's compose files give a background service Docker's lowest weight.)
-            background: some(l.get(5)).map(|s| s == 2),
+            // (berth's compose files label a background service's containers.)
+            background: Some(words.get(5) == Some(&"background")),
             pids,
             pids_limit: some(l.get(2)),
             oom_kills: None,

@@ -919,6 +919,15 @@ limits = { cpus = 0.25, cpu_priority = "background" }
             }
         }
         let _guard = StopOnDrop(&rt);
+        // The idle group outlives its services: make the start write cpu.idle again.
+        let cpu_root = match &h {
+            crate::cgroup::Hierarchy::V2 { root } => root.clone(),
+            crate::cgroup::Hierarchy::V1 { cpu, .. } => cpu.clone(),
+        };
+        let group_idle = cpu_root.join("berth-background/cpu.idle");
+        if group_idle.exists() {
+            std::fs::write(&group_idle, "0").unwrap();
+        }
         rt.start("p", Slot::Blue, version).unwrap();
         let cg = |service: &str| crate::cgroup::Cgroup {
             hierarchy: h.clone(),

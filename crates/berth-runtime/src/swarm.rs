@@ -1358,6 +1358,25 @@ impl Runtime for SwarmRuntime {
                 "the swarm runtime needs [deploy.swarm] with the registry images are pushed to (registry = \"host:port\")".into(),
             ));
         }
+        // (Validation refuses it when berth.toml names swarm; `--runtime swarm` gets
+        // here with a manifest made for another runtime.)
+        if let Some(p) = self.manifest.products.get(product) {
+            let background: Vec<&str> = p
+                .services
+                .keys()
+                .filter(|s| {
+                    berth_manifest::effective_limits(&self.manifest, product, s).cpu_priority
+                        == berth_manifest::CpuPriority::Background
+                })
+                .map(String::as_str)
+                .collect();
+            if !background.is_empty() {
+                return Err(RuntimeError::Preflight(format!(
+                    "{product}'s {} set cpu_priority = \"background\", which the swarm runtime cannot apply (a swarm service has no CPU weight); remove it from berth.toml or deploy with another runtime",
+                    background.join(", ")
+                )));
+            }
+        }
         let (state, manager, version) = self.swarm_state()?;
         manager_check(&state, manager, "the Docker Engine berth talks to")?;
         let mut warnings = Vec::new();
@@ -1910,6 +1929,27 @@ impl Runtime for SwarmRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--runtime swarm` with a manifest made for another runtime: a background
+    /// service is refused before berth talks to any engine (it would run without the
+    /// priority berth.toml asks for).
+    #[test]
+    fn a_background_service_is_refused_before_anything_runs() {
+        let text = "[project]\nname = \"shop\"\n[deploy.swarm]\nregistry = \"127.0.0.1:1\"\n[products.a.services.web]\nimage = \"a\"\n[products.a.services.batch]\nimage = \"b\"\nlimits = { cpu_priority = \"background\" }\n";
+        let m = berth_manifest::parse_str("berth.toml", text)
+            .unwrap()
+            .manifest;
+        let rt = SwarmRuntime::new(m, std::env::temp_dir());
+        match rt.preflight("a", false) {
+            Err(RuntimeError::Preflight(e)) => {
+                assert!(
+                    e.contains("a's batch set cpu_priority = \"background\""),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Services take a pids limit and ulimits from Docker Engine 20.10 (API 1.41) on.
     #[test]
