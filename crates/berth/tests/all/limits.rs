@@ -60,6 +60,23 @@ fn container(site: &Site, product: &str, service: &str) -> String {
 /// `berth status` shows bestays's server's memory and CPU against its limits (JSON,
 /// valid against its schema, and text).
 fn assert_status_shows_usage(site: &Site) {
+    let (v, server, row) = bestays_server_status(site);
+    let u = &server["usage"];
+    assert_eq!(u["memory_limit_bytes"], 64u64 << 20, "{v}");
+    assert_eq!(u["cpus_limit"], 0.5, "{v}");
+    assert_eq!(u["pids_limit"], 200, "{v}");
+    let used = u["memory_bytes"].as_u64().unwrap();
+    assert!(used > 0 && used < 64 << 20, "{v}");
+    assert!(u["cpus"].as_f64().is_some(), "{v}");
+    assert!(
+        row.contains("MiB/64.0MiB") && row.contains("/0.5 "),
+        "{row}"
+    );
+}
+
+/// `berth status bestays` in JSON (valid against its schema), its server's entry, and
+/// the server's row of the text table (under a MEMORY header).
+fn bestays_server_status(site: &Site) -> (serde_json::Value, serde_json::Value, String) {
     let out = site.berth(&["status", "bestays", "--format", "json"]);
     out.assert_code(0);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -69,26 +86,18 @@ fn assert_status_shows_usage(site: &Site) {
         .unwrap()
         .iter()
         .find(|s| s["service"] == "server")
-        .unwrap();
-    let u = &server["usage"];
-    assert_eq!(u["memory_limit_bytes"], 64u64 << 20, "{v}");
-    assert_eq!(u["cpus_limit"], 0.5, "{v}");
-    assert_eq!(u["pids_limit"], 200, "{v}");
-    let used = u["memory_bytes"].as_u64().unwrap();
-    assert!(used > 0 && used < 64 << 20, "{v}");
-    assert!(u["cpus"].as_f64().is_some(), "{v}");
+        .unwrap()
+        .clone();
     let text = site.berth(&["status", "bestays"]);
     text.assert_code(0);
+    assert!(text.stdout.contains("MEMORY"), "{}", text.stdout);
     let row = text
         .stdout
         .lines()
         .find(|l| l.starts_with("bestays") && l.contains(" server "))
-        .unwrap_or_else(|| panic!("{}", text.stdout));
-    assert!(
-        text.stdout.contains("MEMORY") && row.contains("MiB/64.0MiB") && row.contains("/0.5 "),
-        "{}",
-        text.stdout
-    );
+        .unwrap_or_else(|| panic!("{}", text.stdout))
+        .to_string();
+    (v, server, row)
 }
 
 /// bestays's server at 64 MiB (and 0.5 CPU, 200 processes, 1000 open files) runs with
@@ -565,24 +574,8 @@ fn cpu_bound_neighbour(site: &Site, label: &str, bestays_cpu_time: impl Fn() -> 
         .assert_code(0);
     site.berth(&["deploy", "bestays", "--yes"]).assert_code(0);
     // `berth status` says which priority the server runs with.
-    let out = site.berth(&["status", "bestays", "--format", "json"]);
-    out.assert_code(0);
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    crate::logs::validate_json_docs("status.schema.json", std::slice::from_ref(&v));
-    let server = v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "server")
-        .unwrap();
+    let (v, server, row) = bestays_server_status(site);
     assert_eq!(server["usage"]["background"], background, "{v}");
-    let text = site.berth(&["status", "bestays"]);
-    text.assert_code(0);
-    let row = text
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("bestays") && l.contains(" server "))
-        .unwrap_or_else(|| panic!("{}", text.stdout));
     assert_eq!(row.contains("/0.5 background"), background, "{row}");
 
     let f = measure(site, &bestays_cpu_time);
