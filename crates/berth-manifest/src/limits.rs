@@ -92,15 +92,6 @@ pub enum CpuPriority {
     Background,
 }
 
-impl CpuPriority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Background => "background",
-        }
-    }
-}
-
 /// `[limits] enforce`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -162,6 +153,10 @@ pub struct EffectiveLimits {
 /// half-CPU service holds both cores of a 2-core machine for 25 ms per period; with
 /// 10 ms, for 2.5 ms.
 pub const CPU_PERIOD_US: u64 = 10_000;
+/// The lowest CPU weight on cgroup v1's and Docker's scale (`cpu.shares`).
+pub const LOWEST_CPU_SHARES: u64 = 2;
+/// The lowest CPU weight on cgroup v2's scale (`cpu.weight`).
+pub const LOWEST_CPU_WEIGHT: u64 = 1;
 /// The kernel's smallest CFS quota (1 ms); a limit below a tenth of a CPU gets a longer
 /// period instead, so its quota never rounds up.
 const MIN_QUOTA_US: u64 = 1_000;
@@ -183,21 +178,22 @@ impl EffectiveLimits {
     /// (cgroup v1 `cpu.shares`, Docker's `cpu_shares`): a half-CPU service yields to a
     /// one-CPU neighbour when both want the same core.
     pub fn cpu_shares(&self) -> u64 {
-        ((1024.0 * self.cpus).round() as u64).clamp(2, 262_144)
+        ((1024.0 * self.cpus).round() as u64).clamp(LOWEST_CPU_SHARES, 262_144)
     }
 
     /// The weight a container gets: [`Self::cpu_shares`], or the lowest Docker takes
-    /// (2) for a `background` service (containers have no idle class).
+    /// ([`LOWEST_CPU_SHARES`]) for a `background` service (containers have no idle
+    /// class).
     pub fn container_cpu_shares(&self) -> u64 {
         match self.cpu_priority {
             CpuPriority::Normal => self.cpu_shares(),
-            CpuPriority::Background => 2,
+            CpuPriority::Background => LOWEST_CPU_SHARES,
         }
     }
 
     /// The same weight on cgroup v2's scale (`cpu.weight`, default 100, 1..=10000).
     pub fn cpu_weight(&self) -> u64 {
-        ((100.0 * self.cpus).round() as u64).clamp(1, 10_000)
+        ((100.0 * self.cpus).round() as u64).clamp(LOWEST_CPU_WEIGHT, 10_000)
     }
 }
 

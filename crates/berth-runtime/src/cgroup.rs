@@ -209,7 +209,12 @@ impl Cgroup {
 
     /// The directories of this cgroup (one per hierarchy), wherever it was made.
     pub fn dirs(&self) -> Vec<PathBuf> {
-        self.dirs_in(if self.background() { BACKGROUND } else { BASE })
+        self.dirs_in(Self::base(self.background()))
+    }
+
+    /// Where a cgroup of that priority lives.
+    fn base(background: bool) -> &'static str {
+        if background { BACKGROUND } else { BASE }
     }
 
     /// Make the cgroup (or take the one a crashed run left) and write its limits.
@@ -224,18 +229,17 @@ impl Cgroup {
         let (quota, period) = l.cfs();
         let (shares, weight) = (l.cpu_shares(), l.cpu_weight());
         let background = l.cpu_priority == berth_manifest::CpuPriority::Background;
-        let base = if background { BACKGROUND } else { BASE };
+        let base = Self::base(background);
         // A service whose priority changed since its slot last ran: its old cgroup
         // (empty: the slot was stopped) goes, so one place holds it. A process left in
         // it (one that escaped its slot's stop) would keep the service in the wrong
         // place: refuse.
-        cg.remove_in(if background { BASE } else { BACKGROUND })
-            .map_err(|e| {
-                format!("{e}: a process outlived its slot there; stop it, then deploy again")
-            })?;
+        cg.remove_in(Self::base(!background)).map_err(|e| {
+            format!("{e}: a process outlived its slot there; stop it, then deploy again")
+        })?;
         // The background group is idle: its members run on CPU time nobody else wants.
         // A kernel without cpu.idle (before Linux 5.15) gets the lowest weight instead.
-        let idle = |dir: &Path, weight: (&str, &str)| {
+        let idle = |dir: &Path, weight: (&str, u64)| {
             let f = dir.join("cpu.idle");
             if f.exists() {
                 return write(&f, "1");
@@ -244,7 +248,7 @@ impl Cgroup {
                 "{} has no cpu.idle (Linux 5.15 or later): background services get the lowest CPU weight instead",
                 dir.display()
             );
-            write(&dir.join(weight.0), weight.1)
+            write(&dir.join(weight.0), &weight.1.to_string())
         };
         match hierarchy {
             Hierarchy::V2 { root } => {
@@ -262,7 +266,10 @@ impl Cgroup {
                 mkdir(&base)?;
                 write(&base.join("cgroup.subtree_control"), enable)?;
                 if background {
-                    idle(&base, ("cpu.weight", "1"))?;
+                    idle(
+                        &base,
+                        ("cpu.weight", berth_manifest::limits::LOWEST_CPU_WEIGHT),
+                    )?;
                 }
                 let dir = base.join(name);
                 mkdir(&dir)?;
@@ -284,7 +291,10 @@ impl Cgroup {
                 let (mem, cpu, pids) = (&dirs[0], &dirs[1], &dirs[2]);
                 // (Background services share the idle group's time by their weights.)
                 if background {
-                    idle(cpu.parent().unwrap_or(cpu), ("cpu.shares", "2"))?;
+                    idle(
+                        cpu.parent().unwrap_or(cpu),
+                        ("cpu.shares", berth_manifest::limits::LOWEST_CPU_SHARES),
+                    )?;
                 }
                 // memsw (memory + swap) may only be set at or above the memory limit:
                 // lift it first when it is lower, then set both to the limit.
@@ -368,9 +378,11 @@ impl Cgroup {
 
     /// Usage against the limits, as the kernel counts them.
     pub fn usage(&self) -> Option<Usage> {
+        let background = self.background();
+        let dirs = self.dirs_in(Self::base(background));
         match &self.hierarchy {
             Hierarchy::V2 { .. } => {
-                let d = self.dirs().remove(0);
+                let d = &dirs[0];
                 let max = |f: &str| read_u64(&d.join(f));
                 let cpus = std::fs::read_to_string(d.join("cpu.max"))
                     .ok()
@@ -385,14 +397,13 @@ impl Cgroup {
                     memory_limit_bytes: max("memory.max"),
                     cpu_usec: keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0),
                     cpus_limit: cpus,
-                    background: self.background(),
+                    background,
                     pids: read_u64(&d.join("pids.current")).unwrap_or(0),
                     pids_limit: max("pids.max"),
                     oom_kills: keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0),
                 })
             }
             Hierarchy::V1 { .. } => {
-                let dirs = self.dirs();
                 let (mem, cpu, pids) = (&dirs[0], &dirs[1], &dirs[2]);
                 let quota = std::fs::read_to_string(cpu.join("cpu.cfs_quota_us"))
                     .ok()
@@ -410,7 +421,7 @@ impl Cgroup {
                         (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
                         _ => None,
                     },
-                    background: self.background(),
+                    background,
                     pids: read_u64(&pids.join("pids.current")).unwrap_or(0),
                     pids_limit: read_u64(&pids.join("pids.max")),
                     oom_kills: keyed(&mem.join("memory.oom_control"), "oom_kill").unwrap_or(0),
